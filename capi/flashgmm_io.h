@@ -1,0 +1,37 @@
+/* flashgmm_io.h: reading and writing vector files (fvecs, bvecs, ivecs, HDF5). */
+#ifndef FLASHGMM_IO_H
+#define FLASHGMM_IO_H
+
+#include "flashgmm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// A matrix of n rows x d columns, row-major, owned by the struct.
+typedef struct FgmmVecs {
+    void* data;      ///< n*d elements of dtype
+    fgmm_idx_t n;    ///< rows
+    int d;           ///< columns
+    FgmmDtype dtype; ///< FGMM_F32 (fvecs, HDF5 float), FGMM_U8 (bvecs, HDF5 uint8), FGMM_I32 (ivecs, HDF5 ints)
+} FgmmVecs;
+
+/// Reads a file chosen by its extension: .fvecs, .bvecs, .ivecs (TEXMEX layout: each row an
+/// int32 d then d values) or .h5/.hdf5 (a 2-D dataset named `dataset`; NULL tries "train",
+/// then "dataset"; float64 is converted to float32, other integer types to int32).
+/// Reads the first max_rows rows (0 = all). Truncated or malformed files give FGMM_ERR_IO.
+int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
+
+/// Writes .fvecs / .bvecs / .ivecs; the extension must match vecs->dtype.
+int fgmm_vecs_write(const char* path, const FgmmVecs* vecs);
+
+/// Frees the data and zeroes the struct (NULL is ignored).
+void fgmm_vecs_free(FgmmVecs* vecs);
+
+/// 1 if this build reads HDF5, else 0.
+int fgmm_vecs_hdf5_available(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every build dependency from Debian and builds FAISS's C API (libfaiss_c.a), which Debian
+# does not ship. Idempotent: a second run only checks. Needs root (or sudo) for apt-get.
+set -euo pipefail
+top="$(cd "$(dirname "$0")/.." && pwd)"
+deps="$top/.deps"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopenblas-dev liblapack-dev
+      googletest libgtest-dev libhdf5-dev"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# FAISS C API: compiled from the faiss source package that matches the installed libfaiss-dev.
+libc="$deps/faiss_c/lib/libfaiss_c.a"
+if [ ! -f "$libc" ]; then
+    if ! apt-get source --help >/dev/null 2>&1 || ! grep -rqs 'deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "setup: adding a deb-src entry for bookworm main"
+        printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            | $SUDO tee /etc/apt/sources.list.d/flashgmm-deb-src.sources >/dev/null
+        $SUDO apt-get update -qq
+    fi
+    mkdir -p "$deps/src" && cd "$deps/src"
+    ls faiss_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only faiss >/dev/null
+    rm -rf faiss-src && mkdir faiss-src && tar xf faiss_*.orig.tar.* -C faiss-src --strip-components=1
+    src="$deps/src/faiss-src"
+    obj="$deps/faiss_c/obj"; mkdir -p "$obj" "$deps/faiss_c/lib" "$deps/faiss_c/include/faiss/c_api"
+    echo "setup: compiling FAISS C API (about a minute)"
+    files=$(ls "$src"/c_api/*.cpp "$src"/c_api/impl/*.cpp "$src"/c_api/utils/*.cpp 2>/dev/null || true)
+    printf '%s\n' $files | xargs -P "$(nproc)" -I{} sh -c \
+        'g++ -O2 -fPIC -fopenmp -w -I"$1" -c "$2" -o "$3/$(echo "$2" | tr / _).o"' _ "$src" {} "$obj"
+    ar rcs "$libc.tmp" "$obj"/*.o && mv "$libc.tmp" "$libc"
+    # Public C API headers keep their relative layout (faiss/c_api/...).
+    (cd "$src/c_api" && find . -name '*.h' -exec cp --parents {} "$deps/faiss_c/include/faiss/c_api/" \;)
+    rm -rf "$obj"
+fi
+echo "setup: ok (libfaiss_c: $libc)"

@@ -1,0 +1,107 @@
+/* cli.c: the `flashgmm` command line. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flashgmm.h"
+#include "flashgmm_io.h"
+
+static void usage(FILE* f) {
+    fprintf(f,
+            "usage:\n"
+            "  flashgmm train FILE [options]   train a GMM, print per-iteration log-likelihood\n"
+            "      --k K              components (default 1024, at most rows)\n"
+            "      --iter N           EM iterations (default 30)\n"
+            "      --kmeans-iter N    k-means warm-start iterations (default 10)\n"
+            "      --cov iso|diag     covariance (default iso)\n"
+            "      --backend auto|cpu|gpu   (default auto)\n"
+            "      --precision fast|exact   GPU arithmetic (default fast: bf16 tensor cores)\n"
+            "      --tol T            stop when the mean log-likelihood gains < T*|value| (default 0)\n"
+            "      --seed S           (default 1234)\n"
+            "      --max-rows N       read only the first N rows\n"
+            "      --dataset NAME     HDF5 dataset (default: train, then dataset)\n"
+            "      --out MODEL        write the trained model\n"
+            "  flashgmm convert IN OUT [--dataset NAME] [--max-rows N]   e.g. .h5 -> .bvecs\n"
+            "FILE: .fvecs, .bvecs, .ivecs, .h5/.hdf5\n");
+}
+
+static void on_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded) {
+    (void)user;
+    if (phase == FGMM_PHASE_KMEANS)
+        printf("kmeans %3d  mean sq. distance %.6g%s\n", iter + 1, -obj, reseeded ? "  (re-seeded)" : "");
+    else
+        printf("em     %3d  mean log-likelihood %.6f%s\n", iter + 1, obj, reseeded ? "  (re-seeded)" : "");
+    fflush(stdout);
+}
+
+static int fail(const char* what) {
+    fprintf(stderr, "flashgmm: %s: %s\n", what, fgmm_get_last_error());
+    return 1;
+}
+
+int main(int argc, char** argv) {
+    if (argc < 3 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char* cmd = argv[1];
+    const char *in = argv[2], *out = NULL, *dataset = NULL;
+    fgmm_idx_t max_rows = 0;
+    FgmmParams p;
+    fgmm_params_init(&p);
+    int a = 3;
+    if (!strcmp(cmd, "convert")) {
+        if (argc < 4) return usage(stderr), 2;
+        out = argv[3];
+        a = 4;
+    }
+    for (; a < argc; a++) {
+        const char* o = argv[a];
+        const char* v = a + 1 < argc ? argv[a + 1] : NULL;
+        if (!v) return fprintf(stderr, "flashgmm: %s needs a value\n", o), 2;
+        a++;
+        if (!strcmp(o, "--k")) p.k = atoi(v);
+        else if (!strcmp(o, "--iter")) p.niter = atoi(v);
+        else if (!strcmp(o, "--kmeans-iter")) p.kmeans_iter = atoi(v);
+        else if (!strcmp(o, "--tol")) p.tol = atof(v);
+        else if (!strcmp(o, "--seed")) p.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(o, "--max-rows")) max_rows = atoll(v);
+        else if (!strcmp(o, "--dataset")) dataset = v;
+        else if (!strcmp(o, "--out")) out = v;
+        else if (!strcmp(o, "--cov") && (!strcmp(v, "iso") || !strcmp(v, "diag")))
+            p.covariance = !strcmp(v, "iso") ? FGMM_COV_ISOTROPIC : FGMM_COV_DIAGONAL;
+        else if (!strcmp(o, "--backend") && (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "gpu")))
+            p.backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
+        else if (!strcmp(o, "--precision") && (!strcmp(v, "fast") || !strcmp(v, "exact")))
+            p.precision = !strcmp(v, "fast") ? FGMM_PREC_FAST : FGMM_PREC_EXACT;
+        else return fprintf(stderr, "flashgmm: bad option %s %s\n", o, v), usage(stderr), 2;
+    }
+    FgmmVecs x;
+    if (fgmm_vecs_read(in, dataset, max_rows, &x)) return fail(in);
+    if (!strcmp(cmd, "convert")) {
+        int rc = fgmm_vecs_write(out, &x);
+        if (!rc) printf("wrote %lld x %d to %s\n", (long long)x.n, x.d, out);
+        fgmm_vecs_free(&x);
+        return rc ? fail(out) : 0;
+    }
+    if (strcmp(cmd, "train")) return usage(stderr), 2;
+    printf("data: %s, %lld x %d %s; k = %d, %s covariance\n", in, (long long)x.n, x.d,
+           x.dtype == FGMM_U8 ? "uint8" : x.dtype == FGMM_F32 ? "float32" : "int32", p.k,
+           p.covariance == FGMM_COV_ISOTROPIC ? "isotropic" : "diagonal");
+    p.progress = on_progress;
+    FgmmModel* m = NULL;
+    FgmmTrainInfo info;
+    int rc = fgmm_train(&p, x.n, x.d, x.dtype, x.data, &m, &info);
+    fgmm_vecs_free(&x);
+    if (rc) return fail("train");
+    printf("done: backend %s, %d k-means + %d EM iterations%s, %d re-seeded, final mean log-likelihood %.6f, %.3f s\n",
+           info.backend, info.kmeans_iterations, info.em_iterations, info.converged ? " (converged)" : "",
+           info.reseeded, info.mean_loglik, info.seconds);
+    if (out && fgmm_model_write(m, out)) {
+        fgmm_model_free(m);
+        return fail(out);
+    }
+    if (out) printf("model written to %s\n", out);
+    fgmm_model_free(m);
+    return 0;
+}

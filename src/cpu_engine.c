@@ -1,0 +1,332 @@
+/* cpu_engine.c: the CPU backend of the engine (OpenBLAS sgemm + OpenMP).
+ *
+ * Rows are processed in blocks of BLOCK_ROWS: one sgemm gives the block's
+ * distances (BLOCK_ROWS x k floats), OpenMP turns them into responsibilities
+ * row by row, a second sgemm gives R^T X. Memory is O(BLOCK_ROWS*k + k*d),
+ * never n x k. BLAS is called outside OpenMP regions (Debian's default
+ * OpenBLAS is the pthread build and threads itself). Sums over rows are taken
+ * in a fixed order, so results do not depend on the number of threads.
+ */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* 2048 rows x 1024 components x 4 B x 2 buffers = 16 MB: large enough for
+ * sgemm efficiency, small enough to stay out of the way. */
+#define BLOCK_ROWS 2048
+/* Columns per OpenMP task in the column reductions (one cache line of doubles x 8). */
+#define COL_CHUNK 64
+
+typedef struct cpu_scratch {
+    int k, d, rows;
+    float* xb;  /* rows x d: the block as float (u8 input, or diagonal x) */
+    float* x2b; /* rows x d: squares (diagonal only) */
+    float* xn;  /* rows: ||x||^2 */
+    float* g;   /* rows x k: distances / q */
+    float* r;   /* rows x k: log-densities, then responsibilities */
+    float* acc; /* k x d: one sgemm result */
+    double* logz; /* rows */
+} cpu_scratch;
+
+/* Per-model constants: log w_k + log p(x|k) = c_k - q_k(x). */
+typedef struct cpu_model {
+    int k, d, diag;
+    float* b1;   /* isotropic: mu (k x d); diagonal: 1/var (k x d) */
+    float* b2;   /* diagonal: -2 mu / var (k x d) */
+    float* kn;   /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
+    float* half_prec; /* isotropic: 1/(2 var_k) */
+    double* c;
+} cpu_model;
+
+static void scratch_free(cpu_scratch* s) {
+    free(s->xb); free(s->x2b); free(s->xn); free(s->g); free(s->r); free(s->acc); free(s->logz);
+    memset(s, 0, sizeof *s);
+}
+
+static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
+    memset(s, 0, sizeof *s);
+    s->k = k; s->d = d; s->rows = BLOCK_ROWS;
+    size_t rk = (size_t)BLOCK_ROWS * k, rd = (size_t)BLOCK_ROWS * d;
+    s->xb = malloc(rd * sizeof(float));
+    s->x2b = diag ? malloc(rd * sizeof(float)) : NULL;
+    s->xn = malloc(BLOCK_ROWS * sizeof(float));
+    s->g = malloc(rk * sizeof(float));
+    s->r = malloc(rk * sizeof(float));
+    s->acc = malloc((size_t)k * d * sizeof(float));
+    s->logz = malloc(BLOCK_ROWS * sizeof(double));
+    if (!s->xb || (diag && !s->x2b) || !s->xn || !s->g || !s->r || !s->acc || !s->logz) {
+        scratch_free(s);
+        return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory for %d x %d scratch", BLOCK_ROWS, k);
+    }
+    return FGMM_OK;
+}
+
+static void model_free(cpu_model* m) {
+    free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
+    memset(m, 0, sizeof *m);
+}
+
+static int model_prepare(cpu_model* cm, const FgmmModel* m) {
+    memset(cm, 0, sizeof *cm);
+    int k = m->k, d = m->d;
+    size_t kd = (size_t)k * d;
+    cm->k = k; cm->d = d; cm->diag = m->cov == FGMM_COV_DIAGONAL;
+    cm->b1 = malloc(kd * sizeof(float));
+    cm->b2 = cm->diag ? malloc(kd * sizeof(float)) : NULL;
+    cm->kn = malloc((size_t)k * sizeof(float));
+    cm->half_prec = malloc((size_t)k * sizeof(float));
+    cm->c = malloc((size_t)k * sizeof(double));
+    if (!cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c) {
+        model_free(cm);
+        return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
+    }
+    fgmm_model_logconst(m, cm->c);
+    for (int j = 0; j < k; j++) {
+        const float* mu = m->mu + (size_t)j * d;
+        double kn = 0;
+        if (cm->diag) {
+            for (int t = 0; t < d; t++) {
+                double p = 1.0 / m->var[(size_t)j * d + t];
+                cm->b1[(size_t)j * d + t] = (float)p;
+                cm->b2[(size_t)j * d + t] = (float)(-2.0 * mu[t] * p);
+                kn += (double)mu[t] * mu[t] * p;
+            }
+            cm->half_prec[j] = 0.5f;
+        } else {
+            memcpy(cm->b1 + (size_t)j * d, mu, (size_t)d * sizeof(float));
+            for (int t = 0; t < d; t++) kn += (double)mu[t] * mu[t];
+            cm->half_prec[j] = (float)(0.5 / m->var[j]);
+        }
+        cm->kn[j] = (float)kn;
+    }
+    return FGMM_OK;
+}
+
+/* Loads rows [i0, i0+b) as float (and squares for the diagonal model); returns the row pointer. */
+static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0, int b, int squares) {
+    int d = x->d;
+    const float* xb;
+    if (x->dtype == FGMM_F32) {
+        xb = (const float*)x->x + (size_t)i0 * d;
+    } else {
+        const uint8_t* u = (const uint8_t*)x->x + (size_t)i0 * d;
+#pragma omp parallel for
+        for (size_t t = 0; t < (size_t)b * d; t++) s->xb[t] = u[t];
+        xb = s->xb;
+    }
+#pragma omp parallel for
+    for (int i = 0; i < b; i++) {
+        double nrm = 0;
+        for (int t = 0; t < d; t++) {
+            float v = xb[(size_t)i * d + t];
+            nrm += (double)v * v;
+            if (squares) s->x2b[(size_t)i * d + t] = v * v;
+        }
+        s->xn[i] = (float)nrm;
+    }
+    return xb;
+}
+
+/* For a loaded block: g = distance terms (isotropic ||x-mu||^2, diagonal q*2),
+ * r = log-densities c_k - q_k(x) with q_k = g * half_prec_k. */
+static void block_logdens(cpu_scratch* s, const cpu_model* cm, const float* xb, int b) {
+    int k = cm->k, d = cm->d;
+    if (cm->diag) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, 1.0f, s->x2b, d, cm->b1, d, 0.0f, s->g, k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, 1.0f, xb, d, cm->b2, d, 1.0f, s->g, k);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cm->b1, d, 0.0f, s->g, k);
+    }
+#pragma omp parallel for
+    for (int i = 0; i < b; i++) {
+        float* g = s->g + (size_t)i * k;
+        float* r = s->r + (size_t)i * k;
+        /* Isotropic: ||x||^2 + ||mu||^2 - 2 x.mu; diagonal: sum x^2/v - 2 x mu/v + mu^2/v.
+         * Both are >= 0 exactly; clamp the rounding of the expansion. */
+        float xn = cm->diag ? 0.0f : s->xn[i];
+        for (int j = 0; j < k; j++) {
+            float q = fmaxf(g[j] + xn + cm->kn[j], 0.0f);
+            g[j] = q;
+            r[j] = (float)(cm->c[j] - (double)q * cm->half_prec[j]);
+        }
+    }
+}
+
+/* Row-wise log-sum-exp: logz[i], and (if to_resp) r <- exp(r - logz). */
+static void block_lse(cpu_scratch* s, int k, int b, int to_resp) {
+#pragma omp parallel for
+    for (int i = 0; i < b; i++) {
+        float* r = s->r + (size_t)i * k;
+        float mx = -FLT_MAX;
+        for (int j = 0; j < k; j++) mx = fmaxf(mx, r[j]);
+        double sum = 0;
+        for (int j = 0; j < k; j++) sum += exp((double)(r[j] - mx));
+        double lz = mx + log(sum);
+        s->logz[i] = lz;
+        if (to_resp)
+            for (int j = 0; j < k; j++) r[j] = (float)exp(r[j] - lz);
+    }
+}
+
+/* acc_double[k x d] += R^T X over the block. */
+static void add_rtx(cpu_scratch* s, int k, int d, int b, const float* x, double* out) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, d, b, 1.0f, s->r, k, x, d, 0.0f, s->acc, d);
+#pragma omp parallel for
+    for (size_t t = 0; t < (size_t)k * d; t++) out[t] += s->acc[t];
+}
+
+static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
+    (void)e;
+    cpu_model cm;
+    cpu_scratch s;
+    int rc = model_prepare(&cm, m);
+    if (rc) return rc;
+    if ((rc = scratch_alloc(&s, m->k, m->d, cm.diag))) {
+        model_free(&cm);
+        return rc;
+    }
+    int k = m->k, d = m->d;
+    fgmm_stats_zero(out);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += BLOCK_ROWS) {
+        int b = (int)(x->n - i0 < BLOCK_ROWS ? x->n - i0 : BLOCK_ROWS);
+        const float* xb = load_block(&s, x, i0, b, cm.diag);
+        block_logdens(&s, &cm, xb, b);
+        block_lse(&s, k, b, 1);
+        for (int i = 0; i < b; i++) out->obj += s.logz[i];
+        /* nk and (isotropic) sum r ||x - mu||^2, column chunks in row order. */
+#pragma omp parallel for schedule(static)
+        for (int j0 = 0; j0 < k; j0 += COL_CHUNK) {
+            int j1 = j0 + COL_CHUNK < k ? j0 + COL_CHUNK : k;
+            for (int i = 0; i < b; i++) {
+                const float* r = s.r + (size_t)i * k;
+                const float* g = s.g + (size_t)i * k;
+                for (int j = j0; j < j1; j++) {
+                    out->nk[j] += r[j];
+                    if (!cm.diag) out->s2[j] += (double)r[j] * g[j];
+                }
+            }
+        }
+        add_rtx(&s, k, d, b, xb, out->s1);
+        if (cm.diag) add_rtx(&s, k, d, b, s.x2b, out->s2);
+    }
+    scratch_free(&s);
+    model_free(&cm);
+    return FGMM_OK;
+}
+
+static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
+    (void)e;
+    int d = x->d;
+    cpu_scratch s;
+    int rc = scratch_alloc(&s, k, d, 0);
+    if (rc) return rc;
+    float* cn = malloc((size_t)k * sizeof(float));
+    int* lab = malloc(BLOCK_ROWS * sizeof(int));
+    float* dist = malloc(BLOCK_ROWS * sizeof(float));
+    if (!cn || !lab || !dist) {
+        free(cn); free(lab); free(dist); scratch_free(&s);
+        return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
+    }
+    for (int j = 0; j < k; j++) {
+        double v = 0;
+        for (int t = 0; t < d; t++) v += (double)cent[(size_t)j * d + t] * cent[(size_t)j * d + t];
+        cn[j] = (float)v;
+    }
+    fgmm_stats_zero(out);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += BLOCK_ROWS) {
+        int b = (int)(x->n - i0 < BLOCK_ROWS ? x->n - i0 : BLOCK_ROWS);
+        const float* xb = load_block(&s, x, i0, b, 0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cent, d, 0.0f, s.g, k);
+#pragma omp parallel for
+        for (int i = 0; i < b; i++) {
+            const float* g = s.g + (size_t)i * k;
+            int best = 0;
+            float bv = FLT_MAX;
+            for (int j = 0; j < k; j++) {
+                float v = g[j] + cn[j];
+                if (v < bv) { bv = v; best = j; }
+            }
+            lab[i] = best;
+            dist[i] = fmaxf(bv + s.xn[i], 0.0f);
+        }
+        for (int i = 0; i < b; i++) {
+            int j = lab[i];
+            const float* xi = xb + (size_t)i * d;
+            double* sj = out->s1 + (size_t)j * d;
+            out->nk[j] += 1;
+            out->s2[j] += dist[i];
+            out->obj -= dist[i];
+            for (int t = 0; t < d; t++) sj[t] += xi[t];
+        }
+    }
+    free(cn); free(lab); free(dist);
+    scratch_free(&s);
+    return FGMM_OK;
+}
+
+static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
+                      fgmm_idx_t* labels, float* resp, float* loglik) {
+    (void)e;
+    cpu_model cm;
+    cpu_scratch s;
+    int rc = model_prepare(&cm, m);
+    if (rc) return rc;
+    if ((rc = scratch_alloc(&s, m->k, m->d, cm.diag))) {
+        model_free(&cm);
+        return rc;
+    }
+    int k = m->k;
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += BLOCK_ROWS) {
+        int b = (int)(x->n - i0 < BLOCK_ROWS ? x->n - i0 : BLOCK_ROWS);
+        const float* xb = load_block(&s, x, i0, b, cm.diag);
+        block_logdens(&s, &cm, xb, b);
+        block_lse(&s, k, b, 0);
+#pragma omp parallel for
+        for (int i = 0; i < b; i++) {
+            fgmm_idx_t row = i0 + i;
+            if (loglik) loglik[row] = (float)s.logz[i];
+            if (topm <= 0) continue;
+            /* Insertion into a sorted top-m list: m is small (lists per vector). */
+            const float* r = s.r + (size_t)i * k;
+            fgmm_idx_t* lb = labels + (size_t)row * topm;
+            float best[topm];
+            int cnt = 0;
+            for (int j = 0; j < k; j++) {
+                if (cnt == topm && r[j] <= best[topm - 1]) continue;
+                int p = cnt < topm ? cnt++ : topm - 1;
+                while (p > 0 && best[p - 1] < r[j]) {
+                    best[p] = best[p - 1];
+                    lb[p] = lb[p - 1];
+                    p--;
+                }
+                best[p] = r[j];
+                lb[p] = j;
+            }
+            for (int t = 0; t < topm; t++) {
+                if (t >= cnt) lb[t] = -1;
+                if (resp) resp[(size_t)row * topm + t] = t < cnt ? (float)exp(best[t] - s.logz[i]) : 0.0f;
+            }
+        }
+    }
+    scratch_free(&s);
+    model_free(&cm);
+    return FGMM_OK;
+}
+
+static void cpu_destroy(fgmm_engine* e) { free(e); }
+
+static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy};
+
+int fgmm_engine_cpu_create(fgmm_engine** out) {
+    FGMM_CHECK_NULL(out);
+    fgmm_engine* e = calloc(1, sizeof *e);
+    if (!e) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    e->ops = &cpu_ops;
+    e->precision = FGMM_PREC_EXACT;
+    *out = e;
+    return FGMM_OK;
+}

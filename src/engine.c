@@ -1,0 +1,30 @@
+/* engine.c: picks the backend. The GPU backend exists only in CUDA builds. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#ifndef FGMM_WITH_CUDA
+int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
+    (void)device; (void)mem_limit; (void)prec;
+    if (out) *out = NULL;
+    return fgmm_fail(FGMM_ERR_NO_GPU, "this build of flashgmm has no CUDA support");
+}
+int fgmm_gpu_available(void) { return 0; }
+#endif
+
+int fgmm_engine_create(fgmm_engine** out, const FgmmParams* p) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FgmmParams def;
+    if (!p) {
+        fgmm_params_init(&def);
+        p = &def;
+    }
+    if (p->backend == FGMM_BACKEND_CPU || (p->backend == FGMM_BACKEND_AUTO && !fgmm_gpu_available()))
+        return fgmm_engine_cpu_create(out);
+    return fgmm_engine_gpu_create(out, p->gpu_device, p->gpu_mem_limit, p->precision);
+}
+
+void fgmm_engine_destroy(fgmm_engine* e) {
+    if (e) e->ops->destroy(e);
+}

@@ -1,0 +1,89 @@
+/* internal.h: what the library's translation units share; not installed. */
+#ifndef FGMM_INTERNAL_H
+#define FGMM_INTERNAL_H
+
+#include "flashgmm.h"
+
+/* Records a formatted message for fgmm_get_last_error and returns code. */
+int fgmm_fail(int code, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void fgmm_clear_error(void);
+
+#define FGMM_CHECK_NULL(p)                                                       \
+    do {                                                                         \
+        if (!(p)) return fgmm_fail(FGMM_ERR_NULL, "%s: %s is NULL", __func__, #p); \
+    } while (0)
+
+struct FgmmModel {
+    int k, d;
+    FgmmCovariance cov;
+    float* mu;  /* k x d */
+    float* var; /* k (isotropic) or k x d (diagonal) */
+    float* w;   /* k, sums to 1 */
+};
+int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov);
+int fgmm_model_nvar(const FgmmModel* m); /* k or k*d */
+
+/* A borrowed view of n rows. */
+typedef struct fgmm_data {
+    const void* x;
+    fgmm_idx_t n;
+    int d;
+    FgmmDtype dtype;
+} fgmm_data;
+
+/* Sums over rows, in double. For EM: nk = sum r, s1 = sum r x (k x d),
+ * s2 = sum r ||x - mu||^2 (k, isotropic) or sum r x^2 (k x d, diagonal),
+ * obj = sum log p(x). For k-means: nk = counts, s1 = sums, s2 = per-cluster
+ * sum of squared distances (k), obj = -sum of squared distances. */
+typedef struct fgmm_stats {
+    int k, d, s2_per_dim;
+    double* nk;
+    double* s1;
+    double* s2;
+    double obj;
+} fgmm_stats;
+int fgmm_stats_alloc(fgmm_stats* s, int k, int d, int s2_per_dim);
+void fgmm_stats_zero(fgmm_stats* s);
+void fgmm_stats_free(fgmm_stats* s);
+
+/* The engine: one interface, a CPU and a GPU backend chosen at run time.
+ * estep / kmeans compute fgmm_stats over all rows; assign gives per-row
+ * top-m components by responsibility and log p(x) (either output may be NULL). */
+typedef struct fgmm_engine fgmm_engine;
+typedef struct fgmm_engine_ops {
+    const char* name;
+    int (*estep)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out);
+    int (*kmeans)(fgmm_engine* e, const fgmm_data* x, const float* centroids, int k,
+                  fgmm_stats* out);
+    int (*assign)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
+                  fgmm_idx_t* labels, float* resp, float* loglik);
+    void (*destroy)(fgmm_engine* e);
+} fgmm_engine_ops;
+struct fgmm_engine {
+    const fgmm_engine_ops* ops;
+    FgmmPrecision precision;
+    void* impl;
+};
+
+int fgmm_engine_cpu_create(fgmm_engine** out);
+/* Fails with FGMM_ERR_NO_GPU when the build has no CUDA or no device exists. */
+int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec);
+/* Picks the backend per params (NULL params: AUTO defaults). */
+int fgmm_engine_create(fgmm_engine** out, const FgmmParams* params);
+void fgmm_engine_destroy(fgmm_engine* e);
+
+/* Checks a data view (NULL, d, n) and that every value is finite. */
+int fgmm_data_check(const fgmm_data* x, const char* who);
+/* Row i converted to float. */
+void fgmm_data_row(const fgmm_data* x, fgmm_idx_t i, float* out);
+
+/* Per-component constants of the log density, shared by both backends:
+ * log p(x|k) + log w_k = c_k - q_k(x), isotropic q_k = ||x-mu_k||^2 / (2 var_k),
+ * c_k = log w_k - d/2 log(2 pi var_k). */
+void fgmm_model_logconst(const FgmmModel* m, double* c /* k */);
+
+#endif

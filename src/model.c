@@ -1,0 +1,213 @@
+/* model.c: the mixture object, its file format, data views and statistics buffers. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define FGMM_FILE_MAGIC "FGMMv001"
+#define FGMM_MAX_DIM (1 << 20) /* guards size arithmetic and hostile files */
+#define FGMM_MAX_K (1 << 24)
+
+int fgmm_model_nvar(const FgmmModel* m) {
+    return m->cov == FGMM_COV_DIAGONAL ? m->k * m->d : m->k;
+}
+
+int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    if (k < 1 || k > FGMM_MAX_K) return fgmm_fail(FGMM_ERR_ARG, "k = %d out of range [1, %d]", k, FGMM_MAX_K);
+    if (d < 1 || d > FGMM_MAX_DIM) return fgmm_fail(FGMM_ERR_ARG, "d = %d out of range [1, %d]", d, FGMM_MAX_DIM);
+    if (cov != FGMM_COV_ISOTROPIC && cov != FGMM_COV_DIAGONAL)
+        return fgmm_fail(FGMM_ERR_ARG, "unknown covariance type %d", (int)cov);
+    FgmmModel* m = calloc(1, sizeof *m);
+    if (!m) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    m->k = k;
+    m->d = d;
+    m->cov = cov;
+    size_t kd = (size_t)k * d;
+    m->mu = malloc(kd * sizeof(float));
+    m->var = malloc((size_t)fgmm_model_nvar(m) * sizeof(float));
+    m->w = malloc((size_t)k * sizeof(float));
+    if (!m->mu || !m->var || !m->w) {
+        fgmm_model_free(m);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for a %d x %d model", k, d);
+    }
+    *out = m;
+    return FGMM_OK;
+}
+
+static int check_params(const FgmmModel* m) {
+    size_t kd = (size_t)m->k * m->d;
+    for (size_t i = 0; i < kd; i++)
+        if (!isfinite(m->mu[i])) return fgmm_fail(FGMM_ERR_DATA, "mean %zu is not finite", i);
+    for (int i = 0; i < fgmm_model_nvar(m); i++)
+        if (!(m->var[i] > 0.0f) || !isfinite(m->var[i]))
+            return fgmm_fail(FGMM_ERR_DATA, "variance %d is %g; must be finite and > 0", i, m->var[i]);
+    double sum = 0;
+    for (int i = 0; i < m->k; i++) {
+        if (!(m->w[i] > 0.0f) || !isfinite(m->w[i]))
+            return fgmm_fail(FGMM_ERR_DATA, "weight %d is %g; must be finite and > 0", i, m->w[i]);
+        sum += m->w[i];
+    }
+    for (int i = 0; i < m->k; i++) m->w[i] = (float)(m->w[i] / sum);
+    return FGMM_OK;
+}
+
+int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov, const float* means,
+                   const float* variances, const float* weights) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FGMM_CHECK_NULL(means);
+    FGMM_CHECK_NULL(variances);
+    FGMM_CHECK_NULL(weights);
+    FgmmModel* m;
+    int rc = fgmm_model_alloc(&m, k, d, cov);
+    if (rc) return rc;
+    memcpy(m->mu, means, (size_t)k * d * sizeof(float));
+    memcpy(m->var, variances, (size_t)fgmm_model_nvar(m) * sizeof(float));
+    memcpy(m->w, weights, (size_t)k * sizeof(float));
+    if ((rc = check_params(m))) {
+        fgmm_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return FGMM_OK;
+}
+
+void fgmm_model_free(FgmmModel* m) {
+    if (!m) return;
+    free(m->mu);
+    free(m->var);
+    free(m->w);
+    free(m);
+}
+
+int fgmm_model_k(const FgmmModel* m) { return m ? m->k : 0; }
+int fgmm_model_d(const FgmmModel* m) { return m ? m->d : 0; }
+FgmmCovariance fgmm_model_covariance(const FgmmModel* m) { return m ? m->cov : FGMM_COV_ISOTROPIC; }
+const float* fgmm_model_means(const FgmmModel* m) { return m ? m->mu : NULL; }
+const float* fgmm_model_variances(const FgmmModel* m) { return m ? m->var : NULL; }
+const float* fgmm_model_weights(const FgmmModel* m) { return m ? m->w : NULL; }
+
+void fgmm_model_logconst(const FgmmModel* m, double* c) {
+    const double log2pi = 1.8378770664093454836; /* log(2 pi) */
+    for (int k = 0; k < m->k; k++) {
+        double lv;
+        if (m->cov == FGMM_COV_ISOTROPIC) {
+            lv = m->d * log((double)m->var[k]);
+        } else {
+            lv = 0;
+            for (int j = 0; j < m->d; j++) lv += log((double)m->var[(size_t)k * m->d + j]);
+        }
+        c[k] = log((double)m->w[k]) - 0.5 * (m->d * log2pi + lv);
+    }
+}
+
+/* File: magic[8], int32 k, d, cov, then mu, var, w as float32 (little-endian hosts). */
+int fgmm_model_write(const FgmmModel* m, const char* path) {
+    FGMM_CHECK_NULL(m);
+    FGMM_CHECK_NULL(path);
+    FILE* f = fopen(path, "wb");
+    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s' for writing", path);
+    int32_t hdr[3] = {m->k, m->d, (int32_t)m->cov};
+    size_t kd = (size_t)m->k * m->d;
+    int ok = fwrite(FGMM_FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
+             fwrite(m->mu, sizeof(float), kd, f) == kd &&
+             fwrite(m->var, sizeof(float), (size_t)fgmm_model_nvar(m), f) == (size_t)fgmm_model_nvar(m) &&
+             fwrite(m->w, sizeof(float), (size_t)m->k, f) == (size_t)m->k;
+    if (fclose(f) != 0) ok = 0;
+    return ok ? FGMM_OK : fgmm_fail(FGMM_ERR_IO, "write to '%s' failed", path);
+}
+
+int fgmm_model_read(const char* path, FgmmModel** out) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FGMM_CHECK_NULL(path);
+    FILE* f = fopen(path, "rb");
+    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s'", path);
+    char magic[8];
+    int32_t hdr[3];
+    FgmmModel* m = NULL;
+    int rc;
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FGMM_FILE_MAGIC, 8) != 0) {
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s' is not a flashgmm model file", path);
+    } else if (fread(hdr, sizeof hdr, 1, f) != 1) {
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated header", path);
+    } else if ((rc = fgmm_model_alloc(&m, hdr[0], hdr[1], (FgmmCovariance)hdr[2])) != 0) {
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': bad header (%s)", path, fgmm_get_last_error());
+    } else {
+        size_t kd = (size_t)m->k * m->d, nv = (size_t)fgmm_model_nvar(m);
+        if (fread(m->mu, sizeof(float), kd, f) != kd || fread(m->var, sizeof(float), nv, f) != nv ||
+            fread(m->w, sizeof(float), (size_t)m->k, f) != (size_t)m->k)
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated (expected %d x %d model)", path, m->k, m->d);
+        else if (fgetc(f) != EOF)
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': trailing bytes after the model", path);
+        else if ((rc = check_params(m)) != 0)
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': %s", path, fgmm_get_last_error());
+    }
+    fclose(f);
+    if (rc) {
+        fgmm_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return FGMM_OK;
+}
+
+int fgmm_stats_alloc(fgmm_stats* s, int k, int d, int s2_per_dim) {
+    s->k = k;
+    s->d = d;
+    s->s2_per_dim = s2_per_dim;
+    s->nk = calloc((size_t)k, sizeof(double));
+    s->s1 = calloc((size_t)k * d, sizeof(double));
+    s->s2 = calloc(s2_per_dim ? (size_t)k * d : (size_t)k, sizeof(double));
+    s->obj = 0;
+    if (!s->nk || !s->s1 || !s->s2) {
+        fgmm_stats_free(s);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %d x %d statistics", k, d);
+    }
+    return FGMM_OK;
+}
+
+void fgmm_stats_zero(fgmm_stats* s) {
+    memset(s->nk, 0, (size_t)s->k * sizeof(double));
+    memset(s->s1, 0, (size_t)s->k * s->d * sizeof(double));
+    memset(s->s2, 0, (s->s2_per_dim ? (size_t)s->k * s->d : (size_t)s->k) * sizeof(double));
+    s->obj = 0;
+}
+
+void fgmm_stats_free(fgmm_stats* s) {
+    free(s->nk);
+    free(s->s1);
+    free(s->s2);
+    s->nk = s->s1 = s->s2 = NULL;
+}
+
+int fgmm_data_check(const fgmm_data* x, const char* who) {
+    if (!x->x) return fgmm_fail(FGMM_ERR_NULL, "%s: x is NULL", who);
+    if (x->n < 1) return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld; need at least one row", who, (long long)x->n);
+    if (x->d < 1 || x->d > FGMM_MAX_DIM) return fgmm_fail(FGMM_ERR_ARG, "%s: d = %d out of range", who, x->d);
+    if (x->dtype == FGMM_U8) return FGMM_OK;
+    if (x->dtype != FGMM_F32) return fgmm_fail(FGMM_ERR_ARG, "%s: unknown dtype %d", who, (int)x->dtype);
+    const float* v = x->x;
+    size_t total = (size_t)x->n * x->d;
+    size_t bad = (size_t)-1;
+#pragma omp parallel for reduction(min : bad)
+    for (size_t i = 0; i < total; i++)
+        if (!isfinite(v[i]) && i < bad) bad = i;
+    if (bad != (size_t)-1)
+        return fgmm_fail(FGMM_ERR_DATA, "%s: row %zu has a non-finite value (%g) at dimension %zu", who,
+                         bad / x->d, v[bad], bad % x->d);
+    return FGMM_OK;
+}
+
+void fgmm_data_row(const fgmm_data* x, fgmm_idx_t i, float* out) {
+    if (x->dtype == FGMM_F32) {
+        memcpy(out, (const float*)x->x + (size_t)i * x->d, (size_t)x->d * sizeof(float));
+    } else {
+        const uint8_t* r = (const uint8_t*)x->x + (size_t)i * x->d;
+        for (int j = 0; j < x->d; j++) out[j] = r[j];
+    }
+}

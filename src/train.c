@@ -1,0 +1,431 @@
+/* train.c: the EM driver and the public entry points. Backend-neutral: the
+ * heavy passes go through the engine; seeding, M-step and re-seeding are
+ * O(k*d) or O(sample*k*d) host work, done in double. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+void fgmm_params_init(FgmmParams* p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->k = 1024;
+    p->covariance = FGMM_COV_ISOTROPIC;
+    p->niter = 30;
+    p->kmeans_iter = 10;
+    p->tol = 0.0;
+    p->var_floor = 1e-4;
+    p->min_count = 1.0;
+    p->max_init_points = 0;
+    p->seed = 1234;
+    p->backend = FGMM_BACKEND_AUTO;
+    p->precision = FGMM_PREC_FAST;
+    p->gpu_device = 0;
+}
+
+static int check_params(const FgmmParams* p) {
+    if (p->covariance != FGMM_COV_ISOTROPIC && p->covariance != FGMM_COV_DIAGONAL)
+        return fgmm_fail(FGMM_ERR_ARG, "params: unknown covariance %d", (int)p->covariance);
+    if (p->backend < FGMM_BACKEND_AUTO || p->backend > FGMM_BACKEND_GPU)
+        return fgmm_fail(FGMM_ERR_ARG, "params: unknown backend %d", (int)p->backend);
+    if (p->precision != FGMM_PREC_FAST && p->precision != FGMM_PREC_EXACT)
+        return fgmm_fail(FGMM_ERR_ARG, "params: unknown precision %d", (int)p->precision);
+    if (p->niter < 0 || p->kmeans_iter < 0)
+        return fgmm_fail(FGMM_ERR_ARG, "params: niter = %d, kmeans_iter = %d; must be >= 0", p->niter, p->kmeans_iter);
+    if (!(p->tol >= 0) || !(p->var_floor > 0) || !(p->min_count >= 0) || !isfinite(p->tol) || !isfinite(p->var_floor))
+        return fgmm_fail(FGMM_ERR_ARG, "params: need tol >= 0, var_floor > 0, min_count >= 0");
+    if (p->max_init_points < 0) return fgmm_fail(FGMM_ERR_ARG, "params: max_init_points < 0");
+    return FGMM_OK;
+}
+
+/* splitmix64: small, seedable, good enough for sampling. */
+static uint64_t rng_next(uint64_t* s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t* s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+static int cmp_idx(const void* a, const void* b) {
+    fgmm_idx_t x = *(const fgmm_idx_t*)a, y = *(const fgmm_idx_t*)b;
+    return (x > y) - (x < y);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+typedef struct trainer {
+    const FgmmParams* p;
+    fgmm_data x;
+    fgmm_engine* eng;
+    int k, d;
+    float* sample; /* ns x d rows, sorted sampled ids: seeding and re-seeding pool */
+    fgmm_idx_t ns;
+    double mean_var; /* data's mean per-dimension variance */
+    float* tmp_ll;   /* ns */
+    uint64_t rng;
+} trainer;
+
+/* Mean per-dimension variance of the data, in double. */
+static double data_mean_var(const fgmm_data* x) {
+    int d = x->d;
+    double* mean = calloc((size_t)d, sizeof(double));
+    double* sq = calloc((size_t)d, sizeof(double));
+    float* row = malloc((size_t)d * sizeof(float));
+    double v = -1;
+    if (mean && sq && row) {
+        for (fgmm_idx_t i = 0; i < x->n; i++) {
+            fgmm_data_row(x, i, row);
+            for (int t = 0; t < d; t++) {
+                /* Welford, per dimension: stable for data far from the origin. */
+                double delta = row[t] - mean[t];
+                mean[t] += delta / (double)(i + 1);
+                sq[t] += delta * (row[t] - mean[t]);
+            }
+        }
+        v = 0;
+        for (int t = 0; t < d; t++) v += sq[t] / (double)x->n;
+        v /= d;
+    }
+    free(mean); free(sq); free(row);
+    return v;
+}
+
+static int draw_sample(trainer* t) {
+    fgmm_idx_t n = t->x.n, want = t->p->max_init_points ? t->p->max_init_points : (fgmm_idx_t)64 * t->k;
+    if (want < t->k) want = t->k;
+    if (want > n) want = n;
+    fgmm_idx_t* ids = malloc((size_t)want * sizeof *ids);
+    if (!ids) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    fgmm_idx_t ns;
+    if (want == n) {
+        for (fgmm_idx_t i = 0; i < n; i++) ids[i] = i;
+        ns = n;
+    } else { /* with replacement, then de-duplicated: a few fewer than asked at most */
+        for (fgmm_idx_t i = 0; i < want; i++) ids[i] = (fgmm_idx_t)(rng_next(&t->rng) % (uint64_t)n);
+        qsort(ids, (size_t)want, sizeof *ids, cmp_idx);
+        ns = 0;
+        for (fgmm_idx_t i = 0; i < want; i++)
+            if (ns == 0 || ids[i] != ids[ns - 1]) ids[ns++] = ids[i];
+    }
+    t->sample = malloc((size_t)ns * t->d * sizeof(float));
+    t->tmp_ll = malloc((size_t)ns * sizeof(float));
+    if (!t->sample || !t->tmp_ll) {
+        free(ids);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %lld sampled rows", (long long)ns);
+    }
+    for (fgmm_idx_t i = 0; i < ns; i++) fgmm_data_row(&t->x, ids[i], t->sample + (size_t)i * t->d);
+    t->ns = ns;
+    free(ids);
+    return FGMM_OK;
+}
+
+/* k-means++ seeding on the sample (Arthur & Vassilvitskii 2007). */
+static int kmeanspp(trainer* t, float* cent) {
+    int k = t->k, d = t->d;
+    fgmm_idx_t ns = t->ns;
+    double* d2 = malloc((size_t)ns * sizeof(double));
+    if (!d2) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    fgmm_idx_t pick = (fgmm_idx_t)(rng_next(&t->rng) % (uint64_t)ns);
+    for (int c = 0; c < k; c++) {
+        float* cc = cent + (size_t)c * d;
+        memcpy(cc, t->sample + (size_t)pick * d, (size_t)d * sizeof(float));
+        double total = 0;
+#pragma omp parallel for reduction(+ : total)
+        for (fgmm_idx_t i = 0; i < ns; i++) {
+            const float* xi = t->sample + (size_t)i * d;
+            double s = 0;
+            for (int j = 0; j < d; j++) {
+                double df = (double)xi[j] - cc[j];
+                s += df * df;
+            }
+            if (c == 0 || s < d2[i]) d2[i] = s;
+            total += d2[i];
+        }
+        if (c + 1 == k) break;
+        if (!(total > 0)) {
+            free(d2);
+            return fgmm_fail(FGMM_ERR_DATA, "data has fewer than k = %d distinct points (found %d in the sample)", k, c + 1);
+        }
+        double u = rng_unit(&t->rng) * total, acc = 0;
+        pick = ns - 1;
+        for (fgmm_idx_t i = 0; i < ns; i++) {
+            acc += d2[i];
+            if (acc > u && d2[i] > 0) { pick = i; break; }
+        }
+        while (d2[pick] <= 0) pick--; /* rounding at the end of the prefix sum */
+    }
+    free(d2);
+    return FGMM_OK;
+}
+
+typedef struct ll_row { float ll; fgmm_idx_t row; } ll_row;
+static int cmp_ll_row(const void* a, const void* b) {
+    const ll_row *x = a, *y = b;
+    if (x->ll != y->ll) return (x->ll > y->ll) - (x->ll < y->ll);
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+/* Re-seeds components flagged empty[] at the worst-fit sample rows under m. */
+static int reseed_worst(trainer* t, const FgmmModel* m, const int* empty, float* means, int* nreseeded) {
+    int k = t->k, d = t->d, ne = 0;
+    for (int j = 0; j < k; j++) ne += empty[j];
+    *nreseeded = ne;
+    if (!ne) return FGMM_OK;
+    fgmm_data sx = {t->sample, t->ns, d, FGMM_F32};
+    int rc = t->eng->ops->assign(t->eng, &sx, m, 0, NULL, NULL, t->tmp_ll);
+    if (rc) return rc;
+    /* Worst fit first; ties by row, so the order is deterministic. */
+    ll_row* order = malloc((size_t)t->ns * sizeof *order);
+    if (!order) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    for (fgmm_idx_t i = 0; i < t->ns; i++) order[i] = (ll_row){t->tmp_ll[i], i};
+    qsort(order, (size_t)t->ns, sizeof *order, cmp_ll_row);
+    fgmm_idx_t next = 0;
+    for (int j = 0; j < k; j++)
+        if (empty[j]) {
+            fgmm_idx_t row = order[next < t->ns ? next++ : 0].row;
+            memcpy(means + (size_t)j * d, t->sample + (size_t)row * d, (size_t)d * sizeof(float));
+        }
+    free(order);
+    return FGMM_OK;
+}
+
+/* Lloyd iterations; leaves the GMM initialised from the final assignment. */
+static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
+    int k = t->k, d = t->d, rc;
+    float* cent = g->mu;
+    int* empty = calloc((size_t)k, sizeof(int));
+    fgmm_stats st;
+    if (!empty) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if ((rc = fgmm_stats_alloc(&st, k, d, 0))) { free(empty); return rc; }
+    if ((rc = kmeanspp(t, cent))) goto done;
+    /* One pass more than kmeans_iter: the last one only sets the GMM's start. */
+    for (int it = 0; it <= t->p->kmeans_iter; it++) {
+        if ((rc = t->eng->ops->kmeans(t->eng, &t->x, cent, k, &st))) goto done;
+        int ne = 0;
+        for (int j = 0; j < k; j++) {
+            double nj = st.nk[j];
+            empty[j] = nj < (t->p->min_count > 1 ? t->p->min_count : 1);
+            ne += empty[j];
+            double sh = 0; /* ||new - old||^2: turns s2 around the old centroid into the new one's */
+            for (int c = 0; c < d && !empty[j]; c++) {
+                double nu = st.s1[(size_t)j * d + c] / nj;
+                sh += (nu - cent[(size_t)j * d + c]) * (nu - cent[(size_t)j * d + c]);
+                cent[(size_t)j * d + c] = (float)nu;
+            }
+            double v = empty[j] ? t->mean_var : (st.s2[j] - nj * sh) / (nj * d);
+            g->var[j] = (float)fmax(v, t->p->var_floor * t->mean_var);
+            g->w[j] = (float)((empty[j] ? 1.0 : nj) / (double)t->x.n);
+        }
+        if (g->cov == FGMM_COV_DIAGONAL) /* isotropic start, broadcast per dimension */
+            for (int j = k - 1; j >= 0; j--)
+                for (int c = d - 1; c >= 0; c--) g->var[(size_t)j * d + c] = g->var[j];
+        int nre = 0;
+        if (ne) {
+            /* Worst fit = farthest from its centroid: an isotropic unit-variance model ranks the same. */
+            FgmmModel tmp = {k, d, FGMM_COV_ISOTROPIC, cent, NULL, NULL};
+            float* ones = malloc((size_t)k * 2 * sizeof(float));
+            if (!ones) { rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); goto done; }
+            for (int j = 0; j < 2 * k; j++) ones[j] = j < k ? 1.0f : 1.0f / k;
+            tmp.var = ones;
+            tmp.w = ones + k;
+            rc = reseed_worst(t, &tmp, empty, cent, &nre);
+            free(ones);
+            if (rc) goto done;
+            info->reseeded += nre;
+        }
+        if (it < t->p->kmeans_iter) {
+            info->kmeans_iterations = it + 1;
+            if (t->p->progress) t->p->progress(t->p->progress_user, FGMM_PHASE_KMEANS, it, st.obj / t->x.n, nre);
+        }
+    }
+    double ws = 0;
+    for (int j = 0; j < k; j++) ws += g->w[j];
+    for (int j = 0; j < k; j++) g->w[j] = (float)(g->w[j] / ws);
+done:
+    free(empty);
+    fgmm_stats_free(&st);
+    return rc;
+}
+
+/* Exact M-step: variances around the new means. Returns components re-seeded. */
+static int mstep(trainer* t, FgmmModel* g, const fgmm_stats* st, int* nreseeded) {
+    int k = t->k, d = t->d, diag = g->cov == FGMM_COV_DIAGONAL;
+    double floor = t->p->var_floor * t->mean_var, wsum = 0, vsum = 0;
+    int* empty = calloc((size_t)k, sizeof(int));
+    if (!empty) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    int nfull = 0;
+    for (int j = 0; j < k; j++) {
+        double nj = st->nk[j];
+        empty[j] = !(nj >= t->p->min_count) || !(nj > 0);
+        if (empty[j]) continue;
+        float* mu = g->mu + (size_t)j * d;
+        double sh = 0;
+        for (int c = 0; c < d; c++) {
+            double nu = st->s1[(size_t)j * d + c] / nj;
+            if (diag) {
+                double v = st->s2[(size_t)j * d + c] / nj - nu * nu;
+                g->var[(size_t)j * d + c] = (float)fmax(v, floor);
+                vsum += fmax(v, floor) / d;
+            }
+            sh += (nu - mu[c]) * (nu - mu[c]);
+            mu[c] = (float)nu;
+        }
+        if (!diag) {
+            /* sum r||x - mu_new||^2 = sum r||x - mu_old||^2 - N_k ||mu_new - mu_old||^2 */
+            double v = (st->s2[j] - nj * sh) / (nj * d);
+            g->var[j] = (float)fmax(v, floor);
+            vsum += fmax(v, floor);
+        }
+        g->w[j] = (float)nj;
+        nfull++;
+    }
+    double vfill = nfull ? vsum / nfull : t->mean_var;
+    for (int j = 0; j < k; j++) {
+        if (!empty[j]) continue;
+        g->w[j] = 1.0f;
+        for (int c = 0; c < (diag ? d : 1); c++) g->var[(size_t)j * (diag ? d : 1) + c] = (float)vfill;
+    }
+    for (int j = 0; j < k; j++) wsum += g->w[j];
+    for (int j = 0; j < k; j++) g->w[j] = (float)(g->w[j] / wsum);
+    int rc = reseed_worst(t, g, empty, g->mu, nreseeded);
+    free(empty);
+    return rc;
+}
+
+int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x,
+               FgmmModel** out, FgmmTrainInfo* info) {
+    double t0 = now_s();
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FGMM_CHECK_NULL(p);
+    FGMM_CHECK_NULL(x);
+    int rc;
+    if ((rc = check_params(p))) return rc;
+    trainer t = {0};
+    t.p = p;
+    t.x = (fgmm_data){x, n, d, dtype};
+    t.k = p->k;
+    t.d = d;
+    t.rng = p->seed;
+    if ((rc = fgmm_data_check(&t.x, "fgmm_train"))) return rc;
+    if (p->k < 1) return fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d; must be >= 1", p->k);
+    if (p->k > n) return fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d > n = %lld rows", p->k, (long long)n);
+    t.mean_var = data_mean_var(&t.x);
+    if (t.mean_var < 0) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (!(t.mean_var > 0))
+        return fgmm_fail(FGMM_ERR_DATA, "fgmm_train: data has zero variance (all rows identical)");
+    FgmmTrainInfo local;
+    if (!info) info = &local;
+    memset(info, 0, sizeof *info);
+    FgmmModel* g = NULL;
+    fgmm_stats st = {0};
+    if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) return rc;
+    if ((rc = fgmm_engine_create(&t.eng, p))) goto done;
+    info->backend = t.eng->ops->name;
+    if ((rc = draw_sample(&t))) goto done;
+    if ((rc = run_kmeans(&t, g, info))) goto done;
+    if ((rc = fgmm_stats_alloc(&st, p->k, d, p->covariance == FGMM_COV_DIAGONAL))) goto done;
+    double prev = -INFINITY;
+    for (int it = 0; it < p->niter; it++) {
+        if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
+        double ll = st.obj / n;
+        if (!isfinite(ll)) {
+            rc = fgmm_fail(FGMM_ERR_DATA, "fgmm_train: log-likelihood became %g at EM iteration %d", ll, it);
+            goto done;
+        }
+        int nre = 0;
+        if ((rc = mstep(&t, g, &st, &nre))) goto done;
+        info->reseeded += nre;
+        info->em_iterations = it + 1;
+        if (p->progress) p->progress(p->progress_user, FGMM_PHASE_EM, it, ll, nre);
+        if (p->tol > 0 && it > 0 && ll - prev < p->tol * fabs(ll)) {
+            info->converged = 1;
+            break;
+        }
+        prev = ll;
+    }
+    if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
+    info->mean_loglik = st.obj / n;
+done:
+    fgmm_stats_free(&st);
+    fgmm_engine_destroy(t.eng);
+    free(t.sample);
+    free(t.tmp_ll);
+    if (rc) {
+        fgmm_model_free(g);
+        return rc;
+    }
+    info->seconds = now_s() - t0;
+    *out = g;
+    fgmm_clear_error();
+    return FGMM_OK;
+}
+
+/* Shared checks of the model-based entry points; makes the engine. */
+static int begin_model_call(const char* who, const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n,
+                            FgmmDtype dtype, const void* x, fgmm_data* view, fgmm_engine** eng) {
+    if (!m) return fgmm_fail(FGMM_ERR_NULL, "%s: model is NULL", who);
+    *view = (fgmm_data){x, n, m->d, dtype};
+    int rc = fgmm_data_check(view, who);
+    if (rc) return rc;
+    if (p && (rc = check_params(p))) return rc;
+    return fgmm_engine_create(eng, p);
+}
+
+int fgmm_estep(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x,
+               double* nk, double* mu_acc, double* sig_acc, double* loglik) {
+    FGMM_CHECK_NULL(nk);
+    fgmm_data v;
+    fgmm_engine* e = NULL;
+    int rc = begin_model_call("fgmm_estep", m, p, n, dtype, x, &v, &e);
+    if (rc) return rc;
+    int k = m->k, d = m->d, diag = m->cov == FGMM_COV_DIAGONAL;
+    fgmm_stats st;
+    if ((rc = fgmm_stats_alloc(&st, k, d, diag)) == 0 && (rc = e->ops->estep(e, &v, m, &st)) == 0) {
+        memcpy(nk, st.nk, (size_t)k * sizeof(double));
+        if (mu_acc) memcpy(mu_acc, st.s1, (size_t)k * d * sizeof(double));
+        if (sig_acc && !diag) memcpy(sig_acc, st.s2, (size_t)k * sizeof(double));
+        if (sig_acc && diag) /* sum r (x - mu)^2 = S2 - 2 mu S1 + N mu^2 */
+            for (size_t t = 0; t < (size_t)k * d; t++) {
+                double mu = m->mu[t];
+                sig_acc[t] = st.s2[t] - 2 * mu * st.s1[t] + st.nk[t / d] * mu * mu;
+            }
+        if (loglik) *loglik = st.obj;
+    }
+    fgmm_stats_free(&st);
+    fgmm_engine_destroy(e);
+    return rc;
+}
+
+int fgmm_loglik(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x,
+                float* out) {
+    FGMM_CHECK_NULL(out);
+    fgmm_data v;
+    fgmm_engine* e = NULL;
+    int rc = begin_model_call("fgmm_loglik", m, p, n, dtype, x, &v, &e);
+    if (rc) return rc;
+    rc = e->ops->assign(e, &v, m, 0, NULL, NULL, out);
+    fgmm_engine_destroy(e);
+    return rc;
+}
+
+int fgmm_assign_topm(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype,
+                     const void* x, int topm, fgmm_idx_t* labels, float* resp) {
+    FGMM_CHECK_NULL(labels);
+    if (m && (topm < 1 || topm > m->k))
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_assign_topm: m = %d out of range [1, k = %d]", topm, m->k);
+    fgmm_data v;
+    fgmm_engine* e = NULL;
+    int rc = begin_model_call("fgmm_assign_topm", m, p, n, dtype, x, &v, &e);
+    if (rc) return rc;
+    rc = e->ops->assign(e, &v, m, topm, labels, resp, NULL);
+    fgmm_engine_destroy(e);
+    return rc;
+}

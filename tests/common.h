@@ -1,0 +1,121 @@
+// common.h: float64 reference E-step and data generators shared by the tests.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "flashgmm.h"
+
+namespace fgt {
+
+struct RefStats {
+    std::vector<double> nk, mu_acc, sig_acc, logz;
+    double loglik = 0;
+};
+
+// Direct float64 evaluation, no expansion of ||x - mu||^2: the ground truth.
+template <class T>
+inline RefStats ref_estep(const FgmmModel* m, int64_t n, const T* x) {
+    int k = fgmm_model_k(m), d = fgmm_model_d(m);
+    bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
+    const float *mu = fgmm_model_means(m), *var = fgmm_model_variances(m), *w = fgmm_model_weights(m);
+    RefStats s;
+    s.nk.assign(k, 0);
+    s.mu_acc.assign((size_t)k * d, 0);
+    s.sig_acc.assign(diag ? (size_t)k * d : k, 0);
+    s.logz.assign(n, 0);
+    std::vector<double> lp(k), q((size_t)k * (diag ? d : 1));
+    const double l2pi = std::log(2 * M_PI);
+    for (int64_t i = 0; i < n; i++) {
+        const T* xi = x + (size_t)i * d;
+        double mx = -INFINITY;
+        for (int j = 0; j < k; j++) {
+            double acc = std::log((double)w[j]) - 0.5 * d * l2pi;
+            for (int t = 0; t < d; t++) {
+                double df = (double)xi[t] - mu[(size_t)j * d + t];
+                double v = diag ? var[(size_t)j * d + t] : var[j];
+                acc -= 0.5 * df * df / v + (diag ? 0.5 * std::log(v) : 0);
+                if (diag) q[(size_t)j * d + t] = df * df;
+            }
+            if (!diag) {
+                double dd = 0;
+                for (int t = 0; t < d; t++) {
+                    double df = (double)xi[t] - mu[(size_t)j * d + t];
+                    dd += df * df;
+                }
+                q[j] = dd;
+                acc -= 0.5 * d * std::log((double)var[j]);
+            }
+            lp[j] = acc;
+            mx = std::max(mx, acc);
+        }
+        double se = 0;
+        for (int j = 0; j < k; j++) se += std::exp(lp[j] - mx);
+        double lz = mx + std::log(se);
+        s.logz[i] = lz;
+        s.loglik += lz;
+        for (int j = 0; j < k; j++) {
+            double r = std::exp(lp[j] - lz);
+            s.nk[j] += r;
+            for (int t = 0; t < d; t++) s.mu_acc[(size_t)j * d + t] += r * xi[t];
+            if (diag)
+                for (int t = 0; t < d; t++) s.sig_acc[(size_t)j * d + t] += r * q[(size_t)j * d + t];
+            else
+                s.sig_acc[j] += r * q[j];
+        }
+    }
+    return s;
+}
+
+// ||a - b|| / ||b||
+inline double rel_err(const double* a, const double* b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+// n points from k planted isotropic clusters in d dims: centers ~ N(0, spread^2), points sigma=1.
+inline std::vector<float> planted(int64_t n, int d, int k, double spread, uint64_t seed,
+                                  std::vector<float>* centers = nullptr, std::vector<int>* label = nullptr) {
+    std::mt19937_64 g(seed);
+    std::normal_distribution<double> z(0, 1);
+    std::vector<float> c((size_t)k * d), x((size_t)n * d);
+    for (auto& v : c) v = (float)(spread * z(g));
+    if (label) label->resize(n);
+    for (int64_t i = 0; i < n; i++) {
+        int j = (int)(i % k);
+        if (label) (*label)[i] = j;
+        for (int t = 0; t < d; t++) x[(size_t)i * d + t] = c[(size_t)j * d + t] + (float)z(g);
+    }
+    if (centers) *centers = c;
+    return x;
+}
+
+// A random model with means drawn from the data's rows (plus noise) and variances near the data's.
+inline FgmmModel* model_from_rows(const float* x, int64_t n, int d, int k, FgmmCovariance cov, double var,
+                                  uint64_t seed) {
+    std::mt19937_64 g(seed);
+    std::uniform_real_distribution<double> u(0.5, 1.5);
+    std::vector<float> mu((size_t)k * d), v(cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k), w(k);
+    for (int j = 0; j < k; j++)
+        for (int t = 0; t < d; t++) mu[(size_t)j * d + t] = x[(size_t)(g() % n) * d + t] + (float)(u(g) - 1.0);
+    for (auto& e : v) e = (float)(var * u(g));
+    for (auto& e : w) e = (float)u(g);
+    FgmmModel* m = nullptr;
+    fgmm_model_new(&m, k, d, cov, mu.data(), v.data(), w.data());
+    return m;
+}
+
+inline FgmmParams cpu_params(int k) {
+    FgmmParams p;
+    fgmm_params_init(&p);
+    p.k = k;
+    p.backend = FGMM_BACKEND_CPU;
+    return p;
+}
+
+}  // namespace fgt

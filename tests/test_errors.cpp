@@ -1,0 +1,146 @@
+// Every bad input gets an error code and a message, and nothing leaks (the ASan build checks that).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "common.h"
+#include "flashgmm_io.h"
+
+using namespace fgt;
+
+namespace {
+void expect_error(int rc, int code, const char* needle) {
+    EXPECT_EQ(rc, code);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find(needle), std::string::npos)
+        << "message: '" << fgmm_get_last_error() << "' lacks '" << needle << "'";
+}
+std::string tmp(const char* name) { return testing::TempDir() + name; }
+}  // namespace
+
+TEST(Errors, TrainRejectsBadArguments) {
+    auto x = planted(100, 4, 2, 3.0, 1);
+    FgmmParams p = cpu_params(4);
+    FgmmModel* m = (FgmmModel*)0x1;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, nullptr, &m, nullptr), FGMM_ERR_NULL, "x is NULL");
+    EXPECT_EQ(m, nullptr);  // outputs are cleared on failure
+    expect_error(fgmm_train(nullptr, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_NULL, "p is NULL");
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), nullptr, nullptr), FGMM_ERR_NULL, "out is NULL");
+    p.k = 101;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "k = 101 > n = 100");
+    p.k = 0;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "k = 0");
+    p.k = 4;
+    expect_error(fgmm_train(&p, 0, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "n = 0");
+    expect_error(fgmm_train(&p, 100, 0, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "d = 0");
+    expect_error(fgmm_train(&p, 100, 4, (FgmmDtype)7, x.data(), &m, nullptr), FGMM_ERR_ARG, "dtype");
+    p.niter = -1;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "niter");
+    p.niter = 3;
+    p.var_floor = 0;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "var_floor");
+    p.var_floor = 1e-4;
+    p.covariance = (FgmmCovariance)5;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "covariance");
+}
+
+TEST(Errors, TrainRejectsNonFiniteData) {
+    auto x = planted(100, 4, 2, 3.0, 1);
+    FgmmParams p = cpu_params(4);
+    FgmmModel* m = nullptr;
+    std::vector<float> y = x;
+    y[37 * 4 + 2] = NAN;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, y.data(), &m, nullptr), FGMM_ERR_DATA, "row 37");
+    y = x;
+    y[5] = -INFINITY;
+    expect_error(fgmm_train(&p, 100, 4, FGMM_F32, y.data(), &m, nullptr), FGMM_ERR_DATA, "row 1 ");
+    EXPECT_EQ(x, planted(100, 4, 2, 3.0, 1));  // input untouched
+}
+
+TEST(Errors, TrainRejectsDegenerateData) {
+    std::vector<float> same(50 * 3, 2.5f);
+    FgmmParams p = cpu_params(2);
+    FgmmModel* m = nullptr;
+    expect_error(fgmm_train(&p, 50, 3, FGMM_F32, same.data(), &m, nullptr), FGMM_ERR_DATA, "zero variance");
+    std::vector<float> two(50 * 3, 0.0f);  // 2 distinct points, k = 3
+    for (int i = 0; i < 25; i++) two[i * 3] = 1.0f;
+    p.k = 3;
+    expect_error(fgmm_train(&p, 50, 3, FGMM_F32, two.data(), &m, nullptr), FGMM_ERR_DATA, "distinct");
+}
+
+TEST(Errors, GpuBackendWithoutGpuIsAClearError) {
+    if (fgmm_gpu_available()) GTEST_SKIP() << "a GPU is present";
+    auto x = planted(100, 4, 2, 3.0, 1);
+    FgmmParams p = cpu_params(2);
+    p.backend = FGMM_BACKEND_GPU;
+    FgmmModel* m = nullptr;
+    int rc = fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr);
+    EXPECT_EQ(rc, FGMM_ERR_NO_GPU) << fgmm_get_last_error();
+    p.backend = FGMM_BACKEND_AUTO;  // AUTO falls back to the CPU
+    FgmmTrainInfo info;
+    ASSERT_EQ(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, &info), 0);
+    EXPECT_STREQ(info.backend, "cpu");
+    fgmm_model_free(m);
+}
+
+TEST(Errors, ModelCallsRejectBadInput) {
+    auto x = planted(100, 4, 2, 3.0, 1);
+    FgmmModel* m = model_from_rows(x.data(), 100, 4, 2, FGMM_COV_ISOTROPIC, 1.0, 2);
+    std::vector<double> nk(2);
+    std::vector<float> ll(100);
+    std::vector<fgmm_idx_t> lab(100);
+    expect_error(fgmm_estep(nullptr, nullptr, 100, FGMM_F32, x.data(), nk.data(), 0, 0, 0), FGMM_ERR_NULL, "model");
+    expect_error(fgmm_estep(m, nullptr, 100, FGMM_F32, x.data(), nullptr, 0, 0, 0), FGMM_ERR_NULL, "nk");
+    expect_error(fgmm_estep(m, nullptr, 100, FGMM_F32, nullptr, nk.data(), 0, 0, 0), FGMM_ERR_NULL, "x is NULL");
+    expect_error(fgmm_loglik(m, nullptr, -1, FGMM_F32, x.data(), ll.data()), FGMM_ERR_ARG, "n = -1");
+    expect_error(fgmm_assign_topm(m, nullptr, 100, FGMM_F32, x.data(), 3, lab.data(), nullptr), FGMM_ERR_ARG, "m = 3");
+    std::vector<float> y = x;
+    y[0] = NAN;
+    expect_error(fgmm_loglik(m, nullptr, 100, FGMM_F32, y.data(), ll.data()), FGMM_ERR_DATA, "non-finite");
+    fgmm_model_free(m);
+}
+
+TEST(Errors, ModelNewRejectsBadParameters) {
+    float mu[4] = {0, 0, 1, 1}, var[2] = {1, 1}, w[2] = {1, 1};
+    FgmmModel* m = nullptr;
+    expect_error(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, nullptr, var, w), FGMM_ERR_NULL, "means");
+    float badv[2] = {1, 0};
+    expect_error(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, mu, badv, w), FGMM_ERR_DATA, "variance 1");
+    float badw[2] = {1, NAN};
+    expect_error(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, mu, var, badw), FGMM_ERR_DATA, "weight 1");
+    expect_error(fgmm_model_new(&m, 0, 2, FGMM_COV_ISOTROPIC, mu, var, w), FGMM_ERR_ARG, "k = 0");
+    EXPECT_EQ(m, nullptr);
+}
+
+TEST(Errors, ModelFileRoundTripAndCorruption) {
+    auto x = planted(200, 5, 3, 3.0, 1);
+    FgmmModel* m = model_from_rows(x.data(), 200, 5, 3, FGMM_COV_DIAGONAL, 1.0, 2);
+    std::string f = tmp("model.fgmm");
+    ASSERT_EQ(fgmm_model_write(m, f.c_str()), 0);
+    FgmmModel* r = nullptr;
+    ASSERT_EQ(fgmm_model_read(f.c_str(), &r), 0) << fgmm_get_last_error();
+    EXPECT_EQ(fgmm_model_covariance(r), FGMM_COV_DIAGONAL);
+    EXPECT_EQ(0, memcmp(fgmm_model_means(m), fgmm_model_means(r), 15 * sizeof(float)));
+    EXPECT_EQ(0, memcmp(fgmm_model_variances(m), fgmm_model_variances(r), 15 * sizeof(float)));
+    fgmm_model_free(r);
+    r = nullptr;
+    // truncated
+    FILE* fp = fopen(f.c_str(), "rb");
+    std::vector<char> bytes(4096);
+    size_t sz = fread(bytes.data(), 1, bytes.size(), fp);
+    fclose(fp);
+    std::string g = tmp("trunc.fgmm");
+    fp = fopen(g.c_str(), "wb");
+    fwrite(bytes.data(), 1, sz - 3, fp);
+    fclose(fp);
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "truncated");
+    bytes[0] = 'X';  // wrong magic
+    fp = fopen(g.c_str(), "wb");
+    fwrite(bytes.data(), 1, sz, fp);
+    fclose(fp);
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "not a flashgmm model");
+    expect_error(fgmm_model_read("/nonexistent/dir/x.fgmm", &r), FGMM_ERR_IO, "cannot open");
+    EXPECT_EQ(r, nullptr);
+    fgmm_model_free(m);
+}
