@@ -1,0 +1,449 @@
+/* estep_fused.cu: the fused isotropic GMM E-step. No N x K buffer exists.
+ *
+ * Two launches (bf16 mma.sync m16n8k16, fp32 accumulation; sm_80 and later):
+ *  Pass 1 (fused_lse): a block takes P1_BM = 128 rows (8 warps x 16), keeps
+ *    their A fragments in registers, and streams all components in tiles of
+ *    P1_BN = 64 through shared memory (cp.async, two stages). Distances come
+ *    from ||x||^2 + ||mu||^2 - 2 x.mu; an online log-sum-exp (log2 domain)
+ *    gives logz2 per row. Traffic: x once, mu once per block (from L2).
+ *  Pass 2 (fused_acc): a block owns FGMM_FUSED_KTILE = 128 components (8 warps
+ *    x 16, their A fragments in registers) and a contiguous range of row tiles
+ *    of P2_BM = 64. Per tile it computes S^T = mu x^T, turns it into
+ *    responsibilities in registers (exp2(logp - logz2)), and feeds them
+ *    straight back as the A operand of acc += R^T x (the C->A fragment layouts
+ *    coincide). The 128 x d accumulator stays in registers over all row tiles
+ *    and is written once per block with double atomics: k*d*splits atomics per
+ *    E-step instead of one per row tile.
+ * Flops: 6 n k d (2 in pass 1, 4 in pass 2); exact mode triples the bf16 mma
+ * work (hi*hi + hi*lo + lo*hi). Extra memory: logz2 (n floats) + O(k d).
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#define DP_MAX FGMM_FUSED_MAX_D
+#define KS_MAX (DP_MAX / 16)  /* k-steps over the dimension */
+#define SROW (DP_MAX + 8)     /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
+#define P1_BM 128
+#define P1_BN 64
+#define P2_BM 64
+#define P2_BN FGMM_FUSED_KTILE
+#define NTHREADS 256
+#define LOG2E 1.4426950408889634f
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t*)&v;
+}
+
+template <typename T> __device__ __forceinline__ float load_x(const T* p) { return (float)__ldg(p); }
+
+/* Stages rows [row0, row0 + rows) of x into smem as bf16 (hi, and lo = x - hi when
+ * EXACT), centred by shift, zero-padded to dp columns and past n; xn[r] = ||x'||^2 in fp32. */
+template <typename T, bool EXACT>
+__device__ __forceinline__ void stage_rows(const T* x, long long n, int d, int dp, const float* shift,
+                                           long long row0, int rows, bf16* hi, bf16* lo, float* xn) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int r = warp; r < rows; r += NTHREADS / 32) {
+        long long row = row0 + r;
+        float ss = 0;
+#pragma unroll
+        for (int q = 0; q < DP_MAX / 32; q++) {
+            int col = lane + 32 * q;
+            if (col >= dp) break;
+            float v = 0;
+            if (row < n && col < d) v = load_x(x + row * d + col) - shift[col];
+            ss += v * v;
+            bf16 h = __float2bfloat16_rn(v);
+            hi[r * SROW + col] = h;
+            if (EXACT) lo[r * SROW + col] = __float2bfloat16_rn(v - __bfloat162float(h));
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) xn[r] = ss;
+    }
+}
+
+/* Async copy of component rows [k0, k0 + rows) (bf16, dp wide) into smem. */
+__device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, int rows, bf16* dst) {
+    int chunks = dp / 8; /* 16-byte chunks per row */
+    for (int i = threadIdx.x; i < rows * chunks; i += NTHREADS) {
+        int r = i / chunks, c = i % chunks;
+        cp_async16(dst + r * SROW + c * 8, mu + (long long)(k0 + r) * dp + c * 8);
+    }
+}
+
+/* ------------------------------------------------------------------ pass 1 */
+
+template <typename T, bool EXACT>
+__global__ void __launch_bounds__(NTHREADS, EXACT ? 1 : 2)
+fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
+          double* __restrict__ ll_part) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16* xs = (bf16*)smem_raw;                                   /* P1_BM x SROW */
+    bf16* xl = xs + P1_BM * SROW;                                 /* EXACT only */
+    bf16* ms = xs + (EXACT ? 2 : 1) * P1_BM * SROW;               /* [2 stages][hi, lo] P1_BN x SROW */
+    float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * P1_BN * SROW); /* P1_BM */
+    float* cst = xn + P1_BM;                                      /* [2 stages][a2, h2, mn] x P1_BN */
+    __shared__ double warp_ll[NTHREADS / 32];
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+    const int dp = m.dp, nks = dp / 16, nkt = m.kp / P1_BN;
+    const long long row0 = (long long)blockIdx.x * P1_BM;
+    const int mstage = (EXACT ? 2 : 1) * P1_BN * SROW;
+
+    auto issue_tile = [&](int kt) {
+        bf16* dst = ms + (kt & 1) * mstage;
+        stage_mu_async((const bf16*)m.mu_hi, dp, kt * P1_BN, P1_BN, dst);
+        if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * P1_BN, P1_BN, dst + P1_BN * SROW);
+        float* cs = cst + (kt & 1) * 3 * P1_BN;
+        for (int i = threadIdx.x; i < P1_BN; i += NTHREADS) {
+            cs[i] = m.a2[kt * P1_BN + i];
+            cs[P1_BN + i] = m.h2[kt * P1_BN + i];
+            cs[2 * P1_BN + i] = m.mn[kt * P1_BN + i];
+        }
+    };
+    issue_tile(0);
+    stage_rows<T, EXACT>(x, n, m.d, dp, m.shift, row0, P1_BM, xs, xl, xn);
+    __syncthreads();
+
+    /* This warp's 16 rows as A fragments, all k-steps, kept in registers. */
+    uint32_t ah[KS_MAX][4], al[KS_MAX][4];
+    const int wr = warp * 16;
+#pragma unroll
+    for (int ks = 0; ks < KS_MAX; ks++)
+        if (ks < nks) {
+            ldsm_x4(ah[ks], xs + (wr + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
+            if (EXACT) ldsm_x4(al[ks], xl + (wr + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
+        }
+    const float xn0 = xn[wr + g], xn1 = xn[wr + g + 8];
+    float mx[2] = {-INFINITY, -INFINITY}, sm[2] = {0.f, 0.f};
+
+    for (int kt = 0; kt < nkt; kt++) {
+        cp_async_wait_all();
+        __syncthreads(); /* tile kt landed; everyone is done with tile kt-1's buffer */
+        if (kt + 1 < nkt) issue_tile(kt + 1);
+        asm volatile("cp.async.commit_group;\n" ::);
+        const bf16* mh = ms + (kt & 1) * mstage;
+        const float* cs = cst + (kt & 1) * 3 * P1_BN;
+        float acc[P1_BN / 8][4];
+#pragma unroll
+        for (int j = 0; j < P1_BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KS_MAX; ks++) {
+            if (ks >= nks) break;
+#pragma unroll
+            for (int np = 0; np < P1_BN / 16; np++) {
+                uint32_t b[4];
+                const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
+                ldsm_x4(b, mh + boff);
+                mma(acc[2 * np], ah[ks], b[0], b[1]);
+                mma(acc[2 * np + 1], ah[ks], b[2], b[3]);
+                if (EXACT) {
+                    uint32_t bl[4];
+                    ldsm_x4(bl, mh + P1_BN * SROW + boff);
+                    mma(acc[2 * np], ah[ks], bl[0], bl[1]);
+                    mma(acc[2 * np + 1], ah[ks], bl[2], bl[3]);
+                    mma(acc[2 * np], al[ks], b[0], b[1]);
+                    mma(acc[2 * np + 1], al[ks], b[2], b[3]);
+                }
+            }
+        }
+        /* log2 densities, then the online log-sum-exp of rows g and g+8. */
+        float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < P1_BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = j * 8 + 2 * c + (e & 1);
+                float dist = fmaxf(fmaf(-2.f, acc[j][e], (e < 2 ? xn0 : xn1) + cs[2 * P1_BN + col]), 0.f);
+                float l = fmaf(-cs[P1_BN + col], dist, cs[col]);
+                acc[j][e] = l;
+                tmax[e >> 1] = fmaxf(tmax[e >> 1], l);
+            }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 1));
+            tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 2));
+            float nm = fmaxf(mx[h], tmax[h]);
+            sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
+            mx[h] = nm;
+        }
+#pragma unroll
+        for (int j = 0; j < P1_BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(acc[j][e] - mx[e >> 1]);
+    }
+    double part = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 1);
+        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
+        long long row = row0 + wr + g + 8 * h;
+        float lz = mx[h] + log2f(sm[h]);
+        if (c == 0 && row < n) {
+            logz2[row] = lz;
+            part += lz;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+    if (lane == 0) warp_ll[warp] = part;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0;
+        for (int w = 0; w < NTHREADS / 32; w++) s += warp_ll[w];
+        ll_part[blockIdx.x] = s;
+    }
+}
+
+/* ------------------------------------------------------------------ pass 2 */
+
+template <typename T, bool EXACT>
+__global__ void __launch_bounds__(NTHREADS, 1)
+fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
+          int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
+          double* __restrict__ s2_out) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16* xs = (bf16*)smem_raw;                     /* P2_BM x SROW */
+    bf16* xl = xs + P2_BM * SROW;                   /* EXACT only */
+    bf16* ms = xs + (EXACT ? 2 : 1) * P2_BM * SROW; /* [hi, lo] P2_BN x SROW, used once */
+    float* xn = (float*)(ms + (EXACT ? 2 : 1) * P2_BN * SROW);
+    float* lz = xn + P2_BM;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+    const int dp = m.dp, nks = dp / 16;
+    const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
+    const long long t_begin = (long long)blockIdx.y * tiles_per_split;
+    const long long ntiles = (n + P2_BM - 1) / P2_BM;
+    const long long t_end = min(ntiles, t_begin + tiles_per_split);
+    if (t_begin >= t_end) return;
+
+    stage_mu_async((const bf16*)m.mu_hi, dp, k0, P2_BN, ms);
+    if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, k0, P2_BN, ms + P2_BN * SROW);
+    cp_async_wait_all();
+    __syncthreads();
+    uint32_t ah[KS_MAX][4], al[KS_MAX][4];
+#pragma unroll
+    for (int ks = 0; ks < KS_MAX; ks++)
+        if (ks < nks) {
+            ldsm_x4(ah[ks], ms + (wk + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
+            if (EXACT) ldsm_x4(al[ks], ms + P2_BN * SROW + (wk + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
+        }
+    float ca[2], ch[2], cm[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int kk = k0 + wk + g + 8 * h;
+        ca[h] = m.a2[kk];
+        ch[h] = m.h2[kk];
+        cm[h] = m.mn[kk];
+    }
+    float acc[DP_MAX / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP_MAX / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    float nk[2] = {0.f, 0.f}, s2[2] = {0.f, 0.f};
+
+    for (long long t = t_begin; t < t_end; t++) {
+        const long long row0 = t * P2_BM;
+        __syncthreads(); /* previous tile's smem reads are done */
+        stage_rows<T, EXACT>(x, n, m.d, dp, m.shift, row0, P2_BM, xs, xl, xn);
+        for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
+            lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
+        __syncthreads();
+
+        /* S^T (16 components x 64 rows per warp) = mu x^T */
+        float st[P2_BM / 8][4];
+#pragma unroll
+        for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KS_MAX; ks++) {
+            if (ks >= nks) break;
+#pragma unroll
+            for (int np = 0; np < P2_BM / 16; np++) {
+                uint32_t b[4];
+                const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
+                ldsm_x4(b, xs + boff);
+                mma(st[2 * np], ah[ks], b[0], b[1]);
+                mma(st[2 * np + 1], ah[ks], b[2], b[3]);
+                if (EXACT) {
+                    uint32_t bl[4];
+                    ldsm_x4(bl, xl + boff);
+                    mma(st[2 * np], ah[ks], bl[0], bl[1]);
+                    mma(st[2 * np + 1], ah[ks], bl[2], bl[3]);
+                    mma(st[2 * np], al[ks], b[0], b[1]);
+                    mma(st[2 * np + 1], al[ks], b[2], b[3]);
+                }
+            }
+        }
+        /* responsibilities, N_k and sum r ||x - mu||^2, in place */
+#pragma unroll
+        for (int j = 0; j < P2_BM / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int h = e >> 1, col = j * 8 + 2 * c + (e & 1);
+                float dist = fmaxf(fmaf(-2.f, st[j][e], xn[col] + cm[h]), 0.f);
+                float r = exp2f(fmaf(-ch[h], dist, ca[h]) - lz[col]);
+                nk[h] += r;
+                s2[h] = fmaf(r, dist, s2[h]);
+                st[j][e] = r;
+            }
+        /* acc += R^T x: the C fragments of S^T are the A fragments of R^T. */
+#pragma unroll
+        for (int s = 0; s < P2_BM / 16; s++) {
+            uint32_t ra[4], rl[4];
+            ra[0] = pack_bf16(st[2 * s][0], st[2 * s][1]);
+            ra[1] = pack_bf16(st[2 * s][2], st[2 * s][3]);
+            ra[2] = pack_bf16(st[2 * s + 1][0], st[2 * s + 1][1]);
+            ra[3] = pack_bf16(st[2 * s + 1][2], st[2 * s + 1][3]);
+            if (EXACT) {
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    __nv_bfloat162 h2v = *(__nv_bfloat162*)&ra[q];
+                    float2 f = __bfloat1622float2(h2v);
+                    int jj = 2 * s + (q >> 1), e0 = (q & 1) * 2;
+                    rl[q] = pack_bf16(st[jj][e0] - f.x, st[jj][e0 + 1] - f.y);
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < DP_MAX / 16; np++) {
+                if (np * 16 >= dp) break;
+                uint32_t b[4];
+                const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
+                ldsm_x4_t(b, xs + boff);
+                mma(acc[2 * np], ra, b[0], b[1]);
+                mma(acc[2 * np + 1], ra, b[2], b[3]);
+                if (EXACT) {
+                    uint32_t bl[4];
+                    ldsm_x4_t(bl, xl + boff);
+                    mma(acc[2 * np], ra, bl[0], bl[1]);
+                    mma(acc[2 * np + 1], ra, bl[2], bl[3]);
+                    mma(acc[2 * np], rl, b[0], b[1]);
+                    mma(acc[2 * np + 1], rl, b[2], b[3]);
+                }
+            }
+        }
+    }
+    /* One write per block: quad-reduce the per-component sums, then double atomics. */
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 1);
+        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 2);
+        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 1);
+        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 2);
+        int kk = k0 + wk + g + 8 * h;
+        if (c == 0 && kk < m.k) {
+            atomicAdd(nk_out + kk, (double)nk[h]);
+            atomicAdd(s2_out + kk, (double)s2[h]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < DP_MAX / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int kk = k0 + wk + g + 8 * (e >> 1), col = j * 8 + 2 * c + (e & 1);
+            if (kk < m.k && col < m.d) atomicAdd(s1_out + (long long)kk * dp + col, (double)acc[j][e]);
+        }
+}
+
+/* ------------------------------------------------------------------ wrappers */
+
+__global__ void split_bf16(const float* mu, bf16* hi, bf16* lo, long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        bf16 h = __float2bfloat16_rn(mu[i]);
+        hi[i] = h;
+        lo[i] = __float2bfloat16_rn(mu[i] - __bfloat162float(h));
+    }
+}
+
+extern "C" int fgmm_fused_split_bf16(const float* mu, void* hi, void* lo, long long count, cudaStream_t stream) {
+    split_bf16<<<256, 256, 0, stream>>>(mu, (bf16*)hi, (bf16*)lo, count);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int fgmm_fused_lse_blocks(long long n) { return (int)((n + P1_BM - 1) / P1_BM); }
+
+static size_t lse_smem(int exact) {
+    int f = exact ? 2 : 1;
+    return (size_t)(f * P1_BM * SROW + 2 * f * P1_BN * SROW) * sizeof(bf16) + (P1_BM + 6 * P1_BN) * sizeof(float);
+}
+static size_t acc_smem(int exact) {
+    int f = exact ? 2 : 1;
+    return (size_t)(f * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) + 2 * P2_BM * sizeof(float);
+}
+
+template <typename T, bool EXACT>
+static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
+                      cudaStream_t stream) {
+    size_t sm = lse_smem(EXACT);
+    cudaFuncSetAttribute(fused_lse<T, EXACT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    fused_lse<T, EXACT><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+                              float* logz2, double* ll_part, cudaStream_t stream) {
+    if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
+    if (dtype == 1)
+        return exact ? launch_lse<uint8_t, true>(x, n, m, logz2, ll_part, stream)
+                     : launch_lse<uint8_t, false>(x, n, m, logz2, ll_part, stream);
+    return exact ? launch_lse<float, true>(x, n, m, logz2, ll_part, stream)
+                 : launch_lse<float, false>(x, n, m, logz2, ll_part, stream);
+}
+
+template <typename T, bool EXACT>
+static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
+                      double* s1, double* s2, int splits, cudaStream_t stream) {
+    size_t sm = acc_smem(EXACT);
+    cudaFuncSetAttribute(fused_acc<T, EXACT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    long long ntiles = (n + P2_BM - 1) / P2_BM;
+    int ktiles = m->kp / P2_BN;
+    if (splits <= 0) {
+        int dev, sms;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        /* about two waves of blocks; each block then runs many row tiles */
+        splits = (2 * sms + ktiles - 1) / ktiles;
+    }
+    if (splits > ntiles) splits = (int)ntiles;
+    int per = (int)((ntiles + splits - 1) / splits);
+    splits = (int)((ntiles + per - 1) / per);
+    dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
+    fused_acc<T, EXACT><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+                                     const float* logz2, double* nk, double* s1, double* s2, int splits,
+                                     cudaStream_t stream) {
+    if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
+    if (dtype == 1)
+        return exact ? launch_acc<uint8_t, true>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                     : launch_acc<uint8_t, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
+    return exact ? launch_acc<float, true>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                 : launch_acc<float, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
+}

@@ -1,0 +1,70 @@
+/* kernels.h: C signatures of the CUDA launch wrappers. Every wrapper only
+ * enqueues work on `stream` and returns the launch's cudaError_t as int. */
+#ifndef FGMM_KERNELS_H
+#define FGMM_KERNELS_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest padded dimension the fused E-step handles; larger d uses the cuBLAS path. */
+#define FGMM_FUSED_MAX_D 128
+/* Components per pass-2 block; k is padded to a multiple of this. */
+#define FGMM_FUSED_KTILE 128
+
+/* Device-side model of the fused isotropic E-step, in the log2 domain:
+ * log2(w_k p(x|k)) = a2[k] - h2[k] * ||x' - mu'_k||^2 with x' = x - shift. */
+typedef struct fgmm_fused_model {
+    int k, kp, d, dp;      /* components (padded kp), dimension (padded dp, multiple of 16) */
+    const float* shift;    /* dp: subtracted from every row (the mixture's mean) */
+    const void* mu_hi;     /* kp x dp bf16: mu' rounded */
+    const void* mu_lo;     /* kp x dp bf16: mu' - mu_hi (exact mode) */
+    const float* a2;       /* kp: log2(w_k) - d/2 log2(2 pi var_k); padding: -1e30 */
+    const float* h2;       /* kp: log2(e) / (2 var_k) */
+    const float* mn;       /* kp: ||mu'_k||^2 */
+} fgmm_fused_model;
+
+/* Fills mu_hi/mu_lo (kp x dp bf16) from mu' (kp x dp float). */
+int fgmm_fused_split_bf16(const float* mu, void* hi, void* lo, long long count, cudaStream_t stream);
+
+/* Pass 1: logz2[i] = log2 sum_k w_k p(x_i|k) for n rows of x (dtype 0 float, 1 uint8);
+ * ll_part[b] = sum of logz2 over block b's rows (blocks: fgmm_fused_lse_blocks(n)). */
+int fgmm_fused_lse_blocks(long long n);
+int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+                   float* logz2, double* ll_part, cudaStream_t stream);
+
+/* Pass 2: nk[k] += sum_i r_ik, s1[k x dp] += sum_i r_ik x'_i, s2[k] += sum_i r_ik ||x'_i - mu'_k||^2.
+ * splits: row-range blocks per component tile (0 = enough to fill the device). */
+int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+                          const float* logz2, double* nk, double* s1, double* s2, int splits,
+                          cudaStream_t stream);
+
+/* ---- cuBLAS path helpers (estep_blas.cu): row tiles of t rows, G = t x k from a GEMM ---- */
+
+/* xf[t x d] = float(x rows [0, t)); if x2 != NULL also x2 = xf^2; xn[t] = ||x||^2. */
+int fgmm_blas_load_tile(const void* x, int dtype, int t, int d, float* xf, float* x2, float* xn,
+                        cudaStream_t stream);
+/* In place: G holds x.B (isotropic: B = mu, diag: q-terms) for t rows; turns it into
+ * responsibilities and adds nk, s2 (isotropic: sum r ||x-mu||^2), sum log p into ll (double).
+ * Isotropic: logp = c - (xn + kn - 2 g) * hp; diagonal: logp = c - hp * (g + kn), hp = 0.5. */
+int fgmm_blas_resp(float* g, int t, int k, const float* xn, const float* kn, const float* hp,
+                   const double* c, int diag, double* nk, double* s2, double* ll, cudaStream_t stream);
+/* out[i] += in[i] for count elements (float or double -> double accumulation). */
+int fgmm_blas_accumulate(const float* in, double* out, long long count, cudaStream_t stream);
+int fgmm_accumulate_d(const double* in, double* out, long long count, cudaStream_t stream);
+
+/* ---- k-means (kmeans_assign.cu) ---- */
+/* With G = x.c^T (t x k) for t rows: nearest centroid, then counts, sums (k x d), per-cluster
+ * squared distances and the total into the double accumulators. */
+int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* xn, const float* cn, int t,
+                           int k, int d, double* counts, double* sums, double* sq, double* total,
+                           cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,176 @@
+/* bench_estep.c: ms per isotropic E-step, fused kernel vs baselines, one process, one device.
+ *
+ *   bench_estep [NxKxD ...] [--reps R] [--cpu-max-n N]
+ *
+ * For each shape (default: the issue's list) it makes clustered fp32 data, a model from
+ * random rows, and times one full E-step through the engine (model upload, kernels,
+ * statistics download; data already on the device), median of R runs after a warm-up:
+ *   fused-bf16   fused kernel, bf16 tensor cores
+ *   fused-exact  fused kernel, 3x bf16 split (about fp32)
+ *   blas-tiled   cuBLAS fp32 SGEMM in 256 MB row tiles (no N x K matrix)
+ *   naive-NxK    cuBLAS fp32 with one tile of all N rows: materialises N x K ("oom" if it cannot)
+ *   cpu          OpenBLAS engine (only for N <= --cpu-max-n)
+ * "extra MB" is device memory the engine holds besides the data. The relative error of
+ * each GPU path's N_k and sum r x against the exact path is printed too.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gpu_engine.h"
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+static int cmp_d(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t rng(uint64_t* s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+static float gauss(uint64_t* s) { /* sum of 4 uniforms: cheap, roughly normal, unit variance */
+    float u = 0;
+    for (int i = 0; i < 4; i++) u += (rng(s) >> 40) * (1.0f / 16777216.0f);
+    return (u - 2.0f) * 1.7320508f;
+}
+
+typedef struct result {
+    double ms;
+    size_t extra;
+    int ok;
+} result;
+
+static result time_engine(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* st, int reps) {
+    result r = {0, 0, 0};
+    if (e->ops->estep(e, x, m, st)) { /* warm-up: copies the data, allocates scratch */
+        fprintf(stderr, "  (%s)\n", fgmm_get_last_error());
+        return r;
+    }
+    double* t = malloc(sizeof(double) * reps);
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_ms();
+        if (e->ops->estep(e, x, m, st)) {
+            free(t);
+            return r;
+        }
+        t[i] = now_ms() - t0;
+    }
+    qsort(t, reps, sizeof(double), cmp_d);
+    r.ms = t[reps / 2];
+    r.ok = 1;
+    if (strcmp(e->ops->name, "gpu") == 0) fgmm_engine_gpu_sync(e, &r.extra);
+    free(t);
+    return r;
+}
+
+static double rel(const double* a, const double* b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+int main(int argc, char** argv) {
+    const char* defaults[] = {"100000x1024x128", "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
+                              "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};
+    const char* shapes[32];
+    int ns = 0, reps = 10;
+    long long cpu_max = 100000;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--cpu-max-n") && i + 1 < argc) cpu_max = atoll(argv[++i]);
+        else if (ns < 32) shapes[ns++] = argv[i];
+    }
+    if (!ns) {
+        ns = sizeof defaults / sizeof defaults[0];
+        memcpy(shapes, defaults, sizeof defaults);
+    }
+    if (!fgmm_gpu_available()) {
+        fprintf(stderr, "bench_estep: no CUDA device\n");
+        return 1;
+    }
+    printf("| N x K x D | fused-bf16 ms | extra MB | fused-exact ms | blas-tiled ms | naive-NxK ms | cpu ms | "
+           "rel.err bf16 (Nk, mu_acc) | rel.err naive |\n|---|---:|---:|---:|---:|---:|---:|---|---|\n");
+    fflush(stdout);
+    for (int s = 0; s < ns; s++) {
+        long long n;
+        int k, d;
+        if (sscanf(shapes[s], "%lldx%dx%d", &n, &k, &d) != 3) {
+            fprintf(stderr, "bad shape %s\n", shapes[s]);
+            return 2;
+        }
+        /* data: 4096 clusters, spread 1.0, unit noise: responsibilities spread over a few components */
+        float* x = malloc((size_t)n * d * sizeof(float));
+        int nc = 4096;
+        float* c = malloc((size_t)nc * d * sizeof(float));
+        uint64_t seed = 88172645463325252ull;
+        for (size_t i = 0; i < (size_t)nc * d; i++) c[i] = 3.0f * gauss(&seed);
+#pragma omp parallel
+        {
+            uint64_t ls = 0x9E3779B97F4A7C15ull ^ (uint64_t)(size_t)&ls;
+#pragma omp for
+            for (long long i = 0; i < n; i++) {
+                ls += (uint64_t)i * 0x2545F4914F6CDD1Dull + 1;
+                const float* ci = c + (size_t)(rng(&ls) % nc) * d;
+                for (int j = 0; j < d; j++) x[(size_t)i * d + j] = ci[j] + gauss(&ls);
+            }
+        }
+        FgmmModel* m;
+        fgmm_model_alloc(&m, k, d, FGMM_COV_ISOTROPIC);
+        for (int q = 0; q < k; q++) {
+            memcpy(m->mu + (size_t)q * d, x + (size_t)(rng(&seed) % n) * d, d * sizeof(float));
+            m->var[q] = 2.0f + (rng(&seed) % 1000) * 1e-3f;
+            m->w[q] = 1.0f / k;
+        }
+        fgmm_data xd = {x, n, d, FGMM_F32};
+        fgmm_stats st[4];
+        for (int i = 0; i < 4; i++) fgmm_stats_alloc(&st[i], k, d, 0);
+        fgmm_engine* e;
+        if (fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST)) {
+            fprintf(stderr, "%s\n", fgmm_get_last_error());
+            return 1;
+        }
+        result fast = time_engine(e, &xd, m, &st[0], reps);
+        fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_EXACT, 0);
+        result exact = time_engine(e, &xd, m, &st[1], reps);
+        fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_BLAS, 0);
+        result tiled = time_engine(e, &xd, m, &st[2], reps);
+        fgmm_engine_destroy(e); /* frees the tiles before the naive run */
+        fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST);
+        fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_BLAS, n);
+        result naive = time_engine(e, &xd, m, &st[3], reps);
+        fgmm_engine_destroy(e);
+        result cpu = {0, 0, 0};
+        if (n <= cpu_max) {
+            fgmm_engine* ce;
+            fgmm_engine_cpu_create(&ce);
+            fgmm_stats cs;
+            fgmm_stats_alloc(&cs, k, d, 0);
+            cpu = time_engine(ce, &xd, m, &cs, reps < 3 ? reps : 3);
+            fgmm_stats_free(&cs);
+            fgmm_engine_destroy(ce);
+        }
+        char naive_s[32], cpu_s[32], nerr[64];
+        snprintf(naive_s, sizeof naive_s, naive.ok ? "%.2f" : "oom", naive.ms);
+        snprintf(cpu_s, sizeof cpu_s, cpu.ok ? "%.0f" : "-", cpu.ms);
+        snprintf(nerr, sizeof nerr, naive.ok ? "%.1e" : "-", rel(st[3].nk, st[1].nk, k));
+        printf("| %lld x %d x %d | %.3f | %.0f | %.3f | %.2f | %s | %s | %.1e, %.1e | %s |\n", n, k, d, fast.ms,
+               fast.extra / 1048576.0, exact.ms, tiled.ms, naive_s, cpu_s, rel(st[0].nk, st[1].nk, k),
+               rel(st[0].s1, st[1].s1, (size_t)k * d), nerr);
+        fflush(stdout);
+        for (int i = 0; i < 4; i++) fgmm_stats_free(&st[i]);
+        fgmm_model_free(m);
+        free(x);
+        free(c);
+    }
+    return 0;
+}

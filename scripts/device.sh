@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU session script: one device call builds nothing there (the device image has no
+# FAISS/OpenBLAS/HDF5/gtest), it runs what was built here.
+#   scripts/device.sh bundle          (here) build, then copy binaries + non-system libs to .devbundle/
+#   scripts/device.sh run [bench...]  (on the device) GPU tests, then bench_estep; logs to $OUT
+# Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
+set -uo pipefail
+top="$(cd "$(dirname "$0")/.." && pwd)"
+case "${1:-}" in
+bundle)
+    set -e
+    "$top/scripts/build.sh" "$top/build"
+    b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
+    cp "$top/build/flashgmm_tests" "$top/build/bench_estep" "$top/build/flashgmm" "$b/"
+    # libraries the device image lacks: everything not from glibc/gcc/CUDA
+    for f in "$b"/flashgmm_tests "$b"/bench_estep; do
+        ldd "$f" | awk '/=> \//{print $3}' | grep -Ev 'libc\.so|libm\.so|libgcc_s|libstdc\+\+|libpthread|libdl|librt|ld-linux|libcublas|libcudart' \
+            | xargs -r -I{} cp -Ln {} "$b/lib/"
+    done
+    # the carry limit is 64 MiB: ship one xz archive
+    tar -C "$b" -cJf "$top/.devbundle.tar.xz" . && rm -rf "$b" && mkdir -p "$b" && mv "$top/.devbundle.tar.xz" "$b/"
+    du -sh "$b"
+    ;;
+run)
+    shift
+    b="$top/.devbundle"
+    [ -f "$b/.devbundle.tar.xz" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
+    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+    out="${OUT:-/tmp/out}"; mkdir -p "$out"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
+    cd "$top"
+    timeout 300 "$b/flashgmm_tests" --gtest_filter='Gpu*' 2>&1 | tee "$out/gpu_tests.log" | grep -E '^\[  (FAILED|PASSED|  OK|SKIPPED)|Failure|error|Expected|Which|actual' | head -60
+    timeout 400 "$b/bench_estep" "$@" 2>&1 | tee "$out/bench.log"
+    ;;
+*)
+    echo "usage: $0 bundle | run [shapes...]" >&2; exit 2 ;;
+esac

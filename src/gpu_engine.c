@@ -1,0 +1,519 @@
+/* gpu_engine.c: the GPU backend of the engine (host side; kernels in kernels/).
+ *
+ * Data: copied to the device once and cached while the same host array is
+ * used (an EM run); if it does not fit in the memory budget it is streamed in
+ * row chunks through two pinned buffers, copies overlapping compute on a second
+ * stream. Statistics are summed across chunks in double on the device; the
+ * M-step runs on the host (O(k d) per iteration, shared with the CPU backend).
+ * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, otherwise
+ * row tiles around cuBLAS SGEMMs (memory O(tile k)). Top-m assignment runs on
+ * the CPU backend for now.
+ */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_engine.h"
+#include "internal.h"
+#include "kernels.h"
+
+#define LOG2E 1.4426950408889634
+#define LN2 0.69314718055994531
+/* Row tile of the cuBLAS path: t x k floats of G at most this many bytes. */
+#define BLAS_TILE_BYTES ((size_t)256 << 20)
+
+static int cuda_fail(cudaError_t e, const char* what) {
+    return fgmm_fail(e == cudaErrorMemoryAllocation ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, "GPU: %s: %s", what,
+                     cudaGetErrorString(e));
+}
+#define CU(call)                                              \
+    do {                                                      \
+        cudaError_t e_ = (call);                              \
+        if (e_ != cudaSuccess) return cuda_fail(e_, #call);   \
+    } while (0)
+#define KL(call)                                                           \
+    do {                                                                   \
+        int e_ = (call);                                                   \
+        if (e_ != 0) return cuda_fail((cudaError_t)e_, #call);             \
+    } while (0)
+#define CB(call)                                                                             \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            return fgmm_fail(s_ == CUBLAS_STATUS_ALLOC_FAILED ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, \
+                             "GPU: %s: cuBLAS status %d", #call, (int)s_);                   \
+    } while (0)
+
+typedef struct dbuf {
+    void* p;
+    size_t cap;
+} dbuf;
+
+/* Grows a device buffer to at least bytes (contents are not kept). */
+static int dgrow(dbuf* b, size_t bytes, const char* what) {
+    if (b->cap >= bytes) return FGMM_OK;
+    if (b->p) cudaFree(b->p);
+    b->p = NULL;
+    b->cap = 0;
+    cudaError_t e = cudaMalloc(&b->p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return fgmm_fail(FGMM_ERR_GPU_NOMEM, "GPU: out of device memory allocating %zu bytes for %s", bytes, what);
+    }
+    b->cap = bytes;
+    return FGMM_OK;
+}
+
+typedef struct gpu_impl {
+    int dev;
+    size_t mem_limit;
+    int path;            /* FGMM_GPU_PATH_* */
+    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES */
+    cudaStream_t st, copy_st;
+    cudaEvent_t copied[2], consumed[2];
+    cublasHandle_t blas;
+    fgmm_engine* cpu;
+    /* resident data */
+    const void* host_x;
+    fgmm_idx_t host_n;
+    int host_d;
+    FgmmDtype host_dtype;
+    dbuf data;
+    /* streaming */
+    dbuf chunk[2];
+    void* pinned[2];
+    size_t pinned_cap;
+    /* model, statistics, scratch */
+    dbuf mu, mu_hi, mu_lo, cst, shift, cd;
+    dbuf nk, s1, s2, ll, llp, logz;
+    dbuf xf, x2, xn, g, f;
+    long long last_chunk_rows;
+} gpu_impl;
+
+static size_t esize(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }
+
+int fgmm_gpu_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+/* ---- per-call context: which rows are on the device, chunk by chunk ---- */
+
+typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long rows, void* ctx);
+
+/* Calls fn on device-resident row ranges covering all of x. */
+static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
+    size_t row_bytes = (size_t)x->d * esize(x->dtype), total = (size_t)x->n * row_bytes;
+    if (g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype)
+        return fn(g, g->data.p, x->n, ctx);
+    size_t free_b = 0, total_b = 0;
+    CU(cudaMemGetInfo(&free_b, &total_b));
+    size_t budget = g->mem_limit ? g->mem_limit : (size_t)(0.8 * (double)free_b);
+    if (total + ((size_t)64 << 20) <= budget) { /* resident: copy once, reuse for every pass */
+        int rc = dgrow(&g->data, total, "the data");
+        if (rc) return rc;
+        CU(cudaMemcpy(g->data.p, x->x, total, cudaMemcpyHostToDevice));
+        g->host_x = x->x;
+        g->host_n = x->n;
+        g->host_d = x->d;
+        g->host_dtype = x->dtype;
+        return fn(g, g->data.p, x->n, ctx);
+    }
+    /* streaming: two chunks of a quarter of the budget each */
+    long long rows = (long long)(budget / 4 / row_bytes);
+    if (rows < 1024) return fgmm_fail(FGMM_ERR_GPU_NOMEM, "GPU: memory budget %zu B too small to stream rows of %zu B", budget, row_bytes);
+    if (rows > x->n) rows = x->n;
+    size_t cb = (size_t)rows * row_bytes;
+    int rc;
+    if ((rc = dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = dgrow(&g->chunk[1], cb, "stream chunk"))) return rc;
+    if (g->pinned_cap < cb) {
+        for (int i = 0; i < 2; i++) {
+            if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
+            g->pinned[i] = NULL;
+        }
+        g->pinned_cap = 0;
+        CU(cudaMallocHost(&g->pinned[0], cb));
+        CU(cudaMallocHost(&g->pinned[1], cb));
+        g->pinned_cap = cb;
+    }
+    long long nchunks = (x->n + rows - 1) / rows;
+    for (long long c = 0; c < nchunks; c++) {
+        int b = (int)(c & 1);
+        long long r0 = c * rows, nr = x->n - r0 < rows ? x->n - r0 : rows;
+        CU(cudaEventSynchronize(g->consumed[b])); /* compute on this buffer (chunk c-2) finished */
+        memcpy(g->pinned[b], (const char*)x->x + (size_t)r0 * row_bytes, (size_t)nr * row_bytes);
+        CU(cudaMemcpyAsync(g->chunk[b].p, g->pinned[b], (size_t)nr * row_bytes, cudaMemcpyHostToDevice, g->copy_st));
+        CU(cudaEventRecord(g->copied[b], g->copy_st));
+        CU(cudaStreamWaitEvent(g->st, g->copied[b], 0));
+        if ((rc = fn(g, g->chunk[b].p, nr, ctx))) return rc;
+        CU(cudaEventRecord(g->consumed[b], g->st));
+    }
+    return FGMM_OK;
+}
+
+/* ---- E-step ---- */
+
+typedef struct estep_ctx {
+    const FgmmModel* m;
+    int fused, kp, dp, diag;
+    fgmm_fused_model fm;
+} estep_ctx;
+
+/* The pieces of one E-step shared by resident and streamed data. */
+typedef struct estep_run {
+    estep_ctx* c;
+    FgmmDtype dtype;
+    int d;
+} estep_run;
+
+static int estep_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) {
+    estep_run* run = vrun;
+    estep_ctx* c = run->c;
+    int rc, k = c->m->k, d = run->d, dtype = run->dtype == FGMM_U8;
+    if (c->fused) {
+        int nb = fgmm_fused_lse_blocks(rows);
+        if ((rc = dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ")) ||
+            (rc = dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials")))
+            return rc;
+        KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, g->path == FGMM_GPU_PATH_FUSED_EXACT, g->logz.p, g->llp.p, g->st));
+        KL(fgmm_accumulate_d(g->llp.p, g->ll.p, nb, g->st)); /* ll: per-block sums, in a fixed order */
+        KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, g->path == FGMM_GPU_PATH_FUSED_EXACT, g->logz.p, g->nk.p,
+                                 g->s1.p, g->s2.p, 0, g->st));
+        return FGMM_OK;
+    }
+    /* cuBLAS path */
+    long long tile = g->tile_rows ? g->tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
+    if (tile > rows) tile = rows;
+    if (tile < 1) tile = 1;
+    if ((rc = dgrow(&g->xf, (size_t)tile * d * sizeof(float), "row tile")) ||
+        (c->diag && (rc = dgrow(&g->x2, (size_t)tile * d * sizeof(float), "row tile squares"))) ||
+        (rc = dgrow(&g->xn, (size_t)tile * sizeof(float), "row norms")) ||
+        (rc = dgrow(&g->g, (size_t)tile * k * sizeof(float), "distance tile")) ||
+        (rc = dgrow(&g->f, (size_t)k * d * sizeof(float), "R^T x")))
+        return rc;
+    const float* mu = g->mu.p;                           /* isotropic: mu; diagonal: 1/var */
+    const float* mu2 = (const float*)g->mu.p + (size_t)k * d; /* diagonal: -2 mu / var */
+    const float* kn = (const float*)g->cst.p, *hp = kn + k;
+    const double* cc = g->cd.p;
+    float one = 1.f, zero = 0.f;
+    for (long long r0 = 0; r0 < rows; r0 += tile) {
+        int t = (int)(rows - r0 < tile ? rows - r0 : tile);
+        KL(fgmm_blas_load_tile((const char*)dx + (size_t)r0 * d * esize(run->dtype), dtype, t, d, g->xf.p,
+                               c->diag ? g->x2.p : NULL, g->xn.p, g->st));
+        if (c->diag) {
+            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->x2.p, d, &zero, g->g.p, k));
+            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu2, d, g->xf.p, d, &one, g->g.p, k));
+        } else {
+            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->xf.p, d, &zero, g->g.p, k));
+        }
+        KL(fgmm_blas_resp(g->g.p, t, k, g->xn.p, kn, hp, cc, c->diag, g->nk.p, g->s2.p, g->ll.p, g->st));
+        CB(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, k, t, &one, g->xf.p, d, g->g.p, k, &zero, g->f.p, d));
+        KL(fgmm_blas_accumulate(g->f.p, g->s1.p, (long long)k * d, g->st));
+        if (c->diag) {
+            CB(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, k, t, &one, g->x2.p, d, g->g.p, k, &zero, g->f.p, d));
+            KL(fgmm_blas_accumulate(g->f.p, g->s2.p, (long long)k * d, g->st));
+        }
+    }
+    return FGMM_OK;
+}
+
+/* Uploads the model's constants for the chosen path. */
+static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
+    int k = m->k, d = m->d, rc;
+    c->m = m;
+    c->diag = m->cov == FGMM_COV_DIAGONAL;
+    c->fused = !c->diag && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS;
+    double* lc = malloc((size_t)k * sizeof(double));
+    if (!lc) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    fgmm_model_logconst(m, lc);
+    if (c->fused) {
+        int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16;
+        c->kp = kp;
+        c->dp = dp;
+        float* h = calloc((size_t)kp * dp + 3 * (size_t)kp + dp, sizeof(float));
+        if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
+        float *a2 = h + (size_t)kp * dp, *h2 = a2 + kp, *mn = h2 + kp, *sh = mn + kp;
+        /* Centre on the mixture's mean: distances are unchanged, bf16 rounding shrinks. */
+        for (int j = 0; j < d; j++) {
+            double s = 0;
+            for (int q = 0; q < k; q++) s += (double)m->w[q] * m->mu[(size_t)q * d + j];
+            sh[j] = (float)s;
+        }
+        for (int q = 0; q < kp; q++) {
+            if (q >= k) { a2[q] = -1e30f; continue; } /* padding: r = 0 */
+            double nn = 0;
+            for (int j = 0; j < d; j++) {
+                double v = (double)m->mu[(size_t)q * d + j] - sh[j];
+                h[(size_t)q * dp + j] = (float)v;
+                nn += v * v;
+            }
+            a2[q] = (float)(LOG2E * lc[q]);
+            h2[q] = (float)(LOG2E / (2.0 * m->var[q]));
+            mn[q] = (float)nn;
+        }
+        if ((rc = dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
+            (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
+            (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+            (rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift"))) {
+            free(h); free(lc);
+            return rc;
+        }
+        cudaError_t e = cudaMemcpy(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice);
+        if (!e) e = cudaMemcpy(g->cst.p, a2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice);
+        if (!e) e = cudaMemcpy(g->shift.p, sh, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice);
+        free(h);
+        free(lc);
+        if (e) return cuda_fail(e, "model upload");
+        KL(fgmm_fused_split_bf16(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, g->st));
+        const float* cst = g->cst.p;
+        c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp};
+        return FGMM_OK;
+    }
+    /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
+     * diagonal B = [1/var ; -2 mu/var], kn = sum mu^2/var, hp = 1/2. */
+    c->kp = k;
+    c->dp = d;
+    size_t kd = (size_t)k * d;
+    float* h = malloc((2 * kd + 2 * (size_t)k) * sizeof(float));
+    if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
+    float *kn = h + 2 * kd, *hp = kn + k;
+    for (int q = 0; q < k; q++) {
+        double nn = 0;
+        for (int j = 0; j < d; j++) {
+            double mu = m->mu[(size_t)q * d + j];
+            if (c->diag) {
+                double p = 1.0 / m->var[(size_t)q * d + j];
+                h[(size_t)q * d + j] = (float)p;
+                h[kd + (size_t)q * d + j] = (float)(-2.0 * mu * p);
+                nn += mu * mu * p;
+            } else {
+                h[(size_t)q * d + j] = (float)mu;
+                nn += mu * mu;
+            }
+        }
+        kn[q] = (float)nn;
+        hp[q] = c->diag ? 0.5f : (float)(0.5 / m->var[q]);
+    }
+    if ((rc = dgrow(&g->mu, 2 * kd * sizeof(float), "means")) || (rc = dgrow(&g->cst, 2 * (size_t)k * sizeof(float), "constants")) ||
+        (rc = dgrow(&g->cd, (size_t)k * sizeof(double), "constants"))) {
+        free(h); free(lc);
+        return rc;
+    }
+    cudaError_t e = cudaMemcpy(g->mu.p, h, 2 * kd * sizeof(float), cudaMemcpyHostToDevice);
+    if (!e) e = cudaMemcpy(g->cst.p, kn, 2 * (size_t)k * sizeof(float), cudaMemcpyHostToDevice);
+    if (!e) e = cudaMemcpy(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice);
+    free(h);
+    free(lc);
+    return e ? cuda_fail(e, "model upload") : FGMM_OK;
+}
+
+/* Zeroed device statistics for kp x dp (s2: kp, or kp x dp when per_dim). */
+static int zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len) {
+    int rc;
+    size_t s2n = per_dim ? (size_t)kp * dp : (size_t)kp;
+    if ((rc = dgrow(&g->nk, (size_t)kp * sizeof(double), "statistics")) ||
+        (rc = dgrow(&g->s1, (size_t)kp * dp * sizeof(double), "statistics")) ||
+        (rc = dgrow(&g->s2, s2n * sizeof(double), "statistics")) ||
+        (rc = dgrow(&g->ll, (size_t)ll_len * sizeof(double), "log-likelihood")))
+        return rc;
+    CU(cudaMemsetAsync(g->nk.p, 0, (size_t)kp * sizeof(double), g->st));
+    CU(cudaMemsetAsync(g->s1.p, 0, (size_t)kp * dp * sizeof(double), g->st));
+    CU(cudaMemsetAsync(g->s2.p, 0, s2n * sizeof(double), g->st));
+    CU(cudaMemsetAsync(g->ll.p, 0, (size_t)ll_len * sizeof(double), g->st));
+    return FGMM_OK;
+}
+
+/* Copies device statistics (row pitch dp) into out (row pitch d); obj = scale * sum(ll[0..ll_len)). */
+static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, long long ll_len, double scale,
+                          fgmm_stats* out) {
+    double* ll = malloc((size_t)ll_len * sizeof(double));
+    double* s1 = malloc((size_t)k * dp * sizeof(double));
+    if (!ll || !s1) { free(ll); free(s1); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
+    cudaError_t e = cudaStreamSynchronize(g->st);
+    if (!e) e = cudaMemcpy(out->nk, g->nk.p, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost);
+    if (!e) e = cudaMemcpy(s1, g->s1.p, (size_t)k * dp * sizeof(double), cudaMemcpyDeviceToHost);
+    if (!e) e = cudaMemcpy(out->s2, g->s2.p, (s2_per_dim ? (size_t)k * d : (size_t)k) * sizeof(double), cudaMemcpyDeviceToHost);
+    if (!e) e = cudaMemcpy(ll, g->ll.p, (size_t)ll_len * sizeof(double), cudaMemcpyDeviceToHost);
+    if (e) { free(ll); free(s1); return cuda_fail(e, "statistics download"); }
+    for (int q = 0; q < k; q++) memcpy(out->s1 + (size_t)q * d, s1 + (size_t)q * dp, (size_t)d * sizeof(double));
+    double s = 0;
+    for (long long i = 0; i < ll_len; i++) s += ll[i];
+    out->obj = scale * s;
+    free(ll);
+    free(s1);
+    return FGMM_OK;
+}
+
+static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
+    gpu_impl* g = e->impl;
+    estep_ctx c;
+    int rc = prepare_model(g, m, &c);
+    if (rc) return rc;
+    long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n) : 1;
+    if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
+    estep_run run = {&c, x->dtype, x->d};
+    if ((rc = for_each_chunk(g, x, estep_chunk, &run))) return rc;
+    if ((rc = download_stats(g, m->k, m->d, c.dp, c.diag, ll_len, c.fused ? LN2 : 1.0, out))) return rc;
+    if (c.fused) { /* the kernel summed x - shift: add N_k shift back */
+        float* sh = malloc((size_t)c.dp * sizeof(float));
+        if (!sh) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+        cudaError_t ce = cudaMemcpy(sh, g->shift.p, (size_t)c.dp * sizeof(float), cudaMemcpyDeviceToHost);
+        if (ce) { free(sh); return cuda_fail(ce, "shift download"); }
+        for (int q = 0; q < m->k; q++)
+            for (int j = 0; j < m->d; j++) out->s1[(size_t)q * m->d + j] += out->nk[q] * sh[j];
+        free(sh);
+    }
+    return FGMM_OK;
+}
+
+/* ---- k-means ---- */
+
+typedef struct kmeans_run {
+    int k, d;
+    FgmmDtype dtype;
+} kmeans_run;
+
+static int kmeans_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) {
+    kmeans_run* run = vrun;
+    int k = run->k, d = run->d, rc;
+    long long tile = (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
+    if (tile > rows) tile = rows;
+    if ((rc = dgrow(&g->xf, (size_t)tile * d * sizeof(float), "row tile")) ||
+        (rc = dgrow(&g->xn, (size_t)tile * sizeof(float), "row norms")) ||
+        (rc = dgrow(&g->g, (size_t)tile * k * sizeof(float), "distance tile")))
+        return rc;
+    float one = 1.f, zero = 0.f;
+    for (long long r0 = 0; r0 < rows; r0 += tile) {
+        int t = (int)(rows - r0 < tile ? rows - r0 : tile);
+        KL(fgmm_blas_load_tile((const char*)dx + (size_t)r0 * d * esize(run->dtype), run->dtype == FGMM_U8, t, d,
+                               g->xf.p, NULL, g->xn.p, g->st));
+        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, g->mu.p, d, g->xf.p, d, &zero, g->g.p, k));
+        KL(fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->xn.p, g->cst.p, t, k, d, g->nk.p, g->s1.p, g->s2.p, g->ll.p, g->st));
+    }
+    return FGMM_OK;
+}
+
+static int gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
+    gpu_impl* g = e->impl;
+    int d = x->d, rc;
+    float* cn = malloc((size_t)k * sizeof(float));
+    if (!cn) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    for (int q = 0; q < k; q++) {
+        double s = 0;
+        for (int j = 0; j < d; j++) s += (double)cent[(size_t)q * d + j] * cent[(size_t)q * d + j];
+        cn[q] = (float)s;
+    }
+    if ((rc = dgrow(&g->mu, (size_t)k * d * sizeof(float), "centroids")) || (rc = dgrow(&g->cst, (size_t)k * sizeof(float), "norms")) ||
+        (rc = zero_stats(g, k, d, 0, 1))) {
+        free(cn);
+        return rc;
+    }
+    cudaError_t ce = cudaMemcpy(g->mu.p, cent, (size_t)k * d * sizeof(float), cudaMemcpyHostToDevice);
+    if (!ce) ce = cudaMemcpy(g->cst.p, cn, (size_t)k * sizeof(float), cudaMemcpyHostToDevice);
+    free(cn);
+    if (ce) return cuda_fail(ce, "centroid upload");
+    kmeans_run run = {k, d, x->dtype};
+    if ((rc = for_each_chunk(g, x, kmeans_chunk, &run))) return rc;
+    return download_stats(g, k, d, d, 0, 1, -1.0, out);
+}
+
+static int gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
+                      float* resp, float* loglik) {
+    gpu_impl* g = e->impl;
+    return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
+}
+
+static void gpu_destroy(fgmm_engine* e) {
+    if (!e) return;
+    gpu_impl* g = e->impl;
+    if (g) {
+        dbuf* bufs[] = {&g->data, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
+                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            if (bufs[i]->p) cudaFree(bufs[i]->p);
+        for (int i = 0; i < 2; i++) {
+            if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
+            if (g->copied[i]) cudaEventDestroy(g->copied[i]);
+            if (g->consumed[i]) cudaEventDestroy(g->consumed[i]);
+        }
+        if (g->blas) cublasDestroy(g->blas);
+        if (g->st) cudaStreamDestroy(g->st);
+        if (g->copy_st) cudaStreamDestroy(g->copy_st);
+        fgmm_engine_destroy(g->cpu);
+        free(g);
+    }
+    free(e);
+}
+
+static const fgmm_engine_ops gpu_ops = {"gpu", gpu_estep, gpu_kmeans, gpu_assign, gpu_destroy};
+
+int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    int n = 0;
+    cudaError_t ce = cudaGetDeviceCount(&n);
+    if (ce != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return fgmm_fail(FGMM_ERR_NO_GPU, "no CUDA device available (%s)", ce ? cudaGetErrorString(ce) : "0 devices");
+    }
+    if (device < 0 || device >= n) return fgmm_fail(FGMM_ERR_ARG, "gpu_device = %d; %d device(s) present", device, n);
+    fgmm_engine* e = calloc(1, sizeof *e);
+    gpu_impl* g = calloc(1, sizeof *g);
+    if (!e || !g) {
+        free(e); free(g);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    }
+    e->ops = &gpu_ops;
+    e->impl = g;
+    e->precision = prec;
+    g->dev = device;
+    g->mem_limit = mem_limit;
+    g->path = prec == FGMM_PREC_EXACT ? FGMM_GPU_PATH_FUSED_EXACT : FGMM_GPU_PATH_FUSED;
+    int rc = FGMM_OK;
+    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) ||
+        (ce = cudaStreamCreateWithFlags(&g->copy_st, cudaStreamNonBlocking)))
+        rc = cuda_fail(ce, "device setup");
+    for (int i = 0; i < 2 && !rc; i++)
+        if ((ce = cudaEventCreateWithFlags(&g->copied[i], cudaEventDisableTiming)) ||
+            (ce = cudaEventCreateWithFlags(&g->consumed[i], cudaEventDisableTiming)))
+            rc = cuda_fail(ce, "event setup");
+    if (!rc && cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasCreate failed");
+    if (!rc && cublasSetStream(g->blas, g->st) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasSetStream failed");
+    if (!rc) rc = fgmm_engine_cpu_create(&g->cpu);
+    if (rc) {
+        gpu_destroy(e);
+        return rc;
+    }
+    *out = e;
+    return FGMM_OK;
+}
+
+int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows) {
+    FGMM_CHECK_NULL(e);
+    if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
+    gpu_impl* g = e->impl;
+    g->path = path;
+    g->tile_rows = tile_rows;
+    return FGMM_OK;
+}
+
+int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
+    FGMM_CHECK_NULL(e);
+    if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
+    gpu_impl* g = e->impl;
+    CU(cudaStreamSynchronize(g->st));
+    if (scratch_bytes) {
+        dbuf* bufs[] = {&g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
+                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
+        size_t s = 0;
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) s += bufs[i]->cap;
+        *scratch_bytes = s;
+    }
+    return FGMM_OK;
+}

@@ -1,0 +1,160 @@
+// GPU backend: agreement with the float64 reference, streaming = in-memory, EM on the GPU.
+// Every test skips where no CUDA device exists.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "common.h"
+#include "flashgmm_io.h"
+
+using namespace fgt;
+
+namespace {
+
+#define REQUIRE_GPU() \
+    if (!fgmm_gpu_available()) GTEST_SKIP() << "no CUDA device"
+
+// Bounds on ||gpu - ref|| / ||ref|| (Frobenius) for N_k, sum r x and sum r ||x - mu||^2.
+constexpr double kFastTol = 2e-3;   // bf16 operands, fp32 accumulation
+constexpr double kExactTol = 1e-5;  // 3x bf16 split: about fp32
+constexpr double kBlasTol = 1e-4;   // fp32 SGEMM with the distance expansion
+
+FgmmParams gpu_params(int k, FgmmPrecision prec) {
+    FgmmParams p;
+    fgmm_params_init(&p);
+    p.k = k;
+    p.backend = FGMM_BACKEND_GPU;
+    p.precision = prec;
+    return p;
+}
+
+struct Got {
+    std::vector<double> nk, mu, sig;
+    double ll = 0;
+};
+Got run_estep(const FgmmModel* m, const FgmmParams& p, int64_t n, FgmmDtype dt, const void* x) {
+    int k = fgmm_model_k(m), d = fgmm_model_d(m);
+    bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
+    Got g;
+    g.nk.resize(k);
+    g.mu.resize((size_t)k * d);
+    g.sig.resize(diag ? (size_t)k * d : k);
+    EXPECT_EQ(fgmm_estep(m, &p, n, dt, x, g.nk.data(), g.mu.data(), g.sig.data(), &g.ll), 0) << fgmm_get_last_error();
+    return g;
+}
+void expect_close(const Got& g, const RefStats& r, double tol, const char* what) {
+    EXPECT_LT(rel_err(g.nk.data(), r.nk.data(), g.nk.size()), tol) << what << " N_k";
+    EXPECT_LT(rel_err(g.mu.data(), r.mu_acc.data(), g.mu.size()), tol) << what << " mu_acc";
+    EXPECT_LT(rel_err(g.sig.data(), r.sig_acc.data(), g.sig.size()), tol) << what << " sig_acc";
+    EXPECT_NEAR(g.ll, r.loglik, std::max(tol, 1e-6) * std::fabs(r.loglik)) << what << " loglik";
+}
+
+}  // namespace
+
+TEST(GpuEstep, FusedMatchesFloat64Random) {
+    REQUIRE_GPU();
+    // k not a multiple of 128, d not a multiple of 16, n not a multiple of any tile
+    int64_t n = 20011;
+    int d = 100, k = 200;
+    auto x = planted(n, d, k, 0.6, 71);  // overlapping clusters: many responsibilities matter
+    FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.2, 72);
+    auto ref = ref_estep(m, n, x.data());
+    expect_close(run_estep(m, gpu_params(k, FGMM_PREC_FAST), n, FGMM_F32, x.data()), ref, kFastTol, "fast");
+    expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), n, FGMM_F32, x.data()), ref, kExactTol, "exact");
+    fgmm_model_free(m);
+}
+
+TEST(GpuEstep, FusedMatchesFloat64OnRealSift) {
+    REQUIRE_GPU();
+    FgmmVecs v;
+    std::string f = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
+    ASSERT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &v), 0) << fgmm_get_last_error();
+    std::vector<float> xf((size_t)v.n * v.d);
+    for (size_t i = 0; i < xf.size(); i++) xf[i] = ((uint8_t*)v.data)[i];
+    int k = 256;
+    FgmmModel* m = model_from_rows(xf.data(), v.n, v.d, k, FGMM_COV_ISOTROPIC, 450.0, 73);
+    auto ref = ref_estep(m, v.n, (const uint8_t*)v.data);
+    expect_close(run_estep(m, gpu_params(k, FGMM_PREC_FAST), v.n, FGMM_U8, v.data), ref, kFastTol, "fast u8");
+    expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), v.n, FGMM_U8, v.data), ref, kExactTol, "exact u8");
+    expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), v.n, FGMM_F32, xf.data()), ref, kExactTol, "exact f32");
+    fgmm_model_free(m);
+    fgmm_vecs_free(&v);
+}
+
+TEST(GpuEstep, BlasPathDiagonalAndLargeD) {
+    REQUIRE_GPU();
+    int64_t n = 5003;
+    for (int d : {20, 300}) {  // 300 > FGMM_FUSED_MAX_D: the cuBLAS path for isotropic too
+        for (FgmmCovariance cov : {FGMM_COV_ISOTROPIC, FGMM_COV_DIAGONAL}) {
+            int k = 37;
+            auto x = planted(n, d, k, 0.5, 80 + d);
+            FgmmModel* m = model_from_rows(x.data(), n, d, k, cov, 1.0, 81);
+            auto ref = ref_estep(m, n, x.data());
+            expect_close(run_estep(m, gpu_params(k, FGMM_PREC_FAST), n, FGMM_F32, x.data()), ref,
+                         d > 128 || cov == FGMM_COV_DIAGONAL ? kBlasTol : kFastTol, "blas");
+            fgmm_model_free(m);
+        }
+    }
+}
+
+TEST(GpuEstep, StreamingEqualsInMemory) {
+    REQUIRE_GPU();
+    int64_t n = 300000;
+    int d = 64, k = 128;
+    auto x = planted(n, d, k, 0.8, 91);
+    FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0, 92);
+    for (FgmmPrecision prec : {FGMM_PREC_FAST, FGMM_PREC_EXACT}) {
+        FgmmParams p = gpu_params(k, prec);
+        Got whole = run_estep(m, p, n, FGMM_F32, x.data());
+        p.gpu_mem_limit = 16 << 20;  // 16 MB: 4 MB chunks, 19 of them
+        Got streamed = run_estep(m, p, n, FGMM_F32, x.data());
+        // Same kernels, other chunk boundaries: differences are fp32 summation order only.
+        EXPECT_LT(rel_err(streamed.nk.data(), whole.nk.data(), k), 1e-6);
+        EXPECT_LT(rel_err(streamed.mu.data(), whole.mu.data(), whole.mu.size()), 1e-6);
+        EXPECT_LT(rel_err(streamed.sig.data(), whole.sig.data(), k), 1e-6);
+        EXPECT_NEAR(streamed.ll, whole.ll, 1e-9 * std::fabs(whole.ll));
+    }
+    fgmm_model_free(m);
+}
+
+TEST(GpuTrain, MonotoneAndAgreesWithCpu) {
+    REQUIRE_GPU();
+    int64_t n = 30000;
+    int d = 32, k = 64;
+    auto x = planted(n, d, k, 1.0, 101);
+    FgmmParams p = gpu_params(k, FGMM_PREC_EXACT);
+    p.niter = 15;
+    struct Trace { std::vector<double> ll; int re = 0; } tr;
+    p.progress_user = &tr;
+    p.progress = [](void* u, FgmmPhase ph, int, double obj, int re) {
+        if (ph == FGMM_PHASE_EM) ((Trace*)u)->ll.push_back(obj), ((Trace*)u)->re += re;
+    };
+    FgmmModel *g = nullptr, *c = nullptr;
+    FgmmTrainInfo gi, ci;
+    ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &g, &gi), 0) << fgmm_get_last_error();
+    EXPECT_STREQ(gi.backend, "gpu");
+    ASSERT_EQ(tr.re, 0);
+    for (size_t i = 1; i < tr.ll.size(); i++) EXPECT_GE(tr.ll[i], tr.ll[i - 1] - 1e-6 * std::fabs(tr.ll[i - 1])) << i;
+    p.backend = FGMM_BACKEND_CPU;
+    p.progress = nullptr;
+    ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &c, &ci), 0);
+    // Same seeding; k-means/EM paths differ only in rounding, so the fits agree closely.
+    EXPECT_NEAR(gi.mean_loglik, ci.mean_loglik, 2e-3 * std::fabs(ci.mean_loglik));
+    fgmm_model_free(g);
+    fgmm_model_free(c);
+}
+
+TEST(GpuErrors, BadDeviceAndOutOfMemory) {
+    REQUIRE_GPU();
+    auto x = planted(1000, 8, 4, 3.0, 1);
+    FgmmParams p = gpu_params(4, FGMM_PREC_FAST);
+    p.gpu_device = 99;
+    FgmmModel* m = nullptr;
+    EXPECT_EQ(fgmm_train(&p, 1000, 8, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("gpu_device = 99"), std::string::npos);
+    p.gpu_device = 0;
+    p.gpu_mem_limit = 1000;  // too small even to stream
+    EXPECT_EQ(fgmm_train(&p, 1000, 8, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_GPU_NOMEM) << fgmm_get_last_error();
+    EXPECT_EQ(m, nullptr);
+}
