@@ -61,32 +61,60 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *(uint32_t*)&v;
 }
 
-template <typename T> __device__ __forceinline__ float load_x(const T* p) { return (float)__ldg(p); }
 
-/* Stages rows [row0, row0 + rows) of x into smem as bf16 (hi, and lo = x - hi when
- * EXACT), centred by shift, zero-padded to dp columns and past n; xn[r] = ||x'||^2 in fp32. */
-template <typename T, bool EXACT>
-__device__ __forceinline__ void stage_rows(const T* x, long long n, int d, int dp, const float* shift,
-                                           long long row0, int rows, bf16* hi, bf16* lo, float* xn) {
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int r = warp; r < rows; r += NTHREADS / 32) {
-        long long row = row0 + r;
-        float ss = 0;
+/* Converts `rows` rows of src (row stride d; global or shared memory) into smem bf16 (hi, and
+ * lo = x - hi when EXACT), centred by shift, zero-padded to dp columns and past `valid` rows;
+ * xn[r] = ||x'||^2 in fp32. ROWS*TPR = NTHREADS: TPR threads per row, each a contiguous run
+ * of dp/TPR columns loaded 4 at a time where aligned (independent loads, one latency). */
+template <typename T, bool EXACT, int ROWS>
+__device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int dp, const float* shift,
+                                             bf16* hi, bf16* lo, float* xn) {
+    constexpr int TPR = NTHREADS / ROWS;
+    const int r = threadIdx.x / TPR, part = threadIdx.x % TPR, seg = dp / TPR, c0 = part * seg;
+    const T* row = src + (long long)r * d;
+    const bool vec = (d % 4) == 0;
+    float ss = 0;
+#pragma unroll 4
+    for (int c = c0; c < c0 + seg; c += 4) {
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        if (r < valid) {
+            if (vec && c + 4 <= d) {
+                if (sizeof(T) == 4) {
+                    float4 q = *(const float4*)(row + c);
+                    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+                } else {
+                    uchar4 q = *(const uchar4*)(row + c);
+                    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+                }
+            } else {
 #pragma unroll
-        for (int q = 0; q < DP_MAX / 32; q++) {
-            int col = lane + 32 * q;
-            if (col >= dp) break;
-            float v = 0;
-            if (row < n && col < d) v = load_x(x + row * d + col) - shift[col];
-            ss += v * v;
-            bf16 h = __float2bfloat16_rn(v);
-            hi[r * SROW + col] = h;
-            if (EXACT) lo[r * SROW + col] = __float2bfloat16_rn(v - __bfloat162float(h));
+                for (int e = 0; e < 4; e++)
+                    if (c + e < d) v[e] = (float)row[c + e];
+            }
         }
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (lane == 0) xn[r] = ss;
+        for (int e = 0; e < 4; e++) {
+            float xv = (r < valid && c + e < d) ? v[e] - shift[c + e] : 0.f;
+            ss = fmaf(xv, xv, ss);
+            v[e] = xv;
+        }
+        __nv_bfloat162 h01 = __floats2bfloat162_rn(v[0], v[1]), h23 = __floats2bfloat162_rn(v[2], v[3]);
+        *(__nv_bfloat162*)(hi + r * SROW + c) = h01;
+        *(__nv_bfloat162*)(hi + r * SROW + c + 2) = h23;
+        if (EXACT) {
+            float2 f01 = __bfloat1622float2(h01), f23 = __bfloat1622float2(h23);
+            *(__nv_bfloat162*)(lo + r * SROW + c) = __floats2bfloat162_rn(v[0] - f01.x, v[1] - f01.y);
+            *(__nv_bfloat162*)(lo + r * SROW + c + 2) = __floats2bfloat162_rn(v[2] - f23.x, v[3] - f23.y);
+        }
     }
+#pragma unroll
+    for (int o = 1; o < TPR; o <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (part == 0) xn[r] = ss;
+}
+
+/* Async copy of `bytes` (a multiple of 16, 16-byte aligned) from global to smem. */
+__device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes) {
+    for (int i = threadIdx.x * 16; i < bytes; i += NTHREADS * 16) cp_async16((char*)dst + i, (const char*)src + i);
 }
 
 /* Async copy of component rows [k0, k0 + rows) (bf16, dp wide) into smem. */
@@ -110,6 +138,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     bf16* ms = xs + (EXACT ? 2 : 1) * P1_BM * SROW;               /* [2 stages][hi, lo] P1_BN x SROW */
     float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * P1_BN * SROW); /* P1_BM */
     float* cst = xn + P1_BM;                                      /* [2 stages][a2, h2, mn] x P1_BN */
+    float* shs = cst + 6 * P1_BN;                                 /* DP_MAX: shift */
     __shared__ double warp_ll[NTHREADS / 32];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -129,7 +158,9 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         }
     };
     issue_tile(0);
-    stage_rows<T, EXACT>(x, n, m.d, dp, m.shift, row0, P1_BM, xs, xl, xn);
+    for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
+    __syncthreads();
+    convert_rows<T, EXACT, P1_BM>(x + row0 * m.d, (int)min((long long)P1_BM, n - row0), m.d, dp, shs, xs, xl, xn);
     __syncthreads();
 
     /* This warp's 16 rows as A fragments, all k-steps, kept in registers. */
@@ -235,6 +266,8 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     bf16* ms = xs + (EXACT ? 2 : 1) * P2_BM * SROW; /* [hi, lo] P2_BN x SROW, used once */
     float* xn = (float*)(ms + (EXACT ? 2 : 1) * P2_BN * SROW);
     float* lz = xn + P2_BM;
+    float* shs = lz + P2_BM;                          /* DP_MAX */
+    T* raw = (T*)(shs + DP_MAX);                      /* [2][P2_BM x d]: next tiles, as stored */
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const int dp = m.dp, nks = dp / 16;
@@ -244,8 +277,16 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     const long long t_end = min(ntiles, t_begin + tiles_per_split);
     if (t_begin >= t_end) return;
 
+    const int tile_elems = P2_BM * m.d, tile_bytes = tile_elems * (int)sizeof(T);
+    /* full tiles go through cp.async (P2_BM * d * sizeof(T) is a multiple of 64 B); the last, partial one is read directly */
+    auto prefetch = [&](long long t) {
+        if ((t + 1) * P2_BM <= n) copy_async(raw + (t & 1) * tile_elems, x + t * P2_BM * m.d, tile_bytes);
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    prefetch(t_begin);
     stage_mu_async((const bf16*)m.mu_hi, dp, k0, P2_BN, ms);
     if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, k0, P2_BN, ms + P2_BN * SROW);
+    for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
     cp_async_wait_all();
     __syncthreads();
     uint32_t ah[KS_MAX][4], al[KS_MAX][4];
@@ -270,8 +311,13 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 
     for (long long t = t_begin; t < t_end; t++) {
         const long long row0 = t * P2_BM;
-        __syncthreads(); /* previous tile's smem reads are done */
-        stage_rows<T, EXACT>(x, n, m.d, dp, m.shift, row0, P2_BM, xs, xl, xn);
+        cp_async_wait_all();
+        __syncthreads(); /* tile t landed; the previous tile's smem reads are done */
+        if (t + 1 < t_end) prefetch(t + 1); /* overlaps this tile's math */
+        if (row0 + P2_BM <= n)
+            convert_rows<T, EXACT, P2_BM>(raw + (t & 1) * tile_elems, P2_BM, m.d, dp, shs, xs, xl, xn);
+        else
+            convert_rows<T, EXACT, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, xs, xl, xn);
         for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
             lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
         __syncthreads();
@@ -389,11 +435,12 @@ extern "C" int fgmm_fused_lse_blocks(long long n) { return (int)((n + P1_BM - 1)
 
 static size_t lse_smem(int exact) {
     int f = exact ? 2 : 1;
-    return (size_t)(f * P1_BM * SROW + 2 * f * P1_BN * SROW) * sizeof(bf16) + (P1_BM + 6 * P1_BN) * sizeof(float);
+    return (size_t)(f * P1_BM * SROW + 2 * f * P1_BN * SROW) * sizeof(bf16) + (P1_BM + 6 * P1_BN + DP_MAX) * sizeof(float);
 }
-static size_t acc_smem(int exact) {
+static size_t acc_smem(int exact, int d, int esz) {
     int f = exact ? 2 : 1;
-    return (size_t)(f * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) + 2 * P2_BM * sizeof(float);
+    return (size_t)(f * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) + (2 * P2_BM + DP_MAX) * sizeof(float) +
+           2 * (size_t)P2_BM * d * esz;
 }
 
 template <typename T, bool EXACT>
@@ -418,7 +465,7 @@ extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_
 template <typename T, bool EXACT>
 static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                       double* s1, double* s2, int splits, cudaStream_t stream) {
-    size_t sm = acc_smem(EXACT);
+    size_t sm = acc_smem(EXACT, m->d, (int)sizeof(T));
     cudaFuncSetAttribute(fused_acc<T, EXACT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;

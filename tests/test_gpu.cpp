@@ -109,10 +109,10 @@ TEST(GpuEstep, StreamingEqualsInMemory) {
         Got whole = run_estep(m, p, n, FGMM_F32, x.data());
         p.gpu_mem_limit = 16 << 20;  // 16 MB: 4 MB chunks, 19 of them
         Got streamed = run_estep(m, p, n, FGMM_F32, x.data());
-        // Same kernels, other chunk boundaries: differences are fp32 summation order only.
-        EXPECT_LT(rel_err(streamed.nk.data(), whole.nk.data(), k), 1e-6);
-        EXPECT_LT(rel_err(streamed.mu.data(), whole.mu.data(), whole.mu.size()), 1e-6);
-        EXPECT_LT(rel_err(streamed.sig.data(), whole.sig.data(), k), 1e-6);
+        // Same kernels, other chunk boundaries: per-block fp32 partial sums are cut differently.
+        EXPECT_LT(rel_err(streamed.nk.data(), whole.nk.data(), k), 1e-5);
+        EXPECT_LT(rel_err(streamed.mu.data(), whole.mu.data(), whole.mu.size()), 1e-5);
+        EXPECT_LT(rel_err(streamed.sig.data(), whole.sig.data(), k), 1e-5);
         EXPECT_NEAR(streamed.ll, whole.ll, 1e-9 * std::fabs(whole.ll));
     }
     fgmm_model_free(m);
