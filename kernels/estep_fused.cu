@@ -33,7 +33,28 @@
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
 
+#include <cuda_fp16.h>
+
 typedef __nv_bfloat16 bf16;
+
+/* Operand type per mode: FGMM_FUSED_BF16 and _EXACT use bf16 (fp32's range), FGMM_FUSED_FP16 uses
+ * fp16 (8x finer mantissa; the host prescales by a power of two so operands stay < 2^12). Both are
+ * 16 bits, so tiles are stored as bf16 and only reinterpreted. */
+template <bool F16> struct Elt;
+template <> struct Elt<false> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+        return *(uint32_t*)&v;
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) { return __bfloat1622float2(*(__nv_bfloat162*)&u); }
+};
+template <> struct Elt<true> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __half2 v = __floats2half2_rn(a, b);
+        return *(uint32_t*)&v;
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) { return __half22float2(*(__half2*)&u); }
+};
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
     return (uint32_t)__cvta_generic_to_shared(p);
@@ -46,29 +67,32 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 }
+template <bool F16>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    if (F16)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src));
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t*)&v;
-}
 
 
 /* Converts `rows` rows of src (row stride d; global or shared memory) into smem bf16 (hi, and
  * lo = x - hi when EXACT), centred by shift, zero-padded to dp columns and past `valid` rows;
  * xn[r] = ||x'||^2 in fp32. ROWS*TPR = NTHREADS: TPR threads per row, each a contiguous run
  * of dp/TPR columns loaded 4 at a time where aligned (independent loads, one latency). */
-template <typename T, bool EXACT, int ROWS>
-__device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int dp, const float* shift,
+template <typename T, int MODE, int ROWS>
+__device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int dp, const float* shift, float scale,
                                              bf16* hi, bf16* lo, float* xn) {
+    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16;
     constexpr int TPR = NTHREADS / ROWS;
     const int r = threadIdx.x / TPR, part = threadIdx.x % TPR, seg = dp / TPR, c0 = part * seg;
     const T* row = src + (long long)r * d;
@@ -96,15 +120,15 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
         for (int e = 0; e < 4; e++) {
             float xv = (r < valid && c + e < d) ? v[e] - shift[c + e] : 0.f;
             ss = fmaf(xv, xv, ss);
-            v[e] = xv;
+            v[e] = xv * scale;
         }
-        __nv_bfloat162 h01 = __floats2bfloat162_rn(v[0], v[1]), h23 = __floats2bfloat162_rn(v[2], v[3]);
-        *(__nv_bfloat162*)(hi + r * SROW + c) = h01;
-        *(__nv_bfloat162*)(hi + r * SROW + c + 2) = h23;
+        uint32_t h01 = Elt<F16>::pack(v[0], v[1]), h23 = Elt<F16>::pack(v[2], v[3]);
+        *(uint32_t*)(hi + r * SROW + c) = h01;
+        *(uint32_t*)(hi + r * SROW + c + 2) = h23;
         if (EXACT) {
-            float2 f01 = __bfloat1622float2(h01), f23 = __bfloat1622float2(h23);
-            *(__nv_bfloat162*)(lo + r * SROW + c) = __floats2bfloat162_rn(v[0] - f01.x, v[1] - f01.y);
-            *(__nv_bfloat162*)(lo + r * SROW + c + 2) = __floats2bfloat162_rn(v[2] - f23.x, v[3] - f23.y);
+            float2 f01 = Elt<F16>::unpack(h01), f23 = Elt<F16>::unpack(h23);
+            *(uint32_t*)(lo + r * SROW + c) = Elt<F16>::pack(v[0] - f01.x, v[1] - f01.y);
+            *(uint32_t*)(lo + r * SROW + c + 2) = Elt<F16>::pack(v[2] - f23.x, v[3] - f23.y);
         }
     }
 #pragma unroll
@@ -128,10 +152,11 @@ __device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, i
 
 /* ------------------------------------------------------------------ pass 1 */
 
-template <typename T, bool EXACT>
-__global__ void __launch_bounds__(NTHREADS, EXACT ? 1 : 2)
+template <typename T, int MODE>
+__global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
           double* __restrict__ ll_part) {
+    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16* xs = (bf16*)smem_raw;                                   /* P1_BM x SROW */
     bf16* xl = xs + P1_BM * SROW;                                 /* EXACT only */
@@ -160,7 +185,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     issue_tile(0);
     for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
     __syncthreads();
-    convert_rows<T, EXACT, P1_BM>(x + row0 * m.d, (int)min((long long)P1_BM, n - row0), m.d, dp, shs, xs, xl, xn);
+    convert_rows<T, MODE, P1_BM>(x + row0 * m.d, (int)min((long long)P1_BM, n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
     __syncthreads();
 
     /* This warp's 16 rows as A fragments, all k-steps, kept in registers. */
@@ -173,6 +198,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
             if (EXACT) ldsm_x4(al[ks], xl + (wr + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
         }
     const float xn0 = xn[wr + g], xn1 = xn[wr + g + 8];
+    const float m2 = -2.f * m.inv_scale2; /* products of prescaled operands */
     float mx[2] = {-INFINITY, -INFINITY}, sm[2] = {0.f, 0.f};
 
     for (int kt = 0; kt < nkt; kt++) {
@@ -193,15 +219,15 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
                 uint32_t b[4];
                 const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
                 ldsm_x4(b, mh + boff);
-                mma(acc[2 * np], ah[ks], b[0], b[1]);
-                mma(acc[2 * np + 1], ah[ks], b[2], b[3]);
+                mma<F16>(acc[2 * np], ah[ks], b[0], b[1]);
+                mma<F16>(acc[2 * np + 1], ah[ks], b[2], b[3]);
                 if (EXACT) {
                     uint32_t bl[4];
                     ldsm_x4(bl, mh + P1_BN * SROW + boff);
-                    mma(acc[2 * np], ah[ks], bl[0], bl[1]);
-                    mma(acc[2 * np + 1], ah[ks], bl[2], bl[3]);
-                    mma(acc[2 * np], al[ks], b[0], b[1]);
-                    mma(acc[2 * np + 1], al[ks], b[2], b[3]);
+                    mma<F16>(acc[2 * np], ah[ks], bl[0], bl[1]);
+                    mma<F16>(acc[2 * np + 1], ah[ks], bl[2], bl[3]);
+                    mma<F16>(acc[2 * np], al[ks], b[0], b[1]);
+                    mma<F16>(acc[2 * np + 1], al[ks], b[2], b[3]);
                 }
             }
         }
@@ -212,7 +238,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int col = j * 8 + 2 * c + (e & 1);
-                float dist = fmaxf(fmaf(-2.f, acc[j][e], (e < 2 ? xn0 : xn1) + cs[2 * P1_BN + col]), 0.f);
+                float dist = fmaxf(fmaf(m2, acc[j][e], (e < 2 ? xn0 : xn1) + cs[2 * P1_BN + col]), 0.f);
                 float l = fmaf(-cs[P1_BN + col], dist, cs[col]);
                 acc[j][e] = l;
                 tmax[e >> 1] = fmaxf(tmax[e >> 1], l);
@@ -255,11 +281,12 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 
 /* ------------------------------------------------------------------ pass 2 */
 
-template <typename T, bool EXACT>
+template <typename T, int MODE>
 __global__ void __launch_bounds__(NTHREADS, 1)
 fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
+    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16* xs = (bf16*)smem_raw;                     /* P2_BM x SROW */
     bf16* xl = xs + P2_BM * SROW;                   /* EXACT only */
@@ -307,6 +334,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     float acc[DP_MAX / 8][4];
 #pragma unroll
     for (int j = 0; j < DP_MAX / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    const float m2 = -2.f * m.inv_scale2;
     float nk[2] = {0.f, 0.f}, s2[2] = {0.f, 0.f};
 
     for (long long t = t_begin; t < t_end; t++) {
@@ -315,9 +343,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         __syncthreads(); /* tile t landed; the previous tile's smem reads are done */
         if (t + 1 < t_end) prefetch(t + 1); /* overlaps this tile's math */
         if (row0 + P2_BM <= n)
-            convert_rows<T, EXACT, P2_BM>(raw + (t & 1) * tile_elems, P2_BM, m.d, dp, shs, xs, xl, xn);
+            convert_rows<T, MODE, P2_BM>(raw + (t & 1) * tile_elems, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
         else
-            convert_rows<T, EXACT, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, xs, xl, xn);
+            convert_rows<T, MODE, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
         for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
             lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
         __syncthreads();
@@ -334,15 +362,15 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                 uint32_t b[4];
                 const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
                 ldsm_x4(b, xs + boff);
-                mma(st[2 * np], ah[ks], b[0], b[1]);
-                mma(st[2 * np + 1], ah[ks], b[2], b[3]);
+                mma<F16>(st[2 * np], ah[ks], b[0], b[1]);
+                mma<F16>(st[2 * np + 1], ah[ks], b[2], b[3]);
                 if (EXACT) {
                     uint32_t bl[4];
                     ldsm_x4(bl, xl + boff);
-                    mma(st[2 * np], ah[ks], bl[0], bl[1]);
-                    mma(st[2 * np + 1], ah[ks], bl[2], bl[3]);
-                    mma(st[2 * np], al[ks], b[0], b[1]);
-                    mma(st[2 * np + 1], al[ks], b[2], b[3]);
+                    mma<F16>(st[2 * np], ah[ks], bl[0], bl[1]);
+                    mma<F16>(st[2 * np + 1], ah[ks], bl[2], bl[3]);
+                    mma<F16>(st[2 * np], al[ks], b[0], b[1]);
+                    mma<F16>(st[2 * np + 1], al[ks], b[2], b[3]);
                 }
             }
         }
@@ -352,7 +380,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int h = e >> 1, col = j * 8 + 2 * c + (e & 1);
-                float dist = fmaxf(fmaf(-2.f, st[j][e], xn[col] + cm[h]), 0.f);
+                float dist = fmaxf(fmaf(m2, st[j][e], xn[col] + cm[h]), 0.f);
                 float r = exp2f(fmaf(-ch[h], dist, ca[h]) - lz[col]);
                 nk[h] += r;
                 s2[h] = fmaf(r, dist, s2[h]);
@@ -362,17 +390,16 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 #pragma unroll
         for (int s = 0; s < P2_BM / 16; s++) {
             uint32_t ra[4], rl[4];
-            ra[0] = pack_bf16(st[2 * s][0], st[2 * s][1]);
-            ra[1] = pack_bf16(st[2 * s][2], st[2 * s][3]);
-            ra[2] = pack_bf16(st[2 * s + 1][0], st[2 * s + 1][1]);
-            ra[3] = pack_bf16(st[2 * s + 1][2], st[2 * s + 1][3]);
+            ra[0] = Elt<F16>::pack(st[2 * s][0], st[2 * s][1]);
+            ra[1] = Elt<F16>::pack(st[2 * s][2], st[2 * s][3]);
+            ra[2] = Elt<F16>::pack(st[2 * s + 1][0], st[2 * s + 1][1]);
+            ra[3] = Elt<F16>::pack(st[2 * s + 1][2], st[2 * s + 1][3]);
             if (EXACT) {
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
-                    __nv_bfloat162 h2v = *(__nv_bfloat162*)&ra[q];
-                    float2 f = __bfloat1622float2(h2v);
+                    float2 f = Elt<F16>::unpack(ra[q]);
                     int jj = 2 * s + (q >> 1), e0 = (q & 1) * 2;
-                    rl[q] = pack_bf16(st[jj][e0] - f.x, st[jj][e0 + 1] - f.y);
+                    rl[q] = Elt<F16>::pack(st[jj][e0] - f.x, st[jj][e0 + 1] - f.y);
                 }
             }
 #pragma unroll
@@ -381,15 +408,15 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                 uint32_t b[4];
                 const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
                 ldsm_x4_t(b, xs + boff);
-                mma(acc[2 * np], ra, b[0], b[1]);
-                mma(acc[2 * np + 1], ra, b[2], b[3]);
+                mma<F16>(acc[2 * np], ra, b[0], b[1]);
+                mma<F16>(acc[2 * np + 1], ra, b[2], b[3]);
                 if (EXACT) {
                     uint32_t bl[4];
                     ldsm_x4_t(bl, xl + boff);
-                    mma(acc[2 * np], ra, bl[0], bl[1]);
-                    mma(acc[2 * np + 1], ra, bl[2], bl[3]);
-                    mma(acc[2 * np], rl, b[0], b[1]);
-                    mma(acc[2 * np + 1], rl, b[2], b[3]);
+                    mma<F16>(acc[2 * np], ra, bl[0], bl[1]);
+                    mma<F16>(acc[2 * np + 1], ra, bl[2], bl[3]);
+                    mma<F16>(acc[2 * np], rl, b[0], b[1]);
+                    mma<F16>(acc[2 * np + 1], rl, b[2], b[3]);
                 }
             }
         }
@@ -412,22 +439,29 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int kk = k0 + wk + g + 8 * (e >> 1), col = j * 8 + 2 * c + (e & 1);
-            if (kk < m.k && col < m.d) atomicAdd(s1_out + (long long)kk * dp + col, (double)acc[j][e]);
+            if (kk < m.k && col < m.d) atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[j][e] * m.inv_scale));
         }
 }
 
 /* ------------------------------------------------------------------ wrappers */
 
-__global__ void split_bf16(const float* mu, bf16* hi, bf16* lo, long long count) {
+__global__ void split_mu(const float* mu, bf16* hi, bf16* lo, long long count, float scale, int f16) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-        bf16 h = __float2bfloat16_rn(mu[i]);
-        hi[i] = h;
-        lo[i] = __float2bfloat16_rn(mu[i] - __bfloat162float(h));
+        float v = mu[i] * scale;
+        if (f16) {
+            ((__half*)hi)[i] = __float2half_rn(v);
+            lo[i] = __float2bfloat16_rn(0.f);
+        } else {
+            bf16 h = __float2bfloat16_rn(v);
+            hi[i] = h;
+            lo[i] = __float2bfloat16_rn(v - __bfloat162float(h));
+        }
     }
 }
 
-extern "C" int fgmm_fused_split_bf16(const float* mu, void* hi, void* lo, long long count, cudaStream_t stream) {
-    split_bf16<<<256, 256, 0, stream>>>(mu, (bf16*)hi, (bf16*)lo, count);
+extern "C" int fgmm_fused_split(const float* mu, void* hi, void* lo, long long count, float scale, int mode,
+                                cudaStream_t stream) {
+    split_mu<<<256, 256, 0, stream>>>(mu, (bf16*)hi, (bf16*)lo, count, scale, mode == FGMM_FUSED_FP16);
     return (int)cudaGetLastError();
 }
 
@@ -443,30 +477,37 @@ static size_t acc_smem(int exact, int d, int esz) {
            2 * (size_t)P2_BM * d * esz;
 }
 
-template <typename T, bool EXACT>
+template <typename T, int MODE>
 static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                       cudaStream_t stream) {
-    size_t sm = lse_smem(EXACT);
-    cudaFuncSetAttribute(fused_lse<T, EXACT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
-    fused_lse<T, EXACT><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
+    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT);
+    cudaFuncSetAttribute(fused_lse<T, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    fused_lse<T, MODE><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
     return (int)cudaGetLastError();
 }
 
-extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+#define DISPATCH(F, ...)                                                                          \
+    switch (mode * 2 + (dtype == 1)) {                                                            \
+    case 2 * FGMM_FUSED_BF16: return F<float, FGMM_FUSED_BF16>(__VA_ARGS__);                      \
+    case 2 * FGMM_FUSED_BF16 + 1: return F<uint8_t, FGMM_FUSED_BF16>(__VA_ARGS__);                \
+    case 2 * FGMM_FUSED_EXACT: return F<float, FGMM_FUSED_EXACT>(__VA_ARGS__);                    \
+    case 2 * FGMM_FUSED_EXACT + 1: return F<uint8_t, FGMM_FUSED_EXACT>(__VA_ARGS__);              \
+    case 2 * FGMM_FUSED_FP16: return F<float, FGMM_FUSED_FP16>(__VA_ARGS__);                      \
+    case 2 * FGMM_FUSED_FP16 + 1: return F<uint8_t, FGMM_FUSED_FP16>(__VA_ARGS__);                \
+    default: return (int)cudaErrorInvalidValue;                                                   \
+    }
+
+extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                               float* logz2, double* ll_part, cudaStream_t stream) {
     if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
-    if (dtype == 1)
-        return exact ? launch_lse<uint8_t, true>(x, n, m, logz2, ll_part, stream)
-                     : launch_lse<uint8_t, false>(x, n, m, logz2, ll_part, stream);
-    return exact ? launch_lse<float, true>(x, n, m, logz2, ll_part, stream)
-                 : launch_lse<float, false>(x, n, m, logz2, ll_part, stream);
+    DISPATCH(launch_lse, x, n, m, logz2, ll_part, stream)
 }
 
-template <typename T, bool EXACT>
+template <typename T, int MODE>
 static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                       double* s1, double* s2, int splits, cudaStream_t stream) {
-    size_t sm = acc_smem(EXACT, m->d, (int)sizeof(T));
-    cudaFuncSetAttribute(fused_acc<T, EXACT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    size_t sm = acc_smem(MODE == FGMM_FUSED_EXACT, m->d, (int)sizeof(T));
+    cudaFuncSetAttribute(fused_acc<T, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
     if (splits <= 0) {
@@ -480,17 +521,13 @@ static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, con
     int per = (int)((ntiles + splits - 1) / splits);
     splits = (int)((ntiles + per - 1) / per);
     dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
-    fused_acc<T, EXACT><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
+    fused_acc<T, MODE><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();
 }
 
-extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                                      const float* logz2, double* nk, double* s1, double* s2, int splits,
                                      cudaStream_t stream) {
     if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
-    if (dtype == 1)
-        return exact ? launch_acc<uint8_t, true>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                     : launch_acc<uint8_t, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
-    return exact ? launch_acc<float, true>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                 : launch_acc<float, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
+    DISPATCH(launch_acc, x, n, m, logz2, nk, s1, s2, splits, stream)
 }

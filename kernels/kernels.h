@@ -16,6 +16,11 @@ extern "C" {
 /* Components per pass-2 block; k is padded to a multiple of this. */
 #define FGMM_FUSED_KTILE 128
 
+/* Operand modes of the fused kernel. */
+#define FGMM_FUSED_BF16 0  /* bf16 operands, fp32 accumulation */
+#define FGMM_FUSED_EXACT 1 /* bf16 hi/lo split of both operands: 3 mma per product, about fp32 */
+#define FGMM_FUSED_FP16 2  /* fp16 operands, prescaled by `scale` (a power of two) to stay in range */
+
 /* Device-side model of the fused isotropic E-step, in the log2 domain:
  * log2(w_k p(x|k)) = a2[k] - h2[k] * ||x' - mu'_k||^2 with x' = x - shift. */
 typedef struct fgmm_fused_model {
@@ -26,20 +31,23 @@ typedef struct fgmm_fused_model {
     const float* a2;       /* kp: log2(w_k) - d/2 log2(2 pi var_k); padding: -1e30 */
     const float* h2;       /* kp: log2(e) / (2 var_k) */
     const float* mn;       /* kp: ||mu'_k||^2 */
+    float scale;           /* operands are (x - shift) * scale; 1 for the bf16 modes */
+    float inv_scale2;      /* 1 / scale^2: turns operand dot products back into data units */
+    float inv_scale;       /* 1 / scale */
 } fgmm_fused_model;
 
-/* Fills mu_hi/mu_lo (kp x dp bf16) from mu' (kp x dp float). */
-int fgmm_fused_split_bf16(const float* mu, void* hi, void* lo, long long count, cudaStream_t stream);
+/* Fills mu_hi/mu_lo (kp x dp, 16-bit) from mu' * scale (kp x dp float) for the mode. */
+int fgmm_fused_split(const float* mu, void* hi, void* lo, long long count, float scale, int mode, cudaStream_t stream);
 
 /* Pass 1: logz2[i] = log2 sum_k w_k p(x_i|k) for n rows of x (dtype 0 float, 1 uint8);
  * ll_part[b] = sum of logz2 over block b's rows (blocks: fgmm_fused_lse_blocks(n)). */
 int fgmm_fused_lse_blocks(long long n);
-int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                    float* logz2, double* ll_part, cudaStream_t stream);
 
 /* Pass 2: nk[k] += sum_i r_ik, s1[k x dp] += sum_i r_ik x'_i, s2[k] += sum_i r_ik ||x'_i - mu'_k||^2.
  * splits: row-range blocks per component tile (0 = enough to fill the device). */
-int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int exact,
+int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                           const float* logz2, double* nk, double* s1, double* s2, int splits,
                           cudaStream_t stream);
 

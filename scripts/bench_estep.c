@@ -5,7 +5,8 @@
  * For each shape (default: the issue's list) it makes clustered fp32 data, a model from
  * random rows, and times one full E-step through the engine (model upload, kernels,
  * statistics download; data already on the device), median of R runs after a warm-up:
- *   fused-bf16   fused kernel, bf16 tensor cores
+ *   fused-fp16   fused kernel, fp16 tensor cores with a power-of-two prescale (the default "fast" mode)
+ *   fused-bf16   fused kernel, plain bf16 operands (what the public fused kernels use)
  *   fused-exact  fused kernel, 3x bf16 split (about fp32)
  *   blas-tiled   cuBLAS fp32 SGEMM in 256 MB row tiles (no N x K matrix)
  *   naive-NxK    cuBLAS fp32 with one tile of all N rows: materialises N x K ("oom" if it cannot)
@@ -32,6 +33,11 @@ static int cmp_d(const void* a, const void* b) {
     return (x > y) - (x < y);
 }
 
+static int cmp_f(const void* a, const void* b) {
+    float x = *(const float*)a, y = *(const float*)b;
+    return (x > y) - (x < y);
+}
+
 static uint64_t rng(uint64_t* s) {
     *s ^= *s << 13;
     *s ^= *s >> 7;
@@ -48,27 +54,37 @@ typedef struct result {
     double ms;
     size_t extra;
     int ok;
+    float lse_ms, acc_ms; /* median-run kernel times of the fused passes */
 } result;
 
 static result time_engine(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* st, int reps) {
-    result r = {0, 0, 0};
+    result r = {0};
     if (e->ops->estep(e, x, m, st)) { /* warm-up: copies the data, allocates scratch */
         fprintf(stderr, "  (%s)\n", fgmm_get_last_error());
         return r;
     }
     double* t = malloc(sizeof(double) * reps);
+    float *tl = malloc(sizeof(float) * reps), *ta = malloc(sizeof(float) * reps);
+    int gpu = strcmp(e->ops->name, "gpu") == 0;
     for (int i = 0; i < reps; i++) {
         double t0 = now_ms();
         if (e->ops->estep(e, x, m, st)) {
-            free(t);
+            free(t); free(tl); free(ta);
             return r;
         }
         t[i] = now_ms() - t0;
+        tl[i] = ta[i] = 0;
+        if (gpu) fgmm_engine_gpu_pass_ms(e, &tl[i], &ta[i]);
     }
     qsort(t, reps, sizeof(double), cmp_d);
+    qsort(tl, reps, sizeof(float), cmp_f);
+    qsort(ta, reps, sizeof(float), cmp_f);
     r.ms = t[reps / 2];
+    r.lse_ms = tl[reps / 2];
+    r.acc_ms = ta[reps / 2];
     r.ok = 1;
-    if (strcmp(e->ops->name, "gpu") == 0) fgmm_engine_gpu_sync(e, &r.extra);
+    if (gpu) fgmm_engine_gpu_sync(e, &r.extra);
+    free(tl); free(ta);
     free(t);
     return r;
 }
@@ -98,8 +114,9 @@ int main(int argc, char** argv) {
         fprintf(stderr, "bench_estep: no CUDA device\n");
         return 1;
     }
-    printf("| N x K x D | fused-bf16 ms | extra MB | fused-exact ms | blas-tiled ms | naive-NxK ms | cpu ms | "
-           "rel.err bf16 (Nk, mu_acc) | rel.err naive |\n|---|---:|---:|---:|---:|---:|---:|---|---|\n");
+    printf("| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | extra MB | fused-bf16 ms | fused-exact ms | "
+           "blas-tiled ms | naive-NxK ms | cpu ms | err fp16 (Nk, mu_acc) | err bf16 | err naive |\n"
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|\n");
     fflush(stdout);
     for (int s = 0; s < ns; s++) {
         long long n;
@@ -132,14 +149,16 @@ int main(int argc, char** argv) {
             m->w[q] = 1.0f / k;
         }
         fgmm_data xd = {x, n, d, FGMM_F32};
-        fgmm_stats st[4];
-        for (int i = 0; i < 4; i++) fgmm_stats_alloc(&st[i], k, d, 0);
+        fgmm_stats st[5];
+        for (int i = 0; i < 5; i++) fgmm_stats_alloc(&st[i], k, d, 0);
         fgmm_engine* e;
         if (fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST)) {
             fprintf(stderr, "%s\n", fgmm_get_last_error());
             return 1;
         }
         result fast = time_engine(e, &xd, m, &st[0], reps);
+        fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_BF16, 0);
+        result bf = time_engine(e, &xd, m, &st[4], reps);
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_EXACT, 0);
         result exact = time_engine(e, &xd, m, &st[1], reps);
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_BLAS, 0);
@@ -149,7 +168,7 @@ int main(int argc, char** argv) {
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_BLAS, n);
         result naive = time_engine(e, &xd, m, &st[3], reps);
         fgmm_engine_destroy(e);
-        result cpu = {0, 0, 0};
+        result cpu = {0};
         if (n <= cpu_max) {
             fgmm_engine* ce;
             fgmm_engine_cpu_create(&ce);
@@ -163,11 +182,12 @@ int main(int argc, char** argv) {
         snprintf(naive_s, sizeof naive_s, naive.ok ? "%.2f" : "oom", naive.ms);
         snprintf(cpu_s, sizeof cpu_s, cpu.ok ? "%.0f" : "-", cpu.ms);
         snprintf(nerr, sizeof nerr, naive.ok ? "%.1e" : "-", rel(st[3].nk, st[1].nk, k));
-        printf("| %lld x %d x %d | %.3f | %.0f | %.3f | %.2f | %s | %s | %.1e, %.1e | %s |\n", n, k, d, fast.ms,
-               fast.extra / 1048576.0, exact.ms, tiled.ms, naive_s, cpu_s, rel(st[0].nk, st[1].nk, k),
-               rel(st[0].s1, st[1].s1, (size_t)k * d), nerr);
+        printf("| %lld x %d x %d | %.3f | %.2f + %.2f | %.0f | %.3f | %.3f | %.2f | %s | %s | %.1e, %.1e | %.1e, %.1e | %s |\n",
+               n, k, d, fast.ms, fast.lse_ms, fast.acc_ms, fast.extra / 1048576.0, bf.ms, exact.ms, tiled.ms, naive_s,
+               cpu_s, rel(st[0].nk, st[1].nk, k), rel(st[0].s1, st[1].s1, (size_t)k * d), rel(st[4].nk, st[1].nk, k),
+               rel(st[4].s1, st[1].s1, (size_t)k * d), nerr);
         fflush(stdout);
-        for (int i = 0; i < 4; i++) fgmm_stats_free(&st[i]);
+        for (int i = 0; i < 5; i++) fgmm_stats_free(&st[i]);
         fgmm_model_free(m);
         free(x);
         free(c);

@@ -73,6 +73,7 @@ typedef struct gpu_impl {
     long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
+    cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
     cublasHandle_t blas;
     fgmm_engine* cpu;
     /* resident data */
@@ -89,7 +90,10 @@ typedef struct gpu_impl {
     dbuf mu, mu_hi, mu_lo, cst, shift, cd;
     dbuf nk, s1, s2, ll, llp, logz;
     dbuf xf, x2, xn, g, f;
-    long long last_chunk_rows;
+    /* max |x| of the last data seen (bounds the fp16 prescale) */
+    const void* amax_x;
+    fgmm_idx_t amax_n;
+    double amax;
 } gpu_impl;
 
 static size_t esize(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }
@@ -161,9 +165,25 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
 
 typedef struct estep_ctx {
     const FgmmModel* m;
-    int fused, kp, dp, diag;
+    int fused, mode, kp, dp, diag;
+    double data_amax;
     fgmm_fused_model fm;
 } estep_ctx;
+
+/* max |x| over the data, cached per array (a host pass, once per training). */
+static double data_amax(gpu_impl* g, const fgmm_data* x) {
+    if (x->dtype == FGMM_U8) return 255.0;
+    if (g->amax_x == x->x && g->amax_n == x->n) return g->amax;
+    const float* v = x->x;
+    size_t total = (size_t)x->n * x->d;
+    float mx = 0;
+#pragma omp parallel for reduction(max : mx)
+    for (size_t i = 0; i < total; i++) mx = fmaxf(mx, fabsf(v[i]));
+    g->amax_x = x->x;
+    g->amax_n = x->n;
+    g->amax = mx;
+    return mx;
+}
 
 /* The pieces of one E-step shared by resident and streamed data. */
 typedef struct estep_run {
@@ -181,10 +201,13 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) 
         if ((rc = dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ")) ||
             (rc = dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials")))
             return rc;
-        KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, g->path == FGMM_GPU_PATH_FUSED_EXACT, g->logz.p, g->llp.p, g->st));
+        CU(cudaEventRecord(g->tev[0], g->st));
+        KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
+        CU(cudaEventRecord(g->tev[1], g->st));
         KL(fgmm_accumulate_d(g->llp.p, g->ll.p, nb, g->st)); /* ll: per-block sums, in a fixed order */
-        KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, g->path == FGMM_GPU_PATH_FUSED_EXACT, g->logz.p, g->nk.p,
+        KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p,
                                  g->s1.p, g->s2.p, 0, g->st));
+        CU(cudaEventRecord(g->tev[2], g->st));
         return FGMM_OK;
     }
     /* cuBLAS path */
@@ -245,6 +268,8 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             for (int q = 0; q < k; q++) s += (double)m->w[q] * m->mu[(size_t)q * d + j];
             sh[j] = (float)s;
         }
+        double amu = 0, ash = 0;
+        for (int j = 0; j < d; j++) ash = fmax(ash, fabs(sh[j]));
         for (int q = 0; q < kp; q++) {
             if (q >= k) { a2[q] = -1e30f; continue; } /* padding: r = 0 */
             double nn = 0;
@@ -252,6 +277,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
                 double v = (double)m->mu[(size_t)q * d + j] - sh[j];
                 h[(size_t)q * dp + j] = (float)v;
                 nn += v * v;
+                amu = fmax(amu, fabs(v));
             }
             a2[q] = (float)(LOG2E * lc[q]);
             h2[q] = (float)(LOG2E / (2.0 * m->var[q]));
@@ -270,9 +296,18 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         free(h);
         free(lc);
         if (e) return cuda_fail(e, "model upload");
-        KL(fgmm_fused_split_bf16(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, g->st));
+        /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
+        double bound = fmax(c->data_amax + ash, amu), scale = 1.0;
+        c->mode = g->path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
+                  : g->path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
+        if (c->mode == FGMM_FUSED_FP16 && bound > 0) {
+            int e = (int)floor(log2(4096.0 / bound));
+            scale = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
+        }
+        KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;
-        c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp};
+        c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
+                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale)};
         return FGMM_OK;
     }
     /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
@@ -353,6 +388,7 @@ static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, lon
 static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
     gpu_impl* g = e->impl;
     estep_ctx c;
+    c.data_amax = data_amax(g, x);
     int rc = prepare_model(g, m, &c);
     if (rc) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n) : 1;
@@ -442,6 +478,8 @@ static void gpu_destroy(fgmm_engine* e) {
             if (g->copied[i]) cudaEventDestroy(g->copied[i]);
             if (g->consumed[i]) cudaEventDestroy(g->consumed[i]);
         }
+        for (int i = 0; i < 3; i++)
+            if (g->tev[i]) cudaEventDestroy(g->tev[i]);
         if (g->blas) cublasDestroy(g->blas);
         if (g->st) cudaStreamDestroy(g->st);
         if (g->copy_st) cudaStreamDestroy(g->copy_st);
@@ -483,6 +521,8 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
         if ((ce = cudaEventCreateWithFlags(&g->copied[i], cudaEventDisableTiming)) ||
             (ce = cudaEventCreateWithFlags(&g->consumed[i], cudaEventDisableTiming)))
             rc = cuda_fail(ce, "event setup");
+    for (int i = 0; i < 3 && !rc; i++)
+        if ((ce = cudaEventCreate(&g->tev[i]))) rc = cuda_fail(ce, "event setup");
     if (!rc && cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasCreate failed");
     if (!rc && cublasSetStream(g->blas, g->st) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasSetStream failed");
     if (!rc) rc = fgmm_engine_cpu_create(&g->cpu);
@@ -515,5 +555,15 @@ int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) s += bufs[i]->cap;
         *scratch_bytes = s;
     }
+    return FGMM_OK;
+}
+
+int fgmm_engine_gpu_pass_ms(fgmm_engine* e, float* lse_ms, float* acc_ms) {
+    FGMM_CHECK_NULL(e);
+    if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
+    gpu_impl* g = e->impl;
+    CU(cudaEventSynchronize(g->tev[2]));
+    CU(cudaEventElapsedTime(lse_ms, g->tev[0], g->tev[1]));
+    CU(cudaEventElapsedTime(acc_ms, g->tev[1], g->tev[2]));
     return FGMM_OK;
 }

@@ -4,12 +4,15 @@
 #include "internal.h"
 
 enum {
-    FGMM_GPU_PATH_FUSED = 0,       /* fused bf16 (isotropic, d <= 128); else the cuBLAS path */
+    FGMM_GPU_PATH_FUSED = 0,       /* fused fp16 prescaled (isotropic, d <= 128); else the cuBLAS path */
     FGMM_GPU_PATH_FUSED_EXACT = 1, /* fused, 3x bf16 split */
     FGMM_GPU_PATH_BLAS = 2,        /* cuBLAS fp32 row tiles */
+    FGMM_GPU_PATH_FUSED_BF16 = 3,  /* fused, plain bf16 (the public kernels' arithmetic), for comparison */
 };
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
 /* Waits for the device; reports the bytes the engine holds on it (data excluded). */
 int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes);
+/* Kernel time of the last fused E-step's two passes (CUDA events; resident data only), ms. */
+int fgmm_engine_gpu_pass_ms(fgmm_engine* e, float* lse_ms, float* acc_ms);
 #endif

@@ -101,8 +101,10 @@ inline FgmmModel* model_from_rows(const float* x, int64_t n, int d, int k, FgmmC
     std::mt19937_64 g(seed);
     std::uniform_real_distribution<double> u(0.5, 1.5);
     std::vector<float> mu((size_t)k * d), v(cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k), w(k);
-    for (int j = 0; j < k; j++)
-        for (int t = 0; t < d; t++) mu[(size_t)j * d + t] = x[(size_t)(g() % n) * d + t] + (float)(u(g) - 1.0);
+    for (int j = 0; j < k; j++) {  // a random row plus noise of the variance's scale
+        int64_t row = (int64_t)(g() % n);
+        for (int t = 0; t < d; t++) mu[(size_t)j * d + t] = x[(size_t)row * d + t] + (float)((u(g) - 1.0) * std::sqrt(var));
+    }
     for (auto& e : v) e = (float)(var * u(g));
     for (auto& e : w) e = (float)u(g);
     FgmmModel* m = nullptr;

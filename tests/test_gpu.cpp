@@ -158,3 +158,18 @@ TEST(GpuErrors, BadDeviceAndOutOfMemory) {
     EXPECT_EQ(fgmm_train(&p, 1000, 8, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_GPU_NOMEM) << fgmm_get_last_error();
     EXPECT_EQ(m, nullptr);
 }
+
+TEST(GpuEstep, FastModeHandlesAnyDataScale) {
+    REQUIRE_GPU();
+    // fp16 operands are prescaled by a power of two: huge and tiny data must both stay accurate.
+    int64_t n = 8000;
+    int d = 48, k = 96;
+    for (double s : {3e5, 1e-4}) {
+        auto x = planted(n, d, k, 0.7, 111);
+        for (auto& v : x) v = (float)(v * s + 7.0 * s);  // also off-centre
+        FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0 * s * s, 112);
+        auto ref = ref_estep(m, n, x.data());
+        expect_close(run_estep(m, gpu_params(k, FGMM_PREC_FAST), n, FGMM_F32, x.data()), ref, kFastTol, "scaled");
+        fgmm_model_free(m);
+    }
+}
