@@ -28,7 +28,9 @@
 #define SROW (DP_MAX + 8)     /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
 #define P1_BM 128
 #define P1_BN 64
-#define P2_BM 64
+/* pass-2 rows per tile: 128 halves the per-tile syncs and staging; the exact mode's hi/lo tiles
+ * only fit shared memory at 64 */
+#define P2_BM_OF(MODE) ((MODE) == FGMM_FUSED_EXACT ? 64 : 128)
 #define P2_BN FGMM_FUSED_KTILE
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
@@ -287,6 +289,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16;
+    constexpr int P2_BM = P2_BM_OF(MODE);
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16* xs = (bf16*)smem_raw;                     /* P2_BM x SROW */
     bf16* xl = xs + P2_BM * SROW;                   /* EXACT only */
@@ -471,8 +474,8 @@ static size_t lse_smem(int exact) {
     int f = exact ? 2 : 1;
     return (size_t)(f * P1_BM * SROW + 2 * f * P1_BN * SROW) * sizeof(bf16) + (P1_BM + 6 * P1_BN + DP_MAX) * sizeof(float);
 }
-static size_t acc_smem(int exact, int d, int esz) {
-    int f = exact ? 2 : 1;
+static size_t acc_smem(int mode, int d, int esz) {
+    int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode);
     return (size_t)(f * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) + (2 * P2_BM + DP_MAX) * sizeof(float) +
            2 * (size_t)P2_BM * d * esz;
 }
@@ -506,7 +509,8 @@ extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_
 template <typename T, int MODE>
 static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                       double* s1, double* s2, int splits, cudaStream_t stream) {
-    size_t sm = acc_smem(MODE == FGMM_FUSED_EXACT, m->d, (int)sizeof(T));
+    constexpr int P2_BM = P2_BM_OF(MODE);
+    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T));
     cudaFuncSetAttribute(fused_acc<T, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;

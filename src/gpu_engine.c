@@ -74,6 +74,11 @@ typedef struct gpu_impl {
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
     cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
+    int timed;          /* tev holds a fused E-step */
+    double* host_stats; /* pinned: nk, s1, s2, ll downloads */
+    size_t host_stats_cap;
+    float* host_up;     /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
+    size_t host_up_cap;
     cublasHandle_t blas;
     fgmm_engine* cpu;
     /* resident data */
@@ -137,6 +142,8 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
     int rc;
     if ((rc = dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = dgrow(&g->chunk[1], cb, "stream chunk"))) return rc;
     if (g->pinned_cap < cb) {
+        if (g->host_stats) cudaFreeHost(g->host_stats);
+        if (g->host_up) cudaFreeHost(g->host_up);
         for (int i = 0; i < 2; i++) {
             if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
             g->pinned[i] = NULL;
@@ -167,6 +174,7 @@ typedef struct estep_ctx {
     const FgmmModel* m;
     int fused, mode, kp, dp, diag;
     double data_amax;
+    double* shift; /* host copy of the centring shift (fused path), dp values */
     fgmm_fused_model fm;
 } estep_ctx;
 
@@ -208,6 +216,7 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) 
         KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p,
                                  g->s1.p, g->s2.p, 0, g->st));
         CU(cudaEventRecord(g->tev[2], g->st));
+        g->timed = 1;
         return FGMM_OK;
     }
     /* cuBLAS path */
@@ -246,6 +255,23 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) 
     return FGMM_OK;
 }
 
+/* A zeroed pinned upload buffer of count floats; the previous upload from it has completed
+ * (each E-step ends with a stream synchronisation). */
+static float* upload_buffer(gpu_impl* g, size_t count) {
+    if (g->host_up_cap < count) {
+        if (g->host_up) cudaFreeHost(g->host_up);
+        g->host_up = NULL;
+        g->host_up_cap = 0;
+        if (cudaMallocHost((void**)&g->host_up, count * sizeof(float)) != cudaSuccess) {
+            cudaGetLastError();
+            return NULL;
+        }
+        g->host_up_cap = count;
+    }
+    memset(g->host_up, 0, count * sizeof(float));
+    return g->host_up;
+}
+
 /* Uploads the model's constants for the chosen path. */
 static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
@@ -259,8 +285,8 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16;
         c->kp = kp;
         c->dp = dp;
-        float* h = calloc((size_t)kp * dp + 3 * (size_t)kp + dp, sizeof(float));
-        if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
+        float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp + dp);
+        if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
         float *a2 = h + (size_t)kp * dp, *h2 = a2 + kp, *mn = h2 + kp, *sh = mn + kp;
         /* Centre on the mixture's mean: distances are unchanged, bf16 rounding shrinks. */
         for (int j = 0; j < d; j++) {
@@ -287,13 +313,13 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
             (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
             (rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift"))) {
-            free(h); free(lc);
+            free(lc);
             return rc;
         }
-        cudaError_t e = cudaMemcpy(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice);
-        if (!e) e = cudaMemcpy(g->cst.p, a2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice);
-        if (!e) e = cudaMemcpy(g->shift.p, sh, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice);
-        free(h);
+        cudaError_t e = cudaMemcpyAsync(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
+        if (!e) e = cudaMemcpyAsync(g->cst.p, a2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st);
+        if (!e) e = cudaMemcpyAsync(g->shift.p, sh, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
+        for (int j = 0; j < d && c->shift; j++) c->shift[j] = sh[j];
         free(lc);
         if (e) return cuda_fail(e, "model upload");
         /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
@@ -315,8 +341,8 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     c->kp = k;
     c->dp = d;
     size_t kd = (size_t)k * d;
-    float* h = malloc((2 * kd + 2 * (size_t)k) * sizeof(float));
-    if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
+    float* h = upload_buffer(g, 2 * kd + 2 * (size_t)k);
+    if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
     float *kn = h + 2 * kd, *hp = kn + k;
     for (int q = 0; q < k; q++) {
         double nn = 0;
@@ -337,13 +363,12 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     }
     if ((rc = dgrow(&g->mu, 2 * kd * sizeof(float), "means")) || (rc = dgrow(&g->cst, 2 * (size_t)k * sizeof(float), "constants")) ||
         (rc = dgrow(&g->cd, (size_t)k * sizeof(double), "constants"))) {
-        free(h); free(lc);
+        free(lc);
         return rc;
     }
-    cudaError_t e = cudaMemcpy(g->mu.p, h, 2 * kd * sizeof(float), cudaMemcpyHostToDevice);
-    if (!e) e = cudaMemcpy(g->cst.p, kn, 2 * (size_t)k * sizeof(float), cudaMemcpyHostToDevice);
-    if (!e) e = cudaMemcpy(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice);
-    free(h);
+    cudaError_t e = cudaMemcpyAsync(g->mu.p, h, 2 * kd * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (!e) e = cudaMemcpyAsync(g->cst.p, kn, 2 * (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (!e) e = cudaMemcpy(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice); /* lc is pageable: synchronous */
     free(lc);
     return e ? cuda_fail(e, "model upload") : FGMM_OK;
 }
@@ -364,47 +389,59 @@ static int zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len
     return FGMM_OK;
 }
 
-/* Copies device statistics (row pitch dp) into out (row pitch d); obj = scale * sum(ll[0..ll_len)). */
+/* Copies device statistics (row pitch dp) into out (row pitch d) through one pinned buffer and
+ * one synchronisation; obj = scale * sum(ll[0..ll_len)) in a fixed order. */
 static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, long long ll_len, double scale,
                           fgmm_stats* out) {
-    double* ll = malloc((size_t)ll_len * sizeof(double));
-    double* s1 = malloc((size_t)k * dp * sizeof(double));
-    if (!ll || !s1) { free(ll); free(s1); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
-    cudaError_t e = cudaStreamSynchronize(g->st);
-    if (!e) e = cudaMemcpy(out->nk, g->nk.p, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost);
-    if (!e) e = cudaMemcpy(s1, g->s1.p, (size_t)k * dp * sizeof(double), cudaMemcpyDeviceToHost);
-    if (!e) e = cudaMemcpy(out->s2, g->s2.p, (s2_per_dim ? (size_t)k * d : (size_t)k) * sizeof(double), cudaMemcpyDeviceToHost);
-    if (!e) e = cudaMemcpy(ll, g->ll.p, (size_t)ll_len * sizeof(double), cudaMemcpyDeviceToHost);
-    if (e) { free(ll); free(s1); return cuda_fail(e, "statistics download"); }
+    size_t s2n = s2_per_dim ? (size_t)k * d : (size_t)k, need = (size_t)k + (size_t)k * dp + s2n + (size_t)ll_len;
+    if (g->host_stats_cap < need) {
+        if (g->host_stats) cudaFreeHost(g->host_stats);
+        if (g->host_up) cudaFreeHost(g->host_up);
+        g->host_stats = NULL;
+        g->host_stats_cap = 0;
+        CU(cudaMallocHost((void**)&g->host_stats, need * sizeof(double)));
+        g->host_stats_cap = need;
+    }
+    double *nk = g->host_stats, *s1 = nk + k, *s2 = s1 + (size_t)k * dp, *ll = s2 + s2n;
+    CU(cudaMemcpyAsync(nk, g->nk.p, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaMemcpyAsync(s1, g->s1.p, (size_t)k * dp * sizeof(double), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaMemcpyAsync(s2, g->s2.p, s2n * sizeof(double), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaMemcpyAsync(ll, g->ll.p, (size_t)ll_len * sizeof(double), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaStreamSynchronize(g->st));
+    memcpy(out->nk, nk, (size_t)k * sizeof(double));
+    memcpy(out->s2, s2, s2n * sizeof(double));
     for (int q = 0; q < k; q++) memcpy(out->s1 + (size_t)q * d, s1 + (size_t)q * dp, (size_t)d * sizeof(double));
     double s = 0;
     for (long long i = 0; i < ll_len; i++) s += ll[i];
     out->obj = scale * s;
-    free(ll);
-    free(s1);
     return FGMM_OK;
 }
+
+static int estep_run_all(gpu_impl* g, const fgmm_data* x, const FgmmModel* m, estep_ctx* cp, fgmm_stats* out);
 
 static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
     gpu_impl* g = e->impl;
     estep_ctx c;
     c.data_amax = data_amax(g, x);
+    c.shift = malloc((size_t)x->d * sizeof(double));
+    if (!c.shift) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     int rc = prepare_model(g, m, &c);
-    if (rc) return rc;
+    if (!rc) rc = estep_run_all(g, x, m, &c, out);
+    free(c.shift);
+    return rc;
+}
+
+static int estep_run_all(gpu_impl* g, const fgmm_data* x, const FgmmModel* m, estep_ctx* cp, fgmm_stats* out) {
+    estep_ctx c = *cp;
+    int rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
     if ((rc = for_each_chunk(g, x, estep_chunk, &run))) return rc;
     if ((rc = download_stats(g, m->k, m->d, c.dp, c.diag, ll_len, c.fused ? LN2 : 1.0, out))) return rc;
-    if (c.fused) { /* the kernel summed x - shift: add N_k shift back */
-        float* sh = malloc((size_t)c.dp * sizeof(float));
-        if (!sh) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-        cudaError_t ce = cudaMemcpy(sh, g->shift.p, (size_t)c.dp * sizeof(float), cudaMemcpyDeviceToHost);
-        if (ce) { free(sh); return cuda_fail(ce, "shift download"); }
+    if (c.fused) /* the kernel summed x - shift: add N_k shift back */
         for (int q = 0; q < m->k; q++)
-            for (int j = 0; j < m->d; j++) out->s1[(size_t)q * m->d + j] += out->nk[q] * sh[j];
-        free(sh);
-    }
+            for (int j = 0; j < m->d; j++) out->s1[(size_t)q * m->d + j] += out->nk[q] * c.shift[j];
     return FGMM_OK;
 }
 
@@ -473,6 +510,8 @@ static void gpu_destroy(fgmm_engine* e) {
                         &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->p) cudaFree(bufs[i]->p);
+        if (g->host_stats) cudaFreeHost(g->host_stats);
+        if (g->host_up) cudaFreeHost(g->host_up);
         for (int i = 0; i < 2; i++) {
             if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
             if (g->copied[i]) cudaEventDestroy(g->copied[i]);
@@ -562,6 +601,8 @@ int fgmm_engine_gpu_pass_ms(fgmm_engine* e, float* lse_ms, float* acc_ms) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
     gpu_impl* g = e->impl;
+    *lse_ms = *acc_ms = 0.f;
+    if (!g->timed) return FGMM_OK;
     CU(cudaEventSynchronize(g->tev[2]));
     CU(cudaEventElapsedTime(lse_ms, g->tev[0], g->tev[1]));
     CU(cudaEventElapsedTime(acc_ms, g->tev[1], g->tev[2]));
