@@ -1,0 +1,25 @@
+/* faiss_bridge.h: the few IVF operations FAISS 1.7.3's C API lacks (implemented in C++). */
+#ifndef FGMM_FAISS_BRIDGE_H
+#define FGMM_FAISS_BRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <faiss/c_api/Index_c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* IndexIVF::add_core: vector i goes to list lists[i] with id ids[i] (IVF-PQ encodes the residual
+ * to that list's centroid). On failure returns -1 with FAISS's message in err. */
+int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
+                               const int64_t* lists, char* err, size_t errlen);
+
+/* Largest id stored in any inverted list (-1 if empty). */
+int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
