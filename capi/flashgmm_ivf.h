@@ -55,6 +55,10 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
 /// Trains the GMM on n vectors (d = the index's d) and then the index. info may be NULL.
 int fgmm_ivf_train(FgmmIvf* ivf, idx_t n, const float* x, FgmmTrainInfo* info);
 
+/// Installs a trained GMM (copied; k must equal nlist, d the index's d) instead of training one,
+/// then trains the rest of the index on x as fgmm_ivf_train does: one GMM, several indexes.
+int fgmm_ivf_set_gmm(FgmmIvf* ivf, const FgmmModel* gmm, idx_t n, const float* x);
+
 /// Adds n vectors with multi-assignment. ids may be NULL (then ids continue from the last
 /// added one). lists_added (may be NULL) receives the number of (vector, list) entries.
 int fgmm_ivf_add(FgmmIvf* ivf, idx_t n, const float* x, const idx_t* ids, idx_t* lists_added);

@@ -105,6 +105,8 @@ double fgmm_ivf_inflation(const FgmmIvf* h) {
     return h && h->n_vectors ? (double)h->n_entries / (double)h->n_vectors : 1.0;
 }
 
+static int install(FgmmIvf* h, FgmmModel* m, idx_t n, const float* x);
+
 int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
     FGMM_CHECK_NULL(h);
     FGMM_CHECK_NULL(x);
@@ -117,17 +119,38 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
     FgmmModel* m = NULL;
     int rc = fgmm_train(&gp, n, h->d, FGMM_F32, x, &m, info);
     if (rc) return rc;
-    /* The quantizer gets the means; IndexIVF::train then sees a trained quantizer with nlist
-     * entries, skips k-means, and trains what follows it (IVF-PQ: the PQ on residuals). */
+    rc = install(h, m, n, x);
+    if (rc) fgmm_model_free(m);
+    return rc;
+}
+
+/* Takes ownership of m on success. The quantizer gets the means; IndexIVF::train then sees a
+ * trained quantizer with nlist entries, skips k-means, and trains what follows it (IVF-PQ:
+ * the PQ on residuals to the nearest mean). */
+static int install(FgmmIvf* h, FgmmModel* m, idx_t n, const float* x) {
     FaissIndex* q = faiss_IndexIVF_quantizer(h->ivf);
     if (faiss_Index_reset(q) || faiss_Index_add(q, h->nlist, fgmm_model_means(m)) ||
-        faiss_Index_train(h->index, n, x)) {
-        fgmm_model_free(m);
+        faiss_Index_train(h->index, n, x))
         return faiss_failed("fgmm_ivf_train");
-    }
     fgmm_model_free(h->model);
     h->model = m;
     return FGMM_OK;
+}
+
+int fgmm_ivf_set_gmm(FgmmIvf* h, const FgmmModel* gmm, idx_t n, const float* x) {
+    FGMM_CHECK_NULL(h);
+    FGMM_CHECK_NULL(gmm);
+    FGMM_CHECK_NULL(x);
+    if (faiss_Index_is_trained(h->index))
+        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_set_gmm: the index is already trained");
+    if (gmm->k != h->nlist || gmm->d != h->d)
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_set_gmm: a %d x %d GMM for an index with nlist = %d, d = %d", gmm->k,
+                         gmm->d, h->nlist, h->d);
+    if (n < 1) return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_set_gmm: n = %lld", (long long)n);
+    FgmmModel* m = NULL;
+    int rc = fgmm_model_new(&m, gmm->k, gmm->d, gmm->cov, gmm->mu, gmm->var, gmm->w);
+    if (!rc && (rc = install(h, m, n, x))) fgmm_model_free(m);
+    return rc;
 }
 
 /* Lists for a batch of b vectors: up to max_assign per vector in lists[i*ma..], -1 padded. */

@@ -13,6 +13,11 @@
  *   cpu          OpenBLAS engine (only for N <= --cpu-max-n)
  * "extra MB" is device memory the engine holds besides the data. The relative error of
  * each GPU path's N_k and sum r x against the exact path is printed too.
+ *
+ *   bench_estep --stream NxKxD [--mem-limit-mb M]   uint8 data streamed from host memory through a
+ *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
+ *       resident 10M-row slice.
+ *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU and on the CPU (N <= 200k).
  */
 #include <math.h>
 #include <stdio.h>
@@ -95,7 +100,116 @@ static double rel(const double* a, const double* b, size_t n) {
     return sqrt(num / (den > 0 ? den : 1));
 }
 
+/* uint8 clustered data, filled in parallel */
+static uint8_t* make_u8(long long n, int d) {
+    uint8_t* x = malloc((size_t)n * d);
+    if (!x) return NULL;
+#pragma omp parallel
+    {
+        uint64_t ls = 0x9E3779B97F4A7C15ull ^ (uint64_t)(size_t)&ls;
+#pragma omp for
+        for (long long i = 0; i < n; i++) {
+            ls += (uint64_t)i * 0x2545F4914F6CDD1Dull + 1;
+            int c = (int)(rng(&ls) % 64);
+            for (int j = 0; j < d; j++) {
+                float v = 40.0f * ((c * 7 + j * 13) % 11) / 11.0f + 25.0f * gauss(&ls) + 60.0f;
+                x[(size_t)i * d + j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    }
+    return x;
+}
+
+static FgmmModel* model_from(const void* x, FgmmDtype t, long long n, int k, int d, float var) {
+    FgmmModel* m;
+    uint64_t seed = 12345;
+    fgmm_model_alloc(&m, k, d, FGMM_COV_ISOTROPIC);
+    for (int q = 0; q < k; q++) {
+        long long r = (long long)(rng(&seed) % (uint64_t)n);
+        for (int j = 0; j < d; j++)
+            m->mu[(size_t)q * d + j] = t == FGMM_U8 ? ((const uint8_t*)x)[(size_t)r * d + j] : ((const float*)x)[(size_t)r * d + j];
+        m->var[q] = var;
+        m->w[q] = 1.0f / k;
+    }
+    return m;
+}
+
+static int stream_mode(const char* shape, size_t mem_mb) {
+    long long n;
+    int k, d;
+    if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
+    double t0 = now_ms();
+    uint8_t* x = make_u8(n, d);
+    if (!x) { fprintf(stderr, "no host memory for %lld x %d\n", n, d); return 1; }
+    printf("generated %lld x %d uint8 (%.1f GB) in %.1f s\n", n, d, n * (double)d / 1e9, (now_ms() - t0) / 1e3);
+    FgmmModel* m = model_from(x, FGMM_U8, n, k, d, 600.0f);
+    fgmm_stats st;
+    fgmm_stats_alloc(&st, k, d, 0);
+    fgmm_engine* e;
+    if (fgmm_engine_gpu_create(&e, 0, mem_mb << 20, FGMM_PREC_FAST)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+    fgmm_data xd = {x, n, d, FGMM_U8};
+    result s = time_engine(e, &xd, m, &st, 3);
+    size_t extra = 0;
+    fgmm_engine_gpu_sync(e, &extra);
+    double ll_stream = st.obj;
+    fgmm_engine_destroy(e);
+    long long nr = n < 10000000 ? n : 10000000;
+    fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST);
+    fgmm_data xr = {x, nr, d, FGMM_U8};
+    result r = time_engine(e, &xr, m, &st, 5);
+    fgmm_engine_destroy(e);
+    printf("| mode | N x K x D | ms per E-step | rows/s | device MB held |\n|---|---|---:|---:|---:|\n");
+    printf("| streamed, %zu MB budget | %lld x %d x %d | %.0f | %.3g | %.0f |\n", mem_mb, n, k, d, s.ms, n / (s.ms / 1e3),
+           extra / 1048576.0);
+    printf("| resident | %lld x %d x %d | %.1f | %.3g | - |\n", nr, k, d, r.ms, nr / (r.ms / 1e3));
+    printf("streamed mean log-likelihood %.6f\n", ll_stream / n);
+    fgmm_stats_free(&st);
+    fgmm_model_free(m);
+    free(x);
+    return s.ok && r.ok ? 0 : 1;
+}
+
+static void train_progress(void* u, FgmmPhase ph, int it, double obj, int re) {
+    (void)u; (void)re;
+    if (ph == FGMM_PHASE_EM && (it < 3 || it % 10 == 9)) printf("    em %2d  mean log-likelihood %.5f\n", it + 1, obj);
+}
+
+static int train_mode(const char* shape) {
+    long long n;
+    int k, d;
+    if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
+    uint8_t* x8 = make_u8(n, d);
+    float* x = malloc((size_t)n * d * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
+    free(x8);
+    printf("| backend | N x K x D | k-means + EM iterations | seconds | final mean log-likelihood |\n|---|---|---|---:|---:|\n");
+    for (int b = 0; b < 2; b++) {
+        if (b == 1 && n > 200000) break;
+        FgmmParams p;
+        fgmm_params_init(&p);
+        p.k = k;
+        p.backend = b ? FGMM_BACKEND_CPU : FGMM_BACKEND_GPU;
+        p.progress = train_progress;
+        FgmmModel* m = NULL;
+        FgmmTrainInfo info;
+        if (fgmm_train(&p, n, d, FGMM_F32, x, &m, &info)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        printf("| %s | %lld x %d x %d | %d + %d | %.2f | %.5f |\n", info.backend, n, k, d, info.kmeans_iterations,
+               info.em_iterations, info.seconds, info.mean_loglik);
+        fflush(stdout);
+        fgmm_model_free(m);
+    }
+    free(x);
+    return 0;
+}
+
 int main(int argc, char** argv) {
+    size_t mem_mb = 2048;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--mem-limit-mb")) mem_mb = (size_t)atoll(argv[i + 1]);
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--stream")) return stream_mode(argv[i + 1], mem_mb);
+        if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1]);
+    }
     const char* defaults[] = {"100000x1024x128", "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
                               "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};
     const char* shapes[32];

@@ -30,7 +30,12 @@ run)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
     cd "$top"
     timeout 300 "$b/flashgmm_tests" --gtest_filter='Gpu*' 2>&1 | tee "$out/gpu_tests.log" | grep -E '^\[  (FAILED|PASSED|  OK|SKIPPED)|Failure|error|Expected|Which|actual' | head -60
-    timeout 400 "$b/bench_estep" "$@" 2>&1 | tee "$out/bench.log"
+    timeout 300 "$b/bench_estep" "$@" 2>&1 | tee "$out/bench.log"
+    if [ -z "${FGMM_QUICK:-}" ]; then
+        timeout 150 "$b/bench_estep" --train 1000000x1024x128 2>&1 | tee "$out/train.log"
+        timeout 150 "$b/bench_estep" --train 100000x256x128 2>&1 | tee -a "$out/train.log"
+        timeout 200 "$b/bench_estep" --stream 200000000x1024x128 --mem-limit-mb 2048 2>&1 | tee "$out/stream.log"
+    fi
     ;;
 *)
     echo "usage: $0 bundle | run [shapes...]" >&2; exit 2 ;;

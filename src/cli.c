@@ -22,6 +22,7 @@ static void usage(FILE* f) {
             "      --dataset NAME     HDF5 dataset (default: train, then dataset)\n"
             "      --out MODEL        write the trained model\n"
             "  flashgmm convert IN OUT [--dataset NAME] [--max-rows N]   e.g. .h5 -> .bvecs\n"
+            "  flashgmm shape FILE [--dataset NAME]   prints: rows dims dtype\n"
             "FILE: .fvecs, .bvecs, .ivecs, .h5/.hdf5\n");
 }
 
@@ -40,9 +41,13 @@ static int fail(const char* what) {
 }
 
 int main(int argc, char** argv) {
-    if (argc < 3 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 3) {
+        usage(stderr);
+        return 2;
     }
     const char* cmd = argv[1];
     const char *in = argv[2], *out = NULL, *dataset = NULL;
@@ -78,6 +83,11 @@ int main(int argc, char** argv) {
     }
     FgmmVecs x;
     if (fgmm_vecs_read(in, dataset, max_rows, &x)) return fail(in);
+    if (!strcmp(cmd, "shape")) {
+        printf("%lld %d %s\n", (long long)x.n, x.d, x.dtype == FGMM_U8 ? "uint8" : x.dtype == FGMM_F32 ? "float32" : "int32");
+        fgmm_vecs_free(&x);
+        return 0;
+    }
     if (!strcmp(cmd, "convert")) {
         int rc = fgmm_vecs_write(out, &x);
         if (!rc) printf("wrote %lld x %d to %s\n", (long long)x.n, x.d, out);

@@ -142,8 +142,6 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
     int rc;
     if ((rc = dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = dgrow(&g->chunk[1], cb, "stream chunk"))) return rc;
     if (g->pinned_cap < cb) {
-        if (g->host_stats) cudaFreeHost(g->host_stats);
-        if (g->host_up) cudaFreeHost(g->host_up);
         for (int i = 0; i < 2; i++) {
             if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
             g->pinned[i] = NULL;
@@ -158,7 +156,17 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
         int b = (int)(c & 1);
         long long r0 = c * rows, nr = x->n - r0 < rows ? x->n - r0 : rows;
         CU(cudaEventSynchronize(g->consumed[b])); /* compute on this buffer (chunk c-2) finished */
-        memcpy(g->pinned[b], (const char*)x->x + (size_t)r0 * row_bytes, (size_t)nr * row_bytes);
+        { /* host -> pinned staging in parallel: one core's memcpy is the bottleneck of streaming */
+            const char* src = (const char*)x->x + (size_t)r0 * row_bytes;
+            char* dst = g->pinned[b];
+            size_t bytes = (size_t)nr * row_bytes, piece = (size_t)4 << 20;
+            long long pieces = (long long)((bytes + piece - 1) / piece);
+#pragma omp parallel for
+            for (long long q = 0; q < pieces; q++) {
+                size_t off = (size_t)q * piece;
+                memcpy(dst + off, src + off, bytes - off < piece ? bytes - off : piece);
+            }
+        }
         CU(cudaMemcpyAsync(g->chunk[b].p, g->pinned[b], (size_t)nr * row_bytes, cudaMemcpyHostToDevice, g->copy_st));
         CU(cudaEventRecord(g->copied[b], g->copy_st));
         CU(cudaStreamWaitEvent(g->st, g->copied[b], 0));
@@ -396,7 +404,6 @@ static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, lon
     size_t s2n = s2_per_dim ? (size_t)k * d : (size_t)k, need = (size_t)k + (size_t)k * dp + s2n + (size_t)ll_len;
     if (g->host_stats_cap < need) {
         if (g->host_stats) cudaFreeHost(g->host_stats);
-        if (g->host_up) cudaFreeHost(g->host_up);
         g->host_stats = NULL;
         g->host_stats_cap = 0;
         CU(cudaMallocHost((void**)&g->host_stats, need * sizeof(double)));

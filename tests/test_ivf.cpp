@@ -262,3 +262,33 @@ TEST(Ivf, BadInputsGiveClearErrors) {
     fgmm_ivf_free(ivf);
     faiss_Index_free(index);
 }
+
+TEST(Ivf, SetGmmReusesOneTrainedModel) {
+    Built a;
+    build(a, "IVF64,Flat", params(FGMM_ASSIGN_TAU));
+    const Sift& s = sift();
+    FaissIndex* index = nullptr;
+    ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF64,Flat", METRIC_L2), 0);
+    FgmmIvfParams p = params(FGMM_ASSIGN_TAU);
+    FgmmIvf* b = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(index, &p, &b), 0);
+    ASSERT_EQ(fgmm_ivf_set_gmm(b, fgmm_ivf_model(a.ivf), s.nb, s.base.data()), 0) << fgmm_get_last_error();
+    EXPECT_EQ(fgmm_ivf_set_gmm(b, fgmm_ivf_model(a.ivf), s.nb, s.base.data()), FGMM_ERR_STATE);  // trained now
+    ASSERT_EQ(fgmm_ivf_add(b, s.nb, s.base.data(), nullptr, nullptr), 0);
+    EXPECT_DOUBLE_EQ(fgmm_ivf_inflation(b), fgmm_ivf_inflation(a.ivf));
+    int k = 10, nq = 100;
+    std::vector<idx_t> la(nq * k), lb(nq * k);
+    std::vector<float> da(nq * k), db(nq * k);
+    ASSERT_EQ(fgmm_ivf_search(a.ivf, nq, s.query.data(), k, 4, da.data(), la.data(), nullptr), 0);
+    ASSERT_EQ(fgmm_ivf_search(b, nq, s.query.data(), k, 4, db.data(), lb.data(), nullptr), 0);
+    EXPECT_EQ(la, lb);
+    fgmm_ivf_free(b);
+    faiss_Index_free(index);
+    // A GMM of the wrong shape is refused.
+    FaissIndex* other = nullptr;
+    ASSERT_EQ(faiss_index_factory(&other, s.d, "IVF32,Flat", METRIC_L2), 0);
+    ASSERT_EQ(fgmm_ivf_wrap(other, &p, &b), 0);
+    EXPECT_EQ(fgmm_ivf_set_gmm(b, fgmm_ivf_model(a.ivf), s.nb, s.base.data()), FGMM_ERR_ARG);
+    fgmm_ivf_free(b);
+    faiss_Index_free(other);
+}
