@@ -71,6 +71,10 @@ double fgmm_ivf_inflation(const FgmmIvf* ivf);
 int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco);
 
+/// recall@k as ann-benchmarks counts it: mean over nq queries of |labels[i][0..k) ∩ gt[i][0..k)| / k,
+/// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
+double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt);
+
 /// Writes the index with faiss_write_index_fname to path and the GMM to path.gmm.
 int fgmm_ivf_write(const FgmmIvf* ivf, const char* path);
 

@@ -324,6 +324,17 @@ done:
     return rc;
 }
 
+double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt) {
+    if (nq < 1 || k < 1 || gt_k < k || !labels || !gt) return -1;
+    double hit = 0;
+    for (idx_t i = 0; i < nq; i++)
+        for (int a = 0; a < k; a++) {
+            idx_t l = labels[(size_t)i * k + a];
+            for (int b = 0; b < k && l >= 0; b++) hit += l == gt[(size_t)i * gt_k + b];
+        }
+    return hit / ((double)nq * k);
+}
+
 static char* sidecar(const char* path) {
     size_t n = strlen(path);
     char* s = malloc(n + 5);

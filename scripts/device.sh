@@ -11,7 +11,7 @@ bundle)
     set -e
     "$top/scripts/build.sh" "$top/build"
     b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
-    cp "$top/build/flashgmm_tests" "$top/build/bench_estep" "$top/build/flashgmm" "$b/"
+    cp "$top/build/flashgmm_tests" "$top/build/bench_estep" "$top/build/bench_cpu" "$top/build/flashgmm" "$b/"
     # libraries the device image lacks: everything not from glibc/gcc/CUDA
     for f in "$b"/flashgmm_tests "$b"/bench_estep; do
         ldd "$f" | awk '/=> \//{print $3}' | grep -Ev 'libc\.so|libm\.so|libgcc_s|libstdc\+\+|libpthread|libdl|librt|ld-linux|libcublas|libcudart' \
@@ -31,6 +31,7 @@ run)
     cd "$top"
     timeout 300 "$b/flashgmm_tests" --gtest_filter='Gpu*' 2>&1 | tee "$out/gpu_tests.log" | grep -E '^\[  (FAILED|PASSED|  OK|SKIPPED)|Failure|error|Expected|Which|actual' | head -60
     timeout 300 "$b/bench_estep" "$@" 2>&1 | tee "$out/bench.log"
+    timeout 120 "$b/bench_cpu" 2>&1 | tee "$out/bench_cpu.log"
     if [ -z "${FGMM_QUICK:-}" ]; then
         timeout 150 "$b/bench_estep" --train 1000000x1024x128 2>&1 | tee "$out/train.log"
         timeout 150 "$b/bench_estep" --train 100000x256x128 2>&1 | tee -a "$out/train.log"

@@ -115,13 +115,9 @@ static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const
     c->inflation = fgmm_ivf_inflation(ivf);
     for (int p = 0; p < np; p++) {
         if (fgmm_ivf_search(ivf, nq, xq, K, probes[p], dist, lab, dco)) die("search");
-        double hit = 0, sd = 0;
-        for (idx_t i = 0; i < nq; i++) {
-            for (int a = 0; a < K; a++)
-                for (int b = 0; b < K; b++) hit += lab[i * K + a] >= 0 && lab[i * K + a] == gt[i * GT_K + b];
-            sd += dco[i];
-        }
-        c->recall[p] = hit / ((double)nq * K);
+        double sd = 0;
+        for (idx_t i = 0; i < nq; i++) sd += dco[i];
+        c->recall[p] = fgmm_recall(nq, K, lab, GT_K, gt);
         c->dco[p] = sd / nq;
     }
     free(lab); free(dist); free(dco);

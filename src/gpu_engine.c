@@ -116,11 +116,27 @@ int fgmm_gpu_available(void) {
 
 typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long rows, void* ctx);
 
+/* Rows per call on resident data: per-row scratch (logZ, 4 B a row) stays <= 32 MB at any n. */
+#define RESIDENT_RANGE_ROWS (8LL << 20)
+
+static int call_ranges(gpu_impl* g, const void* dx, long long rows, size_t row_bytes, chunk_fn fn, void* ctx) {
+    for (long long r0 = 0; r0 < rows; r0 += RESIDENT_RANGE_ROWS) {
+        long long nr = rows - r0 < RESIDENT_RANGE_ROWS ? rows - r0 : RESIDENT_RANGE_ROWS;
+        int rc = fn(g, (const char*)dx + (size_t)r0 * row_bytes, nr, ctx);
+        if (rc) return rc;
+    }
+    return FGMM_OK;
+}
+
+static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
+    return call_ranges(g, g->data.p, x->n, (size_t)x->d * esize(x->dtype), fn, ctx);
+}
+
 /* Calls fn on device-resident row ranges covering all of x. */
 static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
     size_t row_bytes = (size_t)x->d * esize(x->dtype), total = (size_t)x->n * row_bytes;
     if (g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype)
-        return fn(g, g->data.p, x->n, ctx);
+        return resident_ranges(g, x, fn, ctx);
     size_t free_b = 0, total_b = 0;
     CU(cudaMemGetInfo(&free_b, &total_b));
     size_t budget = g->mem_limit ? g->mem_limit : (size_t)(0.8 * (double)free_b);
@@ -132,7 +148,7 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
         g->host_n = x->n;
         g->host_d = x->d;
         g->host_dtype = x->dtype;
-        return fn(g, g->data.p, x->n, ctx);
+        return resident_ranges(g, x, fn, ctx);
     }
     /* streaming: two chunks of a quarter of the budget each */
     long long rows = (long long)(budget / 4 / row_bytes);
@@ -170,7 +186,7 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
         CU(cudaMemcpyAsync(g->chunk[b].p, g->pinned[b], (size_t)nr * row_bytes, cudaMemcpyHostToDevice, g->copy_st));
         CU(cudaEventRecord(g->copied[b], g->copy_st));
         CU(cudaStreamWaitEvent(g->st, g->copied[b], 0));
-        if ((rc = fn(g, g->chunk[b].p, nr, ctx))) return rc;
+        if ((rc = call_ranges(g, g->chunk[b].p, nr, row_bytes, fn, ctx))) return rc;
         CU(cudaEventRecord(g->consumed[b], g->st));
     }
     return FGMM_OK;
@@ -441,7 +457,7 @@ static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
 static int estep_run_all(gpu_impl* g, const fgmm_data* x, const FgmmModel* m, estep_ctx* cp, fgmm_stats* out) {
     estep_ctx c = *cp;
     int rc;
-    long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n) : 1;
+    long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
     if ((rc = for_each_chunk(g, x, estep_chunk, &run))) return rc;

@@ -292,3 +292,39 @@ TEST(Ivf, SetGmmReusesOneTrainedModel) {
     fgmm_ivf_free(b);
     faiss_Index_free(other);
 }
+
+TEST(Ivf, RecallAndDcoOnAHandCheckedCase) {
+    // recall@2: query 0 finds {5, 9} of true {9, 4} -> 1/2; query 1 finds {1, -1} of {1, 2} -> 1/2.
+    idx_t lab[4] = {5, 9, 1, -1};
+    int32_t gt[6] = {9, 4, 7, 1, 2, 3};  // gt_k = 3
+    EXPECT_DOUBLE_EQ(fgmm_recall(2, 2, lab, 3, gt), 0.5);
+    EXPECT_EQ(fgmm_recall(2, 4, lab, 3, gt), -1);  // k > gt_k
+    // 1-D points 0,1,2 near mean 0 and 10,11 near mean 10, nlist = 2, no spill (tau = 1).
+    float x[5] = {0, 1, 2, 10, 11}, mu[2] = {0, 10}, var[2] = {1, 1}, w[2] = {1, 1};
+    FgmmModel* m = nullptr;
+    ASSERT_EQ(fgmm_model_new(&m, 2, 1, FGMM_COV_ISOTROPIC, mu, var, w), 0);
+    FaissIndex* index = nullptr;
+    ASSERT_EQ(faiss_index_factory(&index, 1, "IVF2,Flat", METRIC_L2), 0);
+    FgmmIvfParams p;
+    fgmm_ivf_params_init(&p);
+    p.tau = 1.0;
+    FgmmIvf* ivf = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(index, &p, &ivf), 0);
+    ASSERT_EQ(fgmm_ivf_set_gmm(ivf, m, 5, x), 0);
+    ASSERT_EQ(fgmm_ivf_add(ivf, 5, x, nullptr, nullptr), 0);
+    float q[2] = {1.2f, 10.4f}, dist[4];
+    idx_t out[4];
+    int64_t dco[2];
+    ASSERT_EQ(fgmm_ivf_search(ivf, 2, q, 2, 1, dist, out, dco), 0);
+    EXPECT_EQ(dco[0], 2 + 3);  // 2 centroids + the 3 entries of list 0
+    EXPECT_EQ(dco[1], 2 + 2);  // 2 centroids + list 1
+    EXPECT_EQ(out[0], 1);      // 1.2 -> point 1 (0.04), then point 2 (0.64)
+    EXPECT_EQ(out[1], 2);
+    EXPECT_NEAR(dist[0], 0.04f, 1e-6);
+    EXPECT_EQ(out[2], 3);      // 10.4 -> 10 (0.16), 11 (0.36)
+    ASSERT_EQ(fgmm_ivf_search(ivf, 2, q, 2, 2, dist, out, dco), 0);
+    EXPECT_EQ(dco[0], 2 + 5);  // both lists scanned
+    fgmm_ivf_free(ivf);
+    faiss_Index_free(index);
+    fgmm_model_free(m);
+}
