@@ -1,8 +1,8 @@
 /* cpu_engine.c: the CPU backend of the engine (OpenBLAS sgemm + OpenMP).
  *
- * Rows are processed in blocks of BLOCK_ROWS: one sgemm gives the block's
- * distances (BLOCK_ROWS x k floats), OpenMP turns them into responsibilities
- * row by row, a second sgemm gives R^T X. Memory is O(BLOCK_ROWS*k + k*d),
+ * Rows are processed in blocks of about 64 MB of k-wide scratch: one sgemm gives
+ * the block's distances (rows x k floats), OpenMP turns them into responsibilities
+ * row by row, sgemms give R^T X. Memory is O(block rows * k + k*d),
  * never n x k. BLAS is called outside OpenMP regions (Debian's default
  * OpenBLAS is the pthread build and threads itself). Sums over rows are taken
  * in a fixed order, so results do not depend on the number of threads.
@@ -15,9 +15,12 @@
 
 #include "internal.h"
 
-/* 2048 rows x 1024 components x 4 B x 2 buffers = 16 MB: large enough for
- * sgemm efficiency, small enough to stay out of the way. */
-#define BLOCK_ROWS 2048
+/* Rows per block: the two rows x k float buffers take about BLOCK_BYTES. Large blocks mean few
+ * sgemm calls and OpenMP regions per E-step (each costs a thread hand-off; on a 16-vCPU VM small
+ * 2048-row blocks made 16 threads slower than one). */
+#define BLOCK_BYTES ((size_t)64 << 20)
+#define BLOCK_MIN_ROWS 1024
+#define BLOCK_MAX_ROWS 65536
 /* Columns per OpenMP task in the column reductions (one cache line of doubles x 8). */
 #define COL_CHUNK 64
 
@@ -49,18 +52,20 @@ static void scratch_free(cpu_scratch* s) {
 
 static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
     memset(s, 0, sizeof *s);
-    s->k = k; s->d = d; s->rows = BLOCK_ROWS;
-    size_t rk = (size_t)BLOCK_ROWS * k, rd = (size_t)BLOCK_ROWS * d;
+    size_t rows = BLOCK_BYTES / (2 * sizeof(float) * (size_t)k);
+    rows = rows < BLOCK_MIN_ROWS ? BLOCK_MIN_ROWS : rows > BLOCK_MAX_ROWS ? BLOCK_MAX_ROWS : rows;
+    s->k = k; s->d = d; s->rows = (int)rows;
+    size_t rk = rows * k, rd = rows * d;
     s->xb = malloc(rd * sizeof(float));
     s->x2b = diag ? malloc(rd * sizeof(float)) : NULL;
-    s->xn = malloc(BLOCK_ROWS * sizeof(float));
+    s->xn = malloc(rows * sizeof(float));
     s->g = malloc(rk * sizeof(float));
     s->r = malloc(rk * sizeof(float));
     s->acc = malloc((size_t)k * d * sizeof(float));
-    s->logz = malloc(BLOCK_ROWS * sizeof(double));
+    s->logz = malloc(rows * sizeof(double));
     if (!s->xb || (diag && !s->x2b) || !s->xn || !s->g || !s->r || !s->acc || !s->logz) {
         scratch_free(s);
-        return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory for %d x %d scratch", BLOCK_ROWS, k);
+        return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory for %zu x %d scratch", rows, k);
     }
     return FGMM_OK;
 }
@@ -149,7 +154,8 @@ static void block_logdens(cpu_scratch* s, const cpu_model* cm, const float* xb, 
          * Both are >= 0 exactly; clamp the rounding of the expansion. */
         float xn = cm->diag ? 0.0f : s->xn[i];
         for (int j = 0; j < k; j++) {
-            float q = fmaxf(g[j] + xn + cm->kn[j], 0.0f);
+            float q = g[j] + xn + cm->kn[j];
+            q = q > 0.0f ? q : 0.0f;
             g[j] = q;
             r[j] = (float)(cm->c[j] - (double)q * cm->half_prec[j]);
         }
@@ -162,19 +168,27 @@ static void block_lse(cpu_scratch* s, int k, int b, int to_resp) {
     for (int i = 0; i < b; i++) {
         float* r = s->r + (size_t)i * k;
         float mx = -FLT_MAX;
-        for (int j = 0; j < k; j++) mx = fmaxf(mx, r[j]);
-        double sum = 0;
-        for (int j = 0; j < k; j++) sum += exp((double)(r[j] - mx));
+        for (int j = 0; j < k; j++) mx = r[j] > mx ? r[j] : mx;
+        double sum = 0; /* terms in float (each <= 1), their sum in double */
+        for (int j = 0; j < k; j++) sum += expf(r[j] - mx);
         double lz = mx + log(sum);
         s->logz[i] = lz;
-        if (to_resp)
-            for (int j = 0; j < k; j++) r[j] = (float)exp(r[j] - lz);
+        if (to_resp) {
+            float lzf = (float)lz, off = (float)(lz - lzf); /* lz split so r - lz keeps float accuracy */
+            for (int j = 0; j < k; j++) r[j] = expf((r[j] - lzf) - off);
+        }
     }
 }
 
+/* Rows per R^T X product: OpenBLAS's summation order over a long inner dimension depends on its
+ * thread count; fixed 2048-row slices keep results identical for any number of threads. */
+#define RTX_ROWS 2048
+
 /* acc_double[k x d] += R^T X over the block. */
 static void add_rtx(cpu_scratch* s, int k, int d, int b, const float* x, double* out) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, d, b, 1.0f, s->r, k, x, d, 0.0f, s->acc, d);
+    for (int r0 = 0; r0 < b; r0 += RTX_ROWS)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, d, b - r0 < RTX_ROWS ? b - r0 : RTX_ROWS, 1.0f,
+                    s->r + (size_t)r0 * k, k, x + (size_t)r0 * d, d, r0 ? 1.0f : 0.0f, s->acc, d);
 #pragma omp parallel for
     for (size_t t = 0; t < (size_t)k * d; t++) out[t] += s->acc[t];
 }
@@ -191,8 +205,8 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
     }
     int k = m->k, d = m->d;
     fgmm_stats_zero(out);
-    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += BLOCK_ROWS) {
-        int b = (int)(x->n - i0 < BLOCK_ROWS ? x->n - i0 : BLOCK_ROWS);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
+        int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
         const float* xb = load_block(&s, x, i0, b, cm.diag);
         block_logdens(&s, &cm, xb, b);
         block_lse(&s, k, b, 1);
@@ -225,8 +239,8 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     int rc = scratch_alloc(&s, k, d, 0);
     if (rc) return rc;
     float* cn = malloc((size_t)k * sizeof(float));
-    int* lab = malloc(BLOCK_ROWS * sizeof(int));
-    float* dist = malloc(BLOCK_ROWS * sizeof(float));
+    int* lab = malloc((size_t)s.rows * sizeof(int));
+    float* dist = malloc((size_t)s.rows * sizeof(float));
     if (!cn || !lab || !dist) {
         free(cn); free(lab); free(dist); scratch_free(&s);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
@@ -237,8 +251,8 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
         cn[j] = (float)v;
     }
     fgmm_stats_zero(out);
-    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += BLOCK_ROWS) {
-        int b = (int)(x->n - i0 < BLOCK_ROWS ? x->n - i0 : BLOCK_ROWS);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
+        int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
         const float* xb = load_block(&s, x, i0, b, 0);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cent, d, 0.0f, s.g, k);
 #pragma omp parallel for
@@ -280,8 +294,8 @@ static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
         return rc;
     }
     int k = m->k;
-    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += BLOCK_ROWS) {
-        int b = (int)(x->n - i0 < BLOCK_ROWS ? x->n - i0 : BLOCK_ROWS);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
+        int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
         const float* xb = load_block(&s, x, i0, b, cm.diag);
         block_logdens(&s, &cm, xb, b);
         block_lse(&s, k, b, 0);
