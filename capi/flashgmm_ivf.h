@@ -67,7 +67,8 @@ int fgmm_ivf_add(FgmmIvf* ivf, idx_t n, const float* x, const idx_t* ids, idx_t*
 double fgmm_ivf_inflation(const FgmmIvf* ivf);
 
 /// k nearest distinct ids for nq queries, scanning nprobe lists; distances/labels nq x k
-/// (missing results: label -1, distance +inf); dco (nq values) may be NULL.
+/// (missing results: label -1, distance +inf); dco (nq values) may be NULL. Sets the index's
+/// nprobe. Searches k * max_assign candidates so that k distinct ids survive deduplication.
 int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco);
 

@@ -6,7 +6,7 @@ command -v gnuplot >/dev/null || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo; $
 cd "$dir"
 for m in kmeans gmm-hard gmm-tau kmeans-top2; do grep "^$m," curves.csv | tr , ' ' > "curve-$m.dat"; done
 gnuplot <<GP
-set terminal pngcairo size 900,600 font ",11"
+set terminal pngcairo noenhanced size 900,600 font ",11"
 set output "curves.png"
 set title "$title: recall@10 vs distance computations"
 set xlabel "DCO per query (nlist + scanned entries)"; set ylabel "recall@10"
