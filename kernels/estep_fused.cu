@@ -87,6 +87,36 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 
 
+
+/* acc[2*NP] += A B^T for one warp: A = 16 rows x dp, fragments in registers (ah; al = low parts);
+ * B = 16*NP rows x dp stored row-major in smem ([n][k], row stride SROW), bh (bl = low parts).
+ * EXACT adds hi*lo + lo*hi (3 products per term). */
+template <bool F16, bool EXACT, int NP>
+__device__ __forceinline__ void mma_abt(float (&acc)[2 * NP][4], const uint32_t (&ah)[KS_MAX][4],
+                                        const uint32_t (&al)[KS_MAX][4], const bf16* bh, const bf16* bl, int nks,
+                                        int lane) {
+#pragma unroll
+    for (int ks = 0; ks < KS_MAX; ks++) {
+        if (ks >= nks) break;
+#pragma unroll
+        for (int np = 0; np < NP; np++) {
+            uint32_t b[4];
+            const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
+            ldsm_x4(b, bh + boff);
+            mma<F16>(acc[2 * np], ah[ks], b[0], b[1]);
+            mma<F16>(acc[2 * np + 1], ah[ks], b[2], b[3]);
+            if (EXACT) {
+                uint32_t blo[4];
+                ldsm_x4(blo, bl + boff);
+                mma<F16>(acc[2 * np], ah[ks], blo[0], blo[1]);
+                mma<F16>(acc[2 * np + 1], ah[ks], blo[2], blo[3]);
+                mma<F16>(acc[2 * np], al[ks], b[0], b[1]);
+                mma<F16>(acc[2 * np + 1], al[ks], b[2], b[3]);
+            }
+        }
+    }
+}
+
 /* Converts `rows` rows of src (row stride d; global or shared memory) into smem bf16 (hi, and
  * lo = x - hi when EXACT), centred by shift, zero-padded to dp columns and past `valid` rows;
  * xn[r] = ||x'||^2 in fp32. ROWS*TPR = NTHREADS: TPR threads per row, each a contiguous run
@@ -213,26 +243,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         float acc[P1_BN / 8][4];
 #pragma unroll
         for (int j = 0; j < P1_BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KS_MAX; ks++) {
-            if (ks >= nks) break;
-#pragma unroll
-            for (int np = 0; np < P1_BN / 16; np++) {
-                uint32_t b[4];
-                const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
-                ldsm_x4(b, mh + boff);
-                mma<F16>(acc[2 * np], ah[ks], b[0], b[1]);
-                mma<F16>(acc[2 * np + 1], ah[ks], b[2], b[3]);
-                if (EXACT) {
-                    uint32_t bl[4];
-                    ldsm_x4(bl, mh + P1_BN * SROW + boff);
-                    mma<F16>(acc[2 * np], ah[ks], bl[0], bl[1]);
-                    mma<F16>(acc[2 * np + 1], ah[ks], bl[2], bl[3]);
-                    mma<F16>(acc[2 * np], al[ks], b[0], b[1]);
-                    mma<F16>(acc[2 * np + 1], al[ks], b[2], b[3]);
-                }
-            }
-        }
+        mma_abt<F16, EXACT, P1_BN / 16>(acc, ah, al, mh, mh + P1_BN * SROW, nks, lane);
         /* log2 densities, then the online log-sum-exp of rows g and g+8. */
         float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -357,26 +368,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         float st[P2_BM / 8][4];
 #pragma unroll
         for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KS_MAX; ks++) {
-            if (ks >= nks) break;
-#pragma unroll
-            for (int np = 0; np < P2_BM / 16; np++) {
-                uint32_t b[4];
-                const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
-                ldsm_x4(b, xs + boff);
-                mma<F16>(st[2 * np], ah[ks], b[0], b[1]);
-                mma<F16>(st[2 * np + 1], ah[ks], b[2], b[3]);
-                if (EXACT) {
-                    uint32_t bl[4];
-                    ldsm_x4(bl, xl + boff);
-                    mma<F16>(st[2 * np], ah[ks], bl[0], bl[1]);
-                    mma<F16>(st[2 * np + 1], ah[ks], bl[2], bl[3]);
-                    mma<F16>(st[2 * np], al[ks], b[0], b[1]);
-                    mma<F16>(st[2 * np + 1], al[ks], b[2], b[3]);
-                }
-            }
-        }
+        mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xs, xl, nks, lane);
         /* responsibilities, N_k and sum r ||x - mu||^2, in place */
 #pragma unroll
         for (int j = 0; j < P2_BM / 8; j++)

@@ -193,16 +193,20 @@ static void add_rtx(cpu_scratch* s, int k, int d, int b, const float* x, double*
     for (size_t t = 0; t < (size_t)k * d; t++) out[t] += s->acc[t];
 }
 
+/* Model constants and scratch for one pass over the data (freed by the caller on success). */
+static int begin_pass(cpu_model* cm, cpu_scratch* s, const FgmmModel* m) {
+    int rc = model_prepare(cm, m);
+    if (rc) return rc;
+    if ((rc = scratch_alloc(s, m->k, m->d, cm->diag))) model_free(cm);
+    return rc;
+}
+
 static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
     (void)e;
     cpu_model cm;
     cpu_scratch s;
-    int rc = model_prepare(&cm, m);
+    int rc = begin_pass(&cm, &s, m);
     if (rc) return rc;
-    if ((rc = scratch_alloc(&s, m->k, m->d, cm.diag))) {
-        model_free(&cm);
-        return rc;
-    }
     int k = m->k, d = m->d;
     fgmm_stats_zero(out);
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
@@ -287,12 +291,8 @@ static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
     (void)e;
     cpu_model cm;
     cpu_scratch s;
-    int rc = model_prepare(&cm, m);
+    int rc = begin_pass(&cm, &s, m);
     if (rc) return rc;
-    if ((rc = scratch_alloc(&s, m->k, m->d, cm.diag))) {
-        model_free(&cm);
-        return rc;
-    }
     int k = m->k;
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
         int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
