@@ -258,6 +258,14 @@ TEST(Ivf, BadInputsGiveClearErrors) {
     EXPECT_NE(std::string(fgmm_get_last_error()).find("16 x 4 GMM"), std::string::npos);
     EXPECT_EQ(r, nullptr);
     EXPECT_EQ(fgmm_ivf_read("/nonexistent.faiss", &p, &r), FGMM_ERR_FAISS);
+    EXPECT_EQ(fgmm_ivf_read(nullptr, &p, &r), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_write(nullptr, f.c_str()), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_write(ivf, nullptr), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_write(ivf, "/nonexistent/dir/x.faiss"), FGMM_ERR_FAISS);
+    EXPECT_EQ(fgmm_ivf_set_gmm(nullptr, other, 10, s.base.data()), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_set_gmm(ivf, nullptr, 10, s.base.data()), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_add(nullptr, 1, s.base.data(), nullptr, nullptr), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_train(nullptr, 10, s.base.data(), nullptr), FGMM_ERR_NULL);
     fgmm_model_free(other);
     fgmm_ivf_free(ivf);
     faiss_Index_free(index);
