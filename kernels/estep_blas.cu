@@ -88,6 +88,53 @@ extern "C" int fgmm_blas_resp(float* g, int t, int k, const float* xn, const flo
     return (int)cudaGetLastError();
 }
 
+/* A warp per row: log-sum-exp, then m selection passes over the row, each taking the largest
+ * log-density strictly after the previous pick in (value desc, index asc) order. */
+__global__ void topm_kernel(const float* __restrict__ g, int t, int k, const float* __restrict__ xn,
+                            const float* __restrict__ kn, const float* __restrict__ hp, const double* __restrict__ c,
+                            int diag, int m, long long* labels, float* resp, float* loglik) {
+    int row = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+    if (row >= t) return;
+    const float* gr = g + (long long)row * k;
+    float x2 = xn[row], mx = -INFINITY, s = 0, dist;
+    for (int j = lane; j < k; j += 32) mx = fmaxf(mx, logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist));
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    for (int j = lane; j < k; j += 32) s += expf(logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist) - mx);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    float lz = mx + logf(s);
+    if (loglik && lane == 0) loglik[row] = lz;
+    float pv = INFINITY;
+    int pj = -1;
+    for (int sel = 0; sel < m; sel++) {
+        float bv = -INFINITY;
+        int bj = k;
+        for (int j = lane; j < k; j += 32) {
+            float v = logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist);
+            bool after = v < pv || (v == pv && j > pj);
+            if (after && (v > bv || (v == bv && j < bj))) bv = v, bj = j;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oj = __shfl_xor_sync(0xffffffffu, bj, o);
+            if (ov > bv || (ov == bv && oj < bj)) bv = ov, bj = oj;
+        }
+        if (lane == 0) {
+            labels[(long long)row * m + sel] = bj < k ? bj : -1;
+            if (resp) resp[(long long)row * m + sel] = bj < k ? expf(bv - lz) : 0.f;
+        }
+        pv = bv, pj = bj;
+    }
+}
+
+extern "C" int fgmm_blas_topm(const float* g, int t, int k, const float* xn, const float* kn, const float* hp,
+                              const double* c, int diag, int m, long long* labels, float* resp, float* loglik,
+                              cudaStream_t stream) {
+    if (m < 0 || m > FGMM_TOPM_MAX) return (int)cudaErrorInvalidValue;
+    topm_kernel<<<(t * 32 + NTHREADS - 1) / NTHREADS, NTHREADS, 0, stream>>>(g, t, k, xn, kn, hp, c, diag, m, labels,
+                                                                            resp, loglik);
+    return (int)cudaGetLastError();
+}
+
 template <typename T>
 __global__ void accumulate(const T* in, double* out, long long count) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)

@@ -61,6 +61,14 @@ int fgmm_blas_load_tile(const void* x, int dtype, int t, int d, float* xf, float
  * Isotropic: logp = c - (xn + kn - 2 g) * hp; diagonal: logp = c - hp * (g + kn), hp = 0.5. */
 int fgmm_blas_resp(float* g, int t, int k, const float* xn, const float* kn, const float* hp,
                    const double* c, int diag, double* nk, double* s2, double* ll, cudaStream_t stream);
+/* Largest m for fgmm_blas_topm (lists per vector); larger m is done on the CPU. */
+#define FGMM_TOPM_MAX 32
+/* With G as for fgmm_blas_resp: per row, the m components of highest responsibility (decreasing;
+ * ties to the lower index) into labels/resp (t x m; resp may be NULL; m may be 0) and
+ * log p(x) into loglik (t; may be NULL). */
+int fgmm_blas_topm(const float* g, int t, int k, const float* xn, const float* kn, const float* hp, const double* c,
+                   int diag, int m, long long* labels, float* resp, float* loglik, cudaStream_t stream);
+
 /* out[i] += in[i] for count elements (float or double -> double accumulation). */
 int fgmm_blas_accumulate(const float* in, double* out, long long count, cudaStream_t stream);
 int fgmm_accumulate_d(const double* in, double* out, long long count, cudaStream_t stream);

@@ -18,6 +18,7 @@
  *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
  *       resident 10M-row slice.
  *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU and on the CPU (N <= 200k).
+ *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
  */
 #include <math.h>
 #include <stdio.h>
@@ -97,10 +98,10 @@ static uint8_t* make_u8(long long n, int d) {
     if (!x) return NULL;
 #pragma omp parallel
     {
-        uint64_t ls = 0x9E3779B97F4A7C15ull ^ (uint64_t)(size_t)&ls;
+        uint64_t ls;
 #pragma omp for
         for (long long i = 0; i < n; i++) {
-            ls += (uint64_t)i * 0x2545F4914F6CDD1Dull + 1;
+            ls = 0x9E3779B97F4A7C15ull ^ ((uint64_t)i * 0x2545F4914F6CDD1Dull + 1); /* per row: same data every run */
             int c = (int)(rng(&ls) % 64);
             for (int j = 0; j < d; j++) {
                 float v = 40.0f * ((c * 7 + j * 13) % 11) / 11.0f + 25.0f * gauss(&ls) + 60.0f;
@@ -193,6 +194,36 @@ static int train_mode(const char* shape) {
     return 0;
 }
 
+/* top-4 assignment (what fgmm_ivf_add needs), GPU on all rows vs CPU on a 100k-row slice */
+static int assign_mode(const char* shape) {
+    long long n;
+    int k, d, m = 4;
+    if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
+    uint8_t* x8 = make_u8(n, d);
+    float* x = malloc((size_t)n * d * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
+    free(x8);
+    FgmmModel* mod = model_from(x, FGMM_F32, n, k, d, 600.0f);
+    fgmm_idx_t* lab = malloc((size_t)n * m * sizeof(fgmm_idx_t));
+    float* resp = malloc((size_t)n * m * sizeof(float));
+    printf("| backend | rows | K x D | top-%d assign ms | rows/s |\n|---|---:|---|---:|---:|\n", m);
+    for (int b = 0; b < 2; b++) {
+        fgmm_engine* e;
+        if (b == 0 ? fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST) : fgmm_engine_cpu_create(&e)) return 1;
+        long long rows = b == 0 ? n : (n < 100000 ? n : 100000);
+        fgmm_data xd = {x, rows, d, FGMM_F32};
+        e->ops->assign(e, &xd, mod, m, lab, resp, NULL); /* warm-up: data to the device */
+        double t0 = now_ms();
+        if (e->ops->assign(e, &xd, mod, m, lab, resp, NULL)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        double ms = now_ms() - t0;
+        printf("| %s | %lld | %d x %d | %.1f | %.3g |\n", e->ops->name, rows, k, d, ms, rows / (ms / 1e3));
+        fgmm_engine_destroy(e);
+    }
+    free(lab); free(resp); free(x);
+    fgmm_model_free(mod);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     size_t mem_mb = 2048;
     for (int i = 1; i + 1 < argc; i++)
@@ -200,6 +231,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--stream")) return stream_mode(argv[i + 1], mem_mb);
         if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1]);
+        if (!strcmp(argv[i], "--assign")) return assign_mode(argv[i + 1]);
     }
     const char* defaults[] = {"100000x1024x128", "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
                               "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};
@@ -238,10 +270,10 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < (size_t)nc * d; i++) c[i] = 3.0f * gauss(&seed);
 #pragma omp parallel
         {
-            uint64_t ls = 0x9E3779B97F4A7C15ull ^ (uint64_t)(size_t)&ls;
+            uint64_t ls;
 #pragma omp for
             for (long long i = 0; i < n; i++) {
-                ls += (uint64_t)i * 0x2545F4914F6CDD1Dull + 1;
+                ls = 0x9E3779B97F4A7C15ull ^ ((uint64_t)i * 0x2545F4914F6CDD1Dull + 1);
                 const float* ci = c + (size_t)(rng(&ls) % nc) * d;
                 for (int j = 0; j < d; j++) x[(size_t)i * d + j] = ci[j] + gauss(&ls);
             }

@@ -114,22 +114,24 @@ int fgmm_gpu_available(void) {
 
 /* ---- per-call context: which rows are on the device, chunk by chunk ---- */
 
-typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long rows, void* ctx);
+/* Called on device rows [row0, row0 + rows) of the data, at dx. */
+typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long row0, long long rows, void* ctx);
 
 /* Rows per call on resident data: per-row scratch (logZ, 4 B a row) stays <= 32 MB at any n. */
 #define RESIDENT_RANGE_ROWS (8LL << 20)
 
-static int call_ranges(gpu_impl* g, const void* dx, long long rows, size_t row_bytes, chunk_fn fn, void* ctx) {
+static int call_ranges(gpu_impl* g, const void* dx, long long base, long long rows, size_t row_bytes, chunk_fn fn,
+                       void* ctx) {
     for (long long r0 = 0; r0 < rows; r0 += RESIDENT_RANGE_ROWS) {
         long long nr = rows - r0 < RESIDENT_RANGE_ROWS ? rows - r0 : RESIDENT_RANGE_ROWS;
-        int rc = fn(g, (const char*)dx + (size_t)r0 * row_bytes, nr, ctx);
+        int rc = fn(g, (const char*)dx + (size_t)r0 * row_bytes, base + r0, nr, ctx);
         if (rc) return rc;
     }
     return FGMM_OK;
 }
 
 static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    return call_ranges(g, g->data.p, x->n, (size_t)x->d * esize(x->dtype), fn, ctx);
+    return call_ranges(g, g->data.p, 0, x->n, (size_t)x->d * esize(x->dtype), fn, ctx);
 }
 
 /* Calls fn on device-resident row ranges covering all of x. */
@@ -186,7 +188,7 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
         CU(cudaMemcpyAsync(g->chunk[b].p, g->pinned[b], (size_t)nr * row_bytes, cudaMemcpyHostToDevice, g->copy_st));
         CU(cudaEventRecord(g->copied[b], g->copy_st));
         CU(cudaStreamWaitEvent(g->st, g->copied[b], 0));
-        if ((rc = call_ranges(g, g->chunk[b].p, nr, row_bytes, fn, ctx))) return rc;
+        if ((rc = call_ranges(g, g->chunk[b].p, r0, nr, row_bytes, fn, ctx))) return rc;
         CU(cudaEventRecord(g->consumed[b], g->st));
     }
     return FGMM_OK;
@@ -199,6 +201,7 @@ typedef struct estep_ctx {
     int fused, mode, kp, dp, diag;
     double data_amax;
     double* shift; /* host copy of the centring shift (fused path), dp values */
+    int blas_only; /* prepare the cuBLAS-path constants even where the fused kernel applies */
     fgmm_fused_model fm;
 } estep_ctx;
 
@@ -224,7 +227,8 @@ typedef struct estep_run {
     int d;
 } estep_run;
 
-static int estep_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) {
+static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
+    (void)row0;
     estep_run* run = vrun;
     estep_ctx* c = run->c;
     int rc, k = c->m->k, d = run->d, dtype = run->dtype == FGMM_U8;
@@ -301,7 +305,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
-    c->fused = !c->diag && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS;
+    c->fused = !c->diag && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
     double* lc = malloc((size_t)k * sizeof(double));
     if (!lc) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     fgmm_model_logconst(m, lc);
@@ -444,7 +448,7 @@ static int estep_run_all(gpu_impl* g, const fgmm_data* x, const FgmmModel* m, es
 
 static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
     gpu_impl* g = e->impl;
-    estep_ctx c;
+    estep_ctx c = {0};
     c.data_amax = data_amax(g, x);
     c.shift = malloc((size_t)x->d * sizeof(double));
     if (!c.shift) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
@@ -475,7 +479,8 @@ typedef struct kmeans_run {
     FgmmDtype dtype;
 } kmeans_run;
 
-static int kmeans_chunk(gpu_impl* g, const void* dx, long long rows, void* vrun) {
+static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
+    (void)row0;
     kmeans_run* run = vrun;
     int k = run->k, d = run->d, rc;
     long long tile = (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
@@ -519,10 +524,69 @@ static int gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     return download_stats(g, k, d, d, 0, 1, -1.0, out);
 }
 
+/* ---- assignment: top-m responsibilities and log p(x) ---- */
+
+typedef struct assign_run {
+    estep_ctx* c;
+    FgmmDtype dtype;
+    int topm;
+    fgmm_idx_t* labels;
+    float *resp, *loglik;
+} assign_run;
+
+static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
+    assign_run* run = vrun;
+    estep_ctx* c = run->c;
+    int k = c->m->k, d = c->m->d, rc, m = run->topm > 0 ? run->topm : 0;
+    long long tile = (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
+    if (tile > rows) tile = rows;
+    if ((rc = dgrow(&g->xf, (size_t)tile * d * sizeof(float), "row tile")) ||
+        (c->diag && (rc = dgrow(&g->x2, (size_t)tile * d * sizeof(float), "row tile squares"))) ||
+        (rc = dgrow(&g->xn, (size_t)tile * sizeof(float), "row norms")) ||
+        (rc = dgrow(&g->g, (size_t)tile * k * sizeof(float), "distance tile")) ||
+        (rc = dgrow(&g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float), "top-m")))
+        return rc;
+    long long* dl = g->f.p;
+    float* dr = (float*)(dl + (size_t)tile * (m ? m : 1));
+    float* dll = dr + (size_t)tile * (m ? m : 1);
+    const float* kn = (const float*)g->cst.p, *hp = kn + k;
+    float one = 1.f, zero = 0.f;
+    for (long long r0 = 0; r0 < rows; r0 += tile) {
+        int t = (int)(rows - r0 < tile ? rows - r0 : tile);
+        long long at = row0 + r0;
+        KL(fgmm_blas_load_tile((const char*)dx + (size_t)r0 * d * esize(run->dtype), run->dtype == FGMM_U8, t, d,
+                               g->xf.p, c->diag ? g->x2.p : NULL, g->xn.p, g->st));
+        const float* mu = g->mu.p;
+        if (c->diag) {
+            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->x2.p, d, &zero, g->g.p, k));
+            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu + (size_t)k * d, d, g->xf.p, d, &one, g->g.p, k));
+        } else {
+            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->xf.p, d, &zero, g->g.p, k));
+        }
+        KL(fgmm_blas_topm(g->g.p, t, k, g->xn.p, kn, hp, g->cd.p, c->diag, m, dl, dr, dll, g->st));
+        if (m) {
+            CU(cudaMemcpyAsync(run->labels + (size_t)at * m, dl, (size_t)t * m * sizeof(long long), cudaMemcpyDeviceToHost, g->st));
+            if (run->resp)
+                CU(cudaMemcpyAsync(run->resp + (size_t)at * m, dr, (size_t)t * m * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        }
+        if (run->loglik)
+            CU(cudaMemcpyAsync(run->loglik + at, dll, (size_t)t * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        CU(cudaStreamSynchronize(g->st)); /* the tile buffers are reused next */
+    }
+    return FGMM_OK;
+}
+
 static int gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
                       float* resp, float* loglik) {
     gpu_impl* g = e->impl;
-    return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
+    if (topm > FGMM_TOPM_MAX) /* the warp selection is for lists-per-vector sizes */
+        return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
+    estep_ctx c = {0};
+    c.blas_only = 1;
+    int rc = prepare_model(g, m, &c);
+    if (rc) return rc;
+    assign_run run = {&c, x->dtype, topm, labels, resp, loglik};
+    return for_each_chunk(g, x, assign_chunk, &run);
 }
 
 static void gpu_destroy(fgmm_engine* e) {

@@ -173,3 +173,36 @@ TEST(GpuEstep, FastModeHandlesAnyDataScale) {
         fgmm_model_free(m);
     }
 }
+
+TEST(GpuAssign, TopmAndLoglikMatchCpu) {
+    REQUIRE_GPU();
+    int64_t n = 12007;
+    int d = 40, k = 300, m = 4;
+    auto x = planted(n, d, k, 0.8, 121);
+    for (FgmmCovariance cov : {FGMM_COV_ISOTROPIC, FGMM_COV_DIAGONAL}) {
+        FgmmModel* mod = model_from_rows(x.data(), n, d, k, cov, 1.0, 122);
+        FgmmParams pc = fgt::cpu_params(k), pg = gpu_params(k, FGMM_PREC_FAST);
+        std::vector<fgmm_idx_t> lc(n * m), lg(n * m), ls(n * m);
+        std::vector<float> rc(n * m), rg(n * m), rs(n * m), llc(n), llg(n);
+        ASSERT_EQ(fgmm_assign_topm(mod, &pc, n, FGMM_F32, x.data(), m, lc.data(), rc.data()), 0);
+        ASSERT_EQ(fgmm_assign_topm(mod, &pg, n, FGMM_F32, x.data(), m, lg.data(), rg.data()), 0) << fgmm_get_last_error();
+        ASSERT_EQ(fgmm_loglik(mod, &pc, n, FGMM_F32, x.data(), llc.data()), 0);
+        ASSERT_EQ(fgmm_loglik(mod, &pg, n, FGMM_F32, x.data(), llg.data()), 0);
+        pg.gpu_mem_limit = 4 << 20;  // streamed in chunks: same results
+        ASSERT_EQ(fgmm_assign_topm(mod, &pg, n, FGMM_F32, x.data(), m, ls.data(), rs.data()), 0);
+        EXPECT_EQ(ls, lg);
+        EXPECT_EQ(rs, rg);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < n; i++) {
+            EXPECT_NEAR(llg[i], llc[i], 1e-4 * std::max(1.0f, std::fabs(llc[i])));
+            for (int t = 0; t < m; t++) {
+                EXPECT_NEAR(rg[i * m + t], rc[i * m + t], 1e-4);
+                // labels agree unless two responsibilities are within rounding of each other
+                differ += lg[i * m + t] != lc[i * m + t] && std::fabs(rc[i * m + t] - rc[i * m + std::min(t + 1, m - 1)]) > 1e-4 &&
+                          (t == 0 || std::fabs(rc[i * m + t] - rc[i * m + t - 1]) > 1e-4);
+            }
+        }
+        EXPECT_EQ(differ, 0);
+        fgmm_model_free(mod);
+    }
+}
