@@ -28,9 +28,8 @@
 #define SROW (DP_MAX + 8)     /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
 #define P1_BM 128
 #define P1_BN 64
-/* pass-2 rows per tile: 128 halves the per-tile syncs and staging; the exact mode's hi/lo tiles
- * only fit shared memory at 64 */
-#define P2_BM_OF(MODE) ((MODE) == FGMM_FUSED_EXACT ? 64 : 128)
+/* pass-2 rows per tile: 64 keeps the S^T tile at 32 registers so two blocks fit on an SM */
+#define P2_BM_OF(MODE) 64
 #define P2_BN FGMM_FUSED_KTILE
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
@@ -88,31 +87,26 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 
 
-/* acc[2*NP] += A B^T for one warp: A = 16 rows x dp, fragments in registers (ah; al = low parts);
- * B = 16*NP rows x dp stored row-major in smem ([n][k], row stride SROW), bh (bl = low parts).
- * EXACT adds hi*lo + lo*hi (3 products per term). */
+/* One k-step (16 of the dp columns) of acc[2*NP] += A B^T for one warp: A = 16 rows, fragments
+ * ah (al = low parts); B = 16*NP rows stored row-major in smem ([n][k], row stride SROW), bh (bl =
+ * low parts). EXACT adds hi*lo + lo*hi (3 products per term). */
 template <bool F16, bool EXACT, int NP>
-__device__ __forceinline__ void mma_abt(float (&acc)[2 * NP][4], const uint32_t (&ah)[KS_MAX][4],
-                                        const uint32_t (&al)[KS_MAX][4], const bf16* bh, const bf16* bl, int nks,
-                                        int lane) {
+__device__ __forceinline__ void mma_abt(float (&acc)[2 * NP][4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
+                                        const bf16* bh, const bf16* bl, int ks, int lane) {
 #pragma unroll
-    for (int ks = 0; ks < KS_MAX; ks++) {
-        if (ks >= nks) break;
-#pragma unroll
-        for (int np = 0; np < NP; np++) {
-            uint32_t b[4];
-            const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
-            ldsm_x4(b, bh + boff);
-            mma<F16>(acc[2 * np], ah[ks], b[0], b[1]);
-            mma<F16>(acc[2 * np + 1], ah[ks], b[2], b[3]);
-            if (EXACT) {
-                uint32_t blo[4];
-                ldsm_x4(blo, bl + boff);
-                mma<F16>(acc[2 * np], ah[ks], blo[0], blo[1]);
-                mma<F16>(acc[2 * np + 1], ah[ks], blo[2], blo[3]);
-                mma<F16>(acc[2 * np], al[ks], b[0], b[1]);
-                mma<F16>(acc[2 * np + 1], al[ks], b[2], b[3]);
-            }
+    for (int np = 0; np < NP; np++) {
+        uint32_t b[4];
+        const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
+        ldsm_x4(b, bh + boff);
+        mma<F16>(acc[2 * np], ah, b[0], b[1]);
+        mma<F16>(acc[2 * np + 1], ah, b[2], b[3]);
+        if (EXACT) {
+            uint32_t blo[4];
+            ldsm_x4(blo, bl + boff);
+            mma<F16>(acc[2 * np], ah, blo[0], blo[1]);
+            mma<F16>(acc[2 * np + 1], ah, blo[2], blo[3]);
+            mma<F16>(acc[2 * np], al, b[0], b[1]);
+            mma<F16>(acc[2 * np + 1], al, b[2], b[3]);
         }
     }
 }
@@ -243,7 +237,11 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         float acc[P1_BN / 8][4];
 #pragma unroll
         for (int j = 0; j < P1_BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-        mma_abt<F16, EXACT, P1_BN / 16>(acc, ah, al, mh, mh + P1_BN * SROW, nks, lane);
+#pragma unroll
+        for (int ks = 0; ks < KS_MAX; ks++) {
+            if (ks >= nks) break;
+            mma_abt<F16, EXACT, P1_BN / 16>(acc, ah[ks], al[ks], mh, mh + P1_BN * SROW, ks, lane);
+        }
         /* log2 densities, then the online log-sum-exp of rows g and g+8. */
         float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -295,7 +293,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 /* ------------------------------------------------------------------ pass 2 */
 
 template <typename T, int MODE>
-__global__ void __launch_bounds__(NTHREADS, 1)
+__global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
@@ -308,7 +306,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     float* xn = (float*)(ms + (EXACT ? 2 : 1) * P2_BN * SROW);
     float* lz = xn + P2_BM;
     float* shs = lz + P2_BM;                          /* DP_MAX */
-    T* raw = (T*)(shs + DP_MAX);                      /* [2][P2_BM x d]: next tiles, as stored */
+    T* raw = (T*)(shs + DP_MAX);                      /* P2_BM x d: the next tile, as stored */
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const int dp = m.dp, nks = dp / 16;
@@ -321,7 +319,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     const int tile_elems = P2_BM * m.d, tile_bytes = tile_elems * (int)sizeof(T);
     /* full tiles go through cp.async (P2_BM * d * sizeof(T) is a multiple of 64 B); the last, partial one is read directly */
     auto prefetch = [&](long long t) {
-        if ((t + 1) * P2_BM <= n) copy_async(raw + (t & 1) * tile_elems, x + t * P2_BM * m.d, tile_bytes);
+        if ((t + 1) * P2_BM <= n) copy_async(raw, x + t * P2_BM * m.d, tile_bytes);
         asm volatile("cp.async.commit_group;\n" ::);
     };
     prefetch(t_begin);
@@ -330,13 +328,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
     cp_async_wait_all();
     __syncthreads();
-    uint32_t ah[KS_MAX][4], al[KS_MAX][4];
-#pragma unroll
-    for (int ks = 0; ks < KS_MAX; ks++)
-        if (ks < nks) {
-            ldsm_x4(ah[ks], ms + (wk + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
-            if (EXACT) ldsm_x4(al[ks], ms + P2_BN * SROW + (wk + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
-        }
+    /* this warp's 16 components stay in smem (ms); their A fragments are re-read per k-step,
+     * which frees 32 registers for a second block per SM */
+    const bf16* am = ms + (wk + lane % 16) * SROW + (lane / 16) * 8;
     float ca[2], ch[2], cm[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -355,20 +349,27 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         const long long row0 = t * P2_BM;
         cp_async_wait_all();
         __syncthreads(); /* tile t landed; the previous tile's smem reads are done */
-        if (t + 1 < t_end) prefetch(t + 1); /* overlaps this tile's math */
         if (row0 + P2_BM <= n)
-            convert_rows<T, MODE, P2_BM>(raw + (t & 1) * tile_elems, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
+            convert_rows<T, MODE, P2_BM>(raw, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
         else
             convert_rows<T, MODE, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
         for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
             lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
         __syncthreads();
+        if (t + 1 < t_end) prefetch(t + 1); /* raw is free again; the copy overlaps this tile's math */
 
         /* S^T (16 components x 64 rows per warp) = mu x^T */
         float st[P2_BM / 8][4];
 #pragma unroll
         for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
-        mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xs, xl, nks, lane);
+#pragma unroll
+        for (int ks = 0; ks < KS_MAX; ks++) {
+            if (ks >= nks) break;
+            uint32_t ah[4], al[4];
+            ldsm_x4(ah, am + ks * 16);
+            if (EXACT) ldsm_x4(al, am + P2_BN * SROW + ks * 16);
+            mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xs, xl, ks, lane);
+        }
         /* responsibilities, N_k and sum r ||x - mu||^2, in place */
 #pragma unroll
         for (int j = 0; j < P2_BM / 8; j++)
@@ -469,7 +470,7 @@ static size_t lse_smem(int exact) {
 static size_t acc_smem(int mode, int d, int esz) {
     int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode);
     return (size_t)(f * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) + (2 * P2_BM + DP_MAX) * sizeof(float) +
-           2 * (size_t)P2_BM * d * esz;
+           (size_t)P2_BM * d * esz;
 }
 
 template <typename T, int MODE>
