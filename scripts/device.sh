@@ -36,6 +36,7 @@ run)
         timeout 150 "$b/bench_estep" --train 1000000x1024x128 2>&1 | tee "$out/train.log"
         timeout 150 "$b/bench_estep" --train 100000x256x128 2>&1 | tee -a "$out/train.log"
         timeout 200 "$b/bench_estep" --stream 200000000x1024x128 --mem-limit-mb 2048 2>&1 | tee "$out/stream.log"
+        timeout 100 "$b/bench_estep" --assign 10000000x1024x96 2>&1 | tee "$out/assign.log"
     fi
     ;;
 *)
