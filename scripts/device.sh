@@ -3,6 +3,7 @@
 # FAISS/OpenBLAS/HDF5/gtest), it runs what was built here.
 #   scripts/device.sh bundle          (here) build, then copy binaries + non-system libs to .devbundle/
 #   scripts/device.sh run [bench...]  (on the device) GPU tests, then bench_estep; logs to $OUT
+#   scripts/device.sh sanitize        (on the device) GPU tests under compute-sanitizer memcheck/racecheck
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
 set -uo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,6 +40,19 @@ run)
         timeout 100 "$b/bench_estep" --assign 10000000x1024x96 2>&1 | tee "$out/assign.log"
     fi
     ;;
+sanitize)
+    # GPU tests under compute-sanitizer: memcheck (+ device leaks) and racecheck on the fused kernels
+    b="$top/.devbundle"
+    [ -f "$b/.devbundle.tar.xz" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
+    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+    out="${OUT:-/tmp/out}"; mkdir -p "$out"; cd "$top"
+    timeout 330 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 "$b/flashgmm_tests" \
+        --gtest_filter='Gpu*:-GpuTrain.*:GpuEstep.FusedMatchesFloat64OnRealSift' > "$out/memcheck.log" 2>&1
+    echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|FAILED" "$out/memcheck.log"
+    timeout 240 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
+        --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale' > "$out/racecheck.log" 2>&1
+    echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED" "$out/racecheck.log"
+    ;;
 *)
-    echo "usage: $0 bundle | run [shapes...]" >&2; exit 2 ;;
+    echo "usage: $0 bundle | run [shapes...] | sanitize" >&2; exit 2 ;;
 esac
