@@ -87,6 +87,21 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 
 
+/* c0, c1 (two n8 tiles) += A B for one 16x16 A fragment and one pair of B fragments; EXACT adds
+ * hi*lo + lo*hi (3 products per term). bl / al are read only when EXACT. */
+template <bool F16, bool EXACT>
+__device__ __forceinline__ void mma_pair(float (&c0)[4], float (&c1)[4], const uint32_t (&ah)[4],
+                                         const uint32_t (&al)[4], const uint32_t (&bh)[4], const uint32_t (&bl)[4]) {
+    mma<F16>(c0, ah, bh[0], bh[1]);
+    mma<F16>(c1, ah, bh[2], bh[3]);
+    if (EXACT) {
+        mma<F16>(c0, ah, bl[0], bl[1]);
+        mma<F16>(c1, ah, bl[2], bl[3]);
+        mma<F16>(c0, al, bh[0], bh[1]);
+        mma<F16>(c1, al, bh[2], bh[3]);
+    }
+}
+
 /* One k-step (16 of the dp columns) of acc[2*NP] += A B^T for one warp: A = 16 rows, fragments
  * ah (al = low parts); B = 16*NP rows stored row-major in smem ([n][k], row stride SROW), bh (bl =
  * low parts). EXACT adds hi*lo + lo*hi (3 products per term). */
@@ -95,19 +110,11 @@ __device__ __forceinline__ void mma_abt(float (&acc)[2 * NP][4], const uint32_t 
                                         const bf16* bh, const bf16* bl, int ks, int lane) {
 #pragma unroll
     for (int np = 0; np < NP; np++) {
-        uint32_t b[4];
+        uint32_t b[4], blo[4];
         const int boff = (np * 16 + lane % 8 + (lane / 16) * 8) * SROW + ks * 16 + ((lane / 8) % 2) * 8;
         ldsm_x4(b, bh + boff);
-        mma<F16>(acc[2 * np], ah, b[0], b[1]);
-        mma<F16>(acc[2 * np + 1], ah, b[2], b[3]);
-        if (EXACT) {
-            uint32_t blo[4];
-            ldsm_x4(blo, bl + boff);
-            mma<F16>(acc[2 * np], ah, blo[0], blo[1]);
-            mma<F16>(acc[2 * np + 1], ah, blo[2], blo[3]);
-            mma<F16>(acc[2 * np], al, b[0], b[1]);
-            mma<F16>(acc[2 * np + 1], al, b[2], b[3]);
-        }
+        if (EXACT) ldsm_x4(blo, bl + boff);
+        mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ah, al, b, blo);
     }
 }
 
@@ -401,19 +408,11 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 #pragma unroll
             for (int np = 0; np < DP_MAX / 16; np++) {
                 if (np * 16 >= dp) break;
-                uint32_t b[4];
+                uint32_t b[4], bl[4];
                 const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
                 ldsm_x4_t(b, xs + boff);
-                mma<F16>(acc[2 * np], ra, b[0], b[1]);
-                mma<F16>(acc[2 * np + 1], ra, b[2], b[3]);
-                if (EXACT) {
-                    uint32_t bl[4];
-                    ldsm_x4_t(bl, xl + boff);
-                    mma<F16>(acc[2 * np], ra, bl[0], bl[1]);
-                    mma<F16>(acc[2 * np + 1], ra, bl[2], bl[3]);
-                    mma<F16>(acc[2 * np], rl, b[0], b[1]);
-                    mma<F16>(acc[2 * np + 1], rl, b[2], b[3]);
-                }
+                if (EXACT) ldsm_x4_t(bl, xl + boff);
+                mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
             }
         }
     }
