@@ -78,6 +78,8 @@ typedef struct FgmmParams {
     FgmmPrecision precision;   ///< default FGMM_PREC_FAST
     int gpu_device;            ///< CUDA device ordinal (default 0)
     size_t gpu_mem_limit;      ///< bytes of device memory for data; larger inputs stream (default 0 = 80% of free)
+    int n_gpus;                ///< data-parallel EM on GPUs gpu_device .. gpu_device+n_gpus-1, reduced with NCCL
+                               ///< (loaded at run time); 0 = one GPU without NCCL (default)
     FgmmProgressFn progress;   ///< optional per-iteration callback (default NULL)
     void* progress_user;       ///< passed to progress
 } FgmmParams;

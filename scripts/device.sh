@@ -26,7 +26,9 @@ run)
     shift
     b="$top/.devbundle"
     [ -f "$b/.devbundle.tar.xz" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
-    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+    # NCCL (for n_gpus) comes from the image's PyTorch wheels; the library dlopens libnccl.so.2
+    nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+    export LD_LIBRARY_PATH="$b/lib:${nccl:+$nccl:}${LD_LIBRARY_PATH:-}"
     out="${OUT:-/tmp/out}"; mkdir -p "$out"
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
     cd "$top"

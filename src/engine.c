@@ -9,6 +9,10 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     if (out) *out = NULL;
     return fgmm_fail(FGMM_ERR_NO_GPU, "this build of flashgmm has no CUDA support");
 }
+int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec) {
+    (void)n_ranks;
+    return fgmm_engine_gpu_create(out, first_device, mem_limit, prec);
+}
 int fgmm_gpu_available(void) { return 0; }
 #endif
 
@@ -22,6 +26,7 @@ int fgmm_engine_create(fgmm_engine** out, const FgmmParams* p) {
     }
     if (p->backend == FGMM_BACKEND_CPU || (p->backend == FGMM_BACKEND_AUTO && !fgmm_gpu_available()))
         return fgmm_engine_cpu_create(out);
+    if (p->n_gpus >= 1) return fgmm_engine_multi_create(out, p->n_gpus, p->gpu_device, p->gpu_mem_limit, p->precision);
     return fgmm_engine_gpu_create(out, p->gpu_device, p->gpu_mem_limit, p->precision);
 }
 

@@ -95,6 +95,13 @@ typedef struct gpu_impl {
     dbuf mu, mu_hi, mu_lo, cst, shift, cd;
     dbuf nk, s1, s2, ll, llp, logz;
     dbuf xf, x2, xn, g, f;
+    /* statistics computed on the device and not yet downloaded (begin / finish) */
+    struct {
+        int active, k, d, dp, per_dim, fused;
+        long long ll_len;
+        double scale;  /* obj = scale * sum(ll) */
+        double* shift; /* fused path: the kernel summed x - shift (d values) */
+    } pend;
     /* max |x| of the last data seen (bounds the fp16 prescale) */
     const void* amax_x;
     fgmm_idx_t amax_n;
@@ -455,32 +462,88 @@ static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, lon
     return FGMM_OK;
 }
 
-static int estep_run_all(gpu_impl* g, const fgmm_data* x, const FgmmModel* m, estep_ctx* cp, fgmm_stats* out);
+static void pend_clear(gpu_impl* g) {
+    free(g->pend.shift);
+    memset(&g->pend, 0, sizeof g->pend);
+}
 
-static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
+int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m) {
     gpu_impl* g = e->impl;
+    pend_clear(g);
+    CU(cudaSetDevice(g->dev)); /* several engines may share this thread (one per GPU) */
     estep_ctx c = {0};
     c.data_amax = data_amax(g, x);
     c.shift = malloc((size_t)x->d * sizeof(double));
     if (!c.shift) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    g->pend.shift = c.shift;
     int rc = prepare_model(g, m, &c);
-    if (!rc) rc = estep_run_all(g, x, m, &c, out);
-    free(c.shift);
-    return rc;
-}
-
-static int estep_run_all(gpu_impl* g, const fgmm_data* x, const FgmmModel* m, estep_ctx* cp, fgmm_stats* out) {
-    estep_ctx c = *cp;
-    int rc;
+    if (rc) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
     if ((rc = for_each_chunk(g, x, estep_chunk, &run))) return rc;
-    if ((rc = download_stats(g, m->k, m->d, c.dp, c.diag, ll_len, c.fused ? LN2 : 1.0, out))) return rc;
-    if (c.fused) /* the kernel summed x - shift: add N_k shift back */
-        for (int q = 0; q < m->k; q++)
-            for (int j = 0; j < m->d; j++) out->s1[(size_t)q * m->d + j] += out->nk[q] * c.shift[j];
+    g->pend.active = 1;
+    g->pend.k = m->k;
+    g->pend.d = m->d;
+    g->pend.dp = c.dp;
+    g->pend.per_dim = c.diag;
+    g->pend.fused = c.fused;
+    g->pend.ll_len = ll_len;
+    g->pend.scale = c.fused ? LN2 : 1.0;
     return FGMM_OK;
+}
+
+int fgmm_gpu_finish(fgmm_engine* e, fgmm_stats* out) {
+    gpu_impl* g = e->impl;
+    if (!g->pend.active) return fgmm_fail(FGMM_ERR_STATE, "GPU: no statistics pending");
+    CU(cudaSetDevice(g->dev));
+    int rc = download_stats(g, g->pend.k, g->pend.d, g->pend.dp, g->pend.per_dim, g->pend.ll_len, g->pend.scale, out);
+    if (!rc && g->pend.fused) /* the kernel summed x - shift: add N_k shift back */
+        for (int q = 0; q < g->pend.k; q++)
+            for (int j = 0; j < g->pend.d; j++) out->s1[(size_t)q * g->pend.d + j] += out->nk[q] * g->pend.shift[j];
+    pend_clear(g);
+    return rc;
+}
+
+int fgmm_gpu_pending(fgmm_engine* e, fgmm_gpu_pending_view* v) {
+    gpu_impl* g = e->impl;
+    if (!g->pend.active) return fgmm_fail(FGMM_ERR_STATE, "GPU: no statistics pending");
+    v->nk = g->nk.p;
+    v->s1 = g->s1.p;
+    v->s2 = g->s2.p;
+    v->n_nk = (size_t)g->pend.k;
+    v->n_s1 = (size_t)g->pend.k * g->pend.dp; /* rows past k stay zero */
+    v->n_s2 = g->pend.per_dim ? (size_t)g->pend.k * g->pend.d : (size_t)g->pend.k;
+    v->stream = g->st;
+    v->device = g->dev;
+    return FGMM_OK;
+}
+
+void fgmm_gpu_discard(fgmm_engine* e) { pend_clear(e->impl); }
+
+int fgmm_gpu_pending_loglik(fgmm_engine* e, double* scaled_sum) {
+    gpu_impl* g = e->impl;
+    if (!g->pend.active) return fgmm_fail(FGMM_ERR_STATE, "GPU: no statistics pending");
+    CU(cudaSetDevice(g->dev));
+    double* ll = malloc((size_t)g->pend.ll_len * sizeof(double));
+    if (!ll) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    cudaError_t ce = cudaStreamSynchronize(g->st);
+    if (!ce) ce = cudaMemcpy(ll, g->ll.p, (size_t)g->pend.ll_len * sizeof(double), cudaMemcpyDeviceToHost);
+    double sum = 0;
+    for (long long i = 0; i < g->pend.ll_len && !ce; i++) sum += ll[i];
+    free(ll);
+    if (ce) return cuda_fail(ce, "log-likelihood download");
+    *scaled_sum = g->pend.scale * sum;
+    return FGMM_OK;
+}
+
+static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
+    int rc = fgmm_gpu_estep_begin(e, x, m);
+    if (rc) {
+        pend_clear(e->impl);
+        return rc;
+    }
+    return fgmm_gpu_finish(e, out);
 }
 
 /* ---- k-means ---- */
@@ -511,8 +574,10 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     return FGMM_OK;
 }
 
-static int gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
+int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent, int k) {
     gpu_impl* g = e->impl;
+    pend_clear(g);
+    CU(cudaSetDevice(g->dev));
     int d = x->d, rc;
     float* cn = malloc((size_t)k * sizeof(float));
     if (!cn) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
@@ -532,7 +597,21 @@ static int gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     if (ce) return cuda_fail(ce, "centroid upload");
     kmeans_run run = {k, d, x->dtype};
     if ((rc = for_each_chunk(g, x, kmeans_chunk, &run))) return rc;
-    return download_stats(g, k, d, d, 0, 1, -1.0, out);
+    g->pend.active = 1;
+    g->pend.k = k;
+    g->pend.d = g->pend.dp = d;
+    g->pend.ll_len = 1;
+    g->pend.scale = -1.0; /* obj = -sum of squared distances */
+    return FGMM_OK;
+}
+
+static int gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
+    int rc = fgmm_gpu_kmeans_begin(e, x, cent, k);
+    if (rc) {
+        pend_clear(e->impl);
+        return rc;
+    }
+    return fgmm_gpu_finish(e, out);
 }
 
 /* ---- assignment: top-m responsibilities and log p(x) ---- */
@@ -590,6 +669,7 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
 static int gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
                       float* resp, float* loglik) {
     gpu_impl* g = e->impl;
+    CU(cudaSetDevice(g->dev));
     if (topm > FGMM_TOPM_MAX) /* the warp selection is for lists-per-vector sizes */
         return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
     estep_ctx c = {0};
@@ -604,12 +684,14 @@ static void gpu_destroy(fgmm_engine* e) {
     if (!e) return;
     gpu_impl* g = e->impl;
     if (g) {
+        cudaSetDevice(g->dev);
         dbuf* bufs[] = {&g->data, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
                         &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->p) cudaFree(bufs[i]->p);
         if (g->host_stats) cudaFreeHost(g->host_stats);
         if (g->host_up) cudaFreeHost(g->host_up);
+        pend_clear(g);
         for (int i = 0; i < 2; i++) {
             if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
             if (g->copied[i]) cudaEventDestroy(g->copied[i]);

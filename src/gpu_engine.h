@@ -15,4 +15,20 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
 int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes);
 /* Kernel time of the last fused E-step's two passes (CUDA events; resident data only), ms. */
 int fgmm_engine_gpu_pass_ms(fgmm_engine* e, float* lse_ms, float* acc_ms);
+
+/* Split E-step / k-means for data-parallel use: begin leaves the statistics on the device,
+ * fgmm_gpu_pending exposes them (for an all-reduce), finish downloads them into out (adding
+ * this engine's own log-likelihood part) and clears the pending state. */
+typedef struct fgmm_gpu_pending_view {
+    double *nk, *s1, *s2;      /* device buffers */
+    size_t n_nk, n_s1, n_s2;   /* elements to reduce; identical on every rank for one model */
+    void* stream;              /* cudaStream_t the statistics were computed on */
+    int device;
+} fgmm_gpu_pending_view;
+int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m);
+int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent, int k);
+int fgmm_gpu_pending(fgmm_engine* e, fgmm_gpu_pending_view* v);
+int fgmm_gpu_pending_loglik(fgmm_engine* e, double* scaled_sum); /* this engine's part of obj */
+int fgmm_gpu_finish(fgmm_engine* e, fgmm_stats* out);
+void fgmm_gpu_discard(fgmm_engine* e); /* drop pending statistics without downloading them */
 #endif

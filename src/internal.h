@@ -72,6 +72,8 @@ struct fgmm_engine {
 int fgmm_engine_cpu_create(fgmm_engine** out);
 /* Fails with FGMM_ERR_NO_GPU when the build has no CUDA or no device exists. */
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec);
+/* n_ranks GPUs from first_device on, statistics all-reduced with NCCL (libnccl.so.2, dlopen). */
+int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec);
 /* Picks the backend per params (NULL params: AUTO defaults). */
 int fgmm_engine_create(fgmm_engine** out, const FgmmParams* params);
 void fgmm_engine_destroy(fgmm_engine* e);

@@ -206,3 +206,79 @@ TEST(GpuAssign, TopmAndLoglikMatchCpu) {
         fgmm_model_free(mod);
     }
 }
+
+namespace {
+// 1 if this machine can run the NCCL engine with n ranks; otherwise GTEST_SKIP's reason in why.
+bool nccl_ranks_available(int n, std::string* why) {
+    std::vector<float> x(64 * 4);
+    for (size_t i = 0; i < x.size(); i++) x[i] = (float)(i % 17);
+    FgmmModel* m = model_from_rows(x.data(), 64, 4, 2, FGMM_COV_ISOTROPIC, 1.0, 1);
+    FgmmParams p = gpu_params(2, FGMM_PREC_FAST);
+    p.n_gpus = n;
+    std::vector<double> nk(2);
+    int rc = fgmm_estep(m, &p, 64, FGMM_F32, x.data(), nk.data(), nullptr, nullptr, nullptr);
+    fgmm_model_free(m);
+    if (rc) *why = fgmm_get_last_error();
+    return rc == 0;
+}
+}  // namespace
+
+// GPU sums combine per-block partials with double atomics, so two runs agree to ~1e-16, not bitwise.
+TEST(GpuNccl, OneRankEqualsSingleGpu) {
+    REQUIRE_GPU();
+    std::string why;
+    if (!nccl_ranks_available(1, &why)) GTEST_SKIP() << why;
+    int64_t n = 40000;
+    int d = 64, k = 128;
+    auto x = planted(n, d, k, 0.8, 131);
+    FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0, 132);
+    FgmmParams one = gpu_params(k, FGMM_PREC_EXACT), nccl = one;
+    nccl.n_gpus = 1;
+    Got a = run_estep(m, one, n, FGMM_F32, x.data()), b = run_estep(m, nccl, n, FGMM_F32, x.data());
+    EXPECT_LT(rel_err(b.nk.data(), a.nk.data(), k), 1e-12);
+    EXPECT_LT(rel_err(b.mu.data(), a.mu.data(), a.mu.size()), 1e-12);
+    EXPECT_LT(rel_err(b.sig.data(), a.sig.data(), k), 1e-12);
+    EXPECT_NEAR(b.ll, a.ll, 1e-12 * std::fabs(a.ll));
+    one.niter = nccl.niter = 5;
+    FgmmModel *ta = nullptr, *tb = nullptr;
+    FgmmTrainInfo ia, ib;
+    ASSERT_EQ(fgmm_train(&one, n, d, FGMM_F32, x.data(), &ta, &ia), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_train(&nccl, n, d, FGMM_F32, x.data(), &tb, &ib), 0) << fgmm_get_last_error();
+    EXPECT_STREQ(ib.backend, "gpu-nccl");
+    std::vector<double> ma(fgmm_model_means(ta), fgmm_model_means(ta) + k * d), mb(fgmm_model_means(tb), fgmm_model_means(tb) + k * d);
+    EXPECT_LT(rel_err(mb.data(), ma.data(), ma.size()), 1e-6);
+    EXPECT_NEAR(ib.mean_loglik, ia.mean_loglik, 1e-9 * std::fabs(ia.mean_loglik));
+    fgmm_model_free(ta);
+    fgmm_model_free(tb);
+    fgmm_model_free(m);
+}
+
+TEST(GpuNccl, SeveralRanksMatchOneUpToReductionOrder) {
+    REQUIRE_GPU();
+    std::string why;
+    for (int ranks : {2, 4}) {
+        if (!nccl_ranks_available(ranks, &why)) {
+            if (ranks == 2) GTEST_SKIP() << why;  // e.g. "n_gpus = 2 from gpu_device 0, but 1 CUDA device(s) present"
+            break;
+        }
+        int64_t n = 50003;
+        int d = 48, k = 100;
+        auto x = planted(n, d, k, 0.8, 141);
+        FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0, 142);
+        FgmmParams one = gpu_params(k, FGMM_PREC_EXACT), many = one;
+        many.n_gpus = ranks;
+        Got a = run_estep(m, one, n, FGMM_F32, x.data()), b = run_estep(m, many, n, FGMM_F32, x.data());
+        EXPECT_LT(rel_err(b.nk.data(), a.nk.data(), k), 1e-9) << ranks;
+        EXPECT_LT(rel_err(b.mu.data(), a.mu.data(), a.mu.size()), 1e-9) << ranks;
+        EXPECT_LT(rel_err(b.sig.data(), a.sig.data(), k), 1e-9) << ranks;
+        EXPECT_NEAR(b.ll, a.ll, 1e-12 * std::fabs(a.ll)) << ranks;
+        fgmm_model_free(m);
+    }
+}
+
+TEST(GpuNccl, MoreRanksThanDevicesIsAClearError) {
+    REQUIRE_GPU();
+    std::string why;
+    EXPECT_FALSE(nccl_ranks_available(64, &why));
+    EXPECT_TRUE(why.find("CUDA device(s) present") != std::string::npos || why.find("NCCL") != std::string::npos) << why;
+}
