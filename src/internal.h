@@ -4,6 +4,10 @@
 
 #include "flashgmm.h"
 
+#ifdef __cplusplus
+extern "C" { /* the C++ tests use the engine directly */
+#endif
+
 /* Records a formatted message for fgmm_get_last_error and returns code. */
 int fgmm_fail(int code, const char* fmt, ...)
 #if defined(__GNUC__)
@@ -88,4 +92,7 @@ void fgmm_data_row(const fgmm_data* x, fgmm_idx_t i, float* out);
  * c_k = log w_k - d/2 log(2 pi var_k). */
 void fgmm_model_logconst(const FgmmModel* m, double* c /* k */);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "flashgmm_io.h"
+#include "internal.h"
 
 using namespace fgt;
 
@@ -79,6 +80,11 @@ TEST(GpuEstep, FusedMatchesFloat64OnRealSift) {
     expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), v.n, FGMM_U8, v.data), ref, kExactTol, "exact u8");
     expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), v.n, FGMM_F32, xf.data()), ref, kExactTol, "exact f32");
     fgmm_model_free(m);
+    // diagonal covariance: the cuBLAS path, on the same real data
+    FgmmModel* md = model_from_rows(xf.data(), v.n, v.d, 64, FGMM_COV_DIAGONAL, 450.0, 74);
+    auto refd = ref_estep(md, v.n, (const uint8_t*)v.data);
+    expect_close(run_estep(md, gpu_params(64, FGMM_PREC_FAST), v.n, FGMM_U8, v.data), refd, kBlasTol, "diag u8");
+    fgmm_model_free(md);
     fgmm_vecs_free(&v);
 }
 
@@ -281,4 +287,44 @@ TEST(GpuNccl, MoreRanksThanDevicesIsAClearError) {
     std::string why;
     EXPECT_FALSE(nccl_ranks_available(64, &why));
     EXPECT_TRUE(why.find("CUDA device(s) present") != std::string::npos || why.find("NCCL") != std::string::npos) << why;
+}
+
+TEST(GpuKmeans, StatisticsMatchFloat64) {
+    REQUIRE_GPU();
+    int64_t n = 20011;
+    int d = 24, k = 50;
+    auto x = planted(n, d, k, 3.0, 151);
+    std::vector<float> c(x.begin(), x.begin() + (size_t)k * d);  // the first k rows as centroids
+    fgmm_engine* e = nullptr;
+    ASSERT_EQ(fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST), 0) << fgmm_get_last_error();
+    fgmm_stats st;
+    ASSERT_EQ(fgmm_stats_alloc(&st, k, d, 0), 0);
+    fgmm_data xd = {x.data(), n, d, FGMM_F32};
+    ASSERT_EQ(e->ops->kmeans(e, &xd, c.data(), k, &st), 0) << fgmm_get_last_error();
+    // float64 reference: nearest centroid, counts, sums, squared distances
+    std::vector<double> cnt(k), sums((size_t)k * d), sq(k);
+    double total = 0;
+    int64_t ambiguous = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double best = 1e300, second = 1e300;
+        int bj = 0;
+        for (int j = 0; j < k; j++) {
+            double s2 = 0;
+            for (int t = 0; t < d; t++) s2 += std::pow((double)x[i * d + t] - c[(size_t)j * d + t], 2);
+            if (s2 < best) second = best, best = s2, bj = j;
+            else if (s2 < second) second = s2;
+        }
+        ambiguous += second - best < 1e-3 * best;
+        cnt[bj] += 1;
+        sq[bj] += best;
+        total += best;
+        for (int t = 0; t < d; t++) sums[(size_t)bj * d + t] += x[i * d + t];
+    }
+    ASSERT_EQ(ambiguous, 0) << "test data should have no near-ties";
+    EXPECT_EQ(std::vector<double>(st.nk, st.nk + k), cnt);
+    EXPECT_LT(rel_err(st.s1, sums.data(), sums.size()), 1e-9);
+    EXPECT_LT(rel_err(st.s2, sq.data(), k), 1e-4);  // fp32 GEMM distances
+    EXPECT_NEAR(-st.obj, total, 1e-4 * total);
+    fgmm_stats_free(&st);
+    fgmm_engine_destroy(e);
 }
