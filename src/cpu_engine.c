@@ -25,7 +25,7 @@
 #define COL_CHUNK 64
 
 typedef struct cpu_scratch {
-    int k, d, rows;
+    int rows;
     float* xb;  /* rows x d: the block as float (u8 input, or diagonal x) */
     float* x2b; /* rows x d: squares (diagonal only) */
     float* xn;  /* rows: ||x||^2 */
@@ -54,7 +54,7 @@ static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
     memset(s, 0, sizeof *s);
     size_t rows = BLOCK_BYTES / (2 * sizeof(float) * (size_t)k);
     rows = rows < BLOCK_MIN_ROWS ? BLOCK_MIN_ROWS : rows > BLOCK_MAX_ROWS ? BLOCK_MAX_ROWS : rows;
-    s->k = k; s->d = d; s->rows = (int)rows;
+    s->rows = (int)rows;
     size_t rk = rows * k, rd = rows * d;
     s->xb = malloc(rd * sizeof(float));
     s->x2b = diag ? malloc(rd * sizeof(float)) : NULL;

@@ -224,9 +224,6 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
             g->var[j] = (float)fmax(v, t->p->var_floor * t->mean_var);
             g->w[j] = (float)((empty[j] ? 1.0 : nj) / (double)t->x.n);
         }
-        if (g->cov == FGMM_COV_DIAGONAL) /* isotropic start, broadcast per dimension */
-            for (int j = k - 1; j >= 0; j--)
-                for (int c = d - 1; c >= 0; c--) g->var[(size_t)j * d + c] = g->var[j];
         int nre = 0;
         if (ne) {
             /* Worst fit = farthest from its centroid: an isotropic unit-variance model ranks the same. */
@@ -246,6 +243,9 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
             if (t->p->progress) t->p->progress(t->p->progress_user, FGMM_PHASE_KMEANS, it, st.obj / t->x.n, nre);
         }
     }
+    if (g->cov == FGMM_COV_DIAGONAL) /* isotropic start (the last pass's), broadcast per dimension */
+        for (int j = k - 1; j >= 0; j--)
+            for (int c = d - 1; c >= 0; c--) g->var[(size_t)j * d + c] = g->var[j];
     double ws = 0;
     for (int j = 0; j < k; j++) ws += g->w[j];
     for (int j = 0; j < k; j++) g->w[j] = (float)(g->w[j] / ws);
@@ -271,18 +271,18 @@ static int mstep(trainer* t, FgmmModel* g, const fgmm_stats* st, int* nreseeded)
         for (int c = 0; c < d; c++) {
             double nu = st->s1[(size_t)j * d + c] / nj;
             if (diag) {
-                double v = st->s2[(size_t)j * d + c] / nj - nu * nu;
-                g->var[(size_t)j * d + c] = (float)fmax(v, floor);
-                vsum += fmax(v, floor) / d;
+                double v = fmax(st->s2[(size_t)j * d + c] / nj - nu * nu, floor);
+                g->var[(size_t)j * d + c] = (float)v;
+                vsum += v / d;
             }
             sh += (nu - mu[c]) * (nu - mu[c]);
             mu[c] = (float)nu;
         }
         if (!diag) {
             /* sum r||x - mu_new||^2 = sum r||x - mu_old||^2 - N_k ||mu_new - mu_old||^2 */
-            double v = (st->s2[j] - nj * sh) / (nj * d);
-            g->var[j] = (float)fmax(v, floor);
-            vsum += fmax(v, floor);
+            double v = fmax((st->s2[j] - nj * sh) / (nj * d), floor);
+            g->var[j] = (float)v;
+            vsum += v;
         }
         g->w[j] = (float)nj;
         nfull++;
