@@ -16,8 +16,6 @@ static const char* ext_of(const char* path) {
     return dot ? dot + 1 : "";
 }
 
-static int elem_size(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }
-
 static int dtype_of_ext(const char* e, FgmmDtype* t) {
     if (!strcmp(e, "fvecs")) *t = FGMM_F32;
     else if (!strcmp(e, "bvecs")) *t = FGMM_U8;
@@ -45,7 +43,7 @@ static int read_texmex(const char* path, FgmmDtype t, fgmm_idx_t max_rows, FgmmV
         fclose(f);
         return fgmm_fail(FGMM_ERR_IO, "'%s': first row has dimension %d; not a .%s file?", path, d, ext_of(path));
     }
-    size_t es = (size_t)elem_size(t), row = 4 + es * (size_t)d;
+    size_t es = fgmm_dtype_size(t), row = 4 + es * (size_t)d;
     if ((size_t)sb.st_size % row != 0) {
         fclose(f);
         return fgmm_fail(FGMM_ERR_IO, "'%s': size %lld is not a multiple of the row size %zu (d = %d): truncated?",
@@ -116,7 +114,7 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t max_rows, Fg
         hsize_t n = dims[0];
         if (max_rows > 0 && (hsize_t)max_rows < n) n = (hsize_t)max_rows;
         hsize_t start[2] = {0, 0}, cnt[2] = {n, dims[1]};
-        void* data = malloc((size_t)n * dims[1] * elem_size(t));
+        void* data = malloc((size_t)n * dims[1] * fgmm_dtype_size(t));
         ms = H5Screate_simple(2, cnt, NULL);
         if (!data) {
             rc = fgmm_fail(FGMM_ERR_NOMEM, "'%s': out of host memory", path);
@@ -166,7 +164,7 @@ int fgmm_vecs_write(const char* path, const FgmmVecs* v) {
     if (v->d < 1 || v->n < 0) return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d", (long long)v->n, v->d);
     FILE* f = fopen(path, "wb");
     if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s' for writing", path);
-    size_t es = (size_t)elem_size(t);
+    size_t es = fgmm_dtype_size(t);
     int32_t d = v->d, ok = 1;
     for (fgmm_idx_t i = 0; i < v->n && ok; i++)
         ok = fwrite(&d, 4, 1, f) == 1 && fwrite((const char*)v->data + (size_t)i * d * es, es, (size_t)d, f) == (size_t)d;

@@ -41,6 +41,17 @@ __device__ __forceinline__ float logdens(float g, float xn, float kn, float hp, 
     return (float)c - hp * q;
 }
 
+/* log sum_j exp(logp_j) over one row of G, a warp per row; every lane gets the value. */
+__device__ __forceinline__ float warp_row_lse(const float* gr, float x2, int k, const float* kn, const float* hp,
+                                              const double* c, int diag, int lane) {
+    float mx = -INFINITY, s = 0, dist;
+    for (int j = lane; j < k; j += 32) mx = fmaxf(mx, logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist));
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    for (int j = lane; j < k; j += 32) s += expf(logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist) - mx);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    return mx + logf(s);
+}
+
 __global__ void resp_kernel(float* __restrict__ g, int t, int k, const float* __restrict__ xn,
                             const float* __restrict__ kn, const float* __restrict__ hp, const double* __restrict__ c,
                             int diag, double* nk, double* s2, double* ll) {
@@ -50,15 +61,10 @@ __global__ void resp_kernel(float* __restrict__ g, int t, int k, const float* __
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     double part = 0;
     for (int r = warp; r < rows; r += NTHREADS / 32) { /* row log-sum-exp, a warp per row */
-        const float* gr = g + (long long)(r0 + r) * k;
-        float mx = -INFINITY, s = 0, dist;
-        for (int j = lane; j < k; j += 32) mx = fmaxf(mx, logdens(gr[j], xn[r0 + r], kn[j], hp[j], c[j], diag, &dist));
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        for (int j = lane; j < k; j += 32) s += expf(logdens(gr[j], xn[r0 + r], kn[j], hp[j], c[j], diag, &dist) - mx);
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        float z = warp_row_lse(g + (long long)(r0 + r) * k, xn[r0 + r], k, kn, hp, c, diag, lane);
         if (lane == 0) {
-            lz[r] = mx + logf(s);
-            part += lz[r];
+            lz[r] = z;
+            part += z;
         }
     }
     if (lane == 0) wsum[warp] = part;
@@ -96,12 +102,8 @@ __global__ void topm_kernel(const float* __restrict__ g, int t, int k, const flo
     int row = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
     if (row >= t) return;
     const float* gr = g + (long long)row * k;
-    float x2 = xn[row], mx = -INFINITY, s = 0, dist;
-    for (int j = lane; j < k; j += 32) mx = fmaxf(mx, logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist));
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    for (int j = lane; j < k; j += 32) s += expf(logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist) - mx);
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    float lz = mx + logf(s);
+    float x2 = xn[row], dist;
+    float lz = warp_row_lse(gr, x2, k, kn, hp, c, diag, lane);
     if (loglik && lane == 0) loglik[row] = lz;
     float pv = INFINITY;
     int pj = -1;

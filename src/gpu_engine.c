@@ -6,8 +6,8 @@
  * stream. Statistics are summed across chunks in double on the device; the
  * M-step runs on the host (O(k d) per iteration, shared with the CPU backend).
  * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, otherwise
- * row tiles around cuBLAS SGEMMs (memory O(tile k)). Top-m assignment runs on
- * the CPU backend for now.
+ * row tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve
+ * k-means and top-m assignment.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -108,8 +108,6 @@ typedef struct gpu_impl {
     double amax;
 } gpu_impl;
 
-static size_t esize(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }
-
 int fgmm_gpu_available(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -138,12 +136,12 @@ static int call_ranges(gpu_impl* g, const void* dx, long long base, long long ro
 }
 
 static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    return call_ranges(g, g->data.p, 0, x->n, (size_t)x->d * esize(x->dtype), fn, ctx);
+    return call_ranges(g, g->data.p, 0, x->n, (size_t)x->d * fgmm_dtype_size(x->dtype), fn, ctx);
 }
 
 /* Calls fn on device-resident row ranges covering all of x. */
 static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    size_t row_bytes = (size_t)x->d * esize(x->dtype), total = (size_t)x->n * row_bytes;
+    size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
     if (g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype)
         return resident_ranges(g, x, fn, ctx);
     size_t free_b = 0, total_b = 0;
@@ -227,6 +225,37 @@ static double data_amax(gpu_impl* g, const fgmm_data* x) {
     return mx;
 }
 
+/* Row tile of the cuBLAS path for k components (at most rows) and its scratch: xf, xn, the
+ * distance tile G, and x2 when the squares are needed (diagonal covariance). */
+static int blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile) {
+    long long t = g->tile_rows ? g->tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
+    if (t > rows) t = rows;
+    if (t < 1) t = 1;
+    int rc;
+    if ((rc = dgrow(&g->xf, (size_t)t * d * sizeof(float), "row tile")) ||
+        (squares && (rc = dgrow(&g->x2, (size_t)t * d * sizeof(float), "row tile squares"))) ||
+        (rc = dgrow(&g->xn, (size_t)t * sizeof(float), "row norms")) ||
+        (rc = dgrow(&g->g, (size_t)t * k * sizeof(float), "distance tile")))
+        return rc;
+    *tile = t;
+    return FGMM_OK;
+}
+
+/* Loads t rows at dx into xf (and x2), xn, then G = x B^T with B = g->mu: isotropic and k-means
+ * B = means; diagonal G = x^2 P^T + x Q^T with P = 1/var, Q = -2 mu/var stacked in g->mu. */
+static int blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, int k, int d, int diag) {
+    const float* mu = g->mu.p;
+    float one = 1.f, zero = 0.f;
+    KL(fgmm_blas_load_tile(dx, dt == FGMM_U8, t, d, g->xf.p, diag ? g->x2.p : NULL, g->xn.p, g->st));
+    if (diag) {
+        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->x2.p, d, &zero, g->g.p, k));
+        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu + (size_t)k * d, d, g->xf.p, d, &one, g->g.p, k));
+    } else {
+        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->xf.p, d, &zero, g->g.p, k));
+    }
+    return FGMM_OK;
+}
+
 /* The pieces of one E-step shared by resident and streamed data. */
 typedef struct estep_run {
     estep_ctx* c;
@@ -255,30 +284,17 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long ro
         return FGMM_OK;
     }
     /* cuBLAS path */
-    long long tile = g->tile_rows ? g->tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
-    if (tile > rows) tile = rows;
-    if (tile < 1) tile = 1;
-    if ((rc = dgrow(&g->xf, (size_t)tile * d * sizeof(float), "row tile")) ||
-        (c->diag && (rc = dgrow(&g->x2, (size_t)tile * d * sizeof(float), "row tile squares"))) ||
-        (rc = dgrow(&g->xn, (size_t)tile * sizeof(float), "row norms")) ||
-        (rc = dgrow(&g->g, (size_t)tile * k * sizeof(float), "distance tile")) ||
-        (rc = dgrow(&g->f, (size_t)k * d * sizeof(float), "R^T x")))
+    long long tile;
+    if ((rc = blas_tile(g, rows, k, d, c->diag, &tile)) || (rc = dgrow(&g->f, (size_t)k * d * sizeof(float), "R^T x")))
         return rc;
-    const float* mu = g->mu.p;                           /* isotropic: mu; diagonal: 1/var */
-    const float* mu2 = (const float*)g->mu.p + (size_t)k * d; /* diagonal: -2 mu / var */
     const float* kn = (const float*)g->cst.p, *hp = kn + k;
     const double* cc = g->cd.p;
     float one = 1.f, zero = 0.f;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
-        KL(fgmm_blas_load_tile((const char*)dx + (size_t)r0 * d * esize(run->dtype), dtype, t, d, g->xf.p,
-                               c->diag ? g->x2.p : NULL, g->xn.p, g->st));
-        if (c->diag) {
-            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->x2.p, d, &zero, g->g.p, k));
-            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu2, d, g->xf.p, d, &one, g->g.p, k));
-        } else {
-            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->xf.p, d, &zero, g->g.p, k));
-        }
+        if ((rc = blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k,
+                                 d, c->diag)))
+            return rc;
         KL(fgmm_blas_resp(g->g.p, t, k, g->xn.p, kn, hp, cc, c->diag, g->nk.p, g->s2.p, g->ll.p, g->st));
         CB(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, k, t, &one, g->xf.p, d, g->g.p, k, &zero, g->f.p, d));
         KL(fgmm_blas_accumulate(g->f.p, g->s1.p, (long long)k * d, g->st));
@@ -557,18 +573,12 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     (void)row0;
     kmeans_run* run = vrun;
     int k = run->k, d = run->d, rc;
-    long long tile = (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
-    if (tile > rows) tile = rows;
-    if ((rc = dgrow(&g->xf, (size_t)tile * d * sizeof(float), "row tile")) ||
-        (rc = dgrow(&g->xn, (size_t)tile * sizeof(float), "row norms")) ||
-        (rc = dgrow(&g->g, (size_t)tile * k * sizeof(float), "distance tile")))
-        return rc;
-    float one = 1.f, zero = 0.f;
+    long long tile;
+    if ((rc = blas_tile(g, rows, k, d, 0, &tile))) return rc;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
-        KL(fgmm_blas_load_tile((const char*)dx + (size_t)r0 * d * esize(run->dtype), run->dtype == FGMM_U8, t, d,
-                               g->xf.p, NULL, g->xn.p, g->st));
-        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, g->mu.p, d, g->xf.p, d, &zero, g->g.p, k));
+        if ((rc = blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k, d, 0)))
+            return rc;
         KL(fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->xn.p, g->cst.p, t, k, d, g->nk.p, g->s1.p, g->s2.p, g->ll.p, g->st));
     }
     return FGMM_OK;
@@ -628,31 +638,20 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     assign_run* run = vrun;
     estep_ctx* c = run->c;
     int k = c->m->k, d = c->m->d, rc, m = run->topm > 0 ? run->topm : 0;
-    long long tile = (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
-    if (tile > rows) tile = rows;
-    if ((rc = dgrow(&g->xf, (size_t)tile * d * sizeof(float), "row tile")) ||
-        (c->diag && (rc = dgrow(&g->x2, (size_t)tile * d * sizeof(float), "row tile squares"))) ||
-        (rc = dgrow(&g->xn, (size_t)tile * sizeof(float), "row norms")) ||
-        (rc = dgrow(&g->g, (size_t)tile * k * sizeof(float), "distance tile")) ||
+    long long tile;
+    if ((rc = blas_tile(g, rows, k, d, c->diag, &tile)) ||
         (rc = dgrow(&g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float), "top-m")))
         return rc;
     long long* dl = g->f.p;
     float* dr = (float*)(dl + (size_t)tile * (m ? m : 1));
     float* dll = dr + (size_t)tile * (m ? m : 1);
     const float* kn = (const float*)g->cst.p, *hp = kn + k;
-    float one = 1.f, zero = 0.f;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
         long long at = row0 + r0;
-        KL(fgmm_blas_load_tile((const char*)dx + (size_t)r0 * d * esize(run->dtype), run->dtype == FGMM_U8, t, d,
-                               g->xf.p, c->diag ? g->x2.p : NULL, g->xn.p, g->st));
-        const float* mu = g->mu.p;
-        if (c->diag) {
-            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->x2.p, d, &zero, g->g.p, k));
-            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu + (size_t)k * d, d, g->xf.p, d, &one, g->g.p, k));
-        } else {
-            CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->xf.p, d, &zero, g->g.p, k));
-        }
+        if ((rc = blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k,
+                                 d, c->diag)))
+            return rc;
         KL(fgmm_blas_topm(g->g.p, t, k, g->xn.p, kn, hp, g->cd.p, c->diag, m, dl, dr, dll, g->st));
         if (m) {
             CU(cudaMemcpyAsync(run->labels + (size_t)at * m, dl, (size_t)t * m * sizeof(long long), cudaMemcpyDeviceToHost, g->st));

@@ -82,6 +82,9 @@ int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, s
 int fgmm_engine_create(fgmm_engine** out, const FgmmParams* params);
 void fgmm_engine_destroy(fgmm_engine* e);
 
+/* Bytes per value of a dtype (FGMM_I32 included). */
+static inline size_t fgmm_dtype_size(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }
+
 /* Checks a data view (NULL, d, n) and that every value is finite. */
 int fgmm_data_check(const fgmm_data* x, const char* who);
 /* Row i converted to float. */

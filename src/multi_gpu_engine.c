@@ -57,7 +57,7 @@ static int nccl_load(nccl_api* a) {
 
 static fgmm_data shard(const fgmm_data* x, int r, int nr) {
     fgmm_idx_t a = x->n * r / nr, b = x->n * (r + 1) / nr;
-    size_t row = (size_t)x->d * (x->dtype == FGMM_U8 ? 1 : 4);
+    size_t row = (size_t)x->d * fgmm_dtype_size(x->dtype);
     return (fgmm_data){(const char*)x->x + (size_t)a * row, b - a, x->d, x->dtype};
 }
 
