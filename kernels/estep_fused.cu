@@ -30,6 +30,9 @@
 #define P1_BN 64
 /* pass-2 rows per tile: 64 keeps the S^T tile at 32 registers so two blocks fit on an SM */
 #define P2_BM_OF(MODE) 64
+/* pass-2 row-tile stages: prepared rows are plain copies, NST - 1 tiles in flight; raw rows
+ * go through one staging buffer and a conversion */
+#define P2_STAGES(PREP) ((PREP) ? 3 : 1)
 #define P2_BN FGMM_FUSED_KTILE
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
@@ -81,6 +84,9 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_u32(dst)), "l"(src));
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
@@ -169,6 +175,32 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
     if (part == 0) xn[r] = ss;
 }
 
+/* Prepared rows (fp16, dp wide, already centred and prescaled; see fgmm_fused_prepare): async
+ * copies of `valid` rows straight into the smem tile, their norms into xn and, if lzg is given,
+ * their logz2 into lz. Rows past `valid` are zeros with lz = +inf (responsibility 0). */
+template <int ROWS>
+__device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
+                                              bf16* xs, float* xn, float* lz) {
+    const int chunks = dp / 8; /* 16-byte chunks per row */
+    for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
+        int r = i / chunks, c = i - r * chunks;
+        bf16* dst = xs + r * SROW + c * 8;
+        if (r < valid)
+            cp_async16(dst, src + (long long)r * dp + c * 8);
+        else
+            *(uint4*)dst = make_uint4(0u, 0u, 0u, 0u);
+    }
+    for (int i = threadIdx.x; i < ROWS; i += NTHREADS) {
+        if (i < valid) {
+            cp_async4(xn + i, xng + i);
+            if (lzg) cp_async4(lz + i, lzg + i);
+        } else {
+            xn[i] = 0.f;
+            if (lzg) lz[i] = INFINITY;
+        }
+    }
+}
+
 /* Async copy of `bytes` (a multiple of 16, 16-byte aligned) from global to smem. */
 __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes) {
     for (int i = threadIdx.x * 16; i < bytes; i += NTHREADS * 16) cp_async16((char*)dst + i, (const char*)src + i);
@@ -189,7 +221,7 @@ template <typename T, int MODE>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
           double* __restrict__ ll_part) {
-    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16;
+    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16* xs = (bf16*)smem_raw;                                   /* P1_BM x SROW */
     bf16* xl = xs + P1_BM * SROW;                                 /* EXACT only */
@@ -216,9 +248,15 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         }
     };
     issue_tile(0);
-    for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
-    __syncthreads();
-    convert_rows<T, MODE, P1_BM>(x + row0 * m.d, (int)min((long long)P1_BM, n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
+    const int valid = (int)min((long long)P1_BM, n - row0);
+    if constexpr (PREP) {
+        load_prepared<P1_BM>((const __half*)x + row0 * dp, valid, dp, m.xnorm + row0, NULL, xs, xn, NULL);
+        cp_async_wait_all();
+    } else {
+        for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
+        __syncthreads();
+        convert_rows<T, MODE, P1_BM>(x + row0 * m.d, valid, m.d, dp, shs, m.scale, xs, xl, xn);
+    }
     __syncthreads();
 
     /* This warp's 16 rows as A fragments, all k-steps, kept in registers. */
@@ -304,16 +342,16 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
-    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16;
-    constexpr int P2_BM = P2_BM_OF(MODE);
+    constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
+    constexpr int P2_BM = P2_BM_OF(MODE), NST = P2_STAGES(PREP);
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16* xs = (bf16*)smem_raw;                     /* P2_BM x SROW */
-    bf16* xl = xs + P2_BM * SROW;                   /* EXACT only */
-    bf16* ms = xs + (EXACT ? 2 : 1) * P2_BM * SROW; /* [hi, lo] P2_BN x SROW, used once */
-    float* xn = (float*)(ms + (EXACT ? 2 : 1) * P2_BN * SROW);
-    float* lz = xn + P2_BM;
-    float* shs = lz + P2_BM;                          /* DP_MAX */
-    T* raw = (T*)(shs + DP_MAX);                      /* P2_BM x d: the next tile, as stored */
+    bf16* xs = (bf16*)smem_raw;                                 /* NST x P2_BM x SROW */
+    bf16* xl = xs + NST * P2_BM * SROW;                         /* EXACT only */
+    bf16* ms = xl + (EXACT ? P2_BM * SROW : 0);                 /* [hi, lo] P2_BN x SROW, used once */
+    float* xn = (float*)(ms + (EXACT ? 2 : 1) * P2_BN * SROW);  /* NST x P2_BM */
+    float* lz = xn + NST * P2_BM;                               /* NST x P2_BM */
+    float* shs = lz + NST * P2_BM;                              /* DP_MAX */
+    T* raw = (T*)(shs + DP_MAX);                                /* raw input: P2_BM x d, the next tile as stored */
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const int dp = m.dp, nks = dp / 16;
@@ -329,12 +367,26 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         if ((t + 1) * P2_BM <= n) copy_async(raw, x + t * P2_BM * m.d, tile_bytes);
         asm volatile("cp.async.commit_group;\n" ::);
     };
-    prefetch(t_begin);
+    /* prepared rows: tile t goes to stage (t - t_begin) % NST, NST - 1 tiles ahead of the math */
+    auto issue = [&](long long t, int s) {
+        if (t < t_end) {
+            const long long r0 = t * P2_BM;
+            load_prepared<P2_BM>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp, m.xnorm + r0,
+                                 logz2 + r0, xs + s * P2_BM * SROW, xn + s * P2_BM, lz + s * P2_BM);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
     stage_mu_async((const bf16*)m.mu_hi, dp, k0, P2_BN, ms);
     if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, k0, P2_BN, ms + P2_BN * SROW);
-    for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
-    cp_async_wait_all();
-    __syncthreads();
+    if constexpr (PREP) {
+#pragma unroll
+        for (int i = 0; i < NST - 1; i++) issue(t_begin + i, i); /* the first group also holds the means */
+    } else {
+        prefetch(t_begin);
+        for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
+        cp_async_wait_all();
+        __syncthreads();
+    }
     /* this warp's 16 components stay in smem (ms); their A fragments are re-read per k-step,
      * which frees 32 registers for a second block per SM */
     const bf16* am = ms + (wk + lane % 16) * SROW + (lane / 16) * 8;
@@ -352,18 +404,30 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     const float m2 = -2.f * m.inv_scale2;
     float nk[2] = {0.f, 0.f}, s2[2] = {0.f, 0.f};
 
-    for (long long t = t_begin; t < t_end; t++) {
+    int stage = 0; /* (t - t_begin) % NST */
+    for (long long t = t_begin; t < t_end; t++, stage = stage + 1 == NST ? 0 : stage + 1) {
         const long long row0 = t * P2_BM;
-        cp_async_wait_all();
-        __syncthreads(); /* tile t landed; the previous tile's smem reads are done */
-        if (row0 + P2_BM <= n)
-            convert_rows<T, MODE, P2_BM>(raw, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
-        else
-            convert_rows<T, MODE, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
-        for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
-            lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
-        __syncthreads();
-        if (t + 1 < t_end) prefetch(t + 1); /* raw is free again; the copy overlaps this tile's math */
+        const bf16* xt = xs; /* this tile's operands, norms and logz2 */
+        const float *xnt = xn, *lzt = lz;
+        if constexpr (PREP) {
+            asm volatile("cp.async.wait_group %0;\n" ::"n"(NST - 2));
+            __syncthreads(); /* tile t landed; the stage written next was last read for tile t - 1 */
+            issue(t + NST - 1, stage == 0 ? NST - 1 : stage - 1);
+            xt = xs + stage * P2_BM * SROW;
+            xnt = xn + stage * P2_BM;
+            lzt = lz + stage * P2_BM;
+        } else {
+            cp_async_wait_all();
+            __syncthreads(); /* tile t landed; the previous tile's smem reads are done */
+            if (row0 + P2_BM <= n)
+                convert_rows<T, MODE, P2_BM>(raw, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
+            else
+                convert_rows<T, MODE, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
+            for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
+                lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
+            __syncthreads();
+            if (t + 1 < t_end) prefetch(t + 1); /* raw is free again; the copy overlaps this tile's math */
+        }
 
         /* S^T (16 components x 64 rows per warp) = mu x^T */
         float st[P2_BM / 8][4];
@@ -375,7 +439,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
             uint32_t ah[4], al[4];
             ldsm_x4(ah, am + ks * 16);
             if (EXACT) ldsm_x4(al, am + P2_BN * SROW + ks * 16);
-            mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xs, xl, ks, lane);
+            mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xt, xl, ks, lane);
         }
         /* responsibilities, N_k and sum r ||x - mu||^2, in place */
 #pragma unroll
@@ -383,8 +447,8 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int h = e >> 1, col = j * 8 + 2 * c + (e & 1);
-                float dist = fmaxf(fmaf(m2, st[j][e], xn[col] + cm[h]), 0.f);
-                float r = exp2f(fmaf(-ch[h], dist, ca[h]) - lz[col]);
+                float dist = fmaxf(fmaf(m2, st[j][e], xnt[col] + cm[h]), 0.f);
+                float r = exp2f(fmaf(-ch[h], dist, ca[h]) - lzt[col]);
                 nk[h] += r;
                 s2[h] = fmaf(r, dist, s2[h]);
                 st[j][e] = r;
@@ -410,7 +474,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                 if (np * 16 >= dp) break;
                 uint32_t b[4], bl[4];
                 const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
-                ldsm_x4_t(b, xs + boff);
+                ldsm_x4_t(b, xt + boff);
                 if (EXACT) ldsm_x4_t(bl, xl + boff);
                 mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
             }
@@ -467,9 +531,10 @@ static size_t lse_smem(int exact) {
     return (size_t)(f * P1_BM * SROW + 2 * f * P1_BN * SROW) * sizeof(bf16) + (P1_BM + 6 * P1_BN + DP_MAX) * sizeof(float);
 }
 static size_t acc_smem(int mode, int d, int esz) {
-    int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode);
-    return (size_t)(f * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) + (2 * P2_BM + DP_MAX) * sizeof(float) +
-           (size_t)P2_BM * d * esz;
+    int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode), prep = esz == 2,
+        nst = P2_STAGES(prep);
+    return (size_t)((nst + f - 1) * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) +
+           (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz);
 }
 
 template <typename T, int MODE>
@@ -481,14 +546,16 @@ static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, flo
     return (int)cudaGetLastError();
 }
 
+/* dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED fp16 rows (fp16 mode only) */
 #define DISPATCH(F, ...)                                                                          \
-    switch (mode * 2 + (dtype == 1)) {                                                            \
-    case 2 * FGMM_FUSED_BF16: return F<float, FGMM_FUSED_BF16>(__VA_ARGS__);                      \
-    case 2 * FGMM_FUSED_BF16 + 1: return F<uint8_t, FGMM_FUSED_BF16>(__VA_ARGS__);                \
-    case 2 * FGMM_FUSED_EXACT: return F<float, FGMM_FUSED_EXACT>(__VA_ARGS__);                    \
-    case 2 * FGMM_FUSED_EXACT + 1: return F<uint8_t, FGMM_FUSED_EXACT>(__VA_ARGS__);              \
-    case 2 * FGMM_FUSED_FP16: return F<float, FGMM_FUSED_FP16>(__VA_ARGS__);                      \
-    case 2 * FGMM_FUSED_FP16 + 1: return F<uint8_t, FGMM_FUSED_FP16>(__VA_ARGS__);                \
+    switch (mode * 3 + dtype) {                                                                   \
+    case 3 * FGMM_FUSED_BF16: return F<float, FGMM_FUSED_BF16>(__VA_ARGS__);                      \
+    case 3 * FGMM_FUSED_BF16 + 1: return F<uint8_t, FGMM_FUSED_BF16>(__VA_ARGS__);                \
+    case 3 * FGMM_FUSED_EXACT: return F<float, FGMM_FUSED_EXACT>(__VA_ARGS__);                    \
+    case 3 * FGMM_FUSED_EXACT + 1: return F<uint8_t, FGMM_FUSED_EXACT>(__VA_ARGS__);              \
+    case 3 * FGMM_FUSED_FP16: return F<float, FGMM_FUSED_FP16>(__VA_ARGS__);                      \
+    case 3 * FGMM_FUSED_FP16 + 1: return F<uint8_t, FGMM_FUSED_FP16>(__VA_ARGS__);                \
+    case 3 * FGMM_FUSED_FP16 + FGMM_FUSED_PREPARED: return F<__half, FGMM_FUSED_FP16>(__VA_ARGS__); \
     default: return (int)cudaErrorInvalidValue;                                                   \
     }
 
@@ -526,4 +593,47 @@ extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, cons
                                      cudaStream_t stream) {
     if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
     DISPATCH(launch_acc, x, n, m, logz2, nk, s1, s2, splits, stream)
+}
+
+/* One warp per row: out = fp16((x - shift) * scale), dp wide (zero padding); xn = ||x - shift||^2 in fp32. */
+template <typename T>
+__global__ void prepare_rows(const T* __restrict__ x, long long n, int d, int dp, const float* __restrict__ shift,
+                             float scale, __half* __restrict__ out, float* __restrict__ xn) {
+    const int lane = threadIdx.x % 32;
+    const long long nw = (long long)gridDim.x * blockDim.x / 32;
+    for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; i < n; i += nw) {
+        float ss = 0.f;
+        for (int c = lane; c < dp; c += 32) {
+            float v = c < d ? (float)x[i * d + c] - shift[c] : 0.f;
+            ss = fmaf(v, v, ss);
+            out[i * dp + c] = __float2half_rn(v * scale);
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) xn[i] = ss;
+    }
+}
+
+extern "C" int fgmm_fused_prepare(const void* x, int dtype, long long n, int d, int dp, const float* shift, float scale,
+                                  void* out, float* xn, cudaStream_t stream) {
+    if (n <= 0) return 0;
+    long long blocks = (n + 7) / 8;
+    int grid = (int)(blocks < 4096 ? blocks : 4096);
+    if (dtype == 1)
+        prepare_rows<<<grid, 256, 0, stream>>>((const uint8_t*)x, n, d, dp, shift, scale, (__half*)out, xn);
+    else
+        prepare_rows<<<grid, 256, 0, stream>>>((const float*)x, n, d, dp, shift, scale, (__half*)out, xn);
+    return (int)cudaGetLastError();
+}
+
+__global__ void unshift_s1(const double* __restrict__ nk, double* __restrict__ s1, const float* __restrict__ shift,
+                           int k, int dp) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (long long)k * dp;
+         i += (long long)gridDim.x * blockDim.x)
+        s1[i] += nk[i / dp] * (double)shift[i % dp];
+}
+
+extern "C" int fgmm_fused_unshift(const double* nk, double* s1, const float* shift, int k, int dp, cudaStream_t stream) {
+    unshift_s1<<<256, 256, 0, stream>>>(nk, s1, shift, k, dp);
+    return (int)cudaGetLastError();
 }

@@ -21,6 +21,10 @@ extern "C" {
 #define FGMM_FUSED_EXACT 1 /* bf16 hi/lo split of both operands: 3 mma per product, about fp32 */
 #define FGMM_FUSED_FP16 2  /* fp16 operands, prescaled by `scale` (a power of two) to stay in range */
 
+/* Input dtype code of prepared rows (besides 0 float, 1 uint8): fp16, dp wide, already centred by
+ * shift and prescaled, with their fp32 norms in fgmm_fused_model.xnorm (fp16 mode only). */
+#define FGMM_FUSED_PREPARED 2
+
 /* Device-side model of the fused isotropic E-step, in the log2 domain:
  * log2(w_k p(x|k)) = a2[k] - h2[k] * ||x' - mu'_k||^2 with x' = x - shift. */
 typedef struct fgmm_fused_model {
@@ -34,12 +38,19 @@ typedef struct fgmm_fused_model {
     float scale;           /* operands are (x - shift) * scale; 1 for the bf16 modes */
     float inv_scale2;      /* 1 / scale^2: turns operand dot products back into data units */
     float inv_scale;       /* 1 / scale */
+    const float* xnorm;    /* prepared input only: ||x'_i||^2 of the rows passed */
 } fgmm_fused_model;
+
+/* Prepared rows: out (n x dp fp16) = (x - shift) * scale, xn[i] = ||x_i - shift||^2 (fp32, unscaled). */
+int fgmm_fused_prepare(const void* x, int dtype, long long n, int d, int dp, const float* shift, float scale,
+                       void* out, float* xn, cudaStream_t stream);
+/* s1[q x dp] += nk[q] * shift: statistics of centred rows back to data coordinates. */
+int fgmm_fused_unshift(const double* nk, double* s1, const float* shift, int k, int dp, cudaStream_t stream);
 
 /* Fills mu_hi/mu_lo (kp x dp, 16-bit) from mu' * scale (kp x dp float) for the mode. */
 int fgmm_fused_split(const float* mu, void* hi, void* lo, long long count, float scale, int mode, cudaStream_t stream);
 
-/* Pass 1: logz2[i] = log2 sum_k w_k p(x_i|k) for n rows of x (dtype 0 float, 1 uint8);
+/* Pass 1: logz2[i] = log2 sum_k w_k p(x_i|k) for n rows of x (dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED);
  * ll_part[b] = sum of logz2 over block b's rows (blocks: fgmm_fused_lse_blocks(n)). */
 int fgmm_fused_lse_blocks(long long n);
 int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,

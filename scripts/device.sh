@@ -3,6 +3,7 @@
 # FAISS/OpenBLAS/HDF5/gtest), it runs what was built here.
 #   scripts/device.sh bundle          (here) build, then copy binaries + non-system libs to .devbundle/
 #   scripts/device.sh run [bench...]  (on the device) GPU tests, then bench_estep; logs to $OUT
+#                                     (FGMM_QUICK=1: only those; else also CPU, train, stream, assign)
 #   scripts/device.sh sanitize        (on the device) GPU tests under compute-sanitizer memcheck/racecheck
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
 set -uo pipefail
@@ -34,8 +35,8 @@ run)
     cd "$top"
     timeout 300 "$b/flashgmm_tests" --gtest_filter='Gpu*' 2>&1 | tee "$out/gpu_tests.log" | grep -E '^\[  (FAILED|PASSED|  OK|SKIPPED)|Failure|error|Expected|Which|actual' | head -60
     timeout 300 "$b/bench_estep" "$@" 2>&1 | tee "$out/bench.log"
-    timeout 120 "$b/bench_cpu" 2>&1 | tee "$out/bench_cpu.log"
     if [ -z "${FGMM_QUICK:-}" ]; then
+        timeout 120 "$b/bench_cpu" 2>&1 | tee "$out/bench_cpu.log"
         timeout 150 "$b/bench_estep" --train 1000000x1024x128 2>&1 | tee "$out/train.log"
         timeout 150 "$b/bench_estep" --train 100000x256x128 2>&1 | tee -a "$out/train.log"
         timeout 200 "$b/bench_estep" --stream 200000000x1024x128 --mem-limit-mb 2048 2>&1 | tee "$out/stream.log"

@@ -3,7 +3,9 @@
  * Data: copied to the device once and cached while the same host array is
  * used (an EM run); if it does not fit in the memory budget it is streamed in
  * row chunks through two pinned buffers, copies overlapping compute on a second
- * stream. Statistics are summed across chunks in double on the device; the
+ * stream. For the fused fp16 E-step the resident copy is kept "prepared":
+ * centred on the data mean, prescaled, fp16, with fp32 row norms (half the
+ * bytes of fp32 rows; the kernels then copy tiles without converting them). Statistics are summed across chunks in double on the device; the
  * M-step runs on the host (O(k d) per iteration, shared with the CPU backend).
  * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, otherwise
  * row tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve
@@ -12,12 +14,16 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gpu_engine.h"
 #include "internal.h"
 #include "kernels.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define LOG2E 1.4426950408889634
 #define LN2 0.69314718055994531
@@ -81,12 +87,14 @@ typedef struct gpu_impl {
     size_t host_up_cap;
     cublasHandle_t blas;
     fgmm_engine* cpu;
-    /* resident data */
+    /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
+     * holds n x dp fp16, xnorm n floats) */
     const void* host_x;
     fgmm_idx_t host_n;
     int host_d;
     FgmmDtype host_dtype;
-    dbuf data;
+    int host_fmt;
+    dbuf data, xnorm;
     /* streaming */
     dbuf chunk[2];
     void* pinned[2];
@@ -97,16 +105,20 @@ typedef struct gpu_impl {
     dbuf xf, x2, xn, g, f;
     /* statistics computed on the device and not yet downloaded (begin / finish) */
     struct {
-        int active, k, d, dp, per_dim, fused;
+        int active, k, d, dp, per_dim;
         long long ll_len;
-        double scale;  /* obj = scale * sum(ll) */
-        double* shift; /* fused path: the kernel summed x - shift (d values) */
+        double scale; /* obj = scale * sum(ll) */
     } pend;
-    /* max |x| of the last data seen (bounds the fp16 prescale) */
-    const void* amax_x;
-    fgmm_idx_t amax_n;
-    double amax;
+    /* host scan of the last data seen: max |x| (bounds the fp16 prescale), the column means (the
+     * fused path's centring shift; dp floats, zero padding) and the prepared rows' prescale */
+    const void* scan_x;
+    fgmm_idx_t scan_n;
+    int scan_d;
+    double amax, prep_scale;
+    float* data_mean;
 } gpu_impl;
+
+enum { FMT_RAW = 0, FMT_F16 = 1 };
 
 int fgmm_gpu_available(void) {
     int n = 0;
@@ -135,19 +147,79 @@ static int call_ranges(gpu_impl* g, const void* dx, long long base, long long ro
     return FGMM_OK;
 }
 
-static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    return call_ranges(g, g->data.p, 0, x->n, (size_t)x->d * fgmm_dtype_size(x->dtype), fn, ctx);
+/* Bytes per resident row in a format. */
+static size_t fmt_row_bytes(const fgmm_data* x, int fmt) {
+    return fmt == FMT_F16 ? (size_t)(x->d + 15) / 16 * 16 * 2 + sizeof(float) : (size_t)x->d * fgmm_dtype_size(x->dtype);
 }
 
-/* Calls fn on device-resident row ranges covering all of x. */
-static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
-    if (g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype)
-        return resident_ranges(g, x, fn, ctx);
+static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
+    return g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype && g->host_fmt == fmt;
+}
+
+/* Whether x fits on the device in a format, next to 64 MB of scratch (a resident copy in the
+ * other format would be replaced, so it counts as free). */
+static int resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out) {
     size_t free_b = 0, total_b = 0;
-    CU(cudaMemGetInfo(&free_b, &total_b));
-    size_t budget = g->mem_limit ? g->mem_limit : (size_t)(0.8 * (double)free_b);
-    if (total + ((size_t)64 << 20) <= budget) { /* resident: copy once, reuse for every pass */
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        cudaGetLastError();
+        free_b = 0;
+    }
+    size_t budget = g->mem_limit ? g->mem_limit : (size_t)(0.8 * (double)(free_b + g->data.cap + g->xnorm.cap));
+    if (budget_out) *budget_out = budget;
+    return is_resident(g, x, fmt) || (size_t)x->n * fmt_row_bytes(x, fmt) + ((size_t)64 << 20) <= budget;
+}
+
+static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
+    size_t rb = g->host_fmt == FMT_F16 ? (size_t)(x->d + 15) / 16 * 16 * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
+    return call_ranges(g, g->data.p, 0, x->n, rb, fn, ctx);
+}
+
+/* Uploads x as prepared rows (fp16, centred on g->data_mean, prescaled by g->prep_scale), through a
+ * device staging buffer of at most 64 MB that is freed afterwards. */
+static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
+    int d = x->d, dp = (d + 15) / 16 * 16, rc;
+    size_t rb = (size_t)d * fgmm_dtype_size(x->dtype);
+    long long piece = (long long)(((size_t)64 << 20) / rb);
+    if (piece > x->n) piece = x->n;
+    g->host_x = NULL; /* invalid until complete */
+    dbuf stage = {0}, sh = {0};
+    if ((rc = dgrow(&g->data, (size_t)x->n * dp * 2, "the prepared data")) ||
+        (rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) ||
+        (rc = dgrow(&stage, (size_t)piece * rb, "upload staging")) || (rc = dgrow(&sh, (size_t)dp * sizeof(float), "shift"))) {
+        cudaFree(stage.p);
+        return rc;
+    }
+    cudaError_t ce = cudaMemcpy(sh.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice);
+    for (long long r0 = 0; r0 < x->n && !ce && !rc; r0 += piece) {
+        long long nr = x->n - r0 < piece ? x->n - r0 : piece;
+        ce = cudaMemcpy(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice);
+        if (!ce)
+            ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, sh.p, (float)g->prep_scale,
+                                                 (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
+        if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
+    }
+    cudaFree(stage.p);
+    cudaFree(sh.p);
+    if (ce) return cuda_fail(ce, "data preparation");
+    g->host_x = x->x;
+    g->host_n = x->n;
+    g->host_d = x->d;
+    g->host_dtype = x->dtype;
+    g->host_fmt = FMT_F16;
+    return FGMM_OK;
+}
+
+/* Calls fn on device-resident row ranges covering all of x; fmt FMT_F16 requires resident_fits. */
+static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx) {
+    size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
+    if (is_resident(g, x, fmt)) return resident_ranges(g, x, fn, ctx);
+    if (fmt == FMT_F16) {
+        int rc = upload_prepared(g, x);
+        return rc ? rc : resident_ranges(g, x, fn, ctx);
+    }
+    size_t budget;
+    if (resident_fits(g, x, FMT_RAW, &budget)) { /* resident: copy once, reuse for every pass */
+        g->host_x = NULL;
         int rc = dgrow(&g->data, total, "the data");
         if (rc) return rc;
         CU(cudaMemcpy(g->data.p, x->x, total, cudaMemcpyHostToDevice));
@@ -155,6 +227,7 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
         g->host_n = x->n;
         g->host_d = x->d;
         g->host_dtype = x->dtype;
+        g->host_fmt = FMT_RAW;
         return resident_ranges(g, x, fn, ctx);
     }
     /* streaming: two chunks of a quarter of the budget each */
@@ -204,25 +277,87 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ct
 typedef struct estep_ctx {
     const FgmmModel* m;
     int fused, mode, kp, dp, diag;
-    double data_amax;
-    double* shift; /* host copy of the centring shift (fused path), dp values */
+    int prep;      /* in: use prepared rows if the model allows; out: whether it does */
     int blas_only; /* prepare the cuBLAS-path constants even where the fused kernel applies */
     fgmm_fused_model fm;
 } estep_ctx;
 
-/* max |x| over the data, cached per array (a host pass, once per training). */
-static double data_amax(gpu_impl* g, const fgmm_data* x) {
-    if (x->dtype == FGMM_U8) return 255.0;
-    if (g->amax_x == x->x && g->amax_n == x->n) return g->amax;
-    const float* v = x->x;
-    size_t total = (size_t)x->n * x->d;
+/* One host pass over the data, cached per array (once per training): max |x|, and the column
+ * means and prescale of prepared rows (every |x - mean| * scale <= 2^12). */
+static int data_scan(gpu_impl* g, const fgmm_data* x) {
+    if (g->scan_x == x->x && g->scan_n == x->n && g->scan_d == x->d) return FGMM_OK;
+    int d = x->d, dp = (d + 15) / 16 * 16, nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    double* part = calloc((size_t)nt * d, sizeof(double));
+    float* sh = calloc((size_t)dp, sizeof(float));
+    if (!part || !sh) {
+        free(part); free(sh);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    }
     float mx = 0;
-#pragma omp parallel for reduction(max : mx)
-    for (size_t i = 0; i < total; i++) mx = fmaxf(mx, fabsf(v[i]));
-    g->amax_x = x->x;
-    g->amax_n = x->n;
-    g->amax = mx;
-    return mx;
+#pragma omp parallel num_threads(nt) reduction(max : mx)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        double* acc = part + (size_t)t * d;
+#pragma omp for schedule(static)
+        for (long long i = 0; i < x->n; i++) {
+            if (x->dtype == FGMM_U8) {
+                const uint8_t* r = (const uint8_t*)x->x + (size_t)i * d;
+                for (int j = 0; j < d; j++) acc[j] += r[j];
+            } else {
+                const float* r = (const float*)x->x + (size_t)i * d;
+                for (int j = 0; j < d; j++) {
+                    acc[j] += r[j];
+                    float a = r[j] < 0 ? -r[j] : r[j];
+                    mx = a > mx ? a : mx;
+                }
+            }
+        }
+    }
+    double ash = 0;
+    for (int j = 0; j < d; j++) {
+        double s = 0;
+        for (int t = 0; t < nt; t++) s += part[(size_t)t * d + j]; /* fixed order */
+        sh[j] = (float)(s / (double)x->n);
+        ash = fabs(sh[j]) > ash ? fabs(sh[j]) : ash;
+    }
+    free(part);
+    free(g->data_mean);
+    g->data_mean = sh;
+    g->amax = x->dtype == FGMM_U8 ? 255.0 : mx;
+    double bound = g->amax + ash;
+    int e = bound > 0 ? (int)floor(log2(4096.0 / bound)) : 0;
+    g->prep_scale = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
+    g->scan_x = x->x;
+    g->scan_n = x->n;
+    g->scan_d = x->d;
+    return FGMM_OK;
+}
+
+int fgmm_gpu_scan(fgmm_engine* e, const fgmm_data* x) { return data_scan(e->impl, x); }
+
+int fgmm_gpu_adopt_scan(fgmm_engine* e, const fgmm_data* part, const fgmm_engine* from) {
+    gpu_impl* g = e->impl;
+    const gpu_impl* f = from->impl;
+    if (g != f) {
+        size_t bytes = (size_t)(f->scan_d + 15) / 16 * 16 * sizeof(float);
+        float* mean = malloc(bytes);
+        if (!mean) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+        memcpy(mean, f->data_mean, bytes);
+        free(g->data_mean);
+        g->data_mean = mean;
+        g->amax = f->amax;
+        g->prep_scale = f->prep_scale;
+    }
+    g->scan_x = part->x;
+    g->scan_n = part->n;
+    g->scan_d = part->d;
+    return FGMM_OK;
 }
 
 /* Row tile of the cuBLAS path for k components (at most rows) and its scratch: xf, xn, the
@@ -264,11 +399,11 @@ typedef struct estep_run {
 } estep_run;
 
 static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
-    (void)row0;
     estep_run* run = vrun;
     estep_ctx* c = run->c;
-    int rc, k = c->m->k, d = run->d, dtype = run->dtype == FGMM_U8;
+    int rc, k = c->m->k, d = run->d, dtype = c->prep ? FGMM_FUSED_PREPARED : run->dtype == FGMM_U8;
     if (c->fused) {
+        if (c->prep) c->fm.xnorm = (const float*)g->xnorm.p + row0;
         int nb = fgmm_fused_lse_blocks(rows);
         if ((rc = dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ")) ||
             (rc = dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials")))
@@ -339,23 +474,16 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp + dp);
         if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
         float *a2 = h + (size_t)kp * dp, *h2 = a2 + kp, *mn = h2 + kp, *sh = mn + kp;
-        /* Centre on the mixture's mean: distances are unchanged, 16-bit rounding shrinks. Row-major
+        /* Centre on the data mean: distances are unchanged, 16-bit rounding shrinks (the mixture's
+         * mean would do as well, but one far-off component drags it away from the data). Row-major
          * loops and inline max/abs: this runs on every E-step (libm fmax/fabs calls cost ~0.5 ms
          * at k x d = 131k). */
-        double* acc = calloc((size_t)d, sizeof(double));
-        if (!acc) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); }
-        for (int q = 0; q < k; q++) {
-            const float* mu = m->mu + (size_t)q * d;
-            double wq = m->w[q];
-            for (int j = 0; j < d; j++) acc[j] += wq * mu[j];
-        }
+        memcpy(sh, g->data_mean, (size_t)dp * sizeof(float));
         double amu = 0, ash = 0;
         for (int j = 0; j < d; j++) {
-            sh[j] = (float)acc[j];
             double a = sh[j] < 0 ? -sh[j] : sh[j];
             ash = a > ash ? a : ash;
         }
-        free(acc);
         for (int q = 0; q < kp; q++) {
             if (q >= k) { a2[q] = -1e30f; continue; } /* padding: r = 0 */
             double nn = 0;
@@ -371,6 +499,8 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             h2[q] = (float)(LOG2E / (2.0 * m->var[q]));
             mn[q] = (float)nn;
         }
+        /* Prepared rows fix the prescale; means 8x beyond the data's range would overflow fp16. */
+        if (c->prep && amu * g->prep_scale > 32768.0) c->prep = 0;
         if ((rc = dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
             (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
             (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
@@ -381,21 +511,22 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         cudaError_t e = cudaMemcpyAsync(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         if (!e) e = cudaMemcpyAsync(g->cst.p, a2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         if (!e) e = cudaMemcpyAsync(g->shift.p, sh, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
-        for (int j = 0; j < d && c->shift; j++) c->shift[j] = sh[j];
         free(lc);
         if (e) return cuda_fail(e, "model upload");
         /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
-        double bound = fmax(c->data_amax + ash, amu), scale = 1.0;
+        double bound = fmax(g->amax + ash, amu), scale = 1.0;
         c->mode = g->path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
                   : g->path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
-        if (c->mode == FGMM_FUSED_FP16 && bound > 0) {
+        if (c->prep) {
+            scale = g->prep_scale;
+        } else if (c->mode == FGMM_FUSED_FP16 && bound > 0) {
             int e = (int)floor(log2(4096.0 / bound));
             scale = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
         }
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;
         c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale)};
+                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL};
         return FGMM_OK;
     }
     /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
@@ -478,32 +609,30 @@ static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, lon
     return FGMM_OK;
 }
 
-static void pend_clear(gpu_impl* g) {
-    free(g->pend.shift);
-    memset(&g->pend, 0, sizeof g->pend);
-}
+static void pend_clear(gpu_impl* g) { memset(&g->pend, 0, sizeof g->pend); }
 
 int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m) {
     gpu_impl* g = e->impl;
     pend_clear(g);
     CU(cudaSetDevice(g->dev)); /* several engines may share this thread (one per GPU) */
     estep_ctx c = {0};
-    c.data_amax = data_amax(g, x);
-    c.shift = malloc((size_t)x->d * sizeof(double));
-    if (!c.shift) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-    g->pend.shift = c.shift;
-    int rc = prepare_model(g, m, &c);
+    int rc = data_scan(g, x);
     if (rc) return rc;
+    /* prepared rows: the default fused fp16 path, isotropic, on data that fits resident as fp16 */
+    c.prep = g->path == FGMM_GPU_PATH_FUSED && m->cov == FGMM_COV_ISOTROPIC && m->d <= FGMM_FUSED_MAX_D &&
+             resident_fits(g, x, FMT_F16, NULL);
+    if ((rc = prepare_model(g, m, &c))) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
-    if ((rc = for_each_chunk(g, x, estep_chunk, &run))) return rc;
+    if ((rc = for_each_chunk(g, x, c.prep ? FMT_F16 : FMT_RAW, estep_chunk, &run))) return rc;
+    if (c.fused) /* the kernels summed x - shift; on the device so that all-reduced ranks agree */
+        KL(fgmm_fused_unshift(g->nk.p, g->s1.p, c.fm.shift, m->k, c.dp, g->st));
     g->pend.active = 1;
     g->pend.k = m->k;
     g->pend.d = m->d;
     g->pend.dp = c.dp;
     g->pend.per_dim = c.diag;
-    g->pend.fused = c.fused;
     g->pend.ll_len = ll_len;
     g->pend.scale = c.fused ? LN2 : 1.0;
     return FGMM_OK;
@@ -514,9 +643,6 @@ int fgmm_gpu_finish(fgmm_engine* e, fgmm_stats* out) {
     if (!g->pend.active) return fgmm_fail(FGMM_ERR_STATE, "GPU: no statistics pending");
     CU(cudaSetDevice(g->dev));
     int rc = download_stats(g, g->pend.k, g->pend.d, g->pend.dp, g->pend.per_dim, g->pend.ll_len, g->pend.scale, out);
-    if (!rc && g->pend.fused) /* the kernel summed x - shift: add N_k shift back */
-        for (int q = 0; q < g->pend.k; q++)
-            for (int j = 0; j < g->pend.d; j++) out->s1[(size_t)q * g->pend.d + j] += out->nk[q] * g->pend.shift[j];
     pend_clear(g);
     return rc;
 }
@@ -606,7 +732,7 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
     free(cn);
     if (ce) return cuda_fail(ce, "centroid upload");
     kmeans_run run = {k, d, x->dtype};
-    if ((rc = for_each_chunk(g, x, kmeans_chunk, &run))) return rc;
+    if ((rc = for_each_chunk(g, x, FMT_RAW, kmeans_chunk, &run))) return rc;
     g->pend.active = 1;
     g->pend.k = k;
     g->pend.d = g->pend.dp = d;
@@ -676,7 +802,7 @@ static int gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
     int rc = prepare_model(g, m, &c);
     if (rc) return rc;
     assign_run run = {&c, x->dtype, topm, labels, resp, loglik};
-    return for_each_chunk(g, x, assign_chunk, &run);
+    return for_each_chunk(g, x, FMT_RAW, assign_chunk, &run);
 }
 
 static void gpu_destroy(fgmm_engine* e) {
@@ -684,13 +810,13 @@ static void gpu_destroy(fgmm_engine* e) {
     gpu_impl* g = e->impl;
     if (g) {
         cudaSetDevice(g->dev);
-        dbuf* bufs[] = {&g->data, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
+        dbuf* bufs[] = {&g->data, &g->xnorm, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
                         &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->p) cudaFree(bufs[i]->p);
         if (g->host_stats) cudaFreeHost(g->host_stats);
         if (g->host_up) cudaFreeHost(g->host_up);
-        pend_clear(g);
+        free(g->data_mean);
         for (int i = 0; i < 2; i++) {
             if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
             if (g->copied[i]) cudaEventDestroy(g->copied[i]);

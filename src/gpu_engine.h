@@ -3,11 +3,17 @@
 #define FGMM_GPU_ENGINE_H
 #include "internal.h"
 
+#ifdef __cplusplus
+extern "C" { /* the C++ tests force paths */
+#endif
+
 enum {
-    FGMM_GPU_PATH_FUSED = 0,       /* fused fp16 prescaled (isotropic, d <= 128); else the cuBLAS path */
+    FGMM_GPU_PATH_FUSED = 0,       /* fused fp16 prescaled (isotropic, d <= 128), on prepared resident rows where
+                                      they fit; else the cuBLAS path */
     FGMM_GPU_PATH_FUSED_EXACT = 1, /* fused, 3x bf16 split */
     FGMM_GPU_PATH_BLAS = 2,        /* cuBLAS fp32 row tiles */
     FGMM_GPU_PATH_FUSED_BF16 = 3,  /* fused, plain bf16 (the public kernels' arithmetic), for comparison */
+    FGMM_GPU_PATH_FUSED_RAW = 4,   /* fused fp16 converting the rows as given in the kernel (no prepared copy) */
 };
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
@@ -31,4 +37,13 @@ int fgmm_gpu_pending(fgmm_engine* e, fgmm_gpu_pending_view* v);
 int fgmm_gpu_pending_loglik(fgmm_engine* e, double* scaled_sum); /* this engine's part of obj */
 int fgmm_gpu_finish(fgmm_engine* e, fgmm_stats* out);
 void fgmm_gpu_discard(fgmm_engine* e); /* drop pending statistics without downloading them */
+/* The host scan behind the fused path's centring and fp16 prescale (column means, max |x|), cached
+ * per array. Data-parallel ranks scan the whole data once and adopt it for their part, so that every
+ * rank computes with the same shift and scale. */
+int fgmm_gpu_scan(fgmm_engine* e, const fgmm_data* x);
+int fgmm_gpu_adopt_scan(fgmm_engine* e, const fgmm_data* part, const fgmm_engine* from);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

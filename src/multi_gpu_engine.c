@@ -32,6 +32,9 @@ typedef struct nccl_api {
 
 typedef struct multi_impl {
     int nr;
+    const void* scan_x; /* the whole data every rank's centring and prescale come from */
+    fgmm_idx_t scan_n;
+    int scan_d;
     fgmm_engine* rank[MAX_RANKS];
     ncclComm_t comm[MAX_RANKS];
     nccl_api nccl;
@@ -101,9 +104,26 @@ static int reduce_and_finish(multi_impl* mi, int began, fgmm_stats* out) {
     return rc;
 }
 
+/* One scan of the whole data (rank 0's engine), adopted by every rank for its shard. */
+static int share_scan(multi_impl* mi, const fgmm_data* x) {
+    if (mi->scan_x == x->x && mi->scan_n == x->n && mi->scan_d == x->d) return FGMM_OK;
+    mi->scan_x = NULL;
+    int rc = fgmm_gpu_scan(mi->rank[0], x);
+    for (int r = mi->nr - 1; r >= 0 && !rc; r--) { /* rank 0 last: it is the source */
+        fgmm_data s = shard(x, r, mi->nr);
+        rc = fgmm_gpu_adopt_scan(mi->rank[r], &s, mi->rank[0]);
+    }
+    if (rc) return rc;
+    mi->scan_x = x->x;
+    mi->scan_n = x->n;
+    mi->scan_d = x->d;
+    return FGMM_OK;
+}
+
 static int multi_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
     multi_impl* mi = e->impl;
     int rc = check_rows(mi, x), began = 0;
+    if (!rc) rc = share_scan(mi, x);
     if (rc) return rc;
     for (; began < mi->nr; began++) {
         fgmm_data s = shard(x, began, mi->nr);

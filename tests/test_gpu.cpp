@@ -8,6 +8,9 @@
 #include "common.h"
 #include "flashgmm_io.h"
 #include "internal.h"
+#ifdef FGMM_WITH_CUDA
+#include "gpu_engine.h"
+#endif
 
 using namespace fgt;
 
@@ -50,6 +53,29 @@ void expect_close(const Got& g, const RefStats& r, double tol, const char* what)
     EXPECT_LT(rel_err(g.sig.data(), r.sig_acc.data(), g.sig.size()), tol) << what << " sig_acc";
     EXPECT_NEAR(g.ll, r.loglik, std::max(tol, 1e-6) * std::fabs(r.loglik)) << what << " loglik";
 }
+
+#ifdef FGMM_WITH_CUDA
+// One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory.
+Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x) {
+    int k = fgmm_model_k(m), d = fgmm_model_d(m);
+    Got g;
+    fgmm_engine* e = nullptr;
+    EXPECT_EQ(fgmm_engine_gpu_create(&e, 0, mem_limit, FGMM_PREC_FAST), 0) << fgmm_get_last_error();
+    if (!e) return g;
+    fgmm_engine_gpu_set_path(e, path, 0);
+    fgmm_stats st;
+    fgmm_stats_alloc(&st, k, d, 0);
+    fgmm_data v = {x, n, d, dt};
+    EXPECT_EQ(e->ops->estep(e, &v, m, &st), 0) << fgmm_get_last_error();
+    g.nk.assign(st.nk, st.nk + k);
+    g.mu.assign(st.s1, st.s1 + (size_t)k * d);
+    g.sig.assign(st.s2, st.s2 + k);
+    g.ll = st.obj;
+    fgmm_stats_free(&st);
+    fgmm_engine_destroy(e);
+    return g;
+}
+#endif
 
 }  // namespace
 
@@ -104,6 +130,37 @@ TEST(GpuEstep, BlasPathDiagonalAndLargeD) {
     }
 }
 
+#ifdef FGMM_WITH_CUDA
+TEST(GpuEstep, PreparedAndRawRowsAgree) {
+    REQUIRE_GPU();
+    // The default fast path keeps resident rows as centred fp16 ("prepared"); the raw path converts
+    // the rows as given inside the kernel. Both against float64, for float and uint8 input; n, k and
+    // d off every tile size.
+    int64_t n = 30011;
+    int d = 72, k = 140;
+    auto x = planted(n, d, k, 0.6, 151);
+    std::vector<uint8_t> xb(x.size());
+    for (size_t i = 0; i < x.size(); i++) xb[i] = (uint8_t)std::min(255.0f, std::max(0.0f, 20.0f * x[i] + 128.0f));
+    std::vector<float> xbf(xb.begin(), xb.end());
+    FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.1, 152);
+    FgmmModel* mb = model_from_rows(xbf.data(), n, d, k, FGMM_COV_ISOTROPIC, 400.0, 153);
+    auto ref = ref_estep(m, n, x.data());
+    auto refb = ref_estep(mb, n, xb.data());
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol, "prepared f32");
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED_RAW, 0, n, FGMM_F32, x.data()), ref, kFastTol, "raw f32");
+    expect_close(engine_estep(mb, FGMM_GPU_PATH_FUSED, 0, n, FGMM_U8, xb.data()), refb, kFastTol, "prepared u8");
+    expect_close(engine_estep(mb, FGMM_GPU_PATH_FUSED_RAW, 0, n, FGMM_U8, xb.data()), refb, kFastTol, "raw u8");
+    // Means far outside the data (a warm start from elsewhere) would overflow the prepared rows' fixed
+    // fp16 prescale: the engine falls back to the raw rows and stays accurate.
+    float* mu = m->mu;
+    for (int j = 0; j < d; j++) mu[3 * d + j] += 5e4f;
+    auto ref_far = ref_estep(m, n, x.data());
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref_far, kFastTol, "far means");
+    fgmm_model_free(m);
+    fgmm_model_free(mb);
+}
+#endif
+
 TEST(GpuEstep, StreamingEqualsInMemory) {
     REQUIRE_GPU();
     int64_t n = 300000;
@@ -112,7 +169,15 @@ TEST(GpuEstep, StreamingEqualsInMemory) {
     FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0, 92);
     for (FgmmPrecision prec : {FGMM_PREC_FAST, FGMM_PREC_EXACT}) {
         FgmmParams p = gpu_params(k, prec);
-        Got whole = run_estep(m, p, n, FGMM_F32, x.data());
+        // In memory the fast path would use prepared rows, centred elsewhere than streamed chunks;
+        // compare the same kernel on the same rows.
+        Got whole = prec == FGMM_PREC_FAST
+#ifdef FGMM_WITH_CUDA
+                        ? engine_estep(m, FGMM_GPU_PATH_FUSED_RAW, 0, n, FGMM_F32, x.data())
+#else
+                        ? Got()
+#endif
+                        : run_estep(m, p, n, FGMM_F32, x.data());
         p.gpu_mem_limit = 16 << 20;  // 16 MB: 4 MB chunks, 19 of them
         Got streamed = run_estep(m, p, n, FGMM_F32, x.data());
         // Same kernels, other chunk boundaries: per-block fp32 partial sums are cut differently.
