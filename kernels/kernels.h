@@ -84,6 +84,20 @@ int fgmm_blas_topm(const float* g, int t, int k, const float* xn, const float* k
 int fgmm_blas_accumulate(const float* in, double* out, long long count, cudaStream_t stream);
 int fgmm_accumulate_d(const double* in, double* out, long long count, cudaStream_t stream);
 
+/* ---- M-step and model constants on the device (mstep.cu) ---- */
+/* Isotropic M-step in place: mu (k x d), var, w from nk, s1 (k x dp, data coordinates), s2 as the
+ * E-step left them; variances floored at floor_v; components with N_k < min_count (or not > 0)
+ * keep their mean, get w = 1 before normalisation and the others' mean variance (fill_v if
+ * none); empty[j] flags them, empty[k] counts them. */
+int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, int d, int dp, double floor_v,
+                   double min_count, double fill_v, float* mu, float* var, float* w, int* empty, cudaStream_t stream);
+/* The fused fp16 path's constants from a device model: mu_hi (kp x dp fp16) and cst = [a2, h2, mn]
+ * (3 x kp), as fgmm_fused_model describes them, for rows centred by shift and prescaled by scale. */
+int fgmm_fused_constants(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,
+                         const float* shift, float scale, void* mu_hi, float* cst, cudaStream_t stream);
+/* out[0] = sum of in[0..n), fixed order. */
+int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream);
+
 /* ---- k-means (kmeans_assign.cu) ---- */
 /* With G = x.c^T (t x k) for t rows: nearest centroid, then counts, sums (k x d), per-cluster
  * squared distances and the total into the double accumulators. */

@@ -20,9 +20,11 @@
  *   bench_estep --stream NxKxD [--mem-limit-mb M]   uint8 data streamed from host memory through a
  *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
  *       resident 10M-row slice.
- *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU and on the CPU (N <= 200k).
+ *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU (M-step on the device, and
+ *       on the host with FGMM_GPU_MSTEP=host) and on the CPU (N <= 200k); also the median ms per EM iteration.
  *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,9 +169,25 @@ static int stream_mode(const char* shape, size_t mem_mb) {
     return s.ok && r.ok ? 0 : 1;
 }
 
+/* EM callback times (ms): the median gap is the time of one EM iteration (E-step + M-step). */
+typedef struct em_clock {
+    double t[1024];
+    int n;
+} em_clock;
+
 static void train_progress(void* u, FgmmPhase ph, int it, double obj, int re) {
-    (void)u; (void)re;
-    if (ph == FGMM_PHASE_EM && (it < 3 || it % 10 == 9)) printf("    em %2d  mean log-likelihood %.5f\n", it + 1, obj);
+    (void)re;
+    em_clock* c = u;
+    if (ph != FGMM_PHASE_EM) return;
+    if (c->n < 1024) c->t[c->n++] = now_ms();
+    if (it < 3 || it % 10 == 9) printf("    em %2d  mean log-likelihood %.5f\n", it + 1, obj);
+}
+
+static double em_iter_ms(em_clock* c) {
+    if (c->n < 2) return 0;
+    for (int i = 0; i + 1 < c->n; i++) c->t[i] = c->t[i + 1] - c->t[i];
+    qsort(c->t, c->n - 1, sizeof(double), cmp_d);
+    return c->t[(c->n - 1) / 2];
 }
 
 static int train_mode(const char* shape) {
@@ -180,19 +198,27 @@ static int train_mode(const char* shape) {
     float* x = malloc((size_t)n * d * sizeof(float));
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
     free(x8);
-    printf("| backend | N x K x D | k-means + EM iterations | seconds | final mean log-likelihood |\n|---|---|---|---:|---:|\n");
-    for (int b = 0; b < 2; b++) {
-        if (b == 1 && n > 200000) break;
+    printf("| backend | N x K x D | k-means + EM iterations | seconds | ms per EM iteration | final mean log-likelihood |\n"
+           "|---|---|---|---:|---:|---:|\n");
+    /* 0: GPU, M-step on the device; 1: GPU, M-step on the host (FGMM_GPU_MSTEP=host); 2: CPU */
+    for (int b = 0; b < 3; b++) {
+        if (b == 2 && n > 200000) break;
         FgmmParams p;
         fgmm_params_init(&p);
         p.k = k;
-        p.backend = b ? FGMM_BACKEND_CPU : FGMM_BACKEND_GPU;
+        p.backend = b == 2 ? FGMM_BACKEND_CPU : FGMM_BACKEND_GPU;
         p.progress = train_progress;
+        em_clock clk = {.n = 0};
+        p.progress_user = &clk;
+        if (b == 1) setenv("FGMM_GPU_MSTEP", "host", 1);
         FgmmModel* m = NULL;
         FgmmTrainInfo info;
-        if (fgmm_train(&p, n, d, FGMM_F32, x, &m, &info)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
-        printf("| %s | %lld x %d x %d | %d + %d | %.2f | %.5f |\n", info.backend, n, k, d, info.kmeans_iterations,
-               info.em_iterations, info.seconds, info.mean_loglik);
+        int rc = fgmm_train(&p, n, d, FGMM_F32, x, &m, &info);
+        unsetenv("FGMM_GPU_MSTEP");
+        if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        printf("| %s%s | %lld x %d x %d | %d + %d | %.2f | %.2f | %.5f |\n", info.backend,
+               b == 0 ? ", device M-step" : b == 1 ? ", host M-step" : "", n, k, d, info.kmeans_iterations,
+               info.em_iterations, info.seconds, em_iter_ms(&clk), info.mean_loglik);
         fflush(stdout);
         fgmm_model_free(m);
     }

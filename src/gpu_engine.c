@@ -103,6 +103,9 @@ typedef struct gpu_impl {
     dbuf mu, mu_hi, mu_lo, cst, shift, cd;
     dbuf nk, s1, s2, ll, llp, logz;
     dbuf xf, x2, xn, g, f;
+    /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
+    dbuf dm, emo;
+    int dm_valid, dm_k, dm_d;
     /* statistics computed on the device and not yet downloaded (begin / finish) */
     struct {
         int active, k, d, dp, per_dim;
@@ -811,7 +814,7 @@ static void gpu_destroy(fgmm_engine* e) {
     if (g) {
         cudaSetDevice(g->dev);
         dbuf* bufs[] = {&g->data, &g->xnorm, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
+                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->p) cudaFree(bufs[i]->p);
         if (g->host_stats) cudaFreeHost(g->host_stats);
@@ -833,7 +836,98 @@ static void gpu_destroy(fgmm_engine* e) {
     free(e);
 }
 
-static const fgmm_engine_ops gpu_ops = {"gpu", gpu_estep, gpu_kmeans, gpu_assign, gpu_destroy};
+/* ---- a whole EM iteration on the device ---- */
+
+static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
+                       const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty) {
+    gpu_impl* g = e->impl;
+    *handled = 0;
+    CU(cudaSetDevice(g->dev));
+    int rc, k = m->k, d = m->d, kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
+            dp = (d + 15) / 16 * 16;
+    if (g->path != FGMM_GPU_PATH_FUSED || m->cov != FGMM_COV_ISOTROPIC || d > FGMM_FUSED_MAX_D) return FGMM_OK;
+    if ((rc = data_scan(g, x))) return rc;
+    if (!resident_fits(g, x, FMT_F16, NULL)) return FGMM_OK;
+    const double scale = g->prep_scale;
+    size_t kd = (size_t)k * d;
+    if (model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d) {
+        g->dm_valid = 0;
+        double amu = 0; /* means beyond the prepared rows' prescale range stay with the host path */
+        for (int q = 0; q < k; q++)
+            for (int j = 0; j < d; j++) {
+                double a = (double)m->mu[(size_t)q * d + j] - g->data_mean[j];
+                a = a < 0 ? -a : a;
+                amu = a > amu ? a : amu;
+            }
+        if (amu * scale > 32768.0) return FGMM_OK;
+        if ((rc = dgrow(&g->dm, (kd + 2 * (size_t)k) * sizeof(float), "model")) ||
+            (rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int), "M-step output")) ||
+            (rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift")) ||
+            (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
+            (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")))
+            return rc;
+        float* h = upload_buffer(g, kd + 2 * (size_t)k);
+        if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+        memcpy(h, m->mu, kd * sizeof(float));
+        memcpy(h + kd, m->var, (size_t)k * sizeof(float));
+        memcpy(h + kd + k, m->w, (size_t)k * sizeof(float));
+        CU(cudaMemcpyAsync(g->dm.p, h, (kd + 2 * (size_t)k) * sizeof(float), cudaMemcpyHostToDevice, g->st));
+        g->dm_valid = 1;
+        g->dm_k = k;
+        g->dm_d = d;
+    }
+    /* E-steps and assignments in between share the shift buffer: always refresh it (dp floats) */
+    CU(cudaMemcpyAsync(g->shift.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st));
+    float *mu = g->dm.p, *var = mu + kd, *w = var + k, *cst = g->cst.p;
+    KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, cst, g->st));
+    estep_ctx c = {0};
+    c.m = m;
+    c.fused = c.prep = 1;
+    c.mode = FGMM_FUSED_FP16;
+    c.kp = kp;
+    c.dp = dp;
+    c.fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
+                              (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL};
+    long long ll_len = fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS);
+    if ((rc = zero_stats(g, kp, dp, 0, ll_len))) return rc;
+    estep_run run = {&c, x->dtype, d};
+    if ((rc = for_each_chunk(g, x, FMT_F16, estep_chunk, &run))) return rc;
+    KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, dp, g->st));
+    double* sum = g->emo.p;
+    int* flags = (int*)(sum + 1);
+    KL(fgmm_mstep_iso(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var, w,
+                      flags, g->st));
+    KL(fgmm_sum_d(g->ll.p, ll_len, sum, g->st));
+    if (g->host_stats_cap < 2) {
+        if (g->host_stats) cudaFreeHost(g->host_stats);
+        g->host_stats = NULL;
+        g->host_stats_cap = 0;
+        CU(cudaMallocHost((void**)&g->host_stats, 2 * sizeof(double)));
+        g->host_stats_cap = 2;
+    }
+    CU(cudaMemcpyAsync(g->host_stats, sum, sizeof(double), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaMemcpyAsync(g->host_stats + 1, flags + k, sizeof(int), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaStreamSynchronize(g->st));
+    *obj = LN2 * g->host_stats[0];
+    memcpy(nempty, g->host_stats + 1, sizeof(int));
+    *handled = 1;
+    return FGMM_OK;
+}
+
+static int gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
+    gpu_impl* g = e->impl;
+    if (!g->dm_valid || g->dm_k != m->k || g->dm_d != m->d) return fgmm_fail(FGMM_ERR_STATE, "GPU: no device model to fetch");
+    CU(cudaSetDevice(g->dev));
+    size_t kd = (size_t)m->k * m->d;
+    const float* mu = g->dm.p;
+    CU(cudaMemcpy(m->mu, mu, kd * sizeof(float), cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(m->var, mu + kd, (size_t)m->k * sizeof(float), cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(m->w, mu + kd + m->k, (size_t)m->k * sizeof(float), cudaMemcpyDeviceToHost));
+    if (empty) CU(cudaMemcpy(empty, (const double*)g->emo.p + 1, (size_t)m->k * sizeof(int), cudaMemcpyDeviceToHost));
+    return FGMM_OK;
+}
+
+static const fgmm_engine_ops gpu_ops = {"gpu", gpu_estep, gpu_kmeans, gpu_assign, gpu_destroy, gpu_em_step, gpu_em_fetch};
 
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);
@@ -894,7 +988,7 @@ int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
     CU(cudaStreamSynchronize(g->st));
     if (scratch_bytes) {
         dbuf* bufs[] = {&g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f};
+                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo};
         size_t s = 0;
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) s += bufs[i]->cap;
         *scratch_bytes = s;

@@ -58,6 +58,11 @@ void fgmm_stats_free(fgmm_stats* s);
  * estep / kmeans compute fgmm_stats over all rows; assign gives per-row
  * top-m components by responsibility and log p(x) (either output may be NULL). */
 typedef struct fgmm_engine fgmm_engine;
+/* M-step settings (train.c's mstep() and the device M-step): variance floor, smallest N_k of a
+ * non-empty component, the variance given to empty components when none is left non-empty. */
+typedef struct fgmm_mstep_cfg {
+    double var_floor, min_count, fill_var;
+} fgmm_mstep_cfg;
 typedef struct fgmm_engine_ops {
     const char* name;
     int (*estep)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out);
@@ -66,6 +71,14 @@ typedef struct fgmm_engine_ops {
     int (*assign)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
                   fgmm_idx_t* labels, float* resp, float* loglik);
     void (*destroy)(fgmm_engine* e);
+    /* Optional (NULL where a backend has none): a whole EM iteration with the model kept on the
+     * device. em_step uploads m if model_changed (else continues from its own copy), runs the
+     * E-step and the isotropic M-step there; obj = sum log p(x) under the model it started from,
+     * nempty = components left empty (flags and the model: em_fetch). *handled = 0 when it does
+     * not apply (covariance, d, precision, data not resident), and nothing was done. */
+    int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
+                   const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
+    int (*em_fetch)(fgmm_engine* e, FgmmModel* m, int* empty /* k flags, or NULL */);
 } fgmm_engine_ops;
 struct fgmm_engine {
     const fgmm_engine_ops* ops;

@@ -1,6 +1,8 @@
 /* train.c: the EM driver and the public entry points. Backend-neutral: the
  * heavy passes go through the engine; seeding, M-step and re-seeding are
- * O(k*d) or O(sample*k*d) host work, done in double. */
+ * O(k*d) or O(sample*k*d) host work, done in double. Where the engine has
+ * its own EM iteration (GPU, isotropic) the M-step runs there and the model
+ * stays on the device between iterations; re-seeding stays here. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,16 +257,22 @@ done:
     return rc;
 }
 
+/* M-step settings shared by the host M-step and the engine's em_step. */
+static fgmm_mstep_cfg mstep_cfg(const trainer* t) {
+    return (fgmm_mstep_cfg){t->p->var_floor * t->mean_var, t->p->min_count, t->mean_var};
+}
+
 /* Exact M-step: variances around the new means. Returns components re-seeded. */
 static int mstep(trainer* t, FgmmModel* g, const fgmm_stats* st, int* nreseeded) {
     int k = t->k, d = t->d, diag = g->cov == FGMM_COV_DIAGONAL;
-    double floor = t->p->var_floor * t->mean_var, wsum = 0, vsum = 0;
+    const fgmm_mstep_cfg cfg = mstep_cfg(t);
+    double floor = cfg.var_floor, wsum = 0, vsum = 0;
     int* empty = calloc((size_t)k, sizeof(int));
     if (!empty) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     int nfull = 0;
     for (int j = 0; j < k; j++) {
         double nj = st->nk[j];
-        empty[j] = !(nj >= t->p->min_count) || !(nj > 0);
+        empty[j] = !(nj >= cfg.min_count) || !(nj > 0);
         if (empty[j]) continue;
         float* mu = g->mu + (size_t)j * d;
         double sh = 0;
@@ -287,7 +295,7 @@ static int mstep(trainer* t, FgmmModel* g, const fgmm_stats* st, int* nreseeded)
         g->w[j] = (float)nj;
         nfull++;
     }
-    double vfill = nfull ? vsum / nfull : t->mean_var;
+    double vfill = nfull ? vsum / nfull : cfg.fill_var;
     for (int j = 0; j < k; j++) {
         if (!empty[j]) continue;
         g->w[j] = 1.0f;
@@ -334,15 +342,42 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
     if ((rc = run_kmeans(&t, g, info))) goto done;
     if ((rc = fgmm_stats_alloc(&st, p->k, d, p->covariance == FGMM_COV_DIAGONAL))) goto done;
     double prev = -INFINITY;
+    /* The engine's own EM iteration keeps the model on the device (the GPU backend, isotropic);
+     * FGMM_GPU_MSTEP=host keeps the M-step here (for comparison and debugging). */
+    const char* ms_env = getenv("FGMM_GPU_MSTEP");
+    int on_device = t.eng->ops->em_step && !(ms_env && !strcmp(ms_env, "host")), changed = 1;
+    int stale = 0; /* the engine's device model is newer than g */
     for (int it = 0; it < p->niter; it++) {
-        if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
-        double ll = st.obj / n;
+        int handled = 0, nre = 0, nempty = 0;
+        double obj = 0;
+        if (on_device) {
+            const fgmm_mstep_cfg cfg = mstep_cfg(&t);
+            if ((rc = t.eng->ops->em_step(t.eng, &t.x, g, changed, &cfg, &handled, &obj, &nempty))) goto done;
+            on_device = handled;
+        }
+        if (!handled) {
+            if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
+            stale = 0;
+            if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
+            obj = st.obj;
+        }
+        double ll = obj / n;
         if (!isfinite(ll)) {
             rc = fgmm_fail(FGMM_ERR_DATA, "fgmm_train: log-likelihood became %g at EM iteration %d", ll, it);
             goto done;
         }
-        int nre = 0;
-        if ((rc = mstep(&t, g, &st, &nre))) goto done;
+        if (!handled) {
+            if ((rc = mstep(&t, g, &st, &nre))) goto done;
+        } else if (nempty) { /* re-seeding is host work: bring the model back, then send it again */
+            int* empty = malloc((size_t)p->k * sizeof(int));
+            if (!empty) { rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); goto done; }
+            if (!(rc = t.eng->ops->em_fetch(t.eng, g, empty))) rc = reseed_worst(&t, g, empty, g->mu, &nre);
+            free(empty);
+            if (rc) goto done;
+        } else {
+            stale = 1;
+        }
+        changed = nre > 0;
         info->reseeded += nre;
         info->em_iterations = it + 1;
         if (p->progress) p->progress(p->progress_user, FGMM_PHASE_EM, it, ll, nre);
@@ -352,6 +387,7 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
         }
         prev = ll;
     }
+    if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
     if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
     info->mean_loglik = st.obj / n;
 done:

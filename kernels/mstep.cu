@@ -1,0 +1,136 @@
+/* mstep.cu: the isotropic M-step and the fused E-step's model constants on the device, so that an
+ * EM iteration needs no model upload and no statistics download (train.c's mstep() is the host
+ * version of the same update; both run in double). */
+#include <cuda_fp16.h>
+#include <math.h>
+
+#include "kernels.h"
+
+#define MS_THREADS 128
+#define LOG2E 1.4426950408889634
+#define LOG2PI 1.8378770664093454836 /* log(2 pi) */
+
+/* Block reduction of one double per thread; the result is valid in thread 0. Fixed order. */
+__device__ double block_sum(double v, double* red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = red[0];
+    __syncthreads();
+    return r;
+}
+
+/* One block per component: new mean and variance from the statistics (s1 row pitch dp, already in
+ * data coordinates); w = N_k unnormalised. Empty (N_k < min_count or not > 0): mean kept, w = 1,
+ * flag set; its variance is filled in by mstep_finish. */
+__global__ void mstep_component(const double* __restrict__ nk, const double* __restrict__ s1,
+                                const double* __restrict__ s2, int d, int dp, double floor_v, double min_count,
+                                float* __restrict__ mu, float* __restrict__ var, float* __restrict__ w,
+                                int* __restrict__ empty) {
+    __shared__ double red[MS_THREADS];
+    const int j = blockIdx.x;
+    const double nj = nk[j];
+    const int e = !(nj >= min_count) || !(nj > 0);
+    if (e) {
+        if (threadIdx.x == 0) {
+            w[j] = 1.0f;
+            empty[j] = 1;
+        }
+        return;
+    }
+    double sh = 0;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        double nu = s1[(size_t)j * dp + c] / nj, old = mu[(size_t)j * d + c];
+        sh += (nu - old) * (nu - old);
+        mu[(size_t)j * d + c] = (float)nu;
+    }
+    sh = block_sum(sh, red);
+    if (threadIdx.x == 0) {
+        /* sum r||x - mu_new||^2 = sum r||x - mu_old||^2 - N_k ||mu_new - mu_old||^2 */
+        var[j] = (float)fmax((s2[j] - nj * sh) / (nj * d), floor_v);
+        w[j] = (float)nj;
+        empty[j] = 0;
+    }
+}
+
+/* One block: weights normalised, empty components get the mean variance of the others (or
+ * fill_v if none is left); empty[k] = number of empty components. */
+__global__ void mstep_finish(int k, double fill_v, float* __restrict__ var, float* __restrict__ w,
+                             int* __restrict__ empty) {
+    __shared__ double red[MS_THREADS];
+    double vs = 0, ws = 0, nf = 0;
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        ws += w[j];
+        if (!empty[j]) vs += var[j], nf += 1;
+    }
+    vs = block_sum(vs, red);
+    ws = block_sum(ws, red);
+    nf = block_sum(nf, red);
+    const float vfill = (float)(nf > 0 ? vs / nf : fill_v);
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        if (empty[j]) var[j] = vfill;
+        w[j] = (float)(w[j] / ws);
+    }
+    if (threadIdx.x == 0) empty[k] = k - (int)nf;
+}
+
+extern "C" int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, int d, int dp,
+                              double floor_v, double min_count, double fill_v, float* mu, float* var, float* w,
+                              int* empty, cudaStream_t stream) {
+    mstep_component<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, floor_v, min_count, mu, var, w, empty);
+    mstep_finish<<<1, MS_THREADS, 0, stream>>>(k, fill_v, var, w, empty);
+    return (int)cudaGetLastError();
+}
+
+/* One block per padded component: the fused kernel's constants (see fgmm_fused_model) from mu, var,
+ * w (k x d, k, k): mu_hi = fp16((mu - shift) * scale), a2 = log2(w) - d/2 log2(2 pi var),
+ * h2 = log2(e) / (2 var), mn = ||mu - shift||^2; padding rows: zeros, a2 = -1e30. */
+__global__ void fused_constants(const float* __restrict__ mu, const float* __restrict__ var,
+                                const float* __restrict__ w, int k, int d, int dp, const float* __restrict__ shift,
+                                float scale, __half* __restrict__ mu_hi, float* __restrict__ a2,
+                                float* __restrict__ h2, float* __restrict__ mn) {
+    __shared__ double red[MS_THREADS];
+    const int q = blockIdx.x;
+    double nn = 0;
+    for (int c = threadIdx.x; c < dp; c += blockDim.x) {
+        double v = q < k && c < d ? (double)mu[(size_t)q * d + c] - shift[c] : 0.0;
+        nn += v * v;
+        mu_hi[(size_t)q * dp + c] = __float2half_rn((float)v * scale);
+    }
+    nn = block_sum(nn, red);
+    if (threadIdx.x == 0) {
+        if (q < k) {
+            double lc = log((double)w[q]) - 0.5 * (d * LOG2PI + d * log((double)var[q]));
+            a2[q] = (float)(LOG2E * lc);
+            h2[q] = (float)(LOG2E / (2.0 * var[q]));
+            mn[q] = (float)nn;
+        } else {
+            a2[q] = -1e30f;
+            h2[q] = mn[q] = 0.f;
+        }
+    }
+}
+
+extern "C" int fgmm_fused_constants(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,
+                                    const float* shift, float scale, void* mu_hi, float* cst, cudaStream_t stream) {
+    fused_constants<<<kp, MS_THREADS, 0, stream>>>(mu, var, w, k, d, dp, shift, scale, (__half*)mu_hi, cst, cst + kp,
+                                                   cst + 2 * kp);
+    return (int)cudaGetLastError();
+}
+
+/* out[0] = sum of in[0..n) in a fixed order (one block). */
+__global__ void sum_d(const double* __restrict__ in, long long n, double* __restrict__ out) {
+    __shared__ double red[MS_THREADS];
+    double s = 0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) s += in[i];
+    s = block_sum(s, red);
+    if (threadIdx.x == 0) out[0] = s;
+}
+
+extern "C" int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream) {
+    sum_d<<<1, MS_THREADS, 0, stream>>>(in, n, out);
+    return (int)cudaGetLastError();
+}
