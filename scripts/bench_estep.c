@@ -173,11 +173,16 @@ static int stream_mode(const char* shape, size_t mem_mb) {
 typedef struct em_clock {
     double t[1024];
     int n;
+    double start, km_first, km_last; /* train start, first / last k-means callback */
 } em_clock;
 
 static void train_progress(void* u, FgmmPhase ph, int it, double obj, int re) {
     (void)re;
     em_clock* c = u;
+    if (ph == FGMM_PHASE_KMEANS) {
+        c->km_last = now_ms();
+        if (!c->km_first) c->km_first = c->km_last;
+    }
     if (ph != FGMM_PHASE_EM) return;
     if (c->n < 1024) c->t[c->n++] = now_ms();
     if (it < 3 || it % 10 == 9) printf("    em %2d  mean log-likelihood %.5f\n", it + 1, obj);
@@ -210,15 +215,21 @@ static int train_mode(const char* shape) {
         p.progress = train_progress;
         em_clock clk = {.n = 0};
         p.progress_user = &clk;
+        clk.start = now_ms();
         if (b == 1) setenv("FGMM_GPU_MSTEP", "host", 1);
         FgmmModel* m = NULL;
         FgmmTrainInfo info;
         int rc = fgmm_train(&p, n, d, FGMM_F32, x, &m, &info);
         unsetenv("FGMM_GPU_MSTEP");
         if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        double end = now_ms(), em0 = clk.n ? clk.t[0] : end, emn = clk.n ? clk.t[clk.n - 1] : end;
         printf("| %s%s | %lld x %d x %d | %d + %d | %.2f | %.2f | %.5f |\n", info.backend,
                b == 0 ? ", device M-step" : b == 1 ? ", host M-step" : "", n, k, d, info.kmeans_iterations,
                info.em_iterations, info.seconds, em_iter_ms(&clk), info.mean_loglik);
+        printf("    phases (s): to first k-means callback %.3f (seeding + 1 pass), k-means %.3f, to first EM %.3f, "
+               "EM %.3f, final E-step %.3f\n",
+               (clk.km_first - clk.start) / 1e3, (clk.km_last - clk.km_first) / 1e3, (em0 - clk.km_last) / 1e3,
+               (emn - em0) / 1e3, (end - emn) / 1e3);
         fflush(stdout);
         fgmm_model_free(m);
     }

@@ -143,11 +143,21 @@ static int kmeanspp(trainer* t, float* cent) {
 #pragma omp parallel for reduction(+ : total)
         for (fgmm_idx_t i = 0; i < ns; i++) {
             const float* xi = t->sample + (size_t)i * d;
+            /* 8 independent float partial sums in a fixed order: vectorises (one serial double sum
+             * made seeding 85% of a 1M x 1024 GPU training); seeding weights need no more */
+            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             double s = 0;
-            for (int j = 0; j < d; j++) {
-                double df = (double)xi[j] - cc[j];
-                s += df * df;
+            int j = 0;
+            for (; j + 8 <= d; j += 8)
+                for (int u = 0; u < 8; u++) {
+                    float df = xi[j + u] - cc[j + u];
+                    part[u] += df * df;
+                }
+            for (; j < d; j++) {
+                float df = xi[j] - cc[j];
+                part[0] += df * df;
             }
+            for (int u = 0; u < 8; u++) s += part[u];
             if (c == 0 || s < d2[i]) d2[i] = s;
             total += d2[i];
         }
