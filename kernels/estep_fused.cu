@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "wgmma.cuh"
 
 #define DP_MAX FGMM_FUSED_MAX_D
 #define KS_MAX (DP_MAX / 16)  /* k-steps over the dimension */
@@ -33,6 +34,8 @@
 /* pass-2 row-tile stages: prepared rows are plain copies, NST - 1 tiles in flight; raw rows
  * go through one staging buffer and a conversion */
 #define P2_STAGES(PREP) ((PREP) ? 3 : 1)
+/* 16-bit elements of a smem tile of R rows: stride SROW, or panelled for wgmma (128 B per 64 columns) */
+#define TILE_ELEMS(R, WG) ((WG) ? (R) * DP_MAX : (R) * SROW)
 #define P2_BN FGMM_FUSED_KTILE
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
@@ -67,10 +70,11 @@ __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 }
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) { ldsm_x4_t(r, smem_u32(p)); }
 template <bool F16>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     if (F16)
@@ -178,13 +182,15 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
 /* Prepared rows (fp16, dp wide, already centred and prescaled; see fgmm_fused_prepare): async
  * copies of `valid` rows straight into the smem tile, their norms into xn and, if lzg is given,
  * their logz2 into lz. Rows past `valid` are zeros with lz = +inf (responsibility 0). */
-template <int ROWS>
+template <int ROWS, bool WG>
 __device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
                                               bf16* xs, float* xn, float* lz) {
     const int chunks = dp / 8; /* 16-byte chunks per row */
     for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
         int r = i / chunks, c = i - r * chunks;
-        bf16* dst = xs + r * SROW + c * 8;
+        /* WG: 64-row panelled tiles (wgmma.cuh), one after the other */
+        bf16* dst = WG ? (bf16*)((char*)xs + (r >> 6) * (dp / 64) * WG_PANEL_BYTES + wg_chunk_off(r & 63, c))
+                       : xs + r * SROW + c * 8;
         if (r < valid)
             cp_async16(dst, src + (long long)r * dp + c * 8);
         else
@@ -206,27 +212,45 @@ __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes
     for (int i = threadIdx.x * 16; i < bytes; i += NTHREADS * 16) cp_async16((char*)dst + i, (const char*)src + i);
 }
 
-/* Async copy of component rows [k0, k0 + rows) (bf16, dp wide) into smem. */
+/* Async copy of component rows [k0, k0 + rows) (16-bit, dp wide) into smem: rows of stride SROW,
+ * or (WG) 64-row panelled tiles. */
+template <bool WG = false>
 __device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, int rows, bf16* dst) {
     int chunks = dp / 8; /* 16-byte chunks per row */
     for (int i = threadIdx.x; i < rows * chunks; i += NTHREADS) {
         int r = i / chunks, c = i % chunks;
-        cp_async16(dst + r * SROW + c * 8, mu + (long long)(k0 + r) * dp + c * 8);
+        bf16* to = WG ? (bf16*)((char*)dst + (r >> 6) * (dp / 64) * WG_PANEL_BYTES + wg_chunk_off(r & 63, c))
+                      : dst + r * SROW + c * 8;
+        cp_async16(to, mu + (long long)(k0 + r) * dp + c * 8);
     }
+}
+
+/* The dynamic smem base rounded up to 1024 B (panelled wgmma tiles need it; +1024 B is allocated). */
+__device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg) {
+    if (!wg) return raw;
+    uint32_t a = smem_u32(raw);
+    return raw + (((a + 1023u) & ~1023u) - a);
 }
 
 /* ------------------------------------------------------------------ pass 1 */
 
-template <typename T, int MODE>
+/* WG: the Hopper variant (prepared fp16 rows, dp a multiple of 64, sm_90a): the distance GEMM runs on
+ * wgmma from panelled smem tiles instead of ldmatrix + mma.sync; the rest is the same code. */
+template <typename T, int MODE, bool WG>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
           double* __restrict__ ll_part) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
+#if !FGMM_WGMMA
+    if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
+#endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16* xs = (bf16*)smem_raw;                                   /* P1_BM x SROW */
-    bf16* xl = xs + P1_BM * SROW;                                 /* EXACT only */
-    bf16* ms = xs + (EXACT ? 2 : 1) * P1_BM * SROW;               /* [2 stages][hi, lo] P1_BN x SROW */
-    float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * P1_BN * SROW); /* P1_BM */
+    constexpr int XROWS = TILE_ELEMS(P1_BM, WG); /* 16-bit elements of the row tile */
+    constexpr int MROWS = TILE_ELEMS(P1_BN, WG); /* of one component tile */
+    bf16* xs = (bf16*)smem_base(smem_raw, WG);                    /* P1_BM x SROW, or panelled */
+    bf16* xl = xs + XROWS;                                        /* EXACT only */
+    bf16* ms = xs + (EXACT ? 2 : 1) * XROWS;                      /* [2 stages][hi, lo] component tiles */
+    float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * MROWS);       /* P1_BM */
     float* cst = xn + P1_BM;                                      /* [2 stages][a2, h2, mn] x P1_BN */
     float* shs = cst + 6 * P1_BN;                                 /* DP_MAX: shift */
     __shared__ double warp_ll[NTHREADS / 32];
@@ -234,24 +258,29 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const int dp = m.dp, nks = dp / 16, nkt = m.kp / P1_BN;
     const long long row0 = (long long)blockIdx.x * P1_BM;
-    const int mstage = (EXACT ? 2 : 1) * P1_BN * SROW;
+    const int mstage = (EXACT ? 2 : 1) * MROWS;
 
     auto issue_tile = [&](int kt) {
         bf16* dst = ms + (kt & 1) * mstage;
-        stage_mu_async((const bf16*)m.mu_hi, dp, kt * P1_BN, P1_BN, dst);
-        if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * P1_BN, P1_BN, dst + P1_BN * SROW);
+        stage_mu_async<WG>((const bf16*)m.mu_hi, dp, kt * P1_BN, P1_BN, dst);
+        if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * P1_BN, P1_BN, dst + MROWS);
+        /* the tile's a2, h2, mn: async too (plain loads stalled the loading warps for an L2 round trip
+         * while the others waited at the next barrier) */
         float* cs = cst + (kt & 1) * 3 * P1_BN;
-        for (int i = threadIdx.x; i < P1_BN; i += NTHREADS) {
-            cs[i] = m.a2[kt * P1_BN + i];
-            cs[P1_BN + i] = m.h2[kt * P1_BN + i];
-            cs[2 * P1_BN + i] = m.mn[kt * P1_BN + i];
+        constexpr int CH = P1_BN / 4; /* 16-byte chunks per array */
+        for (int i = threadIdx.x; i < 3 * CH; i += NTHREADS) {
+            const float* src = (i < CH ? m.a2 : i < 2 * CH ? m.h2 : m.mn) + kt * P1_BN + (i % CH) * 4;
+            cp_async16(cs + (i / CH) * P1_BN + (i % CH) * 4, src);
         }
     };
     issue_tile(0);
     const int valid = (int)min((long long)P1_BM, n - row0);
     if constexpr (PREP) {
-        load_prepared<P1_BM>((const __half*)x + row0 * dp, valid, dp, m.xnorm + row0, NULL, xs, xn, NULL);
+        load_prepared<P1_BM, WG>((const __half*)x + row0 * dp, valid, dp, m.xnorm + row0, NULL, xs, xn, NULL);
         cp_async_wait_all();
+#if FGMM_WGMMA
+        if (WG) wg_proxy_fence(); /* the tiles are read by wgmma (async proxy) */
+#endif
     } else {
         for (int i = threadIdx.x; i < dp; i += NTHREADS) shs[i] = m.shift[i];
         __syncthreads();
@@ -259,12 +288,12 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     }
     __syncthreads();
 
-    /* This warp's 16 rows as A fragments, all k-steps, kept in registers. */
+    /* This warp's 16 rows as A fragments, all k-steps, kept in registers (wgmma reads them from smem). */
     uint32_t ah[KS_MAX][4], al[KS_MAX][4];
     const int wr = warp * 16;
 #pragma unroll
     for (int ks = 0; ks < KS_MAX; ks++)
-        if (ks < nks) {
+        if (ks < nks && !WG) {
             ldsm_x4(ah[ks], xs + (wr + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
             if (EXACT) ldsm_x4(al[ks], xl + (wr + lane % 16) * SROW + ks * 16 + (lane / 16) * 8);
         }
@@ -274,6 +303,9 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 
     for (int kt = 0; kt < nkt; kt++) {
         cp_async_wait_all();
+#if FGMM_WGMMA
+        if (WG) wg_proxy_fence();
+#endif
         __syncthreads(); /* tile kt landed; everyone is done with tile kt-1's buffer */
         if (kt + 1 < nkt) issue_tile(kt + 1);
         asm volatile("cp.async.commit_group;\n" ::);
@@ -282,10 +314,16 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         float acc[P1_BN / 8][4];
 #pragma unroll
         for (int j = 0; j < P1_BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+        if constexpr (WG) { /* this warpgroup's 64 rows x the tile's 64 components */
+#if FGMM_WGMMA
+            wg_gemm_64x64(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), dp / 64);
+#endif
+        } else {
 #pragma unroll
-        for (int ks = 0; ks < KS_MAX; ks++) {
-            if (ks >= nks) break;
-            mma_abt<F16, EXACT, P1_BN / 16>(acc, ah[ks], al[ks], mh, mh + P1_BN * SROW, ks, lane);
+            for (int ks = 0; ks < KS_MAX; ks++) {
+                if (ks >= nks) break;
+                mma_abt<F16, EXACT, P1_BN / 16>(acc, ah[ks], al[ks], mh, mh + MROWS, ks, lane);
+            }
         }
         /* log2 densities, then the online log-sum-exp of rows g and g+8. */
         float tmax[2] = {-INFINITY, -INFINITY};
@@ -337,18 +375,23 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 
 /* ------------------------------------------------------------------ pass 2 */
 
-template <typename T, int MODE>
+template <typename T, int MODE, bool WG>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     constexpr int P2_BM = P2_BM_OF(MODE), NST = P2_STAGES(PREP);
+#if !FGMM_WGMMA
+    if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
+#endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16* xs = (bf16*)smem_raw;                                 /* NST x P2_BM x SROW */
-    bf16* xl = xs + NST * P2_BM * SROW;                         /* EXACT only */
-    bf16* ms = xl + (EXACT ? P2_BM * SROW : 0);                 /* [hi, lo] P2_BN x SROW, used once */
-    float* xn = (float*)(ms + (EXACT ? 2 : 1) * P2_BN * SROW);  /* NST x P2_BM */
+    constexpr int XROWS = TILE_ELEMS(P2_BM, WG); /* 16-bit elements of a row tile */
+    constexpr int MROWS = TILE_ELEMS(P2_BN, WG); /* of the component tile */
+    bf16* xs = (bf16*)smem_base(smem_raw, WG);                  /* NST row tiles (panelled if WG) */
+    bf16* xl = xs + NST * XROWS;                                /* EXACT only */
+    bf16* ms = xl + (EXACT ? XROWS : 0);                        /* [hi, lo] component tiles, used once */
+    float* xn = (float*)(ms + (EXACT ? 2 : 1) * MROWS);         /* NST x P2_BM */
     float* lz = xn + NST * P2_BM;                               /* NST x P2_BM */
     float* shs = lz + NST * P2_BM;                              /* DP_MAX */
     T* raw = (T*)(shs + DP_MAX);                                /* raw input: P2_BM x d, the next tile as stored */
@@ -371,13 +414,13 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     auto issue = [&](long long t, int s) {
         if (t < t_end) {
             const long long r0 = t * P2_BM;
-            load_prepared<P2_BM>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp, m.xnorm + r0,
-                                 logz2 + r0, xs + s * P2_BM * SROW, xn + s * P2_BM, lz + s * P2_BM);
+            load_prepared<P2_BM, WG>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp,
+                                     m.xnorm + r0, logz2 + r0, xs + s * XROWS, xn + s * P2_BM, lz + s * P2_BM);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
-    stage_mu_async((const bf16*)m.mu_hi, dp, k0, P2_BN, ms);
-    if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, k0, P2_BN, ms + P2_BN * SROW);
+    stage_mu_async<WG>((const bf16*)m.mu_hi, dp, k0, P2_BN, ms);
+    if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, k0, P2_BN, ms + MROWS);
     if constexpr (PREP) {
 #pragma unroll
         for (int i = 0; i < NST - 1; i++) issue(t_begin + i, i); /* the first group also holds the means */
@@ -411,9 +454,12 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         const float *xnt = xn, *lzt = lz;
         if constexpr (PREP) {
             asm volatile("cp.async.wait_group %0;\n" ::"n"(NST - 2));
+#if FGMM_WGMMA
+            if (WG) wg_proxy_fence(); /* the tiles are read by wgmma (async proxy) */
+#endif
             __syncthreads(); /* tile t landed; the stage written next was last read for tile t - 1 */
             issue(t + NST - 1, stage == 0 ? NST - 1 : stage - 1);
-            xt = xs + stage * P2_BM * SROW;
+            xt = xs + stage * XROWS;
             xnt = xn + stage * P2_BM;
             lzt = lz + stage * P2_BM;
         } else {
@@ -433,13 +479,19 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         float st[P2_BM / 8][4];
 #pragma unroll
         for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+        if constexpr (WG) { /* this warpgroup's 64 components x the tile's 64 rows */
+#if FGMM_WGMMA
+            wg_gemm_64x64(st, smem_u32(ms) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(xt), dp / 64);
+#endif
+        } else {
 #pragma unroll
-        for (int ks = 0; ks < KS_MAX; ks++) {
-            if (ks >= nks) break;
-            uint32_t ah[4], al[4];
-            ldsm_x4(ah, am + ks * 16);
-            if (EXACT) ldsm_x4(al, am + P2_BN * SROW + ks * 16);
-            mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xt, xl, ks, lane);
+            for (int ks = 0; ks < KS_MAX; ks++) {
+                if (ks >= nks) break;
+                uint32_t ah[4], al[4];
+                ldsm_x4(ah, am + ks * 16);
+                if (EXACT) ldsm_x4(al, am + MROWS + ks * 16);
+                mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xt, xl, ks, lane);
+            }
         }
         /* responsibilities, N_k and sum r ||x - mu||^2, in place */
 #pragma unroll
@@ -473,8 +525,12 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
             for (int np = 0; np < DP_MAX / 16; np++) {
                 if (np * 16 >= dp) break;
                 uint32_t b[4], bl[4];
-                const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
-                ldsm_x4_t(b, xt + boff);
+                const int br = s * 16 + lane % 8 + ((lane / 8) % 2) * 8, bc = np * 2 + lane / 16; /* row, chunk */
+                const int boff = br * SROW + bc * 8;
+                if (WG)
+                    ldsm_x4_t(b, smem_u32(xt) + wg_chunk_off(br, bc));
+                else
+                    ldsm_x4_t(b, xt + boff);
                 if (EXACT) ldsm_x4_t(bl, xl + boff);
                 mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
             }
@@ -526,24 +582,43 @@ extern "C" int fgmm_fused_split(const float* mu, void* hi, void* lo, long long c
 
 extern "C" int fgmm_fused_lse_blocks(long long n) { return (int)((n + P1_BM - 1) / P1_BM); }
 
-static size_t lse_smem(int exact) {
+/* Dynamic smem of the kernels (mirrors their carve-up; wgmma tiles add 1024 B for alignment). */
+static size_t lse_smem(int exact, int wg) {
     int f = exact ? 2 : 1;
-    return (size_t)(f * P1_BM * SROW + 2 * f * P1_BN * SROW) * sizeof(bf16) + (P1_BM + 6 * P1_BN + DP_MAX) * sizeof(float);
+    return (size_t)(f * TILE_ELEMS(P1_BM, wg) + 2 * f * TILE_ELEMS(P1_BN, wg)) * sizeof(bf16) +
+           (P1_BM + 6 * P1_BN + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
 }
-static size_t acc_smem(int mode, int d, int esz) {
+static size_t acc_smem(int mode, int d, int esz, int wg) {
     int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode), prep = esz == 2,
         nst = P2_STAGES(prep);
-    return (size_t)((nst + f - 1) * P2_BM * SROW + f * P2_BN * SROW) * sizeof(bf16) +
-           (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz);
+    return (size_t)((nst + f - 1) * TILE_ELEMS(P2_BM, wg) + f * TILE_ELEMS(P2_BN, wg)) * sizeof(bf16) +
+           (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz) + (wg ? 1024 : 0);
 }
 
+/* The wgmma variant: prepared rows, dp a multiple of 64, an sm_90 device (it runs the sm_90a code). */
+static int wgmma_ok(const fgmm_fused_model* m) {
+    if (m->no_wgmma || m->dp % 64) return 0;
+    int dev, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    return major == 9 && minor == 0;
+}
+
+template <typename T, int MODE, bool WG>
+static int launch_lse_k(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
+                        cudaStream_t stream) {
+    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT, WG);
+    cudaFuncSetAttribute(fused_lse<T, MODE, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    fused_lse<T, MODE, WG><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
+    return (int)cudaGetLastError();
+}
 template <typename T, int MODE>
 static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                       cudaStream_t stream) {
-    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT);
-    cudaFuncSetAttribute(fused_lse<T, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
-    fused_lse<T, MODE><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
-    return (int)cudaGetLastError();
+    if constexpr (sizeof(T) == 2)
+        if (wgmma_ok(m)) return launch_lse_k<T, MODE, true>(x, n, m, logz2, ll_part, stream);
+    return launch_lse_k<T, MODE, false>(x, n, m, logz2, ll_part, stream);
 }
 
 /* dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED fp16 rows (fp16 mode only) */
@@ -565,12 +640,12 @@ extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_
     DISPATCH(launch_lse, x, n, m, logz2, ll_part, stream)
 }
 
-template <typename T, int MODE>
-static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
-                      double* s1, double* s2, int splits, cudaStream_t stream) {
+template <typename T, int MODE, bool WG>
+static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
+                        double* s1, double* s2, int splits, cudaStream_t stream) {
     constexpr int P2_BM = P2_BM_OF(MODE);
-    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T));
-    cudaFuncSetAttribute(fused_acc<T, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T), WG);
+    cudaFuncSetAttribute(fused_acc<T, MODE, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
     if (splits <= 0) {
@@ -584,8 +659,15 @@ static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, con
     int per = (int)((ntiles + splits - 1) / splits);
     splits = (int)((ntiles + per - 1) / per);
     dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
-    fused_acc<T, MODE><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
+    fused_acc<T, MODE, WG><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();
+}
+template <typename T, int MODE>
+static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
+                      double* s1, double* s2, int splits, cudaStream_t stream) {
+    if constexpr (sizeof(T) == 2)
+        if (wgmma_ok(m)) return launch_acc_k<T, MODE, true>(x, n, m, logz2, nk, s1, s2, splits, stream);
+    return launch_acc_k<T, MODE, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }
 
 extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,

@@ -529,7 +529,8 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;
         c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL};
+                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL,
+                                   g->path == FGMM_GPU_PATH_FUSED_MMA};
         return FGMM_OK;
     }
     /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
@@ -622,7 +623,8 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     int rc = data_scan(g, x);
     if (rc) return rc;
     /* prepared rows: the default fused fp16 path, isotropic, on data that fits resident as fp16 */
-    c.prep = g->path == FGMM_GPU_PATH_FUSED && m->cov == FGMM_COV_ISOTROPIC && m->d <= FGMM_FUSED_MAX_D &&
+    c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) && m->cov == FGMM_COV_ISOTROPIC &&
+             m->d <= FGMM_FUSED_MAX_D &&
              resident_fits(g, x, FMT_F16, NULL);
     if ((rc = prepare_model(g, m, &c))) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
@@ -887,7 +889,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     c.kp = kp;
     c.dp = dp;
     c.fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                              (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL};
+                              (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL, 0};
     long long ll_len = fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS);
     if ((rc = zero_stats(g, kp, dp, 0, ll_len))) return rc;
     estep_run run = {&c, x->dtype, d};

@@ -14,6 +14,7 @@ enum {
     FGMM_GPU_PATH_BLAS = 2,        /* cuBLAS fp32 row tiles */
     FGMM_GPU_PATH_FUSED_BF16 = 3,  /* fused, plain bf16 (the public kernels' arithmetic), for comparison */
     FGMM_GPU_PATH_FUSED_RAW = 4,   /* fused fp16 converting the rows as given in the kernel (no prepared copy) */
+    FGMM_GPU_PATH_FUSED_MMA = 5,   /* as FUSED, but mma.sync where the default uses wgmma (sm_90, d % 64 == 0) */
 };
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);

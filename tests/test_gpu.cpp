@@ -135,31 +135,36 @@ TEST(GpuEstep, BlasPathDiagonalAndLargeD) {
 #ifdef FGMM_WITH_CUDA
 TEST(GpuEstep, PreparedAndRawRowsAgree) {
     REQUIRE_GPU();
-    // The default fast path keeps resident rows as centred fp16 ("prepared"); the raw path converts
-    // the rows as given inside the kernel. Both against float64, for float and uint8 input; n, k and
-    // d off every tile size.
-    int64_t n = 30011;
-    int d = 72, k = 140;
-    auto x = planted(n, d, k, 0.6, 151);
-    std::vector<uint8_t> xb(x.size());
-    for (size_t i = 0; i < x.size(); i++) xb[i] = (uint8_t)std::min(255.0f, std::max(0.0f, 20.0f * x[i] + 128.0f));
-    std::vector<float> xbf(xb.begin(), xb.end());
-    FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.1, 152);
-    FgmmModel* mb = model_from_rows(xbf.data(), n, d, k, FGMM_COV_ISOTROPIC, 400.0, 153);
-    auto ref = ref_estep(m, n, x.data());
-    auto refb = ref_estep(mb, n, xb.data());
-    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol, "prepared f32");
-    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED_RAW, 0, n, FGMM_F32, x.data()), ref, kFastTol, "raw f32");
-    expect_close(engine_estep(mb, FGMM_GPU_PATH_FUSED, 0, n, FGMM_U8, xb.data()), refb, kFastTol, "prepared u8");
-    expect_close(engine_estep(mb, FGMM_GPU_PATH_FUSED_RAW, 0, n, FGMM_U8, xb.data()), refb, kFastTol, "raw u8");
-    // Means far outside the data (a warm start from elsewhere) would overflow the prepared rows' fixed
-    // fp16 prescale: the engine falls back to the raw rows and stays accurate.
-    float* mu = m->mu;
-    for (int j = 0; j < d; j++) mu[3 * d + j] += 5e4f;
-    auto ref_far = ref_estep(m, n, x.data());
-    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref_far, kFastTol, "far means");
-    fgmm_model_free(m);
-    fgmm_model_free(mb);
+    // The default fast path keeps resident rows as centred fp16 ("prepared") and, on sm_90 with
+    // d % 64 == 0, runs the distance GEMMs on wgmma; FUSED_MMA keeps mma.sync on the same rows; the
+    // raw path converts the rows as given inside the kernel. All against float64, float and uint8
+    // input; n and k off every tile size.
+    for (int d : {72, 64, 128}) {
+        int64_t n = 30011;
+        int k = 140;
+        auto x = planted(n, d, k, 0.6, 151 + d);
+        std::vector<uint8_t> xb(x.size());
+        for (size_t i = 0; i < x.size(); i++) xb[i] = (uint8_t)std::min(255.0f, std::max(0.0f, 20.0f * x[i] + 128.0f));
+        std::vector<float> xbf(xb.begin(), xb.end());
+        FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.1, 152);
+        FgmmModel* mb = model_from_rows(xbf.data(), n, d, k, FGMM_COV_ISOTROPIC, 400.0, 153);
+        auto ref = ref_estep(m, n, x.data());
+        auto refb = ref_estep(mb, n, xb.data());
+        std::string at = " d=" + std::to_string(d);
+        for (int path : {FGMM_GPU_PATH_FUSED, FGMM_GPU_PATH_FUSED_MMA, FGMM_GPU_PATH_FUSED_RAW}) {
+            std::string what = (path == FGMM_GPU_PATH_FUSED ? "prepared" : path == FGMM_GPU_PATH_FUSED_MMA ? "mma" : "raw") + at;
+            expect_close(engine_estep(m, path, 0, n, FGMM_F32, x.data()), ref, kFastTol, (what + " f32").c_str());
+            expect_close(engine_estep(mb, path, 0, n, FGMM_U8, xb.data()), refb, kFastTol, (what + " u8").c_str());
+        }
+        // Means far outside the data (a warm start from elsewhere) would overflow the prepared rows'
+        // fixed fp16 prescale: the engine falls back to the raw rows and stays accurate.
+        for (int j = 0; j < d; j++) m->mu[3 * d + j] += 5e4f;
+        auto ref_far = ref_estep(m, n, x.data());
+        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref_far, kFastTol,
+                     ("far means" + at).c_str());
+        fgmm_model_free(m);
+        fgmm_model_free(mb);
+    }
 }
 #endif
 

@@ -1,0 +1,78 @@
+/* wgmma.cuh: the Hopper warpgroup MMA (sm_90a) pieces of the fused E-step.
+ *
+ * Operands are 64-row tiles of fp16, K-major (dp contiguous), in shared memory as 128-byte-swizzled
+ * panels: panel p holds columns [64 p, 64 p + 64) of all 64 rows, row r at byte 128 r, its 16-byte
+ * chunk c at chunk position c ^ (r % 8) (CUTLASS's Swizzle<3,4,3>); panels are 8 KB, 1024-aligned.
+ * FGMM_WGMMA is 1 only where the code is compiled for sm_90a; elsewhere callers keep mma.sync. */
+#ifndef FGMM_WGMMA_CUH
+#define FGMM_WGMMA_CUH
+#include <stdint.h>
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FGMM_WGMMA 1
+#else
+#define FGMM_WGMMA 0
+#endif
+
+#define WG_PANEL_BYTES 8192 /* 64 rows x 128 B */
+
+/* Byte offset of 16-byte chunk c (8 fp16 columns) of row r (0..63) in a panelled tile. */
+__device__ __forceinline__ uint32_t wg_chunk_off(int r, int c) {
+    return (uint32_t)((c >> 3) * WG_PANEL_BYTES + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+/* Shared-memory matrix descriptor: 128B swizzle (mode 1, bits 62-63), stride 1024 B between 8-row
+ * groups (SBO, bits 32-45, in 16 B units), LBO unused for swizzled K-major (1). */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t smem_addr) {
+    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+
+#if FGMM_WGMMA
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/* Generic-proxy smem writes (st.shared, cp.async) become visible to wgmma's async proxy. */
+__device__ __forceinline__ void wg_proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* d (64 x 64 per warpgroup, fp32; the mma.sync C layout per warp and n8 block: d[j][e]) =
+ * (acc ? d : 0) + A B^T for one k16 step, A and B given by descriptors. */
+__device__ __forceinline__ void wg_mma_64x64(float (&d)[8][4], uint64_t da, uint64_t db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
+          "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
+          "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
+          "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+/* Pins the accumulators in program order around the async MMA (reads after the wait stay after). */
+__device__ __forceinline__ void wg_fence_acc(float (&d)[8][4]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
+}
+
+/* d = A B^T over dp = 64 * panels columns: A, B = 64-row panelled tiles at smem addresses a, b.
+ * Issues, commits and waits (the warpgroup's d is final on return). */
+__device__ __forceinline__ void wg_gemm_64x64(float (&d)[8][4], uint32_t a, uint32_t b, int panels) {
+    wg_fence_acc(d);
+    wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++) {
+        if (ks >= 4 * panels) break;
+        uint32_t off = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32);
+        wg_mma_64x64(d, wg_desc(a + off), wg_desc(b + off), ks > 0);
+    }
+    wg_commit();
+    wg_wait0();
+    wg_fence_acc(d);
+}
+#endif
+#endif
