@@ -505,7 +505,14 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                 s2[h] = fmaf(r, dist, s2[h]);
                 st[j][e] = r;
             }
-        /* acc += R^T x: the C fragments of S^T are the A fragments of R^T. */
+        /* acc += R^T x: the C fragments of S^T are the A fragments of R^T (for mma.sync and for wgmma
+         * with A in registers, whose B is then the row tile read N-major). */
+#if FGMM_WGMMA
+        if (WG) {
+            wg_fence_acc(acc);
+            wg_fence();
+        }
+#endif
 #pragma unroll
         for (int s = 0; s < P2_BM / 16; s++) {
             uint32_t ra[4], rl[4];
@@ -521,20 +528,29 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                     rl[q] = Elt<F16>::pack(st[jj][e0] - f.x, st[jj][e0 + 1] - f.y);
                 }
             }
+            if constexpr (WG) {
+#if FGMM_WGMMA
+                wg_mma_rs(acc, ra, wg_desc_mn(smem_u32(xt) + s * 16 * 128), dp == 128);
+#endif
+                continue;
+            }
 #pragma unroll
             for (int np = 0; np < DP_MAX / 16; np++) {
                 if (np * 16 >= dp) break;
                 uint32_t b[4], bl[4];
-                const int br = s * 16 + lane % 8 + ((lane / 8) % 2) * 8, bc = np * 2 + lane / 16; /* row, chunk */
-                const int boff = br * SROW + bc * 8;
-                if (WG)
-                    ldsm_x4_t(b, smem_u32(xt) + wg_chunk_off(br, bc));
-                else
-                    ldsm_x4_t(b, xt + boff);
+                const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
+                ldsm_x4_t(b, xt + boff);
                 if (EXACT) ldsm_x4_t(bl, xl + boff);
                 mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
             }
         }
+#if FGMM_WGMMA
+        if (WG) { /* done before the next barrier: the stage is then refilled */
+            wg_commit();
+            wg_wait0();
+            wg_fence_acc(acc);
+        }
+#endif
     }
     /* One write per block: quad-reduce the per-component sums, then double atomics. */
 #pragma unroll

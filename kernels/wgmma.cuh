@@ -51,10 +51,44 @@ __device__ __forceinline__ void wg_mma_64x64(float (&d)[8][4], uint64_t da, uint
         : "l"(da), "l"(db), "r"(acc));
 }
 
+/* Descriptor of a K x N operand stored N-major (the panelled row tile read as B = x with K = rows):
+ * LBO (bits 16-29) = 8 KB between 64-column panels, SBO = 1024 B between 8-row groups. */
+__device__ __forceinline__ uint64_t wg_desc_mn(uint32_t smem_addr) {
+    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)(WG_PANEL_BYTES >> 4) << 16) |
+           ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+#define WG_ACC8(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+/* d (64 x N per warpgroup, N = 64 or 128; d[j][e] as above) += A B for one k16 step: A from
+ * registers (the mma.sync m16n8k16 A fragment of this warp's 16 rows), B (16 x N) N-major in smem. */
+__device__ __forceinline__ void wg_mma_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db, int n128) {
+    if (n128)
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
+            "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
+            "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
+              WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
+              WG_ACC8(d, 13), WG_ACC8(d, 14), WG_ACC8(d, 15)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    else
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
+            "%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
+              WG_ACC8(d, 7)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
 /* Pins the accumulators in program order around the async MMA (reads after the wait stay after). */
-__device__ __forceinline__ void wg_fence_acc(float (&d)[8][4]) {
+template <int J>
+__device__ __forceinline__ void wg_fence_acc(float (&d)[J][4]) {
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+    for (int j = 0; j < J; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
 }

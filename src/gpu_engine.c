@@ -192,10 +192,12 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
         cudaFree(stage.p);
         return rc;
     }
-    cudaError_t ce = cudaMemcpy(sh.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice);
+    /* Every host-to-device copy goes on g->st: a plain cudaMemcpy from pageable memory may return
+     * before its DMA lands, and g->st (non-blocking) does not wait for the legacy stream. */
+    cudaError_t ce = cudaMemcpyAsync(sh.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
     for (long long r0 = 0; r0 < x->n && !ce && !rc; r0 += piece) {
         long long nr = x->n - r0 < piece ? x->n - r0 : piece;
-        ce = cudaMemcpy(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice);
+        ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice, g->st);
         if (!ce)
             ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, sh.p, (float)g->prep_scale,
                                                  (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
@@ -225,7 +227,7 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn,
         g->host_x = NULL;
         int rc = dgrow(&g->data, total, "the data");
         if (rc) return rc;
-        CU(cudaMemcpy(g->data.p, x->x, total, cudaMemcpyHostToDevice));
+        CU(cudaMemcpyAsync(g->data.p, x->x, total, cudaMemcpyHostToDevice, g->st)); /* ordered before the kernels */
         g->host_x = x->x;
         g->host_n = x->n;
         g->host_d = x->d;
@@ -565,7 +567,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     }
     cudaError_t e = cudaMemcpyAsync(g->mu.p, h, 2 * kd * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (!e) e = cudaMemcpyAsync(g->cst.p, kn, 2 * (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
-    if (!e) e = cudaMemcpy(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice); /* lc is pageable: synchronous */
+    if (!e) e = cudaMemcpyAsync(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice, g->st); /* pageable: staged before return */
     free(lc);
     return e ? cuda_fail(e, "model upload") : FGMM_OK;
 }
@@ -732,8 +734,8 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
         free(cn);
         return rc;
     }
-    cudaError_t ce = cudaMemcpy(g->mu.p, cent, (size_t)k * d * sizeof(float), cudaMemcpyHostToDevice);
-    if (!ce) ce = cudaMemcpy(g->cst.p, cn, (size_t)k * sizeof(float), cudaMemcpyHostToDevice);
+    cudaError_t ce = cudaMemcpyAsync(g->mu.p, cent, (size_t)k * d * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (!ce) ce = cudaMemcpyAsync(g->cst.p, cn, (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
     free(cn);
     if (ce) return cuda_fail(ce, "centroid upload");
     kmeans_run run = {k, d, x->dtype};
