@@ -93,9 +93,10 @@ int fgmm_accumulate_d(const double* in, double* out, long long count, cudaStream
 int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, int d, int dp, double floor_v,
                    double min_count, double fill_v, float* mu, float* var, float* w, int* empty, cudaStream_t stream);
 /* The fused fp16 path's constants from a device model: mu_hi (kp x dp fp16) and cst = [a2, h2, mn]
- * (3 x kp), as fgmm_fused_model describes them, for rows centred by shift and prescaled by scale. */
+ * (3 x kp), as fgmm_fused_model describes them, for rows centred by shift and prescaled by scale;
+ * if amax != NULL (zeroed by the caller), *amax = max |mu_hi| before rounding (the range check). */
 int fgmm_fused_constants(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,
-                         const float* shift, float scale, void* mu_hi, float* cst, cudaStream_t stream);
+                         const float* shift, float scale, void* mu_hi, float* cst, float* amax, cudaStream_t stream);
 /* out[0] = sum of in[0..n), fixed order. */
 int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream);
 

@@ -91,15 +91,19 @@ extern "C" int fgmm_mstep_iso(const double* nk, const double* s1, const double* 
 __global__ void fused_constants(const float* __restrict__ mu, const float* __restrict__ var,
                                 const float* __restrict__ w, int k, int d, int dp, const float* __restrict__ shift,
                                 float scale, __half* __restrict__ mu_hi, float* __restrict__ a2,
-                                float* __restrict__ h2, float* __restrict__ mn) {
+                                float* __restrict__ h2, float* __restrict__ mn, float* __restrict__ amax) {
     __shared__ double red[MS_THREADS];
     const int q = blockIdx.x;
     double nn = 0;
+    float am = 0.f;
     for (int c = threadIdx.x; c < dp; c += blockDim.x) {
         double v = q < k && c < d ? (double)mu[(size_t)q * d + c] - shift[c] : 0.0;
         nn += v * v;
-        mu_hi[(size_t)q * dp + c] = __float2half_rn((float)v * scale);
+        float o = (float)v * scale;
+        am = fmaxf(am, fabsf(o));
+        mu_hi[(size_t)q * dp + c] = __float2half_rn(o);
     }
+    if (amax) atomicMax((int*)amax, __float_as_int(am)); /* non-negative floats order as ints */
     nn = block_sum(nn, red);
     if (threadIdx.x == 0) {
         if (q < k) {
@@ -115,9 +119,10 @@ __global__ void fused_constants(const float* __restrict__ mu, const float* __res
 }
 
 extern "C" int fgmm_fused_constants(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,
-                                    const float* shift, float scale, void* mu_hi, float* cst, cudaStream_t stream) {
+                                    const float* shift, float scale, void* mu_hi, float* cst, float* amax,
+                                    cudaStream_t stream) {
     fused_constants<<<kp, MS_THREADS, 0, stream>>>(mu, var, w, k, d, dp, shift, scale, (__half*)mu_hi, cst, cst + kp,
-                                                   cst + 2 * kp);
+                                                   cst + 2 * kp, amax);
     return (int)cudaGetLastError();
 }
 

@@ -104,7 +104,7 @@ typedef struct gpu_impl {
     dbuf nk, s1, s2, ll, llp, logz;
     dbuf xf, x2, xn, g, f;
     /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
-    dbuf dm, emo;
+    dbuf dm, emo, chk;
     int dm_valid, dm_k, dm_d;
     /* statistics computed on the device and not yet downloaded (begin / finish) */
     struct {
@@ -119,6 +119,7 @@ typedef struct gpu_impl {
     int scan_d;
     double amax, prep_scale;
     float* data_mean;
+    int shift_ok; /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
 } gpu_impl;
 
 enum { FMT_RAW = 0, FMT_F16 = 1 };
@@ -162,6 +163,7 @@ static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
 /* Whether x fits on the device in a format, next to 64 MB of scratch (a resident copy in the
  * other format would be replaced, so it counts as free). */
 static int resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out) {
+    if (!budget_out && is_resident(g, x, fmt)) return 1; /* cudaMemGetInfo is not free: skip it per E-step */
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
         cudaGetLastError();
@@ -341,6 +343,7 @@ static int data_scan(gpu_impl* g, const fgmm_data* x) {
     g->scan_x = x->x;
     g->scan_n = x->n;
     g->scan_d = x->d;
+    g->shift_ok = 0;
     return FGMM_OK;
 }
 
@@ -362,6 +365,7 @@ int fgmm_gpu_adopt_scan(fgmm_engine* e, const fgmm_data* part, const fgmm_engine
     g->scan_x = part->x;
     g->scan_n = part->n;
     g->scan_d = part->d;
+    g->shift_ok = 0;
     return FGMM_OK;
 }
 
@@ -446,9 +450,9 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long ro
     return FGMM_OK;
 }
 
-/* A zeroed pinned upload buffer of count floats; the previous upload from it has completed
+/* A pinned upload buffer of count floats (zeroed if zero); the previous upload from it has completed
  * (each E-step ends with a stream synchronisation). */
-static float* upload_buffer(gpu_impl* g, size_t count) {
+static float* upload_buffer(gpu_impl* g, size_t count, int zero) {
     if (g->host_up_cap < count) {
         if (g->host_up) cudaFreeHost(g->host_up);
         g->host_up = NULL;
@@ -459,8 +463,65 @@ static float* upload_buffer(gpu_impl* g, size_t count) {
         }
         g->host_up_cap = count;
     }
-    memset(g->host_up, 0, count * sizeof(float));
+    if (zero) memset(g->host_up, 0, count * sizeof(float));
     return g->host_up;
+}
+
+/* The pinned host buffer for downloads, at least count doubles. */
+static double* pinned_stats(gpu_impl* g, size_t count) {
+    if (g->host_stats_cap < count) {
+        if (g->host_stats) cudaFreeHost(g->host_stats);
+        g->host_stats = NULL;
+        g->host_stats_cap = 0;
+        if (cudaMallocHost((void**)&g->host_stats, count * sizeof(double)) != cudaSuccess) {
+            cudaGetLastError();
+            return NULL;
+        }
+        g->host_stats_cap = count;
+    }
+    return g->host_stats;
+}
+
+/* The prepared path's model constants, computed on the device from a device model (mu k x d, var k,
+ * w k) with the data mean as shift; fills c for estep_chunk. With check, *in_range says whether the
+ * rows' fixed fp16 prescale holds the means (|mu - mean| * scale <= 2^15: means 8x beyond the data's
+ * range do not; EM's never are); a host loop for that cost ~1 ms per call on the GPU machine. */
+static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
+                          int check, int* in_range) {
+    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16, rc;
+    void* shift0 = g->shift.p;
+    if ((rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift")) ||
+        (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
+        (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+        (rc = dgrow(&g->chk, sizeof(float), "range check")))
+        return rc;
+    const double scale = g->prep_scale;
+    if (g->shift.p != shift0) g->shift_ok = 0; /* reallocated */
+    if (!g->shift_ok) { /* the data mean, once per scan (a pageable copy waits for the stream) */
+        CU(cudaMemcpyAsync(g->shift.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st));
+        g->shift_ok = 1;
+    }
+    if (check) CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
+    KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
+                            check ? (float*)g->chk.p : NULL, g->st));
+    if (check) {
+        double* h = pinned_stats(g, 1);
+        if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+        CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        CU(cudaStreamSynchronize(g->st));
+        float amax;
+        memcpy(&amax, h, sizeof amax);
+        *in_range = amax <= 32768.0f;
+    }
+    const float* cst = g->cst.p;
+    c->fused = c->prep = 1;
+    c->mode = FGMM_FUSED_FP16;
+    c->kp = kp;
+    c->dp = dp;
+    c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
+                               (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL,
+                               g->path == FGMM_GPU_PATH_FUSED_MMA};
+    return FGMM_OK;
 }
 
 /* Uploads the model's constants for the chosen path. */
@@ -469,6 +530,22 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
     c->fused = !c->diag && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
+    c->prep = c->prep && c->fused;
+    if (c->prep) { /* the model goes up as it is; its constants are made on the device */
+        size_t kd = (size_t)k * d;
+        int rc2;
+        float* h = upload_buffer(g, kd + 2 * (size_t)k, 0);
+        if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+        if ((rc2 = dgrow(&g->mu, (kd + 2 * (size_t)k) * sizeof(float), "model"))) return rc2;
+        memcpy(h, m->mu, kd * sizeof(float));
+        memcpy(h + kd, m->var, (size_t)k * sizeof(float));
+        memcpy(h + kd + k, m->w, (size_t)k * sizeof(float));
+        CU(cudaMemcpyAsync(g->mu.p, h, (kd + 2 * (size_t)k) * sizeof(float), cudaMemcpyHostToDevice, g->st));
+        const float* mu = g->mu.p;
+        int ok = 0;
+        if ((rc2 = prep_constants(g, c, mu, mu + kd, mu + kd + k, k, d, 1, &ok)) || ok) return rc2;
+        c->prep = 0; /* out of the prepared rows' range: the host path below, on rows as given */
+    }
     double* lc = malloc((size_t)k * sizeof(double));
     if (!lc) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     fgmm_model_logconst(m, lc);
@@ -476,7 +553,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16;
         c->kp = kp;
         c->dp = dp;
-        float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp + dp);
+        float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp + dp, 1);
         if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
         float *a2 = h + (size_t)kp * dp, *h2 = a2 + kp, *mn = h2 + kp, *sh = mn + kp;
         /* Centre on the data mean: distances are unchanged, 16-bit rounding shrinks (the mixture's
@@ -504,8 +581,6 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             h2[q] = (float)(LOG2E / (2.0 * m->var[q]));
             mn[q] = (float)nn;
         }
-        /* Prepared rows fix the prescale; means 8x beyond the data's range would overflow fp16. */
-        if (c->prep && amu * g->prep_scale > 32768.0) c->prep = 0;
         if ((rc = dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
             (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
             (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
@@ -522,17 +597,14 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         double bound = fmax(g->amax + ash, amu), scale = 1.0;
         c->mode = g->path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
                   : g->path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
-        if (c->prep) {
-            scale = g->prep_scale;
-        } else if (c->mode == FGMM_FUSED_FP16 && bound > 0) {
+        if (c->mode == FGMM_FUSED_FP16 && bound > 0) {
             int e = (int)floor(log2(4096.0 / bound));
             scale = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
         }
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;
         c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL,
-                                   g->path == FGMM_GPU_PATH_FUSED_MMA};
+                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL, 0};
         return FGMM_OK;
     }
     /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
@@ -540,7 +612,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     c->kp = k;
     c->dp = d;
     size_t kd = (size_t)k * d;
-    float* h = upload_buffer(g, 2 * kd + 2 * (size_t)k);
+    float* h = upload_buffer(g, 2 * kd + 2 * (size_t)k, 1);
     if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
     float *kn = h + 2 * kd, *hp = kn + k;
     for (int q = 0; q < k; q++) {
@@ -593,13 +665,7 @@ static int zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len
 static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, long long ll_len, double scale,
                           fgmm_stats* out) {
     size_t s2n = s2_per_dim ? (size_t)k * d : (size_t)k, need = (size_t)k + (size_t)k * dp + s2n + (size_t)ll_len;
-    if (g->host_stats_cap < need) {
-        if (g->host_stats) cudaFreeHost(g->host_stats);
-        g->host_stats = NULL;
-        g->host_stats_cap = 0;
-        CU(cudaMallocHost((void**)&g->host_stats, need * sizeof(double)));
-        g->host_stats_cap = need;
-    }
+    if (!pinned_stats(g, need)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     double *nk = g->host_stats, *s1 = nk + k, *s2 = s1 + (size_t)k * dp, *ll = s2 + s2n;
     CU(cudaMemcpyAsync(nk, g->nk.p, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost, g->st));
     CU(cudaMemcpyAsync(s1, g->s1.p, (size_t)k * dp * sizeof(double), cudaMemcpyDeviceToHost, g->st));
@@ -818,7 +884,7 @@ static void gpu_destroy(fgmm_engine* e) {
     if (g) {
         cudaSetDevice(g->dev);
         dbuf* bufs[] = {&g->data, &g->xnorm, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo};
+                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo, &g->chk};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->p) cudaFree(bufs[i]->p);
         if (g->host_stats) cudaFreeHost(g->host_stats);
@@ -847,30 +913,18 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     gpu_impl* g = e->impl;
     *handled = 0;
     CU(cudaSetDevice(g->dev));
-    int rc, k = m->k, d = m->d, kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
-            dp = (d + 15) / 16 * 16;
+    int rc, k = m->k, d = m->d;
     if (g->path != FGMM_GPU_PATH_FUSED || m->cov != FGMM_COV_ISOTROPIC || d > FGMM_FUSED_MAX_D) return FGMM_OK;
     if ((rc = data_scan(g, x))) return rc;
     if (!resident_fits(g, x, FMT_F16, NULL)) return FGMM_OK;
-    const double scale = g->prep_scale;
     size_t kd = (size_t)k * d;
-    if (model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d) {
+    int upload = model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d;
+    if (upload) {
         g->dm_valid = 0;
-        double amu = 0; /* means beyond the prepared rows' prescale range stay with the host path */
-        for (int q = 0; q < k; q++)
-            for (int j = 0; j < d; j++) {
-                double a = (double)m->mu[(size_t)q * d + j] - g->data_mean[j];
-                a = a < 0 ? -a : a;
-                amu = a > amu ? a : amu;
-            }
-        if (amu * scale > 32768.0) return FGMM_OK;
         if ((rc = dgrow(&g->dm, (kd + 2 * (size_t)k) * sizeof(float), "model")) ||
-            (rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int), "M-step output")) ||
-            (rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift")) ||
-            (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
-            (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")))
+            (rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int), "M-step output")))
             return rc;
-        float* h = upload_buffer(g, kd + 2 * (size_t)k);
+        float* h = upload_buffer(g, kd + 2 * (size_t)k, 0);
         if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
         memcpy(h, m->mu, kd * sizeof(float));
         memcpy(h + kd, m->var, (size_t)k * sizeof(float));
@@ -880,18 +934,16 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
         g->dm_k = k;
         g->dm_d = d;
     }
-    /* E-steps and assignments in between share the shift buffer: always refresh it (dp floats) */
-    CU(cudaMemcpyAsync(g->shift.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st));
-    float *mu = g->dm.p, *var = mu + kd, *w = var + k, *cst = g->cst.p;
-    KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, cst, g->st));
+    float *mu = g->dm.p, *var = mu + kd, *w = var + k;
     estep_ctx c = {0};
     c.m = m;
-    c.fused = c.prep = 1;
-    c.mode = FGMM_FUSED_FP16;
-    c.kp = kp;
-    c.dp = dp;
-    c.fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                              (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL, 0};
+    int ok = 1; /* E-steps in between share the constants' buffers: made every time */
+    if ((rc = prep_constants(g, &c, mu, var, w, k, d, upload, &ok))) return rc;
+    if (!ok) { /* such means stay with the host path */
+        g->dm_valid = 0;
+        return FGMM_OK;
+    }
+    const int kp = c.kp, dp = c.dp;
     long long ll_len = fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS);
     if ((rc = zero_stats(g, kp, dp, 0, ll_len))) return rc;
     estep_run run = {&c, x->dtype, d};
@@ -902,13 +954,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     KL(fgmm_mstep_iso(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var, w,
                       flags, g->st));
     KL(fgmm_sum_d(g->ll.p, ll_len, sum, g->st));
-    if (g->host_stats_cap < 2) {
-        if (g->host_stats) cudaFreeHost(g->host_stats);
-        g->host_stats = NULL;
-        g->host_stats_cap = 0;
-        CU(cudaMallocHost((void**)&g->host_stats, 2 * sizeof(double)));
-        g->host_stats_cap = 2;
-    }
+    if (!pinned_stats(g, 2)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     CU(cudaMemcpyAsync(g->host_stats, sum, sizeof(double), cudaMemcpyDeviceToHost, g->st));
     CU(cudaMemcpyAsync(g->host_stats + 1, flags + k, sizeof(int), cudaMemcpyDeviceToHost, g->st));
     CU(cudaStreamSynchronize(g->st));
@@ -992,7 +1038,7 @@ int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
     CU(cudaStreamSynchronize(g->st));
     if (scratch_bytes) {
         dbuf* bufs[] = {&g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo};
+                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo, &g->chk};
         size_t s = 0;
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) s += bufs[i]->cap;
         *scratch_bytes = s;
