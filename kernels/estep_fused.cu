@@ -29,6 +29,8 @@
 #define SROW (DP_MAX + 8)     /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
 #define P1_BM 128
 #define P1_BN 64
+/* pass-1 components per tile: wgmma takes 128 (m64n128: half the barriers and row reductions) */
+#define P1_BN_OF(WG) ((WG) ? 128 : P1_BN)
 /* pass-2 rows per tile: 64 keeps the S^T tile at 32 registers so two blocks fit on an SM */
 #define P2_BM_OF(MODE) 64
 /* pass-2 row-tile stages: prepared rows are plain copies, NST - 1 tiles in flight; raw rows
@@ -213,14 +215,13 @@ __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes
 }
 
 /* Async copy of component rows [k0, k0 + rows) (16-bit, dp wide) into smem: rows of stride SROW,
- * or (WG) 64-row panelled tiles. */
-template <bool WG = false>
+ * or (WG) panelled tiles of TR rows. */
+template <bool WG = false, int TR = 64>
 __device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, int rows, bf16* dst) {
     int chunks = dp / 8; /* 16-byte chunks per row */
     for (int i = threadIdx.x; i < rows * chunks; i += NTHREADS) {
         int r = i / chunks, c = i % chunks;
-        bf16* to = WG ? (bf16*)((char*)dst + (r >> 6) * (dp / 64) * WG_PANEL_BYTES + wg_chunk_off(r & 63, c))
-                      : dst + r * SROW + c * 8;
+        bf16* to = WG ? (bf16*)((char*)dst + wg_off<TR>(r, c, dp)) : dst + r * SROW + c * 8;
         cp_async16(to, mu + (long long)(k0 + r) * dp + c * 8);
     }
 }
@@ -235,42 +236,44 @@ __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg)
 /* ------------------------------------------------------------------ pass 1 */
 
 /* WG: the Hopper variant (prepared fp16 rows, dp a multiple of 64, sm_90a): the distance GEMM runs on
- * wgmma from panelled smem tiles instead of ldmatrix + mma.sync; the rest is the same code. */
+ * wgmma (m64n128, 128 components per tile) from panelled smem tiles instead of ldmatrix + mma.sync;
+ * the rest is the same code. */
 template <typename T, int MODE, bool WG>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
           double* __restrict__ ll_part) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
+    constexpr int BN = P1_BN_OF(WG); /* components per tile */
 #if !FGMM_WGMMA
     if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
 #endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int XROWS = TILE_ELEMS(P1_BM, WG); /* 16-bit elements of the row tile */
-    constexpr int MROWS = TILE_ELEMS(P1_BN, WG); /* of one component tile */
+    constexpr int MROWS = TILE_ELEMS(BN, WG); /* of one component tile */
     bf16* xs = (bf16*)smem_base(smem_raw, WG);                    /* P1_BM x SROW, or panelled */
     bf16* xl = xs + XROWS;                                        /* EXACT only */
     bf16* ms = xs + (EXACT ? 2 : 1) * XROWS;                      /* [2 stages][hi, lo] component tiles */
     float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * MROWS);       /* P1_BM */
-    float* cst = xn + P1_BM;                                      /* [2 stages][a2, h2, mn] x P1_BN */
-    float* shs = cst + 6 * P1_BN;                                 /* DP_MAX: shift */
+    float* cst = xn + P1_BM;                                      /* [2 stages][a2, h2, mn] x BN */
+    float* shs = cst + 6 * BN;                                 /* DP_MAX: shift */
     __shared__ double warp_ll[NTHREADS / 32];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-    const int dp = m.dp, nks = dp / 16, nkt = m.kp / P1_BN;
+    const int dp = m.dp, nks = dp / 16, nkt = m.kp / BN;
     const long long row0 = (long long)blockIdx.x * P1_BM;
     const int mstage = (EXACT ? 2 : 1) * MROWS;
 
     auto issue_tile = [&](int kt) {
         bf16* dst = ms + (kt & 1) * mstage;
-        stage_mu_async<WG>((const bf16*)m.mu_hi, dp, kt * P1_BN, P1_BN, dst);
-        if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * P1_BN, P1_BN, dst + MROWS);
+        stage_mu_async<WG, BN>((const bf16*)m.mu_hi, dp, kt * BN, BN, dst); /* one BN-row operand */
+        if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * BN, BN, dst + MROWS);
         /* the tile's a2, h2, mn: async too (plain loads stalled the loading warps for an L2 round trip
          * while the others waited at the next barrier) */
-        float* cs = cst + (kt & 1) * 3 * P1_BN;
-        constexpr int CH = P1_BN / 4; /* 16-byte chunks per array */
+        float* cs = cst + (kt & 1) * 3 * BN;
+        constexpr int CH = BN / 4; /* 16-byte chunks per array */
         for (int i = threadIdx.x; i < 3 * CH; i += NTHREADS) {
-            const float* src = (i < CH ? m.a2 : i < 2 * CH ? m.h2 : m.mn) + kt * P1_BN + (i % CH) * 4;
-            cp_async16(cs + (i / CH) * P1_BN + (i % CH) * 4, src);
+            const float* src = (i < CH ? m.a2 : i < 2 * CH ? m.h2 : m.mn) + kt * BN + (i % CH) * 4;
+            cp_async16(cs + (i / CH) * BN + (i % CH) * 4, src);
         }
     };
     issue_tile(0);
@@ -310,30 +313,30 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         if (kt + 1 < nkt) issue_tile(kt + 1);
         asm volatile("cp.async.commit_group;\n" ::);
         const bf16* mh = ms + (kt & 1) * mstage;
-        const float* cs = cst + (kt & 1) * 3 * P1_BN;
-        float acc[P1_BN / 8][4];
+        const float* cs = cst + (kt & 1) * 3 * BN;
+        float acc[BN / 8][4];
 #pragma unroll
-        for (int j = 0; j < P1_BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+        for (int j = 0; j < BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
         if constexpr (WG) { /* this warpgroup's 64 rows x the tile's 64 components */
 #if FGMM_WGMMA
-            wg_gemm_64x64(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), dp / 64);
+            wg_gemm<BN>(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), dp / 64);
 #endif
         } else {
 #pragma unroll
             for (int ks = 0; ks < KS_MAX; ks++) {
                 if (ks >= nks) break;
-                mma_abt<F16, EXACT, P1_BN / 16>(acc, ah[ks], al[ks], mh, mh + MROWS, ks, lane);
+                mma_abt<F16, EXACT, BN / 16>(acc, ah[ks], al[ks], mh, mh + MROWS, ks, lane);
             }
         }
         /* log2 densities, then the online log-sum-exp of rows g and g+8. */
         float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int j = 0; j < P1_BN / 8; j++)
+        for (int j = 0; j < BN / 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int col = j * 8 + 2 * c + (e & 1);
-                float dist = fmaxf(fmaf(m2, acc[j][e], (e < 2 ? xn0 : xn1) + cs[2 * P1_BN + col]), 0.f);
-                float l = fmaf(-cs[P1_BN + col], dist, cs[col]);
+                float dist = fmaxf(fmaf(m2, acc[j][e], (e < 2 ? xn0 : xn1) + cs[2 * BN + col]), 0.f);
+                float l = fmaf(-cs[BN + col], dist, cs[col]);
                 acc[j][e] = l;
                 tmax[e >> 1] = fmaxf(tmax[e >> 1], l);
             }
@@ -346,7 +349,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
             mx[h] = nm;
         }
 #pragma unroll
-        for (int j = 0; j < P1_BN / 8; j++)
+        for (int j = 0; j < BN / 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(acc[j][e] - mx[e >> 1]);
     }
@@ -481,7 +484,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
         if constexpr (WG) { /* this warpgroup's 64 components x the tile's 64 rows */
 #if FGMM_WGMMA
-            wg_gemm_64x64(st, smem_u32(ms) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(xt), dp / 64);
+            wg_gemm<64>(st, smem_u32(ms) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(xt), dp / 64);
 #endif
         } else {
 #pragma unroll
@@ -601,8 +604,8 @@ extern "C" int fgmm_fused_lse_blocks(long long n) { return (int)((n + P1_BM - 1)
 /* Dynamic smem of the kernels (mirrors their carve-up; wgmma tiles add 1024 B for alignment). */
 static size_t lse_smem(int exact, int wg) {
     int f = exact ? 2 : 1;
-    return (size_t)(f * TILE_ELEMS(P1_BM, wg) + 2 * f * TILE_ELEMS(P1_BN, wg)) * sizeof(bf16) +
-           (P1_BM + 6 * P1_BN + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
+    return (size_t)(f * TILE_ELEMS(P1_BM, wg) + 2 * f * TILE_ELEMS(P1_BN_OF(wg), wg)) * sizeof(bf16) +
+           (P1_BM + 6 * P1_BN_OF(wg) + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
 }
 static size_t acc_smem(int mode, int d, int esz, int wg) {
     int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode), prep = esz == 2,

@@ -16,9 +16,15 @@
 
 #define WG_PANEL_BYTES 8192 /* 64 rows x 128 B */
 
-/* Byte offset of 16-byte chunk c (8 fp16 columns) of row r (0..63) in a panelled tile. */
+/* Byte offset of 16-byte chunk c (8 fp16 columns) of row r (0..63) in a panelled 64-row tile. */
 __device__ __forceinline__ uint32_t wg_chunk_off(int r, int c) {
     return (uint32_t)((c >> 3) * WG_PANEL_BYTES + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+/* The same for rows in tiles of TR rows (64 or 128; panels of TR * 128 B), tiles one after another. */
+template <int TR>
+__device__ __forceinline__ uint32_t wg_off(int r, int c, int dp) {
+    const int t = r / TR, rr = r % TR;
+    return (uint32_t)(t * (dp / 64) * TR * 128 + (c >> 3) * TR * 128 + rr * 128 + (((c & 7) ^ (rr & 7)) << 4));
 }
 
 /* Shared-memory matrix descriptor: 128B swizzle (mode 1, bits 62-63), stride 1024 B between 8-row
@@ -93,16 +99,34 @@ __device__ __forceinline__ void wg_fence_acc(float (&d)[J][4]) {
         for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
 }
 
-/* d = A B^T over dp = 64 * panels columns: A, B = 64-row panelled tiles at smem addresses a, b.
- * Issues, commits and waits (the warpgroup's d is final on return). */
-__device__ __forceinline__ void wg_gemm_64x64(float (&d)[8][4], uint32_t a, uint32_t b, int panels) {
+/* As wg_mma_64x64 with N = 128: B is a 128-row operand whose panels hold all 128 rows (16 KB). */
+__device__ __forceinline__ void wg_mma_64x128(float (&d)[16][4], uint64_t da, uint64_t db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
+        "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
+        "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
+          WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
+          WG_ACC8(d, 13), WG_ACC8(d, 14), WG_ACC8(d, 15)
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+/* d = A B^T over dp = 64 * panels columns: A = a 64-row, B = an N-row panelled tile (N = 64 or 128)
+ * at smem addresses a, b. Issues, commits and waits (the warpgroup's d is final on return). */
+template <int N>
+__device__ __forceinline__ void wg_gemm(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
     wg_fence_acc(d);
     wg_fence();
 #pragma unroll
     for (int ks = 0; ks < 8; ks++) {
         if (ks >= 4 * panels) break;
-        uint32_t off = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32);
-        wg_mma_64x64(d, wg_desc(a + off), wg_desc(b + off), ks > 0);
+        uint32_t ka = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32), kb = (uint32_t)((ks >> 2) * N * 128 + (ks & 3) * 32);
+        if constexpr (N == 128)
+            wg_mma_64x128(d, wg_desc(a + ka), wg_desc(b + kb), ks > 0);
+        else
+            wg_mma_64x64(d, wg_desc(a + ka), wg_desc(b + kb), ks > 0);
     }
     wg_commit();
     wg_wait0();
