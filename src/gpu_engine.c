@@ -74,6 +74,7 @@ static int dgrow(dbuf* b, size_t bytes, const char* what) {
 
 typedef struct gpu_impl {
     int dev;
+    int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
     size_t mem_limit;
     int path;            /* FGMM_GPU_PATH_* */
     long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES */
@@ -124,6 +125,12 @@ typedef struct gpu_impl {
 
 enum { FMT_RAW = 0, FMT_F16 = 1 };
 
+/* Padded width of prepared rows: a multiple of 64 on sm_90 (the wgmma kernels take whole 64-column
+ * panels: d = 96 or 100 runs there padded to 128, faster than mma.sync unpadded), else of 16. The data
+ * mean is kept at the larger padding. */
+static int prep_dp(const gpu_impl* g, int d) { return g->wg ? (d + 63) / 64 * 64 : (d + 15) / 16 * 16; }
+#define MEAN_DP(d) (((d) + 63) / 64 * 64)
+
 int fgmm_gpu_available(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -152,8 +159,8 @@ static int call_ranges(gpu_impl* g, const void* dx, long long base, long long ro
 }
 
 /* Bytes per resident row in a format. */
-static size_t fmt_row_bytes(const fgmm_data* x, int fmt) {
-    return fmt == FMT_F16 ? (size_t)(x->d + 15) / 16 * 16 * 2 + sizeof(float) : (size_t)x->d * fgmm_dtype_size(x->dtype);
+static size_t fmt_row_bytes(const gpu_impl* g, const fgmm_data* x, int fmt) {
+    return fmt == FMT_F16 ? (size_t)prep_dp(g, x->d) * 2 + sizeof(float) : (size_t)x->d * fgmm_dtype_size(x->dtype);
 }
 
 static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
@@ -171,18 +178,18 @@ static int resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budge
     }
     size_t budget = g->mem_limit ? g->mem_limit : (size_t)(0.8 * (double)(free_b + g->data.cap + g->xnorm.cap));
     if (budget_out) *budget_out = budget;
-    return is_resident(g, x, fmt) || (size_t)x->n * fmt_row_bytes(x, fmt) + ((size_t)64 << 20) <= budget;
+    return is_resident(g, x, fmt) || (size_t)x->n * fmt_row_bytes(g, x, fmt) + ((size_t)64 << 20) <= budget;
 }
 
 static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    size_t rb = g->host_fmt == FMT_F16 ? (size_t)(x->d + 15) / 16 * 16 * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
+    size_t rb = g->host_fmt == FMT_F16 ? (size_t)prep_dp(g, x->d) * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
     return call_ranges(g, g->data.p, 0, x->n, rb, fn, ctx);
 }
 
 /* Uploads x as prepared rows (fp16, centred on g->data_mean, prescaled by g->prep_scale), through a
  * device staging buffer of at most 64 MB that is freed afterwards. */
 static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
-    int d = x->d, dp = (d + 15) / 16 * 16, rc;
+    int d = x->d, dp = prep_dp(g, d), rc;
     size_t rb = (size_t)d * fgmm_dtype_size(x->dtype);
     long long piece = (long long)(((size_t)64 << 20) / rb);
     if (piece > x->n) piece = x->n;
@@ -293,7 +300,7 @@ typedef struct estep_ctx {
  * means and prescale of prepared rows (every |x - mean| * scale <= 2^12). */
 static int data_scan(gpu_impl* g, const fgmm_data* x) {
     if (g->scan_x == x->x && g->scan_n == x->n && g->scan_d == x->d) return FGMM_OK;
-    int d = x->d, dp = (d + 15) / 16 * 16, nt = 1;
+    int d = x->d, dp = MEAN_DP(d), nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
 #endif
@@ -353,7 +360,7 @@ int fgmm_gpu_adopt_scan(fgmm_engine* e, const fgmm_data* part, const fgmm_engine
     gpu_impl* g = e->impl;
     const gpu_impl* f = from->impl;
     if (g != f) {
-        size_t bytes = (size_t)(f->scan_d + 15) / 16 * 16 * sizeof(float);
+        size_t bytes = (size_t)MEAN_DP(f->scan_d) * sizeof(float);
         float* mean = malloc(bytes);
         if (!mean) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
         memcpy(mean, f->data_mean, bytes);
@@ -488,7 +495,7 @@ static double* pinned_stats(gpu_impl* g, size_t count) {
  * range do not; EM's never are); a host loop for that cost ~1 ms per call on the GPU machine. */
 static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
                           int check, int* in_range) {
-    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16, rc;
+    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = prep_dp(g, d), rc;
     void* shift0 = g->shift.p;
     if ((rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift")) ||
         (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
@@ -1000,6 +1007,13 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     e->precision = prec;
     g->dev = device;
     g->mem_limit = mem_limit;
+    {
+        int major = 0, minor = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device))
+            cudaGetLastError();
+        g->wg = major == 9 && minor == 0;
+    }
     g->path = prec == FGMM_PREC_EXACT ? FGMM_GPU_PATH_FUSED_EXACT : FGMM_GPU_PATH_FUSED;
     int rc = FGMM_OK;
     if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) ||
