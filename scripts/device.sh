@@ -49,11 +49,13 @@ sanitize)
     [ -f "$b/.devbundle.tar.xz" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
     export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
     out="${OUT:-/tmp/out}"; mkdir -p "$out"; cd "$top"
+    # (left out: the long tests, and GpuNccl.*: PyTorch's libnccl probes kernel images with
+    # cudaFuncGetAttributes, which memcheck reports as API errors inside NCCL)
     timeout 330 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 "$b/flashgmm_tests" \
-        --gtest_filter='Gpu*:-GpuTrain.*:GpuEstep.FusedMatchesFloat64OnRealSift' > "$out/memcheck.log" 2>&1
+        --gtest_filter='Gpu*:-GpuTrain.*:GpuNccl.*:GpuEstep.FusedMatchesFloat64OnRealSift:GpuEstep.PreparedAndRawRowsAgree' > "$out/memcheck.log" 2>&1
     echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|FAILED" "$out/memcheck.log"
     timeout 240 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
-        --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale' > "$out/racecheck.log" 2>&1
+        --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale:GpuEstep.SmallPreparedTiles' > "$out/racecheck.log" 2>&1
     echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED" "$out/racecheck.log"
     ;;
 *)
