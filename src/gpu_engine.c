@@ -4,9 +4,12 @@
  * used (an EM run); if it does not fit in the memory budget it is streamed in
  * row chunks through two pinned buffers, copies overlapping compute on a second
  * stream. For the fused fp16 E-step the resident copy is kept "prepared":
- * centred on the data mean, prescaled, fp16, with fp32 row norms (half the
- * bytes of fp32 rows; the kernels then copy tiles without converting them). Statistics are summed across chunks in double on the device; the
- * M-step runs on the host (O(k d) per iteration, shared with the CPU backend).
+ * centred on the data mean, prescaled, fp16, with fp32 row norms (fewer bytes
+ * than fp32 rows; the kernels copy tiles without converting them; on sm_90 the
+ * rows are padded to a multiple of 64 columns for the wgmma kernels).
+ * Statistics are summed across chunks in double on the device. The M-step:
+ * em_step runs it on the device with the model kept there (isotropic, prepared
+ * rows); otherwise the host's, shared with the CPU backend.
  * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, otherwise
  * row tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve
  * k-means and top-m assignment.
