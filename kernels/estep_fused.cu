@@ -614,15 +614,8 @@ static size_t acc_smem(int mode, int d, int esz, int wg) {
            (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz) + (wg ? 1024 : 0);
 }
 
-/* The wgmma variant: prepared rows, dp a multiple of 64, an sm_90 device (it runs the sm_90a code). */
-static int wgmma_ok(const fgmm_fused_model* m) {
-    if (m->no_wgmma || m->dp % 64) return 0;
-    int dev, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    return major == 9 && minor == 0;
-}
+/* The wgmma variant: prepared rows with dp a multiple of 64, where the caller allows it (sm_90). */
+static int wgmma_ok(const fgmm_fused_model* m) { return m->wgmma && m->dp % 64 == 0; }
 
 template <typename T, int MODE, bool WG>
 static int launch_lse_k(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,

@@ -39,7 +39,8 @@ typedef struct fgmm_fused_model {
     float inv_scale2;      /* 1 / scale^2: turns operand dot products back into data units */
     float inv_scale;       /* 1 / scale */
     const float* xnorm;    /* prepared input only: ||x'_i||^2 of the rows passed */
-    int no_wgmma;          /* 1: keep mma.sync on sm_90 too (prepared rows with dp % 64 == 0 use wgmma there) */
+    int wgmma;             /* 1: prepared rows with dp % 64 == 0 run the sm_90a wgmma kernels (the caller
+                            * sets it only for a compute capability 9.0 device) */
 } fgmm_fused_model;
 
 /* Prepared rows: out (n x dp fp16) = (x - shift) * scale, xn[i] = ||x_i - shift||^2 (fp32, unscaled). */

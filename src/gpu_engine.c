@@ -86,9 +86,9 @@ typedef struct gpu_impl {
     cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
     int timed;          /* tev holds a fused E-step */
     double* host_stats; /* pinned: nk, s1, s2, ll downloads */
-    size_t host_stats_cap;
+    size_t host_stats_cap; /* bytes */
     float* host_up;     /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
-    size_t host_up_cap;
+    size_t host_up_cap; /* bytes */
     cublasHandle_t blas;
     fgmm_engine* cpu;
     /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
@@ -460,36 +460,47 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long ro
     return FGMM_OK;
 }
 
+/* Grows a pinned host buffer to at least bytes (contents are not kept); NULL if that fails. */
+static void* pinned_grow(void** buf, size_t* cap, size_t bytes) {
+    if (*cap < bytes) {
+        if (*buf) cudaFreeHost(*buf);
+        *buf = NULL;
+        *cap = 0;
+        if (cudaMallocHost(buf, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            *buf = NULL;
+            return NULL;
+        }
+        *cap = bytes;
+    }
+    return *buf;
+}
+
 /* A pinned upload buffer of count floats (zeroed if zero); the previous upload from it has completed
  * (each E-step ends with a stream synchronisation). */
 static float* upload_buffer(gpu_impl* g, size_t count, int zero) {
-    if (g->host_up_cap < count) {
-        if (g->host_up) cudaFreeHost(g->host_up);
-        g->host_up = NULL;
-        g->host_up_cap = 0;
-        if (cudaMallocHost((void**)&g->host_up, count * sizeof(float)) != cudaSuccess) {
-            cudaGetLastError();
-            return NULL;
-        }
-        g->host_up_cap = count;
-    }
-    if (zero) memset(g->host_up, 0, count * sizeof(float));
-    return g->host_up;
+    float* h = pinned_grow((void**)&g->host_up, &g->host_up_cap, count * sizeof(float));
+    if (h && zero) memset(h, 0, count * sizeof(float));
+    return h;
 }
 
 /* The pinned host buffer for downloads, at least count doubles. */
 static double* pinned_stats(gpu_impl* g, size_t count) {
-    if (g->host_stats_cap < count) {
-        if (g->host_stats) cudaFreeHost(g->host_stats);
-        g->host_stats = NULL;
-        g->host_stats_cap = 0;
-        if (cudaMallocHost((void**)&g->host_stats, count * sizeof(double)) != cudaSuccess) {
-            cudaGetLastError();
-            return NULL;
-        }
-        g->host_stats_cap = count;
-    }
-    return g->host_stats;
+    return pinned_grow((void**)&g->host_stats, &g->host_stats_cap, count * sizeof(double));
+}
+
+/* Copies m's mu, var, w (k x d, k, k floats) into the device buffer dst, through the pinned buffer. */
+static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
+    size_t kd = (size_t)m->k * m->d, count = kd + 2 * (size_t)m->k;
+    int rc = dgrow(dst, count * sizeof(float), "model");
+    if (rc) return rc;
+    float* h = upload_buffer(g, count, 0);
+    if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+    memcpy(h, m->mu, kd * sizeof(float));
+    memcpy(h + kd, m->var, (size_t)m->k * sizeof(float));
+    memcpy(h + kd + m->k, m->w, (size_t)m->k * sizeof(float));
+    CU(cudaMemcpyAsync(dst->p, h, count * sizeof(float), cudaMemcpyHostToDevice, g->st));
+    return FGMM_OK;
 }
 
 /* The prepared path's model constants, computed on the device from a device model (mu k x d, var k,
@@ -530,7 +541,7 @@ static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const floa
     c->dp = dp;
     c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
                                (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL,
-                               g->path == FGMM_GPU_PATH_FUSED_MMA};
+                               g->wg && g->path != FGMM_GPU_PATH_FUSED_MMA};
     return FGMM_OK;
 }
 
@@ -543,17 +554,10 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     c->prep = c->prep && c->fused;
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
         size_t kd = (size_t)k * d;
-        int rc2;
-        float* h = upload_buffer(g, kd + 2 * (size_t)k, 0);
-        if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
-        if ((rc2 = dgrow(&g->mu, (kd + 2 * (size_t)k) * sizeof(float), "model"))) return rc2;
-        memcpy(h, m->mu, kd * sizeof(float));
-        memcpy(h + kd, m->var, (size_t)k * sizeof(float));
-        memcpy(h + kd + k, m->w, (size_t)k * sizeof(float));
-        CU(cudaMemcpyAsync(g->mu.p, h, (kd + 2 * (size_t)k) * sizeof(float), cudaMemcpyHostToDevice, g->st));
-        const float* mu = g->mu.p;
         int ok = 0;
-        if ((rc2 = prep_constants(g, c, mu, mu + kd, mu + kd + k, k, d, 1, &ok)) || ok) return rc2;
+        if ((rc = upload_model(g, m, &g->mu))) return rc;
+        const float* mu = g->mu.p;
+        if ((rc = prep_constants(g, c, mu, mu + kd, mu + kd + k, k, d, 1, &ok)) || ok) return rc;
         c->prep = 0; /* out of the prepared rows' range: the host path below, on rows as given */
     }
     double* lc = malloc((size_t)k * sizeof(double));
@@ -931,15 +935,9 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     int upload = model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d;
     if (upload) {
         g->dm_valid = 0;
-        if ((rc = dgrow(&g->dm, (kd + 2 * (size_t)k) * sizeof(float), "model")) ||
-            (rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int), "M-step output")))
+        if ((rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int), "M-step output")) ||
+            (rc = upload_model(g, m, &g->dm)))
             return rc;
-        float* h = upload_buffer(g, kd + 2 * (size_t)k, 0);
-        if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
-        memcpy(h, m->mu, kd * sizeof(float));
-        memcpy(h + kd, m->var, (size_t)k * sizeof(float));
-        memcpy(h + kd + k, m->w, (size_t)k * sizeof(float));
-        CU(cudaMemcpyAsync(g->dm.p, h, (kd + 2 * (size_t)k) * sizeof(float), cudaMemcpyHostToDevice, g->st));
         g->dm_valid = 1;
         g->dm_k = k;
         g->dm_d = d;
