@@ -72,11 +72,10 @@ __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 }
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t a) {
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 }
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) { ldsm_x4_t(r, smem_u32(p)); }
 template <bool F16>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     if (F16)
@@ -191,8 +190,7 @@ __device__ __forceinline__ void load_prepared(const __half* src, int valid, int 
     for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
         int r = i / chunks, c = i - r * chunks;
         /* WG: 64-row panelled tiles (wgmma.cuh), one after the other */
-        bf16* dst = WG ? (bf16*)((char*)xs + (r >> 6) * (dp / 64) * WG_PANEL_BYTES + wg_chunk_off(r & 63, c))
-                       : xs + r * SROW + c * 8;
+        bf16* dst = WG ? (bf16*)((char*)xs + wg_off<64>(r, c, dp)) : xs + r * SROW + c * 8;
         if (r < valid)
             cp_async16(dst, src + (long long)r * dp + c * 8);
         else

@@ -1,8 +1,9 @@
 /* wgmma.cuh: the Hopper warpgroup MMA (sm_90a) pieces of the fused E-step.
  *
- * Operands are 64-row tiles of fp16, K-major (dp contiguous), in shared memory as 128-byte-swizzled
- * panels: panel p holds columns [64 p, 64 p + 64) of all 64 rows, row r at byte 128 r, its 16-byte
- * chunk c at chunk position c ^ (r % 8) (CUTLASS's Swizzle<3,4,3>); panels are 8 KB, 1024-aligned.
+ * Operands are tiles of 64 (or 128) rows of fp16, K-major (dp contiguous), in shared memory as
+ * 128-byte-swizzled panels: panel p holds columns [64 p, 64 p + 64) of all the tile's rows, row r at
+ * byte 128 r, its 16-byte chunk c at chunk position c ^ (r % 8) (CUTLASS's Swizzle<3,4,3>); panels
+ * are 8 (or 16) KB, 1024-aligned.
  * FGMM_WGMMA is 1 only where the code is compiled for sm_90a; elsewhere callers keep mma.sync. */
 #ifndef FGMM_WGMMA_CUH
 #define FGMM_WGMMA_CUH
@@ -16,11 +17,8 @@
 
 #define WG_PANEL_BYTES 8192 /* 64 rows x 128 B */
 
-/* Byte offset of 16-byte chunk c (8 fp16 columns) of row r (0..63) in a panelled 64-row tile. */
-__device__ __forceinline__ uint32_t wg_chunk_off(int r, int c) {
-    return (uint32_t)((c >> 3) * WG_PANEL_BYTES + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-}
-/* The same for rows in tiles of TR rows (64 or 128; panels of TR * 128 B), tiles one after another. */
+/* Byte offset of 16-byte chunk c (8 fp16 columns) of row r in panelled tiles of TR rows (64 or 128;
+ * panels of TR * 128 B), tiles one after another, dp columns. */
 template <int TR>
 __device__ __forceinline__ uint32_t wg_off(int r, int c, int dp) {
     const int t = r / TR, rr = r % TR;
