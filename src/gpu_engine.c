@@ -189,6 +189,20 @@ static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* c
     return call_ranges(g, g->data.p, 0, x->n, rb, fn, ctx);
 }
 
+/* g->shift holding the data mean (dp floats), uploaded once per data scan: a pageable copy waits for
+ * the stream. */
+static int device_shift(gpu_impl* g, int dp) {
+    void* shift0 = g->shift.p;
+    int rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift");
+    if (rc) return rc;
+    if (g->shift.p != shift0) g->shift_ok = 0; /* reallocated */
+    if (!g->shift_ok) {
+        CU(cudaMemcpyAsync(g->shift.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st));
+        g->shift_ok = 1;
+    }
+    return FGMM_OK;
+}
+
 /* Uploads x as prepared rows (fp16, centred on g->data_mean, prescaled by g->prep_scale), through a
  * device staging buffer of at most 64 MB that is freed afterwards. */
 static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
@@ -197,26 +211,23 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
     long long piece = (long long)(((size_t)64 << 20) / rb);
     if (piece > x->n) piece = x->n;
     g->host_x = NULL; /* invalid until complete */
-    dbuf stage = {0}, sh = {0};
+    dbuf stage = {0};
     if ((rc = dgrow(&g->data, (size_t)x->n * dp * 2, "the prepared data")) ||
-        (rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) ||
-        (rc = dgrow(&stage, (size_t)piece * rb, "upload staging")) || (rc = dgrow(&sh, (size_t)dp * sizeof(float), "shift"))) {
-        cudaFree(stage.p);
+        (rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) || (rc = device_shift(g, dp)) ||
+        (rc = dgrow(&stage, (size_t)piece * rb, "upload staging")))
         return rc;
-    }
     /* Every host-to-device copy goes on g->st: a plain cudaMemcpy from pageable memory may return
      * before its DMA lands, and g->st (non-blocking) does not wait for the legacy stream. */
-    cudaError_t ce = cudaMemcpyAsync(sh.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
-    for (long long r0 = 0; r0 < x->n && !ce && !rc; r0 += piece) {
+    cudaError_t ce = cudaSuccess;
+    for (long long r0 = 0; r0 < x->n && !ce; r0 += piece) {
         long long nr = x->n - r0 < piece ? x->n - r0 : piece;
         ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice, g->st);
         if (!ce)
-            ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, sh.p, (float)g->prep_scale,
+            ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, g->shift.p, (float)g->prep_scale,
                                                  (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
         if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
     }
     cudaFree(stage.p);
-    cudaFree(sh.p);
     if (ce) return cuda_fail(ce, "data preparation");
     g->host_x = x->x;
     g->host_n = x->n;
@@ -510,18 +521,11 @@ static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
 static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
                           int check, int* in_range) {
     int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = prep_dp(g, d), rc;
-    void* shift0 = g->shift.p;
-    if ((rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift")) ||
-        (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
-        (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+    if ((rc = device_shift(g, dp)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
+        (rc = dgrow(&g->mu_lo, 2, "means")) || (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
         (rc = dgrow(&g->chk, sizeof(float), "range check")))
         return rc;
     const double scale = g->prep_scale;
-    if (g->shift.p != shift0) g->shift_ok = 0; /* reallocated */
-    if (!g->shift_ok) { /* the data mean, once per scan (a pageable copy waits for the stream) */
-        CU(cudaMemcpyAsync(g->shift.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st));
-        g->shift_ok = 1;
-    }
     if (check) CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
     KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
                             check ? (float*)g->chk.p : NULL, g->st));
