@@ -43,6 +43,11 @@ TEST(Errors, TrainRejectsBadArguments) {
     p.var_floor = 1e-4;
     p.covariance = (FgmmCovariance)5;
     expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "covariance");
+    p.covariance = FGMM_COV_ISOTROPIC;
+    for (int g : {-1, 65}) {  // checked before any device is looked for
+        p.n_gpus = g;
+        expect_error(fgmm_train(&p, 100, 4, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "n_gpus");
+    }
 }
 
 TEST(Errors, TrainRejectsNonFiniteData) {
