@@ -180,21 +180,45 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
     if (part == 0) xn[r] = ss;
 }
 
+/* This thread's share of an async copy of `rows` rows (fp16, dp wide, contiguous) into panelled
+ * smem tiles of TR rows (wg_off's layout) at dst; rows at or past `valid` are zero-filled. dp is 64
+ * or 128 on the wgmma path, so a thread keeps one chunk column and one swizzle phase while its
+ * offsets advance by constants (a division per chunk had been 30% of both kernels' instructions). */
+template <int TR>
+__device__ __forceinline__ void wg_copy_rows(const __half* src, int rows, int valid, int dp, unsigned char* dst) {
+    const int lg = dp == 128 ? 4 : 3, step = NTHREADS >> lg; /* rows per sweep (16 or 32) divide TR */
+    const int c = threadIdx.x & ((1 << lg) - 1);
+    int r = threadIdx.x >> lg;
+    uint32_t off = wg_off<TR>(r, c, dp);
+    const uint32_t jump = (uint32_t)(dp / 64 - 1) * TR * 128; /* into the next TR-row tile */
+    const __half* s = src + (long long)r * dp + c * 8;
+    for (; r < rows; r += step, s += (long long)step * dp) {
+        if (r < valid)
+            cp_async16(dst + off, s);
+        else
+            *(uint4*)(dst + off) = make_uint4(0u, 0u, 0u, 0u);
+        off += step * 128 + ((r + step) % TR < step ? jump : 0u);
+    }
+}
+
 /* Prepared rows (fp16, dp wide, already centred and prescaled; see fgmm_fused_prepare): async
  * copies of `valid` rows straight into the smem tile, their norms into xn and, if lzg is given,
  * their logz2 into lz. Rows past `valid` are zeros with lz = +inf (responsibility 0). */
 template <int ROWS, bool WG>
 __device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
                                               bf16* xs, float* xn, float* lz) {
-    const int chunks = dp / 8; /* 16-byte chunks per row */
-    for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
-        int r = i / chunks, c = i - r * chunks;
-        /* WG: 64-row panelled tiles (wgmma.cuh), one after the other */
-        bf16* dst = WG ? (bf16*)((char*)xs + wg_off<64>(r, c, dp)) : xs + r * SROW + c * 8;
-        if (r < valid)
-            cp_async16(dst, src + (long long)r * dp + c * 8);
-        else
-            *(uint4*)dst = make_uint4(0u, 0u, 0u, 0u);
+    if (WG) { /* 64-row panelled tiles (wgmma.cuh), one after the other */
+        wg_copy_rows<64>(src, ROWS, valid, dp, (unsigned char*)xs);
+    } else {
+        const int chunks = dp / 8; /* 16-byte chunks per row */
+        for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
+            int r = i / chunks, c = i - r * chunks;
+            bf16* dst = xs + r * SROW + c * 8;
+            if (r < valid)
+                cp_async16(dst, src + (long long)r * dp + c * 8);
+            else
+                *(uint4*)dst = make_uint4(0u, 0u, 0u, 0u);
+        }
     }
     for (int i = threadIdx.x; i < ROWS; i += NTHREADS) {
         if (i < valid) {
@@ -216,11 +240,14 @@ __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes
  * or (WG) panelled tiles of TR rows. */
 template <bool WG = false, int TR = 64>
 __device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, int rows, bf16* dst) {
+    if (WG) {
+        wg_copy_rows<TR>((const __half*)mu + (long long)k0 * dp, rows, rows, dp, (unsigned char*)dst);
+        return;
+    }
     int chunks = dp / 8; /* 16-byte chunks per row */
     for (int i = threadIdx.x; i < rows * chunks; i += NTHREADS) {
         int r = i / chunks, c = i % chunks;
-        bf16* to = WG ? (bf16*)((char*)dst + wg_off<TR>(r, c, dp)) : dst + r * SROW + c * 8;
-        cp_async16(to, mu + (long long)(k0 + r) * dp + c * 8);
+        cp_async16(dst + r * SROW + c * 8, mu + (long long)(k0 + r) * dp + c * 8);
     }
 }
 
@@ -252,8 +279,8 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     bf16* xl = xs + XROWS;                                        /* EXACT only */
     bf16* ms = xs + (EXACT ? 2 : 1) * XROWS;                      /* [2 stages][hi, lo] component tiles */
     float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * MROWS);       /* P1_BM */
-    float* cst = xn + P1_BM;                                      /* [2 stages][a2, h2, mn] x BN */
-    float* shs = cst + 6 * BN;                                 /* DP_MAX: shift */
+    float* cst = xn + P1_BM;                                      /* [2 stages][b2, h2] x BN */
+    float* shs = cst + 4 * BN;                                 /* DP_MAX: shift */
     __shared__ double warp_ll[NTHREADS / 32];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -265,13 +292,13 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         bf16* dst = ms + (kt & 1) * mstage;
         stage_mu_async<WG, BN>((const bf16*)m.mu_hi, dp, kt * BN, BN, dst); /* one BN-row operand */
         if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * BN, BN, dst + MROWS);
-        /* the tile's a2, h2, mn: async too (plain loads stalled the loading warps for an L2 round trip
+        /* the tile's b2, h2: async too (plain loads stalled the loading warps for an L2 round trip
          * while the others waited at the next barrier) */
-        float* cs = cst + (kt & 1) * 3 * BN;
+        float* cs = cst + (kt & 1) * 2 * BN;
         constexpr int CH = BN / 4; /* 16-byte chunks per array */
-        for (int i = threadIdx.x; i < 3 * CH; i += NTHREADS) {
-            const float* src = (i < CH ? m.a2 : i < 2 * CH ? m.h2 : m.mn) + kt * BN + (i % CH) * 4;
-            cp_async16(cs + (i / CH) * BN + (i % CH) * 4, src);
+        if (threadIdx.x < 2 * CH) {
+            const int i = threadIdx.x;
+            cp_async16(cs + i * 4, i < CH ? m.b2 + kt * BN + i * 4 : m.h2 + kt * BN + (i - CH) * 4);
         }
     };
     issue_tile(0);
@@ -301,6 +328,9 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     const float xn0 = xn[wr + g], xn1 = xn[wr + g + 8];
     const float m2 = -2.f * m.inv_scale2; /* products of prescaled operands */
     float mx[2] = {-INFINITY, -INFINITY}, sm[2] = {0.f, 0.f};
+    float acc[BN / 8][4]; /* wgmma overwrites it (its first k-step ignores the old value: no zeroing per tile) */
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
     for (int kt = 0; kt < nkt; kt++) {
         cp_async_wait_all();
@@ -311,10 +341,10 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         if (kt + 1 < nkt) issue_tile(kt + 1);
         asm volatile("cp.async.commit_group;\n" ::);
         const bf16* mh = ms + (kt & 1) * mstage;
-        const float* cs = cst + (kt & 1) * 3 * BN;
-        float acc[BN / 8][4];
+        const float* cs = cst + (kt & 1) * 2 * BN;
+        if (!WG)
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+            for (int j = 0; j < BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
         if constexpr (WG) { /* this warpgroup's 64 rows x the tile's 64 components */
 #if FGMM_WGMMA
             wg_gemm<BN>(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), dp / 64);
@@ -326,18 +356,18 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
                 mma_abt<F16, EXACT, BN / 16>(acc, ah[ks], al[ks], mh, mh + MROWS, ks, lane);
             }
         }
-        /* log2 densities, then the online log-sum-exp of rows g and g+8. */
+        /* log2 densities b2 - h2 (||x'||^2 - 2 x'.mu'), then the online log-sum-exp of rows g and g+8. */
         float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++)
+        for (int j = 0; j < BN / 8; j++) {
+            const float2 b = *(const float2*)(cs + j * 8 + 2 * c), h = *(const float2*)(cs + BN + j * 8 + 2 * c);
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int col = j * 8 + 2 * c + (e & 1);
-                float dist = fmaxf(fmaf(m2, acc[j][e], (e < 2 ? xn0 : xn1) + cs[2 * BN + col]), 0.f);
-                float l = fmaf(-cs[BN + col], dist, cs[col]);
+                float l = fmaf(-(e & 1 ? h.y : h.x), fmaf(m2, acc[j][e], e < 2 ? xn0 : xn1), e & 1 ? b.y : b.x);
                 acc[j][e] = l;
                 tmax[e >> 1] = fmaxf(tmax[e >> 1], l);
             }
+        }
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 1));
@@ -434,11 +464,11 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     /* this warp's 16 components stay in smem (ms); their A fragments are re-read per k-step,
      * which frees 32 registers for a second block per SM */
     const bf16* am = ms + (wk + lane % 16) * SROW + (lane / 16) * 8;
-    float ca[2], ch[2], cm[2];
+    float cb[2], ch[2], cm[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         int kk = k0 + wk + g + 8 * h;
-        ca[h] = m.a2[kk];
+        cb[h] = m.b2[kk];
         ch[h] = m.h2[kk];
         cm[h] = m.mn[kk];
     }
@@ -447,6 +477,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     for (int j = 0; j < DP_MAX / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
     const float m2 = -2.f * m.inv_scale2;
     float nk[2] = {0.f, 0.f}, s2[2] = {0.f, 0.f};
+    float st[P2_BM / 8][4]; /* S^T, then R^T: wgmma overwrites it (no zeroing per tile), mma.sync adds */
+#pragma unroll
+    for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
 
     int stage = 0; /* (t - t_begin) % NST */
     for (long long t = t_begin; t < t_end; t++, stage = stage + 1 == NST ? 0 : stage + 1) {
@@ -477,9 +510,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         }
 
         /* S^T (16 components x 64 rows per warp) = mu x^T */
-        float st[P2_BM / 8][4];
+        if (!WG)
 #pragma unroll
-        for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+            for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
         if constexpr (WG) { /* this warpgroup's 64 components x the tile's 64 rows */
 #if FGMM_WGMMA
             wg_gemm<64>(st, smem_u32(ms) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(xt), dp / 64);
@@ -494,18 +527,21 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                 mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xt, xl, ks, lane);
             }
         }
-        /* responsibilities, N_k and sum r ||x - mu||^2, in place */
+        /* responsibilities, N_k and sum r ||x - mu||^2, in place (no clamp of the distance at 0:
+         * pass 1 has none either, and the M-step floors the variance) */
 #pragma unroll
-        for (int j = 0; j < P2_BM / 8; j++)
+        for (int j = 0; j < P2_BM / 8; j++) {
+            const float2 xv = *(const float2*)(xnt + j * 8 + 2 * c), lv = *(const float2*)(lzt + j * 8 + 2 * c);
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int h = e >> 1, col = j * 8 + 2 * c + (e & 1);
-                float dist = fmaxf(fmaf(m2, st[j][e], xnt[col] + cm[h]), 0.f);
-                float r = exp2f(fmaf(-ch[h], dist, ca[h]) - lzt[col]);
+                const int h = e >> 1;
+                float t = fmaf(m2, st[j][e], e & 1 ? xv.y : xv.x); /* ||x'||^2 - 2 x'.mu' */
+                float r = exp2f(fmaf(-ch[h], t, cb[h]) - (e & 1 ? lv.y : lv.x));
                 nk[h] += r;
-                s2[h] = fmaf(r, dist, s2[h]);
+                s2[h] = fmaf(r, t + cm[h], s2[h]);
                 st[j][e] = r;
             }
+        }
         /* acc += R^T x: the C fragments of S^T are the A fragments of R^T (for mma.sync and for wgmma
          * with A in registers, whose B is then the row tile read N-major). */
 #if FGMM_WGMMA
@@ -603,7 +639,7 @@ extern "C" int fgmm_fused_lse_blocks(long long n) { return (int)((n + P1_BM - 1)
 static size_t lse_smem(int exact, int wg) {
     int f = exact ? 2 : 1;
     return (size_t)(f * TILE_ELEMS(P1_BM, wg) + 2 * f * TILE_ELEMS(P1_BN_OF(wg), wg)) * sizeof(bf16) +
-           (P1_BM + 6 * P1_BN_OF(wg) + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
+           (P1_BM + 4 * P1_BN_OF(wg) + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
 }
 static size_t acc_smem(int mode, int d, int esz, int wg) {
     int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode), prep = esz == 2,

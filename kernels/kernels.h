@@ -26,13 +26,14 @@ extern "C" {
 #define FGMM_FUSED_PREPARED 2
 
 /* Device-side model of the fused isotropic E-step, in the log2 domain:
- * log2(w_k p(x|k)) = a2[k] - h2[k] * ||x' - mu'_k||^2 with x' = x - shift. */
+ * log2(w_k p(x|k)) = b2[k] - h2[k] * (||x'||^2 - 2 x'.mu'_k) with x' = x - shift (b2 folds ||mu'_k||^2 in:
+ * two FMAs per distance, no clamp; the fp16 GEMM's rounding dominates either way). */
 typedef struct fgmm_fused_model {
     int k, kp, d, dp;      /* components (padded kp), dimension (padded dp, multiple of 16) */
     const float* shift;    /* dp: subtracted from every row (the mixture's mean) */
     const void* mu_hi;     /* kp x dp bf16: mu' rounded */
     const void* mu_lo;     /* kp x dp bf16: mu' - mu_hi (exact mode) */
-    const float* a2;       /* kp: log2(w_k) - d/2 log2(2 pi var_k); padding: -1e30 */
+    const float* b2;       /* kp: log2(w_k) - d/2 log2(2 pi var_k) - h2_k ||mu'_k||^2; padding: -1e30 */
     const float* h2;       /* kp: log2(e) / (2 var_k) */
     const float* mn;       /* kp: ||mu'_k||^2 */
     float scale;           /* operands are (x - shift) * scale; 1 for the bf16 modes */
@@ -93,7 +94,7 @@ int fgmm_accumulate_d(const double* in, double* out, long long count, cudaStream
  * none); empty[j] flags them, empty[k] counts them. */
 int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, int d, int dp, double floor_v,
                    double min_count, double fill_v, float* mu, float* var, float* w, int* empty, cudaStream_t stream);
-/* The fused fp16 path's constants from a device model: mu_hi (kp x dp fp16) and cst = [a2, h2, mn]
+/* The fused fp16 path's constants from a device model: mu_hi (kp x dp fp16) and cst = [b2, h2, mn]
  * (3 x kp), as fgmm_fused_model describes them, for rows centred by shift and prescaled by scale;
  * if amax != NULL (zeroed by the caller), *amax = max |mu_hi| before rounding (the range check). */
 int fgmm_fused_constants(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,

@@ -86,11 +86,11 @@ extern "C" int fgmm_mstep_iso(const double* nk, const double* s1, const double* 
 }
 
 /* One block per padded component: the fused kernel's constants (see fgmm_fused_model) from mu, var,
- * w (k x d, k, k): mu_hi = fp16((mu - shift) * scale), a2 = log2(w) - d/2 log2(2 pi var),
- * h2 = log2(e) / (2 var), mn = ||mu - shift||^2; padding rows: zeros, a2 = -1e30. */
+ * w (k x d, k, k): mu_hi = fp16((mu - shift) * scale), h2 = log2(e) / (2 var), mn = ||mu - shift||^2,
+ * b2 = log2(w) - d/2 log2(2 pi var) - h2 mn (in double); padding rows: zeros, b2 = -1e30. */
 __global__ void fused_constants(const float* __restrict__ mu, const float* __restrict__ var,
                                 const float* __restrict__ w, int k, int d, int dp, const float* __restrict__ shift,
-                                float scale, __half* __restrict__ mu_hi, float* __restrict__ a2,
+                                float scale, __half* __restrict__ mu_hi, float* __restrict__ b2,
                                 float* __restrict__ h2, float* __restrict__ mn, float* __restrict__ amax) {
     __shared__ double red[MS_THREADS];
     const int q = blockIdx.x;
@@ -108,11 +108,12 @@ __global__ void fused_constants(const float* __restrict__ mu, const float* __res
     if (threadIdx.x == 0) {
         if (q < k) {
             double lc = log((double)w[q]) - 0.5 * (d * LOG2PI + d * log((double)var[q]));
-            a2[q] = (float)(LOG2E * lc);
-            h2[q] = (float)(LOG2E / (2.0 * var[q]));
+            double h = LOG2E / (2.0 * var[q]);
+            b2[q] = (float)(LOG2E * lc - h * nn);
+            h2[q] = (float)h;
             mn[q] = (float)nn;
         } else {
-            a2[q] = -1e30f;
+            b2[q] = -1e30f;
             h2[q] = mn[q] = 0.f;
         }
     }

@@ -5,6 +5,7 @@
 #   scripts/device.sh run [bench...]  (on the device) GPU tests, then bench_estep; logs to $OUT
 #                                     (FGMM_QUICK=1: only those; else also CPU, train, stream, assign)
 #   scripts/device.sh sanitize        (on the device) GPU tests under compute-sanitizer memcheck/racecheck
+#   scripts/device.sh ncu [shape]     (on the device) Nsight Compute profile of the two fused kernels
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
 set -uo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
@@ -58,6 +59,22 @@ sanitize)
         --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale:GpuEstep.SmallPreparedTiles' > "$out/racecheck.log" 2>&1
     echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED" "$out/racecheck.log"
     ;;
+ncu)
+    # one profile of the fused kernels (the first fused_lse and fused_acc of the fast path) at one
+    # shape (default 1M x 1024 x 128): the details page, per-SASS-line stall samples, and the SASS
+    shift
+    b="$top/.devbundle"
+    [ -f "$b/.devbundle.tar.xz" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
+    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+    out="${OUT:-/tmp/out}"; mkdir -p "$out"; cd "$top"
+    timeout 300 ncu --clock-control none --set full --import-source no -k 'regex:fused_(lse|acc)' -c 2 \
+        -o "$out/prof" "$b/bench_estep" --reps 1 "${1:-1000000x1024x128}" > "$out/ncu_run.log" 2>&1
+    echo "ncu rc=$?"; tail -3 "$out/ncu_run.log"
+    ncu -i "$out/prof.ncu-rep" --page details > "$out/ncu_details.txt" 2>&1
+    ncu -i "$out/prof.ncu-rep" --page source --csv --print-source sass > "$out/ncu_sass.csv" 2>&1
+    cuobjdump -sass -arch sm_90a "$b/bench_estep" > "$out/sass.txt" 2>&1
+    grep -E "^  [a-z_]+.*\(|Duration|Throughput|Registers|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" "$out/ncu_details.txt" | head -60
+    ;;
 *)
-    echo "usage: $0 bundle | run [shapes...] | sanitize" >&2; exit 2 ;;
+    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape]" >&2; exit 2 ;;
 esac

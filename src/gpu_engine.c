@@ -573,7 +573,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         c->dp = dp;
         float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp + dp, 1);
         if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
-        float *a2 = h + (size_t)kp * dp, *h2 = a2 + kp, *mn = h2 + kp, *sh = mn + kp;
+        float *b2 = h + (size_t)kp * dp, *h2 = b2 + kp, *mn = h2 + kp, *sh = mn + kp;
         /* Centre on the data mean: distances are unchanged, 16-bit rounding shrinks (the mixture's
          * mean would do as well, but one far-off component drags it away from the data). Row-major
          * loops and inline max/abs: this runs on every E-step (libm fmax/fabs calls cost ~0.5 ms
@@ -585,7 +585,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             ash = a > ash ? a : ash;
         }
         for (int q = 0; q < kp; q++) {
-            if (q >= k) { a2[q] = -1e30f; continue; } /* padding: r = 0 */
+            if (q >= k) { b2[q] = -1e30f; continue; } /* padding: r = 0 (the buffer is zeroed) */
             double nn = 0;
             const float* mu = m->mu + (size_t)q * d;
             float* hq = h + (size_t)q * dp;
@@ -595,8 +595,9 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
                 nn += v * v;
                 amu = a > amu ? a : amu;
             }
-            a2[q] = (float)(LOG2E * lc[q]);
-            h2[q] = (float)(LOG2E / (2.0 * m->var[q]));
+            double hq2 = LOG2E / (2.0 * m->var[q]);
+            b2[q] = (float)(LOG2E * lc[q] - hq2 * nn);
+            h2[q] = (float)hq2;
             mn[q] = (float)nn;
         }
         if ((rc = dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
@@ -607,7 +608,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             return rc;
         }
         cudaError_t e = cudaMemcpyAsync(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
-        if (!e) e = cudaMemcpyAsync(g->cst.p, a2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st);
+        if (!e) e = cudaMemcpyAsync(g->cst.p, b2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         if (!e) e = cudaMemcpyAsync(g->shift.p, sh, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         free(lc);
         if (e) return cuda_fail(e, "model upload");
