@@ -65,6 +65,15 @@ template <> struct Elt<true> {
     static __device__ __forceinline__ float2 unpack(uint32_t u) { return __half22float2(*(__half2*)&u); }
 };
 
+/* The m16n8k16 A fragment (16 x 16, 16-bit) from two n8 C fragments of fp32 (16 x 8 each). */
+template <bool F16>
+__device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = Elt<F16>::pack(c0[0], c0[1]);
+    a[1] = Elt<F16>::pack(c0[2], c0[3]);
+    a[2] = Elt<F16>::pack(c1[0], c1[1]);
+    a[3] = Elt<F16>::pack(c1[2], c1[3]);
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
@@ -180,35 +189,35 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
     if (part == 0) xn[r] = ss;
 }
 
-/* This thread's share of an async copy of `rows` rows (fp16, dp wide, contiguous) into panelled
- * smem tiles of TR rows (wg_off's layout) at dst; rows at or past `valid` are zero-filled. dp is 64
- * or 128 on the wgmma path, so a thread keeps one chunk column and one swizzle phase while its
- * offsets advance by constants (a division per chunk had been 30% of both kernels' instructions). */
-template <int TR>
-__device__ __forceinline__ void wg_copy_rows(const __half* src, int rows, int valid, int dp, unsigned char* dst) {
-    const int lg = dp == 128 ? 4 : 3, step = NTHREADS >> lg; /* rows per sweep (16 or 32) divide TR */
-    const int c = threadIdx.x & ((1 << lg) - 1);
-    int r = threadIdx.x >> lg;
-    uint32_t off = wg_off<TR>(r, c, dp);
-    const uint32_t jump = (uint32_t)(dp / 64 - 1) * TR * 128; /* into the next TR-row tile */
-    const __half* s = src + (long long)r * dp + c * 8;
-    for (; r < rows; r += step, s += (long long)step * dp) {
-        if (r < valid)
-            cp_async16(dst + off, s);
+/* This thread's share of an async copy of ROWS rows (fp16, DP = 64 or 128 wide, contiguous) into
+ * panelled smem tiles of TR rows (wg_off's layout) at dst; rows at or past `valid` are zero-filled.
+ * A thread keeps one chunk column and one swizzle phase, so every offset but the first is a
+ * constant (address arithmetic per chunk had been 30% of both kernels' instructions). */
+template <int TR, int DP, int ROWS>
+__device__ __forceinline__ void wg_copy_rows(const __half* src, int valid, unsigned char* dst) {
+    constexpr int LG = DP == 128 ? 4 : 3, STEP = NTHREADS >> LG; /* rows per sweep (16 or 32) divide TR */
+    constexpr uint32_t JUMP = (DP / 64 - 1) * TR * 128;         /* into the next TR-row tile */
+    const int c = threadIdx.x & ((1 << LG) - 1), r0 = threadIdx.x >> LG;
+    unsigned char* d = dst + wg_off<TR>(r0, c, DP);
+    src += r0 * DP + c * 8;
+#pragma unroll
+    for (int j = 0; j < ROWS / STEP; j++) {
+        const uint32_t off = j * STEP * 128 + (j * STEP / TR) * JUMP;
+        if (r0 + j * STEP < valid)
+            cp_async16(d + off, src + j * STEP * DP);
         else
-            *(uint4*)(dst + off) = make_uint4(0u, 0u, 0u, 0u);
-        off += step * 128 + ((r + step) % TR < step ? jump : 0u);
+            *(uint4*)(d + off) = make_uint4(0u, 0u, 0u, 0u);
     }
 }
 
 /* Prepared rows (fp16, dp wide, already centred and prescaled; see fgmm_fused_prepare): async
  * copies of `valid` rows straight into the smem tile, their norms into xn and, if lzg is given,
  * their logz2 into lz. Rows past `valid` are zeros with lz = +inf (responsibility 0). */
-template <int ROWS, bool WG>
+template <int ROWS, int WDP>
 __device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
                                               bf16* xs, float* xn, float* lz) {
-    if (WG) { /* 64-row panelled tiles (wgmma.cuh), one after the other */
-        wg_copy_rows<64>(src, ROWS, valid, dp, (unsigned char*)xs);
+    if constexpr (WDP != 0) { /* WDP wide, 64-row panelled tiles (wgmma.cuh), one after the other */
+        wg_copy_rows<64, WDP, ROWS>(src, valid, (unsigned char*)xs);
     } else {
         const int chunks = dp / 8; /* 16-byte chunks per row */
         for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
@@ -236,15 +245,15 @@ __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes
     for (int i = threadIdx.x * 16; i < bytes; i += NTHREADS * 16) cp_async16((char*)dst + i, (const char*)src + i);
 }
 
-/* Async copy of component rows [k0, k0 + rows) (16-bit, dp wide) into smem: rows of stride SROW,
- * or (WG) panelled tiles of TR rows. */
-template <bool WG = false, int TR = 64>
-__device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, int rows, bf16* dst) {
-    if (WG) {
-        wg_copy_rows<TR>((const __half*)mu + (long long)k0 * dp, rows, rows, dp, (unsigned char*)dst);
+/* Async copy of component rows [k0, k0 + ROWS) (16-bit, dp wide) into smem: rows of stride SROW,
+ * or (WDP = dp != 0) panelled tiles of TR rows. */
+template <int ROWS, int WDP = 0, int TR = 64>
+__device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, bf16* dst) {
+    if constexpr (WDP != 0) {
+        wg_copy_rows<TR, WDP, ROWS>((const __half*)mu + (long long)k0 * WDP, ROWS, (unsigned char*)dst);
         return;
     }
-    int chunks = dp / 8; /* 16-byte chunks per row */
+    const int rows = ROWS, chunks = dp / 8; /* 16-byte chunks per row */
     for (int i = threadIdx.x; i < rows * chunks; i += NTHREADS) {
         int r = i / chunks, c = i % chunks;
         cp_async16(dst + r * SROW + c * 8, mu + (long long)(k0 + r) * dp + c * 8);
@@ -263,11 +272,12 @@ __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg)
 /* WG: the Hopper variant (prepared fp16 rows, dp a multiple of 64, sm_90a): the distance GEMM runs on
  * wgmma (m64n128, 128 components per tile) from panelled smem tiles instead of ldmatrix + mma.sync;
  * the rest is the same code. */
-template <typename T, int MODE, bool WG>
+template <typename T, int MODE, int WDP>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
           double* __restrict__ ll_part) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
+    constexpr bool WG = WDP != 0;    /* wgmma, rows WDP wide (a compile-time dp) */
     constexpr int BN = P1_BN_OF(WG); /* components per tile */
 #if !FGMM_WGMMA
     if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
@@ -284,14 +294,14 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     __shared__ double warp_ll[NTHREADS / 32];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-    const int dp = m.dp, nks = dp / 16, nkt = m.kp / BN;
+    const int dp = WG ? WDP : m.dp, nks = dp / 16, nkt = m.kp / BN;
     const long long row0 = (long long)blockIdx.x * P1_BM;
     const int mstage = (EXACT ? 2 : 1) * MROWS;
 
     auto issue_tile = [&](int kt) {
         bf16* dst = ms + (kt & 1) * mstage;
-        stage_mu_async<WG, BN>((const bf16*)m.mu_hi, dp, kt * BN, BN, dst); /* one BN-row operand */
-        if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, kt * BN, BN, dst + MROWS);
+        stage_mu_async<BN, WDP, BN>((const bf16*)m.mu_hi, dp, kt * BN, dst); /* one BN-row operand */
+        if (EXACT) stage_mu_async<BN>((const bf16*)m.mu_lo, dp, kt * BN, dst + MROWS);
         /* the tile's b2, h2: async too (plain loads stalled the loading warps for an L2 round trip
          * while the others waited at the next barrier) */
         float* cs = cst + (kt & 1) * 2 * BN;
@@ -304,7 +314,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     issue_tile(0);
     const int valid = (int)min((long long)P1_BM, n - row0);
     if constexpr (PREP) {
-        load_prepared<P1_BM, WG>((const __half*)x + row0 * dp, valid, dp, m.xnorm + row0, NULL, xs, xn, NULL);
+        load_prepared<P1_BM, WDP>((const __half*)x + row0 * dp, valid, dp, m.xnorm + row0, NULL, xs, xn, NULL);
         cp_async_wait_all();
 #if FGMM_WGMMA
         if (WG) wg_proxy_fence(); /* the tiles are read by wgmma (async proxy) */
@@ -406,13 +416,14 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 
 /* ------------------------------------------------------------------ pass 2 */
 
-template <typename T, int MODE, bool WG>
+template <typename T, int MODE, int WDP>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
 fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     constexpr int P2_BM = P2_BM_OF(MODE), NST = P2_STAGES(PREP);
+    constexpr bool WG = WDP != 0; /* wgmma, rows WDP wide (a compile-time dp) */
 #if !FGMM_WGMMA
     if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
 #endif
@@ -428,7 +439,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     T* raw = (T*)(shs + DP_MAX);                                /* raw input: P2_BM x d, the next tile as stored */
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-    const int dp = m.dp, nks = dp / 16;
+    const int dp = WG ? WDP : m.dp, nks = dp / 16;
     const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + P2_BM - 1) / P2_BM;
@@ -445,13 +456,13 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     auto issue = [&](long long t, int s) {
         if (t < t_end) {
             const long long r0 = t * P2_BM;
-            load_prepared<P2_BM, WG>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp,
+            load_prepared<P2_BM, WDP>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp,
                                      m.xnorm + r0, logz2 + r0, xs + s * XROWS, xn + s * P2_BM, lz + s * P2_BM);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
-    stage_mu_async<WG>((const bf16*)m.mu_hi, dp, k0, P2_BN, ms);
-    if (EXACT) stage_mu_async((const bf16*)m.mu_lo, dp, k0, P2_BN, ms + MROWS);
+    stage_mu_async<P2_BN, WDP>((const bf16*)m.mu_hi, dp, k0, ms);
+    if (EXACT) stage_mu_async<P2_BN>((const bf16*)m.mu_lo, dp, k0, ms + MROWS);
     if constexpr (PREP) {
 #pragma unroll
         for (int i = 0; i < NST - 1; i++) issue(t_begin + i, i); /* the first group also holds the means */
@@ -544,50 +555,45 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         }
         /* acc += R^T x: the C fragments of S^T are the A fragments of R^T (for mma.sync and for wgmma
          * with A in registers, whose B is then the row tile read N-major). */
+        if constexpr (WG) {
 #if FGMM_WGMMA
-        if (WG) {
+            /* all A fragments first, one fence, then the MMAs back to back (packing between them made
+             * ptxas insert a warpgroup.arrive before each) */
+            uint32_t ra[P2_BM / 16][4];
+#pragma unroll
+            for (int s = 0; s < P2_BM / 16; s++) pack_a<F16>(ra[s], st[2 * s], st[2 * s + 1]);
             wg_fence_acc(acc);
             wg_fence();
-        }
+#pragma unroll
+            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc, ra[s], wg_desc_mn(smem_u32(xt) + s * 16 * 128), dp == 128);
+            wg_commit();
+            wg_wait0(); /* done before the next barrier: the stage is then refilled */
+            wg_fence_acc(acc);
 #endif
+        } else {
 #pragma unroll
-        for (int s = 0; s < P2_BM / 16; s++) {
-            uint32_t ra[4], rl[4];
-            ra[0] = Elt<F16>::pack(st[2 * s][0], st[2 * s][1]);
-            ra[1] = Elt<F16>::pack(st[2 * s][2], st[2 * s][3]);
-            ra[2] = Elt<F16>::pack(st[2 * s + 1][0], st[2 * s + 1][1]);
-            ra[3] = Elt<F16>::pack(st[2 * s + 1][2], st[2 * s + 1][3]);
-            if (EXACT) {
+            for (int s = 0; s < P2_BM / 16; s++) {
+                uint32_t ra[4], rl[4];
+                pack_a<F16>(ra, st[2 * s], st[2 * s + 1]);
+                if (EXACT) {
 #pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    float2 f = Elt<F16>::unpack(ra[q]);
-                    int jj = 2 * s + (q >> 1), e0 = (q & 1) * 2;
-                    rl[q] = Elt<F16>::pack(st[jj][e0] - f.x, st[jj][e0 + 1] - f.y);
+                    for (int q = 0; q < 4; q++) {
+                        float2 f = Elt<F16>::unpack(ra[q]);
+                        int jj = 2 * s + (q >> 1), e0 = (q & 1) * 2;
+                        rl[q] = Elt<F16>::pack(st[jj][e0] - f.x, st[jj][e0 + 1] - f.y);
+                    }
+                }
+#pragma unroll
+                for (int np = 0; np < DP_MAX / 16; np++) {
+                    if (np * 16 >= dp) break;
+                    uint32_t b[4], bl[4];
+                    const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
+                    ldsm_x4_t(b, xt + boff);
+                    if (EXACT) ldsm_x4_t(bl, xl + boff);
+                    mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
                 }
             }
-            if constexpr (WG) {
-#if FGMM_WGMMA
-                wg_mma_rs(acc, ra, wg_desc_mn(smem_u32(xt) + s * 16 * 128), dp == 128);
-#endif
-                continue;
-            }
-#pragma unroll
-            for (int np = 0; np < DP_MAX / 16; np++) {
-                if (np * 16 >= dp) break;
-                uint32_t b[4], bl[4];
-                const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
-                ldsm_x4_t(b, xt + boff);
-                if (EXACT) ldsm_x4_t(bl, xl + boff);
-                mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
-            }
         }
-#if FGMM_WGMMA
-        if (WG) { /* done before the next barrier: the stage is then refilled */
-            wg_commit();
-            wg_wait0();
-            wg_fence_acc(acc);
-        }
-#endif
     }
     /* One write per block: quad-reduce the per-component sums, then double atomics. */
 #pragma unroll
@@ -648,23 +654,25 @@ static size_t acc_smem(int mode, int d, int esz, int wg) {
            (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz) + (wg ? 1024 : 0);
 }
 
-/* The wgmma variant: prepared rows with dp a multiple of 64, where the caller allows it (sm_90). */
+/* The wgmma variant: prepared rows with dp 64 or 128 (a template argument), where the caller allows it (sm_90). */
 static int wgmma_ok(const fgmm_fused_model* m) { return m->wgmma && m->dp % 64 == 0; }
 
-template <typename T, int MODE, bool WG>
+template <typename T, int MODE, int WDP>
 static int launch_lse_k(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                         cudaStream_t stream) {
-    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT, WG);
-    cudaFuncSetAttribute(fused_lse<T, MODE, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
-    fused_lse<T, MODE, WG><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
+    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT, WDP != 0);
+    cudaFuncSetAttribute(fused_lse<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    fused_lse<T, MODE, WDP><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
     return (int)cudaGetLastError();
 }
 template <typename T, int MODE>
 static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                       cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
-        if (wgmma_ok(m)) return launch_lse_k<T, MODE, true>(x, n, m, logz2, ll_part, stream);
-    return launch_lse_k<T, MODE, false>(x, n, m, logz2, ll_part, stream);
+        if (wgmma_ok(m))
+            return m->dp == 64 ? launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream)
+                               : launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
+    return launch_lse_k<T, MODE, 0>(x, n, m, logz2, ll_part, stream);
 }
 
 /* dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED fp16 rows (fp16 mode only) */
@@ -686,12 +694,12 @@ extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_
     DISPATCH(launch_lse, x, n, m, logz2, ll_part, stream)
 }
 
-template <typename T, int MODE, bool WG>
+template <typename T, int MODE, int WDP>
 static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                         double* s1, double* s2, int splits, cudaStream_t stream) {
     constexpr int P2_BM = P2_BM_OF(MODE);
-    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T), WG);
-    cudaFuncSetAttribute(fused_acc<T, MODE, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T), WDP != 0);
+    cudaFuncSetAttribute(fused_acc<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
     if (splits <= 0) {
@@ -705,15 +713,17 @@ static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, c
     int per = (int)((ntiles + splits - 1) / splits);
     splits = (int)((ntiles + per - 1) / per);
     dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
-    fused_acc<T, MODE, WG><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
+    fused_acc<T, MODE, WDP><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();
 }
 template <typename T, int MODE>
 static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                       double* s1, double* s2, int splits, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
-        if (wgmma_ok(m)) return launch_acc_k<T, MODE, true>(x, n, m, logz2, nk, s1, s2, splits, stream);
-    return launch_acc_k<T, MODE, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
+        if (wgmma_ok(m))
+            return m->dp == 64 ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                               : launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
+    return launch_acc_k<T, MODE, 0>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }
 
 extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
