@@ -193,7 +193,7 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
  * panelled smem tiles of TR rows (wg_off's layout) at dst; rows at or past `valid` are zero-filled.
  * A thread keeps one chunk column and one swizzle phase, so every offset but the first is a
  * constant (address arithmetic per chunk had been 30% of both kernels' instructions). */
-template <int TR, int DP, int ROWS>
+template <int TR, int DP, int ROWS, bool FULL>
 __device__ __forceinline__ void wg_copy_rows(const __half* src, int valid, unsigned char* dst) {
     constexpr int LG = DP == 128 ? 4 : 3, STEP = NTHREADS >> LG; /* rows per sweep (16 or 32) divide TR */
     constexpr uint32_t JUMP = (DP / 64 - 1) * TR * 128;         /* into the next TR-row tile */
@@ -203,7 +203,7 @@ __device__ __forceinline__ void wg_copy_rows(const __half* src, int valid, unsig
 #pragma unroll
     for (int j = 0; j < ROWS / STEP; j++) {
         const uint32_t off = j * STEP * 128 + (j * STEP / TR) * JUMP;
-        if (r0 + j * STEP < valid)
+        if (FULL || r0 + j * STEP < valid)
             cp_async16(d + off, src + j * STEP * DP);
         else
             *(uint4*)(d + off) = make_uint4(0u, 0u, 0u, 0u);
@@ -217,7 +217,16 @@ template <int ROWS, int WDP>
 __device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
                                               bf16* xs, float* xn, float* lz) {
     if constexpr (WDP != 0) { /* WDP wide, 64-row panelled tiles (wgmma.cuh), one after the other */
-        wg_copy_rows<64, WDP, ROWS>(src, valid, (unsigned char*)xs);
+        if (valid == ROWS) { /* all but the last tile: no per-row checks, norms and logz2 in 16-byte copies */
+            wg_copy_rows<64, WDP, ROWS, true>(src, valid, (unsigned char*)xs);
+            constexpr int CH = ROWS / 4; /* 16-byte chunks per array */
+            if (threadIdx.x < CH)
+                cp_async16(xn + threadIdx.x * 4, xng + threadIdx.x * 4);
+            else if (lzg && threadIdx.x < 2 * CH)
+                cp_async16(lz + (threadIdx.x - CH) * 4, lzg + (threadIdx.x - CH) * 4);
+            return;
+        }
+        wg_copy_rows<64, WDP, ROWS, false>(src, valid, (unsigned char*)xs);
     } else {
         const int chunks = dp / 8; /* 16-byte chunks per row */
         for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
@@ -250,7 +259,7 @@ __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes
 template <int ROWS, int WDP = 0, int TR = 64>
 __device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, bf16* dst) {
     if constexpr (WDP != 0) {
-        wg_copy_rows<TR, WDP, ROWS>((const __half*)mu + (long long)k0 * WDP, ROWS, (unsigned char*)dst);
+        wg_copy_rows<TR, WDP, ROWS, true>((const __half*)mu + (long long)k0 * WDP, ROWS, (unsigned char*)dst);
         return;
     }
     const int rows = ROWS, chunks = dp / 8; /* 16-byte chunks per row */
@@ -565,7 +574,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
             wg_fence_acc(acc);
             wg_fence();
 #pragma unroll
-            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc, ra[s], wg_desc_mn(smem_u32(xt) + s * 16 * 128), dp == 128);
+            const uint64_t dx = wg_desc_mn(smem_u32(xt)); /* + 16 rows (2 KB) per k-step, as in wg_gemm */
+#pragma unroll
+            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc, ra[s], dx + s * 16 * 128 / 16, dp == 128);
             wg_commit();
             wg_wait0(); /* done before the next barrier: the stage is then refilled */
             wg_fence_acc(acc);

@@ -39,7 +39,7 @@ typedef struct fgmm_fused_model {
     float scale;           /* operands are (x - shift) * scale; 1 for the bf16 modes */
     float inv_scale2;      /* 1 / scale^2: turns operand dot products back into data units */
     float inv_scale;       /* 1 / scale */
-    const float* xnorm;    /* prepared input only: ||x'_i||^2 of the rows passed */
+    const float* xnorm;    /* prepared input only: ||x'_i||^2 of the rows passed (16-byte aligned, as logz2) */
     int wgmma;             /* 1: prepared rows with dp % 64 == 0 run the sm_90a wgmma kernels (the caller
                             * sets it only for a compute capability 9.0 device) */
 } fgmm_fused_model;

@@ -115,16 +115,20 @@ __device__ __forceinline__ void wg_mma_64x128(float (&d)[16][4], uint64_t da, ui
  * at smem addresses a, b. Issues, commits and waits (the warpgroup's d is final on return). */
 template <int N>
 __device__ __forceinline__ void wg_gemm(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
+    /* one descriptor per operand; a k-step adds its byte offset / 16 to the address field (smem
+     * addresses stay under 256 KB, so the 14-bit field never carries) */
+    const uint64_t da = wg_desc(a), db = wg_desc(b);
     wg_fence_acc(d);
     wg_fence();
 #pragma unroll
     for (int ks = 0; ks < 8; ks++) {
         if (ks >= 4 * panels) break;
-        uint32_t ka = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32), kb = (uint32_t)((ks >> 2) * N * 128 + (ks & 3) * 32);
+        const uint32_t ka = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32) >> 4,
+                       kb = (uint32_t)((ks >> 2) * N * 128 + (ks & 3) * 32) >> 4;
         if constexpr (N == 128)
-            wg_mma_64x128(d, wg_desc(a + ka), wg_desc(b + kb), ks > 0);
+            wg_mma_64x128(d, da + ka, db + kb, ks > 0);
         else
-            wg_mma_64x64(d, wg_desc(a + ka), wg_desc(b + kb), ks > 0);
+            wg_mma_64x64(d, da + ka, db + kb, ks > 0);
     }
     wg_commit();
     wg_wait0();
