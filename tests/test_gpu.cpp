@@ -172,14 +172,18 @@ TEST(GpuEstep, PreparedAndRawRowsAgree) {
 TEST(GpuEstep, SmallPreparedTiles) {
     REQUIRE_GPU();
     // Small enough for compute-sanitizer (memcheck, racecheck): one block per pass-2 split, a partial
-    // last row tile, k not a multiple of the 128-component tiles; the wgmma kernels on sm_90.
+    // last row tile, k not a multiple of the 128-component tiles; the wgmma kernels on sm_90, both
+    // of their widths (dp 128, and d = 40 padded to dp 64).
     int64_t n = 3001;
-    int d = 128, k = 200;
-    auto x = planted(n, d, k, 0.7, 181);
-    FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0, 182);
-    auto ref = ref_estep(m, n, x.data());
-    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol, "small prepared");
-    fgmm_model_free(m);
+    int k = 200;
+    for (int d : {128, 40}) {
+        auto x = planted(n, d, k, 0.7, 181 + d);
+        FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.0, 182);
+        auto ref = ref_estep(m, n, x.data());
+        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol,
+                     d == 128 ? "small prepared, d 128" : "small prepared, d 40");
+        fgmm_model_free(m);
+    }
 }
 #endif
 
