@@ -27,7 +27,11 @@ extern "C" {
 
 /* Device-side model of the fused isotropic E-step, in the log2 domain:
  * log2(w_k p(x|k)) = b2[k] - h2[k] * (||x'||^2 - 2 x'.mu'_k) with x' = x - shift (b2 folds ||mu'_k||^2 in:
- * two FMAs per distance, no clamp; the fp16 GEMM's rounding dominates either way). */
+ * two FMAs per distance, no clamp; the fp16 GEMM's rounding dominates either way).
+ * The kernels compute b2 - h2 (xnorm + m2 dot), m2 = -2 inv_scale2, so the same kernels run the
+ * diagonal E-step on augmented rows (fgmm_fused_prepare with scale2): xnorm = 0, inv_scale2 = 1/2,
+ * mu rows = c [mu'/(var scale), -1/(2 var scale2)], h2 = log2(e) / c, mn = 0, d = 2 x the data's d
+ * (pass 2's s1 is then [sum r x', sum r x'^2] scaled; s2 is meaningless, see fgmm_fused_unshift_diag). */
 typedef struct fgmm_fused_model {
     int k, kp, d, dp;      /* components (padded kp), dimension (padded dp, multiple of 16) */
     const float* shift;    /* dp: subtracted from every row (the mixture's mean) */
@@ -44,11 +48,17 @@ typedef struct fgmm_fused_model {
                             * sets it only for a compute capability 9.0 device) */
 } fgmm_fused_model;
 
-/* Prepared rows: out (n x dp fp16) = (x - shift) * scale, xn[i] = ||x_i - shift||^2 (fp32, unscaled). */
+/* Prepared rows: out (n x dp fp16) = (x - shift) * scale, xn[i] = ||x_i - shift||^2 (fp32, unscaled).
+ * scale2 > 0: diagonal covariance's augmented rows [(x - shift) * scale, (x - shift)^2 * scale2]
+ * (2d <= dp), xn = 0. */
 int fgmm_fused_prepare(const void* x, int dtype, long long n, int d, int dp, const float* shift, float scale,
-                       void* out, float* xn, cudaStream_t stream);
+                       float scale2, void* out, float* xn, cudaStream_t stream);
 /* s1[q x dp] += nk[q] * shift: statistics of centred rows back to data coordinates. */
 int fgmm_fused_unshift(const double* nk, double* s1, const float* shift, int k, int dp, cudaStream_t stream);
+/* Diagonal, after the kernels on augmented rows: s1 (k x dp) rows [sum r x' scale, sum r x'^2 scale2]
+ * become sum r x (first d columns, in place) and s2 (k x d) = sum r x^2. */
+int fgmm_fused_unshift_diag(const double* nk, double* s1, double* s2, const float* shift, int k, int d, int dp,
+                            double scale, double scale2, cudaStream_t stream);
 
 /* Fills mu_hi/mu_lo (kp x dp, 16-bit) from mu' * scale (kp x dp float) for the mode. */
 int fgmm_fused_split(const float* mu, void* hi, void* lo, long long count, float scale, int mode, cudaStream_t stream);

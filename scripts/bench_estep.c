@@ -25,6 +25,7 @@
  *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU (M-step on the device, and
  *       on the host with FGMM_GPU_MSTEP=host) and on the CPU (N <= 200k); also the median ms per EM iteration.
  *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
+ *   bench_estep --diag NxKxD    diagonal covariance E-step: GPU default (fused where 2d <= 128) and cuBLAS, vs CPU.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
@@ -269,6 +270,54 @@ static int assign_mode(const char* shape) {
     return 0;
 }
 
+/* Diagonal covariance: ms per E-step on all rows on the GPU's default path (the fused kernels on rows
+ * [x, x^2] where 2d <= FGMM_FUSED_MAX_D, else cuBLAS) and on its cuBLAS fp32 path, and the CPU on a
+ * 100k-row slice, with each GPU path's error against the CPU on that slice. */
+static int diag_mode(const char* shape) {
+    long long n;
+    int k, d;
+    if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
+    uint8_t* x8 = make_u8(n, d);
+    float* x = malloc((size_t)n * d * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
+    free(x8);
+    FgmmModel* iso = model_from(x, FGMM_F32, n, k, d, 600.0f);
+    FgmmModel* m;
+    fgmm_model_alloc(&m, k, d, FGMM_COV_DIAGONAL);
+    memcpy(m->mu, iso->mu, (size_t)k * d * sizeof(float));
+    memcpy(m->w, iso->w, (size_t)k * sizeof(float));
+    for (size_t i = 0; i < (size_t)k * d; i++) m->var[i] = 300.0f + 60.0f * (float)(i % 11); /* 300..900 */
+    fgmm_model_free(iso);
+    long long ns = n < 100000 ? n : 100000;
+    fgmm_stats st[3];
+    for (int i = 0; i < 3; i++) fgmm_stats_alloc(&st[i], k, d, 1);
+    fgmm_engine* c;
+    if (fgmm_engine_cpu_create(&c)) return 1;
+    fgmm_data all = {x, n, d, FGMM_F32}, slice = {x, ns, d, FGMM_F32};
+    double t0 = now_ms();
+    int rc = c->ops->estep(c, &slice, m, &st[1]);
+    double cpu_ms = now_ms() - t0;
+    fgmm_engine_destroy(c);
+    if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+    printf("| N x K x D | GPU path | ms | extra MB | err vs cpu on %lld rows (Nk, s1, s2) | cpu ms (%lld rows) |\n"
+           "|---|---|---:|---:|---|---:|\n", ns, ns);
+    for (int b = 0; b < 2; b++) {
+        fgmm_engine* g;
+        if (fgmm_engine_gpu_create(&g, 0, 0, FGMM_PREC_FAST)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        if (b == 1) fgmm_engine_gpu_set_path(g, FGMM_GPU_PATH_BLAS, 0);
+        result r = time_engine(g, &all, m, &st[0], 5);
+        if (!r.ok || g->ops->estep(g, &slice, m, &st[2])) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        printf("| %lld x %d x %d | %s | %.2f | %.0f | %.1e, %.1e, %.1e | %.0f |\n", n, k, d,
+               b == 0 ? "default" : "cuBLAS fp32", r.ms, r.extra / 1048576.0, rel(st[2].nk, st[1].nk, (size_t)k),
+               rel(st[2].s1, st[1].s1, (size_t)k * d), rel(st[2].s2, st[1].s2, (size_t)k * d), cpu_ms);
+        fgmm_engine_destroy(g);
+    }
+    for (int i = 0; i < 3; i++) fgmm_stats_free(&st[i]);
+    fgmm_model_free(m);
+    free(x);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     size_t mem_mb = 2048;
     for (int i = 1; i + 1 < argc; i++)
@@ -277,6 +326,7 @@ int main(int argc, char** argv) {
         if (!strcmp(argv[i], "--stream")) return stream_mode(argv[i + 1], mem_mb);
         if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1]);
         if (!strcmp(argv[i], "--assign")) return assign_mode(argv[i + 1]);
+        if (!strcmp(argv[i], "--diag")) return diag_mode(argv[i + 1]);
     }
     const char* defaults[] = {"100000x1024x128", "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
                               "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};

@@ -42,6 +42,8 @@ run)
         timeout 150 "$b/bench_estep" --train 100000x256x128 2>&1 | tee -a "$out/train.log"
         timeout 200 "$b/bench_estep" --stream 200000000x1024x128 --mem-limit-mb 2048 2>&1 | tee "$out/stream.log"
         timeout 100 "$b/bench_estep" --assign 10000000x1024x96 2>&1 | tee "$out/assign.log"
+        timeout 100 "$b/bench_estep" --diag 1000000x1024x64 2>&1 | tee "$out/diag.log"
+        timeout 100 "$b/bench_estep" --diag 1000000x1024x128 2>&1 | tail -n +3 | tee -a "$out/diag.log"
     fi
     ;;
 sanitize)

@@ -10,9 +10,11 @@
  * Statistics are summed across chunks in double on the device. The M-step:
  * em_step runs it on the device with the model kept there (isotropic, prepared
  * rows); otherwise the host's, shared with the CPU backend.
- * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, otherwise
- * row tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve
- * k-means and top-m assignment.
+ * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, and for
+ * diagonal covariance in fast mode on resident rows [x', x'^2] where 2d fits
+ * (same kernels: the log-density is linear in those features); otherwise row
+ * tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve k-means and
+ * top-m assignment.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -92,7 +94,7 @@ typedef struct gpu_impl {
     cublasHandle_t blas;
     fgmm_engine* cpu;
     /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
-     * holds n x dp fp16, xnorm n floats) */
+     * holds n x dp fp16, xnorm n floats; FMT_F16_DIAG: the same for rows [x', x'^2], dp >= 2d) */
     const void* host_x;
     fgmm_idx_t host_n;
     int host_d;
@@ -126,13 +128,15 @@ typedef struct gpu_impl {
     int shift_ok; /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
 } gpu_impl;
 
-enum { FMT_RAW = 0, FMT_F16 = 1 };
+enum { FMT_RAW = 0, FMT_F16 = 1, FMT_F16_DIAG = 2 };
 
 /* Padded width of prepared rows: a multiple of 64 on sm_90 (the wgmma kernels take whole 64-column
  * panels: d = 96 or 100 runs there padded to 128, faster than mma.sync unpadded), else of 16. The data
  * mean is kept at the larger padding. */
 static int prep_dp(const gpu_impl* g, int d) { return g->wg ? (d + 63) / 64 * 64 : (d + 15) / 16 * 16; }
 #define MEAN_DP(d) (((d) + 63) / 64 * 64)
+/* Prepared row width of a format (FMT_F16 or FMT_F16_DIAG) for data of dimension d. */
+static int fmt_dp(const gpu_impl* g, int fmt, int d) { return prep_dp(g, fmt == FMT_F16_DIAG ? 2 * d : d); }
 
 int fgmm_gpu_available(void) {
     int n = 0;
@@ -163,7 +167,7 @@ static int call_ranges(gpu_impl* g, const void* dx, long long base, long long ro
 
 /* Bytes per resident row in a format. */
 static size_t fmt_row_bytes(const gpu_impl* g, const fgmm_data* x, int fmt) {
-    return fmt == FMT_F16 ? (size_t)prep_dp(g, x->d) * 2 + sizeof(float) : (size_t)x->d * fgmm_dtype_size(x->dtype);
+    return fmt != FMT_RAW ? (size_t)fmt_dp(g, fmt, x->d) * 2 + sizeof(float) : (size_t)x->d * fgmm_dtype_size(x->dtype);
 }
 
 static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
@@ -185,35 +189,39 @@ static int resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budge
 }
 
 static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    size_t rb = g->host_fmt == FMT_F16 ? (size_t)prep_dp(g, x->d) * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
+    size_t rb = g->host_fmt != FMT_RAW ? (size_t)fmt_dp(g, g->host_fmt, x->d) * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
     return call_ranges(g, g->data.p, 0, x->n, rb, fn, ctx);
 }
 
-/* g->shift holding the data mean (dp floats), uploaded once per data scan: a pageable copy waits for
- * the stream. */
-static int device_shift(gpu_impl* g, int dp) {
+/* g->shift holding the data mean (all MEAN_DP(d) floats: at least every prepared width but the
+ * diagonal one, whose kernels read the first d), uploaded once per data scan: a pageable copy waits
+ * for the stream. */
+static int device_shift(gpu_impl* g) {
     void* shift0 = g->shift.p;
-    int rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift");
+    size_t bytes = (size_t)MEAN_DP(g->scan_d) * sizeof(float);
+    int rc = dgrow(&g->shift, bytes, "shift");
     if (rc) return rc;
     if (g->shift.p != shift0) g->shift_ok = 0; /* reallocated */
     if (!g->shift_ok) {
-        CU(cudaMemcpyAsync(g->shift.p, g->data_mean, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st));
+        CU(cudaMemcpyAsync(g->shift.p, g->data_mean, bytes, cudaMemcpyHostToDevice, g->st));
         g->shift_ok = 1;
     }
     return FGMM_OK;
 }
 
-/* Uploads x as prepared rows (fp16, centred on g->data_mean, prescaled by g->prep_scale), through a
- * device staging buffer of at most 64 MB that is freed afterwards. */
-static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
-    int d = x->d, dp = prep_dp(g, d), rc;
+/* Uploads x as prepared rows of format fmt (fp16, centred on g->data_mean, prescaled by
+ * g->prep_scale; FMT_F16_DIAG appends the squares), through a device staging buffer of at most 64 MB
+ * that is freed afterwards. */
+static double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_scale / 4096.0; } /* x'^2 <= 2^12 */
+static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
+    int d = x->d, dp = fmt_dp(g, fmt, d), rc;
     size_t rb = (size_t)d * fgmm_dtype_size(x->dtype);
     long long piece = (long long)(((size_t)64 << 20) / rb);
     if (piece > x->n) piece = x->n;
     g->host_x = NULL; /* invalid until complete */
     dbuf stage = {0};
     if ((rc = dgrow(&g->data, (size_t)x->n * dp * 2, "the prepared data")) ||
-        (rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) || (rc = device_shift(g, dp)) ||
+        (rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) || (rc = device_shift(g)) ||
         (rc = dgrow(&stage, (size_t)piece * rb, "upload staging")))
         return rc;
     /* Every host-to-device copy goes on g->st: a plain cudaMemcpy from pageable memory may return
@@ -224,7 +232,7 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
         ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice, g->st);
         if (!ce)
             ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, g->shift.p, (float)g->prep_scale,
-                                                 (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
+                                                 fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
         if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
     }
     cudaFree(stage.p);
@@ -233,16 +241,16 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x) {
     g->host_n = x->n;
     g->host_d = x->d;
     g->host_dtype = x->dtype;
-    g->host_fmt = FMT_F16;
+    g->host_fmt = fmt;
     return FGMM_OK;
 }
 
-/* Calls fn on device-resident row ranges covering all of x; fmt FMT_F16 requires resident_fits. */
+/* Calls fn on device-resident row ranges covering all of x; prepared formats require resident_fits. */
 static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx) {
     size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
     if (is_resident(g, x, fmt)) return resident_ranges(g, x, fn, ctx);
-    if (fmt == FMT_F16) {
-        int rc = upload_prepared(g, x);
+    if (fmt != FMT_RAW) {
+        int rc = upload_prepared(g, x, fmt);
         return rc ? rc : resident_ranges(g, x, fn, ctx);
     }
     size_t budget;
@@ -521,7 +529,7 @@ static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
 static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
                           int check, int* in_range) {
     int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = prep_dp(g, d), rc;
-    if ((rc = device_shift(g, dp)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
+    if ((rc = device_shift(g)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
         (rc = dgrow(&g->mu_lo, 2, "means")) || (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
         (rc = dgrow(&g->chk, sizeof(float), "range check")))
         return rc;
@@ -549,13 +557,70 @@ static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const floa
     return FGMM_OK;
 }
 
+/* Diagonal covariance on the fused kernels (prepared rows [x', x'^2], FMT_F16_DIAG): the constants of
+ * fgmm_fused_model's diagonal form, made on the host (k x d variances), with mu rows scaled by a power
+ * of two c so that their largest entry is near 2^12. */
+static int prep_constants_diag(gpu_impl* g, estep_ctx* c, const FgmmModel* m) {
+    int k = m->k, d = m->d, kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
+        dp = fmt_dp(g, FMT_F16_DIAG, d), rc;
+    const double s = g->prep_scale, s2 = diag_scale2(g);
+    const float* mean = g->data_mean;
+    size_t kd = (size_t)kp * dp;
+    double* lc = malloc((size_t)k * sizeof(double));
+    float* h = upload_buffer(g, kd + 3 * (size_t)kp, 1); /* mu rows, then b2, h2, mn (0) */
+    if (!lc || !h) {
+        free(lc);
+        return fgmm_fail(FGMM_ERR_NOMEM, h ? "out of host memory" : "out of pinned host memory");
+    }
+    fgmm_model_logconst(m, lc); /* log w - 1/2 sum log(2 pi var) */
+    double amx = 0;
+    for (size_t i = 0; i < (size_t)k * d; i++) {
+        double v = m->var[i], a = fabs((double)m->mu[i] - mean[i % d]) / (v * s), b = 0.5 / (v * s2);
+        amx = a > amx ? a : amx;
+        amx = b > amx ? b : amx;
+    }
+    int e = amx > 0 ? (int)floor(log2(4096.0 / amx)) : 0;
+    const double cc = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
+    float *b2 = h + kd, *h2 = b2 + kp;
+    for (int q = 0; q < kp; q++) {
+        if (q >= k) { b2[q] = -1e30f; continue; } /* padding: r = 0 (the buffer is zeroed) */
+        double mm = 0;
+        for (int j = 0; j < d; j++) {
+            double v = m->var[(size_t)q * d + j], u = (double)m->mu[(size_t)q * d + j] - mean[j];
+            h[(size_t)q * dp + j] = (float)(cc * u / (v * s));
+            h[(size_t)q * dp + d + j] = (float)(-cc * 0.5 / (v * s2));
+            mm += u * u / v;
+        }
+        b2[q] = (float)(LOG2E * (lc[q] - 0.5 * mm));
+        h2[q] = (float)(LOG2E / cc);
+    }
+    free(lc);
+    if ((rc = device_shift(g)) || (rc = dgrow(&g->mu, kd * sizeof(float), "means")) ||
+        (rc = dgrow(&g->mu_hi, kd * 2, "means")) || (rc = dgrow(&g->mu_lo, kd * 2, "means")) ||
+        (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")))
+        return rc;
+    CU(cudaMemcpyAsync(g->mu.p, h, kd * sizeof(float), cudaMemcpyHostToDevice, g->st));
+    CU(cudaMemcpyAsync(g->cst.p, b2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st));
+    KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kd, 1.0f, FGMM_FUSED_FP16, g->st));
+    const float* cst = g->cst.p;
+    c->fused = c->prep = 1;
+    c->mode = FGMM_FUSED_FP16;
+    c->kp = kp;
+    c->dp = dp;
+    c->fm = (fgmm_fused_model){k, kp, 2 * d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
+                               (float)s, 0.5f, 1.0f, NULL, g->wg && g->path != FGMM_GPU_PATH_FUSED_MMA};
+    return FGMM_OK;
+}
+
 /* Uploads the model's constants for the chosen path. */
 static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
-    c->fused = !c->diag && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
+    /* diagonal: fused only on prepared rows (the caller's choice, 2d <= FGMM_FUSED_MAX_D) */
+    c->fused = (!c->diag || c->prep) && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
     c->prep = c->prep && c->fused;
+    if (c->prep && c->diag) return prep_constants_diag(g, c, m);
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
         size_t kd = (size_t)k * d;
         int ok = 0;
@@ -710,15 +775,20 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     int rc = data_scan(g, x);
     if (rc) return rc;
     /* prepared rows: the default fused fp16 path, isotropic, on data that fits resident as fp16 */
-    c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) && m->cov == FGMM_COV_ISOTROPIC &&
-             m->d <= FGMM_FUSED_MAX_D &&
-             resident_fits(g, x, FMT_F16, NULL);
+    /* diagonal covariance too, as rows [x', x'^2], where 2d fits the kernels' width */
+    const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = diag ? FMT_F16_DIAG : FMT_F16;
+    c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) &&
+             (diag ? 2 * m->d : m->d) <= FGMM_FUSED_MAX_D && resident_fits(g, x, fmt, NULL);
     if ((rc = prepare_model(g, m, &c))) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
-    if ((rc = for_each_chunk(g, x, c.prep ? FMT_F16 : FMT_RAW, estep_chunk, &run))) return rc;
-    if (c.fused) /* the kernels summed x - shift; on the device so that all-reduced ranks agree */
+    if ((rc = for_each_chunk(g, x, c.prep ? fmt : FMT_RAW, estep_chunk, &run))) return rc;
+    /* the kernels summed x - shift; on the device so that all-reduced ranks agree */
+    if (c.fused && c.diag)
+        KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, c.fm.shift, m->k, m->d, c.dp, g->prep_scale,
+                                   diag_scale2(g), g->st));
+    else if (c.fused)
         KL(fgmm_fused_unshift(g->nk.p, g->s1.p, c.fm.shift, m->k, c.dp, g->st));
     g->pend.active = 1;
     g->pend.k = m->k;

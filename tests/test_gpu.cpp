@@ -60,18 +60,24 @@ void expect_close(const Got& g, const RefStats& r, double tol, const char* what)
 // One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory.
 Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x) {
     int k = fgmm_model_k(m), d = fgmm_model_d(m);
+    bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
     Got g;
     fgmm_engine* e = nullptr;
     EXPECT_EQ(fgmm_engine_gpu_create(&e, 0, mem_limit, FGMM_PREC_FAST), 0) << fgmm_get_last_error();
     if (!e) return g;
     fgmm_engine_gpu_set_path(e, path, 0);
     fgmm_stats st;
-    fgmm_stats_alloc(&st, k, d, 0);
+    fgmm_stats_alloc(&st, k, d, diag);
     fgmm_data v = {x, n, d, dt};
     EXPECT_EQ(e->ops->estep(e, &v, m, &st), 0) << fgmm_get_last_error();
     g.nk.assign(st.nk, st.nk + k);
     g.mu.assign(st.s1, st.s1 + (size_t)k * d);
-    g.sig.assign(st.s2, st.s2 + k);
+    g.sig.assign(st.s2, st.s2 + (diag ? (size_t)k * d : k));
+    if (diag) {  // the engine's diagonal s2 is sum r x^2; the reference's is sum r (x - mu)^2
+        const float* mu = fgmm_model_means(m);
+        for (size_t i = 0; i < g.sig.size(); i++)
+            g.sig[i] += (double)mu[i] * ((double)mu[i] * g.nk[i / d] - 2.0 * g.mu[i]);
+    }
     g.ll = st.obj;
     fgmm_stats_free(&st);
     fgmm_engine_destroy(e);
@@ -125,12 +131,53 @@ TEST(GpuEstep, BlasPathDiagonalAndLargeD) {
             auto x = planted(n, d, k, 0.5, 80 + d);
             FgmmModel* m = model_from_rows(x.data(), n, d, k, cov, 1.0, 81);
             auto ref = ref_estep(m, n, x.data());
+            // fast: fused (diagonal too, on rows [x, x^2], where 2d <= FGMM_FUSED_MAX_D); exact: cuBLAS
+            // fp32 for diagonal covariance and for d > FGMM_FUSED_MAX_D
             expect_close(run_estep(m, gpu_params(k, FGMM_PREC_FAST), n, FGMM_F32, x.data()), ref,
-                         d > 128 || cov == FGMM_COV_DIAGONAL ? kBlasTol : kFastTol, "blas");
+                         d > 128 ? kBlasTol : kFastTol, "fast");
+            if (cov == FGMM_COV_DIAGONAL || d > 128)
+                expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), n, FGMM_F32, x.data()), ref, kBlasTol,
+                             "exact (blas)");
             fgmm_model_free(m);
         }
     }
 }
+
+#ifdef FGMM_WITH_CUDA
+TEST(GpuEstep, FusedDiagonalMatchesFloat64) {
+    REQUIRE_GPU();
+    // Diagonal covariance on the fused kernels: prepared rows [x - mean, (x - mean)^2], 2d wide
+    // (d = 64: 128 columns, the wgmma kernels on sm_90; d = 20: padded), k and n off every tile,
+    // wgmma and mma.sync; against float64 with the fast bound, and the cuBLAS path with its own.
+    int64_t n = 20011;
+    int k = 150;
+    for (int d : {64, 20}) {
+        auto x = planted(n, d, k, 0.6, 300 + d);
+        FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_DIAGONAL, 1.2, 301);
+        auto ref = ref_estep(m, n, x.data());
+        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol, "fused diagonal");
+        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED_MMA, 0, n, FGMM_F32, x.data()), ref, kFastTol,
+                     "fused diagonal, mma.sync");
+        expect_close(engine_estep(m, FGMM_GPU_PATH_BLAS, 0, n, FGMM_F32, x.data()), ref, kBlasTol, "blas diagonal");
+        fgmm_model_free(m);
+    }
+    // real data, uint8 and float: the first 64 dimensions of FLANN's SIFT rows
+    FgmmVecs v;
+    std::string f = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
+    ASSERT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &v), 0) << fgmm_get_last_error();
+    const int d = 64;
+    std::vector<uint8_t> xb((size_t)v.n * d);
+    std::vector<float> xf(xb.size());
+    for (int64_t i = 0; i < v.n; i++)
+        for (int j = 0; j < d; j++) xf[(size_t)i * d + j] = xb[(size_t)i * d + j] = ((uint8_t*)v.data)[(size_t)i * v.d + j];
+    FgmmModel* m = model_from_rows(xf.data(), v.n, d, 128, FGMM_COV_DIAGONAL, 300.0, 302);
+    auto ref = ref_estep(m, v.n, xb.data());
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, v.n, FGMM_U8, xb.data()), ref, kFastTol, "fused diagonal, SIFT u8");
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, v.n, FGMM_F32, xf.data()), ref, kFastTol, "fused diagonal, SIFT f32");
+    fgmm_model_free(m);
+    fgmm_vecs_free(&v);
+}
+#endif
 
 #ifdef FGMM_WITH_CUDA
 TEST(GpuEstep, PreparedAndRawRowsAgree) {
@@ -237,6 +284,34 @@ TEST(GpuTrain, MonotoneAndAgreesWithCpu) {
     p.progress = nullptr;
     ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &c, &ci), 0);
     // Same seeding; k-means/EM paths differ only in rounding, so the fits agree closely.
+    EXPECT_NEAR(gi.mean_loglik, ci.mean_loglik, 2e-3 * std::fabs(ci.mean_loglik));
+    fgmm_model_free(g);
+    fgmm_model_free(c);
+}
+
+TEST(GpuTrain, DiagonalFastMonotoneAndAgreesWithCpu) {
+    REQUIRE_GPU();
+    // Diagonal covariance in fast mode: the fused kernels on rows [x, x^2] (2d = 64), M-step on the host.
+    int64_t n = 30000;
+    int d = 32, k = 64;
+    auto x = planted(n, d, k, 1.0, 111);
+    FgmmParams p = gpu_params(k, FGMM_PREC_FAST);
+    p.covariance = FGMM_COV_DIAGONAL;
+    p.niter = 15;
+    std::vector<double> ll;
+    p.progress_user = &ll;
+    p.progress = [](void* u, FgmmPhase ph, int, double obj, int) {
+        if (ph == FGMM_PHASE_EM) ((std::vector<double>*)u)->push_back(obj);
+    };
+    FgmmModel *g = nullptr, *c = nullptr;
+    FgmmTrainInfo gi, ci;
+    ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &g, &gi), 0) << fgmm_get_last_error();
+    EXPECT_STREQ(gi.backend, "gpu");
+    // fp16 operands: monotone up to the fast mode's rounding of the log-likelihood
+    for (size_t i = 1; i < ll.size(); i++) EXPECT_GE(ll[i], ll[i - 1] - 1e-5 * std::fabs(ll[i - 1])) << i;
+    p.backend = FGMM_BACKEND_CPU;
+    p.progress = nullptr;
+    ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &c, &ci), 0);
     EXPECT_NEAR(gi.mean_loglik, ci.mean_loglik, 2e-3 * std::fabs(ci.mean_loglik));
     fgmm_model_free(g);
     fgmm_model_free(c);
