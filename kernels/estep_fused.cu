@@ -36,8 +36,9 @@
 /* pass-2 row-tile stages: prepared rows are plain copies, NST - 1 tiles in flight; raw rows
  * go through one staging buffer and a conversion */
 #define P2_STAGES(PREP) ((PREP) ? 3 : 1)
-/* 16-bit elements of a smem tile of R rows: stride SROW, or panelled for wgmma (128 B per 64 columns) */
-#define TILE_ELEMS(R, WG) ((WG) ? (R) * DP_MAX : (R) * SROW)
+/* 16-bit elements of a smem tile of R rows: stride SROW, or (WDP != 0) WDP wide panelled for wgmma
+ * (128 B per 64 columns) */
+#define TILE_ELEMS(R, WDP) ((WDP) ? (R) * (WDP) : (R) * SROW)
 #define P2_BN FGMM_FUSED_KTILE
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
@@ -189,13 +190,13 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
     if (part == 0) xn[r] = ss;
 }
 
-/* This thread's share of an async copy of ROWS rows (fp16, DP = 64 or 128 wide, contiguous) into
+/* This thread's share of an async copy of ROWS rows (fp16, DP = 64, 128 or 256 wide, contiguous) into
  * panelled smem tiles of TR rows (wg_off's layout) at dst; rows at or past `valid` are zero-filled.
  * A thread keeps one chunk column and one swizzle phase, so every offset but the first is a
  * constant (address arithmetic per chunk had been 30% of both kernels' instructions). */
 template <int TR, int DP, int ROWS, bool FULL>
 __device__ __forceinline__ void wg_copy_rows(const __half* src, int valid, unsigned char* dst) {
-    constexpr int LG = DP == 128 ? 4 : 3, STEP = NTHREADS >> LG; /* rows per sweep (16 or 32) divide TR */
+    constexpr int LG = DP == 256 ? 5 : DP == 128 ? 4 : 3, STEP = NTHREADS >> LG; /* rows per sweep (8..32) divide TR */
     constexpr uint32_t JUMP = (DP / 64 - 1) * TR * 128;         /* into the next TR-row tile */
     const int c = threadIdx.x & ((1 << LG) - 1), r0 = threadIdx.x >> LG;
     unsigned char* d = dst + wg_off<TR>(r0, c, DP);
@@ -292,8 +293,8 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
 #endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int XROWS = TILE_ELEMS(P1_BM, WG); /* 16-bit elements of the row tile */
-    constexpr int MROWS = TILE_ELEMS(BN, WG); /* of one component tile */
+    constexpr int XROWS = TILE_ELEMS(P1_BM, WDP); /* 16-bit elements of the row tile */
+    constexpr int MROWS = TILE_ELEMS(BN, WDP); /* of one component tile */
     bf16* xs = (bf16*)smem_base(smem_raw, WG);                    /* P1_BM x SROW, or panelled */
     bf16* xl = xs + XROWS;                                        /* EXACT only */
     bf16* ms = xs + (EXACT ? 2 : 1) * XROWS;                      /* [2 stages][hi, lo] component tiles */
@@ -437,8 +438,8 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
 #endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int XROWS = TILE_ELEMS(P2_BM, WG); /* 16-bit elements of a row tile */
-    constexpr int MROWS = TILE_ELEMS(P2_BN, WG); /* of the component tile */
+    constexpr int XROWS = TILE_ELEMS(P2_BM, WDP); /* 16-bit elements of a row tile */
+    constexpr int MROWS = TILE_ELEMS(P2_BN, WDP); /* of the component tile */
     bf16* xs = (bf16*)smem_base(smem_raw, WG);                  /* NST row tiles (panelled if WG) */
     bf16* xl = xs + NST * XROWS;                                /* EXACT only */
     bf16* ms = xl + (EXACT ? XROWS : 0);                        /* [hi, lo] component tiles, used once */
@@ -449,6 +450,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const int dp = WG ? WDP : m.dp, nks = dp / 16;
+    /* WDP = 256 (diagonal covariance's rows [x', x'^2]): acc holds 128 columns, block z the columns
+     * [128 z, 128 z + 128); each block of a z pair recomputes the responsibilities */
+    const int col0 = WDP > DP_MAX ? blockIdx.z * DP_MAX : 0;
     const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + P2_BM - 1) / P2_BM;
@@ -573,9 +577,10 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
             for (int s = 0; s < P2_BM / 16; s++) pack_a<F16>(ra[s], st[2 * s], st[2 * s + 1]);
             wg_fence_acc(acc);
             wg_fence();
-            const uint64_t dx = wg_desc_mn(smem_u32(xt)); /* + 16 rows (2 KB) per k-step, as in wg_gemm */
+            /* + 16 rows (2 KB) per k-step, as in wg_gemm; this block's columns start at panel col0 / 64 */
+            const uint64_t dx = wg_desc_mn(smem_u32(xt) + col0 / 64 * WG_PANEL_BYTES);
 #pragma unroll
-            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc, ra[s], dx + s * 16 * 128 / 16, dp == 128);
+            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc, ra[s], dx + s * 16 * 128 / 16, WDP >= 128);
             wg_commit();
             wg_wait0(); /* done before the next barrier: the stage is then refilled */
             wg_fence_acc(acc);
@@ -613,7 +618,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 1);
         s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 2);
         int kk = k0 + wk + g + 8 * h;
-        if (c == 0 && kk < m.k) {
+        if (c == 0 && kk < m.k && col0 == 0) {
             atomicAdd(nk_out + kk, (double)nk[h]);
             atomicAdd(s2_out + kk, (double)s2[h]);
         }
@@ -622,7 +627,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     for (int j = 0; j < DP_MAX / 8; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int kk = k0 + wk + g + 8 * (e >> 1), col = j * 8 + 2 * c + (e & 1);
+            int kk = k0 + wk + g + 8 * (e >> 1), col = col0 + j * 8 + 2 * c + (e & 1);
             if (kk < m.k && col < m.d) atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[j][e] * m.inv_scale));
         }
 }
@@ -652,25 +657,26 @@ extern "C" int fgmm_fused_split(const float* mu, void* hi, void* lo, long long c
 extern "C" int fgmm_fused_lse_blocks(long long n) { return (int)((n + P1_BM - 1) / P1_BM); }
 
 /* Dynamic smem of the kernels (mirrors their carve-up; wgmma tiles add 1024 B for alignment). */
-static size_t lse_smem(int exact, int wg) {
-    int f = exact ? 2 : 1;
-    return (size_t)(f * TILE_ELEMS(P1_BM, wg) + 2 * f * TILE_ELEMS(P1_BN_OF(wg), wg)) * sizeof(bf16) +
+static size_t lse_smem(int exact, int wdp) {
+    int f = exact ? 2 : 1, wg = wdp != 0;
+    return (size_t)(f * TILE_ELEMS(P1_BM, wdp) + 2 * f * TILE_ELEMS(P1_BN_OF(wg), wdp)) * sizeof(bf16) +
            (P1_BM + 4 * P1_BN_OF(wg) + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
 }
-static size_t acc_smem(int mode, int d, int esz, int wg) {
+static size_t acc_smem(int mode, int d, int esz, int wdp) {
     int exact = mode == FGMM_FUSED_EXACT, f = exact ? 2 : 1, P2_BM = P2_BM_OF(mode), prep = esz == 2,
         nst = P2_STAGES(prep);
-    return (size_t)((nst + f - 1) * TILE_ELEMS(P2_BM, wg) + f * TILE_ELEMS(P2_BN, wg)) * sizeof(bf16) +
-           (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz) + (wg ? 1024 : 0);
+    return (size_t)((nst + f - 1) * TILE_ELEMS(P2_BM, wdp) + f * TILE_ELEMS(P2_BN, wdp)) * sizeof(bf16) +
+           (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz) + (wdp ? 1024 : 0);
 }
 
-/* The wgmma variant: prepared rows with dp 64 or 128 (a template argument), where the caller allows it (sm_90). */
-static int wgmma_ok(const fgmm_fused_model* m) { return m->wgmma && m->dp % 64 == 0; }
+/* The wgmma variant: prepared rows with dp 64, 128 or 256 (a template argument; 256 only there), where
+ * the caller allows it (sm_90). */
+static int wgmma_ok(const fgmm_fused_model* m) { return m->wgmma && (m->dp == 64 || m->dp == 128 || m->dp == 256); }
 
 template <typename T, int MODE, int WDP>
 static int launch_lse_k(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                         cudaStream_t stream) {
-    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT, WDP != 0);
+    size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT, WDP);
     cudaFuncSetAttribute(fused_lse<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     fused_lse<T, MODE, WDP><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
     return (int)cudaGetLastError();
@@ -680,8 +686,9 @@ static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, flo
                       cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
         if (wgmma_ok(m))
-            return m->dp == 64 ? launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream)
-                               : launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
+            return m->dp == 64    ? launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream)
+                   : m->dp == 128 ? launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream)
+                                  : launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
     return launch_lse_k<T, MODE, 0>(x, n, m, logz2, ll_part, stream);
 }
 
@@ -700,7 +707,8 @@ static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, flo
 
 extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                               float* logz2, double* ll_part, cudaStream_t stream) {
-    if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
+    if ((m->dp > DP_MAX && !(dtype == FGMM_FUSED_PREPARED && wgmma_ok(m))) || m->dp % 16 || m->kp % P2_BN)
+        return (int)cudaErrorInvalidValue;
     DISPATCH(launch_lse, x, n, m, logz2, ll_part, stream)
 }
 
@@ -708,7 +716,7 @@ template <typename T, int MODE, int WDP>
 static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                         double* s1, double* s2, int splits, cudaStream_t stream) {
     constexpr int P2_BM = P2_BM_OF(MODE);
-    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T), WDP != 0);
+    size_t sm = acc_smem(MODE, m->d, (int)sizeof(T), WDP);
     cudaFuncSetAttribute(fused_acc<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
@@ -722,7 +730,8 @@ static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, c
     if (splits > ntiles) splits = (int)ntiles;
     int per = (int)((ntiles + splits - 1) / splits);
     splits = (int)((ntiles + per - 1) / per);
-    dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
+    /* component tiles vary fastest: blocks sharing rows run together (L2 reuse); z: column halves */
+    dim3 grid(ktiles, splits, WDP > DP_MAX ? WDP / DP_MAX : 1);
     fused_acc<T, MODE, WDP><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();
 }
@@ -731,15 +740,17 @@ static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, con
                       double* s1, double* s2, int splits, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
         if (wgmma_ok(m))
-            return m->dp == 64 ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                               : launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            return m->dp == 64    ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                   : m->dp == 128 ? launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                                  : launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
     return launch_acc_k<T, MODE, 0>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }
 
 extern "C" int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                                      const float* logz2, double* nk, double* s1, double* s2, int splits,
                                      cudaStream_t stream) {
-    if (m->dp > DP_MAX || m->dp % 16 || m->kp % P2_BN) return (int)cudaErrorInvalidValue;
+    if ((m->dp > DP_MAX && !(dtype == FGMM_FUSED_PREPARED && wgmma_ok(m))) || m->dp % 16 || m->kp % P2_BN)
+        return (int)cudaErrorInvalidValue;
     DISPATCH(launch_acc, x, n, m, logz2, nk, s1, s2, splits, stream)
 }
 

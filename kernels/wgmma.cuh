@@ -121,7 +121,7 @@ __device__ __forceinline__ void wg_gemm(float (&d)[N / 8][4], uint32_t a, uint32
     wg_fence_acc(d);
     wg_fence();
 #pragma unroll
-    for (int ks = 0; ks < 8; ks++) {
+    for (int ks = 0; ks < 16; ks++) { /* up to 4 panels: dp 256 */
         if (ks >= 4 * panels) break;
         const uint32_t ka = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32) >> 4,
                        kb = (uint32_t)((ks >> 2) * N * 128 + (ks & 3) * 32) >> 4;

@@ -135,8 +135,18 @@ enum { FMT_RAW = 0, FMT_F16 = 1, FMT_F16_DIAG = 2 };
  * mean is kept at the larger padding. */
 static int prep_dp(const gpu_impl* g, int d) { return g->wg ? (d + 63) / 64 * 64 : (d + 15) / 16 * 16; }
 #define MEAN_DP(d) (((d) + 63) / 64 * 64)
-/* Prepared row width of a format (FMT_F16 or FMT_F16_DIAG) for data of dimension d. */
-static int fmt_dp(const gpu_impl* g, int fmt, int d) { return prep_dp(g, fmt == FMT_F16_DIAG ? 2 * d : d); }
+/* Prepared row width of a format (FMT_F16 or FMT_F16_DIAG) for data of dimension d: on sm_90 the
+ * diagonal rows [x', x'^2] take the wgmma kernels' widths 64, 128 or 256. */
+static int fmt_dp(const gpu_impl* g, int fmt, int d) {
+    if (fmt != FMT_F16_DIAG) return prep_dp(g, d);
+    int dp = prep_dp(g, 2 * d);
+    return g->wg && dp == 192 ? 256 : dp;
+}
+/* Whether diagonal covariance at dimension d runs on the fused kernels (rows [x', x'^2], 2d wide): up
+ * to the kernels' width, 256 with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
+static int diag_fused_fits(const gpu_impl* g, int d) {
+    return 2 * d <= (g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D);
+}
 
 int fgmm_gpu_available(void) {
     int n = 0;
@@ -617,8 +627,8 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
-    /* diagonal: fused only on prepared rows (the caller's choice, 2d <= FGMM_FUSED_MAX_D) */
-    c->fused = (!c->diag || c->prep) && d <= FGMM_FUSED_MAX_D && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
+    /* diagonal: fused only on prepared rows (the caller's choice, diag_fused_fits) */
+    c->fused = (c->diag ? c->prep : d <= FGMM_FUSED_MAX_D) && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
     c->prep = c->prep && c->fused;
     if (c->prep && c->diag) return prep_constants_diag(g, c, m);
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
@@ -778,7 +788,7 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     /* diagonal covariance too, as rows [x', x'^2], where 2d fits the kernels' width */
     const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = diag ? FMT_F16_DIAG : FMT_F16;
     c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) &&
-             (diag ? 2 * m->d : m->d) <= FGMM_FUSED_MAX_D && resident_fits(g, x, fmt, NULL);
+             (diag ? diag_fused_fits(g, m->d) : m->d <= FGMM_FUSED_MAX_D) && resident_fits(g, x, fmt, NULL);
     if ((rc = prepare_model(g, m, &c))) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;

@@ -114,10 +114,12 @@ TEST(GpuEstep, FusedMatchesFloat64OnRealSift) {
     expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), v.n, FGMM_U8, v.data), ref, kExactTol, "exact u8");
     expect_close(run_estep(m, gpu_params(k, FGMM_PREC_EXACT), v.n, FGMM_F32, xf.data()), ref, kExactTol, "exact f32");
     fgmm_model_free(m);
-    // diagonal covariance: the cuBLAS path, on the same real data
+    // diagonal covariance on the same real data: fast (the fused kernels on rows [x, x^2] where the GPU
+    // has wgmma, 2d = 256; else cuBLAS), exact (cuBLAS fp32)
     FgmmModel* md = model_from_rows(xf.data(), v.n, v.d, 64, FGMM_COV_DIAGONAL, 450.0, 74);
     auto refd = ref_estep(md, v.n, (const uint8_t*)v.data);
-    expect_close(run_estep(md, gpu_params(64, FGMM_PREC_FAST), v.n, FGMM_U8, v.data), refd, kBlasTol, "diag u8");
+    expect_close(run_estep(md, gpu_params(64, FGMM_PREC_FAST), v.n, FGMM_U8, v.data), refd, kFastTol, "diag u8");
+    expect_close(run_estep(md, gpu_params(64, FGMM_PREC_EXACT), v.n, FGMM_U8, v.data), refd, kBlasTol, "diag u8 exact");
     fgmm_model_free(md);
     fgmm_vecs_free(&v);
 }
@@ -147,21 +149,26 @@ TEST(GpuEstep, BlasPathDiagonalAndLargeD) {
 TEST(GpuEstep, FusedDiagonalMatchesFloat64) {
     REQUIRE_GPU();
     // Diagonal covariance on the fused kernels: prepared rows [x - mean, (x - mean)^2], 2d wide
-    // (d = 64: 128 columns, the wgmma kernels on sm_90; d = 20: padded), k and n off every tile,
-    // wgmma and mma.sync; against float64 with the fast bound, and the cuBLAS path with its own.
+    // (d = 64: 128 columns; d = 20: padded; d = 128 and 96: 256 columns, wgmma only, the pass-2
+    // accumulator in two column halves), k and n off every tile, wgmma and mma.sync; against float64
+    // with the fast bound, and the cuBLAS path with its own.
     int64_t n = 20011;
     int k = 150;
-    for (int d : {64, 20}) {
+    for (int d : {64, 20, 128, 96}) {
         auto x = planted(n, d, k, 0.6, 300 + d);
         FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_DIAGONAL, 1.2, 301);
         auto ref = ref_estep(m, n, x.data());
-        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol, "fused diagonal");
-        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED_MMA, 0, n, FGMM_F32, x.data()), ref, kFastTol,
-                     "fused diagonal, mma.sync");
-        expect_close(engine_estep(m, FGMM_GPU_PATH_BLAS, 0, n, FGMM_F32, x.data()), ref, kBlasTol, "blas diagonal");
+        std::string dd = " d " + std::to_string(d);
+        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol,
+                     ("fused diagonal" + dd).c_str());
+        if (d <= 64)
+            expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED_MMA, 0, n, FGMM_F32, x.data()), ref, kFastTol,
+                         ("fused diagonal, mma.sync" + dd).c_str());
+        expect_close(engine_estep(m, FGMM_GPU_PATH_BLAS, 0, n, FGMM_F32, x.data()), ref, kBlasTol,
+                     ("blas diagonal" + dd).c_str());
         fgmm_model_free(m);
     }
-    // real data, uint8 and float: the first 64 dimensions of FLANN's SIFT rows
+    // real data, uint8 and float: the first 64 dimensions of FLANN's SIFT rows (all 128: the test above)
     FgmmVecs v;
     std::string f = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
     ASSERT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &v), 0) << fgmm_get_last_error();
