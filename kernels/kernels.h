@@ -109,6 +109,12 @@ int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, 
  * if amax != NULL (zeroed by the caller), *amax = max |mu_hi| before rounding (the range check). */
 int fgmm_fused_constants(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,
                          const float* shift, float scale, void* mu_hi, float* cst, float* amax, cudaStream_t stream);
+/* The same for diagonal covariance (mu, var k x d): mu_hi (kp x dp fp16) rows and cst as
+ * fgmm_fused_model's diagonal form describes them, for rows [x', x'^2] prescaled by scale, scale2;
+ * amax: one float of device scratch. */
+int fgmm_fused_constants_diag(const float* mu, const float* var, const float* w, int k, int kp, int d, int dp,
+                              const float* shift, double scale, double scale2, void* mu_hi, float* cst, float* amax,
+                              cudaStream_t stream);
 /* out[0] = sum of in[0..n), fixed order. */
 int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream);
 

@@ -127,6 +127,84 @@ extern "C" int fgmm_fused_constants(const float* mu, const float* var, const flo
     return (int)cudaGetLastError();
 }
 
+/* Block maximum of non-negative floats into *out (as ints: they order alike). */
+__device__ void block_max_to(float v, float* red, float* out) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + s]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) atomicMax((int*)out, __float_as_int(red[0]));
+}
+
+/* Diagonal covariance's constants (see fgmm_fused_model): first the largest entry of the unscaled
+ * mean rows [|mu'|/(var s), 1/(2 var s2)] over all components (one block each, into *amax) ... */
+__global__ void diag_amax(const float* __restrict__ mu, const float* __restrict__ var, int k, int d,
+                          const float* __restrict__ shift, double s, double s2, float* __restrict__ amax) {
+    __shared__ float red[MS_THREADS];
+    const int q = blockIdx.x;
+    float am = 0.f;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        double v = var[(size_t)q * d + j], u = (double)mu[(size_t)q * d + j] - shift[j];
+        am = fmaxf(am, (float)fmax(fabs(u) / (v * s), 0.5 / (v * s2)));
+    }
+    block_max_to(am, red, amax);
+}
+
+/* ... then, one block per padded component, mu_hi row q = fp16(c [mu'/(var s), -1/(2 var s2)]) with c
+ * the power of two that brings *amax near 2^12, b2 = log2(w) - 1/2 sum log2(2 pi var) - 1/2 log2(e)
+ * sum mu'^2/var, h2 = log2(e)/c, mn = 0; padding rows: zeros, b2 = -1e30. */
+__global__ void diag_constants(const float* __restrict__ mu, const float* __restrict__ var,
+                               const float* __restrict__ w, int k, int d, int dp, const float* __restrict__ shift,
+                               double s, double s2, const float* __restrict__ amax, __half* __restrict__ mu_hi,
+                               float* __restrict__ b2, float* __restrict__ h2, float* __restrict__ mn) {
+    __shared__ double red[MS_THREADS];
+    const int q = blockIdx.x;
+    const double am = *amax;
+    const int e = am > 0 ? (int)floor(log2(4096.0 / am)) : 0;
+    const double c = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
+    double lv = 0, mm = 0;
+    for (int j = threadIdx.x; j < dp; j += blockDim.x) {
+        float o = 0.f;
+        if (q < k && j < 2 * d) {
+            const int t = j < d ? j : j - d;
+            double v = var[(size_t)q * d + t], u = (double)mu[(size_t)q * d + t] - shift[t];
+            if (j < d) {
+                o = (float)(c * u / (v * s));
+                lv += log(v);
+                mm += u * u / v;
+            } else {
+                o = (float)(-c * 0.5 / (v * s2));
+            }
+        }
+        mu_hi[(size_t)q * dp + j] = __float2half_rn(o);
+    }
+    lv = block_sum(lv, red);
+    mm = block_sum(mm, red);
+    if (threadIdx.x == 0) {
+        if (q < k) {
+            b2[q] = (float)(LOG2E * (log((double)w[q]) - 0.5 * (d * LOG2PI + lv) - 0.5 * mm));
+            h2[q] = (float)(LOG2E / c);
+        } else {
+            b2[q] = -1e30f;
+            h2[q] = 0.f;
+        }
+        mn[q] = 0.f;
+    }
+}
+
+extern "C" int fgmm_fused_constants_diag(const float* mu, const float* var, const float* w, int k, int kp, int d,
+                                         int dp, const float* shift, double scale, double scale2, void* mu_hi,
+                                         float* cst, float* amax, cudaStream_t stream) {
+    cudaError_t e = cudaMemsetAsync(amax, 0, sizeof(float), stream);
+    if (e) return (int)e;
+    diag_amax<<<k, MS_THREADS, 0, stream>>>(mu, var, k, d, shift, scale, scale2, amax);
+    diag_constants<<<kp, MS_THREADS, 0, stream>>>(mu, var, w, k, d, dp, shift, scale, scale2, amax, (__half*)mu_hi,
+                                                  cst, cst + kp, cst + 2 * kp);
+    return (int)cudaGetLastError();
+}
+
 /* out[0] = sum of in[0..n) in a fixed order (one block). */
 __global__ void sum_d(const double* __restrict__ in, long long n, double* __restrict__ out) {
     __shared__ double red[MS_THREADS];

@@ -518,16 +518,16 @@ static double* pinned_stats(gpu_impl* g, size_t count) {
     return pinned_grow((void**)&g->host_stats, &g->host_stats_cap, count * sizeof(double));
 }
 
-/* Copies m's mu, var, w (k x d, k, k floats) into the device buffer dst, through the pinned buffer. */
+/* Copies m's mu, var, w (k x d, k or k x d, k floats) into the device buffer dst, through the pinned buffer. */
 static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
-    size_t kd = (size_t)m->k * m->d, count = kd + 2 * (size_t)m->k;
+    size_t kd = (size_t)m->k * m->d, nv = m->cov == FGMM_COV_DIAGONAL ? kd : (size_t)m->k, count = kd + nv + m->k;
     int rc = dgrow(dst, count * sizeof(float), "model");
     if (rc) return rc;
     float* h = upload_buffer(g, count, 0);
     if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     memcpy(h, m->mu, kd * sizeof(float));
-    memcpy(h + kd, m->var, (size_t)m->k * sizeof(float));
-    memcpy(h + kd + m->k, m->w, (size_t)m->k * sizeof(float));
+    memcpy(h + kd, m->var, nv * sizeof(float));
+    memcpy(h + kd + nv, m->w, (size_t)m->k * sizeof(float));
     CU(cudaMemcpyAsync(dst->p, h, count * sizeof(float), cudaMemcpyHostToDevice, g->st));
     return FGMM_OK;
 }
@@ -567,51 +567,21 @@ static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const floa
     return FGMM_OK;
 }
 
-/* Diagonal covariance on the fused kernels (prepared rows [x', x'^2], FMT_F16_DIAG): the constants of
- * fgmm_fused_model's diagonal form, made on the host (k x d variances), with mu rows scaled by a power
- * of two c so that their largest entry is near 2^12. */
+/* Diagonal covariance on the fused kernels (prepared rows [x', x'^2], FMT_F16_DIAG): the model goes up
+ * as it is and fgmm_fused_constants_diag makes the constants of fgmm_fused_model's diagonal form. */
 static int prep_constants_diag(gpu_impl* g, estep_ctx* c, const FgmmModel* m) {
     int k = m->k, d = m->d, kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
         dp = fmt_dp(g, FMT_F16_DIAG, d), rc;
     const double s = g->prep_scale, s2 = diag_scale2(g);
-    const float* mean = g->data_mean;
-    size_t kd = (size_t)kp * dp;
-    double* lc = malloc((size_t)k * sizeof(double));
-    float* h = upload_buffer(g, kd + 3 * (size_t)kp, 1); /* mu rows, then b2, h2, mn (0) */
-    if (!lc || !h) {
-        free(lc);
-        return fgmm_fail(FGMM_ERR_NOMEM, h ? "out of host memory" : "out of pinned host memory");
-    }
-    fgmm_model_logconst(m, lc); /* log w - 1/2 sum log(2 pi var) */
-    double amx = 0;
-    for (size_t i = 0; i < (size_t)k * d; i++) {
-        double v = m->var[i], a = fabs((double)m->mu[i] - mean[i % d]) / (v * s), b = 0.5 / (v * s2);
-        amx = a > amx ? a : amx;
-        amx = b > amx ? b : amx;
-    }
-    int e = amx > 0 ? (int)floor(log2(4096.0 / amx)) : 0;
-    const double cc = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
-    float *b2 = h + kd, *h2 = b2 + kp;
-    for (int q = 0; q < kp; q++) {
-        if (q >= k) { b2[q] = -1e30f; continue; } /* padding: r = 0 (the buffer is zeroed) */
-        double mm = 0;
-        for (int j = 0; j < d; j++) {
-            double v = m->var[(size_t)q * d + j], u = (double)m->mu[(size_t)q * d + j] - mean[j];
-            h[(size_t)q * dp + j] = (float)(cc * u / (v * s));
-            h[(size_t)q * dp + d + j] = (float)(-cc * 0.5 / (v * s2));
-            mm += u * u / v;
-        }
-        b2[q] = (float)(LOG2E * (lc[q] - 0.5 * mm));
-        h2[q] = (float)(LOG2E / cc);
-    }
-    free(lc);
-    if ((rc = device_shift(g)) || (rc = dgrow(&g->mu, kd * sizeof(float), "means")) ||
-        (rc = dgrow(&g->mu_hi, kd * 2, "means")) || (rc = dgrow(&g->mu_lo, kd * 2, "means")) ||
-        (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")))
+    size_t kd = (size_t)k * d;
+    if ((rc = upload_model(g, m, &g->mu)) || (rc = device_shift(g)) ||
+        (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
+        (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+        (rc = dgrow(&g->chk, sizeof(float), "constants scratch")))
         return rc;
-    CU(cudaMemcpyAsync(g->mu.p, h, kd * sizeof(float), cudaMemcpyHostToDevice, g->st));
-    CU(cudaMemcpyAsync(g->cst.p, b2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st));
-    KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kd, 1.0f, FGMM_FUSED_FP16, g->st));
+    const float* mu = g->mu.p;
+    KL(fgmm_fused_constants_diag(mu, mu + kd, mu + 2 * kd, k, kp, d, dp, g->shift.p, s, s2, g->mu_hi.p, g->cst.p,
+                                 g->chk.p, g->st));
     const float* cst = g->cst.p;
     c->fused = c->prep = 1;
     c->mode = FGMM_FUSED_FP16;
