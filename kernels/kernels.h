@@ -104,6 +104,10 @@ int fgmm_accumulate_d(const double* in, double* out, long long count, cudaStream
  * none); empty[j] flags them, empty[k] counts them. */
 int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, int d, int dp, double floor_v,
                    double min_count, double fill_v, float* mu, float* var, float* w, int* empty, cudaStream_t stream);
+/* The same for diagonal covariance: var k x d from s2 = sum r x^2 (k x d); vmean: k floats of scratch. */
+int fgmm_mstep_diag(const double* nk, const double* s1, const double* s2, int k, int d, int dp, double floor_v,
+                    double min_count, double fill_v, float* mu, float* var, float* w, float* vmean, int* empty,
+                    cudaStream_t stream);
 /* The fused fp16 path's constants from a device model: mu_hi (kp x dp fp16) and cst = [b2, h2, mn]
  * (3 x kp), as fgmm_fused_model describes them, for rows centred by shift and prescaled by scale;
  * if amax != NULL (zeroed by the caller), *amax = max |mu_hi| before rounding (the range check). */

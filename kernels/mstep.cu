@@ -56,22 +56,55 @@ __global__ void mstep_component(const double* __restrict__ nk, const double* __r
     }
 }
 
-/* One block: weights normalised, empty components get the mean variance of the others (or
- * fill_v if none is left); empty[k] = number of empty components. */
-__global__ void mstep_finish(int k, double fill_v, float* __restrict__ var, float* __restrict__ w,
-                             int* __restrict__ empty) {
+/* Diagonal covariance, one block per component: var[j][c] = max(s2[j][c] / N_k - mu_new^2, floor_v)
+ * (s2 = sum r x^2, k x d), vmean[j] = their mean over c; otherwise as mstep_component. */
+__global__ void mstep_component_diag(const double* __restrict__ nk, const double* __restrict__ s1,
+                                     const double* __restrict__ s2, int d, int dp, double floor_v, double min_count,
+                                     float* __restrict__ mu, float* __restrict__ var, float* __restrict__ w,
+                                     float* __restrict__ vmean, int* __restrict__ empty) {
+    __shared__ double red[MS_THREADS];
+    const int j = blockIdx.x;
+    const double nj = nk[j];
+    if (!(nj >= min_count) || !(nj > 0)) {
+        if (threadIdx.x == 0) {
+            w[j] = 1.0f;
+            empty[j] = 1;
+        }
+        return;
+    }
+    double vs = 0;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        double nu = s1[(size_t)j * dp + c] / nj, v = fmax(s2[(size_t)j * d + c] / nj - nu * nu, floor_v);
+        mu[(size_t)j * d + c] = (float)nu;
+        var[(size_t)j * d + c] = (float)v;
+        vs += v;
+    }
+    vs = block_sum(vs, red);
+    if (threadIdx.x == 0) {
+        vmean[j] = (float)(vs / d);
+        w[j] = (float)nj;
+        empty[j] = 0;
+    }
+}
+
+/* One block: weights normalised, empty components get the mean variance of the others (vmean: one
+ * per component; or fill_v if none is left) in all vd of their variances; empty[k] = number of empty
+ * components. */
+__global__ void mstep_finish(int k, int vd, double fill_v, const float* vmean, float* var, /* may alias */
+                             float* __restrict__ w, int* __restrict__ empty) {
     __shared__ double red[MS_THREADS];
     double vs = 0, ws = 0, nf = 0;
     for (int j = threadIdx.x; j < k; j += blockDim.x) {
         ws += w[j];
-        if (!empty[j]) vs += var[j], nf += 1;
+        if (!empty[j]) vs += vmean[j], nf += 1;
     }
     vs = block_sum(vs, red);
     ws = block_sum(ws, red);
     nf = block_sum(nf, red);
     const float vfill = (float)(nf > 0 ? vs / nf : fill_v);
     for (int j = threadIdx.x; j < k; j += blockDim.x) {
-        if (empty[j]) var[j] = vfill;
+        if (empty[j])
+            for (int c = 0; c < vd; c++) var[(size_t)j * vd + c] = vfill;
         w[j] = (float)(w[j] / ws);
     }
     if (threadIdx.x == 0) empty[k] = k - (int)nf;
@@ -81,7 +114,16 @@ extern "C" int fgmm_mstep_iso(const double* nk, const double* s1, const double* 
                               double floor_v, double min_count, double fill_v, float* mu, float* var, float* w,
                               int* empty, cudaStream_t stream) {
     mstep_component<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, floor_v, min_count, mu, var, w, empty);
-    mstep_finish<<<1, MS_THREADS, 0, stream>>>(k, fill_v, var, w, empty);
+    mstep_finish<<<1, MS_THREADS, 0, stream>>>(k, 1, fill_v, var, var, w, empty);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int fgmm_mstep_diag(const double* nk, const double* s1, const double* s2, int k, int d, int dp,
+                               double floor_v, double min_count, double fill_v, float* mu, float* var, float* w,
+                               float* vmean, int* empty, cudaStream_t stream) {
+    mstep_component_diag<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, floor_v, min_count, mu, var, w, vmean,
+                                                       empty);
+    mstep_finish<<<1, MS_THREADS, 0, stream>>>(k, d, fill_v, vmean, var, w, empty);
     return (int)cudaGetLastError();
 }
 

@@ -567,21 +567,17 @@ static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const floa
     return FGMM_OK;
 }
 
-/* Diagonal covariance on the fused kernels (prepared rows [x', x'^2], FMT_F16_DIAG): the model goes up
- * as it is and fgmm_fused_constants_diag makes the constants of fgmm_fused_model's diagonal form. */
-static int prep_constants_diag(gpu_impl* g, estep_ctx* c, const FgmmModel* m) {
-    int k = m->k, d = m->d, kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
-        dp = fmt_dp(g, FMT_F16_DIAG, d), rc;
+/* Diagonal covariance on the fused kernels (prepared rows [x', x'^2], FMT_F16_DIAG): the constants of
+ * fgmm_fused_model's diagonal form, made on the device from a device model (mu k x d, var k x d, w k). */
+static int prep_constants_diag(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k,
+                               int d) {
+    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = fmt_dp(g, FMT_F16_DIAG, d), rc;
     const double s = g->prep_scale, s2 = diag_scale2(g);
-    size_t kd = (size_t)k * d;
-    if ((rc = upload_model(g, m, &g->mu)) || (rc = device_shift(g)) ||
-        (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, 2, "means")) ||
-        (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+    if ((rc = device_shift(g)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
+        (rc = dgrow(&g->mu_lo, 2, "means")) || (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
         (rc = dgrow(&g->chk, sizeof(float), "constants scratch")))
         return rc;
-    const float* mu = g->mu.p;
-    KL(fgmm_fused_constants_diag(mu, mu + kd, mu + 2 * kd, k, kp, d, dp, g->shift.p, s, s2, g->mu_hi.p, g->cst.p,
-                                 g->chk.p, g->st));
+    KL(fgmm_fused_constants_diag(mu, var, w, k, kp, d, dp, g->shift.p, s, s2, g->mu_hi.p, g->cst.p, g->chk.p, g->st));
     const float* cst = g->cst.p;
     c->fused = c->prep = 1;
     c->mode = FGMM_FUSED_FP16;
@@ -600,7 +596,12 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     /* diagonal: fused only on prepared rows (the caller's choice, diag_fused_fits) */
     c->fused = (c->diag ? c->prep : d <= FGMM_FUSED_MAX_D) && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
     c->prep = c->prep && c->fused;
-    if (c->prep && c->diag) return prep_constants_diag(g, c, m);
+    if (c->prep && c->diag) { /* the model goes up as it is; its constants are made on the device */
+        size_t kd = (size_t)k * d;
+        if ((rc = upload_model(g, m, &g->mu))) return rc;
+        const float* mu = g->mu.p;
+        return prep_constants_diag(g, c, mu, mu + kd, mu + 2 * kd, k, d);
+    }
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
         size_t kd = (size_t)k * d;
         int ok = 0;
@@ -983,39 +984,49 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     *handled = 0;
     CU(cudaSetDevice(g->dev));
     int rc, k = m->k, d = m->d;
-    if (g->path != FGMM_GPU_PATH_FUSED || m->cov != FGMM_COV_ISOTROPIC || d > FGMM_FUSED_MAX_D) return FGMM_OK;
+    const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = diag ? FMT_F16_DIAG : FMT_F16;
+    if (g->path != FGMM_GPU_PATH_FUSED || (diag ? !diag_fused_fits(g, d) : d > FGMM_FUSED_MAX_D)) return FGMM_OK;
     if ((rc = data_scan(g, x))) return rc;
-    if (!resident_fits(g, x, FMT_F16, NULL)) return FGMM_OK;
-    size_t kd = (size_t)k * d;
+    if (!resident_fits(g, x, fmt, NULL)) return FGMM_OK;
+    size_t kd = (size_t)k * d, nv = diag ? kd : (size_t)k;
     int upload = model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d;
     if (upload) {
         g->dm_valid = 0;
-        if ((rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int), "M-step output")) ||
+        if ((rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int) + (size_t)k * sizeof(float),
+                        "M-step output")) ||
             (rc = upload_model(g, m, &g->dm)))
             return rc;
         g->dm_valid = 1;
         g->dm_k = k;
         g->dm_d = d;
     }
-    float *mu = g->dm.p, *var = mu + kd, *w = var + k;
+    float *mu = g->dm.p, *var = mu + kd, *w = var + nv;
     estep_ctx c = {0};
     c.m = m;
+    c.diag = diag;
     int ok = 1; /* E-steps in between share the constants' buffers: made every time */
-    if ((rc = prep_constants(g, &c, mu, var, w, k, d, upload, &ok))) return rc;
+    if ((rc = diag ? prep_constants_diag(g, &c, mu, var, w, k, d) : prep_constants(g, &c, mu, var, w, k, d, upload, &ok)))
+        return rc;
     if (!ok) { /* such means stay with the host path */
         g->dm_valid = 0;
         return FGMM_OK;
     }
     const int kp = c.kp, dp = c.dp;
     long long ll_len = fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS);
-    if ((rc = zero_stats(g, kp, dp, 0, ll_len))) return rc;
+    if ((rc = zero_stats(g, kp, dp, diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, d};
-    if ((rc = for_each_chunk(g, x, FMT_F16, estep_chunk, &run))) return rc;
-    KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, dp, g->st));
+    if ((rc = for_each_chunk(g, x, fmt, estep_chunk, &run))) return rc;
     double* sum = g->emo.p;
-    int* flags = (int*)(sum + 1);
-    KL(fgmm_mstep_iso(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var, w,
-                      flags, g->st));
+    int* flags = (int*)(sum + 1); /* k + 1 ints, then k floats of scratch */
+    if (diag) {
+        KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, g->shift.p, k, d, dp, g->prep_scale, diag_scale2(g), g->st));
+        KL(fgmm_mstep_diag(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var,
+                           w, (float*)(flags + k + 1), flags, g->st));
+    } else {
+        KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, dp, g->st));
+        KL(fgmm_mstep_iso(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var,
+                          w, flags, g->st));
+    }
     KL(fgmm_sum_d(g->ll.p, ll_len, sum, g->st));
     if (!pinned_stats(g, 2)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     CU(cudaMemcpyAsync(g->host_stats, sum, sizeof(double), cudaMemcpyDeviceToHost, g->st));
@@ -1031,11 +1042,11 @@ static int gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
     gpu_impl* g = e->impl;
     if (!g->dm_valid || g->dm_k != m->k || g->dm_d != m->d) return fgmm_fail(FGMM_ERR_STATE, "GPU: no device model to fetch");
     CU(cudaSetDevice(g->dev));
-    size_t kd = (size_t)m->k * m->d;
+    size_t kd = (size_t)m->k * m->d, nv = m->cov == FGMM_COV_DIAGONAL ? kd : (size_t)m->k;
     const float* mu = g->dm.p;
     CU(cudaMemcpy(m->mu, mu, kd * sizeof(float), cudaMemcpyDeviceToHost));
-    CU(cudaMemcpy(m->var, mu + kd, (size_t)m->k * sizeof(float), cudaMemcpyDeviceToHost));
-    CU(cudaMemcpy(m->w, mu + kd + m->k, (size_t)m->k * sizeof(float), cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(m->var, mu + kd, nv * sizeof(float), cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(m->w, mu + kd + nv, (size_t)m->k * sizeof(float), cudaMemcpyDeviceToHost));
     if (empty) CU(cudaMemcpy(empty, (const double*)g->emo.p + 1, (size_t)m->k * sizeof(int), cudaMemcpyDeviceToHost));
     return FGMM_OK;
 }

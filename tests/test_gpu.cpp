@@ -343,61 +343,72 @@ std::vector<double> as_double(const float* v, size_t n) { return std::vector<dou
 
 TEST(GpuTrain, DeviceMstepMatchesHostMstep) {
     REQUIRE_GPU();
-    // The default fast isotropic training keeps the model on the device (M-step and E-step
-    // constants there); the host M-step is the same double arithmetic, summed in another order.
+    // The default fast training keeps the model on the device (M-step and E-step constants there),
+    // isotropic and diagonal; the host M-step is the same double arithmetic, summed in another order.
     int64_t n = 60013;
     int d = 40, k = 90;
     auto x = planted(n, d, k, 0.9, 161);
-    FgmmParams p = gpu_params(k, FGMM_PREC_FAST);
-    p.niter = 8;
-    FgmmTrainInfo di, hi;
-    std::vector<double> dll, hll;
-    FgmmModel* dm = train_with_mstep("device", p, n, d, x.data(), &di, &dll);
-    FgmmModel* hm = train_with_mstep("host", p, n, d, x.data(), &hi, &hll);
-    ASSERT_TRUE(dm && hm);
-    ASSERT_EQ(dll.size(), hll.size());
-    for (size_t i = 0; i < dll.size(); i++) {
-        EXPECT_NEAR(dll[i], hll[i], 1e-6 * std::fabs(hll[i])) << i;
-        // EM is monotone up to the fast mode's rounding: fp16 operands put ~1e-6 relative noise on
-        // the log-likelihood, more than a converged iteration gains.
-        if (i) EXPECT_GE(dll[i], dll[i - 1] - 1e-5 * std::fabs(dll[i - 1])) << i;
+    for (FgmmCovariance cov : {FGMM_COV_ISOTROPIC, FGMM_COV_DIAGONAL}) {
+        const char* what = cov == FGMM_COV_DIAGONAL ? "diagonal" : "isotropic";
+        FgmmParams p = gpu_params(k, FGMM_PREC_FAST);
+        p.covariance = cov;
+        p.niter = 8;
+        FgmmTrainInfo di, hi;
+        std::vector<double> dll, hll;
+        FgmmModel* dm = train_with_mstep("device", p, n, d, x.data(), &di, &dll);
+        FgmmModel* hm = train_with_mstep("host", p, n, d, x.data(), &hi, &hll);
+        ASSERT_TRUE(dm && hm);
+        ASSERT_EQ(dll.size(), hll.size());
+        for (size_t i = 0; i < dll.size(); i++) {
+            EXPECT_NEAR(dll[i], hll[i], 1e-6 * std::fabs(hll[i])) << what << " " << i;
+            // EM is monotone up to the fast mode's rounding: fp16 operands put ~1e-6 relative noise on
+            // the log-likelihood, more than a converged iteration gains.
+            if (i) EXPECT_GE(dll[i], dll[i - 1] - 1e-5 * std::fabs(dll[i - 1])) << what << " " << i;
+        }
+        size_t nv = cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k;
+        auto dmu = as_double(fgmm_model_means(dm), (size_t)k * d), hmu = as_double(fgmm_model_means(hm), (size_t)k * d);
+        auto dv = as_double(fgmm_model_variances(dm), nv), hv = as_double(fgmm_model_variances(hm), nv);
+        auto dw = as_double(fgmm_model_weights(dm), k), hw = as_double(fgmm_model_weights(hm), k);
+        EXPECT_LT(rel_err(dmu.data(), hmu.data(), dmu.size()), 1e-5) << what;
+        EXPECT_LT(rel_err(dv.data(), hv.data(), nv), 1e-5) << what;
+        EXPECT_LT(rel_err(dw.data(), hw.data(), k), 1e-5) << what;
+        EXPECT_NEAR(di.mean_loglik, hi.mean_loglik, 1e-6 * std::fabs(hi.mean_loglik)) << what;
+        fgmm_model_free(dm);
+        fgmm_model_free(hm);
     }
-    auto dmu = as_double(fgmm_model_means(dm), (size_t)k * d), hmu = as_double(fgmm_model_means(hm), (size_t)k * d);
-    auto dv = as_double(fgmm_model_variances(dm), k), hv = as_double(fgmm_model_variances(hm), k);
-    auto dw = as_double(fgmm_model_weights(dm), k), hw = as_double(fgmm_model_weights(hm), k);
-    EXPECT_LT(rel_err(dmu.data(), hmu.data(), dmu.size()), 1e-5);
-    EXPECT_LT(rel_err(dv.data(), hv.data(), k), 1e-5);
-    EXPECT_LT(rel_err(dw.data(), hw.data(), k), 1e-5);
-    EXPECT_NEAR(di.mean_loglik, hi.mean_loglik, 1e-6 * std::fabs(hi.mean_loglik));
-    fgmm_model_free(dm);
-    fgmm_model_free(hm);
 }
 
 TEST(GpuTrain, DeviceMstepReseedsLikeHost) {
     REQUIRE_GPU();
     // min_count above n empties every component every iteration: the device M-step flags them all,
     // the host re-seeds them at the worst-fit sample rows and sends the model back. With nothing
-    // left to average, both paths must produce the same model.
+    // left to average, both paths must produce the same model (isotropic and diagonal).
     int64_t n = 20000;
     int d = 24, k = 32;
     auto x = planted(n, d, k, 0.8, 171);
-    FgmmParams p = gpu_params(k, FGMM_PREC_FAST);
-    p.niter = 3;
-    p.kmeans_iter = 2;
-    p.min_count = 1e12;
-    FgmmTrainInfo di, hi;
-    std::vector<double> dll, hll;
-    FgmmModel* dm = train_with_mstep("device", p, n, d, x.data(), &di, &dll);
-    FgmmModel* hm = train_with_mstep("host", p, n, d, x.data(), &hi, &hll);
-    ASSERT_TRUE(dm && hm);
-    EXPECT_EQ(di.reseeded, hi.reseeded);
-    EXPECT_GE(di.reseeded, p.niter * k);
-    auto dmu = as_double(fgmm_model_means(dm), (size_t)k * d), hmu = as_double(fgmm_model_means(hm), (size_t)k * d);
-    EXPECT_LT(rel_err(dmu.data(), hmu.data(), dmu.size()), 1e-6);
-    for (int j = 0; j < k; j++) EXPECT_FLOAT_EQ(fgmm_model_weights(dm)[j], 1.0f / k);
-    EXPECT_NEAR(di.mean_loglik, hi.mean_loglik, 1e-6 * std::fabs(hi.mean_loglik));
-    fgmm_model_free(dm);
-    fgmm_model_free(hm);
+    for (FgmmCovariance cov : {FGMM_COV_ISOTROPIC, FGMM_COV_DIAGONAL}) {
+        FgmmParams p = gpu_params(k, FGMM_PREC_FAST);
+        p.covariance = cov;
+        p.niter = 3;
+        p.kmeans_iter = 2;
+        p.min_count = 1e12;
+        FgmmTrainInfo di, hi;
+        std::vector<double> dll, hll;
+        FgmmModel* dm = train_with_mstep("device", p, n, d, x.data(), &di, &dll);
+        FgmmModel* hm = train_with_mstep("host", p, n, d, x.data(), &hi, &hll);
+        ASSERT_TRUE(dm && hm);
+        EXPECT_EQ(di.reseeded, hi.reseeded);
+        EXPECT_GE(di.reseeded, p.niter * k);
+        auto dmu = as_double(fgmm_model_means(dm), (size_t)k * d), hmu = as_double(fgmm_model_means(hm), (size_t)k * d);
+        EXPECT_LT(rel_err(dmu.data(), hmu.data(), dmu.size()), 1e-6) << cov;
+        size_t nv = cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k;
+        auto dv = as_double(fgmm_model_variances(dm), nv), hv = as_double(fgmm_model_variances(hm), nv);
+        EXPECT_LT(rel_err(dv.data(), hv.data(), nv), 1e-6) << cov;
+        for (int j = 0; j < k; j++) EXPECT_FLOAT_EQ(fgmm_model_weights(dm)[j], 1.0f / k);
+        EXPECT_NEAR(di.mean_loglik, hi.mean_loglik, 1e-6 * std::fabs(hi.mean_loglik)) << cov;
+        fgmm_model_free(dm);
+        fgmm_model_free(hm);
+    }
 }
 
 TEST(GpuErrors, BadDeviceAndOutOfMemory) {
