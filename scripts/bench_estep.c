@@ -25,6 +25,7 @@
  *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU (M-step on the device, and
  *       on the host with FGMM_GPU_MSTEP=host) and on the CPU (N <= 200k); also the median ms per EM iteration.
  *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
+ *   bench_estep --train-diag NxKxD   the same with diagonal covariance.
  *   bench_estep --diag NxKxD    diagonal covariance E-step: GPU default (fused where 2d <= 128) and cuBLAS, vs CPU.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
@@ -198,7 +199,7 @@ static double em_iter_ms(em_clock* c) {
     return c->t[(c->n - 1) / 2];
 }
 
-static int train_mode(const char* shape) {
+static int train_mode(const char* shape, FgmmCovariance cov) {
     long long n;
     int k, d;
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
@@ -214,6 +215,7 @@ static int train_mode(const char* shape) {
         FgmmParams p;
         fgmm_params_init(&p);
         p.k = k;
+        p.covariance = cov;
         p.backend = b == 2 ? FGMM_BACKEND_CPU : FGMM_BACKEND_GPU;
         p.progress = train_progress;
         em_clock clk = {.n = 0};
@@ -226,8 +228,9 @@ static int train_mode(const char* shape) {
         unsetenv("FGMM_GPU_MSTEP");
         if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
         double end = now_ms(), em0 = clk.n ? clk.t[0] : end, emn = clk.n ? clk.t[clk.n - 1] : end;
-        printf("| %s%s | %lld x %d x %d | %d + %d | %.2f | %.2f | %.5f |\n", info.backend,
-               b == 0 ? ", device M-step" : b == 1 ? ", host M-step" : "", n, k, d, info.kmeans_iterations,
+        printf("| %s%s%s | %lld x %d x %d | %d + %d | %.2f | %.2f | %.5f |\n", info.backend,
+               b == 0 ? ", device M-step" : b == 1 ? ", host M-step" : "", cov == FGMM_COV_DIAGONAL ? ", diagonal" : "",
+               n, k, d, info.kmeans_iterations,
                info.em_iterations, info.seconds, em_iter_ms(&clk), info.mean_loglik);
         printf("    phases (s): to first k-means callback %.3f (seeding + 1 pass), k-means %.3f, to first EM %.3f, "
                "EM %.3f, final E-step %.3f\n",
@@ -326,7 +329,8 @@ int main(int argc, char** argv) {
         if (!strcmp(argv[i], "--mem-limit-mb")) mem_mb = (size_t)atoll(argv[i + 1]);
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--stream")) return stream_mode(argv[i + 1], mem_mb);
-        if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1]);
+        if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1], FGMM_COV_ISOTROPIC);
+        if (!strcmp(argv[i], "--train-diag")) return train_mode(argv[i + 1], FGMM_COV_DIAGONAL);
         if (!strcmp(argv[i], "--assign")) return assign_mode(argv[i + 1]);
         if (!strcmp(argv[i], "--diag")) return diag_mode(argv[i + 1]);
     }

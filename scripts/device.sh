@@ -40,6 +40,7 @@ run)
         timeout 120 "$b/bench_cpu" 2>&1 | tee "$out/bench_cpu.log"
         timeout 150 "$b/bench_estep" --train 1000000x1024x128 2>&1 | tee "$out/train.log"
         timeout 150 "$b/bench_estep" --train 100000x256x128 2>&1 | tee -a "$out/train.log"
+        timeout 150 "$b/bench_estep" --train-diag 1000000x1024x128 2>&1 | tee -a "$out/train.log"
         timeout 200 "$b/bench_estep" --stream 200000000x1024x128 --mem-limit-mb 2048 2>&1 | tee "$out/stream.log"
         timeout 100 "$b/bench_estep" --assign 10000000x1024x96 2>&1 | tee "$out/assign.log"
         timeout 100 "$b/bench_estep" --diag 1000000x1024x64 2>&1 | tee "$out/diag.log"
@@ -58,7 +59,7 @@ sanitize)
         --gtest_filter='Gpu*:-GpuTrain.*:GpuNccl.*:GpuEstep.FusedMatchesFloat64OnRealSift:GpuEstep.PreparedAndRawRowsAgree' > "$out/memcheck.log" 2>&1
     echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|FAILED" "$out/memcheck.log"
     timeout 240 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
-        --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale:GpuEstep.SmallPreparedTiles' > "$out/racecheck.log" 2>&1
+        --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale:GpuEstep.SmallPreparedTiles:GpuEstep.FusedDiagonalMatchesFloat64' > "$out/racecheck.log" 2>&1
     echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED" "$out/racecheck.log"
     ;;
 ncu)
