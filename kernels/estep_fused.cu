@@ -16,6 +16,9 @@
  *    E-step instead of one per row tile.
  * Flops: 6 n k d (2 in pass 1, 4 in pass 2); exact mode triples the bf16 mma
  * work (hi*hi + hi*lo + lo*hi). Extra memory: logz2 (n floats) + O(k d).
+ * On sm_90a, prepared fp16 rows of width WDP = 64, 128 or 256 (a template argument) run the same
+ * passes on wgmma (wgmma.cuh); 256 serves diagonal covariance's rows [x', x'^2], with two 128-column
+ * pass-2 accumulators per thread and one block per SM.
  */
 #include <cuda_bf16.h>
 #include <math.h>
@@ -427,7 +430,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 /* ------------------------------------------------------------------ pass 2 */
 
 template <typename T, int MODE, int WDP>
-__global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
+__global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP_MAX ? 1 : 2)
 fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
           int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
           double* __restrict__ s2_out) {
@@ -450,9 +453,9 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const int dp = WG ? WDP : m.dp, nks = dp / 16;
-    /* WDP = 256 (diagonal covariance's rows [x', x'^2]): acc holds 128 columns, block z the columns
-     * [128 z, 128 z + 128); each block of a z pair recomputes the responsibilities */
-    const int col0 = WDP > DP_MAX ? blockIdx.z * DP_MAX : 0;
+    /* WDP = 256 (diagonal covariance's rows [x', x'^2]): two accumulators of 128 columns (shared
+     * memory holds one block per SM there, so registers are not the limit) */
+    constexpr int NH = WDP > DP_MAX ? 2 : 1;
     const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + P2_BM - 1) / P2_BM;
@@ -496,9 +499,11 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         ch[h] = m.h2[kk];
         cm[h] = m.mn[kk];
     }
-    float acc[DP_MAX / 8][4];
+    float acc[NH][DP_MAX / 8][4];
 #pragma unroll
-    for (int j = 0; j < DP_MAX / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    for (int h = 0; h < NH; h++)
+#pragma unroll
+        for (int j = 0; j < DP_MAX / 8; j++) acc[h][j][0] = acc[h][j][1] = acc[h][j][2] = acc[h][j][3] = 0.f;
     const float m2 = -2.f * m.inv_scale2;
     float nk[2] = {0.f, 0.f}, s2[2] = {0.f, 0.f};
     float st[P2_BM / 8][4]; /* S^T, then R^T: wgmma overwrites it (no zeroing per tile), mma.sync adds */
@@ -575,15 +580,20 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
             uint32_t ra[P2_BM / 16][4];
 #pragma unroll
             for (int s = 0; s < P2_BM / 16; s++) pack_a<F16>(ra[s], st[2 * s], st[2 * s + 1]);
-            wg_fence_acc(acc);
-            wg_fence();
-            /* + 16 rows (2 KB) per k-step, as in wg_gemm; this block's columns start at panel col0 / 64 */
-            const uint64_t dx = wg_desc_mn(smem_u32(xt) + col0 / 64 * WG_PANEL_BYTES);
 #pragma unroll
-            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc, ra[s], dx + s * 16 * 128 / 16, WDP >= 128);
+            for (int h = 0; h < NH; h++) wg_fence_acc(acc[h]);
+            wg_fence();
+#pragma unroll
+            for (int h = 0; h < NH; h++) {
+                /* + 16 rows (2 KB) per k-step, as in wg_gemm; accumulator h from panel 2 h */
+                const uint64_t dx = wg_desc_mn(smem_u32(xt) + h * 2 * WG_PANEL_BYTES);
+#pragma unroll
+                for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc[h], ra[s], dx + s * 16 * 128 / 16, WDP >= 128);
+            }
             wg_commit();
             wg_wait0(); /* done before the next barrier: the stage is then refilled */
-            wg_fence_acc(acc);
+#pragma unroll
+            for (int h = 0; h < NH; h++) wg_fence_acc(acc[h]);
 #endif
         } else {
 #pragma unroll
@@ -605,7 +615,7 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
                     const int boff = (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SROW + np * 16 + (lane / 16) * 8;
                     ldsm_x4_t(b, xt + boff);
                     if (EXACT) ldsm_x4_t(bl, xl + boff);
-                    mma_pair<F16, EXACT>(acc[2 * np], acc[2 * np + 1], ra, rl, b, bl);
+                    mma_pair<F16, EXACT>(acc[0][2 * np], acc[0][2 * np + 1], ra, rl, b, bl);
                 }
             }
         }
@@ -618,18 +628,21 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 1);
         s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 2);
         int kk = k0 + wk + g + 8 * h;
-        if (c == 0 && kk < m.k && col0 == 0) {
+        if (c == 0 && kk < m.k) {
             atomicAdd(nk_out + kk, (double)nk[h]);
             atomicAdd(s2_out + kk, (double)s2[h]);
         }
     }
 #pragma unroll
-    for (int j = 0; j < DP_MAX / 8; j++)
+    for (int h = 0; h < NH; h++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int kk = k0 + wk + g + 8 * (e >> 1), col = col0 + j * 8 + 2 * c + (e & 1);
-            if (kk < m.k && col < m.d) atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[j][e] * m.inv_scale));
-        }
+        for (int j = 0; j < DP_MAX / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int kk = k0 + wk + g + 8 * (e >> 1), col = h * DP_MAX + j * 8 + 2 * c + (e & 1);
+                if (kk < m.k && col < m.d)
+                    atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[h][j][e] * m.inv_scale));
+            }
 }
 
 /* ------------------------------------------------------------------ wrappers */
@@ -730,8 +743,7 @@ static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, c
     if (splits > ntiles) splits = (int)ntiles;
     int per = (int)((ntiles + splits - 1) / splits);
     splits = (int)((ntiles + per - 1) / per);
-    /* component tiles vary fastest: blocks sharing rows run together (L2 reuse); z: column halves */
-    dim3 grid(ktiles, splits, WDP > DP_MAX ? WDP / DP_MAX : 1);
+    dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
     fused_acc<T, MODE, WDP><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();
 }

@@ -124,6 +124,15 @@ static uint8_t* make_u8(long long n, int d) {
     return x;
 }
 
+/* make_u8's data as float */
+static float* make_f32(long long n, int d) {
+    uint8_t* x8 = make_u8(n, d);
+    float* x = x8 ? malloc((size_t)n * d * sizeof(float)) : NULL;
+    for (size_t i = 0; x && i < (size_t)n * d; i++) x[i] = x8[i];
+    free(x8);
+    return x;
+}
+
 static FgmmModel* model_from(const void* x, FgmmDtype t, long long n, int k, int d, float var) {
     FgmmModel* m;
     uint64_t seed = 12345;
@@ -203,10 +212,7 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
     long long n;
     int k, d;
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
-    uint8_t* x8 = make_u8(n, d);
-    float* x = malloc((size_t)n * d * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
-    free(x8);
+    float* x = make_f32(n, d);
     printf("| backend | N x K x D | k-means + EM iterations | seconds | ms per EM iteration | final mean log-likelihood |\n"
            "|---|---|---|---:|---:|---:|\n");
     /* 0: GPU, M-step on the device; 1: GPU, M-step on the host (FGMM_GPU_MSTEP=host); 2: CPU */
@@ -248,10 +254,7 @@ static int assign_mode(const char* shape) {
     long long n;
     int k, d, m = 4;
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
-    uint8_t* x8 = make_u8(n, d);
-    float* x = malloc((size_t)n * d * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
-    free(x8);
+    float* x = make_f32(n, d);
     FgmmModel* mod = model_from(x, FGMM_F32, n, k, d, 600.0f);
     fgmm_idx_t* lab = malloc((size_t)n * m * sizeof(fgmm_idx_t));
     float* resp = malloc((size_t)n * m * sizeof(float));
@@ -280,10 +283,7 @@ static int diag_mode(const char* shape) {
     long long n;
     int k, d;
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
-    uint8_t* x8 = make_u8(n, d);
-    float* x = malloc((size_t)n * d * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] = x8[i];
-    free(x8);
+    float* x = make_f32(n, d);
     FgmmModel* iso = model_from(x, FGMM_F32, n, k, d, 600.0f);
     FgmmModel* m;
     fgmm_model_alloc(&m, k, d, FGMM_COV_DIAGONAL);
