@@ -111,7 +111,7 @@ typedef struct gpu_impl {
     dbuf xf, x2, xn, g, f;
     /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
     dbuf dm, emo, chk;
-    int dm_valid, dm_k, dm_d;
+    int dm_valid, dm_k, dm_d, dm_cov;
     /* statistics computed on the device and not yet downloaded (begin / finish) */
     struct {
         int active, k, d, dp, per_dim;
@@ -219,10 +219,12 @@ static int device_shift(gpu_impl* g) {
     return FGMM_OK;
 }
 
+/* Prescale of the squares in FMT_F16_DIAG rows: |x' prep_scale| <= 2^12, so x'^2 scale2 <= 2^12. */
+static double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_scale / 4096.0; }
+
 /* Uploads x as prepared rows of format fmt (fp16, centred on g->data_mean, prescaled by
  * g->prep_scale; FMT_F16_DIAG appends the squares), through a device staging buffer of at most 64 MB
  * that is freed afterwards. */
-static double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_scale / 4096.0; } /* x'^2 <= 2^12 */
 static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     int d = x->d, dp = fmt_dp(g, fmt, d), rc;
     size_t rb = (size_t)d * fgmm_dtype_size(x->dtype);
@@ -242,7 +244,8 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
         ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice, g->st);
         if (!ce)
             ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, g->shift.p, (float)g->prep_scale,
-                                                 fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
+                                                 fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f,
+                                                 (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
         if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
     }
     cudaFree(stage.p);
@@ -755,8 +758,8 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     estep_ctx c = {0};
     int rc = data_scan(g, x);
     if (rc) return rc;
-    /* prepared rows: the default fused fp16 path, isotropic, on data that fits resident as fp16 */
-    /* diagonal covariance too, as rows [x', x'^2], where 2d fits the kernels' width */
+    /* prepared rows: the default fused fp16 path on data that fits resident as fp16 (diagonal
+     * covariance as rows [x', x'^2], where 2d fits the kernels' width) */
     const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = diag ? FMT_F16_DIAG : FMT_F16;
     c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) &&
              (diag ? diag_fused_fits(g, m->d) : m->d <= FGMM_FUSED_MAX_D) && resident_fits(g, x, fmt, NULL);
@@ -989,7 +992,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     if ((rc = data_scan(g, x))) return rc;
     if (!resident_fits(g, x, fmt, NULL)) return FGMM_OK;
     size_t kd = (size_t)k * d, nv = diag ? kd : (size_t)k;
-    int upload = model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d;
+    int upload = model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d || g->dm_cov != (int)m->cov;
     if (upload) {
         g->dm_valid = 0;
         if ((rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int) + (size_t)k * sizeof(float),
@@ -999,6 +1002,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
         g->dm_valid = 1;
         g->dm_k = k;
         g->dm_d = d;
+        g->dm_cov = (int)m->cov;
     }
     float *mu = g->dm.p, *var = mu + kd, *w = var + nv;
     estep_ctx c = {0};
@@ -1040,7 +1044,8 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
 
 static int gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
     gpu_impl* g = e->impl;
-    if (!g->dm_valid || g->dm_k != m->k || g->dm_d != m->d) return fgmm_fail(FGMM_ERR_STATE, "GPU: no device model to fetch");
+    if (!g->dm_valid || g->dm_k != m->k || g->dm_d != m->d || g->dm_cov != (int)m->cov)
+        return fgmm_fail(FGMM_ERR_STATE, "GPU: no device model to fetch");
     CU(cudaSetDevice(g->dev));
     size_t kd = (size_t)m->k * m->d, nv = m->cov == FGMM_COV_DIAGONAL ? kd : (size_t)m->k;
     const float* mu = g->dm.p;
