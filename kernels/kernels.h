@@ -123,6 +123,12 @@ int fgmm_fused_constants_diag(const float* mu, const float* var, const float* w,
 int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream);
 
 /* ---- k-means (kmeans_assign.cu) ---- */
+/* k-means++ seeding on ns device rows x (ns x d floats): picks[0] given (device), then picks[c] for
+ * c = 1..k-1 by D^2 sampling at u[c - 1] (k - 1 device uniforms), with train.c's host arithmetic;
+ * scratch d2 (ns doubles), part (ceil(ns / 256) doubles); *found (zeroed by the caller) = the
+ * number of distinct points found when the rows have fewer than k. */
+int fgmm_kmeanspp(const float* x, long long ns, int d, int k, const double* u, long long* picks, double* d2,
+                  double* part, int* found, cudaStream_t stream);
 /* With G = x.c^T (t x k) for t rows: nearest centroid, then counts, sums (k x d), per-cluster
  * squared distances and the total into the double accumulators. */
 int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* xn, const float* cn, int t,

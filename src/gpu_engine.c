@@ -1056,7 +1056,47 @@ static int gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
     return FGMM_OK;
 }
 
-static const fgmm_engine_ops gpu_ops = {"gpu", gpu_estep, gpu_kmeans, gpu_assign, gpu_destroy, gpu_em_step, gpu_em_fetch};
+/* k-means++ seeding (the sample is small: its own scratch, freed afterwards). */
+static int gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
+                       const double* u, fgmm_idx_t* picks, int* found) {
+    gpu_impl* g = e->impl;
+    CU(cudaSetDevice(g->dev));
+    const long long nb = (ns + 255) / 256;
+    size_t xb = (size_t)ns * d * sizeof(float), ub = (size_t)(k > 1 ? k - 1 : 1) * sizeof(double),
+           pb = (size_t)k * sizeof(long long), sb = ((size_t)ns + nb) * sizeof(double);
+    dbuf buf = {0};
+    int rc = dgrow(&buf, xb + ub + pb + sb + sizeof(int) + 64, "k-means++ scratch");
+    if (rc) return rc;
+    /* [rows | d2, part (8-aligned) | u | picks | found] */
+    char* base = buf.p;
+    float* dx = (float*)base;
+    double* d2 = (double*)(base + (xb + 7) / 8 * 8);
+    double *part = d2 + ns, *du = part + nb;
+    long long* dpk = (long long*)(du + (k > 1 ? k - 1 : 1));
+    int* dfound = (int*)(dpk + k);
+    long long* hp = malloc(pb);
+    long long f0 = (long long)first;
+    cudaError_t ce = hp ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!ce) ce = cudaMemcpyAsync(dx, rows, xb, cudaMemcpyHostToDevice, g->st);
+    if (!ce && k > 1) ce = cudaMemcpyAsync(du, u, (size_t)(k - 1) * sizeof(double), cudaMemcpyHostToDevice, g->st);
+    if (!ce) ce = cudaMemcpyAsync(dpk, &f0, sizeof f0, cudaMemcpyHostToDevice, g->st);
+    if (!ce) ce = cudaMemsetAsync(dfound, 0, sizeof(int), g->st);
+    if (!ce) ce = (cudaError_t)fgmm_kmeanspp(dx, ns, d, k, du, dpk, d2, part, dfound, g->st);
+    if (!ce) ce = cudaMemcpyAsync(hp, dpk, pb, cudaMemcpyDeviceToHost, g->st);
+    if (!ce) ce = cudaMemcpyAsync(found, dfound, sizeof(int), cudaMemcpyDeviceToHost, g->st);
+    if (!ce) ce = cudaStreamSynchronize(g->st); /* pageable copies above are staged; this waits for all */
+    cudaFree(buf.p);
+    if (ce) {
+        free(hp);
+        return cuda_fail(ce, "k-means++ seeding");
+    }
+    for (int c = 0; c < k; c++) picks[c] = (fgmm_idx_t)hp[c];
+    free(hp);
+    return *found ? FGMM_ERR_DATA : FGMM_OK;
+}
+
+static const fgmm_engine_ops gpu_ops = {"gpu",        gpu_estep,    gpu_kmeans,  gpu_assign, gpu_destroy,
+                                        gpu_em_step,  gpu_em_fetch, gpu_seed_pp};
 
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);

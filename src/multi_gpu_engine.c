@@ -173,8 +173,9 @@ static void multi_destroy(fgmm_engine* e) {
     free(e);
 }
 
+/* the M-step and k-means++ seeding stay on the host */
 static const fgmm_engine_ops multi_ops = {"gpu-nccl", multi_estep, multi_kmeans, multi_assign, multi_destroy,
-                                          NULL, NULL}; /* the M-step stays on the host */
+                                          NULL, NULL, NULL};
 
 int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);

@@ -129,8 +129,32 @@ static int draw_sample(trainer* t) {
     return FGMM_OK;
 }
 
+static int too_few_points(int k, int found) {
+    return fgmm_fail(FGMM_ERR_DATA, "data has fewer than k = %d distinct points (found %d in the sample)", k, found);
+}
+
+/* k-means++ on the engine where it has it: the same random draws and arithmetic as the host loop
+ * below, so the same seeds (up to the order of one double sum per draw). */
+static int kmeanspp_engine(trainer* t, float* cent) {
+    int k = t->k, d = t->d, found = 0;
+    fgmm_idx_t* picks = malloc((size_t)k * sizeof *picks);
+    double* u = malloc((size_t)k * sizeof *u);
+    if (!picks || !u) {
+        free(picks); free(u);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    }
+    fgmm_idx_t first = (fgmm_idx_t)(rng_next(&t->rng) % (uint64_t)t->ns);
+    for (int c = 0; c + 1 < k; c++) u[c] = rng_unit(&t->rng);
+    int rc = t->eng->ops->seed_pp(t->eng, t->sample, t->ns, d, k, first, u, picks, &found);
+    if (rc == FGMM_ERR_DATA && found) rc = too_few_points(k, found);
+    for (int c = 0; c < k && !rc; c++) memcpy(cent + (size_t)c * d, t->sample + (size_t)picks[c] * d, (size_t)d * sizeof(float));
+    free(picks); free(u);
+    return rc;
+}
+
 /* k-means++ seeding on the sample (Arthur & Vassilvitskii 2007). */
 static int kmeanspp(trainer* t, float* cent) {
+    if (t->eng->ops->seed_pp) return kmeanspp_engine(t, cent);
     int k = t->k, d = t->d;
     fgmm_idx_t ns = t->ns;
     double* d2 = malloc((size_t)ns * sizeof(double));
@@ -164,7 +188,7 @@ static int kmeanspp(trainer* t, float* cent) {
         if (c + 1 == k) break;
         if (!(total > 0)) {
             free(d2);
-            return fgmm_fail(FGMM_ERR_DATA, "data has fewer than k = %d distinct points (found %d in the sample)", k, c + 1);
+            return too_few_points(k, c + 1);
         }
         double u = rng_unit(&t->rng) * total, acc = 0;
         pick = ns - 1;

@@ -305,6 +305,37 @@ TEST(GpuTrain, MonotoneAndAgreesWithCpu) {
     }
 }
 
+TEST(GpuTrain, SeedingMatchesHost) {
+    REQUIRE_GPU();
+    // k-means++ runs on the GPU for the GPU backend with the host loop's draws and arithmetic, so
+    // both backends start from the same seeds: after one assignment pass on well-separated clusters
+    // the means agree to rounding. Different seeds would land elsewhere entirely.
+    int64_t n = 40000;
+    int d = 48, k = 200;
+    auto x = planted(n, d, k, 0.3, 191);
+    FgmmParams p = gpu_params(k, FGMM_PREC_EXACT);
+    p.kmeans_iter = 0;
+    p.niter = 0;
+    FgmmModel *g = nullptr, *c = nullptr;
+    ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &g, nullptr), 0) << fgmm_get_last_error();
+    p.backend = FGMM_BACKEND_CPU;
+    ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &c, nullptr), 0) << fgmm_get_last_error();
+    auto gm = std::vector<double>(fgmm_model_means(g), fgmm_model_means(g) + (size_t)k * d);
+    auto cm = std::vector<double>(fgmm_model_means(c), fgmm_model_means(c) + (size_t)k * d);
+    EXPECT_LT(rel_err(gm.data(), cm.data(), gm.size()), 1e-5);
+    fgmm_model_free(g);
+    fgmm_model_free(c);
+    // fewer distinct rows than k: the same error as on the host
+    std::vector<float> few((size_t)1000 * 4);
+    for (size_t i = 0; i < few.size(); i++) few[i] = (float)((i / 4) % 3);
+    FgmmParams q = gpu_params(5, FGMM_PREC_FAST);
+    FgmmModel* m = nullptr;
+    EXPECT_EQ(fgmm_train(&q, 1000, 4, FGMM_F32, few.data(), &m, nullptr), FGMM_ERR_DATA);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("fewer than k = 5 distinct points (found 3"), std::string::npos)
+        << fgmm_get_last_error();
+    EXPECT_EQ(m, nullptr);
+}
+
 namespace {
 // fgmm_train with the M-step on the device (default) or on the host (FGMM_GPU_MSTEP=host).
 FgmmModel* train_with_mstep(const char* where, FgmmParams p, int64_t n, int d, const float* x, FgmmTrainInfo* info,
