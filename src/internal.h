@@ -73,7 +73,7 @@ typedef struct fgmm_engine_ops {
     void (*destroy)(fgmm_engine* e);
     /* Optional (NULL where a backend has none): a whole EM iteration with the model kept on the
      * device. em_step uploads m if model_changed (else continues from its own copy), runs the
-     * E-step and the isotropic M-step there; obj = sum log p(x) under the model it started from,
+     * E-step and the M-step there; obj = sum log p(x) under the model it started from,
      * nempty = components left empty (flags and the model: em_fetch). *handled = 0 when it does
      * not apply (covariance, d, precision, data not resident), and nothing was done. */
     int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,

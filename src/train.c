@@ -1,8 +1,10 @@
 /* train.c: the EM driver and the public entry points. Backend-neutral: the
  * heavy passes go through the engine; seeding, M-step and re-seeding are
  * O(k*d) or O(sample*k*d) host work, done in double. Where the engine has
- * its own EM iteration (GPU, isotropic) the M-step runs there and the model
- * stays on the device between iterations; re-seeding stays here. */
+ * its own EM iteration (GPU, fused fast path) the M-step runs there and the
+ * model stays on the device between iterations, and where it has its own
+ * k-means++ (GPU) seeding runs there with the same draws; re-seeding stays
+ * here. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
