@@ -227,6 +227,34 @@ static double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_sc
  * that is freed afterwards. */
 static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     int d = x->d, dp = fmt_dp(g, fmt, d), rc;
+    /* The rows as given already on the device (k-means ran on them): prepare there, if both copies
+     * fit the budget for a moment; no second host transfer. */
+    size_t budget = 0;
+    resident_fits(g, x, fmt, &budget);
+    if (is_resident(g, x, FMT_RAW) && g->data.cap + (size_t)x->n * fmt_row_bytes(g, x, fmt) <= budget) {
+        void* prep = NULL;
+        if (cudaMalloc(&prep, (size_t)x->n * dp * 2) != cudaSuccess) {
+            cudaGetLastError(); /* no room for both: the host copy below */
+        } else {
+            if ((rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) || (rc = device_shift(g))) {
+                cudaFree(prep);
+                return rc;
+            }
+            cudaError_t ce = (cudaError_t)fgmm_fused_prepare(
+                g->data.p, x->dtype == FGMM_U8, x->n, d, dp, g->shift.p, (float)g->prep_scale,
+                fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, prep, (float*)g->xnorm.p, g->st);
+            if (!ce) ce = cudaStreamSynchronize(g->st); /* the rows as given are freed next */
+            if (ce) {
+                cudaFree(prep);
+                return cuda_fail(ce, "data preparation");
+            }
+            cudaFree(g->data.p);
+            g->data.p = prep;
+            g->data.cap = (size_t)x->n * dp * 2;
+            g->host_fmt = fmt; /* host_x, host_n, ... stay: the same rows */
+            return FGMM_OK;
+        }
+    }
     size_t rb = (size_t)d * fgmm_dtype_size(x->dtype);
     long long piece = (long long)(((size_t)64 << 20) / rb);
     if (piece > x->n) piece = x->n;
