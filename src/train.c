@@ -6,6 +6,9 @@
  * k-means++ (GPU) seeding runs there with the same draws; re-seeding stays
  * here. */
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -77,28 +80,62 @@ typedef struct trainer {
     uint64_t rng;
 } trainer;
 
-/* Mean per-dimension variance of the data, in double. */
+/* Mean per-dimension variance of the data, in double: Welford per dimension over a contiguous
+ * block of rows per thread (stable for data far from the origin), blocks merged in order (Chan et
+ * al.). One pass over data the size of the whole training set: it was single-threaded, with a
+ * division per value. Returns -1 when out of memory. */
 static double data_mean_var(const fgmm_data* x) {
-    int d = x->d;
-    double* mean = calloc((size_t)d, sizeof(double));
-    double* sq = calloc((size_t)d, sizeof(double));
-    float* row = malloc((size_t)d * sizeof(float));
-    double v = -1;
-    if (mean && sq && row) {
-        for (fgmm_idx_t i = 0; i < x->n; i++) {
-            fgmm_data_row(x, i, row);
-            for (int t = 0; t < d; t++) {
-                /* Welford, per dimension: stable for data far from the origin. */
-                double delta = row[t] - mean[t];
-                mean[t] += delta / (double)(i + 1);
-                sq[t] += delta * (row[t] - mean[t]);
+    const int d = x->d;
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    if ((fgmm_idx_t)nt > x->n) nt = (int)x->n;
+    double* st = calloc((size_t)nt * 2 * d, sizeof(double)); /* per block: mean[d], m2[d] */
+    int bad = !st;
+#pragma omp parallel num_threads(nt) reduction(| : bad)
+    {
+        int b = 0;
+#ifdef _OPENMP
+        b = omp_get_thread_num();
+#endif
+        float* row = malloc((size_t)d * sizeof(float));
+        if (!row || !st) {
+            bad = 1;
+        } else {
+            double *mean = st + (size_t)b * 2 * d, *m2 = mean + d;
+            const fgmm_idx_t lo = x->n * b / nt, hi = x->n * (b + 1) / nt;
+            for (fgmm_idx_t i = lo; i < hi; i++) {
+                fgmm_data_row(x, i, row);
+                const double inv = 1.0 / (double)(i - lo + 1);
+                for (int t = 0; t < d; t++) {
+                    double delta = row[t] - mean[t];
+                    mean[t] += delta * inv;
+                    m2[t] += delta * (row[t] - mean[t]);
+                }
             }
         }
+        free(row);
+    }
+    double v = -1;
+    if (!bad) {
         v = 0;
-        for (int t = 0; t < d; t++) v += sq[t] / (double)x->n;
+        for (int t = 0; t < d; t++) {
+            double mean = 0, m2 = 0, cnt = 0;
+            for (int b = 0; b < nt; b++) {
+                const double nb = (double)(x->n * (b + 1) / nt - x->n * b / nt), mb = st[(size_t)b * 2 * d + t],
+                             qb = st[(size_t)b * 2 * d + d + t];
+                if (nb == 0) continue;
+                const double tot = cnt + nb, delta = mb - mean;
+                mean += delta * nb / tot;
+                m2 += qb + delta * delta * cnt * nb / tot;
+                cnt = tot;
+            }
+            v += m2 / (double)x->n;
+        }
         v /= d;
     }
-    free(mean); free(sq); free(row);
+    free(st);
     return v;
 }
 
