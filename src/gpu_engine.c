@@ -648,14 +648,14 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16;
         c->kp = kp;
         c->dp = dp;
-        float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp + dp, 1);
+        float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp, 1);
         if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
-        float *b2 = h + (size_t)kp * dp, *h2 = b2 + kp, *mn = h2 + kp, *sh = mn + kp;
+        float *b2 = h + (size_t)kp * dp, *h2 = b2 + kp, *mn = h2 + kp;
+        const float* sh = g->data_mean; /* on the device: device_shift */
         /* Centre on the data mean: distances are unchanged, 16-bit rounding shrinks (the mixture's
          * mean would do as well, but one far-off component drags it away from the data). Row-major
          * loops and inline max/abs: this runs on every E-step (libm fmax/fabs calls cost ~0.5 ms
          * at k x d = 131k). */
-        memcpy(sh, g->data_mean, (size_t)dp * sizeof(float));
         double amu = 0, ash = 0;
         for (int j = 0; j < d; j++) {
             double a = sh[j] < 0 ? -sh[j] : sh[j];
@@ -680,13 +680,12 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         if ((rc = dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
             (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
             (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
-            (rc = dgrow(&g->shift, (size_t)dp * sizeof(float), "shift"))) {
+            (rc = device_shift(g))) {
             free(lc);
             return rc;
         }
         cudaError_t e = cudaMemcpyAsync(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         if (!e) e = cudaMemcpyAsync(g->cst.p, b2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st);
-        if (!e) e = cudaMemcpyAsync(g->shift.p, sh, (size_t)dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         free(lc);
         if (e) return cuda_fail(e, "model upload");
         /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
