@@ -1,11 +1,12 @@
-/* estep_fused.cu: the fused isotropic GMM E-step. No N x K buffer exists.
+/* estep_fused.cu: the fused GMM E-step (isotropic; diagonal on rows [x', x'^2], see
+ * fgmm_fused_model). No N x K buffer exists.
  *
  * Two launches (bf16 mma.sync m16n8k16, fp32 accumulation; sm_80 and later):
  *  Pass 1 (fused_lse): a block takes P1_BM = 128 rows (8 warps x 16), keeps
  *    their A fragments in registers, and streams all components in tiles of
- *    P1_BN = 64 through shared memory (cp.async, two stages). Distances come
- *    from ||x||^2 + ||mu||^2 - 2 x.mu; an online log-sum-exp (log2 domain)
- *    gives logz2 per row. Traffic: x once, mu once per block (from L2).
+ *    P1_BN = 64 through shared memory (cp.async, two stages). Log-densities
+ *    are b2 - h2 (||x||^2 - 2 x.mu), two FMAs; an online log-sum-exp (log2
+ *    domain) gives logz2 per row. Traffic: x once, mu once per block (from L2).
  *  Pass 2 (fused_acc): a block owns FGMM_FUSED_KTILE = 128 components (8 warps
  *    x 16, their A fragments in registers) and a contiguous range of row tiles
  *    of P2_BM = 64. Per tile it computes S^T = mu x^T, turns it into
@@ -368,7 +369,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         if (!WG)
 #pragma unroll
             for (int j = 0; j < BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-        if constexpr (WG) { /* this warpgroup's 64 rows x the tile's 64 components */
+        if constexpr (WG) { /* this warpgroup's 64 rows x the tile's 128 components */
 #if FGMM_WGMMA
             wg_gemm<BN>(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), dp / 64);
 #endif
