@@ -142,10 +142,20 @@ static int fmt_dp(const gpu_impl* g, int fmt, int d) {
     int dp = prep_dp(g, 2 * d);
     return g->wg && dp == 192 ? 256 : dp;
 }
-/* Whether diagonal covariance at dimension d runs on the fused kernels (rows [x', x'^2], 2d wide): up
- * to the kernels' width, 256 with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
-static int diag_fused_fits(const gpu_impl* g, int d) {
-    return 2 * d <= (g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D);
+/* The prepared format a model's E-step uses on the fused kernels, FMT_RAW where its rows would not
+ * fit their width: isotropic d <= FGMM_FUSED_MAX_D; diagonal rows [x', x'^2] are 2d wide, up to 256
+ * with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
+static int prepared_fmt(const gpu_impl* g, const FgmmModel* m) {
+    if (m->cov != FGMM_COV_DIAGONAL) return m->d <= FGMM_FUSED_MAX_D ? FMT_F16 : FMT_RAW;
+    int width = g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D;
+    return 2 * m->d <= width ? FMT_F16_DIAG : FMT_RAW;
+}
+
+/* The power of two that brings bound to about 2^12 (fp16 operands keep 11 bits above it and
+ * headroom to 65504); 1 for bound 0. */
+static double pow2_prescale(double bound) {
+    int e = bound > 0 ? (int)floor(log2(4096.0 / bound)) : 0;
+    return ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
 }
 
 int fgmm_gpu_available(void) {
@@ -222,6 +232,12 @@ static int device_shift(gpu_impl* g) {
 /* Prescale of the squares in FMT_F16_DIAG rows: |x' prep_scale| <= 2^12, so x'^2 scale2 <= 2^12. */
 static double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_scale / 4096.0; }
 
+/* n rows of x's dtype at src (device) -> prepared rows of format fmt (dp wide) at out, norms at xn. */
+static int prepare_into(gpu_impl* g, const void* src, const fgmm_data* x, long long n, int fmt, void* out, float* xn) {
+    return fgmm_fused_prepare(src, x->dtype == FGMM_U8, n, x->d, fmt_dp(g, fmt, x->d), g->shift.p,
+                              (float)g->prep_scale, fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, out, xn, g->st);
+}
+
 /* Uploads x as prepared rows of format fmt (fp16, centred on g->data_mean, prescaled by
  * g->prep_scale; FMT_F16_DIAG appends the squares), through a device staging buffer of at most 64 MB
  * that is freed afterwards. */
@@ -240,9 +256,7 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
                 cudaFree(prep);
                 return rc;
             }
-            cudaError_t ce = (cudaError_t)fgmm_fused_prepare(
-                g->data.p, x->dtype == FGMM_U8, x->n, d, dp, g->shift.p, (float)g->prep_scale,
-                fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, prep, (float*)g->xnorm.p, g->st);
+            cudaError_t ce = (cudaError_t)prepare_into(g, g->data.p, x, x->n, fmt, prep, g->xnorm.p);
             if (!ce) ce = cudaStreamSynchronize(g->st); /* the rows as given are freed next */
             if (ce) {
                 cudaFree(prep);
@@ -271,9 +285,8 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
         long long nr = x->n - r0 < piece ? x->n - r0 : piece;
         ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice, g->st);
         if (!ce)
-            ce = (cudaError_t)fgmm_fused_prepare(stage.p, x->dtype == FGMM_U8, nr, d, dp, g->shift.p, (float)g->prep_scale,
-                                                 fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f,
-                                                 (char*)g->data.p + (size_t)r0 * dp * 2, (float*)g->xnorm.p + r0, g->st);
+            ce = (cudaError_t)prepare_into(g, stage.p, x, nr, fmt, (char*)g->data.p + (size_t)r0 * dp * 2,
+                                          (float*)g->xnorm.p + r0);
         if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
     }
     cudaFree(stage.p);
@@ -407,9 +420,7 @@ static int data_scan(gpu_impl* g, const fgmm_data* x) {
     free(g->data_mean);
     g->data_mean = sh;
     g->amax = x->dtype == FGMM_U8 ? 255.0 : mx;
-    double bound = g->amax + ash;
-    int e = bound > 0 ? (int)floor(log2(4096.0 / bound)) : 0;
-    g->prep_scale = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
+    g->prep_scale = pow2_prescale(g->amax + ash);
     g->scan_x = x->x;
     g->scan_n = x->n;
     g->scan_d = x->d;
@@ -563,59 +574,47 @@ static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
     return FGMM_OK;
 }
 
-/* The prepared path's model constants, computed on the device from a device model (mu k x d, var k,
- * w k) with the data mean as shift; fills c for estep_chunk. With check, *in_range says whether the
- * rows' fixed fp16 prescale holds the means (|mu - mean| * scale <= 2^15: means 8x beyond the data's
- * range do not; EM's never are); a host loop for that cost ~1 ms per call on the GPU machine. */
+/* The prepared path's model constants, computed on the device from a device model (mu k x d, var k
+ * or k x d, w k) with the data mean as shift; fills c for estep_chunk. Isotropic: with check,
+ * *in_range says whether the rows' fixed fp16 prescale holds the means (|mu - mean| * scale <= 2^15:
+ * means 8x beyond the data's range do not; EM's never are; a host loop for that cost ~1 ms per call
+ * on the GPU machine). Diagonal (rows [x', x'^2], fgmm_fused_model's diagonal form): the constants
+ * scale themselves, *in_range is left alone. */
 static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
-                          int check, int* in_range) {
-    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = prep_dp(g, d), rc;
+                          int diag, int check, int* in_range) {
+    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
+        dp = fmt_dp(g, diag ? FMT_F16_DIAG : FMT_F16, d), rc;
     if ((rc = device_shift(g)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
         (rc = dgrow(&g->mu_lo, 2, "means")) || (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
-        (rc = dgrow(&g->chk, sizeof(float), "range check")))
+        (rc = dgrow(&g->chk, sizeof(float), "constants scratch")))
         return rc;
     const double scale = g->prep_scale;
-    if (check) CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
-    KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
-                            check ? (float*)g->chk.p : NULL, g->st));
-    if (check) {
-        double* h = pinned_stats(g, 1);
-        if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
-        CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
-        CU(cudaStreamSynchronize(g->st));
-        float amax;
-        memcpy(&amax, h, sizeof amax);
-        *in_range = amax <= 32768.0f;
+    if (diag) {
+        KL(fgmm_fused_constants_diag(mu, var, w, k, kp, d, dp, g->shift.p, scale, diag_scale2(g), g->mu_hi.p,
+                                     g->cst.p, g->chk.p, g->st));
+    } else {
+        if (check) CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
+        KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
+                                check ? (float*)g->chk.p : NULL, g->st));
+        if (check) {
+            double* h = pinned_stats(g, 1);
+            if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+            CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
+            CU(cudaStreamSynchronize(g->st));
+            float amax;
+            memcpy(&amax, h, sizeof amax);
+            *in_range = amax <= 32768.0f;
+        }
     }
     const float* cst = g->cst.p;
     c->fused = c->prep = 1;
     c->mode = FGMM_FUSED_FP16;
     c->kp = kp;
     c->dp = dp;
-    c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                               (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL,
-                               g->wg && g->path != FGMM_GPU_PATH_FUSED_MMA};
-    return FGMM_OK;
-}
-
-/* Diagonal covariance on the fused kernels (prepared rows [x', x'^2], FMT_F16_DIAG): the constants of
- * fgmm_fused_model's diagonal form, made on the device from a device model (mu k x d, var k x d, w k). */
-static int prep_constants_diag(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k,
-                               int d) {
-    int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = fmt_dp(g, FMT_F16_DIAG, d), rc;
-    const double s = g->prep_scale, s2 = diag_scale2(g);
-    if ((rc = device_shift(g)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
-        (rc = dgrow(&g->mu_lo, 2, "means")) || (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
-        (rc = dgrow(&g->chk, sizeof(float), "constants scratch")))
-        return rc;
-    KL(fgmm_fused_constants_diag(mu, var, w, k, kp, d, dp, g->shift.p, s, s2, g->mu_hi.p, g->cst.p, g->chk.p, g->st));
-    const float* cst = g->cst.p;
-    c->fused = c->prep = 1;
-    c->mode = FGMM_FUSED_FP16;
-    c->kp = kp;
-    c->dp = dp;
-    c->fm = (fgmm_fused_model){k, kp, 2 * d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                               (float)s, 0.5f, 1.0f, NULL, g->wg && g->path != FGMM_GPU_PATH_FUSED_MMA};
+    /* diagonal: dot products of [x', x'^2] rows, already in log2 units once h2 applies (see kernels.h) */
+    c->fm = (fgmm_fused_model){k, kp, diag ? 2 * d : d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp,
+                               cst + 2 * kp, (float)scale, diag ? 0.5f : (float)(1.0 / (scale * scale)),
+                               diag ? 1.0f : (float)(1.0 / scale), NULL, g->wg && g->path != FGMM_GPU_PATH_FUSED_MMA};
     return FGMM_OK;
 }
 
@@ -624,21 +623,15 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
-    /* diagonal: fused only on prepared rows (the caller's choice, diag_fused_fits) */
+    /* diagonal: fused only on prepared rows (the caller's choice, per prepared_fmt) */
     c->fused = (c->diag ? c->prep : d <= FGMM_FUSED_MAX_D) && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
     c->prep = c->prep && c->fused;
-    if (c->prep && c->diag) { /* the model goes up as it is; its constants are made on the device */
-        size_t kd = (size_t)k * d;
-        if ((rc = upload_model(g, m, &g->mu))) return rc;
-        const float* mu = g->mu.p;
-        return prep_constants_diag(g, c, mu, mu + kd, mu + 2 * kd, k, d);
-    }
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
-        size_t kd = (size_t)k * d;
-        int ok = 0;
+        size_t kd = (size_t)k * d, nv = c->diag ? kd : (size_t)k;
+        int ok = 1;
         if ((rc = upload_model(g, m, &g->mu))) return rc;
         const float* mu = g->mu.p;
-        if ((rc = prep_constants(g, c, mu, mu + kd, mu + kd + k, k, d, 1, &ok)) || ok) return rc;
+        if ((rc = prep_constants(g, c, mu, mu + kd, mu + kd + nv, k, d, c->diag, 1, &ok)) || ok) return rc;
         c->prep = 0; /* out of the prepared rows' range: the host path below, on rows as given */
     }
     double* lc = malloc((size_t)k * sizeof(double));
@@ -689,13 +682,9 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         free(lc);
         if (e) return cuda_fail(e, "model upload");
         /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
-        double bound = fmax(g->amax + ash, amu), scale = 1.0;
         c->mode = g->path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
                   : g->path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
-        if (c->mode == FGMM_FUSED_FP16 && bound > 0) {
-            int e = (int)floor(log2(4096.0 / bound));
-            scale = ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
-        }
+        double scale = c->mode == FGMM_FUSED_FP16 ? pow2_prescale(fmax(g->amax + ash, amu)) : 1.0;
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;
         c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
@@ -737,6 +726,17 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     if (!e) e = cudaMemcpyAsync(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice, g->st); /* pageable: staged before return */
     free(lc);
     return e ? cuda_fail(e, "model upload") : FGMM_OK;
+}
+
+/* The fused kernels summed rows centred on the data mean (and, diagonal, prescaled [x', x'^2]):
+ * the statistics back to data coordinates, on the device so that all-reduced ranks agree. */
+static int unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d) {
+    if (c->diag)
+        KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, g->shift.p, k, d, c->dp, g->prep_scale, diag_scale2(g),
+                                   g->st));
+    else
+        KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, c->dp, g->st));
+    return FGMM_OK;
 }
 
 /* Zeroed device statistics for kp x dp (s2: kp, or kp x dp when per_dim). */
@@ -785,22 +785,16 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     estep_ctx c = {0};
     int rc = data_scan(g, x);
     if (rc) return rc;
-    /* prepared rows: the default fused fp16 path on data that fits resident as fp16 (diagonal
-     * covariance as rows [x', x'^2], where 2d fits the kernels' width) */
-    const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = diag ? FMT_F16_DIAG : FMT_F16;
-    c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) &&
-             (diag ? diag_fused_fits(g, m->d) : m->d <= FGMM_FUSED_MAX_D) && resident_fits(g, x, fmt, NULL);
+    /* prepared rows: the default fused fp16 path on data that fits resident as fp16 */
+    const int fmt = prepared_fmt(g, m);
+    c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) && fmt != FMT_RAW &&
+             resident_fits(g, x, fmt, NULL);
     if ((rc = prepare_model(g, m, &c))) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
     if ((rc = for_each_chunk(g, x, c.prep ? fmt : FMT_RAW, estep_chunk, &run))) return rc;
-    /* the kernels summed x - shift; on the device so that all-reduced ranks agree */
-    if (c.fused && c.diag)
-        KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, c.fm.shift, m->k, m->d, c.dp, g->prep_scale,
-                                   diag_scale2(g), g->st));
-    else if (c.fused)
-        KL(fgmm_fused_unshift(g->nk.p, g->s1.p, c.fm.shift, m->k, c.dp, g->st));
+    if (c.fused && (rc = unshift_stats(g, &c, m->k, m->d))) return rc;
     g->pend.active = 1;
     g->pend.k = m->k;
     g->pend.d = m->d;
@@ -1014,8 +1008,8 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     *handled = 0;
     CU(cudaSetDevice(g->dev));
     int rc, k = m->k, d = m->d;
-    const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = diag ? FMT_F16_DIAG : FMT_F16;
-    if (g->path != FGMM_GPU_PATH_FUSED || (diag ? !diag_fused_fits(g, d) : d > FGMM_FUSED_MAX_D)) return FGMM_OK;
+    const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = prepared_fmt(g, m);
+    if (g->path != FGMM_GPU_PATH_FUSED || fmt == FMT_RAW) return FGMM_OK;
     if ((rc = data_scan(g, x))) return rc;
     if (!resident_fits(g, x, fmt, NULL)) return FGMM_OK;
     size_t kd = (size_t)k * d, nv = diag ? kd : (size_t)k;
@@ -1036,8 +1030,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     c.m = m;
     c.diag = diag;
     int ok = 1; /* E-steps in between share the constants' buffers: made every time */
-    if ((rc = diag ? prep_constants_diag(g, &c, mu, var, w, k, d) : prep_constants(g, &c, mu, var, w, k, d, upload, &ok)))
-        return rc;
+    if ((rc = prep_constants(g, &c, mu, var, w, k, d, diag, upload, &ok))) return rc;
     if (!ok) { /* such means stay with the host path */
         g->dm_valid = 0;
         return FGMM_OK;
@@ -1049,15 +1042,13 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     if ((rc = for_each_chunk(g, x, fmt, estep_chunk, &run))) return rc;
     double* sum = g->emo.p;
     int* flags = (int*)(sum + 1); /* k + 1 ints, then k floats of scratch */
-    if (diag) {
-        KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, g->shift.p, k, d, dp, g->prep_scale, diag_scale2(g), g->st));
+    if ((rc = unshift_stats(g, &c, k, d))) return rc;
+    if (diag)
         KL(fgmm_mstep_diag(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var,
                            w, (float*)(flags + k + 1), flags, g->st));
-    } else {
-        KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, dp, g->st));
+    else
         KL(fgmm_mstep_iso(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var,
                           w, flags, g->st));
-    }
     KL(fgmm_sum_d(g->ll.p, ll_len, sum, g->st));
     if (!pinned_stats(g, 2)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     CU(cudaMemcpyAsync(g->host_stats, sum, sizeof(double), cudaMemcpyDeviceToHost, g->st));
