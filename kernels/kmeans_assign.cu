@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "reduce.cuh"
 
 #define NTHREADS 256
 
@@ -82,13 +83,8 @@ __global__ void pp_update(const float* __restrict__ x, long long ns, int d, cons
         if (c == 0 || s < d2[i]) d2[i] = s;
         v = d2[i];
     }
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = NTHREADS / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) part[blockIdx.x] = red[0];
+    v = block_sum(v, red);
+    if (threadIdx.x == 0) part[blockIdx.x] = v;
 }
 
 /* One thread: picks[c + 1] = the first row where the running sum of d2 passes u[c] * total (and

@@ -1,67 +1,25 @@
-/* mstep.cu: the isotropic M-step and the fused E-step's model constants on the device, so that an
+/* mstep.cu: the M-step and the fused E-step's model constants on the device, so that an
  * EM iteration needs no model upload and no statistics download (train.c's mstep() is the host
  * version of the same update; both run in double). */
 #include <cuda_fp16.h>
 #include <math.h>
 
 #include "kernels.h"
+#include "reduce.cuh"
 
 #define MS_THREADS 128
 #define LOG2E 1.4426950408889634
 #define LOG2PI 1.8378770664093454836 /* log(2 pi) */
 
-/* Block reduction of one double per thread; the result is valid in thread 0. Fixed order. */
-__device__ double block_sum(double v, double* red) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    double r = red[0];
-    __syncthreads();
-    return r;
-}
-
-/* One block per component: new mean and variance from the statistics (s1 row pitch dp, already in
- * data coordinates); w = N_k unnormalised. Empty (N_k < min_count or not > 0): mean kept, w = 1,
- * flag set; its variance is filled in by mstep_finish. */
+/* One block per component: new mean and variances from the statistics (s1 row pitch dp, already in
+ * data coordinates); w = N_k unnormalised. Isotropic: var[j] from s2[j] = sum r ||x - mu_old||^2.
+ * Diagonal: var[j][c] = max(s2[j][c] / N_k - mu_new^2, floor_v) (s2 = sum r x^2, k x d) and vmean[j]
+ * their mean over c. Empty (N_k < min_count or not > 0): mean kept, w = 1, flag set; its variances
+ * are filled in by mstep_finish. */
 __global__ void mstep_component(const double* __restrict__ nk, const double* __restrict__ s1,
-                                const double* __restrict__ s2, int d, int dp, double floor_v, double min_count,
-                                float* __restrict__ mu, float* __restrict__ var, float* __restrict__ w,
-                                int* __restrict__ empty) {
-    __shared__ double red[MS_THREADS];
-    const int j = blockIdx.x;
-    const double nj = nk[j];
-    const int e = !(nj >= min_count) || !(nj > 0);
-    if (e) {
-        if (threadIdx.x == 0) {
-            w[j] = 1.0f;
-            empty[j] = 1;
-        }
-        return;
-    }
-    double sh = 0;
-    for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        double nu = s1[(size_t)j * dp + c] / nj, old = mu[(size_t)j * d + c];
-        sh += (nu - old) * (nu - old);
-        mu[(size_t)j * d + c] = (float)nu;
-    }
-    sh = block_sum(sh, red);
-    if (threadIdx.x == 0) {
-        /* sum r||x - mu_new||^2 = sum r||x - mu_old||^2 - N_k ||mu_new - mu_old||^2 */
-        var[j] = (float)fmax((s2[j] - nj * sh) / (nj * d), floor_v);
-        w[j] = (float)nj;
-        empty[j] = 0;
-    }
-}
-
-/* Diagonal covariance, one block per component: var[j][c] = max(s2[j][c] / N_k - mu_new^2, floor_v)
- * (s2 = sum r x^2, k x d), vmean[j] = their mean over c; otherwise as mstep_component. */
-__global__ void mstep_component_diag(const double* __restrict__ nk, const double* __restrict__ s1,
-                                     const double* __restrict__ s2, int d, int dp, double floor_v, double min_count,
-                                     float* __restrict__ mu, float* __restrict__ var, float* __restrict__ w,
-                                     float* __restrict__ vmean, int* __restrict__ empty) {
+                                const double* __restrict__ s2, int d, int dp, int diag, double floor_v,
+                                double min_count, float* __restrict__ mu, float* var, float* __restrict__ w,
+                                float* vmean /* may alias var (isotropic) */, int* __restrict__ empty) {
     __shared__ double red[MS_THREADS];
     const int j = blockIdx.x;
     const double nj = nk[j];
@@ -72,16 +30,25 @@ __global__ void mstep_component_diag(const double* __restrict__ nk, const double
         }
         return;
     }
-    double vs = 0;
+    double acc = 0; /* isotropic: ||mu_new - mu_old||^2; diagonal: sum of the new variances */
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        double nu = s1[(size_t)j * dp + c] / nj, v = fmax(s2[(size_t)j * d + c] / nj - nu * nu, floor_v);
+        double nu = s1[(size_t)j * dp + c] / nj;
+        if (diag) {
+            double v = fmax(s2[(size_t)j * d + c] / nj - nu * nu, floor_v);
+            var[(size_t)j * d + c] = (float)v;
+            acc += v;
+        } else {
+            double old = mu[(size_t)j * d + c];
+            acc += (nu - old) * (nu - old);
+        }
         mu[(size_t)j * d + c] = (float)nu;
-        var[(size_t)j * d + c] = (float)v;
-        vs += v;
     }
-    vs = block_sum(vs, red);
+    acc = block_sum(acc, red);
     if (threadIdx.x == 0) {
-        vmean[j] = (float)(vs / d);
+        if (diag)
+            vmean[j] = (float)(acc / d);
+        else /* sum r||x - mu_new||^2 = sum r||x - mu_old||^2 - N_k ||mu_new - mu_old||^2 */
+            var[j] = (float)fmax((s2[j] - nj * acc) / (nj * d), floor_v);
         w[j] = (float)nj;
         empty[j] = 0;
     }
@@ -113,7 +80,7 @@ __global__ void mstep_finish(int k, int vd, double fill_v, const float* vmean, f
 extern "C" int fgmm_mstep_iso(const double* nk, const double* s1, const double* s2, int k, int d, int dp,
                               double floor_v, double min_count, double fill_v, float* mu, float* var, float* w,
                               int* empty, cudaStream_t stream) {
-    mstep_component<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, floor_v, min_count, mu, var, w, empty);
+    mstep_component<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, 0, floor_v, min_count, mu, var, w, var, empty);
     mstep_finish<<<1, MS_THREADS, 0, stream>>>(k, 1, fill_v, var, var, w, empty);
     return (int)cudaGetLastError();
 }
@@ -121,8 +88,7 @@ extern "C" int fgmm_mstep_iso(const double* nk, const double* s1, const double* 
 extern "C" int fgmm_mstep_diag(const double* nk, const double* s1, const double* s2, int k, int d, int dp,
                                double floor_v, double min_count, double fill_v, float* mu, float* var, float* w,
                                float* vmean, int* empty, cudaStream_t stream) {
-    mstep_component_diag<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, floor_v, min_count, mu, var, w, vmean,
-                                                       empty);
+    mstep_component<<<k, MS_THREADS, 0, stream>>>(nk, s1, s2, d, dp, 1, floor_v, min_count, mu, var, w, vmean, empty);
     mstep_finish<<<1, MS_THREADS, 0, stream>>>(k, d, fill_v, vmean, var, w, empty);
     return (int)cudaGetLastError();
 }
@@ -135,6 +101,7 @@ __global__ void fused_constants(const float* __restrict__ mu, const float* __res
                                 float scale, __half* __restrict__ mu_hi, float* __restrict__ b2,
                                 float* __restrict__ h2, float* __restrict__ mn, float* __restrict__ amax) {
     __shared__ double red[MS_THREADS];
+    __shared__ float redf[MS_THREADS];
     const int q = blockIdx.x;
     double nn = 0;
     float am = 0.f;
@@ -145,7 +112,7 @@ __global__ void fused_constants(const float* __restrict__ mu, const float* __res
         am = fmaxf(am, fabsf(o));
         mu_hi[(size_t)q * dp + c] = __float2half_rn(o);
     }
-    if (amax) atomicMax((int*)amax, __float_as_int(am)); /* non-negative floats order as ints */
+    if (amax) block_max_to(am, redf, amax);
     nn = block_sum(nn, red);
     if (threadIdx.x == 0) {
         if (q < k) {
@@ -167,17 +134,6 @@ extern "C" int fgmm_fused_constants(const float* mu, const float* var, const flo
     fused_constants<<<kp, MS_THREADS, 0, stream>>>(mu, var, w, k, d, dp, shift, scale, (__half*)mu_hi, cst, cst + kp,
                                                    cst + 2 * kp, amax);
     return (int)cudaGetLastError();
-}
-
-/* Block maximum of non-negative floats into *out (as ints: they order alike). */
-__device__ void block_max_to(float v, float* red, float* out) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + s]);
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) atomicMax((int*)out, __float_as_int(red[0]));
 }
 
 /* Diagonal covariance's constants (see fgmm_fused_model): first the largest entry of the unscaled

@@ -415,7 +415,7 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
     if ((rc = run_kmeans(&t, g, info))) goto done;
     if ((rc = fgmm_stats_alloc(&st, p->k, d, p->covariance == FGMM_COV_DIAGONAL))) goto done;
     double prev = -INFINITY;
-    /* The engine's own EM iteration keeps the model on the device (the GPU backend, isotropic);
+    /* The engine's own EM iteration keeps the model on the device (the GPU backend, fast mode);
      * FGMM_GPU_MSTEP=host keeps the M-step here (for comparison and debugging). */
     const char* ms_env = getenv("FGMM_GPU_MSTEP");
     int on_device = t.eng->ops->em_step && !(ms_env && !strcmp(ms_env, "host")), changed = 1;
