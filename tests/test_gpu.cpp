@@ -39,6 +39,22 @@ struct Got {
     std::vector<double> nk, mu, sig;
     double ll = 0;
 };
+// ||a - b|| / ||b|| of two models' means, variances and weights (same k, d and covariance).
+struct ModelErr {
+    double mu, var, w;
+};
+ModelErr model_rel_err(const FgmmModel* a, const FgmmModel* b) {
+    size_t k = fgmm_model_k(b), kd = k * fgmm_model_d(b);
+    size_t nv = fgmm_model_covariance(b) == FGMM_COV_DIAGONAL ? kd : k;
+    auto err = [](const float* x, const float* y, size_t n) {
+        std::vector<double> xd(x, x + n), yd(y, y + n);
+        return rel_err(xd.data(), yd.data(), n);
+    };
+    return {err(fgmm_model_means(a), fgmm_model_means(b), kd),
+            err(fgmm_model_variances(a), fgmm_model_variances(b), nv),
+            err(fgmm_model_weights(a), fgmm_model_weights(b), k)};
+}
+
 Got run_estep(const FgmmModel* m, const FgmmParams& p, int64_t n, FgmmDtype dt, const void* x) {
     int k = fgmm_model_k(m), d = fgmm_model_d(m);
     bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
@@ -320,9 +336,7 @@ TEST(GpuTrain, SeedingMatchesHost) {
     ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &g, nullptr), 0) << fgmm_get_last_error();
     p.backend = FGMM_BACKEND_CPU;
     ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &c, nullptr), 0) << fgmm_get_last_error();
-    auto gm = std::vector<double>(fgmm_model_means(g), fgmm_model_means(g) + (size_t)k * d);
-    auto cm = std::vector<double>(fgmm_model_means(c), fgmm_model_means(c) + (size_t)k * d);
-    EXPECT_LT(rel_err(gm.data(), cm.data(), gm.size()), 1e-5);
+    EXPECT_LT(model_rel_err(g, c).mu, 1e-5);
     fgmm_model_free(g);
     fgmm_model_free(c);
     // fewer distinct rows than k: the same error as on the host
@@ -350,7 +364,6 @@ FgmmModel* train_with_mstep(const char* where, FgmmParams p, int64_t n, int d, c
     unsetenv("FGMM_GPU_MSTEP");
     return m;
 }
-std::vector<double> as_double(const float* v, size_t n) { return std::vector<double>(v, v + n); }
 }  // namespace
 
 TEST(GpuTrain, DeviceMstepMatchesHostMstep) {
@@ -377,13 +390,10 @@ TEST(GpuTrain, DeviceMstepMatchesHostMstep) {
             // the log-likelihood, more than a converged iteration gains.
             if (i) EXPECT_GE(dll[i], dll[i - 1] - 1e-5 * std::fabs(dll[i - 1])) << what << " " << i;
         }
-        size_t nv = cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k;
-        auto dmu = as_double(fgmm_model_means(dm), (size_t)k * d), hmu = as_double(fgmm_model_means(hm), (size_t)k * d);
-        auto dv = as_double(fgmm_model_variances(dm), nv), hv = as_double(fgmm_model_variances(hm), nv);
-        auto dw = as_double(fgmm_model_weights(dm), k), hw = as_double(fgmm_model_weights(hm), k);
-        EXPECT_LT(rel_err(dmu.data(), hmu.data(), dmu.size()), 1e-5) << what;
-        EXPECT_LT(rel_err(dv.data(), hv.data(), nv), 1e-5) << what;
-        EXPECT_LT(rel_err(dw.data(), hw.data(), k), 1e-5) << what;
+        const ModelErr e = model_rel_err(dm, hm);
+        EXPECT_LT(e.mu, 1e-5) << what;
+        EXPECT_LT(e.var, 1e-5) << what;
+        EXPECT_LT(e.w, 1e-5) << what;
         EXPECT_NEAR(di.mean_loglik, hi.mean_loglik, 1e-6 * std::fabs(hi.mean_loglik)) << what;
         fgmm_model_free(dm);
         fgmm_model_free(hm);
@@ -411,11 +421,9 @@ TEST(GpuTrain, DeviceMstepReseedsLikeHost) {
         ASSERT_TRUE(dm && hm);
         EXPECT_EQ(di.reseeded, hi.reseeded);
         EXPECT_GE(di.reseeded, p.niter * k);
-        auto dmu = as_double(fgmm_model_means(dm), (size_t)k * d), hmu = as_double(fgmm_model_means(hm), (size_t)k * d);
-        EXPECT_LT(rel_err(dmu.data(), hmu.data(), dmu.size()), 1e-6) << cov;
-        size_t nv = cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k;
-        auto dv = as_double(fgmm_model_variances(dm), nv), hv = as_double(fgmm_model_variances(hm), nv);
-        EXPECT_LT(rel_err(dv.data(), hv.data(), nv), 1e-6) << cov;
+        const ModelErr e = model_rel_err(dm, hm);
+        EXPECT_LT(e.mu, 1e-6) << cov;
+        EXPECT_LT(e.var, 1e-6) << cov;
         for (int j = 0; j < k; j++) EXPECT_FLOAT_EQ(fgmm_model_weights(dm)[j], 1.0f / k);
         EXPECT_NEAR(di.mean_loglik, hi.mean_loglik, 1e-6 * std::fabs(hi.mean_loglik)) << cov;
         fgmm_model_free(dm);
