@@ -1,16 +1,22 @@
-/* flashgmm_ivf.h: GMM-trained FAISS IVF indexes (IVF-Flat, IVF-PQ) with multi-assignment.
+/* flashgmm_ivf.h: better-trained FAISS IVF indexes (IVF-Flat, IVF-PQ) with multi-assignment.
  *
  * Works on an index made with FAISS's C API, e.g.
  *     faiss_index_factory(&index, d, "IVF1024,Flat", METRIC_L2);   // or "IVF1024,PQ16"
- * Training fits a GMM with k = nlist, puts its means in the quantizer and lets FAISS train
- * the rest (for IVF-PQ: the product quantizer on residuals to the nearest mean, exactly as
- * IndexIVF::train would). Adding puts every vector in each list k whose responsibility
- * r_ik > tau (default tau = 1/nlist: posterior above prior), at most max_assign lists,
- * always including its primary list. Searching returns k distinct ids and the distance
- * computations (DCO) per query:
+ * Training fits the coarse quantizer on all training points (a GMM, or the project's k-means)
+ * and puts its means in the quantizer; FAISS then trains the rest (for IVF-PQ: the product
+ * quantizer on residuals to the nearest mean, exactly as IndexIVF::train would). Adding puts
+ * each vector in its nearest list and, by the spill rule, in extra lists: SOAR or the next
+ * most responsible component for a chosen share of the vectors (a budget of lists per
+ * vector), or every list with responsibility r_ik > tau (the paper's rule), or the m nearest.
+ * Searching returns k distinct ids and the distance computations (DCO) per query:
  *     DCO = nlist (query-to-centroid distances) + sum of the sizes of the nprobe lists scanned,
- * where list sizes count spilled copies. The GMM (means, variances, weights) is kept with
- * the handle and written next to the index as PATH.gmm.
+ * where list sizes count spilled copies.
+ *
+ * Plain FAISS and spilled indexes: FAISS's own search of a spilled index returns an id once per
+ * list it sits in (duplicates), and ntotal counts (vector, list) entries, not vectors. Search it
+ * with fgmm_ivf_search (after fgmm_ivf_read), which removes the copies. The spill settings and
+ * the GMM travel with the index file in two sidecars (PATH.fgmm, PATH.gmm), bound to the
+ * quantizer's centroids.
  */
 #ifndef FLASHGMM_IVF_H
 #define FLASHGMM_IVF_H
@@ -23,23 +29,42 @@
 extern "C" {
 #endif
 
+typedef enum FgmmQuantizer {
+    FGMM_QUANT_GMM = 0,    ///< GMM means: gmm.kmeans_iter k-means then gmm.niter EM iterations, all points
+    FGMM_QUANT_KMEANS = 1, ///< the project's k-means on all points, gmm.kmeans_iter + gmm.niter Lloyd
+                           ///< iterations (the GMM's budget); the model keeps k-means variances/weights
+} FgmmQuantizer;
+
 typedef enum FgmmAssignRule {
-    FGMM_ASSIGN_TAU = 0,  ///< lists with r_ik > tau (GMM spill), at most max_assign
+    FGMM_ASSIGN_TAU = 0,  ///< every list with r_ik > tau (the paper's GMM spill), at most max_assign
     FGMM_ASSIGN_HARD = 1, ///< the primary list only (no spill)
-    FGMM_ASSIGN_TOPM = 2, ///< the max_assign nearest centroids (hard spill, for comparison)
+    FGMM_ASSIGN_TOPM = 2, ///< the max_assign nearest centroids
+    FGMM_ASSIGN_SOAR = 3, ///< one extra list chosen by SOAR's loss (flashgmm_spill.h), lambda = soar_lambda
+    FGMM_ASSIGN_RESP = 4, ///< one extra list: the most responsible component other than the primary
 } FgmmAssignRule;
 
 typedef enum FgmmPrimary {
     FGMM_PRIMARY_NEAREST = 0,        ///< primary list = nearest centroid (what a plain IVF uses)
-    FGMM_PRIMARY_RESPONSIBILITY = 1, ///< primary list = highest responsibility
+    FGMM_PRIMARY_RESPONSIBILITY = 1, ///< primary list = highest responsibility (TAU and HARD only)
 } FgmmPrimary;
 
+typedef enum FgmmSpillSelect {
+    FGMM_SELECT_RESP2 = 0,      ///< the vectors with the largest responsibility outside their primary list
+    FGMM_SELECT_DIST_RATIO = 1, ///< the vectors with the largest d1/d2 (nearest / second-nearest squared distance)
+} FgmmSpillSelect;
+
 typedef struct FgmmIvfParams {
-    FgmmParams gmm;       ///< GMM training (gmm.k is replaced by the index's nlist)
-    FgmmAssignRule rule;  ///< default FGMM_ASSIGN_TAU
-    FgmmPrimary primary;  ///< default FGMM_PRIMARY_NEAREST
-    double tau;           ///< spill threshold on r_ik; <= 0 means 1/nlist (default 0)
-    int max_assign;       ///< lists per vector at most (default 4)
+    FgmmParams gmm;          ///< quantizer training (gmm.k is replaced by the index's nlist)
+    FgmmQuantizer quantizer; ///< default FGMM_QUANT_GMM
+    FgmmAssignRule rule;     ///< default FGMM_ASSIGN_SOAR
+    FgmmPrimary primary;     ///< default FGMM_PRIMARY_NEAREST
+    double tau;              ///< TAU: spill threshold on r_ik; <= 0 means 1/nlist (default 0)
+    int max_assign;          ///< TAU, TOPM: lists per vector at most (default 4)
+    float soar_lambda;       ///< SOAR: lambda >= 0 (default 1)
+    double spill_target;     ///< SOAR, RESP: average lists per vector in [1, 2]: the first add sets a score
+                             ///< threshold that spills that share of its vectors, later adds reuse it;
+                             ///< 0 = spill every vector (default 1.5)
+    FgmmSpillSelect select;  ///< SOAR, RESP with a spill_target: which vectors spill (default FGMM_SELECT_RESP2)
 } FgmmIvfParams;
 
 /// Fills every field with its default.
@@ -61,14 +86,16 @@ int fgmm_ivf_set_gmm(FgmmIvf* ivf, const FgmmModel* gmm, idx_t n, const float* x
 
 /// Adds n vectors with multi-assignment. ids may be NULL (then ids continue from the last
 /// added one). lists_added (may be NULL) receives the number of (vector, list) entries.
+/// Memory: about 30 bytes per vector of the call beside FAISS's own (the call's list choices).
 int fgmm_ivf_add(FgmmIvf* ivf, idx_t n, const float* x, const idx_t* ids, idx_t* lists_added);
 
 /// Average lists per vector over everything added so far (1.0 without spill).
 double fgmm_ivf_inflation(const FgmmIvf* ivf);
 
 /// k nearest distinct ids for nq queries, scanning nprobe lists; distances/labels nq x k
-/// (missing results: label -1, distance +inf); dco (nq values) may be NULL. Sets the index's
-/// nprobe. Searches k * max_assign candidates so that k distinct ids survive deduplication.
+/// (missing results: label -1, distance +inf); dco (nq values) may be NULL. Leaves the index
+/// as it is (nprobe is passed per call), so several threads may search one handle at once.
+/// Searches k * (copies per vector) candidates so that k distinct ids survive deduplication.
 int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco);
 
@@ -76,10 +103,15 @@ int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int n
 /// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
 double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt);
 
-/// Writes the index with faiss_write_index_fname to path and the GMM to path.gmm.
+/// Writes the index with faiss_write_index_fname to path, the spill settings to path.fgmm and
+/// the GMM to path.gmm (each to a temporary name, then renamed; a stale path.gmm is removed
+/// when the handle has no GMM).
 int fgmm_ivf_write(const FgmmIvf* ivf, const char* path);
 
-/// Reads both files; the returned handle owns the index.
+/// Reads an index written by fgmm_ivf_write (the returned handle owns the index). The spill
+/// settings saved in path.fgmm replace those of params (params->gmm is used as given; params may
+/// be NULL); sidecars that do not belong to this index's centroids, or that are unreadable, are
+/// an error. A plain FAISS index (no sidecars) is read with params as given.
 int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
 
 FaissIndex* fgmm_ivf_index(const FgmmIvf* ivf);

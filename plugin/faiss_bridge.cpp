@@ -29,6 +29,21 @@ extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const fl
     return 0;
 }
 
+extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k,
+                                             int nprobe, const int64_t* assign, const float* centroid_dis,
+                                             float* distances, int64_t* labels, char* err, size_t errlen) {
+    const faiss::IndexIVF* ivf = as_ivf(index);
+    if (!ivf) return fail(err, errlen, "not an IndexIVF");
+    try {
+        faiss::SearchParametersIVF params;
+        params.nprobe = (size_t)nprobe;
+        ivf->search_preassigned(n, x, k, assign, centroid_dis, distances, labels, false, &params);
+    } catch (const std::exception& e) {
+        return fail(err, errlen, e.what());
+    }
+    return 0;
+}
+
 extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen) {
     faiss::IndexIVF* ivf = as_ivf(index);
     if (!ivf) return fail(err, errlen, "not an IndexIVF");

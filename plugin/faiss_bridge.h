@@ -1,4 +1,4 @@
-/* faiss_bridge.h: the few IVF operations FAISS 1.7.3's C API lacks (implemented in C++). */
+/* faiss_bridge.h: the few IVF operations FAISS's C API lacks (implemented in C++). */
 #ifndef FGMM_FAISS_BRIDGE_H
 #define FGMM_FAISS_BRIDGE_H
 
@@ -15,6 +15,13 @@ extern "C" {
  * to that list's centroid). On failure returns -1 with FAISS's message in err. */
 int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
                                const int64_t* lists, char* err, size_t errlen);
+
+/* IndexIVF::search_preassigned with nprobe passed per call (SearchParametersIVF), so that the
+ * index is not modified and several threads may search it at once. assign / centroid_dis are
+ * n x nprobe (the quantizer's answer), distances / labels n x k. */
+int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k, int nprobe,
+                                  const int64_t* assign, const float* centroid_dis, float* distances,
+                                  int64_t* labels, char* err, size_t errlen);
 
 /* Largest id stored in any inverted list (-1 if empty). */
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);

@@ -1,5 +1,5 @@
-/* ivf.c: GMM training, multi-assignment and deduplicating search for FAISS IVF indexes,
- * over FAISS's C API (plus faiss_bridge for pre-assigned adds). */
+/* ivf.c: quantizer training, multi-assignment (spill) and deduplicating search for FAISS IVF
+ * indexes, over FAISS's C API (plus faiss_bridge for pre-assigned adds and searches). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,47 +11,80 @@
 
 #include "faiss_bridge.h"
 #include "flashgmm_ivf.h"
+#include "flashgmm_spill.h"
 #include "internal.h"
+#include "ivf_impl.h"
 
-/* Vectors per add/search batch: bounds the temporary copies (batch x max_assign x d floats). */
+/* Vectors per add/search batch: bounds the temporary copies (batch x lists x d floats). */
 #define IVF_BATCH 16384
-
-struct FgmmIvf {
-    FaissIndex* index;
-    FaissIndexIVF* ivf;
-    int owns_index;
-    FgmmIvfParams p;
-    FgmmModel* model;
-    int d;
-    int nlist;
-    int64_t n_vectors; /* distinct vectors added */
-    int64_t n_entries; /* (vector, list) entries added */
-    int64_t next_id;
-};
+/* Candidates per query at most (k x copies): bounds a search batch's buffers. */
+#define IVF_MAX_CANDIDATES ((idx_t)1 << 24)
 
 void fgmm_ivf_params_init(FgmmIvfParams* p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
     fgmm_params_init(&p->gmm);
-    p->rule = FGMM_ASSIGN_TAU;
+    p->quantizer = FGMM_QUANT_GMM;
+    p->rule = FGMM_ASSIGN_SOAR;
     p->primary = FGMM_PRIMARY_NEAREST;
     p->tau = 0;
     p->max_assign = 4;
+    p->soar_lambda = 1.0f;
+    p->spill_target = 1.5;
+    p->select = FGMM_SELECT_RESP2;
 }
 
-static int faiss_failed(const char* what) {
+int fgmm_ivf_faiss_failed(const char* what) {
     const char* m = faiss_get_last_error();
     return fgmm_fail(FGMM_ERR_FAISS, "%s: %s", what, m ? m : "unknown FAISS error");
 }
 
-static int check_params(const FgmmIvfParams* p) {
-    if (p->rule < FGMM_ASSIGN_TAU || p->rule > FGMM_ASSIGN_TOPM)
+/* SOAR and RESP add at most one list per vector, chosen by a selector under a budget. */
+static int one_extra(FgmmAssignRule r) { return r == FGMM_ASSIGN_SOAR || r == FGMM_ASSIGN_RESP; }
+
+int fgmm_ivf_check_params(const FgmmIvfParams* p) {
+    if (p->quantizer != FGMM_QUANT_GMM && p->quantizer != FGMM_QUANT_KMEANS)
+        return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown quantizer %d", (int)p->quantizer);
+    if (p->rule < FGMM_ASSIGN_TAU || p->rule > FGMM_ASSIGN_RESP)
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown rule %d", (int)p->rule);
     if (p->primary != FGMM_PRIMARY_NEAREST && p->primary != FGMM_PRIMARY_RESPONSIBILITY)
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown primary %d", (int)p->primary);
+    if (p->primary == FGMM_PRIMARY_RESPONSIBILITY && p->rule != FGMM_ASSIGN_TAU && p->rule != FGMM_ASSIGN_HARD)
+        return fgmm_fail(FGMM_ERR_ARG, "ivf params: primary = responsibility goes with the TAU and HARD rules only");
     if (p->max_assign < 1 || p->max_assign > 64)
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: max_assign = %d out of range [1, 64]", p->max_assign);
-    if (!(p->tau <= 1.0) || isnan(p->tau)) return fgmm_fail(FGMM_ERR_ARG, "ivf params: tau = %g > 1", p->tau);
+    if (!(p->tau <= 1.0)) return fgmm_fail(FGMM_ERR_ARG, "ivf params: tau = %g; must be <= 1", p->tau);
+    if (!(p->soar_lambda >= 0) || !isfinite(p->soar_lambda))
+        return fgmm_fail(FGMM_ERR_ARG, "ivf params: soar_lambda = %g; must be finite and >= 0", p->soar_lambda);
+    if (!(p->spill_target == 0 || (p->spill_target >= 1 && p->spill_target <= 2)))
+        return fgmm_fail(FGMM_ERR_ARG, "ivf params: spill_target = %g; must be 0 or in [1, 2]", p->spill_target);
+    if (p->select != FGMM_SELECT_RESP2 && p->select != FGMM_SELECT_DIST_RATIO)
+        return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown select %d", (int)p->select);
+    return FGMM_OK;
+}
+
+/* Lists per vector at most under the handle's rule (the width of a plan row). */
+static int lists_per_vector(const FgmmIvf* h) {
+    int ma = h->p.rule == FGMM_ASSIGN_HARD ? 1 : one_extra(h->p.rule) ? 2 : h->p.max_assign;
+    return ma < h->nlist ? ma : h->nlist;
+}
+
+/* Caches the trained quantizer's centroids (nlist x d). */
+static int load_centroids(FgmmIvf* h) {
+    float* c = malloc((size_t)h->nlist * h->d * sizeof(float));
+    if (!c) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %d centroids", h->nlist);
+    FaissIndex* q = faiss_IndexIVF_quantizer(h->ivf);
+    if (faiss_Index_ntotal(q) != h->nlist) {
+        free(c);
+        return fgmm_fail(FGMM_ERR_STATE, "the quantizer holds %lld centroids, nlist = %d",
+                         (long long)faiss_Index_ntotal(q), h->nlist);
+    }
+    if (faiss_Index_reconstruct_n(q, 0, h->nlist, c)) {
+        free(c);
+        return fgmm_ivf_faiss_failed("reading the quantizer's centroids");
+    }
+    free(h->cent);
+    h->cent = c;
     return FGMM_OK;
 }
 
@@ -64,7 +97,7 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
         fgmm_ivf_params_init(&def);
         params = &def;
     }
-    int rc = check_params(params);
+    int rc = fgmm_ivf_check_params(params);
     if (rc) return rc;
     FaissIndexIVF* ivf = faiss_IndexIVF_cast(index);
     if (!ivf) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index is not an IVF index (IndexIVF*)");
@@ -78,11 +111,15 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
     h->d = faiss_Index_d(index);
     h->nlist = (int)faiss_IndexIVF_nlist(ivf);
     h->n_entries = faiss_Index_ntotal(index);
+    if (faiss_Index_is_trained(index) && (rc = load_centroids(h))) {
+        free(h);
+        return rc;
+    }
     if (h->n_entries > 0) {
         char err[256];
         int64_t mx;
         if (fgmm_faiss_max_id(index, &mx, err, sizeof err)) {
-            free(h);
+            fgmm_ivf_free(h);
             return fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_wrap: %s", err);
         }
         h->next_id = mx + 1;
@@ -95,6 +132,7 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
 void fgmm_ivf_free(FgmmIvf* h) {
     if (!h) return;
     fgmm_model_free(h->model);
+    free(h->cent);
     if (h->owns_index) faiss_Index_free(h->index);
     free(h);
 }
@@ -116,6 +154,12 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_train: n = %lld < nlist = %d", (long long)n, h->nlist);
     FgmmParams gp = h->p.gmm;
     gp.k = h->nlist;
+    if (h->p.quantizer == FGMM_QUANT_KMEANS) { /* Lloyd only: the GMM's iteration budget, no EM */
+        if (gp.kmeans_iter > INT32_MAX - gp.niter)
+            return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_train: kmeans_iter + niter overflows");
+        gp.kmeans_iter += gp.niter;
+        gp.niter = 0;
+    }
     FgmmModel* m = NULL;
     int rc = fgmm_train(&gp, n, h->d, FGMM_F32, x, &m, info);
     if (rc) return rc;
@@ -126,12 +170,17 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
 
 /* Takes ownership of m on success. The quantizer gets the means; IndexIVF::train then sees a
  * trained quantizer with nlist entries, skips k-means, and trains what follows it (IVF-PQ:
- * the PQ on residuals to the nearest mean). */
+ * the PQ on residuals to the nearest mean). On failure the quantizer is emptied again. */
 static int install(FgmmIvf* h, FgmmModel* m, idx_t n, const float* x) {
     FaissIndex* q = faiss_IndexIVF_quantizer(h->ivf);
     if (faiss_Index_reset(q) || faiss_Index_add(q, h->nlist, fgmm_model_means(m)) ||
-        faiss_Index_train(h->index, n, x))
-        return faiss_failed("fgmm_ivf_train");
+        faiss_Index_train(h->index, n, x)) {
+        int rc = fgmm_ivf_faiss_failed("fgmm_ivf_train");
+        faiss_Index_reset(q);
+        return rc;
+    }
+    int rc = load_centroids(h);
+    if (rc) return rc;
     fgmm_model_free(h->model);
     h->model = m;
     return FGMM_OK;
@@ -153,52 +202,112 @@ int fgmm_ivf_set_gmm(FgmmIvf* h, const FgmmModel* gmm, idx_t n, const float* x) 
     return rc;
 }
 
-/* Lists for a batch of b vectors: up to max_assign per vector in lists[i*ma..], -1 padded. */
-static int choose_lists(FgmmIvf* h, idx_t b, const float* x, idx_t* lists) {
-    int ma = h->p.rule == FGMM_ASSIGN_HARD ? 1 : h->p.max_assign;
-    int need_model = h->p.rule == FGMM_ASSIGN_TAU || h->p.primary == FGMM_PRIMARY_RESPONSIBILITY;
-    if (need_model && !h->model)
-        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_add: this rule needs the GMM, and the index has none "
-                                         "(train with fgmm_ivf_train, or read with its .gmm file)");
-    if (ma > h->nlist) ma = h->nlist;
-    int rc = FGMM_OK;
-    int nq = h->p.rule == FGMM_ASSIGN_TOPM ? ma : 1;
-    float* qd = malloc((size_t)b * nq * sizeof(float));
-    idx_t* qi = malloc((size_t)b * nq * sizeof(idx_t));
-    idx_t* rl = NULL;
-    float* rr = NULL;
-    if (need_model) {
-        rl = malloc((size_t)b * ma * sizeof(idx_t));
-        rr = malloc((size_t)b * ma * sizeof(float));
+/* Buffers of one batch plan. */
+typedef struct plan_buf {
+    idx_t *prim, *soar, *rl, *qi;
+    float *d1, *d2, *rr, *qd;
+} plan_buf;
+
+static void plan_free(plan_buf* s) {
+    free(s->prim); free(s->soar); free(s->rl); free(s->qi);
+    free(s->d1); free(s->d2); free(s->rr); free(s->qd);
+}
+
+/* Lists for a batch of b vectors: ma per vector in lists[i*ma..] (primary first, -1 padded)
+ * and, for the one-extra rules, the selector's score (higher = spill first). */
+static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* lists, float* score) {
+    const FgmmIvfParams* p = &h->p;
+    int budget = one_extra(p->rule) && p->spill_target > 0;
+    int m = p->rule == FGMM_ASSIGN_TAU ? ma : 2; /* responsibilities needed per vector */
+    int need_resp = p->rule == FGMM_ASSIGN_TAU || p->rule == FGMM_ASSIGN_RESP ||
+                    p->primary == FGMM_PRIMARY_RESPONSIBILITY || (budget && p->select == FGMM_SELECT_RESP2);
+    if (need_resp && !h->model)
+        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_add: this rule or selector needs the GMM, and the index has none "
+                                         "(train with fgmm_ivf_train, or read with its sidecars)");
+    if (m > h->nlist) m = h->nlist;
+    plan_buf s = {0};
+    int rc = FGMM_OK, soar = p->rule == FGMM_ASSIGN_SOAR && h->nlist > 1;
+    s.prim = malloc((size_t)b * sizeof(idx_t));
+    s.soar = soar ? malloc((size_t)b * sizeof(idx_t)) : NULL;
+    s.d1 = malloc((size_t)b * sizeof(float));
+    s.d2 = malloc((size_t)b * sizeof(float));
+    if (need_resp) {
+        s.rl = malloc((size_t)b * m * sizeof(idx_t));
+        s.rr = malloc((size_t)b * m * sizeof(float));
     }
-    if (!qd || !qi || (need_model && (!rl || !rr))) {
+    if (p->rule == FGMM_ASSIGN_TOPM) {
+        s.qi = malloc((size_t)b * ma * sizeof(idx_t));
+        s.qd = malloc((size_t)b * ma * sizeof(float));
+    }
+    if (!s.prim || !s.d1 || !s.d2 || (soar && !s.soar) || (need_resp && (!s.rl || !s.rr)) ||
+        (p->rule == FGMM_ASSIGN_TOPM && (!s.qi || !s.qd))) {
         rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, nq, qd, qi)) {
-        rc = faiss_failed("fgmm_ivf_add: quantizer search");
+    if ((rc = fgmm_soar_assign(b, h->d, x, h->nlist, h->cent, p->soar_lambda, s.prim, s.soar, s.d1, s.d2))) goto done;
+    if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
+    if (p->rule == FGMM_ASSIGN_TOPM &&
+        faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, ma, s.qd, s.qi)) {
+        rc = fgmm_ivf_faiss_failed("fgmm_ivf_add: quantizer search");
         goto done;
     }
-    if (need_model && (rc = fgmm_assign_topm(h->model, &h->p.gmm, b, FGMM_F32, x, ma, rl, rr))) goto done;
-    double tau = h->p.tau > 0 ? h->p.tau : 1.0 / h->nlist;
+    double tau = p->tau > 0 ? p->tau : 1.0 / h->nlist;
     for (idx_t i = 0; i < b; i++) {
-        idx_t* out = lists + (size_t)i * h->p.max_assign;
-        for (int t = 0; t < h->p.max_assign; t++) out[t] = -1;
-        if (h->p.rule == FGMM_ASSIGN_TOPM) {
-            for (int t = 0; t < ma; t++) out[t] = qi[(size_t)i * nq + t];
+        idx_t* out = lists + (size_t)i * ma;
+        const idx_t* rl = need_resp ? s.rl + (size_t)i * m : NULL;
+        const float* rr = need_resp ? s.rr + (size_t)i * m : NULL;
+        for (int t = 0; t < ma; t++) out[t] = -1;
+        if (p->rule == FGMM_ASSIGN_TOPM) {
+            for (int t = 0; t < ma; t++) out[t] = s.qi[(size_t)i * ma + t];
             continue;
         }
-        out[0] = h->p.primary == FGMM_PRIMARY_NEAREST ? qi[i] : rl[(size_t)i * ma];
-        if (h->p.rule == FGMM_ASSIGN_HARD) continue;
-        int cnt = 1;
-        for (int t = 0; t < ma && cnt < ma; t++) { /* rl is sorted by responsibility */
-            idx_t l = rl[(size_t)i * ma + t];
-            if (l >= 0 && l != out[0] && rr[(size_t)i * ma + t] > tau) out[cnt++] = l;
+        out[0] = p->primary == FGMM_PRIMARY_NEAREST ? s.prim[i] : rl[0];
+        if (p->rule == FGMM_ASSIGN_HARD || ma < 2) continue;
+        if (p->rule == FGMM_ASSIGN_TAU) {
+            int cnt = 1;
+            for (int t = 0; t < m && cnt < ma; t++) /* rl is sorted by responsibility */
+                if (rl[t] >= 0 && rl[t] != out[0] && rr[t] > tau) out[cnt++] = rl[t];
+            continue;
         }
+        int t2 = 0; /* the most responsible component other than the primary */
+        while (need_resp && t2 < m && rl[t2] == out[0]) t2++;
+        out[1] = p->rule == FGMM_ASSIGN_SOAR ? s.soar[i] : t2 < m ? rl[t2] : -1;
+        if (score)
+            score[i] = p->select == FGMM_SELECT_RESP2 ? (t2 < m ? rr[t2] : 0.0f)
+                                                      : (s.d2[i] > 0 ? s.d1[i] / s.d2[i] : 1.0f);
     }
 done:
-    free(qd); free(qi); free(rl); free(rr);
+    plan_free(&s);
     return rc;
+}
+
+static int cmp_desc(const void* a, const void* b) {
+    float x = *(const float*)a, y = *(const float*)b;
+    return (x < y) - (x > y);
+}
+
+/* Keeps the spill list of the vectors whose score exceeds the threshold; the first call sets
+ * the threshold so that a share spill_target - 1 of its n vectors spill. */
+static int apply_budget(FgmmIvf* h, idx_t n, idx_t* lists, const float* score) {
+    if (!h->has_threshold) {
+        idx_t s = (idx_t)llround((h->p.spill_target - 1.0) * (double)n);
+        if (s <= 0) {
+            h->threshold = INFINITY;
+        } else if (s >= n) {
+            h->threshold = -INFINITY;
+        } else {
+            float* sorted = malloc((size_t)n * sizeof(float));
+            if (!sorted) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+            memcpy(sorted, score, (size_t)n * sizeof(float));
+            qsort(sorted, (size_t)n, sizeof(float), cmp_desc);
+            h->threshold = sorted[s]; /* the s vectors above it spill (fewer where scores tie) */
+            free(sorted);
+        }
+        h->has_threshold = 1;
+    }
+    for (idx_t i = 0; i < n; i++)
+        if (!(score[i] > h->threshold)) lists[(size_t)i * 2 + 1] = -1;
+    return FGMM_OK;
 }
 
 int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* lists_added) {
@@ -207,31 +316,41 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     if (n == 0) return FGMM_OK;
     FGMM_CHECK_NULL(x);
     if (n < 0) return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld", (long long)n);
-    if (!faiss_Index_is_trained(h->index)) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_add: the index is not trained");
+    if (!faiss_Index_is_trained(h->index) || !h->cent)
+        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_add: the index is not trained");
     fgmm_data v = {x, n, h->d, FGMM_F32};
     int rc = fgmm_data_check(&v, "fgmm_ivf_add");
     if (rc) return rc;
-    int ma = h->p.max_assign, d = h->d;
+    int ma = lists_per_vector(h), d = h->d;
+    int budget = one_extra(h->p.rule) && h->p.spill_target > 0 && ma == 2;
+    if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld is too large for one call", (long long)n);
     idx_t bmax = n < IVF_BATCH ? n : IVF_BATCH;
-    idx_t* lists = malloc((size_t)bmax * ma * sizeof(idx_t));
+    idx_t* lists = malloc((size_t)n * ma * sizeof(idx_t));
+    float* score = budget ? malloc((size_t)n * sizeof(float)) : NULL;
     float* xr = malloc((size_t)bmax * ma * d * sizeof(float));
     idx_t* ir = malloc((size_t)bmax * ma * sizeof(idx_t));
     idx_t* lr = malloc((size_t)bmax * ma * sizeof(idx_t));
-    if (!lists || !xr || !ir || !lr) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (!lists || (budget && !score) || !xr || !ir || !lr) {
+        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_add: out of host memory for %lld vectors", (long long)n);
         goto done;
     }
+    for (idx_t i0 = 0; i0 < n; i0 += bmax) {
+        idx_t b = n - i0 < bmax ? n - i0 : bmax;
+        if ((rc = plan_batch(h, b, x + (size_t)i0 * d, ma, lists + (size_t)i0 * ma, score ? score + i0 : NULL)))
+            goto done;
+    }
+    if (budget && (rc = apply_budget(h, n, lists, score))) goto done;
     idx_t total = 0;
     for (idx_t i0 = 0; i0 < n; i0 += bmax) {
         idx_t b = n - i0 < bmax ? n - i0 : bmax;
-        if ((rc = choose_lists(h, b, x + (size_t)i0 * d, lists))) goto done;
         idx_t m = 0; /* entries in this batch, grouped by rank so each vector's primary list comes first */
         for (int t = 0; t < ma; t++)
-            for (idx_t i = 0; i < b; i++) {
+            for (idx_t i = i0; i < i0 + b; i++) {
                 idx_t l = lists[(size_t)i * ma + t];
                 if (l < 0) continue;
-                memcpy(xr + (size_t)m * d, x + (size_t)(i0 + i) * d, (size_t)d * sizeof(float));
-                ir[m] = ids ? ids[i0 + i] : h->next_id + i0 + i;
+                memcpy(xr + (size_t)m * d, x + (size_t)i * d, (size_t)d * sizeof(float));
+                ir[m] = ids ? ids[i] : h->next_id + i;
                 lr[m] = l;
                 m++;
             }
@@ -241,8 +360,8 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
             goto done;
         }
         total += m;
+        h->n_entries += m; /* counted as they land: a failure part-way leaves the counts true */
     }
-    h->n_entries += total;
     h->n_vectors += n;
     if (ids) {
         for (idx_t i = 0; i < n; i++)
@@ -252,7 +371,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     }
     if (lists_added) *lists_added = total;
 done:
-    free(lists); free(xr); free(ir); free(lr);
+    free(lists); free(score); free(xr); free(ir); free(lr);
     return rc;
 }
 
@@ -266,28 +385,37 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_search: need nq >= 0, k >= 1, nprobe >= 1 (got %lld, %lld, %d)",
                          (long long)nq, (long long)k, nprobe);
     if (!faiss_Index_is_trained(h->index)) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_search: the index is not trained");
+    if (nq == 0) return FGMM_OK;
     if (nprobe > h->nlist) nprobe = h->nlist;
-    /* each id is stored in at most `spill` lists, so the first k*spill hits hold k distinct ids */
-    int spill = h->p.rule == FGMM_ASSIGN_HARD ? 1 : h->p.max_assign;
-    idx_t ki = k * spill;
-    idx_t bmax = nq < IVF_BATCH / 4 ? nq : IVF_BATCH / 4;
-    float* dd = malloc((size_t)(bmax ? bmax : 1) * ki * sizeof(float));
-    idx_t* ii = malloc((size_t)(bmax ? bmax : 1) * ki * sizeof(idx_t));
-    float* pd = dco ? malloc((size_t)(bmax ? bmax : 1) * nprobe * sizeof(float)) : NULL;
-    idx_t* pi = dco ? malloc((size_t)(bmax ? bmax : 1) * nprobe * sizeof(idx_t)) : NULL;
+    /* each id is stored in at most `copies` lists, so the first k*copies hits hold k distinct ids */
+    idx_t copies = lists_per_vector(h);
+    if (k > IVF_MAX_CANDIDATES / copies)
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_search: k = %lld is too large (k x %lld copies > %lld)", (long long)k,
+                         (long long)copies, (long long)IVF_MAX_CANDIDATES);
+    idx_t ki = k * copies;
+    idx_t bmax = IVF_MAX_CANDIDATES / ki < IVF_BATCH / 4 ? IVF_MAX_CANDIDATES / ki : IVF_BATCH / 4;
+    if (bmax > nq) bmax = nq;
+    float* dd = malloc((size_t)bmax * ki * sizeof(float));
+    idx_t* ii = malloc((size_t)bmax * ki * sizeof(idx_t));
+    float* pd = malloc((size_t)bmax * nprobe * sizeof(float));
+    idx_t* pi = malloc((size_t)bmax * nprobe * sizeof(idx_t));
     int64_t* sizes = dco ? malloc((size_t)h->nlist * sizeof(int64_t)) : NULL;
     int rc = FGMM_OK;
-    if (!dd || !ii || (dco && (!pd || !pi || !sizes))) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (!dd || !ii || !pd || !pi || (dco && !sizes)) {
+        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
         goto done;
     }
     for (int l = 0; dco && l < h->nlist; l++) sizes[l] = (int64_t)faiss_IndexIVF_get_list_size(h->ivf, (size_t)l);
-    faiss_IndexIVF_set_nprobe(h->ivf, (size_t)nprobe);
     for (idx_t i0 = 0; i0 < nq; i0 += bmax) {
         idx_t b = nq - i0 < bmax ? nq - i0 : bmax;
         const float* qb = q + (size_t)i0 * h->d;
-        if (faiss_Index_search(h->index, b, qb, ki, dd, ii)) {
-            rc = faiss_failed("fgmm_ivf_search");
+        char err[512];
+        if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, qb, nprobe, pd, pi)) {
+            rc = fgmm_ivf_faiss_failed("fgmm_ivf_search: quantizer");
+            goto done;
+        }
+        if (fgmm_faiss_search_preassigned(h->index, b, qb, ki, nprobe, pi, pd, dd, ii, err, sizeof err)) {
+            rc = fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_search: %s", err);
             goto done;
         }
         for (idx_t i = 0; i < b; i++) { /* keep the nearest copy of each id, in FAISS's order */
@@ -306,17 +434,11 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
             }
             for (; got < k; got++) lo[got] = -1, dout[got] = INFINITY;
         }
-        if (dco) {
-            if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, qb, nprobe, pd, pi)) {
-                rc = faiss_failed("fgmm_ivf_search: quantizer");
-                goto done;
-            }
-            for (idx_t i = 0; i < b; i++) {
-                int64_t c = h->nlist;
-                for (int t = 0; t < nprobe; t++)
-                    if (pi[(size_t)i * nprobe + t] >= 0) c += sizes[pi[(size_t)i * nprobe + t]];
-                dco[i0 + i] = c;
-            }
+        for (idx_t i = 0; dco && i < b; i++) {
+            int64_t c = h->nlist;
+            for (int t = 0; t < nprobe; t++)
+                if (pi[(size_t)i * nprobe + t] >= 0) c += sizes[pi[(size_t)i * nprobe + t]];
+            dco[i0 + i] = c;
         }
     }
 done:
@@ -333,58 +455,4 @@ double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t
             for (int b = 0; b < k && l >= 0; b++) hit += l == gt[(size_t)i * gt_k + b];
         }
     return hit / ((double)nq * k);
-}
-
-static char* sidecar(const char* path) {
-    size_t n = strlen(path);
-    char* s = malloc(n + 5);
-    if (s) memcpy(s, path, n), memcpy(s + n, ".gmm", 5);
-    return s;
-}
-
-int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
-    FGMM_CHECK_NULL(h);
-    FGMM_CHECK_NULL(path);
-    if (faiss_write_index_fname(h->index, path)) return faiss_failed("fgmm_ivf_write");
-    if (!h->model) return FGMM_OK;
-    char* s = sidecar(path);
-    if (!s) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-    int rc = fgmm_model_write(h->model, s);
-    free(s);
-    return rc;
-}
-
-int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) {
-    FGMM_CHECK_NULL(out);
-    *out = NULL;
-    FGMM_CHECK_NULL(path);
-    FaissIndex* index = NULL;
-    if (faiss_read_index_fname(path, 0, &index)) return faiss_failed("fgmm_ivf_read");
-    FgmmIvf* h = NULL;
-    int rc = fgmm_ivf_wrap(index, params, &h);
-    if (rc) {
-        faiss_Index_free(index);
-        return rc;
-    }
-    h->owns_index = 1;
-    char* s = sidecar(path);
-    if (!s) {
-        fgmm_ivf_free(h);
-        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-    }
-    FILE* f = fopen(s, "rb");
-    if (f) {
-        fclose(f);
-        if ((rc = fgmm_model_read(s, &h->model)) == 0 &&
-            (fgmm_model_k(h->model) != h->nlist || fgmm_model_d(h->model) != h->d))
-            rc = fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_read: '%s' holds a %d x %d GMM, the index has nlist = %d, d = %d", s,
-                           fgmm_model_k(h->model), fgmm_model_d(h->model), h->nlist, h->d);
-    }
-    free(s);
-    if (rc) {
-        fgmm_ivf_free(h);
-        return rc;
-    }
-    *out = h;
-    return FGMM_OK;
 }

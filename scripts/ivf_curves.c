@@ -1,23 +1,30 @@
-/* ivf_curves.c: recall@10 vs distance computations (DCO) for IVF coarse quantizers.
+/* ivf_curves.c: recall@10 vs distance computations (DCO) for IVF quantizers and spill rules.
  *
  *   ivf_curves --data FILE [options]
  *     --base-name NAME     HDF5 dataset of the base vectors (default: train, then dataset)
  *     --query-name NAME    HDF5 dataset of the queries in the same file (default: test, then query)
  *     --queries FILE       queries from another file (fvecs/bvecs/h5)
+ *     --gt FILE            ground truth (ivecs, >= 10 ids per query) instead of brute force
  *     --holdout Q          no query set: hold out Q random base rows as queries
  *     --normalize          L2-normalise base and queries (angular data sets)
  *     --nlist N            lists (default 1024)
  *     --codes Flat|PQm     IVF-Flat or IVF-PQ with m bytes (default Flat)
- *     --nprobes a,b,...    (default 1,2,4,8,16,32,64,128)
- *     --gmm-iter N --kmeans-iter N --backend auto|cpu|gpu --max-rows N
+ *     --nprobes a,b,...    (default 1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256)
+ *     --methods m1,m2,...  (default: all below)
+ *     --seeds s1,s2,...    one build of every quantizer per seed (default 1,2,3)
+ *     --gmm-iter N --kmeans-iter N --lambda L --backend auto|cpu|gpu --max-rows N
  *     --out DIR            writes DIR/curves.csv, DIR/summary.md, caches DIR/gt100.ivecs
  *
- * Methods, all at the same nlist:
- *   kmeans      FAISS's own IVF training (k-means) and add
- *   gmm-hard    GMM means, each vector in its nearest list
- *   gmm-tau     GMM means, vector in every list with r_ik > 1/nlist (at most 4)
- *   kmeans-top2 FAISS k-means centroids, each vector in its 2 nearest lists (hard spill)
+ * A method is QUANTIZER-RULE[TARGET][-SELECT]:
+ *   QUANTIZER  faiss  FAISS's own IVF training (k-means, its default sample of 256 points per list)
+ *              km     the project's k-means on all points (kmeans-iter + gmm-iter Lloyd iterations)
+ *              gmm    the project's GMM (kmeans-iter k-means + gmm-iter EM iterations)
+ *   RULE       hard (nearest list), tau (r_ik > 1/nlist, the paper's), top2, soar, resp (flashgmm_ivf.h)
+ *   TARGET     lists per vector for soar/resp (default 2: every vector), e.g. soar1.5
+ *   SELECT     which vectors spill under a target: resp2 (GMM 2nd responsibility) or ratio (d1/d2)
  * recall@10 = |top-10 returned ∩ true top-10| / 10; DCO = nlist + sizes of the probed lists.
+ * The ratio columns are DCO of faiss-hard (mean over seeds) / DCO of the method, per seed: mean
+ * and [min, max] over seeds; > 1 means fewer distance computations.
  */
 #include <cblas.h>
 #include <math.h>
@@ -27,6 +34,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <faiss/c_api/Clustering_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
 #include "flashgmm_io.h"
@@ -100,14 +109,57 @@ static int32_t* ground_truth(const float* xb, idx_t nb, const float* xq, idx_t n
     return gt;
 }
 
+#define MAX_METHODS 24
+#define MAX_SEEDS 8
+
+/* A method: quantizer source, spill rule and budget (see the header). */
+typedef struct method {
+    char name[48];
+    int quant; /* 0 faiss, 1 km, 2 gmm */
+    FgmmAssignRule rule;
+    double target;
+    FgmmSpillSelect select;
+} method;
+
 typedef struct curve {
-    const char* name;
     int np;
     double recall[MAX_PROBES], dco[MAX_PROBES];
-    double train_s, add_s, inflation;
+    double train_s, add_s, inflation, bytes;
 } curve;
 
-static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const int32_t* gt, const int* probes, int np) {
+static int parse_method(const char* s, method* m) {
+    char q[16] = "", r[16] = "", sel[16] = "";
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", s);
+    if (sscanf(s, "%15[a-z]-%15[a-z0-9.]-%15s", q, r, sel) < 2) return -1;
+    m->quant = !strcmp(q, "faiss") ? 0 : !strcmp(q, "km") ? 1 : !strcmp(q, "gmm") ? 2 : -1;
+    if (m->quant < 0) return -1;
+    char* num = r + strcspn(r, "0123456789");
+    m->target = *num ? atof(num) : 0;
+    *num = 0;
+    if (!strcmp(r, "hard")) m->rule = FGMM_ASSIGN_HARD;
+    else if (!strcmp(r, "tau")) m->rule = FGMM_ASSIGN_TAU;
+    else if (!strcmp(r, "top")) m->rule = FGMM_ASSIGN_TOPM;
+    else if (!strcmp(r, "soar")) m->rule = FGMM_ASSIGN_SOAR;
+    else if (!strcmp(r, "resp")) m->rule = FGMM_ASSIGN_RESP;
+    else return -1;
+    if (m->rule == FGMM_ASSIGN_TOPM && m->target < 1) m->target = 2;
+    m->select = !strcmp(sel, "ratio") ? FGMM_SELECT_DIST_RATIO : FGMM_SELECT_RESP2;
+    if (*sel && strcmp(sel, "ratio") && strcmp(sel, "resp2")) return -1;
+    return 0;
+}
+
+/* Bytes of the index's lists and centroids: entries x (code + id) + nlist x d floats, with the
+ * code size from the factory string (Flat: d floats; PQm or PQmxb: m b-bit codes). */
+static double index_bytes(const FaissIndex* index, const char* codes, int nlist, int d) {
+    int m = 0, b = 8;
+    double code = !strcmp(codes, "Flat") ? 4.0 * d : sscanf(codes, "PQ%dx%d", &m, &b) >= 1 ? ceil(m * b / 8.0) : -1;
+    if (code < 0) return -1;
+    return (double)faiss_Index_ntotal(index) * (code + sizeof(idx_t)) + (double)nlist * d * sizeof(float);
+}
+
+static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const int32_t* gt, int gt_k, const int* probes,
+                  int np) {
     idx_t* lab = malloc((size_t)nq * K * sizeof(idx_t));
     float* dist = malloc((size_t)nq * K * sizeof(float));
     int64_t* dco = malloc(nq * sizeof(int64_t));
@@ -117,7 +169,7 @@ static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const
         if (fgmm_ivf_search(ivf, nq, xq, K, probes[p], dist, lab, dco)) die("search");
         double sd = 0;
         for (idx_t i = 0; i < nq; i++) sd += dco[i];
-        c->recall[p] = fgmm_recall(nq, K, lab, GT_K, gt);
+        c->recall[p] = fgmm_recall(nq, K, lab, gt_k, gt);
         c->dco[p] = sd / nq;
     }
     free(lab); free(dist); free(dco);
@@ -149,7 +201,11 @@ int main(int argc, char** argv) {
     int nlist = 1024, norm = 0, gmm_iter = 30, km_iter = 10, probes[MAX_PROBES], np = 0;
     idx_t holdout = 0, max_rows = 0;
     FgmmBackend backend = FGMM_BACKEND_AUTO;
-    const char* probe_s = "1,2,4,8,16,32,64,128";
+    const char* probe_s = "1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256";
+    const char *methods_s = "faiss-hard,km-hard,gmm-hard,gmm-tau,km-soar,gmm-soar,km-soar1.5-ratio,km-soar1.5-resp2,"
+                            "gmm-soar1.5-ratio,gmm-soar1.5-resp2,gmm-resp1.5-resp2",
+               *seeds_s = "1,2,3", *gt_file = NULL;
+    float lambda = 1.0f;
     for (int i = 1; i < argc; i++) {
         const char* o = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
@@ -167,6 +223,10 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--kmeans-iter")) km_iter = atoi(v);
         else if (!strcmp(o, "--max-rows")) max_rows = atoll(v);
         else if (!strcmp(o, "--out")) out = v;
+        else if (!strcmp(o, "--methods")) methods_s = v;
+        else if (!strcmp(o, "--seeds")) seeds_s = v;
+        else if (!strcmp(o, "--lambda")) lambda = (float)atof(v);
+        else if (!strcmp(o, "--gt")) gt_file = v;
         else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of scripts/ivf_curves.c)\n", o); return 2; }
     }
@@ -209,8 +269,13 @@ int main(int argc, char** argv) {
     char path[4096];
     snprintf(path, sizeof path, "%s/gt100.ivecs", out);
     int32_t* gt = NULL;
+    int gt_k = GT_K;
     FgmmVecs gv;
-    if (fgmm_vecs_read(path, NULL, 0, &gv) == 0 && gv.n == nq && gv.d == GT_K && gv.dtype == FGMM_I32) {
+    if (gt_file) {
+        if (fgmm_vecs_read(gt_file, NULL, 0, &gv) || gv.n != nq || gv.d < K || gv.dtype != FGMM_I32) die("--gt");
+        gt = gv.data, gt_k = gv.d;
+        printf("ground truth: %s (%d per query)\n", gt_file, gt_k);
+    } else if (fgmm_vecs_read(path, NULL, 0, &gv) == 0 && gv.n == nq && gv.d == GT_K && gv.dtype == FGMM_I32) {
         gt = gv.data;
         printf("ground truth: cached %s\n", path);
     } else {
@@ -225,94 +290,156 @@ int main(int argc, char** argv) {
 
     char spec[64];
     snprintf(spec, sizeof spec, "IVF%d,%s", nlist, codes);
-    curve cv[4] = {{.name = "kmeans"}, {.name = "gmm-hard"}, {.name = "gmm-tau"}, {.name = "kmeans-top2"}};
-    FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);
-    p.gmm.niter = gmm_iter;
-    p.gmm.kmeans_iter = km_iter;
-    p.gmm.backend = backend;
-    FgmmTrainInfo info;
-    for (int m = 0; m < 4; m++) {
-        FaissIndex* index = NULL;
-        if (faiss_index_factory(&index, d, spec, METRIC_L2)) die("faiss_index_factory");
-        p.rule = m == 1 ? FGMM_ASSIGN_HARD : m == 2 ? FGMM_ASSIGN_TAU : m == 3 ? FGMM_ASSIGN_TOPM : FGMM_ASSIGN_HARD;
-        p.max_assign = m == 3 ? 2 : 4;
-        FgmmIvf* ivf = NULL;
-        if (fgmm_ivf_wrap(index, &p, &ivf)) die("wrap");
-        static FgmmModel* gmm = NULL; /* trained once, shared by gmm-hard and gmm-tau */
-        static double kmeans_train_s, gmm_train_s;
-        double t0 = now_s();
-        if (m == 0 || m == 3) {
-            if (faiss_Index_train(index, nb, xb)) die("faiss train");
-            if (m == 0) kmeans_train_s = now_s() - t0;
-            cv[m].train_s = kmeans_train_s;
-        } else if (!gmm) {
-            if (fgmm_ivf_train(ivf, nb, xb, &info)) die("gmm train");
-            gmm_train_s = now_s() - t0;
-            printf("gmm: %s backend, %d k-means + %d EM iterations, mean log-likelihood %.4f, %.1f s\n", info.backend,
-                   info.kmeans_iterations, info.em_iterations, info.mean_loglik, gmm_train_s);
-            FgmmModel* copy = NULL;
-            const FgmmModel* mm = fgmm_ivf_model(ivf);
-            fgmm_model_new(&copy, fgmm_model_k(mm), d, fgmm_model_covariance(mm), fgmm_model_means(mm),
-                           fgmm_model_variances(mm), fgmm_model_weights(mm));
-            gmm = copy;
-            cv[m].train_s = gmm_train_s;
-        } else {
-            if (fgmm_ivf_set_gmm(ivf, gmm, nb, xb)) die("set gmm");
-            cv[m].train_s = gmm_train_s;
+    method ms[MAX_METHODS];
+    int nm = 0, seeds[MAX_SEEDS], ns = 0;
+    for (const char* t = methods_s; *t && nm < MAX_METHODS; t += strcspn(t, ","), t += *t == ',') {
+        char one[48];
+        snprintf(one, sizeof one, "%.*s", (int)strcspn(t, ","), t);
+        if (parse_method(one, &ms[nm])) { fprintf(stderr, "ivf_curves: bad method '%s'\n", one); return 2; }
+        if (ms[nm].quant == 0 && ms[nm].target > 0 && ms[nm].select == FGMM_SELECT_RESP2 && ms[nm].rule != FGMM_ASSIGN_TOPM) {
+            fprintf(stderr, "ivf_curves: %s: FAISS centroids have no GMM: use -ratio\n", one);
+            return 2;
         }
-        t0 = now_s();
-        if (fgmm_ivf_add(ivf, nb, xb, NULL, NULL)) die("add");
-        cv[m].add_s = now_s() - t0;
-        sweep(&cv[m], ivf, xq, nq, gt, probes, np);
-        printf("%-12s train %.1f s, add %.1f s, %.3f lists/vector\n", cv[m].name, cv[m].train_s, cv[m].add_s, cv[m].inflation);
-        fflush(stdout);
-        fgmm_ivf_free(ivf);
-        faiss_Index_free(index);
+        nm++;
+    }
+    for (const char* t = seeds_s; *t && ns < MAX_SEEDS; t += strcspn(t, ","), t += *t == ',') seeds[ns++] = atoi(t);
+    static curve cv[MAX_METHODS][MAX_SEEDS];
+    FaissClusteringParameters cp;
+    faiss_ClusteringParameters_init(&cp);
+    for (int si = 0; si < ns; si++) {
+        float* faiss_cent = NULL; /* per seed: FAISS centroids and the project's two models, shared by methods */
+        FgmmModel* models[3] = {NULL, NULL, NULL};
+        double qtrain_s[3] = {0, 0, 0};
+        for (int mi = 0; mi < nm; mi++) {
+            const method* m = &ms[mi];
+            curve* c = &cv[mi][si];
+            FaissIndex* index = NULL;
+            if (faiss_index_factory(&index, d, spec, METRIC_L2)) die("faiss_index_factory");
+            FgmmIvfParams p;
+            fgmm_ivf_params_init(&p);
+            p.gmm.niter = gmm_iter;
+            p.gmm.kmeans_iter = km_iter;
+            p.gmm.backend = backend;
+            p.gmm.seed = (uint64_t)seeds[si];
+            p.quantizer = m->quant == 1 ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
+            p.rule = m->rule;
+            p.max_assign = m->rule == FGMM_ASSIGN_TOPM ? (int)m->target : p.max_assign;
+            p.spill_target = m->rule == FGMM_ASSIGN_TOPM || m->target >= 2 ? 0 : m->target;
+            p.select = m->select;
+            p.soar_lambda = lambda;
+            double t0 = now_s();
+            if (m->quant == 0) { /* IndexIVF::train's own k-means (its parameters), with this seed */
+                FaissIndex* q = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(index));
+                if (!faiss_cent) {
+                    FaissClustering* cl = NULL;
+                    cp.seed = seeds[si];
+                    if (faiss_Clustering_new_with_params(&cl, d, nlist, &cp) || faiss_Clustering_train(cl, nb, xb, q))
+                        die("faiss k-means");
+                    faiss_Clustering_free(cl);
+                    qtrain_s[0] = now_s() - t0;
+                    faiss_cent = malloc((size_t)nlist * d * sizeof(float));
+                    if (faiss_Index_reconstruct_n(q, 0, nlist, faiss_cent)) die("centroids");
+                } else if (faiss_Index_add(q, nlist, faiss_cent)) {
+                    die("centroids");
+                }
+                t0 = now_s();
+                if (faiss_Index_train(index, nb, xb)) die("faiss train");
+            }
+            FgmmIvf* ivf = NULL;
+            if (fgmm_ivf_wrap(index, &p, &ivf)) die("wrap");
+            if (m->quant > 0 && !models[m->quant]) {
+                FgmmTrainInfo info;
+                if (fgmm_ivf_train(ivf, nb, xb, &info)) die("train");
+                qtrain_s[m->quant] = info.seconds;
+                printf("seed %d %s: %s backend, %d k-means + %d EM iterations, mean log-likelihood %.4f, %.1f s\n",
+                       seeds[si], m->quant == 1 ? "k-means" : "gmm", info.backend, info.kmeans_iterations,
+                       info.em_iterations, info.mean_loglik, info.seconds);
+                const FgmmModel* mm = fgmm_ivf_model(ivf);
+                fgmm_model_new(&models[m->quant], fgmm_model_k(mm), d, fgmm_model_covariance(mm), fgmm_model_means(mm),
+                               fgmm_model_variances(mm), fgmm_model_weights(mm));
+                t0 += info.seconds; /* below: only the rest of the index's training (IVF-PQ: the PQ) */
+            } else if (m->quant > 0) {
+                if (fgmm_ivf_set_gmm(ivf, models[m->quant], nb, xb)) die("set gmm");
+            }
+            c->train_s = qtrain_s[m->quant] + (now_s() - t0);
+            t0 = now_s();
+            if (fgmm_ivf_add(ivf, nb, xb, NULL, NULL)) die("add");
+            c->add_s = now_s() - t0;
+            c->bytes = index_bytes(index, codes, nlist, d);
+            sweep(c, ivf, xq, nq, gt, gt_k, probes, np);
+            printf("seed %d %-22s train %.2f s, add %.2f s, %.3f lists/vector, %.1f MB\n", seeds[si], m->name, c->train_s,
+                   c->add_s, c->inflation, c->bytes / 1e6);
+            fflush(stdout);
+            fgmm_ivf_free(ivf);
+            faiss_Index_free(index);
+        }
+        free(faiss_cent);
+        for (int q = 0; q < 3; q++) fgmm_model_free(models[q]);
     }
 
     snprintf(path, sizeof path, "%s/curves.csv", out);
     FILE* f = fopen(path, "w");
-    fprintf(f, "method,nprobe,recall10,dco\n");
-    for (int m = 0; m < 4; m++)
-        for (int q = 0; q < np; q++) fprintf(f, "%s,%d,%.5f,%.1f\n", cv[m].name, probes[q], cv[m].recall[q], cv[m].dco[q]);
+    if (!f) die(path);
+    fprintf(f, "method,seed,nprobe,recall10,dco,lists_per_vector,bytes,train_s,add_s\n");
+    for (int mi = 0; mi < nm; mi++)
+        for (int si = 0; si < ns; si++)
+            for (int q = 0; q < np; q++)
+                fprintf(f, "%s,%d,%d,%.5f,%.1f,%.4f,%.0f,%.3f,%.3f\n", ms[mi].name, seeds[si], probes[q],
+                        cv[mi][si].recall[q], cv[mi][si].dco[q], cv[mi][si].inflation, cv[mi][si].bytes,
+                        cv[mi][si].train_s, cv[mi][si].add_s);
     fclose(f);
 
+    /* the reference: faiss-hard's DCO at each recall, mean over seeds (or the first method's) */
+    int ref = 0;
+    for (int mi = 0; mi < nm; mi++)
+        if (ms[mi].quant == 0 && ms[mi].rule == FGMM_ASSIGN_HARD) { ref = mi; break; }
+    const double levels[3] = {0.80, 0.90, 0.95};
+    double ref_dco[3];
+    for (int l = 0; l < 3; l++) {
+        double sum = 0;
+        int cnt = 0;
+        for (int si = 0; si < ns; si++) {
+            double v = dco_at(&cv[ref][si], levels[l]);
+            if (v > 0) sum += v, cnt++;
+        }
+        ref_dco[l] = cnt == ns ? sum / cnt : -1;
+    }
     snprintf(path, sizeof path, "%s/summary.md", out);
     f = fopen(path, "w");
+    if (!f) die(path);
     FILE* outs[2] = {stdout, f};
     for (int o = 0; o < 2; o++) {
         FILE* w = outs[o];
-        fprintf(w, "\n%s: %lld x %d, %lld queries, %s, recall@10 vs DCO (DCO = nlist + scanned list entries)\n\n", data,
-                (long long)nb, d, (long long)nq, spec);
-        fprintf(w, "| method | lists/vector | train s | DCO@0.80 | DCO@0.90 | DCO@0.95 | vs kmeans @0.90 | recall gain @ kmeans DCO (mean, max) |\n");
-        fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---|\n");
-        for (int m = 0; m < 4; m++) {
-            double r8 = dco_at(&cv[m], 0.80), r9 = dco_at(&cv[m], 0.90), r95 = dco_at(&cv[m], 0.95), k9 = dco_at(&cv[0], 0.90);
-            double gsum = 0, gmax = -1;
-            int gn = 0;
-            for (int q = 0; q < np; q++) {
-                double r = recall_at(&cv[m], cv[0].dco[q]);
-                if (r < 0) continue;
-                double gain = r - cv[0].recall[q];
-                gsum += gain, gn++;
-                if (gain > gmax) gmax = gain;
+        fprintf(w, "\n%s: %lld x %d, %lld queries, %s, %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n",
+                data, (long long)nb, d, (long long)nq, spec, ns);
+        fprintf(w, "reference %s: DCO@0.90 %.0f, DCO@0.95 %.0f (mean over seeds)\n\n", ms[ref].name, ref_dco[1], ref_dco[2]);
+        fprintf(w, "| method | lists/vector | MB | train s | add s | DCO@0.90 | ratio @0.90 mean [min, max] | ratio @0.95 mean [min, max] | recall at ref DCO@0.90 |\n");
+        fprintf(w, "|---|---:|---:|---:|---:|---:|---|---|---:|\n");
+        for (int mi = 0; mi < nm; mi++) {
+            double infl = 0, mb = 0, tr = 0, ad = 0, d9 = 0, rat = 0;
+            double rs[2] = {0, 0}, lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+            int ok[2] = {0, 0}, okr = 0;
+            for (int si = 0; si < ns; si++) {
+                const curve* c = &cv[mi][si];
+                infl += c->inflation / ns, mb += c->bytes / 1e6 / ns, tr += c->train_s / ns, ad += c->add_s / ns;
+                d9 += dco_at(c, 0.90) / ns;
+                for (int l = 1; l < 3; l++) {
+                    double v = dco_at(c, levels[l]);
+                    if (v <= 0 || ref_dco[l] <= 0) continue;
+                    double r = ref_dco[l] / v;
+                    rs[l - 1] += r, ok[l - 1]++;
+                    if (r < lo[l - 1]) lo[l - 1] = r;
+                    if (r > hi[l - 1]) hi[l - 1] = r;
+                }
+                double rr = recall_at(c, ref_dco[1]);
+                if (rr >= 0) rat += rr, okr++;
             }
-            char a[32], b[32], c[32], rr[32], gg[64];
-            snprintf(a, sizeof a, r8 > 0 ? "%.0f" : "-", r8);
-            snprintf(b, sizeof b, r9 > 0 ? "%.0f" : "-", r9);
-            snprintf(c, sizeof c, r95 > 0 ? "%.0f" : "-", r95);
-            snprintf(rr, sizeof rr, r9 > 0 && k9 > 0 ? "%.2fx fewer" : "-", k9 / r9);
-            snprintf(gg, sizeof gg, gn ? "%+.1f, %+.1f points" : "-", 100 * gsum / (gn ? gn : 1), 100 * gmax);
-            fprintf(w, "| %s | %.3f | %.1f | %s | %s | %s | %s | %s |\n", cv[m].name, cv[m].inflation, cv[m].train_s, a, b, c, rr, gg);
-        }
-        fprintf(w, "\n| nprobe |");
-        for (int m = 0; m < 4; m++) fprintf(w, " %s recall / DCO |", cv[m].name);
-        fprintf(w, "\n|---:|---|---|---|---|\n");
-        for (int q = 0; q < np; q++) {
-            fprintf(w, "| %d |", probes[q]);
-            for (int m = 0; m < 4; m++) fprintf(w, " %.4f / %.0f |", cv[m].recall[q], cv[m].dco[q]);
-            fprintf(w, "\n");
+            char cell[2][64], rc[32];
+            for (int l = 0; l < 2; l++)
+                snprintf(cell[l], sizeof cell[l], ok[l] == ns ? "%.3f [%.3f, %.3f]" : "-", rs[l] / ns, lo[l], hi[l]);
+            snprintf(rc, sizeof rc, okr == ns ? "%.4f" : "-", rat / ns);
+            fprintf(w, "| %s | %.3f | %.1f | %.2f | %.2f | %.0f | %s | %s | %s |\n", ms[mi].name, infl, mb, tr, ad, d9,
+                    cell[0], cell[1], rc);
         }
     }
     fclose(f);

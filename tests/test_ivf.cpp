@@ -4,13 +4,19 @@
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
+#include "flashgmm_spill.h"
 
 namespace {
 
@@ -254,14 +260,14 @@ TEST(Ivf, BadInputsGiveClearErrors) {
     ASSERT_EQ(fgmm_model_new(&other, 16, 4, FGMM_COV_ISOTROPIC, mu, var, w), 0);
     ASSERT_EQ(fgmm_model_write(other, (f + ".gmm").c_str()), 0);
     FgmmIvf* r = nullptr;
-    EXPECT_EQ(fgmm_ivf_read(f.c_str(), &p, &r), FGMM_ERR_ARG);
-    EXPECT_NE(std::string(fgmm_get_last_error()).find("16 x 4 GMM"), std::string::npos);
+    EXPECT_EQ(fgmm_ivf_read(f.c_str(), &p, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("does not belong"), std::string::npos) << fgmm_get_last_error();
     EXPECT_EQ(r, nullptr);
     EXPECT_EQ(fgmm_ivf_read("/nonexistent.faiss", &p, &r), FGMM_ERR_FAISS);
     EXPECT_EQ(fgmm_ivf_read(nullptr, &p, &r), FGMM_ERR_NULL);
     EXPECT_EQ(fgmm_ivf_write(nullptr, f.c_str()), FGMM_ERR_NULL);
     EXPECT_EQ(fgmm_ivf_write(ivf, nullptr), FGMM_ERR_NULL);
-    EXPECT_EQ(fgmm_ivf_write(ivf, "/nonexistent/dir/x.faiss"), FGMM_ERR_FAISS);
+    EXPECT_EQ(fgmm_ivf_write(ivf, "/nonexistent/dir/x.faiss"), FGMM_ERR_IO);
     EXPECT_EQ(fgmm_ivf_set_gmm(nullptr, other, 10, s.base.data()), FGMM_ERR_NULL);
     EXPECT_EQ(fgmm_ivf_set_gmm(ivf, nullptr, 10, s.base.data()), FGMM_ERR_NULL);
     EXPECT_EQ(fgmm_ivf_add(nullptr, 1, s.base.data(), nullptr, nullptr), FGMM_ERR_NULL);
@@ -315,7 +321,7 @@ TEST(Ivf, RecallAndDcoOnAHandCheckedCase) {
     ASSERT_EQ(faiss_index_factory(&index, 1, "IVF2,Flat", METRIC_L2), 0);
     FgmmIvfParams p;
     fgmm_ivf_params_init(&p);
-    p.tau = 1.0;
+    p.rule = FGMM_ASSIGN_HARD;
     FgmmIvf* ivf = nullptr;
     ASSERT_EQ(fgmm_ivf_wrap(index, &p, &ivf), 0);
     ASSERT_EQ(fgmm_ivf_set_gmm(ivf, m, 5, x), 0);
@@ -335,4 +341,260 @@ TEST(Ivf, RecallAndDcoOnAHandCheckedCase) {
     fgmm_ivf_free(ivf);
     faiss_Index_free(index);
     fgmm_model_free(m);
+}
+
+TEST(Soar, ChoiceMinimisesItsLossByBruteForce) {
+    std::mt19937 g(7);
+    std::normal_distribution<float> nd;
+    for (float offset : {0.0f, 1000.0f}) {  // far from the origin: same choices up to rounding
+        int n = 400, d = 24, k = 37;
+        std::vector<float> x((size_t)n * d), c((size_t)k * d);
+        for (auto& v : x) v = nd(g) + offset;
+        for (auto& v : c) v = nd(g) * 0.8f + offset;
+        for (float lambda : {0.0f, 1.0f, 4.0f}) {
+            std::vector<idx_t> prim(n), sp(n);
+            std::vector<float> d1(n), d2(n);
+            ASSERT_EQ(fgmm_soar_assign(n, d, x.data(), k, c.data(), lambda, prim.data(), sp.data(), d1.data(), d2.data()),
+                      0) << fgmm_get_last_error();
+            for (int i = 0; i < n; i++) {
+                const float* xi = &x[(size_t)i * d];
+                std::vector<double> dist(k);
+                for (int j = 0; j < k; j++) dist[j] = fgmm_soar_loss(d, xi, &c[(size_t)j * d], &c[(size_t)j * d], 0);
+                std::vector<double> sorted = dist;
+                std::sort(sorted.begin(), sorted.end());
+                double tol = 1e-4 * sorted[0] + 1e-3;
+                EXPECT_LE(dist[prim[i]], sorted[0] + tol) << "row " << i;
+                EXPECT_NEAR(d1[i], sorted[0], tol);
+                EXPECT_NEAR(d2[i], sorted[1], 1e-4 * sorted[1] + 1e-3);
+                const float* cp = &c[(size_t)prim[i] * d];
+                double best = INFINITY;
+                for (int j = 0; j < k; j++)
+                    if (j != prim[i]) best = std::min(best, fgmm_soar_loss(d, xi, cp, &c[(size_t)j * d], lambda));
+                ASSERT_NE(sp[i], prim[i]);
+                EXPECT_LE(fgmm_soar_loss(d, xi, cp, &c[(size_t)sp[i] * d], lambda), best + 1e-4 * best + 1e-3)
+                    << "row " << i << " lambda " << lambda << " offset " << offset;
+            }
+        }
+    }
+}
+
+TEST(Soar, BadArgumentsAreErrors) {
+    float x[4] = {0, 1, 2, 3}, c[4] = {0, 0, 1, 1};
+    idx_t p[2], s[2];
+    EXPECT_EQ(fgmm_soar_assign(2, 2, nullptr, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_soar_assign(2, 2, x, 2, c, 1, nullptr, s, nullptr, nullptr), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_soar_assign(2, 2, x, 1, c, 1, p, s, nullptr, nullptr), FGMM_ERR_ARG);  // spill needs k >= 2
+    EXPECT_EQ(fgmm_soar_assign(2, 2, x, 2, c, -1, p, s, nullptr, nullptr), FGMM_ERR_ARG);
+    EXPECT_EQ(fgmm_soar_assign(2, 2, x, 2, c, NAN, p, s, nullptr, nullptr), FGMM_ERR_ARG);
+    EXPECT_EQ(fgmm_soar_assign(-1, 2, x, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_ARG);
+    x[1] = INFINITY;
+    EXPECT_EQ(fgmm_soar_assign(2, 2, x, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_DATA);
+    EXPECT_EQ(fgmm_soar_assign(0, 2, x, 2, c, 1, p, s, nullptr, nullptr), 0);
+}
+
+TEST(Ivf, BudgetedSpillHitsItsTarget) {
+    const Sift& s = sift();
+    Built base;  // one GMM for every target
+    build(base, "IVF64,Flat", params(FGMM_ASSIGN_HARD));
+    auto spilled = [&](FgmmAssignRule rule, FgmmSpillSelect sel, double target, Built& b) {
+        FgmmIvfParams p = params(rule);
+        p.spill_target = target;
+        p.select = sel;
+        ASSERT_EQ(faiss_index_factory(&b.index, s.d, "IVF64,Flat", METRIC_L2), 0);
+        ASSERT_EQ(fgmm_ivf_wrap(b.index, &p, &b.ivf), 0);
+        ASSERT_EQ(fgmm_ivf_set_gmm(b.ivf, fgmm_ivf_model(base.ivf), s.nb, s.base.data()), 0);
+        ASSERT_EQ(fgmm_ivf_add(b.ivf, s.nb, s.base.data(), nullptr, nullptr), 0);
+    };
+    for (FgmmSpillSelect sel : {FGMM_SELECT_RESP2, FGMM_SELECT_DIST_RATIO})
+        for (double target : {1.25, 1.5, 1.8}) {
+            Built b;
+            spilled(FGMM_ASSIGN_SOAR, sel, target, b);
+            EXPECT_NEAR(fgmm_ivf_inflation(b.ivf), target, 0.01 * target) << "select " << sel;
+            EXPECT_EQ(faiss_Index_ntotal(b.index), (idx_t)std::llround(fgmm_ivf_inflation(b.ivf) * s.nb));
+        }
+    Built r;  // RESP rule: same budget
+    spilled(FGMM_ASSIGN_RESP, FGMM_SELECT_RESP2, 1.3, r);
+    EXPECT_NEAR(fgmm_ivf_inflation(r.ivf), 1.3, 0.013);
+    // every vector still finds itself through its primary list
+    std::vector<idx_t> lab(300);
+    std::vector<float> dist(300);
+    ASSERT_EQ(fgmm_ivf_search(r.ivf, 300, s.base.data(), 1, 1, dist.data(), lab.data(), nullptr), 0);
+    for (int i = 0; i < 300; i++) EXPECT_EQ(dist[i], 0.0f) << i;
+}
+
+TEST(Ivf, SoarSpillBeatsHardAtTheSameDco) {
+    Built hard, soar;
+    build(hard, "IVF64,Flat", params(FGMM_ASSIGN_HARD));
+    FgmmIvfParams p = params(FGMM_ASSIGN_SOAR);
+    p.spill_target = 0;  // every vector in 2 lists
+    build(soar, "IVF64,Flat", p);
+    EXPECT_DOUBLE_EQ(fgmm_ivf_inflation(soar.ivf), 2.0);
+    // at nprobe 2 hard spends ~2/64 of the base; SOAR at nprobe 1 spends about the same
+    double dh, ds;
+    double rh = recall_at(hard.ivf, 10, 2, &dh), rs = recall_at(soar.ivf, 10, 1, &ds);
+    EXPECT_NEAR(ds / dh, 1.0, 0.2);
+    EXPECT_GT(rs, rh - 0.02);
+}
+
+TEST(Ivf, KmeansQuantizerRunsLloydOnly) {
+    const Sift& s = sift();
+    FaissIndex* index = nullptr;
+    ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF32,Flat", METRIC_L2), 0);
+    FgmmIvfParams p = params(FGMM_ASSIGN_HARD);
+    p.quantizer = FGMM_QUANT_KMEANS;
+    FgmmIvf* ivf = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(index, &p, &ivf), 0);
+    FgmmTrainInfo info;
+    ASSERT_EQ(fgmm_ivf_train(ivf, s.nb, s.base.data(), &info), 0) << fgmm_get_last_error();
+    EXPECT_EQ(info.em_iterations, 0);
+    EXPECT_EQ(info.kmeans_iterations, 5 + 8);  // the GMM's budget, all Lloyd
+    ASSERT_EQ(fgmm_ivf_add(ivf, s.nb, s.base.data(), nullptr, nullptr), 0);
+    EXPECT_GT(recall_at(ivf, 10, 8, nullptr), 0.9);
+    p.quantizer = (FgmmQuantizer)7;
+    FgmmIvf* bad = nullptr;
+    EXPECT_EQ(fgmm_ivf_wrap(index, &p, &bad), FGMM_ERR_ARG);
+    fgmm_ivf_free(ivf);
+    faiss_Index_free(index);
+}
+
+TEST(Ivf, RoundTripKeepsTheSpillSettings) {
+    const Sift& s = sift();
+    int n1 = 6000;
+    for (FgmmAssignRule rule : {FGMM_ASSIGN_SOAR, FGMM_ASSIGN_TAU}) {
+        FaissIndex* index = nullptr;
+        ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF64,Flat", METRIC_L2), 0);
+        FgmmIvfParams p = params(rule);
+        p.max_assign = 8;
+        p.tau = 1e-4;
+        p.spill_target = 1.4;
+        p.soar_lambda = 1.5f;
+        FgmmIvf* a = nullptr;
+        ASSERT_EQ(fgmm_ivf_wrap(index, &p, &a), 0);
+        ASSERT_EQ(fgmm_ivf_train(a, s.nb, s.base.data(), nullptr), 0);
+        ASSERT_EQ(fgmm_ivf_add(a, n1, s.base.data(), nullptr, nullptr), 0);
+        std::string f = testing::TempDir() + "roundtrip.faiss";
+        ASSERT_EQ(fgmm_ivf_write(a, f.c_str()), 0) << fgmm_get_last_error();
+        FgmmIvf* r = nullptr;
+        ASSERT_EQ(fgmm_ivf_read(f.c_str(), nullptr, &r), 0) << fgmm_get_last_error();  // defaults differ
+        EXPECT_DOUBLE_EQ(fgmm_ivf_inflation(r), fgmm_ivf_inflation(a));
+        // the rest of the base added to both: same lists (same threshold, same rule)
+        idx_t la = 0, lr = 0;
+        const float* rest = s.base.data() + (size_t)n1 * s.d;
+        ASSERT_EQ(fgmm_ivf_add(a, s.nb - n1, rest, nullptr, &la), 0);
+        ASSERT_EQ(fgmm_ivf_add(r, s.nb - n1, rest, nullptr, &lr), 0);
+        EXPECT_EQ(la, lr);
+        int k = 10, nq = 200;
+        std::vector<idx_t> ia(nq * k), ir(nq * k);
+        std::vector<float> da(nq * k), dr(nq * k);
+        ASSERT_EQ(fgmm_ivf_search(a, nq, s.query.data(), k, 8, da.data(), ia.data(), nullptr), 0);
+        ASSERT_EQ(fgmm_ivf_search(r, nq, s.query.data(), k, 8, dr.data(), ir.data(), nullptr), 0);
+        EXPECT_EQ(ia, ir);
+        for (idx_t v : ir) EXPECT_GE(v, 0);  // copies per vector read back: k distinct ids survive
+        fgmm_ivf_free(r);
+        fgmm_ivf_free(a);
+        faiss_Index_free(index);
+    }
+}
+
+namespace {
+std::string slurp(const std::string& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void spit(const std::string& f, const std::string& data) { std::ofstream(f, std::ios::binary) << data; }
+}  // namespace
+
+TEST(Ivf, SidecarsAreBoundToTheirIndex) {
+    Built a, b;
+    FgmmIvfParams p = params(FGMM_ASSIGN_SOAR);
+    build(a, "IVF64,Flat", p);
+    p.gmm.seed = 99;  // other centroids, same nlist and d
+    build(b, "IVF64,Flat", p);
+    std::string fa = testing::TempDir() + "bind_a.faiss", fb = testing::TempDir() + "bind_b.faiss";
+    ASSERT_EQ(fgmm_ivf_write(a.ivf, fa.c_str()), 0);
+    ASSERT_EQ(fgmm_ivf_write(b.ivf, fb.c_str()), 0);
+    EXPECT_NE(slurp(fa + ".fgmm").find("duplicate"), std::string::npos);  // says what plain FAISS does
+    FgmmIvf* r = nullptr;
+    std::string own_settings = slurp(fa + ".fgmm"), own_gmm = slurp(fa + ".gmm");
+    spit(fa + ".gmm", slurp(fb + ".gmm"));  // another index's model
+    EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("does not belong"), std::string::npos);
+    spit(fa + ".gmm", own_gmm);
+    spit(fa + ".fgmm", slurp(fb + ".fgmm"));  // another index's settings
+    EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO);
+    for (size_t cut : {(size_t)0, (size_t)10, own_settings.size() / 2, own_settings.size() - 4}) {
+        spit(fa + ".fgmm", own_settings.substr(0, cut));  // truncated
+        EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO) << cut;
+    }
+    std::string bad = own_settings;
+    bad.replace(bad.find("rule = "), 8, "rule = 9");
+    spit(fa + ".fgmm", bad);
+    EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(r, nullptr);
+    spit(fa + ".fgmm", own_settings);
+    ASSERT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), 0) << fgmm_get_last_error();
+    fgmm_ivf_free(r);
+    // an index without a model written over: the old model goes, so it cannot be paired later
+    const Sift& s = sift();
+    FaissIndex* plain = nullptr;
+    ASSERT_EQ(faiss_index_factory(&plain, s.d, "IVF64,Flat", METRIC_L2), 0);
+    ASSERT_EQ(faiss_Index_train(plain, s.nb, s.base.data()), 0);
+    FgmmIvfParams hp = params(FGMM_ASSIGN_HARD);
+    FgmmIvf* h = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(plain, &hp, &h), 0);
+    ASSERT_EQ(fgmm_ivf_add(h, 100, s.base.data(), nullptr, nullptr), 0);
+    ASSERT_EQ(fgmm_ivf_write(h, fa.c_str()), 0);
+    EXPECT_EQ(std::fopen((fa + ".gmm").c_str(), "rb"), nullptr);
+    ASSERT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), 0) << fgmm_get_last_error();
+    EXPECT_EQ(fgmm_ivf_model(r), nullptr);
+    fgmm_ivf_free(r);
+    fgmm_ivf_free(h);
+    faiss_Index_free(plain);
+}
+
+TEST(Ivf, ConcurrentSearchesWithDifferentNprobe) {
+    Built b;
+    build(b, "IVF64,Flat", params(FGMM_ASSIGN_SOAR));
+    const Sift& s = sift();
+    int k = 10, nq = 200;
+    const int probes[4] = {1, 3, 8, 64};
+    std::vector<std::vector<idx_t>> want(4, std::vector<idx_t>(nq * k)), got = want;
+    std::vector<float> dist(nq * k);
+    for (int t = 0; t < 4; t++)
+        ASSERT_EQ(fgmm_ivf_search(b.ivf, nq, s.query.data(), k, probes[t], dist.data(), want[t].data(), nullptr), 0);
+    std::vector<std::thread> th;
+    std::vector<int> rc(4 * 2);
+    for (int t = 0; t < 4 * 2; t++)
+        th.emplace_back([&, t] {
+            std::vector<float> dd(nq * k);
+            std::vector<idx_t> ll(nq * k);
+            for (int rep = 0; rep < 2; rep++)
+                rc[t] |= fgmm_ivf_search(b.ivf, nq, s.query.data(), k, probes[t % 4], dd.data(), ll.data(), nullptr);
+            if (t < 4) got[t] = ll;
+        });
+    for (auto& x : th) x.join();
+    for (int t = 0; t < 4 * 2; t++) EXPECT_EQ(rc[t], 0);
+    for (int t = 0; t < 4; t++) EXPECT_EQ(got[t], want[t]) << "nprobe " << probes[t];
+}
+
+TEST(Ivf, HugeKAndFailedTrainingAreClean) {
+    Built b;
+    build(b, "IVF64,Flat", params(FGMM_ASSIGN_SOAR));
+    const Sift& s = sift();
+    float dist[1];
+    idx_t lab[1];
+    EXPECT_EQ(fgmm_ivf_search(b.ivf, 1, s.query.data(), (idx_t)1 << 62, 4, dist, lab, nullptr), FGMM_ERR_ARG);
+    EXPECT_EQ(fgmm_ivf_search(b.ivf, 1, s.query.data(), INT64_MAX, 4, dist, lab, nullptr), FGMM_ERR_ARG);
+    // IVF16,PQ8 on 100 vectors: the GMM trains, FAISS's PQ training fails; the quantizer is left empty
+    FaissIndex* index = nullptr;
+    ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF16,PQ8", METRIC_L2), 0);
+    FgmmIvf* ivf = nullptr;
+    FgmmIvfParams p = params(FGMM_ASSIGN_SOAR);
+    ASSERT_EQ(fgmm_ivf_wrap(index, &p, &ivf), 0);
+    EXPECT_EQ(fgmm_ivf_train(ivf, 100, s.base.data(), nullptr), FGMM_ERR_FAISS);
+    EXPECT_EQ(faiss_Index_ntotal(faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(index))), 0);
+    EXPECT_FALSE(faiss_Index_is_trained(index));
+    EXPECT_EQ(fgmm_ivf_model(ivf), nullptr);
+    fgmm_ivf_free(ivf);
+    faiss_Index_free(index);
 }

@@ -1,0 +1,36 @@
+/* flashgmm_spill.h: choosing extra ("spill") lists for IVF vectors, independent of FAISS.
+ *
+ * SOAR (Sun et al., "SOAR: improved indexing for approximate nearest neighbor search",
+ * NeurIPS 2023), for L2: with c_p the nearest centroid of x and r = x - c_p, the spill list is
+ *     argmin over c != c_p of  ||x - c||^2 + lambda * <r / ||r||, x - c>^2
+ * which prefers a second centroid whose residual is orthogonal to the first one's, so that a
+ * query missed through one list is likely found through the other.
+ */
+#ifndef FLASHGMM_SPILL_H
+#define FLASHGMM_SPILL_H
+
+#include "flashgmm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// For each of n rows x (n x d floats) against k centroids (k x d): primary[i] = the nearest
+/// centroid, d1[i] / d2[i] = squared distances to the nearest and the second-nearest, and
+/// spill[i] = the SOAR list with parameter lambda (>= 0; 0 = the second-nearest centroid).
+/// Any output but primary may be NULL; spill needs k >= 2. Ties go to the lower index.
+/// Distances are computed on rows and centroids shifted by the centroids' mean (no
+/// cancellation far from the origin). CPU (OpenBLAS + OpenMP); safe to call from several
+/// threads (it keeps no state).
+int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* centroids, float lambda,
+                     fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
+
+/// The SOAR loss of putting row x (d floats) in list c as its spill list, given its primary
+/// centroid cp: ||x - c||^2 + lambda <r/||r||, x - c>^2 with r = x - cp (r = 0: plain distance).
+/// In double; the reference the tests check fgmm_soar_assign against.
+double fgmm_soar_loss(int d, const float* x, const float* cp, const float* c, float lambda);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,30 @@
+/* ivf_impl.h: the FgmmIvf handle, shared by ivf.c (train, add, search) and ivf_io.c (files). */
+#ifndef FGMM_IVF_IMPL_H
+#define FGMM_IVF_IMPL_H
+
+#include <faiss/c_api/IndexIVF_c.h>
+
+#include "flashgmm_ivf.h"
+
+struct FgmmIvf {
+    FaissIndex* index;
+    FaissIndexIVF* ivf;
+    int owns_index;
+    FgmmIvfParams p;
+    FgmmModel* model;
+    float* cent; /* nlist x d: the quantizer's centroids, once trained */
+    int d;
+    int nlist;
+    int64_t n_vectors; /* distinct vectors added */
+    int64_t n_entries; /* (vector, list) entries added */
+    int64_t next_id;
+    int has_threshold; /* spill_target: the score threshold, set by the first add */
+    double threshold;
+};
+
+/* FGMM_ERR_FAISS with FAISS's last message, prefixed by what. */
+int fgmm_ivf_faiss_failed(const char* what);
+/* FGMM_ERR_ARG with a message if a field of p is out of range. */
+int fgmm_ivf_check_params(const FgmmIvfParams* p);
+
+#endif

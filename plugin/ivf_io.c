@@ -1,0 +1,255 @@
+/* ivf_io.c: writing and reading a spilled index: the FAISS file, PATH.fgmm (spill settings, a
+ * text file bound to the quantizer's centroids by a checksum) and PATH.gmm (the model). */
+#define _POSIX_C_SOURCE 200809L /* mkstemp */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <faiss/c_api/index_io_c.h>
+
+#include "internal.h"
+#include "ivf_impl.h"
+
+#define SIDECAR_MAGIC "flashgmm-ivf sidecar 1"
+#define SIDECAR_MAX_BYTES 65536 /* far above what fgmm_ivf_write writes: a larger file is not ours */
+
+/* FNV-1a over the centroids' bytes: binds the sidecars to one quantizer. */
+static uint64_t centroid_sum(const FgmmIvf* h) {
+    uint64_t s = 1469598103934665603ull;
+    const unsigned char* b = (const unsigned char*)h->cent;
+    for (size_t i = 0; i < (size_t)h->nlist * h->d * sizeof(float); i++) s = (s ^ b[i]) * 1099511628211ull;
+    return s;
+}
+
+static char* with_suffix(const char* path, const char* suffix) {
+    size_t n = strlen(path), m = strlen(suffix);
+    char* s = malloc(n + m + 1);
+    if (s) memcpy(s, path, n), memcpy(s + n, suffix, m + 1);
+    return s;
+}
+
+/* A fresh temporary file name next to path (created empty, so that the name is ours). */
+static char* temp_beside(const char* path) {
+    char* t = with_suffix(path, ".tmp-XXXXXX");
+    if (!t) return NULL;
+    int fd = mkstemp(t);
+    if (fd < 0) {
+        fgmm_fail(FGMM_ERR_IO, "cannot create a temporary file next to '%s': %s", path, strerror(errno));
+        free(t);
+        return NULL;
+    }
+    close(fd);
+    return t;
+}
+
+static int write_settings(const FgmmIvf* h, const char* tmp) {
+    FILE* f = fopen(tmp, "w");
+    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    const FgmmIvfParams* p = &h->p;
+    int copies = p->rule == FGMM_ASSIGN_HARD ? 1 : p->rule == FGMM_ASSIGN_SOAR || p->rule == FGMM_ASSIGN_RESP ? 2
+                                                                                                          : p->max_assign;
+    fprintf(f, "%s\n", SIDECAR_MAGIC);
+    fprintf(f, "# Written by flashgmm-ivf beside a FAISS index file. A vector may sit in up to %d inverted\n"
+               "# lists (spill). Plain FAISS search returns such a vector once per list it is in (duplicate\n"
+               "# ids), and ntotal counts (vector, list) entries. Search with fgmm_ivf_read + fgmm_ivf_search\n"
+               "# (C) or flashgmm's Python IvfIndex.read(...).search, which return distinct ids.\n",
+            copies);
+    fprintf(f, "centroids = %016" PRIx64 "\nnlist = %d\nd = %d\n", centroid_sum(h), h->nlist, h->d);
+    fprintf(f, "quantizer = %d\nrule = %d\nprimary = %d\ntau = %.17g\nmax_assign = %d\n", (int)p->quantizer,
+            (int)p->rule, (int)p->primary, p->tau, p->max_assign);
+    fprintf(f, "soar_lambda = %.9g\nspill_target = %.17g\nselect = %d\n", p->soar_lambda, p->spill_target,
+            (int)p->select);
+    fprintf(f, "has_threshold = %d\nthreshold = %.17g\n", h->has_threshold, h->has_threshold ? h->threshold : 0.0);
+    fprintf(f, "vectors = %" PRId64 "\nentries = %" PRId64 "\nnext_id = %" PRId64 "\nmodel = %d\nend\n", h->n_vectors,
+            h->n_entries, h->next_id, h->model != NULL);
+    int bad = ferror(f);
+    if (fclose(f) || bad) return fgmm_fail(FGMM_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    return FGMM_OK;
+}
+
+int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
+    FGMM_CHECK_NULL(h);
+    FGMM_CHECK_NULL(path);
+    if (!h->cent) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_write: the index is not trained");
+    char* side = with_suffix(path, ".fgmm");
+    char* gmm = with_suffix(path, ".gmm");
+    char *ti = NULL, *ts = NULL, *tg = NULL;
+    int rc = FGMM_OK;
+    if (!side || !gmm) {
+        rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    /* all three to temporary names first, then renamed: a failure leaves the old files whole */
+    if (!(ti = temp_beside(path)) || !(ts = temp_beside(side)) || (h->model && !(tg = temp_beside(gmm)))) {
+        rc = FGMM_ERR_IO;
+        goto done;
+    }
+    if (faiss_write_index_fname(h->index, ti)) {
+        rc = fgmm_ivf_faiss_failed("fgmm_ivf_write");
+        goto done;
+    }
+    if ((rc = write_settings(h, ts))) goto done;
+    if (h->model && (rc = fgmm_model_write(h->model, tg))) goto done;
+    if (rename(ti, path) || rename(ts, side) || (tg && rename(tg, gmm))) {
+        rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot rename into '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    free(ti), free(ts), free(tg);
+    ti = ts = tg = NULL;
+    if (!h->model && unlink(gmm) && errno != ENOENT) /* a stale model would be paired with this index */
+        rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot remove the stale '%s': %s", gmm, strerror(errno));
+done:
+    if (ti) unlink(ti), free(ti);
+    if (ts) unlink(ts), free(ts);
+    if (tg) unlink(tg), free(tg);
+    free(side);
+    free(gmm);
+    return rc;
+}
+
+typedef struct settings {
+    FgmmIvfParams p;
+    uint64_t centroids;
+    long long nlist, d, vectors, entries, next_id;
+    int has_threshold, model;
+    double threshold;
+} settings;
+
+/* Parses PATH.fgmm into s (p's gmm field untouched). */
+static int parse_settings(FILE* f, const char* name, settings* s) {
+    char line[512];
+    if (!fgets(line, sizeof line, f) || strncmp(line, SIDECAR_MAGIC "\n", sizeof SIDECAR_MAGIC))
+        return fgmm_fail(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf sidecar (first line)", name);
+    unsigned seen = 0;
+    static const char* keys[] = {"centroids", "nlist", "d", "quantizer", "rule", "primary", "tau", "max_assign",
+                                 "soar_lambda", "spill_target", "select", "has_threshold", "threshold",
+                                 "vectors", "entries", "next_id", "model"};
+    const unsigned all = (1u << (sizeof keys / sizeof *keys)) - 1;
+    int ended = 0;
+    long bytes = 0;
+    while (fgets(line, sizeof line, f)) {
+        bytes += (long)strlen(line);
+        if (bytes > SIDECAR_MAX_BYTES) return fgmm_fail(FGMM_ERR_IO, "'%s' is too large for a sidecar", name);
+        if (line[0] == '#') continue;
+        if (!strcmp(line, "end\n")) {
+            ended = 1;
+            break;
+        }
+        char key[32], val[64], extra;
+        if (sscanf(line, "%31s = %63s %c", key, val, &extra) != 2)
+            return fgmm_fail(FGMM_ERR_IO, "'%s': malformed line '%.60s'", name, line);
+        unsigned i = 0;
+        while (i < sizeof keys / sizeof *keys && strcmp(key, keys[i])) i++;
+        if (i == sizeof keys / sizeof *keys) continue; /* a later version's key */
+        char* end;
+        errno = 0;
+        double v = i == 0 ? 0 : strtod(val, &end);
+        unsigned long long u = i == 0 ? strtoull(val, &end, 16) : 0;
+        if (*end || errno == ERANGE || (i != 0 && i != 12 && isnan(v)))
+            return fgmm_fail(FGMM_ERR_IO, "'%s': bad value for %s: '%s'", name, key, val);
+        int integral = i != 0 && i != 6 && i != 8 && i != 9 && i != 12;
+        if (integral && (v != floor(v) || fabs(v) > 9.0e15))
+            return fgmm_fail(FGMM_ERR_IO, "'%s': %s = %s is not an integer", name, key, val);
+        switch (i) {
+        case 0: s->centroids = u; break;
+        case 1: s->nlist = (long long)v; break;
+        case 2: s->d = (long long)v; break;
+        case 3: s->p.quantizer = (FgmmQuantizer)(int)fmax(fmin(v, 1000), -1000); break;
+        case 4: s->p.rule = (FgmmAssignRule)(int)fmax(fmin(v, 1000), -1000); break;
+        case 5: s->p.primary = (FgmmPrimary)(int)fmax(fmin(v, 1000), -1000); break;
+        case 6: s->p.tau = v; break;
+        case 7: s->p.max_assign = (int)fmax(fmin(v, 1000), -1000); break;
+        case 8: s->p.soar_lambda = (float)v; break;
+        case 9: s->p.spill_target = v; break;
+        case 10: s->p.select = (FgmmSpillSelect)(int)fmax(fmin(v, 1000), -1000); break;
+        case 11: s->has_threshold = v != 0; break;
+        case 12: s->threshold = v; break;
+        case 13: s->vectors = (long long)v; break;
+        case 14: s->entries = (long long)v; break;
+        case 15: s->next_id = (long long)v; break;
+        case 16: s->model = v != 0; break;
+        }
+        seen |= 1u << i;
+    }
+    if (!ended || seen != all) return fgmm_fail(FGMM_ERR_IO, "'%s' is truncated or lacks a setting", name);
+    if (s->vectors < 0 || s->entries < s->vectors || s->next_id < 0 || isnan(s->threshold))
+        return fgmm_fail(FGMM_ERR_IO, "'%s': inconsistent counts", name);
+    if (fgmm_ivf_check_params(&s->p)) {
+        char why[256]; /* copied: the message buffer cannot be formatted into itself */
+        snprintf(why, sizeof why, "%s", fgmm_get_last_error());
+        return fgmm_fail(FGMM_ERR_IO, "'%s': %s", name, why);
+    }
+    return FGMM_OK;
+}
+
+/* The model in gmm must be the one whose means the quantizer holds. */
+static int read_model(FgmmIvf* h, const char* gmm) {
+    FgmmModel* m = NULL;
+    int rc = fgmm_model_read(gmm, &m);
+    if (rc) return rc;
+    if (m->k != h->nlist || m->d != h->d || memcmp(m->mu, h->cent, (size_t)h->nlist * h->d * sizeof(float))) {
+        fgmm_model_free(m);
+        return fgmm_fail(FGMM_ERR_IO, "'%s' does not belong to this index: its means are not the quantizer's centroids",
+                         gmm);
+    }
+    h->model = m;
+    return FGMM_OK;
+}
+
+static int read_sidecars(FgmmIvf* h, const char* side, const char* gmm) {
+    FILE* f = fopen(side, "r");
+    if (!f) {
+        if (errno != ENOENT) return fgmm_fail(FGMM_ERR_IO, "cannot read '%s': %s", side, strerror(errno));
+        /* no settings: a plain FAISS index, or one written before the settings file existed */
+        return access(gmm, F_OK) == 0 ? read_model(h, gmm) : FGMM_OK;
+    }
+    settings s;
+    memset(&s, 0, sizeof s);
+    s.p.gmm = h->p.gmm;
+    int rc = parse_settings(f, side, &s);
+    fclose(f);
+    if (rc) return rc;
+    if (!h->cent || s.nlist != h->nlist || s.d != h->d || s.centroids != centroid_sum(h) ||
+        s.entries != faiss_Index_ntotal(h->index))
+        return fgmm_fail(FGMM_ERR_IO, "'%s' does not belong to this index (other centroids or entry count)", side);
+    if (s.model && (rc = read_model(h, gmm))) return rc;
+    if (!s.model && access(gmm, F_OK) == 0)
+        return fgmm_fail(FGMM_ERR_IO, "'%s' is stale: '%s' says the index has no model", gmm, side);
+    h->p = s.p;
+    h->has_threshold = s.has_threshold;
+    h->threshold = s.threshold;
+    h->n_vectors = s.vectors;
+    h->n_entries = s.entries;
+    h->next_id = s.next_id;
+    return FGMM_OK;
+}
+
+int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FGMM_CHECK_NULL(path);
+    FaissIndex* index = NULL;
+    if (faiss_read_index_fname(path, 0, &index)) return fgmm_ivf_faiss_failed("fgmm_ivf_read");
+    FgmmIvf* h = NULL;
+    int rc = fgmm_ivf_wrap(index, params, &h);
+    if (rc) {
+        faiss_Index_free(index);
+        return rc;
+    }
+    h->owns_index = 1;
+    char* side = with_suffix(path, ".fgmm");
+    char* gmm = with_suffix(path, ".gmm");
+    rc = side && gmm ? read_sidecars(h, side, gmm) : fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    free(side);
+    free(gmm);
+    if (rc) {
+        fgmm_ivf_free(h);
+        return rc;
+    }
+    *out = h;
+    return FGMM_OK;
+}

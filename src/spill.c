@@ -1,0 +1,139 @@
+/* spill.c: SOAR spill lists on the CPU (fgmm_soar_assign), see capi/flashgmm_spill.h.
+ *
+ * Rows go in blocks: one sgemm gives the block's inner products with the (shifted) centroids,
+ * distances and the nearest two come from them row by row; a second sgemm of the unit
+ * residuals r/||r|| against the centroids gives the SOAR projection term. Memory is
+ * O(block rows * k + k * d). */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flashgmm_spill.h"
+#include "internal.h"
+
+/* Rows per block: the two rows x k float buffers take about this many bytes. */
+#define SPILL_BLOCK_BYTES ((size_t)32 << 20)
+
+double fgmm_soar_loss(int d, const float* x, const float* cp, const float* c, float lambda) {
+    double rr = 0, dist = 0, proj = 0;
+    for (int j = 0; j < d; j++) {
+        double r = (double)x[j] - cp[j], e = (double)x[j] - c[j];
+        rr += r * r;
+        dist += e * e;
+        proj += r * e;
+    }
+    return rr > 0 ? dist + lambda * proj * proj / rr : dist;
+}
+
+static int check_args(fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda, int want_spill) {
+    if (n < 0) return fgmm_fail(FGMM_ERR_ARG, "fgmm_soar_assign: n = %lld", (long long)n);
+    if (k < (want_spill ? 2 : 1))
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_soar_assign: k = %d; a spill list needs k >= 2", k);
+    if (!(lambda >= 0) || !isfinite(lambda))
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_soar_assign: lambda = %g; must be finite and >= 0", lambda);
+    fgmm_data cv = {c, k, d, FGMM_F32};
+    int rc = fgmm_data_check(&cv, "fgmm_soar_assign (centroids)");
+    if (rc || n == 0) return rc;
+    fgmm_data xv = {x, n, d, FGMM_F32};
+    return fgmm_data_check(&xv, "fgmm_soar_assign");
+}
+
+int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda, fgmm_idx_t* primary,
+                     fgmm_idx_t* spill, float* d1, float* d2) {
+    FGMM_CHECK_NULL(x);
+    FGMM_CHECK_NULL(c);
+    FGMM_CHECK_NULL(primary);
+    int rc = check_args(n, d, x, k, c, lambda, spill != NULL);
+    if (rc || n == 0) return rc;
+    size_t rows = SPILL_BLOCK_BYTES / (2 * sizeof(float) * (size_t)k);
+    rows = rows < 16 ? 16 : rows > 8192 ? 8192 : rows;
+    if ((fgmm_idx_t)rows > n) rows = (size_t)n;
+    double* mean = calloc((size_t)d, sizeof(double));
+    float* cs = malloc((size_t)k * d * sizeof(float));   /* centroids - mean */
+    float* cn = malloc((size_t)k * sizeof(float));       /* ||cs||^2 */
+    float* xs = malloc(rows * d * sizeof(float));        /* block rows - mean, then unit residuals */
+    float* xn = malloc(rows * sizeof(float));
+    float* g = malloc(rows * (size_t)k * sizeof(float)); /* <xs, cs>, then distances */
+    float* h = spill ? malloc(rows * (size_t)k * sizeof(float)) : NULL; /* <r/||r||, cs> */
+    float* rx = spill ? malloc(rows * sizeof(float)) : NULL;            /* <r/||r||, xs> */
+    if (!mean || !cs || !cn || !xs || !xn || !g || (spill && (!h || !rx))) {
+        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_soar_assign: out of host memory (k = %d, d = %d)", k, d);
+        goto done;
+    }
+    for (int j = 0; j < k; j++)
+        for (int t = 0; t < d; t++) mean[t] += c[(size_t)j * d + t];
+    for (int t = 0; t < d; t++) mean[t] /= k;
+#pragma omp parallel for
+    for (int j = 0; j < k; j++) {
+        double s = 0;
+        for (int t = 0; t < d; t++) {
+            float v = (float)(c[(size_t)j * d + t] - mean[t]);
+            cs[(size_t)j * d + t] = v;
+            s += (double)v * v;
+        }
+        cn[j] = (float)s;
+    }
+    for (fgmm_idx_t i0 = 0; i0 < n; i0 += (fgmm_idx_t)rows) {
+        int b = (int)(n - i0 < (fgmm_idx_t)rows ? n - i0 : (fgmm_idx_t)rows);
+#pragma omp parallel for
+        for (int i = 0; i < b; i++) {
+            double s = 0;
+            for (int t = 0; t < d; t++) {
+                float v = (float)(x[(size_t)(i0 + i) * d + t] - mean[t]);
+                xs[(size_t)i * d + t] = v;
+                s += (double)v * v;
+            }
+            xn[i] = (float)s;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, 1.0f, xs, d, cs, d, 0.0f, g, k);
+#pragma omp parallel for
+        for (int i = 0; i < b; i++) {
+            float* gi = g + (size_t)i * k;
+            float b1 = INFINITY, b2 = INFINITY;
+            int a1 = 0;
+            for (int j = 0; j < k; j++) {
+                float v = fmaxf(xn[i] + cn[j] - 2.0f * gi[j], 0.0f);
+                gi[j] = v;
+                if (v < b1) b2 = b1, b1 = v, a1 = j;
+                else if (v < b2) b2 = v;
+            }
+            primary[i0 + i] = a1;
+            if (d1) d1[i0 + i] = b1;
+            if (d2) d2[i0 + i] = k > 1 ? b2 : INFINITY;
+            if (!spill) continue;
+            /* unit residual r/||r|| in place of the row; <r/||r||, xs> kept */
+            float* xi = xs + (size_t)i * d;
+            const float* cp = cs + (size_t)a1 * d;
+            double rr = 0, px = 0;
+            for (int t = 0; t < d; t++) rr += ((double)xi[t] - cp[t]) * ((double)xi[t] - cp[t]);
+            double inv = rr > 0 ? 1.0 / sqrt(rr) : 0.0;
+            for (int t = 0; t < d; t++) {
+                float u = (float)(((double)xi[t] - cp[t]) * inv);
+                px += (double)u * xi[t];
+                xi[t] = u;
+            }
+            rx[i] = (float)px;
+        }
+        if (!spill) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, 1.0f, xs, d, cs, d, 0.0f, h, k);
+#pragma omp parallel for
+        for (int i = 0; i < b; i++) {
+            const float* gi = g + (size_t)i * k;
+            const float* hi = h + (size_t)i * k;
+            fgmm_idx_t p = primary[i0 + i];
+            float best = INFINITY;
+            int arg = p == 0 ? 1 : 0;
+            for (int j = 0; j < k; j++) {
+                if (j == p) continue;
+                float e = rx[i] - hi[j]; /* <r/||r||, x - c_j> */
+                float v = gi[j] + lambda * e * e;
+                if (v < best) best = v, arg = j;
+            }
+            spill[i0 + i] = arg;
+        }
+    }
+done:
+    free(mean); free(cs); free(cn); free(xs); free(xn); free(g); free(h); free(rx);
+    return rc;
+}
