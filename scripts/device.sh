@@ -6,6 +6,11 @@
 #                                     (FGMM_QUICK=1: only those; else also CPU, train, stream, assign)
 #   scripts/device.sh sanitize        (on the device) GPU tests under compute-sanitizer memcheck/racecheck
 #   scripts/device.sh ncu [shape]     (on the device) Nsight Compute profile of the two fused kernels
+#   scripts/device.sh curves NAME ARGS (on the device) build/ivf_curves ARGS --out $OUT/NAME (GPU training,
+#                                     FAISS search on the host's cores); data files reach the device in
+#                                     .xfer/ (see `pack`), split to fit the 64 MiB a call may carry
+#   scripts/device.sh pack FILE...    (here) xz + split FILEs into .xfer/N/ pieces of <= 56 MiB, one
+#                                     folder per device call; `unpack` (there) joins what has arrived
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
 set -uo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,9 +19,10 @@ bundle)
     set -e
     "$top/scripts/build.sh" "$top/build"
     b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
-    cp "$top/build/flashgmm_tests" "$top/build/bench_estep" "$top/build/bench_cpu" "$top/build/flashgmm" "$b/"
+    cp "$top/build/flashgmm_tests" "$top/build/bench_estep" "$top/build/bench_cpu" "$top/build/flashgmm" \
+       "$top/build/ivf_curves" "$b/"
     # libraries the device image lacks: everything not from glibc/gcc/CUDA
-    for f in "$b"/flashgmm_tests "$b"/bench_estep; do
+    for f in "$b"/flashgmm_tests "$b"/bench_estep "$b"/ivf_curves; do
         ldd "$f" | awk '/=> \//{print $3}' | grep -Ev 'libc\.so|libm\.so|libgcc_s|libstdc\+\+|libpthread|libdl|librt|ld-linux|libcublas|libcudart' \
             | xargs -r -I{} cp -Ln {} "$b/lib/"
     done
@@ -79,6 +85,37 @@ ncu)
     cuobjdump -sass -arch sm_90a "$b/bench_estep" > "$out/sass.txt" 2>&1
     grep -E "^  [a-z_]+.*\(|Duration|Throughput|Registers|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" "$out/ncu_details.txt" | head -60
     ;;
+pack)
+    shift
+    x="$top/.xfer"; rm -rf "$x"; mkdir -p "$x"
+    for f in "$@"; do
+        xz -T0 -6 -c "$f" | split -b 56M -d - "$x/$(basename "$f").xz.part"
+    done
+    # one folder per call: .xfer/0, .xfer/1, ... (each carried alone, one call after another)
+    i=0; for p in "$x"/*.part*; do mkdir -p "$x/$i"; mv "$p" "$x/$i/"; i=$((i + 1)); done
+    ls -la "$x"/*
+    ;;
+unpack)
+    # joins the pieces carried so far (kept in /root/xfer between calls of one warm machine)
+    mkdir -p /root/xfer /root/data
+    for d in "$top"/.xfer/*/; do [ -d "$d" ] && cp -n "$d"/* /root/xfer/ 2>/dev/null; done
+    for f in $(ls /root/xfer/*.xz.part* 2>/dev/null | sed 's/\.xz\.part.*//' | sort -u); do
+        name=$(basename "$f"); [ -f "/root/data/$name" ] && continue
+        cat "$f".xz.part* | xz -dc > "/root/data/$name.tmp" 2>/dev/null && mv "/root/data/$name.tmp" "/root/data/$name" \
+            || rm -f "/root/data/$name.tmp"
+    done
+    ls -la /root/data
+    ;;
+curves)
+    shift
+    name="$1"; shift
+    b="$top/.devbundle"
+    [ -f "$b/.devbundle.tar.xz" ] && [ ! -x "$b/ivf_curves" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
+    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+    out="${OUT:-/tmp/out}"; mkdir -p "$out/$name"
+    "$b/ivf_curves" "$@" --out "$out/$name" 2>&1 | tee "$out/$name.log" | grep -v "^seed" | tail -n 20
+    rm -f "$out/$name/gt100.ivecs"
+    ;;
 *)
-    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape]" >&2; exit 2 ;;
+    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS" >&2; exit 2 ;;
 esac

@@ -22,6 +22,7 @@
  *   RULE       hard (nearest list), tau (r_ik > 1/nlist, the paper's), top2, soar, resp (flashgmm_ivf.h)
  *   TARGET     lists per vector for soar/resp (default 2: every vector), e.g. soar1.5
  *   SELECT     which vectors spill under a target: resp2 (GMM 2nd responsibility) or ratio (d1/d2)
+ * or "default": what fgmm_ivf_params_init gives.
  * recall@10 = |top-10 returned ∩ true top-10| / 10; DCO = nlist + sizes of the probed lists.
  * The ratio columns are DCO of faiss-hard (mean over seeds) / DCO of the method, per seed: mean
  * and [min, max] over seeds; > 1 means fewer distance computations.
@@ -119,6 +120,7 @@ typedef struct method {
     FgmmAssignRule rule;
     double target;
     FgmmSpillSelect select;
+    int is_default;
 } method;
 
 typedef struct curve {
@@ -131,6 +133,16 @@ static int parse_method(const char* s, method* m) {
     char q[16] = "", r[16] = "", sel[16] = "";
     memset(m, 0, sizeof *m);
     snprintf(m->name, sizeof m->name, "%s", s);
+    if (!strcmp(s, "default")) { /* fgmm_ivf_params_init's quantizer and spill */
+        FgmmIvfParams p;
+        fgmm_ivf_params_init(&p);
+        m->quant = p.quantizer == FGMM_QUANT_KMEANS ? 1 : 2;
+        m->rule = p.rule;
+        m->target = p.spill_target > 0 ? p.spill_target : 2;
+        m->select = p.select;
+        m->is_default = 1;
+        return 0;
+    }
     if (sscanf(s, "%15[a-z]-%15[a-z0-9.]-%15s", q, r, sel) < 2) return -1;
     m->quant = !strcmp(q, "faiss") ? 0 : !strcmp(q, "km") ? 1 : !strcmp(q, "gmm") ? 2 : -1;
     if (m->quant < 0) return -1;
@@ -304,6 +316,7 @@ int main(int argc, char** argv) {
     }
     for (const char* t = seeds_s; *t && ns < MAX_SEEDS; t += strcspn(t, ","), t += *t == ',') seeds[ns++] = atoi(t);
     static curve cv[MAX_METHODS][MAX_SEEDS];
+    char backend_used[8] = "-";
     FaissClusteringParameters cp;
     faiss_ClusteringParameters_init(&cp);
     for (int si = 0; si < ns; si++) {
@@ -321,12 +334,14 @@ int main(int argc, char** argv) {
             p.gmm.kmeans_iter = km_iter;
             p.gmm.backend = backend;
             p.gmm.seed = (uint64_t)seeds[si];
-            p.quantizer = m->quant == 1 ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
-            p.rule = m->rule;
-            p.max_assign = m->rule == FGMM_ASSIGN_TOPM ? (int)m->target : p.max_assign;
-            p.spill_target = m->rule == FGMM_ASSIGN_TOPM || m->target >= 2 ? 0 : m->target;
-            p.select = m->select;
-            p.soar_lambda = lambda;
+            if (!m->is_default) {
+                p.quantizer = m->quant == 1 ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
+                p.rule = m->rule;
+                p.max_assign = m->rule == FGMM_ASSIGN_TOPM ? (int)m->target : p.max_assign;
+                p.spill_target = m->rule == FGMM_ASSIGN_TOPM || m->target >= 2 ? 0 : m->target;
+                p.select = m->select;
+                p.soar_lambda = lambda;
+            }
             double t0 = now_s();
             if (m->quant == 0) { /* IndexIVF::train's own k-means (its parameters), with this seed */
                 FaissIndex* q = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(index));
@@ -351,6 +366,7 @@ int main(int argc, char** argv) {
                 FgmmTrainInfo info;
                 if (fgmm_ivf_train(ivf, nb, xb, &info)) die("train");
                 qtrain_s[m->quant] = info.seconds;
+                snprintf(backend_used, sizeof backend_used, "%s", info.backend);
                 printf("seed %d %s: %s backend, %d k-means + %d EM iterations, mean log-likelihood %.4f, %.1f s\n",
                        seeds[si], m->quant == 1 ? "k-means" : "gmm", info.backend, info.kmeans_iterations,
                        info.em_iterations, info.mean_loglik, info.seconds);
@@ -412,7 +428,8 @@ int main(int argc, char** argv) {
         FILE* w = outs[o];
         fprintf(w, "\n%s: %lld x %d, %lld queries, %s, %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n",
                 data, (long long)nb, d, (long long)nq, spec, ns);
-        fprintf(w, "reference %s: DCO@0.90 %.0f, DCO@0.95 %.0f (mean over seeds)\n\n", ms[ref].name, ref_dco[1], ref_dco[2]);
+        fprintf(w, "reference %s: DCO@0.90 %.0f, DCO@0.95 %.0f (mean over seeds); the project's quantizers trained on: %s\n\n",
+                ms[ref].name, ref_dco[1], ref_dco[2], backend_used);
         fprintf(w, "| method | lists/vector | MB | train s | add s | DCO@0.90 | ratio @0.90 mean [min, max] | ratio @0.95 mean [min, max] | recall at ref DCO@0.90 |\n");
         fprintf(w, "|---|---:|---:|---:|---:|---:|---|---|---:|\n");
         for (int mi = 0; mi < nm; mi++) {
@@ -440,6 +457,16 @@ int main(int argc, char** argv) {
             snprintf(rc, sizeof rc, okr == ns ? "%.4f" : "-", rat / ns);
             fprintf(w, "| %s | %.3f | %.1f | %.2f | %.2f | %.0f | %s | %s | %s |\n", ms[mi].name, infl, mb, tr, ad, d9,
                     cell[0], cell[1], rc);
+        }
+        fprintf(w, "\nseed %d, recall@10 / mean DCO per query:\n\n| nprobe |", seeds[0]);
+        for (int mi = 0; mi < nm; mi++) fprintf(w, " %s |", ms[mi].name);
+        fprintf(w, "\n|---:|");
+        for (int mi = 0; mi < nm; mi++) fprintf(w, "---|");
+        fprintf(w, "\n");
+        for (int q = 0; q < np; q++) {
+            fprintf(w, "| %d |", probes[q]);
+            for (int mi = 0; mi < nm; mi++) fprintf(w, " %.4f / %.0f |", cv[mi][0].recall[q], cv[mi][0].dco[q]);
+            fprintf(w, "\n");
         }
     }
     fclose(f);

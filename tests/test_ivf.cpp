@@ -598,3 +598,33 @@ TEST(Ivf, HugeKAndFailedTrainingAreClean) {
     fgmm_ivf_free(ivf);
     faiss_Index_free(index);
 }
+
+TEST(IvfGpu, SpillChoicesMatchTheCpu) {
+    if (!fgmm_gpu_available()) GTEST_SKIP() << "no CUDA device";
+    const Sift& s = sift();
+    Built base;
+    build(base, "IVF64,Flat", params(FGMM_ASSIGN_HARD));
+    std::vector<std::vector<size_t>> sizes;
+    for (FgmmBackend be : {FGMM_BACKEND_CPU, FGMM_BACKEND_GPU}) {
+        for (FgmmAssignRule rule : {FGMM_ASSIGN_SOAR, FGMM_ASSIGN_TAU}) {
+            Built b;
+            FgmmIvfParams p = params(rule);
+            p.gmm.backend = be;  // responsibilities (resp2 selector, tau rule) on this backend
+            ASSERT_EQ(faiss_index_factory(&b.index, s.d, "IVF64,Flat", METRIC_L2), 0);
+            ASSERT_EQ(fgmm_ivf_wrap(b.index, &p, &b.ivf), 0);
+            ASSERT_EQ(fgmm_ivf_set_gmm(b.ivf, fgmm_ivf_model(base.ivf), s.nb, s.base.data()), 0);
+            ASSERT_EQ(fgmm_ivf_add(b.ivf, s.nb, s.base.data(), nullptr, nullptr), 0) << fgmm_get_last_error();
+            std::vector<size_t> sz(64);
+            for (int l = 0; l < 64; l++) sz[l] = faiss_IndexIVF_get_list_size(faiss_IndexIVF_cast(b.index), l);
+            sizes.push_back(sz);
+        }
+    }
+    for (int r = 0; r < 2; r++) {  // GPU fast-mode responsibilities move only near-ties
+        size_t diff = 0, total = 0;
+        for (int l = 0; l < 64; l++) {
+            diff += (size_t)std::llabs((long long)sizes[r][l] - (long long)sizes[2 + r][l]);
+            total += sizes[r][l];
+        }
+        EXPECT_LT(diff, total / 200) << "rule " << r;
+    }
+}
