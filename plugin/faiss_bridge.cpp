@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string>
+
+#include <omp.h>
 
 namespace {
 faiss::IndexIVF* as_ivf(const FaissIndex* index) {
@@ -34,14 +37,24 @@ extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n,
                                              float* distances, int64_t* labels, char* err, size_t errlen) {
     const faiss::IndexIVF* ivf = as_ivf(index);
     if (!ivf) return fail(err, errlen, "not an IndexIVF");
-    try {
-        faiss::SearchParametersIVF params;
-        params.nprobe = (size_t)nprobe;
-        ivf->search_preassigned(n, x, k, assign, centroid_dis, distances, labels, false, &params);
-    } catch (const std::exception& e) {
-        return fail(err, errlen, e.what());
+    faiss::SearchParametersIVF params;
+    params.nprobe = (size_t)nprobe;
+    // IndexIVF::search's own threading: search_preassigned is serial in FAISS's default parallel
+    // mode, so each thread takes a slice of the queries.
+    int nt = (int)std::min<int64_t>(omp_get_max_threads(), std::max<int64_t>(n, 1));
+    std::string error;
+#pragma omp parallel for if (nt > 1)
+    for (int s = 0; s < nt; s++) {
+        int64_t i0 = n * s / nt, i1 = n * (s + 1) / nt;
+        try {
+            ivf->search_preassigned(i1 - i0, x + i0 * ivf->d, k, assign + i0 * nprobe, centroid_dis + i0 * nprobe,
+                                    distances + i0 * k, labels + i0 * k, false, &params);
+        } catch (const std::exception& e) {
+#pragma omp critical(fgmm_bridge_error)
+            error = e.what();
+        }
     }
-    return 0;
+    return error.empty() ? 0 : fail(err, errlen, error.c_str());
 }
 
 extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen) {

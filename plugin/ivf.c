@@ -17,6 +17,9 @@
 
 /* Vectors per add/search batch: bounds the temporary copies (batch x lists x d floats). */
 #define IVF_BATCH 16384
+/* Vectors per planning batch (about 50 bytes each): one responsibility pass (an engine, on the GPU
+ * one upload of the model) per batch. */
+#define IVF_PLAN_BATCH ((idx_t)1 << 20)
 /* Candidates per query at most (k x copies): bounds a search batch's buffers. */
 #define IVF_MAX_CANDIDATES ((idx_t)1 << 24)
 
@@ -335,8 +338,8 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
         rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_add: out of host memory for %lld vectors", (long long)n);
         goto done;
     }
-    for (idx_t i0 = 0; i0 < n; i0 += bmax) {
-        idx_t b = n - i0 < bmax ? n - i0 : bmax;
+    for (idx_t i0 = 0; i0 < n; i0 += IVF_PLAN_BATCH) {
+        idx_t b = n - i0 < IVF_PLAN_BATCH ? n - i0 : IVF_PLAN_BATCH;
         if ((rc = plan_batch(h, b, x + (size_t)i0 * d, ma, lists + (size_t)i0 * ma, score ? score + i0 : NULL)))
             goto done;
     }

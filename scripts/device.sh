@@ -11,6 +11,7 @@
 #                                     .xfer/ (see `pack`), split to fit the 64 MiB a call may carry
 #   scripts/device.sh pack FILE...    (here) xz + split FILEs into .xfer/N/ pieces of <= 56 MiB, one
 #                                     folder per device call; `unpack` (there) joins what has arrived
+#                                     (names must differ: the pieces are named after the files)
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
 set -uo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
@@ -87,13 +88,15 @@ ncu)
     ;;
 pack)
     shift
-    x="$top/.xfer"; rm -rf "$x"; mkdir -p "$x"
+    x="$top/.xfer"; mkdir -p "$x/tmp"
     for f in "$@"; do
-        xz -T0 -6 -c "$f" | split -b 56M -d - "$x/$(basename "$f").xz.part"
+        xz -T0 -2 -c "$f" | split -b 56M -d - "$x/tmp/$(basename "$f").xz.part"
     done
-    # one folder per call: .xfer/0, .xfer/1, ... (each carried alone, one call after another)
-    i=0; for p in "$x"/*.part*; do mkdir -p "$x/$i"; mv "$p" "$x/$i/"; i=$((i + 1)); done
-    ls -la "$x"/*
+    # one folder per call: .xfer/0, .xfer/1, ... (each carried alone, one call after another);
+    # a later pack appends folders
+    i=$(ls -d "$x"/[0-9]* 2>/dev/null | wc -l)
+    for p in "$x"/tmp/*.part*; do mkdir -p "$x/$i"; mv "$p" "$x/$i/"; i=$((i + 1)); done
+    rmdir "$x/tmp"; du -sh "$x"/[0-9]*
     ;;
 unpack)
     # joins the pieces carried so far (kept in /root/xfer between calls of one warm machine)
@@ -113,8 +116,9 @@ curves)
     [ -f "$b/.devbundle.tar.xz" ] && [ ! -x "$b/ivf_curves" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
     export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
     out="${OUT:-/tmp/out}"; mkdir -p "$out/$name"
-    "$b/ivf_curves" "$@" --out "$out/$name" 2>&1 | tee "$out/$name.log" | grep -v "^seed" | tail -n 20
-    rm -f "$out/$name/gt100.ivecs"
+    timeout "${FGMM_CURVES_TIMEOUT:-500}" "$b/ivf_curves" "$@" --out "$out/$name" > "$out/$name.log" 2>&1
+    echo "$name: rc $?"; grep -v "^seed\|^|\|^$" "$out/$name.log" | tail -n 3; grep -A30 "^| method" "$out/$name.log" | grep -B30 -m1 "^$"
+    rm -f "$out/$name/gt100.ivecs" "$out/$name/summary.md" # (the log holds the summary; 8 files come back at most)
     ;;
 *)
     echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS" >&2; exit 2 ;;

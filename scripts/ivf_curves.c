@@ -126,7 +126,7 @@ typedef struct method {
 typedef struct curve {
     int np;
     double recall[MAX_PROBES], dco[MAX_PROBES];
-    double train_s, add_s, inflation, bytes;
+    double train_s, add_s, search_s, inflation, bytes;
 } curve;
 
 static int parse_method(const char* s, method* m) {
@@ -382,9 +382,11 @@ int main(int argc, char** argv) {
             if (fgmm_ivf_add(ivf, nb, xb, NULL, NULL)) die("add");
             c->add_s = now_s() - t0;
             c->bytes = index_bytes(index, codes, nlist, d);
+            t0 = now_s();
             sweep(c, ivf, xq, nq, gt, gt_k, probes, np);
-            printf("seed %d %-22s train %.2f s, add %.2f s, %.3f lists/vector, %.1f MB\n", seeds[si], m->name, c->train_s,
-                   c->add_s, c->inflation, c->bytes / 1e6);
+            c->search_s = now_s() - t0;
+            printf("seed %d %-22s train %.2f s, add %.2f s, %.3f lists/vector, %.1f MB, searches %.2f s\n", seeds[si],
+                   m->name, c->train_s, c->add_s, c->inflation, c->bytes / 1e6, c->search_s);
             fflush(stdout);
             fgmm_ivf_free(ivf);
             faiss_Index_free(index);
