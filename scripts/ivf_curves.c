@@ -10,6 +10,7 @@
  *     --nlist N            lists (default 1024)
  *     --codes Flat|PQm     IVF-Flat or IVF-PQ with m bytes (default Flat)
  *     --nprobes a,b,...    (default 1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256)
+ *     --stop-recall R      stop a sweep at the first nprobe reaching recall@10 R (default 0.975)
  *     --methods m1,m2,...  (default: all below)
  *     --seeds s1,s2,...    one build of every quantizer per seed (default 1,2,3)
  *     --gmm-iter N --kmeans-iter N --lambda L --backend auto|cpu|gpu --max-rows N
@@ -170,19 +171,21 @@ static double index_bytes(const FaissIndex* index, const char* codes, int nlist,
     return (double)faiss_Index_ntotal(index) * (code + sizeof(idx_t)) + (double)nlist * d * sizeof(float);
 }
 
+/* Recall at growing nprobe, up to the first that reaches stop (the curve above it is not used). */
 static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const int32_t* gt, int gt_k, const int* probes,
-                  int np) {
+                  int np, double stop) {
     idx_t* lab = malloc((size_t)nq * K * sizeof(idx_t));
     float* dist = malloc((size_t)nq * K * sizeof(float));
     int64_t* dco = malloc(nq * sizeof(int64_t));
-    c->np = np;
+    c->np = 0;
     c->inflation = fgmm_ivf_inflation(ivf);
-    for (int p = 0; p < np; p++) {
+    for (int p = 0; p < np && (p == 0 || c->recall[p - 1] < stop); p++) {
         if (fgmm_ivf_search(ivf, nq, xq, K, probes[p], dist, lab, dco)) die("search");
         double sd = 0;
         for (idx_t i = 0; i < nq; i++) sd += dco[i];
         c->recall[p] = fgmm_recall(nq, K, lab, gt_k, gt);
         c->dco[p] = sd / nq;
+        c->np = p + 1;
     }
     free(lab); free(dist); free(dco);
 }
@@ -218,6 +221,7 @@ int main(int argc, char** argv) {
                             "gmm-soar1.5-ratio,gmm-soar1.5-resp2,gmm-resp1.5-resp2",
                *seeds_s = "1,2,3", *gt_file = NULL;
     float lambda = 1.0f;
+    double stop_recall = 0.975;
     for (int i = 1; i < argc; i++) {
         const char* o = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
@@ -239,6 +243,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--seeds")) seeds_s = v;
         else if (!strcmp(o, "--lambda")) lambda = (float)atof(v);
         else if (!strcmp(o, "--gt")) gt_file = v;
+        else if (!strcmp(o, "--stop-recall")) stop_recall = atof(v);
         else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of scripts/ivf_curves.c)\n", o); return 2; }
     }
@@ -383,7 +388,7 @@ int main(int argc, char** argv) {
             c->add_s = now_s() - t0;
             c->bytes = index_bytes(index, codes, nlist, d);
             t0 = now_s();
-            sweep(c, ivf, xq, nq, gt, gt_k, probes, np);
+            sweep(c, ivf, xq, nq, gt, gt_k, probes, np, stop_recall);
             c->search_s = now_s() - t0;
             printf("seed %d %-22s train %.2f s, add %.2f s, %.3f lists/vector, %.1f MB, searches %.2f s\n", seeds[si],
                    m->name, c->train_s, c->add_s, c->inflation, c->bytes / 1e6, c->search_s);
@@ -401,7 +406,7 @@ int main(int argc, char** argv) {
     fprintf(f, "method,seed,nprobe,recall10,dco,lists_per_vector,bytes,train_s,add_s\n");
     for (int mi = 0; mi < nm; mi++)
         for (int si = 0; si < ns; si++)
-            for (int q = 0; q < np; q++)
+            for (int q = 0; q < cv[mi][si].np; q++)
                 fprintf(f, "%s,%d,%d,%.5f,%.1f,%.4f,%.0f,%.3f,%.3f\n", ms[mi].name, seeds[si], probes[q],
                         cv[mi][si].recall[q], cv[mi][si].dco[q], cv[mi][si].inflation, cv[mi][si].bytes,
                         cv[mi][si].train_s, cv[mi][si].add_s);
@@ -465,9 +470,13 @@ int main(int argc, char** argv) {
         fprintf(w, "\n|---:|");
         for (int mi = 0; mi < nm; mi++) fprintf(w, "---|");
         fprintf(w, "\n");
-        for (int q = 0; q < np; q++) {
+        int rows = 0;
+        for (int mi = 0; mi < nm; mi++) rows = cv[mi][0].np > rows ? cv[mi][0].np : rows;
+        for (int q = 0; q < rows; q++) {
             fprintf(w, "| %d |", probes[q]);
-            for (int mi = 0; mi < nm; mi++) fprintf(w, " %.4f / %.0f |", cv[mi][0].recall[q], cv[mi][0].dco[q]);
+            for (int mi = 0; mi < nm; mi++)
+                if (q < cv[mi][0].np) fprintf(w, " %.4f / %.0f |", cv[mi][0].recall[q], cv[mi][0].dco[q]);
+                else fprintf(w, " - |");
             fprintf(w, "\n");
         }
     }
