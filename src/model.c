@@ -7,11 +7,9 @@
 #include "internal.h"
 
 #define FGMM_FILE_MAGIC "FGMMv001"
-#define FGMM_MAX_DIM (1 << 20) /* guards size arithmetic and hostile files */
-#define FGMM_MAX_K (1 << 24)
 
-int fgmm_model_nvar(const FgmmModel* m) {
-    return m->cov == FGMM_COV_DIAGONAL ? m->k * m->d : m->k;
+size_t fgmm_model_nvar(const FgmmModel* m) {
+    return m->cov == FGMM_COV_DIAGONAL ? (size_t)m->k * m->d : (size_t)m->k;
 }
 
 int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov) {
@@ -28,7 +26,7 @@ int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov) {
     m->cov = cov;
     size_t kd = (size_t)k * d;
     m->mu = malloc(kd * sizeof(float));
-    m->var = malloc((size_t)fgmm_model_nvar(m) * sizeof(float));
+    m->var = malloc(fgmm_model_nvar(m) * sizeof(float));
     m->w = malloc((size_t)k * sizeof(float));
     if (!m->mu || !m->var || !m->w) {
         fgmm_model_free(m);
@@ -42,9 +40,9 @@ static int check_params(const FgmmModel* m) {
     size_t kd = (size_t)m->k * m->d;
     for (size_t i = 0; i < kd; i++)
         if (!isfinite(m->mu[i])) return fgmm_fail(FGMM_ERR_DATA, "mean %zu is not finite", i);
-    for (int i = 0; i < fgmm_model_nvar(m); i++)
+    for (size_t i = 0; i < fgmm_model_nvar(m); i++)
         if (!(m->var[i] > 0.0f) || !isfinite(m->var[i]))
-            return fgmm_fail(FGMM_ERR_DATA, "variance %d is %g; must be finite and > 0", i, m->var[i]);
+            return fgmm_fail(FGMM_ERR_DATA, "variance %zu is %g; must be finite and > 0", i, m->var[i]);
     double sum = 0;
     for (int i = 0; i < m->k; i++) {
         if (!(m->w[i] > 0.0f) || !isfinite(m->w[i]))
@@ -66,7 +64,7 @@ int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov, const floa
     int rc = fgmm_model_alloc(&m, k, d, cov);
     if (rc) return rc;
     memcpy(m->mu, means, (size_t)k * d * sizeof(float));
-    memcpy(m->var, variances, (size_t)fgmm_model_nvar(m) * sizeof(float));
+    memcpy(m->var, variances, fgmm_model_nvar(m) * sizeof(float));
     memcpy(m->w, weights, (size_t)k * sizeof(float));
     if ((rc = check_params(m))) {
         fgmm_model_free(m);
@@ -115,7 +113,7 @@ int fgmm_model_write(const FgmmModel* m, const char* path) {
     size_t kd = (size_t)m->k * m->d;
     int ok = fwrite(FGMM_FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
              fwrite(m->mu, sizeof(float), kd, f) == kd &&
-             fwrite(m->var, sizeof(float), (size_t)fgmm_model_nvar(m), f) == (size_t)fgmm_model_nvar(m) &&
+             fwrite(m->var, sizeof(float), fgmm_model_nvar(m), f) == fgmm_model_nvar(m) &&
              fwrite(m->w, sizeof(float), (size_t)m->k, f) == (size_t)m->k;
     if (fclose(f) != 0) ok = 0;
     return ok ? FGMM_OK : fgmm_fail(FGMM_ERR_IO, "write to '%s' failed", path);
@@ -138,7 +136,7 @@ int fgmm_model_read(const char* path, FgmmModel** out) {
     } else if ((rc = fgmm_model_alloc(&m, hdr[0], hdr[1], (FgmmCovariance)hdr[2])) != 0) {
         rc = fgmm_fail(FGMM_ERR_IO, "'%s': bad header (%s)", path, fgmm_get_last_error());
     } else {
-        size_t kd = (size_t)m->k * m->d, nv = (size_t)fgmm_model_nvar(m);
+        size_t kd = (size_t)m->k * m->d, nv = fgmm_model_nvar(m);
         if (fread(m->mu, sizeof(float), kd, f) != kd || fread(m->var, sizeof(float), nv, f) != nv ||
             fread(m->w, sizeof(float), (size_t)m->k, f) != (size_t)m->k)
             rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated (expected %d x %d model)", path, m->k, m->d);
