@@ -149,3 +149,71 @@ TEST(Errors, ModelFileRoundTripAndCorruption) {
     EXPECT_EQ(r, nullptr);
     fgmm_model_free(m);
 }
+
+namespace {
+void write_file(const std::string& f, const void* p, size_t n) {
+    FILE* fp = fopen(f.c_str(), "wb");
+    fwrite(p, 1, n, fp);
+    fclose(fp);
+}
+// A model file header: magic, k, d, covariance.
+std::vector<char> model_header(int32_t k, int32_t d, int32_t cov) {
+    std::vector<char> b(20);
+    memcpy(b.data(), "FGMMv001", 8);
+    int32_t h[3] = {k, d, cov};
+    memcpy(b.data() + 8, h, 12);
+    return b;
+}
+}  // namespace
+
+TEST(Errors, ModelFileHeaderCheckedAgainstFileSizeFirst) {
+    std::string g = tmp("hostile.fgmm");
+    FgmmModel* r = nullptr;
+    auto b = model_header(1 << 24, 1 << 20, FGMM_COV_DIAGONAL);  // 20 bytes; k*d overflows int
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "truncated");
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("has 140737555464212"), std::string::npos) << fgmm_get_last_error();
+    b = model_header(1 << 24, 80, FGMM_COV_ISOTROPIC);  // 42 bytes claiming a 5 GB model
+    b.resize(42);
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "42 bytes; a 16777216 x 80 isotropic model has 5502926868");
+    b = model_header(2, 3, 7);
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "bad header (k = 2, d = 3, covariance 7)");
+    b = model_header(1, 1, FGMM_COV_ISOTROPIC);
+    float vals[4] = {0, 1, 1, 0};
+    b.insert(b.end(), (char*)vals, (char*)(vals + 4));
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "trailing bytes");
+    EXPECT_EQ(r, nullptr);
+}
+
+TEST(Errors, ModelFileMessagesAreNotGarbled) {
+    std::string g = tmp("nan.fgmm");
+    auto b = model_header(1, 2, FGMM_COV_ISOTROPIC);
+    float vals[4] = {NAN, 1, 1, 1};  // mu, var, w
+    b.insert(b.end(), (char*)vals, (char*)(vals + 4));
+    write_file(g, b.data(), b.size());
+    FgmmModel* r = nullptr;
+    EXPECT_EQ(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO);
+    EXPECT_EQ(std::string(fgmm_get_last_error()), "'" + g + "': mean 0 is not finite");
+}
+
+TEST(Errors, ModelWriteIsAtomicAndRefusesNonRegularTargets) {
+    auto x = planted(200, 5, 3, 3.0, 1);
+    FgmmModel* m = model_from_rows(x.data(), 200, 5, 3, FGMM_COV_ISOTROPIC, 1.0, 2);
+    expect_error(fgmm_model_write(m, "/dev/null"), FGMM_ERR_IO, "not a regular file");
+    std::string dir = tmp("atomic_dir");
+    std::string cmd = "rm -rf '" + dir + "' && mkdir '" + dir + "'";
+    ASSERT_EQ(system(cmd.c_str()), 0);
+    std::string f = dir + "/m.fgmm";
+    write_file(f, "old", 3);
+    ASSERT_EQ(fgmm_model_write(m, f.c_str()), 0) << fgmm_get_last_error();
+    FgmmModel* r = nullptr;
+    ASSERT_EQ(fgmm_model_read(f.c_str(), &r), 0) << fgmm_get_last_error();
+    fgmm_model_free(r);
+    cmd = "test $(ls -A '" + dir + "' | wc -l) -eq 1";  // no temporary file left behind
+    EXPECT_EQ(system(cmd.c_str()), 0);
+    expect_error(fgmm_model_write(m, (dir + "/no/such/dir.fgmm").c_str()), FGMM_ERR_IO, "No such file");
+    fgmm_model_free(m);
+}
