@@ -1,8 +1,12 @@
 // Every bad input gets an error code and a message, and nothing leaks (the ASan build checks that).
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "common.h"
@@ -216,4 +220,75 @@ TEST(Errors, ModelWriteIsAtomicAndRefusesNonRegularTargets) {
     EXPECT_EQ(system(cmd.c_str()), 0);
     expect_error(fgmm_model_write(m, (dir + "/no/such/dir.fgmm").c_str()), FGMM_ERR_IO, "No such file");
     fgmm_model_free(m);
+}
+
+namespace {
+// Runs the command-line tool; returns its exit status and combined output.
+int cli(const std::string& args, std::string* output) {
+    std::string cmd = std::string(FGMM_CLI) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    output->clear();
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, got);
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+std::string file_bytes(const std::string& f) {
+    FILE* fp = fopen(f.c_str(), "rb");
+    std::string s;
+    char buf[4096];
+    size_t got;
+    while (fp && (got = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, got);
+    if (fp) fclose(fp);
+    return s;
+}
+void expect_cli_error(const std::string& args, const char* needle) {
+    std::string out;
+    EXPECT_NE(cli(args, &out), 0) << args;
+    EXPECT_NE(out.find(needle), std::string::npos) << args << ": '" << out << "' lacks '" << needle << "'";
+}
+}  // namespace
+
+TEST(Cli, NeverOverwritesTheInput) {
+    auto x = planted(200, 4, 2, 3.0, 1);
+    FgmmVecs v = {x.data(), 200, 4, FGMM_F32};
+    std::string in = tmp("cli_in.fvecs"), link = tmp("cli_link.fvecs");
+    ASSERT_EQ(fgmm_vecs_write(in.c_str(), &v), 0);
+    std::string before = file_bytes(in);
+    unlink(link.c_str());
+    ASSERT_EQ(symlink(in.c_str(), link.c_str()), 0);
+    expect_cli_error("train " + in + " --k 2 --out " + in, "is the input");
+    expect_cli_error("train " + in + " --k 2 --out " + link, "is the input");  // same file, other name
+    expect_cli_error("convert " + in + " " + link, "is the input");
+    EXPECT_EQ(file_bytes(in), before);
+    expect_cli_error("convert " + in + " " + tmp("o.bvecs") + " --out " + tmp("x.fvecs"), "no --out");
+    expect_cli_error("train " + in + " --out " + tmp("a.gmm") + " --out " + tmp("b.gmm"), "twice");
+    // unwritable output: refused before training (no "em" lines printed)
+    std::string out;
+    EXPECT_NE(cli("train " + in + " --k 2 --out /nonexistent/dir/m.gmm", &out), 0);
+    EXPECT_NE(out.find("No such file or directory"), std::string::npos) << out;
+    EXPECT_EQ(out.find("em "), std::string::npos) << out;
+    std::string m = tmp("cli.gmm");
+    EXPECT_EQ(cli("train " + in + " --k 2 --iter 2 --backend cpu --out " + m, &out), 0) << out;
+    FgmmModel* r = nullptr;
+    EXPECT_EQ(fgmm_model_read(m.c_str(), &r), 0) << fgmm_get_last_error();
+    fgmm_model_free(r);
+    unlink(link.c_str());
+}
+
+TEST(Cli, RejectsBadNumbersAndUnknownCommands) {
+    std::string in = tmp("cli_num.fvecs");
+    auto x = planted(50, 4, 2, 3.0, 1);
+    FgmmVecs v = {x.data(), 50, 4, FGMM_F32};
+    ASSERT_EQ(fgmm_vecs_write(in.c_str(), &v), 0);
+    expect_cli_error("train " + in + " --k abc", "--k 'abc': want an integer");
+    expect_cli_error("train " + in + " --k 99999999999", "--k '99999999999': want an integer");
+    expect_cli_error("train " + in + " --k 12x", "want an integer");
+    expect_cli_error("train " + in + " --iter -1", "--iter '-1'");
+    expect_cli_error("train " + in + " --max-rows 99999999999999999999", "--max-rows");
+    expect_cli_error("train " + in + " --tol nan", "--tol 'nan'");
+    // unknown command: rejected before the file is read (it does not exist)
+    expect_cli_error("frobnicate /nonexistent.fvecs", "unknown command 'frobnicate'");
+    expect_cli_error("shape /nonexistent.fvecs", "No such file or directory");
 }
