@@ -4,8 +4,8 @@
  * the block's distances (rows x k floats), OpenMP turns them into responsibilities
  * row by row, sgemms give R^T X. Memory is O(block rows * k + k*d),
  * never n x k. BLAS is called outside OpenMP regions (Debian's default
- * OpenBLAS is the pthread build and threads itself). Sums over rows are taken
- * in a fixed order, so results do not depend on the number of threads.
+ * OpenBLAS is the pthread build and threads itself). The engine's own sums over rows are
+ * taken in a fixed order (OpenBLAS's and the seeding's may depend on the thread count).
  *
  * Rows are centred on the model's centre (the weighted mean of its means; for k-means the mean
  * of the centroids) before the float32 expansion ||x||^2 + ||mu||^2 - 2 x.mu, which cancels
