@@ -138,7 +138,10 @@ int fgmm_assign_topm(const FgmmModel* model, const FgmmParams* params,
                      fgmm_idx_t n, FgmmDtype dtype, const void* x, int m,
                      fgmm_idx_t* labels, float* resp);
 
-/// Binary model file (little-endian, versioned, checked on read).
+/// Binary model file (little-endian, versioned). Write: a temporary file in the same directory,
+/// renamed over path when complete (an existing non-regular path is refused). Read: the header
+/// (k, d, covariance) is checked against the file's size before anything is allocated, then every
+/// value is checked (finite means, variances and weights > 0).
 int fgmm_model_write(const FgmmModel* model, const char* path);
 int fgmm_model_read(const char* path, FgmmModel** out);
 

@@ -19,10 +19,16 @@ typedef struct FgmmVecs {
 /// Reads a file chosen by its extension: .fvecs, .bvecs, .ivecs (TEXMEX layout: each row an
 /// int32 d then d values) or .h5/.hdf5 (a 2-D dataset named `dataset`; NULL tries "train",
 /// then "dataset"; float64 is converted to float32, other integer types to int32).
-/// Reads the first max_rows rows (0 = all). Truncated or malformed files give FGMM_ERR_IO.
+/// Reads the first max_rows rows (0 = all). Truncated or malformed files give FGMM_ERR_IO, as do
+/// paths that are not regular files (FIFOs, devices), widths above 2^20, TEXMEX rows whose header
+/// differs from the first, HDF5 values outside the int32 (integers) or float32 range (never
+/// clipped), and HDF5 shapes larger than the file's stored bytes can hold (contiguous data: the
+/// file must contain every byte; chunked data: at most 1032x its stored chunk bytes, deflate's
+/// largest ratio). libhdf5 itself parses the file's metadata: see README, "What is promised".
 int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
 
-/// Writes .fvecs / .bvecs / .ivecs; the extension must match vecs->dtype.
+/// Writes .fvecs / .bvecs / .ivecs; the extension must match vecs->dtype. Written to a temporary
+/// file in the same directory, then renamed over path (an existing non-regular path is refused).
 int fgmm_vecs_write(const char* path, const FgmmVecs* vecs);
 
 /// Frees the data and zeroes the struct (NULL is ignored).

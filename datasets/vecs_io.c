@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "flashgmm_io.h"
 #include "internal.h"
@@ -31,46 +30,46 @@ void fgmm_vecs_free(FgmmVecs* v) {
 }
 
 static int read_texmex(const char* path, FgmmDtype t, fgmm_idx_t max_rows, FgmmVecs* out) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s'", path);
-    struct stat sb;
+    FILE* f;
+    int64_t size;
+    int rc = fgmm_open_input(path, &f, &size);
+    if (rc) return rc;
     int32_t d;
-    if (fstat(fileno(f), &sb) != 0 || fread(&d, 4, 1, f) != 1) {
+    if (fread(&d, 4, 1, f) != 1) {
         fclose(f);
         return fgmm_fail(FGMM_ERR_IO, "'%s': empty or unreadable", path);
     }
-    if (d < 1 || d > (1 << 20)) {
+    if (d < 1 || d > FGMM_MAX_DIM) {
         fclose(f);
-        return fgmm_fail(FGMM_ERR_IO, "'%s': first row has dimension %d; not a .%s file?", path, d, ext_of(path));
+        return fgmm_fail(FGMM_ERR_IO, "'%s': first row has dimension %d (want 1 to %d); not a .%s file?", path, d,
+                         FGMM_MAX_DIM, ext_of(path));
     }
-    size_t es = fgmm_dtype_size(t), row = 4 + es * (size_t)d;
-    if ((size_t)sb.st_size % row != 0) {
+    const size_t es = fgmm_dtype_size(t), row = 4 + es * (size_t)d; /* d <= 2^20: no overflow */
+    if ((uint64_t)size % row != 0) {
         fclose(f);
         return fgmm_fail(FGMM_ERR_IO, "'%s': size %lld is not a multiple of the row size %zu (d = %d): truncated?",
-                         path, (long long)sb.st_size, row, d);
+                         path, (long long)size, row, d);
     }
-    fgmm_idx_t n = (fgmm_idx_t)((size_t)sb.st_size / row);
+    fgmm_idx_t n = (fgmm_idx_t)((uint64_t)size / row);
     if (max_rows > 0 && max_rows < n) n = max_rows;
-    char* data = malloc((size_t)n * d * es);
+    char* data = malloc((size_t)n * d * es); /* at most the file's size */
     if (!data) {
         fclose(f);
         return fgmm_fail(FGMM_ERR_NOMEM, "'%s': out of host memory for %lld x %d", path, (long long)n, d);
     }
     rewind(f);
-    for (fgmm_idx_t i = 0; i < n; i++) {
+    for (fgmm_idx_t i = 0; i < n && !rc; i++) {
         int32_t di;
-        if (fread(&di, 4, 1, f) != 1 || fread(data + (size_t)i * d * es, es, (size_t)d, f) != (size_t)d) {
-            free(data);
-            fclose(f);
-            return fgmm_fail(FGMM_ERR_IO, "'%s': truncated at row %lld", path, (long long)i);
-        }
-        if (di != d) {
-            free(data);
-            fclose(f);
-            return fgmm_fail(FGMM_ERR_IO, "'%s': row %lld has dimension %d, row 0 has %d", path, (long long)i, di, d);
-        }
+        if (fread(&di, 4, 1, f) != 1 || fread(data + (size_t)i * d * es, es, (size_t)d, f) != (size_t)d)
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated at row %lld", path, (long long)i);
+        else if (di != d)
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': row %lld has dimension %d, row 0 has %d", path, (long long)i, di, d);
     }
     fclose(f);
+    if (rc) {
+        free(data);
+        return rc;
+    }
     *out = (FgmmVecs){data, n, d, t};
     return FGMM_OK;
 }
@@ -84,7 +83,49 @@ int fgmm_vecs_hdf5_available(void) {
 }
 
 #ifdef FGMM_WITH_HDF5
+/* Chunked (possibly compressed) data may declare at most this many bytes per stored byte:
+ * deflate's largest ratio is about 1032:1. */
+#define FGMM_HDF5_MAX_EXPANSION 1032
+
+/* Element conversions that overflow the memory type abort the read (HDF5 would clip them). */
+static H5T_conv_ret_t conv_range(H5T_conv_except_t e, hid_t s, hid_t d, void* sb, void* db, void* user) {
+    (void)s; (void)d; (void)sb; (void)db;
+    if (e != H5T_CONV_EXCEPT_RANGE_HI && e != H5T_CONV_EXCEPT_RANGE_LOW) return H5T_CONV_UNHANDLED;
+    *(int*)user = 1;
+    return H5T_CONV_ABORT;
+}
+
+/* The declared shape against the storage the file really has. fsize: the file's size;
+ * bytes: the whole dataset in the file's element type. */
+static int check_storage(hid_t ds, const char* path, const char* name, int64_t fsize, hsize_t bytes) {
+    hid_t pl = H5Dget_create_plist(ds);
+    if (pl < 0) return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s': unreadable layout", path, name);
+    H5D_layout_t lay = H5Pget_layout(pl);
+    int ext = H5Pget_external_count(pl);
+    H5Pclose(pl);
+    hsize_t stored = H5Dget_storage_size(ds);
+    if (ext != 0 || (lay != H5D_CONTIGUOUS && lay != H5D_COMPACT && lay != H5D_CHUNKED))
+        return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' is stored in other files or in an unsupported layout", path, name);
+    if (lay == H5D_CHUNKED) {
+        hsize_t cap = stored < (hsize_t)fsize ? stored : (hsize_t)fsize;
+        if (bytes / FGMM_HDF5_MAX_EXPANSION > cap)
+            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu bytes but its chunks hold %llu: more than %dx "
+                             "expansion; malformed?", path, name, (unsigned long long)bytes, (unsigned long long)stored,
+                             FGMM_HDF5_MAX_EXPANSION);
+        return FGMM_OK;
+    }
+    haddr_t off = lay == H5D_CONTIGUOUS ? H5Dget_offset(ds) : 0;
+    if (stored < bytes || off == HADDR_UNDEF || (lay == H5D_CONTIGUOUS && (off > (haddr_t)fsize || bytes > (hsize_t)fsize - off)))
+        return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu bytes but the file (%lld bytes) holds %llu: "
+                         "truncated or malformed", path, name, (unsigned long long)bytes, (long long)fsize,
+                         (unsigned long long)(off == HADDR_UNDEF ? 0 : stored));
+    return FGMM_OK;
+}
+
 static int read_hdf5(const char* path, const char* name, fgmm_idx_t max_rows, FgmmVecs* out) {
+    int64_t fsize;
+    int rc = fgmm_check_input(path, &fsize);
+    if (rc) return rc;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors come back as codes, not stderr dumps */
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return fgmm_fail(FGMM_ERR_IO, "'%s': not a readable HDF5 file", path);
@@ -96,39 +137,53 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t max_rows, Fg
         H5Fclose(f);
         return fgmm_fail(FGMM_ERR_IO, "'%s': no dataset '%s'", path, name ? name : "train' or 'dataset");
     }
-    int rc = FGMM_OK;
-    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds), ms = -1;
+    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds), ms = -1, xfer = -1;
     hsize_t dims[2] = {0, 0};
     FgmmDtype t = FGMM_F32;
     hid_t mt = H5T_NATIVE_FLOAT;
-    if (H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) != 2 || dims[1] < 1) {
+    size_t fes = ty < 0 ? 0 : H5Tget_size(ty); /* element size in the file */
+    if (sp < 0 || ty < 0 || H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) != 2 || dims[1] < 1) {
         rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' is not a 2-D matrix", path, name);
+    } else if (dims[1] > FGMM_MAX_DIM) {
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has %llu columns; at most %d are supported", path, name,
+                       (unsigned long long)dims[1], FGMM_MAX_DIM);
+    } else if (fes < 1 || dims[0] > (hsize_t)INT64_MAX / dims[1] / (fes > 4 ? fes : 4)) {
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s': %llu x %llu elements of %zu bytes overflow", path, name,
+                       (unsigned long long)dims[0], (unsigned long long)dims[1], fes);
     } else {
         H5T_class_t c = H5Tget_class(ty);
         if (c == H5T_FLOAT) t = FGMM_F32, mt = H5T_NATIVE_FLOAT;
-        else if (c == H5T_INTEGER && H5Tget_size(ty) == 1 && H5Tget_sign(ty) == H5T_SGN_NONE) t = FGMM_U8, mt = H5T_NATIVE_UCHAR;
+        else if (c == H5T_INTEGER && fes == 1 && H5Tget_sign(ty) == H5T_SGN_NONE) t = FGMM_U8, mt = H5T_NATIVE_UCHAR;
         else if (c == H5T_INTEGER) t = FGMM_I32, mt = H5T_NATIVE_INT32;
         else rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has an unsupported element type", path, name);
     }
+    if (!rc) rc = check_storage(ds, path, name, fsize, dims[0] * dims[1] * fes);
     if (!rc) {
         hsize_t n = dims[0];
         if (max_rows > 0 && (hsize_t)max_rows < n) n = (hsize_t)max_rows;
         hsize_t start[2] = {0, 0}, cnt[2] = {n, dims[1]};
-        void* data = malloc((size_t)n * dims[1] * fgmm_dtype_size(t));
+        int range = 0;
+        void* data = malloc((size_t)(n * dims[1] * fgmm_dtype_size(t))); /* bounded by check_storage */
         ms = H5Screate_simple(2, cnt, NULL);
+        xfer = H5Pcreate(H5P_DATASET_XFER);
         if (!data) {
-            rc = fgmm_fail(FGMM_ERR_NOMEM, "'%s': out of host memory", path);
-        } else if (H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL) < 0 ||
-                   H5Dread(ds, mt, ms, sp, H5P_DEFAULT, data) < 0) {
+            rc = fgmm_fail(FGMM_ERR_NOMEM, "'%s': out of host memory for %llu x %llu", path, (unsigned long long)n,
+                           (unsigned long long)dims[1]);
+        } else if (ms < 0 || xfer < 0 || H5Pset_type_conv_cb(xfer, conv_range, &range) < 0 ||
+                   H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL) < 0 ||
+                   H5Dread(ds, mt, ms, sp, xfer, data) < 0) {
             free(data);
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': reading dataset '%s' failed (truncated file?)", path, name);
+            rc = range ? fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has values outside the %s range; not read", path,
+                                   name, t == FGMM_I32 ? "int32" : "float32")
+                       : fgmm_fail(FGMM_ERR_IO, "'%s': reading dataset '%s' failed (truncated file?)", path, name);
         } else {
             *out = (FgmmVecs){data, (fgmm_idx_t)n, (int)dims[1], t};
         }
     }
+    if (xfer >= 0) H5Pclose(xfer);
     if (ms >= 0) H5Sclose(ms);
-    H5Tclose(ty);
-    H5Sclose(sp);
+    if (ty >= 0) H5Tclose(ty);
+    if (sp >= 0) H5Sclose(sp);
     H5Dclose(ds);
     H5Fclose(f);
     return rc;
@@ -161,13 +216,14 @@ int fgmm_vecs_write(const char* path, const FgmmVecs* v) {
     FgmmDtype t;
     if (!dtype_of_ext(ext_of(path), &t) || t != v->dtype)
         return fgmm_fail(FGMM_ERR_ARG, "'%s': extension does not match the data type", path);
-    if (v->d < 1 || v->n < 0) return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d", (long long)v->n, v->d);
-    FILE* f = fopen(path, "wb");
-    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s' for writing", path);
+    if (v->d < 1 || v->d > FGMM_MAX_DIM || v->n < 0)
+        return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d", (long long)v->n, v->d);
+    fgmm_output o;
+    int rc = fgmm_output_begin(path, &o);
+    if (rc) return rc;
     size_t es = fgmm_dtype_size(t);
     int32_t d = v->d, ok = 1;
     for (fgmm_idx_t i = 0; i < v->n && ok; i++)
-        ok = fwrite(&d, 4, 1, f) == 1 && fwrite((const char*)v->data + (size_t)i * d * es, es, (size_t)d, f) == (size_t)d;
-    if (fclose(f) != 0) ok = 0;
-    return ok ? FGMM_OK : fgmm_fail(FGMM_ERR_IO, "write to '%s' failed", path);
+        ok = fwrite(&d, 4, 1, o.f) == 1 && fwrite((const char*)v->data + (size_t)i * d * es, es, (size_t)d, o.f) == (size_t)d;
+    return fgmm_output_end(&o, path, ok);
 }

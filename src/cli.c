@@ -1,10 +1,15 @@
 /* cli.c: the `flashgmm` command line. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "flashgmm.h"
 #include "flashgmm_io.h"
+#include "internal.h"
 
 static void usage(FILE* f) {
     fprintf(f,
@@ -40,6 +45,26 @@ static int fail(const char* what) {
     return 1;
 }
 
+/* A whole-string integer in [lo, hi]; else a message and 0. */
+static int parse_int(const char* opt, const char* v, long long lo, long long hi, long long* out) {
+    char* end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || x < lo || x > hi) {
+        fprintf(stderr, "flashgmm: %s '%s': want an integer in [%lld, %lld]\n", opt, v, lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* 1 if a and b name the same existing file (or the same string). */
+static int same_file(const char* a, const char* b) {
+    struct stat sa, sb;
+    if (!strcmp(a, b)) return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 int main(int argc, char** argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
@@ -50,6 +75,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     const char* cmd = argv[1];
+    if (strcmp(cmd, "train") && strcmp(cmd, "convert") && strcmp(cmd, "shape"))
+        return fprintf(stderr, "flashgmm: unknown command '%s'\n", cmd), usage(stderr), 2;
     const char *in = argv[2], *out = NULL, *dataset = NULL;
     fgmm_idx_t max_rows = 0;
     FgmmParams p;
@@ -65,13 +92,29 @@ int main(int argc, char** argv) {
         const char* v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!v) return fprintf(stderr, "flashgmm: %s needs a value\n", o), 2;
         a++;
-        if (!strcmp(o, "--k")) p.k = atoi(v);
-        else if (!strcmp(o, "--iter")) p.niter = atoi(v);
-        else if (!strcmp(o, "--kmeans-iter")) p.kmeans_iter = atoi(v);
-        else if (!strcmp(o, "--tol")) p.tol = atof(v);
-        else if (!strcmp(o, "--seed")) p.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(o, "--max-rows")) max_rows = atoll(v);
-        else if (!strcmp(o, "--dataset")) dataset = v;
+        long long iv;
+        if (!strcmp(o, "--k")) {
+            if (!parse_int(o, v, 1, FGMM_MAX_K, &iv)) return 2;
+            p.k = (int)iv;
+        } else if (!strcmp(o, "--iter") || !strcmp(o, "--kmeans-iter")) {
+            if (!parse_int(o, v, 0, 1000000, &iv)) return 2;
+            *(o[2] == 'i' ? &p.niter : &p.kmeans_iter) = (int)iv;
+        } else if (!strcmp(o, "--seed")) {
+            if (!parse_int(o, v, 0, INT64_MAX, &iv)) return 2;
+            p.seed = (uint64_t)iv;
+        } else if (!strcmp(o, "--max-rows")) {
+            if (!parse_int(o, v, 0, INT64_MAX, &iv)) return 2;
+            max_rows = iv;
+        } else if (!strcmp(o, "--tol")) {
+            char* end;
+            p.tol = strtod(v, &end);
+            if (end == v || *end || !isfinite(p.tol) || p.tol < 0)
+                return fprintf(stderr, "flashgmm: --tol '%s': want a finite number >= 0\n", v), 2;
+        } else if (!strcmp(o, "--dataset")) dataset = v;
+        else if (!strcmp(o, "--out") && strcmp(cmd, "train"))
+            return fprintf(stderr, "flashgmm: %s takes no --out%s\n", cmd, strcmp(cmd, "convert") ? "" : " (the output is OUT)"), 2;
+        else if (!strcmp(o, "--out") && out)
+            return fprintf(stderr, "flashgmm: --out given twice ('%s', '%s')\n", out, v), 2;
         else if (!strcmp(o, "--out")) out = v;
         else if (!strcmp(o, "--cov") && (!strcmp(v, "iso") || !strcmp(v, "diag")))
             p.covariance = !strcmp(v, "iso") ? FGMM_COV_ISOTROPIC : FGMM_COV_DIAGONAL;
@@ -80,6 +123,13 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--precision") && (!strcmp(v, "fast") || !strcmp(v, "exact")))
             p.precision = !strcmp(v, "fast") ? FGMM_PREC_FAST : FGMM_PREC_EXACT;
         else return fprintf(stderr, "flashgmm: bad option %s %s\n", o, v), usage(stderr), 2;
+    }
+    if (out && same_file(in, out))
+        return fprintf(stderr, "flashgmm: output '%s' is the input; not overwriting it\n", out), 2;
+    if (out) { /* can the output be written? (a file is created next to it and removed) */
+        fgmm_output probe;
+        if (fgmm_output_begin(out, &probe)) return fail(out);
+        fgmm_output_end(&probe, out, 0);
     }
     FgmmVecs x;
     if (fgmm_vecs_read(in, dataset, max_rows, &x)) return fail(in);
@@ -94,7 +144,6 @@ int main(int argc, char** argv) {
         fgmm_vecs_free(&x);
         return rc ? fail(out) : 0;
     }
-    if (strcmp(cmd, "train")) return usage(stderr), 2;
     printf("data: %s, %lld x %d %s; k = %d, %s covariance\n", in, (long long)x.n, x.d,
            x.dtype == FGMM_U8 ? "uint8" : x.dtype == FGMM_F32 ? "float32" : "int32", p.k,
            p.covariance == FGMM_COV_ISOTROPIC ? "isotropic" : "diagonal");

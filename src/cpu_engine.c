@@ -4,8 +4,12 @@
  * the block's distances (rows x k floats), OpenMP turns them into responsibilities
  * row by row, sgemms give R^T X. Memory is O(block rows * k + k*d),
  * never n x k. BLAS is called outside OpenMP regions (Debian's default
- * OpenBLAS is the pthread build and threads itself). Sums over rows are taken
- * in a fixed order, so results do not depend on the number of threads.
+ * OpenBLAS is the pthread build and threads itself). The engine's own sums over rows are
+ * taken in a fixed order (OpenBLAS's and the seeding's may depend on the thread count).
+ *
+ * Rows are centred on the model's centre (the weighted mean of its means; for k-means the mean
+ * of the centroids) before the float32 expansion ||x||^2 + ||mu||^2 - 2 x.mu, which cancels
+ * for data far from the origin; the statistics are moved back in double.
  */
 #include <cblas.h>
 #include <float.h>
@@ -38,6 +42,7 @@ typedef struct cpu_scratch {
 /* Per-model constants: log w_k + log p(x|k) = c_k - q_k(x). */
 typedef struct cpu_model {
     int k, d, diag;
+    float* ctr;  /* d: the centre subtracted from rows and means */
     float* b1;   /* isotropic: mu (k x d); diagonal: 1/var (k x d) */
     float* b2;   /* diagonal: -2 mu / var (k x d) */
     float* kn;   /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
@@ -71,8 +76,17 @@ static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
 }
 
 static void model_free(cpu_model* m) {
-    free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
+    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
     memset(m, 0, sizeof *m);
+}
+
+/* ctr = sum_j w_j mu_j (w = NULL: equal weights), accumulated in double. */
+static void centre_of(const float* mu, const float* w, int k, int d, float* ctr) {
+    for (int t = 0; t < d; t++) {
+        double c = 0;
+        for (int j = 0; j < k; j++) c += (w ? (double)w[j] : 1.0 / k) * mu[(size_t)j * d + t];
+        ctr[t] = (float)c;
+    }
 }
 
 static int model_prepare(cpu_model* cm, const FgmmModel* m) {
@@ -80,60 +94,70 @@ static int model_prepare(cpu_model* cm, const FgmmModel* m) {
     int k = m->k, d = m->d;
     size_t kd = (size_t)k * d;
     cm->k = k; cm->d = d; cm->diag = m->cov == FGMM_COV_DIAGONAL;
+    cm->ctr = malloc((size_t)d * sizeof(float));
     cm->b1 = malloc(kd * sizeof(float));
     cm->b2 = cm->diag ? malloc(kd * sizeof(float)) : NULL;
     cm->kn = malloc((size_t)k * sizeof(float));
     cm->half_prec = malloc((size_t)k * sizeof(float));
     cm->c = malloc((size_t)k * sizeof(double));
-    if (!cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c) {
+    if (!cm->ctr || !cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c) {
         model_free(cm);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
     fgmm_model_logconst(m, cm->c);
+    centre_of(m->mu, m->w, k, d, cm->ctr);
     for (int j = 0; j < k; j++) {
         const float* mu = m->mu + (size_t)j * d;
         double kn = 0;
-        if (cm->diag) {
-            for (int t = 0; t < d; t++) {
+        for (int t = 0; t < d; t++) {
+            float mc = mu[t] - cm->ctr[t];
+            if (cm->diag) {
                 double p = 1.0 / m->var[(size_t)j * d + t];
                 cm->b1[(size_t)j * d + t] = (float)p;
-                cm->b2[(size_t)j * d + t] = (float)(-2.0 * mu[t] * p);
-                kn += (double)mu[t] * mu[t] * p;
+                cm->b2[(size_t)j * d + t] = (float)(-2.0 * mc * p);
+                kn += (double)mc * mc * p;
+            } else {
+                cm->b1[(size_t)j * d + t] = mc;
+                kn += (double)mc * mc;
             }
-            cm->half_prec[j] = 0.5f;
-        } else {
-            memcpy(cm->b1 + (size_t)j * d, mu, (size_t)d * sizeof(float));
-            for (int t = 0; t < d; t++) kn += (double)mu[t] * mu[t];
-            cm->half_prec[j] = (float)(0.5 / m->var[j]);
         }
+        cm->half_prec[j] = cm->diag ? 0.5f : (float)(0.5 / m->var[j]);
         cm->kn[j] = (float)kn;
     }
     return FGMM_OK;
 }
 
-/* Loads rows [i0, i0+b) as float (and squares for the diagonal model); returns the row pointer. */
-static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0, int b, int squares) {
+/* Statistics of centred rows back to the caller's coordinates: s1 += N c; diagonal
+ * s2 = sum r x^2 = s2c + 2 c s1c + N c^2. */
+static void unshift_stats(fgmm_stats* st, const float* ctr, int diag) {
+    const int k = st->k, d = st->d;
+    for (int j = 0; j < k; j++)
+        for (int t = 0; t < d; t++) {
+            const double c = ctr[t], s1c = st->s1[(size_t)j * d + t];
+            if (diag) st->s2[(size_t)j * d + t] += (2.0 * s1c + st->nk[j] * c) * c;
+            st->s1[(size_t)j * d + t] = s1c + st->nk[j] * c;
+        }
+}
+
+/* Loads rows [i0, i0+b) as float minus ctr into s->xb, their squared norms (and squares for the
+ * diagonal model). */
+static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0, int b, int squares,
+                               const float* ctr) {
     int d = x->d;
-    const float* xb;
-    if (x->dtype == FGMM_F32) {
-        xb = (const float*)x->x + (size_t)i0 * d;
-    } else {
-        const uint8_t* u = (const uint8_t*)x->x + (size_t)i0 * d;
-#pragma omp parallel for
-        for (size_t t = 0; t < (size_t)b * d; t++) s->xb[t] = u[t];
-        xb = s->xb;
-    }
 #pragma omp parallel for
     for (int i = 0; i < b; i++) {
+        float* xr = s->xb + (size_t)i * d;
+        fgmm_data_row(x, i0 + i, xr);
         double nrm = 0;
         for (int t = 0; t < d; t++) {
-            float v = xb[(size_t)i * d + t];
+            float v = xr[t] - ctr[t];
+            xr[t] = v;
             nrm += (double)v * v;
             if (squares) s->x2b[(size_t)i * d + t] = v * v;
         }
         s->xn[i] = (float)nrm;
     }
-    return xb;
+    return s->xb;
 }
 
 /* For a loaded block: g = distance terms (isotropic ||x-mu||^2, diagonal q*2),
@@ -211,7 +235,7 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
     fgmm_stats_zero(out);
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
         int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
-        const float* xb = load_block(&s, x, i0, b, cm.diag);
+        const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
         block_logdens(&s, &cm, xb, b);
         block_lse(&s, k, b, 1);
         for (int i = 0; i < b; i++) out->obj += s.logz[i];
@@ -231,6 +255,7 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
         add_rtx(&s, k, d, b, xb, out->s1);
         if (cm.diag) add_rtx(&s, k, d, b, s.x2b, out->s2);
     }
+    unshift_stats(out, cm.ctr, cm.diag);
     scratch_free(&s);
     model_free(&cm);
     return FGMM_OK;
@@ -245,20 +270,27 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     float* cn = malloc((size_t)k * sizeof(float));
     int* lab = malloc((size_t)s.rows * sizeof(int));
     float* dist = malloc((size_t)s.rows * sizeof(float));
-    if (!cn || !lab || !dist) {
-        free(cn); free(lab); free(dist); scratch_free(&s);
+    float* ctr = malloc((size_t)d * sizeof(float));
+    float* cc = malloc((size_t)k * d * sizeof(float)); /* centred centroids */
+    if (!cn || !lab || !dist || !ctr || !cc) {
+        free(cn); free(lab); free(dist); free(ctr); free(cc); scratch_free(&s);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
+    centre_of(cent, NULL, k, d, ctr);
     for (int j = 0; j < k; j++) {
         double v = 0;
-        for (int t = 0; t < d; t++) v += (double)cent[(size_t)j * d + t] * cent[(size_t)j * d + t];
+        for (int t = 0; t < d; t++) {
+            float c = cent[(size_t)j * d + t] - ctr[t];
+            cc[(size_t)j * d + t] = c;
+            v += (double)c * c;
+        }
         cn[j] = (float)v;
     }
     fgmm_stats_zero(out);
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
         int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
-        const float* xb = load_block(&s, x, i0, b, 0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cent, d, 0.0f, s.g, k);
+        const float* xb = load_block(&s, x, i0, b, 0, ctr);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cc, d, 0.0f, s.g, k);
 #pragma omp parallel for
         for (int i = 0; i < b; i++) {
             const float* g = s.g + (size_t)i * k;
@@ -281,7 +313,8 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
             for (int t = 0; t < d; t++) sj[t] += xi[t];
         }
     }
-    free(cn); free(lab); free(dist);
+    unshift_stats(out, ctr, 0);
+    free(cn); free(lab); free(dist); free(ctr); free(cc);
     scratch_free(&s);
     return FGMM_OK;
 }
@@ -296,7 +329,7 @@ static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
     int k = m->k;
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
         int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
-        const float* xb = load_block(&s, x, i0, b, cm.diag);
+        const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
         block_logdens(&s, &cm, xb, b);
         block_lse(&s, k, b, 0);
 #pragma omp parallel for

@@ -1,16 +1,20 @@
 /* error.c: the thread-local last-error message (FAISS c_api style). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
 static _Thread_local char last_error[512];
 
+/* Formats into a local buffer first: a message may include fgmm_get_last_error() itself. */
 int fgmm_fail(int code, const char* fmt, ...) {
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return code;
 }
 

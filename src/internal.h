@@ -2,6 +2,8 @@
 #ifndef FGMM_INTERNAL_H
 #define FGMM_INTERNAL_H
 
+#include <stdio.h>
+
 #include "flashgmm.h"
 
 #ifdef __cplusplus
@@ -16,6 +18,22 @@ int fgmm_fail(int code, const char* fmt, ...)
     ;
 void fgmm_clear_error(void);
 
+/* Limits that keep size arithmetic in range (also for hostile files). */
+#define FGMM_MAX_DIM (1 << 20)
+#define FGMM_MAX_K (1 << 24)
+
+/* Files (file.c). Inputs: regular files only (a FIFO or device is refused, never waited on). */
+int fgmm_open_input(const char* path, FILE** f, int64_t* size);
+int fgmm_check_input(const char* path, int64_t* size); /* for readers that open by path */
+/* Outputs: written to a new temporary file in the same directory, renamed over path by
+ * fgmm_output_end if ok (else removed); an existing non-regular path is refused. */
+typedef struct fgmm_output {
+    FILE* f;
+    char* tmp;
+} fgmm_output;
+int fgmm_output_begin(const char* path, fgmm_output* o);
+int fgmm_output_end(fgmm_output* o, const char* path, int ok);
+
 #define FGMM_CHECK_NULL(p)                                                       \
     do {                                                                         \
         if (!(p)) return fgmm_fail(FGMM_ERR_NULL, "%s: %s is NULL", __func__, #p); \
@@ -29,7 +47,7 @@ struct FgmmModel {
     float* w;   /* k, sums to 1 */
 };
 int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov);
-int fgmm_model_nvar(const FgmmModel* m); /* k or k*d */
+size_t fgmm_model_nvar(const FgmmModel* m); /* k or k*d */
 
 /* A borrowed view of n rows. */
 typedef struct fgmm_data {

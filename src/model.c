@@ -7,11 +7,9 @@
 #include "internal.h"
 
 #define FGMM_FILE_MAGIC "FGMMv001"
-#define FGMM_MAX_DIM (1 << 20) /* guards size arithmetic and hostile files */
-#define FGMM_MAX_K (1 << 24)
 
-int fgmm_model_nvar(const FgmmModel* m) {
-    return m->cov == FGMM_COV_DIAGONAL ? m->k * m->d : m->k;
+size_t fgmm_model_nvar(const FgmmModel* m) {
+    return m->cov == FGMM_COV_DIAGONAL ? (size_t)m->k * m->d : (size_t)m->k;
 }
 
 int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov) {
@@ -28,7 +26,7 @@ int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov) {
     m->cov = cov;
     size_t kd = (size_t)k * d;
     m->mu = malloc(kd * sizeof(float));
-    m->var = malloc((size_t)fgmm_model_nvar(m) * sizeof(float));
+    m->var = malloc(fgmm_model_nvar(m) * sizeof(float));
     m->w = malloc((size_t)k * sizeof(float));
     if (!m->mu || !m->var || !m->w) {
         fgmm_model_free(m);
@@ -42,9 +40,9 @@ static int check_params(const FgmmModel* m) {
     size_t kd = (size_t)m->k * m->d;
     for (size_t i = 0; i < kd; i++)
         if (!isfinite(m->mu[i])) return fgmm_fail(FGMM_ERR_DATA, "mean %zu is not finite", i);
-    for (int i = 0; i < fgmm_model_nvar(m); i++)
+    for (size_t i = 0; i < fgmm_model_nvar(m); i++)
         if (!(m->var[i] > 0.0f) || !isfinite(m->var[i]))
-            return fgmm_fail(FGMM_ERR_DATA, "variance %d is %g; must be finite and > 0", i, m->var[i]);
+            return fgmm_fail(FGMM_ERR_DATA, "variance %zu is %g; must be finite and > 0", i, m->var[i]);
     double sum = 0;
     for (int i = 0; i < m->k; i++) {
         if (!(m->w[i] > 0.0f) || !isfinite(m->w[i]))
@@ -66,7 +64,7 @@ int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov, const floa
     int rc = fgmm_model_alloc(&m, k, d, cov);
     if (rc) return rc;
     memcpy(m->mu, means, (size_t)k * d * sizeof(float));
-    memcpy(m->var, variances, (size_t)fgmm_model_nvar(m) * sizeof(float));
+    memcpy(m->var, variances, fgmm_model_nvar(m) * sizeof(float));
     memcpy(m->w, weights, (size_t)k * sizeof(float));
     if ((rc = check_params(m))) {
         fgmm_model_free(m);
@@ -106,54 +104,66 @@ void fgmm_model_logconst(const FgmmModel* m, double* c) {
 }
 
 /* File: magic[8], int32 k, d, cov, then mu, var, w as float32 (little-endian hosts). */
+#define FGMM_FILE_HEADER 20
+
 int fgmm_model_write(const FgmmModel* m, const char* path) {
     FGMM_CHECK_NULL(m);
     FGMM_CHECK_NULL(path);
-    FILE* f = fopen(path, "wb");
-    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s' for writing", path);
+    fgmm_output o;
+    int rc = fgmm_output_begin(path, &o);
+    if (rc) return rc;
     int32_t hdr[3] = {m->k, m->d, (int32_t)m->cov};
-    size_t kd = (size_t)m->k * m->d;
-    int ok = fwrite(FGMM_FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
-             fwrite(m->mu, sizeof(float), kd, f) == kd &&
-             fwrite(m->var, sizeof(float), (size_t)fgmm_model_nvar(m), f) == (size_t)fgmm_model_nvar(m) &&
-             fwrite(m->w, sizeof(float), (size_t)m->k, f) == (size_t)m->k;
-    if (fclose(f) != 0) ok = 0;
-    return ok ? FGMM_OK : fgmm_fail(FGMM_ERR_IO, "write to '%s' failed", path);
+    size_t kd = (size_t)m->k * m->d, nv = fgmm_model_nvar(m);
+    int ok = fwrite(FGMM_FILE_MAGIC, 1, 8, o.f) == 8 && fwrite(hdr, sizeof hdr, 1, o.f) == 1 &&
+             fwrite(m->mu, sizeof(float), kd, o.f) == kd && fwrite(m->var, sizeof(float), nv, o.f) == nv &&
+             fwrite(m->w, sizeof(float), (size_t)m->k, o.f) == (size_t)m->k;
+    return fgmm_output_end(&o, path, ok);
 }
 
-int fgmm_model_read(const char* path, FgmmModel** out) {
-    FGMM_CHECK_NULL(out);
-    *out = NULL;
-    FGMM_CHECK_NULL(path);
-    FILE* f = fopen(path, "rb");
-    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s'", path);
+/* The header is checked against the file size before anything is allocated. */
+static int read_model(FILE* f, int64_t size, const char* path, FgmmModel** out) {
     char magic[8];
     int32_t hdr[3];
-    FgmmModel* m = NULL;
-    int rc;
-    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FGMM_FILE_MAGIC, 8) != 0) {
-        rc = fgmm_fail(FGMM_ERR_IO, "'%s' is not a flashgmm model file", path);
-    } else if (fread(hdr, sizeof hdr, 1, f) != 1) {
-        rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated header", path);
-    } else if ((rc = fgmm_model_alloc(&m, hdr[0], hdr[1], (FgmmCovariance)hdr[2])) != 0) {
-        rc = fgmm_fail(FGMM_ERR_IO, "'%s': bad header (%s)", path, fgmm_get_last_error());
-    } else {
-        size_t kd = (size_t)m->k * m->d, nv = (size_t)fgmm_model_nvar(m);
-        if (fread(m->mu, sizeof(float), kd, f) != kd || fread(m->var, sizeof(float), nv, f) != nv ||
-            fread(m->w, sizeof(float), (size_t)m->k, f) != (size_t)m->k)
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated (expected %d x %d model)", path, m->k, m->d);
-        else if (fgetc(f) != EOF)
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': trailing bytes after the model", path);
-        else if ((rc = check_params(m)) != 0)
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': %s", path, fgmm_get_last_error());
-    }
-    fclose(f);
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FGMM_FILE_MAGIC, 8) != 0)
+        return fgmm_fail(FGMM_ERR_IO, "'%s' is not a flashgmm model file", path);
+    if (fread(hdr, sizeof hdr, 1, f) != 1) return fgmm_fail(FGMM_ERR_IO, "'%s': truncated header", path);
+    int k = hdr[0], d = hdr[1];
+    if (k < 1 || k > FGMM_MAX_K || d < 1 || d > FGMM_MAX_DIM || (hdr[2] != FGMM_COV_ISOTROPIC && hdr[2] != FGMM_COV_DIAGONAL))
+        return fgmm_fail(FGMM_ERR_IO, "'%s': bad header (k = %d, d = %d, covariance %d)", path, k, d, hdr[2]);
+    /* k <= 2^24, d <= 2^20: every count below fits in int64 */
+    int64_t kd = (int64_t)k * d, nv = hdr[2] == FGMM_COV_DIAGONAL ? kd : k;
+    int64_t want = FGMM_FILE_HEADER + 4 * (kd + nv + k);
+    if (size != want)
+        return fgmm_fail(FGMM_ERR_IO, "'%s': %lld bytes; a %d x %d %s model has %lld: %s", path, (long long)size, k, d,
+                         hdr[2] == FGMM_COV_DIAGONAL ? "diagonal" : "isotropic", (long long)want,
+                         size < want ? "truncated" : "trailing bytes");
+    FgmmModel* m;
+    int rc = fgmm_model_alloc(&m, k, d, (FgmmCovariance)hdr[2]);
+    if (rc) return rc;
+    if (fread(m->mu, sizeof(float), (size_t)kd, f) != (size_t)kd || fread(m->var, sizeof(float), (size_t)nv, f) != (size_t)nv ||
+        fread(m->w, sizeof(float), (size_t)k, f) != (size_t)k)
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': read failed (truncated while reading?)", path);
+    else if ((rc = check_params(m)) != 0)
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': %s", path, fgmm_get_last_error());
     if (rc) {
         fgmm_model_free(m);
         return rc;
     }
     *out = m;
     return FGMM_OK;
+}
+
+int fgmm_model_read(const char* path, FgmmModel** out) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FGMM_CHECK_NULL(path);
+    FILE* f;
+    int64_t size;
+    int rc = fgmm_open_input(path, &f, &size);
+    if (rc) return rc;
+    rc = read_model(f, size, path, out);
+    fclose(f);
+    return rc;
 }
 
 int fgmm_stats_alloc(fgmm_stats* s, int k, int d, int s2_per_dim) {

@@ -15,6 +15,10 @@
 
 #include "internal.h"
 
+/* Range of the data's mean per-dimension variance that fgmm_train accepts. */
+#define FGMM_MIN_DATA_VAR 1e-24
+#define FGMM_MAX_DATA_VAR 1e24
+
 void fgmm_params_init(FgmmParams* p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
@@ -403,6 +407,15 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
     if (t.mean_var < 0) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     if (!(t.mean_var > 0))
         return fgmm_fail(FGMM_ERR_DATA, "fgmm_train: data has zero variance (all rows identical)");
+    /* The model's float32 variances (down to var_floor times this) and squared distances must be
+     * normal floats: refuse rather than return NaN or merge distinct points. */
+    if (t.mean_var < FGMM_MIN_DATA_VAR || t.mean_var > FGMM_MAX_DATA_VAR)
+        return fgmm_fail(FGMM_ERR_DATA,
+                         "fgmm_train: the data's mean per-dimension variance is %g, outside [%g, %g] that float32 "
+                         "models hold; rescale the data", t.mean_var, FGMM_MIN_DATA_VAR, FGMM_MAX_DATA_VAR);
+    if (p->var_floor * t.mean_var < FGMM_MIN_DATA_VAR * 1e-6)
+        return fgmm_fail(FGMM_ERR_DATA, "fgmm_train: var_floor = %g times the data's variance %g is below %g; "
+                         "raise var_floor or rescale the data", p->var_floor, t.mean_var, FGMM_MIN_DATA_VAR * 1e-6);
     FgmmTrainInfo local;
     if (!info) info = &local;
     memset(info, 0, sizeof *info);

@@ -273,3 +273,85 @@ TEST(CpuTrain, EmbeddedSiftTrains) {
     fgmm_model_free(m);
     fgmm_vecs_free(&v);
 }
+
+namespace {
+struct EmTrace {
+    std::vector<double> ll;
+    int reseeded = 0;
+};
+void trace_em(void* u, FgmmPhase ph, int, double obj, int re) {
+    auto* t = (EmTrace*)u;
+    if (ph == FGMM_PHASE_EM) t->ll.push_back(obj), t->reseeded += re;
+}
+}  // namespace
+
+TEST(CpuTrain, ShiftedDataGivesTheSameModel) {
+    // 20,000 x 32 rows with spread 0.01, trained at offsets 0, 10, 100, 1e4. y = x + offset in
+    // float; y - offset is exact (Sterbenz), so both trainings see the same points.
+    int64_t n = 20000;
+    int d = 32, k = 16;
+    auto base = planted(n, d, k, 3.0, 7);
+    for (auto& v : base) v *= 0.01f;
+    for (int cov = 0; cov < 2; cov++)
+        for (double off : {0.0, 10.0, 100.0, 1e4}) {
+            std::vector<float> y(base.size()), x(base.size());
+            for (size_t i = 0; i < y.size(); i++) y[i] = (float)(base[i] + off), x[i] = (float)(y[i] - off);
+            FgmmParams p = cpu_params(k);
+            p.covariance = (FgmmCovariance)cov;
+            p.niter = 6;
+            p.kmeans_iter = 4;
+            EmTrace tx, ty;
+            p.progress = trace_em;
+            FgmmModel *mx = nullptr, *my = nullptr;
+            FgmmTrainInfo ix, iy;
+            p.progress_user = &tx;
+            ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &mx, &ix), 0) << fgmm_get_last_error();
+            p.progress_user = &ty;
+            ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, y.data(), &my, &iy), 0) << fgmm_get_last_error();
+            SCOPED_TRACE("offset " + std::to_string(off) + (cov ? " diagonal" : " isotropic"));
+            EXPECT_EQ(iy.reseeded, ix.reseeded);
+            // float32 means at the offset are spaced ulp(off) (1e-3 = 0.1 sigma at 1e4): a loss of
+            // about d * ulp^2 / (24 var) = 0.013 per point there
+            EXPECT_NEAR(iy.mean_loglik, ix.mean_loglik, 3e-4 * std::fabs(ix.mean_loglik));
+            for (size_t i = 1; i < ty.ll.size(); i++)
+                EXPECT_GE(ty.ll[i], ty.ll[i - 1] - 1e-6 * std::fabs(ty.ll[i - 1])) << "iteration " << i;
+            // means equal up to the offset: within a few float spacings at the offset plus 2% of sigma
+            // (rounded means make the two EM runs drift apart a little)
+            double tol = 4 * ((double)std::nextafter((float)off, INFINITY) - off) + 2e-4;
+            const float *a = fgmm_model_means(mx), *b = fgmm_model_means(my);
+            double worst = 0;
+            for (size_t i = 0; i < (size_t)k * d; i++) worst = std::max(worst, std::fabs((double)b[i] - off - a[i]));
+            EXPECT_LE(worst, tol);
+            const float *va = fgmm_model_variances(mx), *vb = fgmm_model_variances(my);
+            double vdiff = 0, vsum = 0;
+            for (size_t i = 0; i < (size_t)(cov ? k * d : k); i++) vdiff += std::fabs(vb[i] - va[i]), vsum += va[i];
+            EXPECT_LE(vdiff, 0.02 * vsum);
+            fgmm_model_free(mx);
+            fgmm_model_free(my);
+        }
+}
+
+TEST(CpuTrain, DataScalesOutsideFloat32AreRefusedOrTrainFinite) {
+    int64_t n = 2000;
+    int d = 8, k = 4;
+    auto base = planted(n, d, k, 3.0, 9);
+    FgmmParams p = cpu_params(k);
+    p.niter = 5;
+    for (double scale : {1e18, 1e30, 1e-30}) {
+        std::vector<float> x(base.size());
+        for (size_t i = 0; i < x.size(); i++) x[i] = (float)(base[i] * scale);
+        FgmmModel* m = nullptr;
+        EXPECT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_DATA) << scale;
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("rescale the data"), std::string::npos) << fgmm_get_last_error();
+    }
+    for (double scale : {1e10, 1e-10}) {  // in range: finite log-likelihood, same clusters as at scale 1
+        std::vector<float> x(base.size()), x1(base.size());
+        for (size_t i = 0; i < x.size(); i++) x[i] = (float)(base[i] * scale + 1e3 * scale);
+        FgmmModel* m = nullptr;
+        FgmmTrainInfo info;
+        ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, &info), 0) << scale << ": " << fgmm_get_last_error();
+        EXPECT_TRUE(std::isfinite(info.mean_loglik));
+        EXPECT_EQ(info.reseeded, 0);
+        fgmm_model_free(m);
+    }
+}

@@ -1,8 +1,12 @@
 // Every bad input gets an error code and a message, and nothing leaks (the ASan build checks that).
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "common.h"
@@ -148,4 +152,143 @@ TEST(Errors, ModelFileRoundTripAndCorruption) {
     expect_error(fgmm_model_read("/nonexistent/dir/x.fgmm", &r), FGMM_ERR_IO, "cannot open");
     EXPECT_EQ(r, nullptr);
     fgmm_model_free(m);
+}
+
+namespace {
+void write_file(const std::string& f, const void* p, size_t n) {
+    FILE* fp = fopen(f.c_str(), "wb");
+    fwrite(p, 1, n, fp);
+    fclose(fp);
+}
+// A model file header: magic, k, d, covariance.
+std::vector<char> model_header(int32_t k, int32_t d, int32_t cov) {
+    std::vector<char> b(20);
+    memcpy(b.data(), "FGMMv001", 8);
+    int32_t h[3] = {k, d, cov};
+    memcpy(b.data() + 8, h, 12);
+    return b;
+}
+}  // namespace
+
+TEST(Errors, ModelFileHeaderCheckedAgainstFileSizeFirst) {
+    std::string g = tmp("hostile.fgmm");
+    FgmmModel* r = nullptr;
+    auto b = model_header(1 << 24, 1 << 20, FGMM_COV_DIAGONAL);  // 20 bytes; k*d overflows int
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "truncated");
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("has 140737555464212"), std::string::npos) << fgmm_get_last_error();
+    b = model_header(1 << 24, 80, FGMM_COV_ISOTROPIC);  // 42 bytes claiming a 5 GB model
+    b.resize(42);
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "42 bytes; a 16777216 x 80 isotropic model has 5502926868");
+    b = model_header(2, 3, 7);
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "bad header (k = 2, d = 3, covariance 7)");
+    b = model_header(1, 1, FGMM_COV_ISOTROPIC);
+    float vals[4] = {0, 1, 1, 0};
+    b.insert(b.end(), (char*)vals, (char*)(vals + 4));
+    write_file(g, b.data(), b.size());
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "trailing bytes");
+    EXPECT_EQ(r, nullptr);
+}
+
+TEST(Errors, ModelFileMessagesAreNotGarbled) {
+    std::string g = tmp("nan.fgmm");
+    auto b = model_header(1, 2, FGMM_COV_ISOTROPIC);
+    float vals[4] = {NAN, 1, 1, 1};  // mu, var, w
+    b.insert(b.end(), (char*)vals, (char*)(vals + 4));
+    write_file(g, b.data(), b.size());
+    FgmmModel* r = nullptr;
+    EXPECT_EQ(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO);
+    EXPECT_EQ(std::string(fgmm_get_last_error()), "'" + g + "': mean 0 is not finite");
+}
+
+TEST(Errors, ModelWriteIsAtomicAndRefusesNonRegularTargets) {
+    auto x = planted(200, 5, 3, 3.0, 1);
+    FgmmModel* m = model_from_rows(x.data(), 200, 5, 3, FGMM_COV_ISOTROPIC, 1.0, 2);
+    expect_error(fgmm_model_write(m, "/dev/null"), FGMM_ERR_IO, "not a regular file");
+    std::string dir = tmp("atomic_dir");
+    std::string cmd = "rm -rf '" + dir + "' && mkdir '" + dir + "'";
+    ASSERT_EQ(system(cmd.c_str()), 0);
+    std::string f = dir + "/m.fgmm";
+    write_file(f, "old", 3);
+    ASSERT_EQ(fgmm_model_write(m, f.c_str()), 0) << fgmm_get_last_error();
+    FgmmModel* r = nullptr;
+    ASSERT_EQ(fgmm_model_read(f.c_str(), &r), 0) << fgmm_get_last_error();
+    fgmm_model_free(r);
+    cmd = "test $(ls -A '" + dir + "' | wc -l) -eq 1";  // no temporary file left behind
+    EXPECT_EQ(system(cmd.c_str()), 0);
+    expect_error(fgmm_model_write(m, (dir + "/no/such/dir.fgmm").c_str()), FGMM_ERR_IO, "No such file");
+    fgmm_model_free(m);
+}
+
+namespace {
+// Runs the command-line tool; returns its exit status and combined output.
+int cli(const std::string& args, std::string* output) {
+    std::string cmd = std::string(FGMM_CLI) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    output->clear();
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, got);
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+std::string file_bytes(const std::string& f) {
+    FILE* fp = fopen(f.c_str(), "rb");
+    std::string s;
+    char buf[4096];
+    size_t got;
+    while (fp && (got = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, got);
+    if (fp) fclose(fp);
+    return s;
+}
+void expect_cli_error(const std::string& args, const char* needle) {
+    std::string out;
+    EXPECT_NE(cli(args, &out), 0) << args;
+    EXPECT_NE(out.find(needle), std::string::npos) << args << ": '" << out << "' lacks '" << needle << "'";
+}
+}  // namespace
+
+TEST(Cli, NeverOverwritesTheInput) {
+    auto x = planted(200, 4, 2, 3.0, 1);
+    FgmmVecs v = {x.data(), 200, 4, FGMM_F32};
+    std::string in = tmp("cli_in.fvecs"), link = tmp("cli_link.fvecs");
+    ASSERT_EQ(fgmm_vecs_write(in.c_str(), &v), 0);
+    std::string before = file_bytes(in);
+    unlink(link.c_str());
+    ASSERT_EQ(symlink(in.c_str(), link.c_str()), 0);
+    expect_cli_error("train " + in + " --k 2 --out " + in, "is the input");
+    expect_cli_error("train " + in + " --k 2 --out " + link, "is the input");  // same file, other name
+    expect_cli_error("convert " + in + " " + link, "is the input");
+    EXPECT_EQ(file_bytes(in), before);
+    expect_cli_error("convert " + in + " " + tmp("o.bvecs") + " --out " + tmp("x.fvecs"), "no --out");
+    expect_cli_error("train " + in + " --out " + tmp("a.gmm") + " --out " + tmp("b.gmm"), "twice");
+    // unwritable output: refused before training (no "em" lines printed)
+    std::string out;
+    EXPECT_NE(cli("train " + in + " --k 2 --out /nonexistent/dir/m.gmm", &out), 0);
+    EXPECT_NE(out.find("No such file or directory"), std::string::npos) << out;
+    EXPECT_EQ(out.find("em "), std::string::npos) << out;
+    std::string m = tmp("cli.gmm");
+    EXPECT_EQ(cli("train " + in + " --k 2 --iter 2 --backend cpu --out " + m, &out), 0) << out;
+    FgmmModel* r = nullptr;
+    EXPECT_EQ(fgmm_model_read(m.c_str(), &r), 0) << fgmm_get_last_error();
+    fgmm_model_free(r);
+    unlink(link.c_str());
+}
+
+TEST(Cli, RejectsBadNumbersAndUnknownCommands) {
+    std::string in = tmp("cli_num.fvecs");
+    auto x = planted(50, 4, 2, 3.0, 1);
+    FgmmVecs v = {x.data(), 50, 4, FGMM_F32};
+    ASSERT_EQ(fgmm_vecs_write(in.c_str(), &v), 0);
+    expect_cli_error("train " + in + " --k abc", "--k 'abc': want an integer");
+    expect_cli_error("train " + in + " --k 99999999999", "--k '99999999999': want an integer");
+    expect_cli_error("train " + in + " --k 12x", "want an integer");
+    expect_cli_error("train " + in + " --iter -1", "--iter '-1'");
+    expect_cli_error("train " + in + " --max-rows 99999999999999999999", "--max-rows");
+    expect_cli_error("train " + in + " --tol nan", "--tol 'nan'");
+    // unknown command: rejected before the file is read (it does not exist)
+    expect_cli_error("frobnicate /nonexistent.fvecs", "unknown command 'frobnicate'");
+    expect_cli_error("shape /nonexistent.fvecs", "No such file or directory");
 }

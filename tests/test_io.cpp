@@ -1,11 +1,20 @@
 // Vector-file readers: round trips, and truncated / malformed files.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "flashgmm_io.h"
+#ifdef FGMM_WITH_HDF5
+#include <hdf5.h>
+#endif
 
 namespace {
 std::string tmp(const char* name) { return testing::TempDir() + name; }
@@ -82,4 +91,149 @@ TEST(Io, Hdf5ReadsFlannLayoutAndRejectsGarbage) {
     EXPECT_EQ(r.dtype, FGMM_U8);
     fgmm_vecs_free(&r);
     EXPECT_EQ(fgmm_vecs_read(src.c_str(), "nosuch", 0, &r), FGMM_ERR_IO);
+}
+
+TEST(Io, RefusesNonRegularFiles) {
+    FgmmVecs r;
+    for (const char* name : {"fifo.fvecs", "fifo.bvecs", "fifo.ivecs", "fifo.h5"}) {
+        std::string p = tmp(name);
+        unlink(p.c_str());
+        ASSERT_EQ(mkfifo(p.c_str(), 0600), 0);
+        int rc = fgmm_vecs_read(p.c_str(), nullptr, 0, &r);  // must not block waiting for a writer
+        if (rc == FGMM_ERR_IO && !fgmm_vecs_hdf5_available() && !strcmp(name, "fifo.h5")) continue;
+        EXPECT_EQ(rc, FGMM_ERR_IO) << name;
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("not a regular file"), std::string::npos) << fgmm_get_last_error();
+        unlink(p.c_str());
+    }
+    EXPECT_EQ(fgmm_vecs_read("/dev/null.fvecs", nullptr, 0, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("No such file"), std::string::npos) << fgmm_get_last_error();
+}
+
+TEST(Io, WriteReplacesAtomicallyAndRefusesNonRegularTargets) {
+    std::vector<float> f = {1, 2, 3};
+    FgmmVecs v = {f.data(), 1, 3, FGMM_F32};
+    std::string dir = tmp("wdir.fvecs");
+    rmdir(dir.c_str());
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+    EXPECT_EQ(fgmm_vecs_write(dir.c_str(), &v), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("not a regular file"), std::string::npos);
+    rmdir(dir.c_str());
+    EXPECT_EQ(fgmm_vecs_write("/nonexistent/dir/x.fvecs", &v), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("No such file"), std::string::npos) << fgmm_get_last_error();
+}
+
+#ifdef FGMM_WITH_HDF5
+namespace {
+// Writes one dataset of file type ftype and shape dims (chunked with chunk if given; data written
+// from `data` in memory type mtype over the first rows_written rows, if data != nullptr).
+void h5_write(const std::string& path, hid_t ftype, const hsize_t dims[2], const hsize_t* chunk, bool deflate,
+              hid_t mtype = -1, const void* data = nullptr, hsize_t rows_written = 0) {
+    hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    hid_t sp = H5Screate_simple(2, dims, nullptr), pl = H5Pcreate(H5P_DATASET_CREATE);
+    if (chunk) H5Pset_chunk(pl, 2, chunk);
+    if (deflate) H5Pset_deflate(pl, 9);
+    hid_t ds = H5Dcreate2(f, "train", ftype, sp, H5P_DEFAULT, pl, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    if (data) {
+        hsize_t start[2] = {0, 0}, cnt[2] = {rows_written, dims[1]};
+        hid_t ms = H5Screate_simple(2, cnt, nullptr);
+        H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, nullptr, cnt, nullptr);
+        ASSERT_GE(H5Dwrite(ds, mtype, ms, sp, H5P_DEFAULT, data), 0);
+        H5Sclose(ms);
+    }
+    H5Dclose(ds);
+    H5Pclose(pl);
+    H5Sclose(sp);
+    H5Fclose(f);
+}
+void expect_io_error(const std::string& path, const char* needle) {
+    FgmmVecs r;
+    EXPECT_EQ(fgmm_vecs_read(path.c_str(), nullptr, 0, &r), FGMM_ERR_IO) << path;
+    EXPECT_NE(std::string(fgmm_get_last_error()).find(needle), std::string::npos)
+        << path << ": '" << fgmm_get_last_error() << "' lacks '" << needle << "'";
+    EXPECT_EQ(r.data, nullptr);
+}
+}  // namespace
+
+TEST(Io, Hdf5RejectsShapesTheFileCannotHold) {
+    std::string p = tmp("huge.h5");
+    hsize_t huge[2] = {(hsize_t)1 << 62, 4}, chunk[2] = {1, 4};
+    h5_write(p, H5T_IEEE_F32LE, huge, chunk, false);  // 2^62 x 4 float32: the size product wraps
+    expect_io_error(p, "overflow");
+    hsize_t big[2] = {(hsize_t)1 << 40, 4};  // contiguous, nothing stored: 16 TB declared
+    h5_write(p, H5T_IEEE_F32LE, big, nullptr, false);
+    expect_io_error(p, "truncated or malformed");
+    hsize_t wide[2] = {1, (hsize_t)1 << 31}, wchunk[2] = {1, 1024};
+    h5_write(p, H5T_IEEE_F32LE, wide, wchunk, false);
+    expect_io_error(p, "columns");
+    // 64 MB declared, one compressed chunk of zeros stored: refused, not read for minutes
+    std::vector<float> zeros(1024 * 16, 0.0f);
+    hsize_t sparse[2] = {(hsize_t)1 << 20, 16}, schunk[2] = {1024, 16};
+    h5_write(p, H5T_IEEE_F32LE, sparse, schunk, true, H5T_NATIVE_FLOAT, zeros.data(), 1024);
+    expect_io_error(p, "expansion");
+    // a real compressed dataset of the same chunking still reads
+    std::vector<float> vals(4096 * 16);
+    for (size_t i = 0; i < vals.size(); i++) vals[i] = (float)(i % 97);
+    hsize_t ok[2] = {4096, 16};
+    h5_write(p, H5T_IEEE_F32LE, ok, schunk, true, H5T_NATIVE_FLOAT, vals.data(), 4096);
+    FgmmVecs r;
+    ASSERT_EQ(fgmm_vecs_read(p.c_str(), nullptr, 0, &r), 0) << fgmm_get_last_error();
+    EXPECT_EQ(r.n, 4096);
+    EXPECT_EQ(0, memcmp(r.data, vals.data(), vals.size() * 4));
+    fgmm_vecs_free(&r);
+}
+
+TEST(Io, Hdf5RefusesValuesOutOfRangeInsteadOfClipping) {
+    std::string p = tmp("range.h5");
+    hsize_t dims[2] = {2, 2};
+    uint32_t u[4] = {1, 2, 3000000000u, 4};
+    h5_write(p, H5T_STD_U32LE, dims, nullptr, false, H5T_NATIVE_UINT32, u, 2);
+    expect_io_error(p, "outside the int32 range");
+    double big[4] = {1, 2, 1e300, 4};
+    h5_write(p, H5T_IEEE_F64LE, dims, nullptr, false, H5T_NATIVE_DOUBLE, big, 2);
+    expect_io_error(p, "outside the float32 range");
+    int64_t small[4] = {-5, 2, 2147483647, -2147483648LL};  // int64 values that fit are read
+    h5_write(p, H5T_STD_I64LE, dims, nullptr, false, H5T_NATIVE_INT64, small, 2);
+    FgmmVecs r;
+    ASSERT_EQ(fgmm_vecs_read(p.c_str(), nullptr, 0, &r), 0) << fgmm_get_last_error();
+    EXPECT_EQ(r.dtype, FGMM_I32);
+    EXPECT_EQ(((int32_t*)r.data)[2], 2147483647);
+    EXPECT_EQ(((int32_t*)r.data)[3], INT32_MIN);
+    fgmm_vecs_free(&r);
+}
+#endif
+
+// Every file of the fuzzers' seed corpora (valid files, malformed ones and past crashes) reads or
+// fails with a code; the ASan build checks that nothing crashes or leaks.
+TEST(Io, FuzzCorpusFilesReadOrFailCleanly) {
+    namespace fs = std::filesystem;
+    std::string top = std::string(FGMM_SOURCE_DIR) + "/fuzz/corpus/";
+    int files = 0;
+    for (const char* kind : {"vecs", "hdf5", "model"}) {
+        if (!strcmp(kind, "hdf5") && !fgmm_vecs_hdf5_available()) continue;
+        for (auto& e : fs::directory_iterator(top + kind)) {
+            std::ifstream in(e.path(), std::ios::binary);
+            std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            static const char* vext[3] = {"fvecs", "bvecs", "ivecs"};
+            std::string ext = !strcmp(kind, "vecs") ? vext[(uint8_t)bytes[0] % 3] : !strcmp(kind, "hdf5") ? "h5" : "gmm";
+            if (!strcmp(kind, "vecs")) bytes.erase(0, 1);  // the target's extension byte
+            std::string f = tmp(("corpus." + ext).c_str());
+            write_bytes(f, bytes.data(), bytes.size());
+            int rc;
+            if (ext == "gmm") {
+                FgmmModel* m = nullptr;
+                rc = fgmm_model_read(f.c_str(), &m);
+                fgmm_model_free(m);
+            } else {
+                FgmmVecs v;
+                rc = fgmm_vecs_read(f.c_str(), nullptr, 0, &v);
+                fgmm_vecs_free(&v);
+            }
+            EXPECT_LE(rc, 0) << e.path();
+            if (rc) EXPECT_STRNE(fgmm_get_last_error(), "") << e.path();
+            files++;
+        }
+    }
+    EXPECT_GE(files, 10);
 }

@@ -1,0 +1,12 @@
+/* fuzz_hdf5.c: the HDF5 reader (datasets "train", then "dataset"). */
+#include "fuzz_common.h"
+#include "flashgmm_io.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    const char* p = fuzz_file(data, size, "h5");
+    if (!p) return 0;
+    FgmmVecs v;
+    if (fgmm_vecs_read(p, NULL, 0, &v) == 0) fgmm_vecs_free(&v);
+    unlink(p);
+    return 0;
+}

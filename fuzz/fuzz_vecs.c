@@ -1,0 +1,15 @@
+/* fuzz_vecs.c: the .fvecs / .bvecs / .ivecs reader. The first byte picks the extension. */
+#include "fuzz_common.h"
+#include "flashgmm_io.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    static const char* ext[3] = {"fvecs", "bvecs", "ivecs"};
+    if (size < 1) return 0;
+    const char* p = fuzz_file(data + 1, size - 1, ext[data[0] % 3]);
+    if (!p) return 0;
+    FgmmVecs v;
+    if (fgmm_vecs_read(p, NULL, 0, &v) == 0) fgmm_vecs_free(&v);
+    if (fgmm_vecs_read(p, NULL, 1, &v) == 0) fgmm_vecs_free(&v); /* max_rows */
+    unlink(p);
+    return 0;
+}
