@@ -30,12 +30,13 @@ fetch_source() {  # prints the unpacked source directory
     echo "$deps/src-faiss-1.11/src"
 }
 
+"$top/scripts/setup.sh"  # the Debian packages both builds need
 if [ -f "$prefix/lib/libfaiss.a" ] && [ -f "$prefix/lib/libfaiss_c.a" ]; then
     echo "faiss_modern: reusing $prefix"
 else
     src="${FAISS_SRC:-$(fetch_source)}"
     grep -q 'VERSION 1\.11\.0' "$src/CMakeLists.txt" || { echo "faiss_modern: $src is not FAISS 1.11.0" >&2; exit 1; }
-    echo "faiss_modern: building FAISS 1.11.0 from $src (tens of minutes on 2 cores)"
+    echo "faiss_modern: building FAISS 1.11.0 from $src (minutes)"
     # PIC: libflashgmm_ivf.so links these static archives in.
     cmake -S "$src" -B "$deps/faiss-1.11-build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_INSTALL_PREFIX="$prefix" -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
