@@ -1,31 +1,41 @@
-// faiss_bridge.cpp: thin C++ calls behind a C header, for what FAISS's C API cannot do.
+// faiss_bridge.cpp: IVF operations behind a C header. FAISS's C API where it has the entry point
+// (add_core of IVF-Flat and IVF-SQ, list sizes and ids); C++ only for add_core of the other IVF
+// kinds (IVF-PQ) and for search_preassigned with per-call parameters. Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
+// parameter, so the C++ call below reads the same).
 #include "faiss_bridge.h"
 
 #include <faiss/IndexIVF.h>
+#include <faiss/c_api/IndexIVFFlat_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/IndexScalarQuantizer_c.h>
+#include <faiss/c_api/error_c.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <omp.h>
 
 namespace {
-faiss::IndexIVF* as_ivf(const FaissIndex* index) {
-    return dynamic_cast<faiss::IndexIVF*>(reinterpret_cast<faiss::Index*>(const_cast<FaissIndex*>(index)));
-}
 int fail(char* err, size_t errlen, const char* what) {
     if (err && errlen) std::snprintf(err, errlen, "%s", what);
     return -1;
 }
+int c_api(int rc, char* err, size_t errlen) { return rc ? fail(err, errlen, faiss_get_last_error()) : 0; }
 }  // namespace
 
 extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
                                           const int64_t* lists, char* err, size_t errlen) {
-    faiss::IndexIVF* ivf = as_ivf(index);
+    FaissIndexIVF* ivf = faiss_IndexIVF_cast(index);  // the C API's handle is the IndexIVF pointer
     if (!ivf) return fail(err, errlen, "not an IndexIVF");
+    if (FaissIndexIVFFlat* flat = faiss_IndexIVFFlat_cast(index))
+        return c_api(faiss_IndexIVFFlat_add_core(flat, n, x, ids, lists), err, errlen);
+    if (FaissIndexIVFScalarQuantizer* sq = faiss_IndexIVFScalarQuantizer_cast(index))
+        return c_api(faiss_IndexIVFScalarQuantizer_add_core(sq, n, x, ids, lists), err, errlen);
     try {
-        ivf->add_core(n, x, ids, lists);
+        reinterpret_cast<faiss::IndexIVF*>(ivf)->add_core(n, x, ids, lists);
     } catch (const std::exception& e) {
         return fail(err, errlen, e.what());
     }
@@ -35,8 +45,9 @@ extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const fl
 extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k,
                                              int nprobe, const int64_t* assign, const float* centroid_dis,
                                              float* distances, int64_t* labels, char* err, size_t errlen) {
-    const faiss::IndexIVF* ivf = as_ivf(index);
-    if (!ivf) return fail(err, errlen, "not an IndexIVF");
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return fail(err, errlen, "not an IndexIVF");
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
     faiss::SearchParametersIVF params;
     params.nprobe = (size_t)nprobe;
     // IndexIVF::search's own threading: search_preassigned is serial in FAISS's default parallel
@@ -58,15 +69,16 @@ extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n,
 }
 
 extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen) {
-    faiss::IndexIVF* ivf = as_ivf(index);
+    FaissIndexIVF* ivf = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
     if (!ivf) return fail(err, errlen, "not an IndexIVF");
-    try {
+    try {  // faiss_IndexIVF_invlists_get_ids does not catch
         int64_t mx = -1;
-        for (size_t l = 0; l < ivf->nlist; l++) {
-            size_t sz = ivf->invlists->list_size(l);
-            if (!sz) continue;
-            faiss::InvertedLists::ScopedIds sid(ivf->invlists, l);
-            mx = std::max(mx, *std::max_element(sid.get(), sid.get() + sz));
+        std::vector<idx_t> ids;
+        for (size_t l = 0; l < faiss_IndexIVF_nlist(ivf); l++) {
+            ids.resize(faiss_IndexIVF_get_list_size(ivf, l));
+            if (ids.empty()) continue;
+            faiss_IndexIVF_invlists_get_ids(ivf, l, ids.data());
+            mx = std::max(mx, *std::max_element(ids.begin(), ids.end()));
         }
         *out = mx;
     } catch (const std::exception& e) {

@@ -1,4 +1,5 @@
-/* faiss_bridge.h: the few IVF operations FAISS's C API lacks (implemented in C++). */
+/* faiss_bridge.h: IVF operations beyond FAISS's generic C API calls (faiss_bridge.cpp says which use
+ * the C API and which need C++). */
 #ifndef FGMM_FAISS_BRIDGE_H
 #define FGMM_FAISS_BRIDGE_H
 

@@ -29,7 +29,9 @@ if [ ! -f "$libc" ]; then
         $SUDO apt-get update -qq
     fi
     mkdir -p "$deps/src" && cd "$deps/src"
-    ls faiss_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only faiss >/dev/null
+    # Pinned: a newer faiss in another deb-src suite (scripts/faiss_modern.sh adds trixie) must not win.
+    ver="$(dpkg-query -W -f='${source:Version}' libfaiss-dev)"
+    ls faiss_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only "faiss=$ver" >/dev/null
     rm -rf faiss-src && mkdir faiss-src && tar xf faiss_*.orig.tar.* -C faiss-src --strip-components=1
     src="$deps/src/faiss-src"
     obj="$deps/faiss_c/obj"; mkdir -p "$obj" "$deps/faiss_c/lib" "$deps/faiss_c/include/faiss/c_api"

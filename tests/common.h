@@ -1,13 +1,38 @@
-// common.h: float64 reference E-step and data generators shared by the tests.
+// common.h: float64 reference E-step, data generators and test data location shared by the tests.
 #pragma once
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "flashgmm.h"
 
 namespace fgt {
+
+// The folder holding datasets/embedded/, found at run time: $FGMM_SOURCE_DIR (ctest sets it), else
+// the nearest ancestor of the test binary's folder that has one (the build folder gets a copy).
+inline const std::string& source_dir() {
+    static const std::string dir = [] {
+        const char* env = std::getenv("FGMM_SOURCE_DIR");
+        if (env && *env) return std::string(env);
+        char exe[4096];
+        ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        std::string d = len > 0 ? std::string(exe, (size_t)len) : std::string();
+        for (size_t cut; (cut = d.rfind('/')) != std::string::npos && cut > 0;) {
+            d.resize(cut);
+            if (access((d + "/datasets/embedded").c_str(), R_OK) == 0) return d;
+        }
+        return std::string(".");
+    }();
+    return dir;
+}
+
+// Path of a file of datasets/embedded/.
+inline std::string embedded(const char* name) { return source_dir() + "/datasets/embedded/" + name; }
 
 struct RefStats {
     std::vector<double> nk, mu_acc, sig_acc, logz;

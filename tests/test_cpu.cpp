@@ -33,8 +33,6 @@ void check_estep(const FgmmModel* m, int64_t n, FgmmDtype dt, const void* x, con
     EXPECT_NEAR(total, (double)n, 1e-6 * n);
 }
 
-std::string embedded(const char* name) { return std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/" + name; }
-
 }  // namespace
 
 TEST(CpuEstep, MatchesFloat64IsotropicRandom) {

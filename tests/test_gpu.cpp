@@ -119,7 +119,7 @@ TEST(GpuEstep, FusedMatchesFloat64Random) {
 TEST(GpuEstep, FusedMatchesFloat64OnRealSift) {
     REQUIRE_GPU();
     FgmmVecs v;
-    std::string f = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
+    std::string f = embedded("sift10K_byte.h5");
     ASSERT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &v), 0) << fgmm_get_last_error();
     std::vector<float> xf((size_t)v.n * v.d);
     for (size_t i = 0; i < xf.size(); i++) xf[i] = ((uint8_t*)v.data)[i];
@@ -186,7 +186,7 @@ TEST(GpuEstep, FusedDiagonalMatchesFloat64) {
     }
     // real data, uint8 and float: the first 64 dimensions of FLANN's SIFT rows (all 128: the test above)
     FgmmVecs v;
-    std::string f = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
+    std::string f = embedded("sift10K_byte.h5");
     ASSERT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &v), 0) << fgmm_get_last_error();
     const int d = 64;
     std::vector<uint8_t> xb((size_t)v.n * d);

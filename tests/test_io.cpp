@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "flashgmm_io.h"
 #ifdef FGMM_WITH_HDF5
 #include <hdf5.h>
@@ -84,7 +85,7 @@ TEST(Io, Hdf5ReadsFlannLayoutAndRejectsGarbage) {
     FgmmVecs r;
     EXPECT_EQ(fgmm_vecs_read(g.c_str(), nullptr, 0, &r), FGMM_ERR_IO);
     EXPECT_NE(std::string(fgmm_get_last_error()).find("HDF5"), std::string::npos);
-    std::string src = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
+    std::string src = fgt::embedded("sift10K_byte.h5");
     ASSERT_EQ(fgmm_vecs_read(src.c_str(), "query", 0, &r), 0) << fgmm_get_last_error();
     EXPECT_EQ(r.n, 1000);
     EXPECT_EQ(r.d, 128);
@@ -208,7 +209,7 @@ TEST(Io, Hdf5RefusesValuesOutOfRangeInsteadOfClipping) {
 // fails with a code; the ASan build checks that nothing crashes or leaks.
 TEST(Io, FuzzCorpusFilesReadOrFailCleanly) {
     namespace fs = std::filesystem;
-    std::string top = std::string(FGMM_SOURCE_DIR) + "/fuzz/corpus/";
+    std::string top = fgt::source_dir() + "/fuzz/corpus/";
     int files = 0;
     for (const char* kind : {"vecs", "hdf5", "model"}) {
         if (!strcmp(kind, "hdf5") && !fgmm_vecs_hdf5_available()) continue;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
 #include "flashgmm_spill.h"
@@ -30,7 +31,7 @@ struct Sift {
 const Sift& sift() {
     static Sift s = [] {
         Sift r;
-        std::string f = std::string(FGMM_SOURCE_DIR) + "/datasets/embedded/sift10K_byte.h5";
+        std::string f = fgt::embedded("sift10K_byte.h5");
         FgmmVecs b, q, m;
         EXPECT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &b), 0);
         EXPECT_EQ(fgmm_vecs_read(f.c_str(), "query", 0, &q), 0);
