@@ -9,7 +9,7 @@
 #   scripts/device.sh curves NAME ARGS (on the device) build/ivf_curves ARGS --out $OUT/NAME (GPU training,
 #                                     FAISS search on the host's cores); data files reach the device in
 #                                     .xfer/ (see `pack`), split to fit the 64 MiB a call may carry
-#   scripts/device.sh pack FILE...    (here) xz + split FILEs into .xfer/N/ pieces of <= 56 MiB, one
+#   scripts/device.sh pack FILE...    (here) xz + split FILEs into .xfer/N/ pieces of <= 56 MiB (FGMM_PIECE), one
 #                                     folder per device call; `unpack` (there) joins what has arrived
 #                                     (names must differ: the pieces are named after the files)
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
@@ -20,10 +20,11 @@ bundle)
     set -e
     "$top/scripts/build.sh" "$top/build"
     b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
-    cp "$top/build/flashgmm_tests" "$top/build/bench_estep" "$top/build/bench_cpu" "$top/build/flashgmm" \
-       "$top/build/ivf_curves" "$b/"
+    # FGMM_BUNDLE="ivf_curves" (say) packs only those programs: room for data in the same call
+    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves}; do cp "$top/build/$p" "$b/"; done
     # libraries the device image lacks: everything not from glibc/gcc/CUDA
-    for f in "$b"/flashgmm_tests "$b"/bench_estep "$b"/ivf_curves; do
+    for f in "$b"/*; do
+        [ -f "$f" ] || continue
         ldd "$f" | awk '/=> \//{print $3}' | grep -Ev 'libc\.so|libm\.so|libgcc_s|libstdc\+\+|libpthread|libdl|librt|ld-linux|libcublas|libcudart' \
             | xargs -r -I{} cp -Ln {} "$b/lib/"
     done
@@ -90,7 +91,7 @@ pack)
     shift
     x="$top/.xfer"; mkdir -p "$x/tmp"
     for f in "$@"; do
-        xz -T0 -2 -c "$f" | split -b 56M -d - "$x/tmp/$(basename "$f").xz.part"
+        xz -T0 -2 -c "$f" | split -b "${FGMM_PIECE:-56M}" -d - "$x/tmp/$(basename "$f").xz.part"
     done
     # one folder per call: .xfer/0, .xfer/1, ... (each carried alone, one call after another);
     # a later pack appends folders

@@ -17,7 +17,7 @@
  *     --out DIR            writes DIR/curves.csv, DIR/summary.md, caches DIR/gt100.ivecs
  *
  * A method is QUANTIZER-RULE[TARGET][-SELECT]:
- *   QUANTIZER  faiss  FAISS's own IVF training (k-means, its default sample of 256 points per list)
+ *   QUANTIZER  faiss  FAISS's own IVF training: k-means, 10 iterations on at most 256 points per list
  *              km     the project's k-means on all points (kmeans-iter + gmm-iter Lloyd iterations)
  *              gmm    the project's GMM (kmeans-iter k-means + gmm-iter EM iterations)
  *   RULE       hard (nearest list), tau (r_ik > 1/nlist, the paper's), top2, soar, resp (flashgmm_ivf.h)
@@ -322,8 +322,9 @@ int main(int argc, char** argv) {
     for (const char* t = seeds_s; *t && ns < MAX_SEEDS; t += strcspn(t, ","), t += *t == ',') seeds[ns++] = atoi(t);
     static curve cv[MAX_METHODS][MAX_SEEDS];
     char backend_used[8] = "-";
-    FaissClusteringParameters cp;
+    FaissClusteringParameters cp; /* what IndexIVF::train uses: Clustering's defaults with niter = 10 */
     faiss_ClusteringParameters_init(&cp);
+    cp.niter = 10;
     for (int si = 0; si < ns; si++) {
         float* faiss_cent = NULL; /* per seed: FAISS centroids and the project's two models, shared by methods */
         FgmmModel* models[3] = {NULL, NULL, NULL};
