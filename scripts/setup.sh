@@ -9,8 +9,9 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # clang + libclang-rt-dev: libFuzzer and the sanitizers for scripts/fuzz.sh.
 # OpenBLAS's OpenMP build: one thread pool shared with the engine's and FAISS's OpenMP loops
 # (the default pthread build's spinning workers starve OpenMP regions between sgemm calls).
+# python3-numpy + python3-faiss: the Python package (python/) and its tests.
 pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopenblas-openmp-dev liblapack-dev
-      googletest libgtest-dev libhdf5-dev clang libclang-rt-dev"
+      googletest libgtest-dev libhdf5-dev clang libclang-rt-dev python3-numpy python3-faiss"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

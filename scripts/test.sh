@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Sets up, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
-# test, builds and runs a program against an installed copy, runs the tests again in a CPU-only
-# AddressSanitizer + UBSan build, then fuzzes the readers and the model loader for 60 s each
-# (scripts/fuzz.sh).
+# test (the Python package's too), builds and runs a program against an installed copy, runs the
+# tests again in a CPU-only AddressSanitizer + UBSan build, then fuzzes the readers and the model
+# loader for 60 s each (scripts/fuzz.sh).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 "$top/scripts/setup.sh"
 "$top/scripts/build.sh" "$top/build"
 (cd "$top/build" && ctest --output-on-failure -j 2)
+# Debian's python3: the one that sees python3-numpy and python3-faiss.
+PYTHONPATH="$top/python" FLASHGMM_LIB="$top/build/libflashgmm_ivf.so" \
+    /usr/bin/python3 -m unittest discover -s "$top/python/tests" -v
 prefix="$(mktemp -d)"
 cmake --install "$top/build" --prefix "$prefix" >/dev/null
 "$top/tests/consumer/run.sh" "$prefix"

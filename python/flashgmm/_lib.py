@@ -1,0 +1,193 @@
+"""ctypes bindings for libflashgmm_ivf.so: finding it, the C structs, prototypes and errors."""
+import ctypes
+import ctypes.util
+import glob
+import os
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int64,
+                    c_size_t, c_uint64, c_void_p)
+
+import numpy as np
+
+LIB_NAME = "libflashgmm_ivf.so"
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ERROR_NAMES = {-1: "FGMM_ERR_NULL", -2: "FGMM_ERR_ARG", -3: "FGMM_ERR_DATA", -4: "FGMM_ERR_NOMEM",
+               -5: "FGMM_ERR_GPU_NOMEM", -6: "FGMM_ERR_CUDA", -7: "FGMM_ERR_IO", -8: "FGMM_ERR_NO_GPU",
+               -9: "FGMM_ERR_FAISS", -10: "FGMM_ERR_STATE"}
+ERR_FAISS = -9
+
+
+class FlashgmmError(RuntimeError):
+    """A call into the C library failed: .code is the FgmmError value, the message is
+    fgmm_get_last_error()'s (or FAISS's, for FAISS's own C API)."""
+
+    def __init__(self, code, message):
+        self.code = code
+        self.name = ERROR_NAMES.get(code, "FGMM_ERR_%d" % code)
+        super().__init__("%s (%s)" % (message, self.name))
+
+
+def _sanitized(build_dir):
+    """A sanitizer build cannot be dlopen'ed into python (ASan must be the first library loaded)."""
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            return "FGMM_SANITIZE:BOOL=ON" in f.read()
+    except OSError:
+        return False
+
+
+def candidates():
+    """Where the library is looked for, in order: $FLASHGMM_LIB, the repository's build*/ folders
+    (build/ first), the system loader."""
+    env = os.environ.get("FLASHGMM_LIB")
+    if env:
+        return [env]
+    dirs = sorted(glob.glob(os.path.join(_REPO, "build*")), key=lambda p: (os.path.basename(p) != "build", p))
+    found = [os.path.join(d, LIB_NAME) for d in dirs
+             if os.path.isfile(os.path.join(d, LIB_NAME)) and not _sanitized(d)]
+    return found + [ctypes.util.find_library("flashgmm_ivf") or LIB_NAME]
+
+
+def _load():
+    tried = []
+    for path in candidates():
+        try:
+            return ctypes.CDLL(path)  # RTLD_LOCAL: our FAISS copy stays apart from python-faiss's
+        except OSError as e:
+            tried.append(str(e))
+    raise ImportError("flashgmm: cannot load %s (set FLASHGMM_LIB to its path): %s" % (LIB_NAME, "; ".join(tried)))
+
+
+lib = _load()
+libc = ctypes.CDLL(None)
+
+idx_t = c_int64
+ProgressFn = CFUNCTYPE(None, c_void_p, c_int, c_int, c_double, c_int)
+
+
+class FgmmParams(Structure):
+    _fields_ = [("k", c_int), ("covariance", c_int), ("niter", c_int), ("kmeans_iter", c_int),
+                ("tol", c_double), ("var_floor", c_double), ("min_count", c_double),
+                ("max_init_points", idx_t), ("seed", c_uint64), ("backend", c_int), ("precision", c_int),
+                ("gpu_device", c_int), ("gpu_mem_limit", c_size_t), ("n_gpus", c_int),
+                ("progress", ProgressFn), ("progress_user", c_void_p)]
+
+
+class FgmmTrainInfo(Structure):
+    _fields_ = [("kmeans_iterations", c_int), ("em_iterations", c_int), ("converged", c_int),
+                ("reseeded", c_int), ("mean_loglik", c_double), ("seconds", c_double), ("backend", c_char_p)]
+
+    def as_dict(self):
+        d = {name: getattr(self, name) for name, _ in self._fields_}
+        d["backend"] = d["backend"].decode() if d["backend"] else None
+        return d
+
+
+class FgmmIvfParams(Structure):
+    _fields_ = [("gmm", FgmmParams), ("quantizer", c_int), ("rule", c_int), ("primary", c_int),
+                ("tau", c_double), ("max_assign", c_int), ("soar_lambda", c_float),
+                ("spill_target", c_double), ("select", c_int)]
+
+
+class FgmmVecs(Structure):
+    _fields_ = [("data", c_void_p), ("n", idx_t), ("d", c_int), ("dtype", c_int)]
+
+
+F32, U8, I32 = 0, 1, 2  # FgmmDtype
+
+
+def _check(rc, func, args):
+    if rc != 0:
+        raise FlashgmmError(rc, lib.fgmm_get_last_error().decode(errors="replace"))
+    return rc
+
+
+def _check_faiss(rc, func, args):
+    if rc != 0:
+        raise FlashgmmError(ERR_FAISS, "%s: %s" % (func.__name__, lib.faiss_get_last_error().decode(errors="replace")))
+    return rc
+
+
+def _proto(name, restype, argtypes, errcheck=None):
+    f = getattr(lib, name)
+    f.restype, f.argtypes = restype, argtypes
+    if errcheck:
+        f.errcheck = errcheck
+
+
+P = c_void_p  # opaque handles and raw array pointers
+_proto("fgmm_get_last_error", c_char_p, [])
+_proto("faiss_get_last_error", c_char_p, [])
+_proto("fgmm_params_init", None, [POINTER(FgmmParams)])
+_proto("fgmm_model_new", c_int, [POINTER(P), c_int, c_int, c_int, P, P, P], _check)
+_proto("fgmm_model_free", None, [P])
+for _n in ("fgmm_model_k", "fgmm_model_d", "fgmm_model_covariance"):
+    _proto(_n, c_int, [P])
+for _n in ("fgmm_model_means", "fgmm_model_variances", "fgmm_model_weights"):
+    _proto(_n, POINTER(c_float), [P])
+_proto("fgmm_train", c_int, [POINTER(FgmmParams), idx_t, c_int, c_int, P, POINTER(P), POINTER(FgmmTrainInfo)], _check)
+_proto("fgmm_loglik", c_int, [P, POINTER(FgmmParams), idx_t, c_int, P, P], _check)
+_proto("fgmm_assign_topm", c_int, [P, POINTER(FgmmParams), idx_t, c_int, P, c_int, P, P], _check)
+_proto("fgmm_model_write", c_int, [P, c_char_p], _check)
+_proto("fgmm_model_read", c_int, [c_char_p, POINTER(P)], _check)
+_proto("fgmm_gpu_available", c_int, [])
+_proto("fgmm_vecs_read", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], _check)
+_proto("fgmm_vecs_free", None, [POINTER(FgmmVecs)])
+_proto("fgmm_ivf_params_init", None, [POINTER(FgmmIvfParams)])
+_proto("fgmm_ivf_wrap", c_int, [P, POINTER(FgmmIvfParams), POINTER(P)], _check)
+_proto("fgmm_ivf_train", c_int, [P, idx_t, P, POINTER(FgmmTrainInfo)], _check)
+_proto("fgmm_ivf_set_gmm", c_int, [P, P, idx_t, P], _check)
+_proto("fgmm_ivf_add", c_int, [P, idx_t, P, P, POINTER(idx_t)], _check)
+_proto("fgmm_ivf_inflation", c_double, [P])
+_proto("fgmm_ivf_search", c_int, [P, idx_t, P, idx_t, c_int, P, P, P], _check)
+_proto("fgmm_ivf_write", c_int, [P, c_char_p], _check)
+_proto("fgmm_ivf_read", c_int, [c_char_p, POINTER(FgmmIvfParams), POINTER(P)], _check)
+_proto("fgmm_ivf_index", P, [P])
+_proto("fgmm_ivf_model", P, [P])
+_proto("fgmm_ivf_free", None, [P])
+# FAISS's C API, from the FAISS copy inside libflashgmm_ivf.so
+_proto("faiss_read_index", c_int, [P, c_int, POINTER(P)], _check_faiss)
+_proto("faiss_write_index", c_int, [P, P], _check_faiss)
+_proto("faiss_Index_free", None, [P])
+_proto("faiss_Index_d", c_int, [P])
+_proto("faiss_Index_ntotal", idx_t, [P])
+_proto("faiss_IndexIVF_cast", P, [P])
+_proto("faiss_IndexIVF_nlist", c_size_t, [P])
+libc.fmemopen.restype, libc.fmemopen.argtypes = P, [P, c_size_t, c_char_p]
+libc.open_memstream.restype, libc.open_memstream.argtypes = P, [POINTER(P), POINTER(c_size_t)]
+libc.fclose.restype, libc.fclose.argtypes = c_int, [P]
+libc.free.restype, libc.free.argtypes = None, [P]
+
+
+def ptr(a):
+    """The data pointer of a numpy array (None for None)."""
+    return None if a is None else a.ctypes.data_as(c_void_p)
+
+
+def path_arg(path):
+    return os.fsencode(path)
+
+
+def rows(x, name, d=None, allow_u8=False):
+    """x as a C-contiguous (n, d) array and its FgmmDtype: uint8 kept if allow_u8, any float
+    dtype converted to float32 (as faiss-python does); anything else is a TypeError."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError("%s: expected a 2-D array (n, d), got shape %s" % (name, x.shape))
+    if d is not None and x.shape[1] != d:
+        raise ValueError("%s: expected %d columns, got %d" % (name, d, x.shape[1]))
+    if x.dtype == np.uint8:
+        return (np.ascontiguousarray(x), U8) if allow_u8 else (np.ascontiguousarray(x, np.float32), F32)
+    if x.dtype.kind != "f":
+        raise TypeError("%s: expected float32 (or another float dtype%s), got %s"
+                        % (name, ", or uint8" if allow_u8 else "", x.dtype))
+    return np.ascontiguousarray(x, np.float32), F32
+
+
+def set_enum_or_value(struct, field, value, names):
+    """Sets struct.field from a name in names (a dict name -> C value) or a plain value."""
+    if names is not None:
+        if value not in names:
+            raise ValueError("%s must be one of %s, got %r" % (field, sorted(names), value))
+        value = names[value]
+    setattr(struct, field, value)
