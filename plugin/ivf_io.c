@@ -2,6 +2,7 @@
  * text file bound to the quantizer's centroids by a checksum) and PATH.gmm (the model). */
 #define _POSIX_C_SOURCE 200809L /* mkstemp */
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -132,7 +133,12 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
     int ended = 0;
     long bytes = 0;
     while (fgets(line, sizeof line, f)) {
-        bytes += (long)strlen(line);
+        size_t len = strlen(line);
+        /* a line cut by the buffer would be read as two, its tail as a setting (even inside a
+         * comment); one with a NUL byte would be cut short: neither is what we write */
+        if (!len || line[len - 1] != '\n')
+            return fgmm_fail(FGMM_ERR_IO, "'%s': a line is too long, unterminated or holds a NUL byte", name);
+        bytes += (long)len;
         if (bytes > SIDECAR_MAX_BYTES) return fgmm_fail(FGMM_ERR_IO, "'%s' is too large for a sidecar", name);
         if (line[0] == '#') continue;
         if (!strcmp(line, "end\n")) {
@@ -163,7 +169,7 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
         case 5: s->p.primary = (FgmmPrimary)(int)fmax(fmin(v, 1000), -1000); break;
         case 6: s->p.tau = v; break;
         case 7: s->p.max_assign = (int)fmax(fmin(v, 1000), -1000); break;
-        case 8: s->p.soar_lambda = (float)v; break;
+        case 8: s->p.soar_lambda = fabs(v) <= FLT_MAX ? (float)v : (float)INFINITY; break; /* refused below */
         case 9: s->p.spill_target = v; break;
         case 10: s->p.select = (FgmmSpillSelect)(int)fmax(fmin(v, 1000), -1000); break;
         case 11: s->has_threshold = v != 0; break;
