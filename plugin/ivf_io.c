@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <faiss/c_api/index_io_c.h>
@@ -207,16 +208,17 @@ static int read_model(FgmmIvf* h, const char* gmm) {
 }
 
 static int read_sidecars(FgmmIvf* h, const char* side, const char* gmm) {
-    FILE* f = fopen(side, "r");
-    if (!f) {
-        if (errno != ENOENT) return fgmm_fail(FGMM_ERR_IO, "cannot read '%s': %s", side, strerror(errno));
+    if (access(side, F_OK) != 0 && errno == ENOENT)
         /* no settings: a plain FAISS index, or one written before the settings file existed */
         return access(gmm, F_OK) == 0 ? read_model(h, gmm) : FGMM_OK;
-    }
+    FILE* f;
+    int64_t size;
+    int rc = fgmm_open_input(side, &f, &size); /* a regular file: a FIFO is refused, not waited on */
+    if (rc) return rc;
     settings s;
     memset(&s, 0, sizeof s);
     s.p.gmm = h->p.gmm;
-    int rc = parse_settings(f, side, &s);
+    rc = parse_settings(f, side, &s);
     fclose(f);
     if (rc) return rc;
     if (!h->cent || s.nlist != h->nlist || s.d != h->d || s.centroids != centroid_sum(h) ||
@@ -238,6 +240,9 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) 
     FGMM_CHECK_NULL(out);
     *out = NULL;
     FGMM_CHECK_NULL(path);
+    struct stat sb; /* FAISS would wait on a FIFO for a writer */
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_read: '%s' is not a regular file", path);
     FaissIndex* index = NULL;
     if (faiss_read_index_fname(path, 0, &index)) return fgmm_ivf_faiss_failed("fgmm_ivf_read");
     FgmmIvf* h = NULL;

@@ -3,6 +3,7 @@
 
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -660,4 +661,13 @@ TEST(Ivf, SidecarFuzzRegressions) {
         files++;
     }
     EXPECT_GE(files, 8);
+    // a FIFO in place of a sidecar or of the index is refused, not waited on
+    FgmmIvf* r = nullptr;
+    std::string fifo = idx[0] + ".fgmm";
+    std::remove(fifo.c_str());
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    EXPECT_EQ(fgmm_ivf_read(idx[0].c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(fgmm_ivf_read(fifo.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(r, nullptr);
+    std::remove(fifo.c_str());
 }
