@@ -2,11 +2,13 @@
  * text file bound to the quantizer's centroids by a checksum) and PATH.gmm (the model). */
 #define _POSIX_C_SOURCE 200809L /* mkstemp */
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <faiss/c_api/index_io_c.h>
@@ -132,7 +134,12 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
     int ended = 0;
     long bytes = 0;
     while (fgets(line, sizeof line, f)) {
-        bytes += (long)strlen(line);
+        size_t len = strlen(line);
+        /* a line cut by the buffer would be read as two, its tail as a setting (even inside a
+         * comment); one with a NUL byte would be cut short: neither is what we write */
+        if (!len || line[len - 1] != '\n')
+            return fgmm_fail(FGMM_ERR_IO, "'%s': a line is too long, unterminated or holds a NUL byte", name);
+        bytes += (long)len;
         if (bytes > SIDECAR_MAX_BYTES) return fgmm_fail(FGMM_ERR_IO, "'%s' is too large for a sidecar", name);
         if (line[0] == '#') continue;
         if (!strcmp(line, "end\n")) {
@@ -163,7 +170,7 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
         case 5: s->p.primary = (FgmmPrimary)(int)fmax(fmin(v, 1000), -1000); break;
         case 6: s->p.tau = v; break;
         case 7: s->p.max_assign = (int)fmax(fmin(v, 1000), -1000); break;
-        case 8: s->p.soar_lambda = (float)v; break;
+        case 8: s->p.soar_lambda = fabs(v) <= FLT_MAX ? (float)v : (float)INFINITY; break; /* refused below */
         case 9: s->p.spill_target = v; break;
         case 10: s->p.select = (FgmmSpillSelect)(int)fmax(fmin(v, 1000), -1000); break;
         case 11: s->has_threshold = v != 0; break;
@@ -201,16 +208,17 @@ static int read_model(FgmmIvf* h, const char* gmm) {
 }
 
 static int read_sidecars(FgmmIvf* h, const char* side, const char* gmm) {
-    FILE* f = fopen(side, "r");
-    if (!f) {
-        if (errno != ENOENT) return fgmm_fail(FGMM_ERR_IO, "cannot read '%s': %s", side, strerror(errno));
+    if (access(side, F_OK) != 0 && errno == ENOENT)
         /* no settings: a plain FAISS index, or one written before the settings file existed */
         return access(gmm, F_OK) == 0 ? read_model(h, gmm) : FGMM_OK;
-    }
+    FILE* f;
+    int64_t size;
+    int rc = fgmm_open_input(side, &f, &size); /* a regular file: a FIFO is refused, not waited on */
+    if (rc) return rc;
     settings s;
     memset(&s, 0, sizeof s);
     s.p.gmm = h->p.gmm;
-    int rc = parse_settings(f, side, &s);
+    rc = parse_settings(f, side, &s);
     fclose(f);
     if (rc) return rc;
     if (!h->cent || s.nlist != h->nlist || s.d != h->d || s.centroids != centroid_sum(h) ||
@@ -232,6 +240,9 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) 
     FGMM_CHECK_NULL(out);
     *out = NULL;
     FGMM_CHECK_NULL(path);
+    struct stat sb; /* FAISS would wait on a FIFO for a writer */
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_read: '%s' is not a regular file", path);
     FaissIndex* index = NULL;
     if (faiss_read_index_fname(path, 0, &index)) return fgmm_ivf_faiss_failed("fgmm_ivf_read");
     FgmmIvf* h = NULL;

@@ -1,26 +1,53 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in fuzz/ (clang, ASan + UBSan) and runs each for a bounded time on
-# a copy of its checked-in seed corpus (fuzz/corpus/NAME). Exits non-zero on a crash, a sanitizer
+# a copy of its checked-in seed corpus (fuzz/corpus/NAME). The index target (the plugin's sidecar
+# reader) links FAISS: libfaiss_c.a from $FGMM_DEPS_DIR/faiss_c (default .deps, scripts/setup.sh)
+# and Debian's libfaiss.a, neither instrumented. Exits non-zero on a crash, a sanitizer
 # report, a leak, a timeout or an allocation above the limit; the input is left in
 # build-fuzz/artifacts/ (add it to the corpus and a GoogleTest case).
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [TARGET...]
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-60}"; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(vecs hdf5 model)
-# fuzz_index (the FAISS index reader) belongs to the plugin and is added there.
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(vecs hdf5 model index)
 out="$top/build-fuzz"; mkdir -p "$out/artifacts"
-CC="${CC:-clang}"
+CC="${CC:-clang}"; CXX="${CXX:-clang++}"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DFGMM_WITH_HDF5
        -I"$top/capi" -I"$top/src" $(pkg-config --cflags hdf5))
 lib=("$top/src/error.c" "$top/src/file.c" "$top/src/model.c" "$top/datasets/vecs_io.c")
+# fuzz_index: the plugin and the CPU library (no CUDA sources: engine.c stubs the GPU creator),
+# compiled without OpenMP (clang's runtime is not GCC's, which FAISS and OpenBLAS use: the pragmas
+# are ignored, the code runs serially), linked with FAISS, OpenBLAS (OpenMP build) and libgomp.
+build_index() {
+    local faiss_c="${FGMM_DEPS_DIR:-$top/.deps}/faiss_c" blas=/usr/lib/x86_64-linux-gnu/openblas-openmp
+    [ -f "$faiss_c/lib/libfaiss_c.a" ] || { echo "fuzz: no $faiss_c/lib/libfaiss_c.a (run scripts/setup.sh)"; exit 1; }
+    local obj="$out/obj_index" objs=() s o
+    mkdir -p "$obj"
+    local inc=(-I"$top/capi" -I"$top/src" -I"$top/plugin" -I"$faiss_c/include" -I/usr/include/x86_64-linux-gnu/openblas-openmp)
+    for s in src/error.c src/file.c src/model.c src/engine.c src/cpu_engine.c src/train.c src/spill.c \
+             datasets/vecs_io.c plugin/ivf.c plugin/ivf_io.c fuzz/fuzz_index.c plugin/faiss_bridge.cpp; do
+        o="$obj/$(basename "$s").o"; objs+=("$o")
+        if [ "${s##*.}" = cpp ]; then
+            "$CXX" "${flags[@]}" -std=c++17 -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$top/$s"
+        else
+            "$CC" "${flags[@]}" -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$top/$s"
+        fi
+    done
+    "$CXX" -fsanitize=fuzzer,address,undefined -o "$out/fuzz_index" "${objs[@]}" "$faiss_c/lib/libfaiss_c.a" \
+        /usr/lib/x86_64-linux-gnu/libfaiss.a -L"$blas" -Wl,-rpath,"$blas" -lopenblas -llapack -lgomp \
+        $(pkg-config --libs hdf5) -lm
+}
 for t in "${targets[@]}"; do
     echo "fuzz: building fuzz_$t"
-    "$CC" "${flags[@]}" -o "$out/fuzz_$t" "$top/fuzz/fuzz_$t.c" "${lib[@]}" $(pkg-config --libs hdf5) -lm
+    if [ "$t" = index ]; then
+        build_index
+    else
+        "$CC" "${flags[@]}" -o "$out/fuzz_$t" "$top/fuzz/fuzz_$t.c" "${lib[@]}" $(pkg-config --libs hdf5) -lm
+    fi
 done
 # Which code a crash report blames: the first stack frame in our sources or in libhdf5.
 blame() {
-    grep -E '^ *#[0-9]+ ' "$1" | grep -m1 -E "libhdf5|$top/(src|datasets|fuzz)/" | grep -q libhdf5 && echo libhdf5 || echo ours
+    grep -E '^ *#[0-9]+ ' "$1" | grep -m1 -E "libhdf5|$top/(src|datasets|plugin|fuzz)/" | grep -q libhdf5 && echo libhdf5 || echo ours
 }
 # libhdf5 (not ours, not instrumented) leaks on some failed opens and makes huge internal
 # allocations for corrupt headers; for the HDF5 target its leaks are suppressed and a failed

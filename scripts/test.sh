@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
 # test (the Python package's too), builds and runs a program against an installed copy, runs the
-# tests again in a CPU-only AddressSanitizer + UBSan build, then fuzzes the readers and the model
-# loader for 60 s each (scripts/fuzz.sh).
+# tests again in a CPU-only AddressSanitizer + UBSan build, then fuzzes the readers, the model
+# loader and the index sidecars for 60 s each (scripts/fuzz.sh).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 "$top/scripts/setup.sh"

@@ -3,10 +3,12 @@
 
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -14,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../fuzz/index_setup.h"
 #include "common.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
@@ -628,4 +631,43 @@ TEST(IvfGpu, SpillChoicesMatchTheCpu) {
         }
         EXPECT_LT(diff, total / 200) << "rule " << r;
     }
+}
+
+// The seed corpus and the crashes of fuzz/fuzz_index.c (scripts/fuzz.sh) read beside the target's
+// index: the first byte of a file picks PATH.fgmm (even) or PATH.gmm (odd), as in the target.
+// Files named valid* read; every other one fails with a code and a message, and nothing leaks
+// (the ASan build).
+TEST(Ivf, SidecarFuzzRegressions) {
+    namespace fs = std::filesystem;
+    std::string idx[2] = {testing::TempDir() + "fuzz_settings.faiss", testing::TempDir() + "fuzz_model.faiss"};
+    for (const std::string& f : idx) ASSERT_EQ(fuzz_ivf_write(f.c_str()), 0) << fgmm_get_last_error();
+    int files = 0;
+    for (auto& e : fs::directory_iterator(fgt::source_dir() + "/fuzz/corpus/index")) {
+        std::string name = e.path().filename().string(), bytes = slurp(e.path().string());
+        ASSERT_FALSE(bytes.empty()) << name;
+        int mode = (uint8_t)bytes[0] & 1;
+        spit(idx[mode] + (mode ? ".gmm" : ".fgmm"), bytes.substr(1));
+        FgmmIvf* r = nullptr;
+        int rc = fgmm_ivf_read(idx[mode].c_str(), nullptr, &r);
+        if (name.rfind("valid", 0) == 0) {
+            EXPECT_EQ(rc, 0) << name << ": " << fgmm_get_last_error();
+            EXPECT_EQ(fgmm_ivf_inflation(r), 2.0) << name;  // TOPM, 2 lists per vector
+        } else {
+            EXPECT_LT(rc, 0) << name;
+            EXPECT_EQ(r, nullptr) << name;
+            if (rc) EXPECT_STRNE(fgmm_get_last_error(), "") << name;
+        }
+        fgmm_ivf_free(r);
+        files++;
+    }
+    EXPECT_GE(files, 8);
+    // a FIFO in place of a sidecar or of the index is refused, not waited on
+    FgmmIvf* r = nullptr;
+    std::string fifo = idx[0] + ".fgmm";
+    std::remove(fifo.c_str());
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    EXPECT_EQ(fgmm_ivf_read(idx[0].c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(fgmm_ivf_read(fifo.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(r, nullptr);
+    std::remove(fifo.c_str());
 }
