@@ -44,7 +44,7 @@ typedef enum FgmmBackend {
 } FgmmBackend;
 
 typedef enum FgmmPrecision {
-    FGMM_PREC_FAST = 0,  ///< GPU: bf16 tensor cores, fp32 accumulation (rel. error ~1e-3)
+    FGMM_PREC_FAST = 0,  ///< GPU: fp16 tensor cores on prescaled rows, fp32 accumulation (rel. error ~3e-4)
     FGMM_PREC_EXACT = 1, ///< GPU: error-compensated 3x bf16 (~fp32); CPU is always fp32 GEMM + fp64 sums
 } FgmmPrecision;
 
@@ -72,7 +72,7 @@ typedef struct FgmmParams {
     double tol;                ///< stop EM when the mean log-likelihood gains < tol*|value| (default 0: run niter)
     double var_floor;          ///< variance floor, a fraction of the data's mean per-dimension variance (default 1e-4)
     double min_count;          ///< a component with N_k below this is empty and re-seeded (default 1.0)
-    fgmm_idx_t max_init_points;///< k-means++ runs on at most this many sampled rows (default 64*k)
+    fgmm_idx_t max_init_points;///< k-means++ runs on at most this many sampled rows (default 0 = 64*k)
     uint64_t seed;             ///< all sampling is deterministic for a seed (default 1234)
     FgmmBackend backend;       ///< default FGMM_BACKEND_AUTO
     FgmmPrecision precision;   ///< default FGMM_PREC_FAST
