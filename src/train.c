@@ -173,7 +173,63 @@ static int draw_sample(trainer* t) {
 }
 
 static int too_few_points(int k, int found) {
-    return fgmm_fail(FGMM_ERR_DATA, "data has fewer than k = %d distinct points (found %d in the sample)", k, found);
+    return fgmm_fail(FGMM_ERR_DATA, "data has fewer than k = %d distinct points (found %d)", k, found);
+}
+
+/* FNV-1a over a row's floats, -0 taken as +0 (k-means++ sees them as one point). */
+static uint64_t row_hash(const float* r, int d) {
+    uint64_t h = 1469598103934665603ull;
+    for (int j = 0; j < d; j++) {
+        float v = r[j] + 0.0f;
+        uint32_t b;
+        memcpy(&b, &v, sizeof b);
+        for (int s = 0; s < 32; s += 8) h = (h ^ ((b >> s) & 0xff)) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* The sample held fewer than k distinct rows, which says nothing of the whole data (many copies of
+ * a few points can hide the rest): adds up to k rows of the whole data that differ from every
+ * sampled row, found through an open-addressing set of row hashes with exact comparison. */
+static int widen_sample(trainer* t) {
+    int d = t->d;
+    size_t cap = 1;
+    while (cap < 2 * ((size_t)t->ns + t->k)) cap <<= 1;
+    fgmm_idx_t* slot = malloc(cap * sizeof *slot); /* sample row, or -1 */
+    float* grown = realloc(t->sample, ((size_t)t->ns + t->k) * d * sizeof(float));
+    float* row = malloc((size_t)d * sizeof(float));
+    if (grown) t->sample = grown;
+    if (!slot || !grown || !row) {
+        free(slot), free(row);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    }
+    for (size_t i = 0; i < cap; i++) slot[i] = -1;
+    fgmm_idx_t ns = t->ns, added = 0;
+    for (fgmm_idx_t i = 0; i < t->ns + t->x.n && added < t->k; i++) {
+        const float* r = t->sample + (size_t)i * d; /* first the sample, then the whole data */
+        if (i >= t->ns) fgmm_data_row(&t->x, i - t->ns, row), r = row;
+        size_t h = (size_t)row_hash(r, d) & (cap - 1);
+        int dup = 0;
+        for (; slot[h] >= 0 && !dup; h = (h + 1) & (cap - 1)) {
+            const float* o = t->sample + (size_t)slot[h] * d;
+            dup = 1;
+            for (int j = 0; j < d && dup; j++) dup = o[j] == r[j];
+        }
+        if (dup) continue;
+        if (i >= t->ns) {
+            memcpy(t->sample + (size_t)ns * d, r, (size_t)d * sizeof(float));
+            slot[h] = ns++;
+            added++;
+        } else {
+            slot[h] = i;
+        }
+    }
+    free(slot), free(row);
+    float* ll = realloc(t->tmp_ll, (size_t)ns * sizeof(float));
+    if (!ll) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    t->tmp_ll = ll;
+    t->ns = ns;
+    return FGMM_OK;
 }
 
 /* k-means++ on the engine where it has it: the same random draws and arithmetic as the host loop
@@ -284,7 +340,9 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
     fgmm_stats st;
     if (!empty) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     if ((rc = fgmm_stats_alloc(&st, k, d, 0))) { free(empty); return rc; }
-    if ((rc = kmeanspp(t, cent))) goto done;
+    rc = kmeanspp(t, cent);
+    if (rc == FGMM_ERR_DATA && t->ns < t->x.n && !(rc = widen_sample(t))) rc = kmeanspp(t, cent);
+    if (rc) goto done;
     /* One pass more than kmeans_iter: the last one only sets the GMM's start. */
     for (int it = 0; it <= t->p->kmeans_iter; it++) {
         if ((rc = t->eng->ops->kmeans(t->eng, &t->x, cent, k, &st))) goto done;

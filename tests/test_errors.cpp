@@ -292,3 +292,31 @@ TEST(Cli, RejectsBadNumbersAndUnknownCommands) {
     expect_cli_error("frobnicate /nonexistent.fvecs", "unknown command 'frobnicate'");
     expect_cli_error("shape /nonexistent.fvecs", "No such file or directory");
 }
+
+TEST(Errors, DistinctPointsJudgedOnTheWholeDataWhenTheSampleIsNot) {
+    // 15,980 copies of one point + 20 distinct points: a 512-row sample sees about one distinct
+    // point, the whole data has 21; k = 8 trains. With 5 distinct points beside the copies it fails.
+    for (int distinct : {20, 5}) {
+        int d = 4, n = 16000;
+        std::vector<float> x((size_t)n * d, 1.0f);
+        for (int i = 0; i < distinct; i++)
+            for (int j = 0; j < d; j++) x[(size_t)(n - 1 - i * 37) * d + j] = (float)(i + 2) * (j + 1);
+        FgmmParams p;
+        fgmm_params_init(&p);
+        p.k = 8;
+        p.max_init_points = 512;
+        p.backend = FGMM_BACKEND_CPU;
+        p.niter = 3;
+        p.kmeans_iter = 2;
+        FgmmModel* m = nullptr;
+        int rc = fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, nullptr);
+        if (distinct == 20) {
+            EXPECT_EQ(rc, 0) << fgmm_get_last_error();
+        } else {
+            EXPECT_EQ(rc, FGMM_ERR_DATA);
+            EXPECT_NE(std::string(fgmm_get_last_error()).find("fewer than k = 8 distinct points (found 6)"),
+                      std::string::npos) << fgmm_get_last_error();
+        }
+        fgmm_model_free(m);
+    }
+}
