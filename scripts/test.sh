@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
 # test (the Python package's too), builds and runs a program against an installed copy, runs the
-# tests again in a CPU-only AddressSanitizer + UBSan build, then fuzzes the readers, the model
-# loader and the index sidecars for 60 s each (scripts/fuzz.sh).
+# tests again in a CPU-only AddressSanitizer + UBSan build, runs the concurrency tests under
+# ThreadSanitizer, then fuzzes the readers, the model loader and the index sidecars for 60 s each
+# (scripts/fuzz.sh).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 "$top/scripts/setup.sh"
@@ -17,4 +18,7 @@ cmake --install "$top/build" --prefix "$prefix" >/dev/null
 rm -rf "$prefix"
 "$top/scripts/build.sh" "$top/build-asan" -DFGMM_SANITIZE=ON -DFGMM_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
 (cd "$top/build-asan" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j 2)
+# ThreadSanitizer over the concurrency tests (one OpenMP thread: libgomp and FAISS are not instrumented)
+"$top/scripts/build.sh" "$top/build-tsan" -DFGMM_TSAN=ON -DFGMM_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 "$top/build-tsan/flashgmm_tests" --gtest_filter='*Concurrent*'
 "$top/scripts/fuzz.sh" 60
