@@ -13,8 +13,10 @@
  *     --stop-recall R      stop a sweep at the first nprobe reaching recall@10 R (default 0.975)
  *     --methods m1,m2,...  (default: all below)
  *     --seeds s1,s2,...    one build of every quantizer per seed (default 1,2,3)
- *     --gmm-iter N --kmeans-iter N --lambda L --backend auto|cpu|gpu --max-rows N
+ *     --gmm-iter N --kmeans-iter N --lambda L --cov iso|diag --backend auto|cpu|gpu --max-rows N
  *     --out DIR            writes DIR/curves.csv, DIR/summary.md, caches DIR/gt100.ivecs
+ *     --from-csv FILE      no build: the summary of curves saved in FILE (curves.csv rows, any mix of
+ *                          runs, e.g. a reference re-run appended), written to DIR/summary.md
  *
  * A method is QUANTIZER-RULE[TARGET][-SELECT]:
  *   QUANTIZER  faiss  FAISS's own IVF training: k-means, 10 iterations on at most 256 points per list
@@ -211,6 +213,38 @@ static double recall_at(const curve* c, double b) {
     return -1;
 }
 
+/* Curves saved by an earlier run (curves.csv rows; methods and seeds in order of appearance; the
+ * nprobe list of the longest curve). */
+static int load_csv(const char* path, method* ms, int* nm, int* seeds, int* ns, curve cv[][MAX_SEEDS], int* probes,
+                    int* np) {
+    FILE* f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "ivf_curves: cannot read %s\n", path); return -1; }
+    char line[512], name[48];
+    int seed, nprobe, rows = 0;
+    double rec, dco, infl, bytes, tr, ad;
+    *nm = *ns = *np = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%47[^,],%d,%d,%lf,%lf,%lf,%lf,%lf,%lf", name, &seed, &nprobe, &rec, &dco, &infl, &bytes, &tr,
+                   &ad) != 9)
+            continue; /* the header */
+        int mi = 0, si = 0;
+        while (mi < *nm && strcmp(ms[mi].name, name)) mi++;
+        while (si < *ns && seeds[si] != seed) si++;
+        if (mi == MAX_METHODS || si == MAX_SEEDS) continue;
+        if (mi == *nm) memset(&ms[mi], 0, sizeof ms[mi]), snprintf(ms[mi].name, sizeof ms[mi].name, "%s", name), (*nm)++;
+        if (si == *ns) seeds[(*ns)++] = seed;
+        curve* c = &cv[mi][si];
+        if (c->np == MAX_PROBES) continue;
+        c->recall[c->np] = rec, c->dco[c->np] = dco;
+        c->inflation = infl, c->bytes = bytes, c->train_s = tr, c->add_s = ad;
+        if (++c->np > *np) probes[(*np)++] = nprobe;
+        rows++;
+    }
+    fclose(f);
+    if (!rows) { fprintf(stderr, "ivf_curves: no curve rows in %s\n", path); return -1; }
+    return 0;
+}
+
 int main(int argc, char** argv) {
     const char *data = NULL, *bname = NULL, *qname = NULL, *qfile = NULL, *out = "results", *codes = "Flat";
     int nlist = 1024, norm = 0, gmm_iter = 30, km_iter = 10, probes[MAX_PROBES], np = 0;
@@ -222,6 +256,8 @@ int main(int argc, char** argv) {
                *seeds_s = "1,2,3", *gt_file = NULL;
     float lambda = 1.0f;
     double stop_recall = 0.975;
+    FgmmCovariance cov = FGMM_COV_ISOTROPIC;
+    const char* from_csv = NULL;
     for (int i = 1; i < argc; i++) {
         const char* o = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
@@ -244,8 +280,22 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--lambda")) lambda = (float)atof(v);
         else if (!strcmp(o, "--gt")) gt_file = v;
         else if (!strcmp(o, "--stop-recall")) stop_recall = atof(v);
+        else if (!strcmp(o, "--from-csv")) from_csv = v;
+        else if (!strcmp(o, "--cov")) cov = !strcmp(v, "diag") ? FGMM_COV_DIAGONAL : FGMM_COV_ISOTROPIC;
         else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of scripts/ivf_curves.c)\n", o); return 2; }
+    }
+    static curve cv[MAX_METHODS][MAX_SEEDS];
+    method ms[MAX_METHODS];
+    int nm = 0, seeds[MAX_SEEDS], ns = 0;
+    char path[4096], spec[64] = "", backend_used[8] = "-";
+    idx_t nb = 0, nq = 0;
+    int d = 0;
+    if (from_csv) {
+        if (load_csv(from_csv, ms, &nm, seeds, &ns, cv, probes, &np)) return 1;
+        data = from_csv;
+        mkdir(out, 0755);
+        goto summary;
     }
     if (!data) { fprintf(stderr, "usage: ivf_curves --data FILE [--nlist N] [--out DIR] ...\n"); return 2; }
     for (const char* s = probe_s; *s && np < MAX_PROBES; s = strchr(s, ',') ? strchr(s, ',') + 1 : s + strlen(s))
@@ -254,8 +304,7 @@ int main(int argc, char** argv) {
     FgmmVecs vb, vq;
     if (fgmm_vecs_read(data, bname, max_rows, &vb)) die(data);
     float* xb = to_float(&vb);
-    idx_t nb = vb.n, nq;
-    int d = vb.d;
+    nb = vb.n, d = vb.d;
     float* xq;
     if (holdout > 0) { /* the last `holdout` rows of a seeded shuffle become the queries */
         uint64_t s = 42;
@@ -283,7 +332,6 @@ int main(int argc, char** argv) {
     }
     if (norm) normalize(xb, nb, d), normalize(xq, nq, d);
     mkdir(out, 0755);
-    char path[4096];
     snprintf(path, sizeof path, "%s/gt100.ivecs", out);
     int32_t* gt = NULL;
     int gt_k = GT_K;
@@ -305,10 +353,7 @@ int main(int argc, char** argv) {
     printf("base %lld x %d, %lld queries, nlist %d, IVF%d,%s%s\n", (long long)nb, d, (long long)nq, nlist, nlist, codes,
            norm ? ", L2-normalised" : "");
 
-    char spec[64];
     snprintf(spec, sizeof spec, "IVF%d,%s", nlist, codes);
-    method ms[MAX_METHODS];
-    int nm = 0, seeds[MAX_SEEDS], ns = 0;
     for (const char* t = methods_s; *t && nm < MAX_METHODS; t += strcspn(t, ","), t += *t == ',') {
         char one[48];
         snprintf(one, sizeof one, "%.*s", (int)strcspn(t, ","), t);
@@ -320,8 +365,6 @@ int main(int argc, char** argv) {
         nm++;
     }
     for (const char* t = seeds_s; *t && ns < MAX_SEEDS; t += strcspn(t, ","), t += *t == ',') seeds[ns++] = atoi(t);
-    static curve cv[MAX_METHODS][MAX_SEEDS];
-    char backend_used[8] = "-";
     FaissClusteringParameters cp; /* what IndexIVF::train uses: Clustering's defaults with niter = 10 */
     faiss_ClusteringParameters_init(&cp);
     cp.niter = 10;
@@ -340,6 +383,7 @@ int main(int argc, char** argv) {
             p.gmm.kmeans_iter = km_iter;
             p.gmm.backend = backend;
             p.gmm.seed = (uint64_t)seeds[si];
+            p.gmm.covariance = cov;
             if (!m->is_default) {
                 p.quantizer = m->quant == 1 ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
                 p.rule = m->rule;
@@ -413,10 +457,10 @@ int main(int argc, char** argv) {
                         cv[mi][si].train_s, cv[mi][si].add_s);
     fclose(f);
 
-    /* the reference: faiss-hard's DCO at each recall, mean over seeds (or the first method's) */
+summary:; /* the reference: faiss-hard's DCO at each recall, mean over seeds (or the first method's) */
     int ref = 0;
     for (int mi = 0; mi < nm; mi++)
-        if (ms[mi].quant == 0 && ms[mi].rule == FGMM_ASSIGN_HARD) { ref = mi; break; }
+        if (!strcmp(ms[mi].name, "faiss-hard")) { ref = mi; break; }
     const double levels[3] = {0.80, 0.90, 0.95};
     double ref_dco[3];
     for (int l = 0; l < 3; l++) {
@@ -434,8 +478,11 @@ int main(int argc, char** argv) {
     FILE* outs[2] = {stdout, f};
     for (int o = 0; o < 2; o++) {
         FILE* w = outs[o];
-        fprintf(w, "\n%s: %lld x %d, %lld queries, %s, %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n",
-                data, (long long)nb, d, (long long)nq, spec, ns);
+        if (from_csv)
+            fprintf(w, "\n%s: %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n", data, ns);
+        else
+            fprintf(w, "\n%s: %lld x %d, %lld queries, %s, %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n",
+                    data, (long long)nb, d, (long long)nq, spec, ns);
         fprintf(w, "reference %s: DCO@0.90 %.0f, DCO@0.95 %.0f (mean over seeds); the project's quantizers trained on: %s\n\n",
                 ms[ref].name, ref_dco[1], ref_dco[2], backend_used);
         fprintf(w, "| method | lists/vector | MB | train s | add s | DCO@0.90 | ratio @0.90 mean [min, max] | ratio @0.95 mean [min, max] | recall at ref DCO@0.90 |\n");
@@ -482,6 +529,6 @@ int main(int argc, char** argv) {
         }
     }
     fclose(f);
-    printf("\nwrote %s/curves.csv and %s/summary.md\n", out, out);
+    printf("\nwrote %s%s/summary.md\n", from_csv ? "" : "curves.csv and ", out);
     return 0;
 }
