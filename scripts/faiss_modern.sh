@@ -48,4 +48,4 @@ else
 fi
 
 "$top/scripts/build.sh" "$build" -DFGMM_CUDA=OFF -DFAISS_ROOT="$prefix"
-"$build/flashgmm_tests" --gtest_filter='Ivf*' --gtest_brief=1
+FGMM_SOURCE_DIR="$top" "$build/flashgmm_tests" --gtest_filter='Ivf*' --gtest_brief=1
