@@ -529,6 +529,7 @@ summary:; /* the reference: faiss-hard's DCO at each recall, mean over seeds (or
         }
     }
     fclose(f);
-    printf("\nwrote %s%s/summary.md\n", from_csv ? "" : "curves.csv and ", out);
+    if (from_csv) printf("\nwrote %s/summary.md\n", out);
+    else printf("\nwrote %s/curves.csv and %s/summary.md\n", out, out);
     return 0;
 }
