@@ -1,6 +1,6 @@
 /* ivf_io.c: writing and reading a spilled index: the FAISS file, PATH.fgmm (spill settings, a
  * text file bound to the quantizer's centroids by a checksum) and PATH.gmm (the model). */
-#define _POSIX_C_SOURCE 200809L /* mkstemp */
+#define _POSIX_C_SOURCE 200809L /* unlink */
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
@@ -34,23 +34,8 @@ static char* with_suffix(const char* path, const char* suffix) {
     return s;
 }
 
-/* A fresh temporary file name next to path (created empty, so that the name is ours). */
-static char* temp_beside(const char* path) {
-    char* t = with_suffix(path, ".tmp-XXXXXX");
-    if (!t) return NULL;
-    int fd = mkstemp(t);
-    if (fd < 0) {
-        fgmm_fail(FGMM_ERR_IO, "cannot create a temporary file next to '%s': %s", path, strerror(errno));
-        free(t);
-        return NULL;
-    }
-    close(fd);
-    return t;
-}
-
-static int write_settings(const FgmmIvf* h, const char* tmp) {
-    FILE* f = fopen(tmp, "w");
-    if (!f) return fgmm_fail(FGMM_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+/* The settings sidecar's text; 0, or -1 if a write failed. */
+static int write_settings(const FgmmIvf* h, FILE* f) {
     const FgmmIvfParams* p = &h->p;
     int copies = p->rule == FGMM_ASSIGN_HARD ? 1 : p->rule == FGMM_ASSIGN_SOAR || p->rule == FGMM_ASSIGN_RESP ? 2
                                                                                                           : p->max_assign;
@@ -68,9 +53,7 @@ static int write_settings(const FgmmIvf* h, const char* tmp) {
     fprintf(f, "has_threshold = %d\nthreshold = %.17g\n", h->has_threshold, h->has_threshold ? h->threshold : 0.0);
     fprintf(f, "vectors = %" PRId64 "\nentries = %" PRId64 "\nnext_id = %" PRId64 "\nmodel = %d\nend\n", h->n_vectors,
             h->n_entries, h->next_id, h->model != NULL);
-    int bad = ferror(f);
-    if (fclose(f) || bad) return fgmm_fail(FGMM_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    return FGMM_OK;
+    return ferror(f) ? -1 : 0;
 }
 
 int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
@@ -79,38 +62,25 @@ int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
     if (!h->cent) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_write: the index is not trained");
     char* side = with_suffix(path, ".fgmm");
     char* gmm = with_suffix(path, ".gmm");
-    char *ti = NULL, *ts = NULL, *tg = NULL;
-    int rc = FGMM_OK;
-    if (!side || !gmm) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-        goto done;
-    }
-    /* all three to temporary names first, then renamed: a failure leaves the old files whole */
-    if (!(ti = temp_beside(path)) || !(ts = temp_beside(side)) || (h->model && !(tg = temp_beside(gmm)))) {
-        rc = FGMM_ERR_IO;
-        goto done;
-    }
-    if (faiss_write_index_fname(h->index, ti)) {
-        rc = fgmm_ivf_faiss_failed("fgmm_ivf_write");
-        goto done;
-    }
-    if ((rc = write_settings(h, ts))) goto done;
-    if (h->model && (rc = fgmm_model_write(h->model, tg))) goto done;
-    if (rename(ti, path) || rename(ts, side) || (tg && rename(tg, gmm))) {
-        rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot rename into '%s': %s", path, strerror(errno));
-        goto done;
-    }
-    free(ti), free(ts), free(tg);
-    ti = ts = tg = NULL;
-    if (!h->model && unlink(gmm) && errno != ENOENT) /* a stale model would be paired with this index */
+    fgmm_output oi = {0}, os = {0};
+    int rc = side && gmm ? FGMM_OK : fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    /* the index and the settings go to temporary files, renamed only once everything is written;
+     * the model file is replaced atomically by fgmm_model_write itself */
+    if (!rc) rc = fgmm_output_begin(path, &oi);
+    if (!rc) rc = fgmm_output_begin(side, &os);
+    if (!rc && faiss_write_index(h->index, oi.f)) rc = fgmm_ivf_faiss_failed("fgmm_ivf_write");
+    if (!rc && write_settings(h, os.f))
+        rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot write '%s': %s", side, strerror(errno));
+    if (!rc && h->model) rc = fgmm_model_write(h->model, gmm);
+    if (!rc && !h->model && unlink(gmm) && errno != ENOENT) /* a stale model would be paired with this index */
         rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot remove the stale '%s': %s", gmm, strerror(errno));
-done:
-    if (ti) unlink(ti), free(ti);
-    if (ts) unlink(ts), free(ts);
-    if (tg) unlink(tg), free(tg);
+    char why[512]; /* the first failure's message, kept over the clean-up's */
+    snprintf(why, sizeof why, "%s", rc ? fgmm_get_last_error() : "");
+    if (oi.f && fgmm_output_end(&oi, path, !rc) && !rc) rc = FGMM_ERR_IO, snprintf(why, sizeof why, "%s", fgmm_get_last_error());
+    if (os.f && fgmm_output_end(&os, side, !rc) && !rc) rc = FGMM_ERR_IO, snprintf(why, sizeof why, "%s", fgmm_get_last_error());
     free(side);
     free(gmm);
-    return rc;
+    return rc ? fgmm_fail(rc, "%s", why) : FGMM_OK;
 }
 
 typedef struct settings {

@@ -518,6 +518,13 @@ TEST(Ivf, SidecarsAreBoundToTheirIndex) {
     ASSERT_EQ(fgmm_ivf_write(a.ivf, fa.c_str()), 0);
     ASSERT_EQ(fgmm_ivf_write(b.ivf, fb.c_str()), 0);
     EXPECT_NE(slurp(fa + ".fgmm").find("duplicate"), std::string::npos);  // says what plain FAISS does
+    mode_t um = umask(0);  // files are created as any file is: 0666 less the umask
+    umask(um);
+    for (const std::string& f : {fa, fa + ".fgmm", fa + ".gmm"}) {
+        struct stat sb;
+        ASSERT_EQ(stat(f.c_str(), &sb), 0);
+        EXPECT_EQ(sb.st_mode & 0777, 0666 & ~um) << f;
+    }
     FgmmIvf* r = nullptr;
     std::string own_settings = slurp(fa + ".fgmm"), own_gmm = slurp(fa + ".gmm");
     spit(fa + ".gmm", slurp(fb + ".gmm"));  // another index's model
