@@ -55,7 +55,8 @@ typedef enum FgmmSpillSelect {
 
 typedef struct FgmmIvfParams {
     FgmmParams gmm;          ///< quantizer training (gmm.k is replaced by the index's nlist)
-    FgmmQuantizer quantizer; ///< default FGMM_QUANT_GMM
+    FgmmQuantizer quantizer; ///< default FGMM_QUANT_GMM (best measured on SIFT; for L2-normalised data
+                             ///< FGMM_QUANT_KMEANS with FGMM_SELECT_DIST_RATIO: BENCHMARKS.md section 6)
     FgmmAssignRule rule;     ///< default FGMM_ASSIGN_SOAR
     FgmmPrimary primary;     ///< default FGMM_PRIMARY_NEAREST
     double tau;              ///< TAU: spill threshold on r_ik; <= 0 means 1/nlist (default 0)
@@ -77,7 +78,8 @@ typedef struct FgmmIvf FgmmIvf;
 /// IndexIVF with the L2 metric; params are copied.
 int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out);
 
-/// Trains the GMM on n vectors (d = the index's d) and then the index. info may be NULL.
+/// Trains the quantizer (GMM or k-means, per params) on n vectors (d = the index's d) and then the
+/// index. info may be NULL. On failure the index is left untrained with an empty quantizer.
 int fgmm_ivf_train(FgmmIvf* ivf, idx_t n, const float* x, FgmmTrainInfo* info);
 
 /// Installs a trained GMM (copied; k must equal nlist, d the index's d) instead of training one,
