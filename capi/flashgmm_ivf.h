@@ -66,6 +66,8 @@ typedef struct FgmmIvfParams {
                              ///< threshold that spills that share of its vectors, later adds reuse it;
                              ///< 0 = spill every vector (default 1.5)
     FgmmSpillSelect select;  ///< SOAR, RESP with a spill_target: which vectors spill (default FGMM_SELECT_RESP2)
+    int max_points_per_list; ///< the quantizer trains on at most this many points per list, a seeded
+                             ///< sample (gmm.seed), as FAISS's k-means does (256 there); 0 = all (default)
 } FgmmIvfParams;
 
 /// Fills every field with its default.

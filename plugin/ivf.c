@@ -63,6 +63,8 @@ int fgmm_ivf_check_params(const FgmmIvfParams* p) {
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: spill_target = %g; must be 0 or in [1, 2]", p->spill_target);
     if (p->select != FGMM_SELECT_RESP2 && p->select != FGMM_SELECT_DIST_RATIO)
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown select %d", (int)p->select);
+    if (p->max_points_per_list < 0)
+        return fgmm_fail(FGMM_ERR_ARG, "ivf params: max_points_per_list = %d; must be >= 0", p->max_points_per_list);
     return FGMM_OK;
 }
 
@@ -148,6 +150,42 @@ double fgmm_ivf_inflation(const FgmmIvf* h) {
 
 static int install(FgmmIvf* h, FgmmModel* m, idx_t n, const float* x);
 
+static int cmp_idx(const void* a, const void* b) {
+    idx_t x = *(const idx_t*)a, y = *(const idx_t*)b;
+    return (x > y) - (x < y);
+}
+
+/* With max_points_per_list, more than that many points per list are sampled down to it without
+ * replacement (a partial Fisher-Yates shuffle seeded by gmm.seed, rows kept in their order);
+ * *out stays NULL when all n rows are used. */
+static int training_sample(const FgmmIvf* h, idx_t n, const float* x, float** out, idx_t* ns) {
+    *out = NULL;
+    *ns = n;
+    idx_t cap = (idx_t)h->p.max_points_per_list * h->nlist;
+    if (!h->p.max_points_per_list || n <= cap) return FGMM_OK;
+    idx_t* ids = malloc((size_t)n * sizeof *ids);
+    float* s = malloc((size_t)cap * h->d * sizeof(float));
+    if (!ids || !s) {
+        free(ids), free(s);
+        return fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_train: out of host memory for a %lld-row sample", (long long)cap);
+    }
+    uint64_t r = h->p.gmm.seed * 6364136223846793005ull + 1442695040888963407ull;
+    for (idx_t i = 0; i < n; i++) ids[i] = i;
+    for (idx_t i = 0; i < cap; i++) {
+        r ^= r >> 33, r *= 0xff51afd7ed558ccdull, r ^= r >> 33; /* splitmix-style scramble of an LCG */
+        idx_t j = i + (idx_t)(r % (uint64_t)(n - i));
+        idx_t t = ids[i];
+        ids[i] = ids[j], ids[j] = t;
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+    }
+    qsort(ids, (size_t)cap, sizeof *ids, cmp_idx);
+    for (idx_t i = 0; i < cap; i++) memcpy(s + (size_t)i * h->d, x + (size_t)ids[i] * h->d, (size_t)h->d * sizeof(float));
+    free(ids);
+    *out = s;
+    *ns = cap;
+    return FGMM_OK;
+}
+
 int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
     FGMM_CHECK_NULL(h);
     FGMM_CHECK_NULL(x);
@@ -163,8 +201,13 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
         gp.kmeans_iter += gp.niter;
         gp.niter = 0;
     }
+    float* sample = NULL;
+    idx_t ns = n;
+    int rc = training_sample(h, n, x, &sample, &ns);
+    if (rc) return rc;
     FgmmModel* m = NULL;
-    int rc = fgmm_train(&gp, n, h->d, FGMM_F32, x, &m, info);
+    rc = fgmm_train(&gp, ns, h->d, FGMM_F32, sample ? sample : x, &m, info);
+    free(sample);
     if (rc) return rc;
     rc = install(h, m, n, x);
     if (rc) fgmm_model_free(m);

@@ -14,6 +14,7 @@
  *     --methods m1,m2,...  (default: all below)
  *     --seeds s1,s2,...    one build of every quantizer per seed (default 1,2,3)
  *     --gmm-iter N --kmeans-iter N --lambda L --cov iso|diag --backend auto|cpu|gpu --max-rows N
+ *     --points-per-list P  the project's quantizers train on a sample of at most P points per list
  *     --out DIR            writes DIR/curves.csv, DIR/summary.md, caches DIR/gt100.ivecs
  *     --from-csv FILE      no build: the summary of curves saved in FILE (curves.csv rows, any mix of
  *                          runs, e.g. a reference re-run appended), written to DIR/summary.md
@@ -258,6 +259,7 @@ int main(int argc, char** argv) {
     double stop_recall = 0.975;
     FgmmCovariance cov = FGMM_COV_ISOTROPIC;
     const char* from_csv = NULL;
+    int points_per_list = 0;
     for (int i = 1; i < argc; i++) {
         const char* o = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
@@ -281,6 +283,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--gt")) gt_file = v;
         else if (!strcmp(o, "--stop-recall")) stop_recall = atof(v);
         else if (!strcmp(o, "--from-csv")) from_csv = v;
+        else if (!strcmp(o, "--points-per-list")) points_per_list = atoi(v);
         else if (!strcmp(o, "--cov")) cov = !strcmp(v, "diag") ? FGMM_COV_DIAGONAL : FGMM_COV_ISOTROPIC;
         else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of scripts/ivf_curves.c)\n", o); return 2; }
@@ -384,6 +387,7 @@ int main(int argc, char** argv) {
             p.gmm.backend = backend;
             p.gmm.seed = (uint64_t)seeds[si];
             p.gmm.covariance = cov;
+            p.max_points_per_list = points_per_list;
             if (!m->is_default) {
                 p.quantizer = m->quant == 1 ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
                 p.rule = m->rule;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -677,4 +678,51 @@ TEST(Ivf, SidecarFuzzRegressions) {
     EXPECT_EQ(fgmm_ivf_read(fifo.c_str(), nullptr, &r), FGMM_ERR_IO);
     EXPECT_EQ(r, nullptr);
     std::remove(fifo.c_str());
+}
+
+TEST(Ivf, TrainingSampleCapsPointsPerList) {
+    const Sift& s = sift();
+    FgmmIvfParams p = params(FGMM_ASSIGN_SOAR);
+    p.max_points_per_list = 40;  // 32 lists x 40 = 1,280 of the 9,000 rows
+    FaissIndex* index = nullptr;
+    ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF32,Flat", METRIC_L2), 0);
+    FgmmIvf* ivf = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(index, &p, &ivf), 0);
+    ASSERT_EQ(fgmm_ivf_train(ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_add(ivf, s.nb, s.base.data(), nullptr, nullptr), 0);
+    EXPECT_GT(recall_at(ivf, 10, 8, nullptr), 0.9);
+    // the same seed gives the same sample, hence the same quantizer; the model saw 1,280 rows
+    FaissIndex* again = nullptr;
+    ASSERT_EQ(faiss_index_factory(&again, s.d, "IVF32,Flat", METRIC_L2), 0);
+    FgmmIvf* ivf2 = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(again, &p, &ivf2), 0);
+    ASSERT_EQ(fgmm_ivf_train(ivf2, s.nb, s.base.data(), nullptr), 0);
+    const FgmmModel* a = fgmm_ivf_model(ivf);
+    const FgmmModel* b = fgmm_ivf_model(ivf2);
+    EXPECT_EQ(0, memcmp(fgmm_model_means(a), fgmm_model_means(b), 32 * s.d * sizeof(float)));
+    // one point per list: k-means on exactly nlist rows puts each mean on one sampled row
+    FaissIndex* one = nullptr;
+    ASSERT_EQ(faiss_index_factory(&one, s.d, "IVF32,Flat", METRIC_L2), 0);
+    FgmmIvfParams p1 = p;
+    p1.max_points_per_list = 1;
+    p1.quantizer = FGMM_QUANT_KMEANS;
+    FgmmIvf* ivf1 = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(one, &p1, &ivf1), 0);
+    ASSERT_EQ(fgmm_ivf_train(ivf1, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+    const float* mu = fgmm_model_means(fgmm_ivf_model(ivf1));
+    for (int j = 0; j < 32; j++) {
+        bool found = false;
+        for (int64_t i = 0; i < s.nb && !found; i++)
+            found = !memcmp(mu + (size_t)j * s.d, &s.base[(size_t)i * s.d], s.d * sizeof(float));
+        EXPECT_TRUE(found) << "mean " << j;
+    }
+    fgmm_ivf_free(ivf1);
+    faiss_Index_free(one);
+    p.max_points_per_list = -1;
+    FgmmIvf* bad = nullptr;
+    EXPECT_EQ(fgmm_ivf_wrap(index, &p, &bad), FGMM_ERR_ARG);
+    fgmm_ivf_free(ivf2);
+    faiss_Index_free(again);
+    fgmm_ivf_free(ivf);
+    faiss_Index_free(index);
 }

@@ -86,7 +86,7 @@ class FgmmTrainInfo(Structure):
 class FgmmIvfParams(Structure):
     _fields_ = [("gmm", FgmmParams), ("quantizer", c_int), ("rule", c_int), ("primary", c_int),
                 ("tau", c_double), ("max_assign", c_int), ("soar_lambda", c_float),
-                ("spill_target", c_double), ("select", c_int)]
+                ("spill_target", c_double), ("select", c_int), ("max_points_per_list", c_int)]
 
 
 class FgmmVecs(Structure):
