@@ -27,7 +27,7 @@ int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* ce
 
 /// The SOAR loss of putting row x (d floats) in list c as its spill list, given its primary
 /// centroid cp: ||x - c||^2 + lambda <r/||r||, x - c>^2 with r = x - cp (r = 0: plain distance).
-/// In double; the reference the tests check fgmm_soar_assign against.
+/// In double; the reference the tests check fgmm_soar_assign against. NaN for a NULL row or d < 1.
 double fgmm_soar_loss(int d, const float* x, const float* cp, const float* c, float lambda);
 
 #ifdef __cplusplus

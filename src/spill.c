@@ -16,6 +16,7 @@
 #define SPILL_BLOCK_BYTES ((size_t)32 << 20)
 
 double fgmm_soar_loss(int d, const float* x, const float* cp, const float* c, float lambda) {
+    if (!x || !cp || !c || d < 1) return NAN;
     double rr = 0, dist = 0, proj = 0;
     for (int j = 0; j < d; j++) {
         double r = (double)x[j] - cp[j], e = (double)x[j] - c[j];

@@ -395,6 +395,33 @@ TEST(Soar, BadArgumentsAreErrors) {
     x[1] = INFINITY;
     EXPECT_EQ(fgmm_soar_assign(2, 2, x, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_DATA);
     EXPECT_EQ(fgmm_soar_assign(0, 2, x, 2, c, 1, p, s, nullptr, nullptr), 0);
+    EXPECT_TRUE(std::isnan(fgmm_soar_loss(2, nullptr, c, c, 1)));
+    EXPECT_TRUE(std::isnan(fgmm_soar_loss(0, x, c, c, 1)));
+}
+
+TEST(Ivf, ParamsOutOfRangeAreErrors) {
+    const Sift& s = sift();
+    FaissIndex* index = nullptr;
+    ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF16,Flat", METRIC_L2), 0);
+    auto rejects = [&](void (*edit)(FgmmIvfParams&), const char* what) {
+        FgmmIvfParams p;
+        fgmm_ivf_params_init(&p);
+        edit(p);
+        FgmmIvf* h = nullptr;
+        EXPECT_EQ(fgmm_ivf_wrap(index, &p, &h), FGMM_ERR_ARG) << what;
+        EXPECT_EQ(h, nullptr);
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("ivf params"), std::string::npos) << what;
+    };
+    rejects([](FgmmIvfParams& p) { p.soar_lambda = -1; }, "negative lambda");
+    rejects([](FgmmIvfParams& p) { p.soar_lambda = NAN; }, "NaN lambda");
+    rejects([](FgmmIvfParams& p) { p.spill_target = 0.5; }, "target below 1");
+    rejects([](FgmmIvfParams& p) { p.spill_target = 3; }, "target above 2");
+    rejects([](FgmmIvfParams& p) { p.spill_target = NAN; }, "NaN target");
+    rejects([](FgmmIvfParams& p) { p.select = (FgmmSpillSelect)9; }, "select");
+    rejects([](FgmmIvfParams& p) { p.rule = (FgmmAssignRule)9; }, "rule");
+    rejects([](FgmmIvfParams& p) { p.primary = FGMM_PRIMARY_RESPONSIBILITY; }, "responsibility primary with SOAR");
+    rejects([](FgmmIvfParams& p) { p.tau = 2; }, "tau");
+    faiss_Index_free(index);
 }
 
 TEST(Ivf, BudgetedSpillHitsItsTarget) {
