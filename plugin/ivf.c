@@ -68,8 +68,8 @@ int fgmm_ivf_check_params(const FgmmIvfParams* p) {
     return FGMM_OK;
 }
 
-/* Lists per vector at most under the handle's rule (the width of a plan row). */
-static int lists_per_vector(const FgmmIvf* h) {
+/* The width of a plan row; also the copies per id a search must allow for. */
+int fgmm_ivf_lists_per_vector(const FgmmIvf* h) {
     int ma = h->p.rule == FGMM_ASSIGN_HARD ? 1 : one_extra(h->p.rule) ? 2 : h->p.max_assign;
     return ma < h->nlist ? ma : h->nlist;
 }
@@ -260,10 +260,11 @@ static void plan_free(plan_buf* s) {
 }
 
 /* Lists for a batch of b vectors: ma per vector in lists[i*ma..] (primary first, -1 padded)
- * and, for the one-extra rules, the selector's score (higher = spill first). */
+ * and, where the caller spills under a budget (score not NULL), the selector's score (higher =
+ * spill first). */
 static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* lists, float* score) {
     const FgmmIvfParams* p = &h->p;
-    int budget = one_extra(p->rule) && p->spill_target > 0;
+    int budget = score != NULL;
     int m = p->rule == FGMM_ASSIGN_TAU ? ma : 2; /* responsibilities needed per vector */
     int need_resp = p->rule == FGMM_ASSIGN_TAU || p->rule == FGMM_ASSIGN_RESP ||
                     p->primary == FGMM_PRIMARY_RESPONSIBILITY || (budget && p->select == FGMM_SELECT_RESP2);
@@ -367,7 +368,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     fgmm_data v = {x, n, h->d, FGMM_F32};
     int rc = fgmm_data_check(&v, "fgmm_ivf_add");
     if (rc) return rc;
-    int ma = lists_per_vector(h), d = h->d;
+    int ma = fgmm_ivf_lists_per_vector(h), d = h->d;
     int budget = one_extra(h->p.rule) && h->p.spill_target > 0 && ma == 2;
     if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld is too large for one call", (long long)n);
@@ -434,7 +435,7 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
     if (nq == 0) return FGMM_OK;
     if (nprobe > h->nlist) nprobe = h->nlist;
     /* each id is stored in at most `copies` lists, so the first k*copies hits hold k distinct ids */
-    idx_t copies = lists_per_vector(h);
+    idx_t copies = fgmm_ivf_lists_per_vector(h);
     if (k > IVF_MAX_CANDIDATES / copies)
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_search: k = %lld is too large (k x %lld copies > %lld)", (long long)k,
                          (long long)copies, (long long)IVF_MAX_CANDIDATES);

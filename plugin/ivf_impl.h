@@ -24,6 +24,8 @@ struct FgmmIvf {
 
 /* FGMM_ERR_FAISS with FAISS's last message, prefixed by what. */
 int fgmm_ivf_faiss_failed(const char* what);
+/* Lists a vector sits in at most under the handle's rule (capped at nlist). */
+int fgmm_ivf_lists_per_vector(const FgmmIvf* h);
 /* FGMM_ERR_ARG with a message if a field of p is out of range. */
 int fgmm_ivf_check_params(const FgmmIvfParams* p);
 

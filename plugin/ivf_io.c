@@ -37,14 +37,12 @@ static char* with_suffix(const char* path, const char* suffix) {
 /* The settings sidecar's text; 0, or -1 if a write failed. */
 static int write_settings(const FgmmIvf* h, FILE* f) {
     const FgmmIvfParams* p = &h->p;
-    int copies = p->rule == FGMM_ASSIGN_HARD ? 1 : p->rule == FGMM_ASSIGN_SOAR || p->rule == FGMM_ASSIGN_RESP ? 2
-                                                                                                          : p->max_assign;
     fprintf(f, "%s\n", SIDECAR_MAGIC);
     fprintf(f, "# Written by flashgmm-ivf beside a FAISS index file. A vector may sit in up to %d inverted\n"
                "# lists (spill). Plain FAISS search returns such a vector once per list it is in (duplicate\n"
                "# ids), and ntotal counts (vector, list) entries. Search with fgmm_ivf_read + fgmm_ivf_search\n"
                "# (C) or flashgmm's Python IvfIndex.read(...).search, which return distinct ids.\n",
-            copies);
+            fgmm_ivf_lists_per_vector(h));
     fprintf(f, "centroids = %016" PRIx64 "\nnlist = %d\nd = %d\n", centroid_sum(h), h->nlist, h->d);
     fprintf(f, "quantizer = %d\nrule = %d\nprimary = %d\ntau = %.17g\nmax_assign = %d\n", (int)p->quantizer,
             (int)p->rule, (int)p->primary, p->tau, p->max_assign);
