@@ -33,6 +33,8 @@ typedef enum FgmmQuantizer {
     FGMM_QUANT_GMM = 0,    ///< GMM means: gmm.kmeans_iter k-means then gmm.niter EM iterations, all points
     FGMM_QUANT_KMEANS = 1, ///< the project's k-means on all points, gmm.kmeans_iter + gmm.niter Lloyd
                            ///< iterations (the GMM's budget); the model keeps k-means variances/weights
+    FGMM_QUANT_AUTO = 2,   ///< KMEANS when every training vector has the same norm to within 0.2%
+                           ///< (L2-normalised, angular data), else GMM; training records the choice
 } FgmmQuantizer;
 
 typedef enum FgmmAssignRule {
@@ -55,8 +57,8 @@ typedef enum FgmmSpillSelect {
 
 typedef struct FgmmIvfParams {
     FgmmParams gmm;          ///< quantizer training (gmm.k is replaced by the index's nlist)
-    FgmmQuantizer quantizer; ///< default FGMM_QUANT_GMM (best measured on SIFT; for L2-normalised data
-                             ///< FGMM_QUANT_KMEANS with FGMM_SELECT_DIST_RATIO: BENCHMARKS.md section 6)
+    FgmmQuantizer quantizer; ///< default FGMM_QUANT_AUTO: the GMM (best measured on SIFT), k-means on
+                             ///< L2-normalised data (the GMM loses on GloVe: BENCHMARKS.md section 6)
     FgmmAssignRule rule;     ///< default FGMM_ASSIGN_SOAR
     FgmmPrimary primary;     ///< default FGMM_PRIMARY_NEAREST
     double tau;              ///< TAU: spill threshold on r_ik; <= 0 means 1/nlist (default 0)
@@ -81,7 +83,8 @@ typedef struct FgmmIvf FgmmIvf;
 int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out);
 
 /// Trains the quantizer (GMM or k-means, per params) on n vectors (d = the index's d) and then the
-/// index. info may be NULL. On failure the index is left untrained with an empty quantizer.
+/// index. info may be NULL. On failure the index is left untrained with an empty quantizer. With
+/// FGMM_QUANT_AUTO the handle's settings (and so its index files) then hold the quantizer used.
 int fgmm_ivf_train(FgmmIvf* ivf, idx_t n, const float* x, FgmmTrainInfo* info);
 
 /// Installs a trained GMM (copied; k must equal nlist, d the index's d) instead of training one,

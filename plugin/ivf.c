@@ -27,7 +27,7 @@ void fgmm_ivf_params_init(FgmmIvfParams* p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
     fgmm_params_init(&p->gmm);
-    p->quantizer = FGMM_QUANT_GMM;
+    p->quantizer = FGMM_QUANT_AUTO;
     p->rule = FGMM_ASSIGN_SOAR;
     p->primary = FGMM_PRIMARY_NEAREST;
     p->tau = 0;
@@ -46,7 +46,7 @@ int fgmm_ivf_faiss_failed(const char* what) {
 static int one_extra(FgmmAssignRule r) { return r == FGMM_ASSIGN_SOAR || r == FGMM_ASSIGN_RESP; }
 
 int fgmm_ivf_check_params(const FgmmIvfParams* p) {
-    if (p->quantizer != FGMM_QUANT_GMM && p->quantizer != FGMM_QUANT_KMEANS)
+    if (p->quantizer != FGMM_QUANT_GMM && p->quantizer != FGMM_QUANT_KMEANS && p->quantizer != FGMM_QUANT_AUTO)
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown quantizer %d", (int)p->quantizer);
     if (p->rule < FGMM_ASSIGN_TAU || p->rule > FGMM_ASSIGN_RESP)
         return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown rule %d", (int)p->rule);
@@ -186,6 +186,20 @@ static int training_sample(const FgmmIvf* h, idx_t n, const float* x, float** ou
     return FGMM_OK;
 }
 
+/* FGMM_QUANT_AUTO's test: every row's norm within 0.2% of the others' (a sphere around the origin:
+ * L2-normalised data, where an isotropic GMM is the wrong model and k-means wins). */
+static int same_norms(idx_t n, int d, const float* x) {
+    double lo = INFINITY, hi = 0;
+    for (idx_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int j = 0; j < d; j++) s += (double)x[(size_t)i * d + j] * x[(size_t)i * d + j];
+        if (!isfinite(s)) return 0;
+        lo = s < lo ? s : lo, hi = s > hi ? s : hi;
+        if (hi > lo * 1.004) return 0; /* squared norms: 0.2% on the norm */
+    }
+    return lo > 0;
+}
+
 int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
     FGMM_CHECK_NULL(h);
     FGMM_CHECK_NULL(x);
@@ -195,7 +209,9 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_train: n = %lld < nlist = %d", (long long)n, h->nlist);
     FgmmParams gp = h->p.gmm;
     gp.k = h->nlist;
-    if (h->p.quantizer == FGMM_QUANT_KMEANS) { /* Lloyd only: the GMM's iteration budget, no EM */
+    FgmmQuantizer quant = h->p.quantizer;
+    if (quant == FGMM_QUANT_AUTO) quant = same_norms(n, h->d, x) ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
+    if (quant == FGMM_QUANT_KMEANS) { /* Lloyd only: the GMM's iteration budget, no EM */
         if (gp.kmeans_iter > INT32_MAX - gp.niter)
             return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_train: kmeans_iter + niter overflows");
         gp.kmeans_iter += gp.niter;
@@ -211,6 +227,7 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
     if (rc) return rc;
     rc = install(h, m, n, x);
     if (rc) fgmm_model_free(m);
+    else h->p.quantizer = quant;
     return rc;
 }
 

@@ -120,7 +120,7 @@ static int32_t* ground_truth(const float* xb, idx_t nb, const float* xq, idx_t n
 /* A method: quantizer source, spill rule and budget (see the header). */
 typedef struct method {
     char name[48];
-    int quant; /* 0 faiss, 1 km, 2 gmm */
+    int quant; /* 0 faiss, 1 km, 2 gmm, 3 the default's (FGMM_QUANT_AUTO: km or gmm by the data) */
     FgmmAssignRule rule;
     double target;
     FgmmSpillSelect select;
@@ -140,7 +140,7 @@ static int parse_method(const char* s, method* m) {
     if (!strcmp(s, "default")) { /* fgmm_ivf_params_init's quantizer and spill */
         FgmmIvfParams p;
         fgmm_ivf_params_init(&p);
-        m->quant = p.quantizer == FGMM_QUANT_KMEANS ? 1 : 2;
+        m->quant = p.quantizer == FGMM_QUANT_KMEANS ? 1 : p.quantizer == FGMM_QUANT_GMM ? 2 : 3;
         m->rule = p.rule;
         m->target = p.spill_target > 0 ? p.spill_target : 2;
         m->select = p.select;
@@ -373,8 +373,8 @@ int main(int argc, char** argv) {
     cp.niter = 10;
     for (int si = 0; si < ns; si++) {
         float* faiss_cent = NULL; /* per seed: FAISS centroids and the project's two models, shared by methods */
-        FgmmModel* models[3] = {NULL, NULL, NULL};
-        double qtrain_s[3] = {0, 0, 0};
+        FgmmModel* models[4] = {NULL, NULL, NULL, NULL};
+        double qtrain_s[4] = {0, 0, 0, 0};
         for (int mi = 0; mi < nm; mi++) {
             const method* m = &ms[mi];
             curve* c = &cv[mi][si];
@@ -422,7 +422,7 @@ int main(int argc, char** argv) {
                 qtrain_s[m->quant] = info.seconds;
                 snprintf(backend_used, sizeof backend_used, "%s", info.backend);
                 printf("seed %d %s: %s backend, %d k-means + %d EM iterations, mean log-likelihood %.4f, %.1f s\n",
-                       seeds[si], m->quant == 1 ? "k-means" : "gmm", info.backend, info.kmeans_iterations,
+                       seeds[si], info.em_iterations ? "gmm" : "k-means", info.backend, info.kmeans_iterations,
                        info.em_iterations, info.mean_loglik, info.seconds);
                 const FgmmModel* mm = fgmm_ivf_model(ivf);
                 fgmm_model_new(&models[m->quant], fgmm_model_k(mm), d, fgmm_model_covariance(mm), fgmm_model_means(mm),
@@ -446,7 +446,7 @@ int main(int argc, char** argv) {
             faiss_Index_free(index);
         }
         free(faiss_cent);
-        for (int q = 0; q < 3; q++) fgmm_model_free(models[q]);
+        for (int q = 0; q < 4; q++) fgmm_model_free(models[q]);
     }
 
     snprintf(path, sizeof path, "%s/curves.csv", out);

@@ -468,6 +468,37 @@ TEST(Ivf, SoarSpillBeatsHardAtTheSameDco) {
     EXPECT_GT(rs, rh - 0.02);
 }
 
+// The default quantizer (AUTO): the GMM on SIFT; k-means on the same rows L2-normalised (angular data,
+// where the GMM loses); a row whose norm is off by 1% keeps the GMM.
+TEST(Ivf, AutoQuantizerPicksKmeansOnNormalisedData) {
+    const Sift& s = sift();
+    std::vector<float> unit(s.base);
+    for (idx_t i = 0; i < s.nb; i++) {
+        double n2 = 0;
+        for (int j = 0; j < s.d; j++) n2 += (double)unit[i * s.d + j] * unit[i * s.d + j];
+        for (int j = 0; j < s.d; j++) unit[i * s.d + j] = (float)(unit[i * s.d + j] / std::sqrt(n2));
+    }
+    std::vector<float> almost(unit);
+    for (int j = 0; j < s.d; j++) almost[(size_t)(s.nb / 2) * s.d + j] *= 1.01f;
+    const std::vector<float>* data[3] = {&s.base, &unit, &almost};
+    const int em_expected[3] = {8, 0, 8};
+    for (int c = 0; c < 3; c++) {
+        FaissIndex* index = nullptr;
+        ASSERT_EQ(faiss_index_factory(&index, s.d, "IVF32,Flat", METRIC_L2), 0);
+        FgmmIvfParams p = params(FGMM_ASSIGN_SOAR);
+        ASSERT_EQ(p.quantizer, FGMM_QUANT_AUTO);
+        p.gmm.tol = 0;  // all 8 EM iterations
+        FgmmIvf* ivf = nullptr;
+        ASSERT_EQ(fgmm_ivf_wrap(index, &p, &ivf), 0);
+        FgmmTrainInfo info;
+        ASSERT_EQ(fgmm_ivf_train(ivf, s.nb, data[c]->data(), &info), 0) << fgmm_get_last_error();
+        EXPECT_EQ(info.em_iterations, em_expected[c]) << "case " << c;
+        EXPECT_EQ(info.kmeans_iterations, em_expected[c] ? 5 : 5 + 8) << "case " << c;
+        fgmm_ivf_free(ivf);
+        faiss_Index_free(index);
+    }
+}
+
 TEST(Ivf, KmeansQuantizerRunsLloydOnly) {
     const Sift& s = sift();
     FaissIndex* index = nullptr;

@@ -15,13 +15,13 @@ from . import _lib
 from .gmm import Gmm, fill_gmm_params
 from ._lib import lib
 
-QUANTIZER = {"gmm": 0, "kmeans": 1}
+QUANTIZER = {"gmm": 0, "kmeans": 1, "auto": 2}
 RULE = {"tau": 0, "hard": 1, "topm": 2, "soar": 3, "resp": 4}
 PRIMARY = {"nearest": 0, "responsibility": 1}
 SELECT = {"resp2": 0, "dist_ratio": 1}
 
 
-def ivf_params(quantizer="gmm", rule="soar", spill_target=1.5, select="resp2", tau=0.0, max_assign=4,
+def ivf_params(quantizer="auto", rule="soar", spill_target=1.5, select="resp2", tau=0.0, max_assign=4,
                soar_lambda=1.0, primary="nearest", **gmm):
     p = _lib.FgmmIvfParams()
     lib.fgmm_ivf_params_init(ctypes.byref(p))
@@ -82,7 +82,7 @@ class IvfIndex:
     so fewer than k distinct results), and its ntotal counts (vector, list) entries, not vectors.
     Search with IvfIndex.search, or after reading: IvfIndex.read(path).search(q, k, nprobe).
 
-    Keywords: quantizer "gmm" | "kmeans"; rule "soar" | "resp" | "tau" | "topm" | "hard";
+    Keywords: quantizer "auto" (k-means on L2-normalised data, else the GMM) | "gmm" | "kmeans"; rule "soar" | "resp" | "tau" | "topm" | "hard";
     spill_target (average lists per vector in [1, 2], 0 = spill all; soar and resp);
     select "resp2" | "dist_ratio"; tau; max_assign; soar_lambda; primary "nearest" |
     "responsibility"; and any train_gmm keyword (backend, niter, kmeans_iter, seed, ...).

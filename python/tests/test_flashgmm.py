@@ -185,7 +185,7 @@ class Binding(unittest.TestCase):
         self.assertEqual((g.max_init_points, g.seed, g.backend, g.precision, g.gpu_device, g.gpu_mem_limit,
                           g.n_gpus, bool(g.progress), g.progress_user), (0, 1234, 0, 0, 0, 0, 0, False, None))
         self.assertEqual((p.quantizer, p.rule, p.primary, p.tau, p.max_assign, p.soar_lambda, p.spill_target,
-                          p.select), (0, 3, 0, 0.0, 4, 1.0, 1.5, 0))
+                          p.select), (2, 3, 0, 0.0, 4, 1.0, 1.5, 0))
 
     def test_other_faiss_loaded_globally(self):
         """faiss-python's FAISS loaded RTLD_GLOBAL does not take over the library's copy."""
