@@ -48,6 +48,7 @@ typedef struct cpu_model {
     float* kn;   /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
     float* half_prec; /* isotropic: 1/(2 var_k) */
     double* c;
+    float* cf;   /* c in float (what the row pass reads) */
 } cpu_model;
 
 static void scratch_free(cpu_scratch* s) {
@@ -76,7 +77,7 @@ static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
 }
 
 static void model_free(cpu_model* m) {
-    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
+    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c); free(m->cf);
     memset(m, 0, sizeof *m);
 }
 
@@ -100,11 +101,13 @@ static int model_prepare(cpu_model* cm, const FgmmModel* m) {
     cm->kn = malloc((size_t)k * sizeof(float));
     cm->half_prec = malloc((size_t)k * sizeof(float));
     cm->c = malloc((size_t)k * sizeof(double));
-    if (!cm->ctr || !cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c) {
+    cm->cf = malloc((size_t)k * sizeof(float));
+    if (!cm->ctr || !cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c || !cm->cf) {
         model_free(cm);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
     fgmm_model_logconst(m, cm->c);
+    for (int j = 0; j < k; j++) cm->cf[j] = (float)cm->c[j];
     centre_of(m->mu, m->w, k, d, cm->ctr);
     for (int j = 0; j < k; j++) {
         const float* mu = m->mu + (size_t)j * d;
@@ -160,9 +163,60 @@ static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0
     return s->xb;
 }
 
-/* For a loaded block: g = distance terms (isotropic ||x-mu||^2, diagonal q*2),
- * r = log-densities c_k - q_k(x) with q_k = g * half_prec_k. */
-static void block_logdens(cpu_scratch* s, const cpu_model* cm, const float* xb, int b) {
+/* exp(x) for x <= 0 in float, written so that the compiler vectorises it (Cephes' expf: x = n ln2 + r,
+ * |r| <= ln2/2, a degree-6 polynomial, 2^n put in the exponent bits); relative error about 2e-7,
+ * and 0 below -87 (where expf gives at most 2^-126: nothing next to the row maximum's term 1). */
+static inline float exp_nonpos(float x) {
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int e = (int)n + 127;
+    union { int i; float f; } u = {.i = (e > 0 ? e : 0) << 23};
+    return x < -87.0f ? 0.0f : p * u.f;
+}
+
+/* One row of distance terms g (k wide, the sgemm's -2 x.mu or the diagonal's q*2 terms): g <- q >= 0,
+ * r <- log-density c_k - q_k * half_prec_k, and returns log sum_k exp(r_k); to_resp: r <- exp(r - that).
+ * Isotropic q = ||x||^2 + ||mu||^2 - 2 x.mu, diagonal sum x^2/v - 2 x mu/v + mu^2/v: both >= 0 exactly,
+ * the clamp takes the expansion's rounding. Compiled for AVX2 + FMA too (picked at run time). */
+__attribute__((target_clones("avx2,fma", "default")))
+static double row_lse(float* restrict g, float* restrict r, const float* restrict kn, const float* restrict hp,
+                      const float* restrict c, float xn, int k, int to_resp) {
+    float mx = -FLT_MAX;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < k; j++) {
+        float q = g[j] + xn + kn[j];
+        q = q > 0.0f ? q : 0.0f;
+        g[j] = q;
+        r[j] = c[j] - q * hp[j];
+        mx = r[j] > mx ? r[j] : mx;
+    }
+    double sum = 0; /* terms in float (each <= 1), their sum in double */
+    if (to_resp) {
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < k; j++) {
+            r[j] = exp_nonpos(r[j] - mx);
+            sum += r[j];
+        }
+        float inv = (float)(1.0 / sum);
+#pragma omp simd
+        for (int j = 0; j < k; j++) r[j] *= inv;
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < k; j++) sum += exp_nonpos(r[j] - mx);
+    }
+    return mx + log(sum);
+}
+
+/* For a loaded block: g = distance terms (isotropic ||x-mu||^2, diagonal q*2), r = log-densities
+ * c_k - q_k(x) with q_k = g * half_prec_k (to_resp: responsibilities), logz = log p(x) per row. */
+static void block_rows(cpu_scratch* s, const cpu_model* cm, const float* xb, int b, int to_resp) {
     int k = cm->k, d = cm->d;
     if (cm->diag) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, 1.0f, s->x2b, d, cm->b1, d, 0.0f, s->g, k);
@@ -171,37 +225,9 @@ static void block_logdens(cpu_scratch* s, const cpu_model* cm, const float* xb, 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cm->b1, d, 0.0f, s->g, k);
     }
 #pragma omp parallel for
-    for (int i = 0; i < b; i++) {
-        float* g = s->g + (size_t)i * k;
-        float* r = s->r + (size_t)i * k;
-        /* Isotropic: ||x||^2 + ||mu||^2 - 2 x.mu; diagonal: sum x^2/v - 2 x mu/v + mu^2/v.
-         * Both are >= 0 exactly; clamp the rounding of the expansion. */
-        float xn = cm->diag ? 0.0f : s->xn[i];
-        for (int j = 0; j < k; j++) {
-            float q = g[j] + xn + cm->kn[j];
-            q = q > 0.0f ? q : 0.0f;
-            g[j] = q;
-            r[j] = (float)(cm->c[j] - (double)q * cm->half_prec[j]);
-        }
-    }
-}
-
-/* Row-wise log-sum-exp: logz[i], and (if to_resp) r <- exp(r - logz). */
-static void block_lse(cpu_scratch* s, int k, int b, int to_resp) {
-#pragma omp parallel for
-    for (int i = 0; i < b; i++) {
-        float* r = s->r + (size_t)i * k;
-        float mx = -FLT_MAX;
-        for (int j = 0; j < k; j++) mx = r[j] > mx ? r[j] : mx;
-        double sum = 0; /* terms in float (each <= 1), their sum in double */
-        for (int j = 0; j < k; j++) sum += expf(r[j] - mx);
-        double lz = mx + log(sum);
-        s->logz[i] = lz;
-        if (to_resp) {
-            float lzf = (float)lz, off = (float)(lz - lzf); /* lz split so r - lz keeps float accuracy */
-            for (int j = 0; j < k; j++) r[j] = expf((r[j] - lzf) - off);
-        }
-    }
+    for (int i = 0; i < b; i++)
+        s->logz[i] = row_lse(s->g + (size_t)i * k, s->r + (size_t)i * k, cm->kn, cm->half_prec, cm->cf,
+                             cm->diag ? 0.0f : s->xn[i], k, to_resp);
 }
 
 /* Rows per R^T X product: OpenBLAS's summation order over a long inner dimension depends on its
@@ -236,8 +262,7 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
         int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
         const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
-        block_logdens(&s, &cm, xb, b);
-        block_lse(&s, k, b, 1);
+        block_rows(&s, &cm, xb, b, 1);
         for (int i = 0; i < b; i++) out->obj += s.logz[i];
         /* nk and (isotropic) sum r ||x - mu||^2, column chunks in row order. */
 #pragma omp parallel for schedule(static)
@@ -330,8 +355,7 @@ static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
     for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
         int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
         const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
-        block_logdens(&s, &cm, xb, b);
-        block_lse(&s, k, b, 0);
+        block_rows(&s, &cm, xb, b, 0);
 #pragma omp parallel for
         for (int i = 0; i < b; i++) {
             fgmm_idx_t row = i0 + i;
