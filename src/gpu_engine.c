@@ -16,54 +16,25 @@
  * tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve k-means and
  * top-m assignment.
  */
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gpu_engine.h"
-#include "internal.h"
-#include "kernels.h"
+#include "gpu_impl.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#define LOG2E 1.4426950408889634
-#define LN2 0.69314718055994531
 /* Row tile of the cuBLAS path: t x k floats of G at most this many bytes. */
 #define BLAS_TILE_BYTES ((size_t)256 << 20)
 
-static int cuda_fail(cudaError_t e, const char* what) {
+int fgmm_gpu_cuda_fail(cudaError_t e, const char* what) {
     return fgmm_fail(e == cudaErrorMemoryAllocation ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, "GPU: %s: %s", what,
                      cudaGetErrorString(e));
 }
-#define CU(call)                                              \
-    do {                                                      \
-        cudaError_t e_ = (call);                              \
-        if (e_ != cudaSuccess) return cuda_fail(e_, #call);   \
-    } while (0)
-#define KL(call)                                                           \
-    do {                                                                   \
-        int e_ = (call);                                                   \
-        if (e_ != 0) return cuda_fail((cudaError_t)e_, #call);             \
-    } while (0)
-#define CB(call)                                                                             \
-    do {                                                                                     \
-        cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
-            return fgmm_fail(s_ == CUBLAS_STATUS_ALLOC_FAILED ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, \
-                             "GPU: %s: cuBLAS status %d", #call, (int)s_);                   \
-    } while (0)
-
-typedef struct dbuf {
-    void* p;
-    size_t cap;
-} dbuf;
 
 /* Grows a device buffer to at least bytes (contents are not kept). */
-static int dgrow(dbuf* b, size_t bytes, const char* what) {
+int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what) {
     if (b->cap >= bytes) return FGMM_OK;
     if (b->p) cudaFree(b->p);
     b->p = NULL;
@@ -77,87 +48,6 @@ static int dgrow(dbuf* b, size_t bytes, const char* what) {
     return FGMM_OK;
 }
 
-typedef struct gpu_impl {
-    int dev;
-    int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
-    size_t mem_limit;
-    int path;            /* FGMM_GPU_PATH_* */
-    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES */
-    cudaStream_t st, copy_st;
-    cudaEvent_t copied[2], consumed[2];
-    cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
-    int timed;          /* tev holds a fused E-step */
-    double* host_stats; /* pinned: nk, s1, s2, ll downloads */
-    size_t host_stats_cap; /* bytes */
-    float* host_up;     /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
-    size_t host_up_cap; /* bytes */
-    cublasHandle_t blas;
-    fgmm_engine* cpu;
-    /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
-     * holds n x dp fp16, xnorm n floats; FMT_F16_DIAG: the same for rows [x', x'^2], dp >= 2d) */
-    const void* host_x;
-    fgmm_idx_t host_n;
-    int host_d;
-    FgmmDtype host_dtype;
-    int host_fmt;
-    dbuf data, xnorm;
-    /* streaming */
-    dbuf chunk[2];
-    void* pinned[2];
-    size_t pinned_cap;
-    /* model, statistics, scratch */
-    dbuf mu, mu_hi, mu_lo, cst, shift, cd;
-    dbuf nk, s1, s2, ll, llp, logz;
-    dbuf xf, x2, xn, g, f;
-    /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
-    dbuf dm, emo, chk;
-    int dm_valid, dm_k, dm_d, dm_cov;
-    /* statistics computed on the device and not yet downloaded (begin / finish) */
-    struct {
-        int active, k, d, dp, per_dim;
-        long long ll_len;
-        double scale; /* obj = scale * sum(ll) */
-    } pend;
-    /* host scan of the last data seen: max |x| (bounds the fp16 prescale), the column means (the
-     * fused path's centring shift; dp floats, zero padding) and the prepared rows' prescale */
-    const void* scan_x;
-    fgmm_idx_t scan_n;
-    int scan_d;
-    double amax, prep_scale;
-    float* data_mean;
-    int shift_ok; /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
-} gpu_impl;
-
-enum { FMT_RAW = 0, FMT_F16 = 1, FMT_F16_DIAG = 2 };
-
-/* Padded width of prepared rows: a multiple of 64 on sm_90 (the wgmma kernels take whole 64-column
- * panels: d = 96 or 100 runs there padded to 128, faster than mma.sync unpadded), else of 16. The data
- * mean is kept at the larger padding. */
-static int prep_dp(const gpu_impl* g, int d) { return g->wg ? (d + 63) / 64 * 64 : (d + 15) / 16 * 16; }
-#define MEAN_DP(d) (((d) + 63) / 64 * 64)
-/* Prepared row width of a format (FMT_F16 or FMT_F16_DIAG) for data of dimension d: on sm_90 the
- * diagonal rows [x', x'^2] take the wgmma kernels' widths 64, 128 or 256. */
-static int fmt_dp(const gpu_impl* g, int fmt, int d) {
-    if (fmt != FMT_F16_DIAG) return prep_dp(g, d);
-    int dp = prep_dp(g, 2 * d);
-    return g->wg && dp == 192 ? 256 : dp;
-}
-/* The prepared format a model's E-step uses on the fused kernels, FMT_RAW where its rows would not
- * fit their width: isotropic d <= FGMM_FUSED_MAX_D; diagonal rows [x', x'^2] are 2d wide, up to 256
- * with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
-static int prepared_fmt(const gpu_impl* g, const FgmmModel* m) {
-    if (m->cov != FGMM_COV_DIAGONAL) return m->d <= FGMM_FUSED_MAX_D ? FMT_F16 : FMT_RAW;
-    int width = g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D;
-    return 2 * m->d <= width ? FMT_F16_DIAG : FMT_RAW;
-}
-
-/* The power of two that brings bound to about 2^12 (fp16 operands keep 11 bits above it and
- * headroom to 65504); 1 for bound 0. */
-static double pow2_prescale(double bound) {
-    int e = bound > 0 ? (int)floor(log2(4096.0 / bound)) : 0;
-    return ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
-}
-
 int fgmm_gpu_available(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -166,14 +56,6 @@ int fgmm_gpu_available(void) {
     }
     return n > 0;
 }
-
-/* ---- per-call context: which rows are on the device, chunk by chunk ---- */
-
-/* Called on device rows [row0, row0 + rows) of the data, at dx. */
-typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long row0, long long rows, void* ctx);
-
-/* Rows per call on resident data: per-row scratch (logZ, 4 B a row) stays <= 32 MB at any n. */
-#define RESIDENT_RANGE_ROWS (8LL << 20)
 
 static int call_ranges(gpu_impl* g, const void* dx, long long base, long long rows, size_t row_bytes, chunk_fn fn,
                        void* ctx) {
@@ -196,7 +78,7 @@ static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
 
 /* Whether x fits on the device in a format, next to 64 MB of scratch (a resident copy in the
  * other format would be replaced, so it counts as free). */
-static int resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out) {
+int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out) {
     if (!budget_out && is_resident(g, x, fmt)) return 1; /* cudaMemGetInfo is not free: skip it per E-step */
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
@@ -216,10 +98,10 @@ static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* c
 /* g->shift holding the data mean (all MEAN_DP(d) floats: at least every prepared width but the
  * diagonal one, whose kernels read the first d), uploaded once per data scan: a pageable copy waits
  * for the stream. */
-static int device_shift(gpu_impl* g) {
+int fgmm_gpu_device_shift(gpu_impl* g) {
     void* shift0 = g->shift.p;
     size_t bytes = (size_t)MEAN_DP(g->scan_d) * sizeof(float);
-    int rc = dgrow(&g->shift, bytes, "shift");
+    int rc = fgmm_gpu_dgrow(&g->shift, bytes, "shift");
     if (rc) return rc;
     if (g->shift.p != shift0) g->shift_ok = 0; /* reallocated */
     if (!g->shift_ok) {
@@ -228,9 +110,6 @@ static int device_shift(gpu_impl* g) {
     }
     return FGMM_OK;
 }
-
-/* Prescale of the squares in FMT_F16_DIAG rows: |x' prep_scale| <= 2^12, so x'^2 scale2 <= 2^12. */
-static double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_scale / 4096.0; }
 
 /* n rows of x's dtype at src (device) -> prepared rows of format fmt (dp wide) at out, norms at xn. */
 static int prepare_into(gpu_impl* g, const void* src, const fgmm_data* x, long long n, int fmt, void* out, float* xn) {
@@ -246,13 +125,14 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     /* The rows as given already on the device (k-means ran on them): prepare there, if both copies
      * fit the budget for a moment; no second host transfer. */
     size_t budget = 0;
-    resident_fits(g, x, fmt, &budget);
+    fgmm_gpu_resident_fits(g, x, fmt, &budget);
     if (is_resident(g, x, FMT_RAW) && g->data.cap + (size_t)x->n * fmt_row_bytes(g, x, fmt) <= budget) {
         void* prep = NULL;
         if (cudaMalloc(&prep, (size_t)x->n * dp * 2) != cudaSuccess) {
             cudaGetLastError(); /* no room for both: the host copy below */
         } else {
-            if ((rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) || (rc = device_shift(g))) {
+            if ((rc = fgmm_gpu_dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) ||
+                (rc = fgmm_gpu_device_shift(g))) {
                 cudaFree(prep);
                 return rc;
             }
@@ -260,7 +140,7 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
             if (!ce) ce = cudaStreamSynchronize(g->st); /* the rows as given are freed next */
             if (ce) {
                 cudaFree(prep);
-                return cuda_fail(ce, "data preparation");
+                return fgmm_gpu_cuda_fail(ce, "data preparation");
             }
             cudaFree(g->data.p);
             g->data.p = prep;
@@ -274,9 +154,10 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     if (piece > x->n) piece = x->n;
     g->host_x = NULL; /* invalid until complete */
     dbuf stage = {0};
-    if ((rc = dgrow(&g->data, (size_t)x->n * dp * 2, "the prepared data")) ||
-        (rc = dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) || (rc = device_shift(g)) ||
-        (rc = dgrow(&stage, (size_t)piece * rb, "upload staging")))
+    if ((rc = fgmm_gpu_dgrow(&g->data, (size_t)x->n * dp * 2, "the prepared data")) ||
+        (rc = fgmm_gpu_dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) ||
+        (rc = fgmm_gpu_device_shift(g)) ||
+        (rc = fgmm_gpu_dgrow(&stage, (size_t)piece * rb, "upload staging")))
         return rc;
     /* Every host-to-device copy goes on g->st: a plain cudaMemcpy from pageable memory may return
      * before its DMA lands, and g->st (non-blocking) does not wait for the legacy stream. */
@@ -290,7 +171,7 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
         if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
     }
     cudaFree(stage.p);
-    if (ce) return cuda_fail(ce, "data preparation");
+    if (ce) return fgmm_gpu_cuda_fail(ce, "data preparation");
     g->host_x = x->x;
     g->host_n = x->n;
     g->host_d = x->d;
@@ -299,8 +180,8 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     return FGMM_OK;
 }
 
-/* Calls fn on device-resident row ranges covering all of x; prepared formats require resident_fits. */
-static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx) {
+/* Calls fn on device-resident row ranges covering all of x; prepared formats require fgmm_gpu_resident_fits. */
+int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx) {
     size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
     if (is_resident(g, x, fmt)) return resident_ranges(g, x, fn, ctx);
     if (fmt != FMT_RAW) {
@@ -308,9 +189,9 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn,
         return rc ? rc : resident_ranges(g, x, fn, ctx);
     }
     size_t budget;
-    if (resident_fits(g, x, FMT_RAW, &budget)) { /* resident: copy once, reuse for every pass */
+    if (fgmm_gpu_resident_fits(g, x, FMT_RAW, &budget)) { /* resident: copy once, reuse for every pass */
         g->host_x = NULL;
-        int rc = dgrow(&g->data, total, "the data");
+        int rc = fgmm_gpu_dgrow(&g->data, total, "the data");
         if (rc) return rc;
         CU(cudaMemcpyAsync(g->data.p, x->x, total, cudaMemcpyHostToDevice, g->st)); /* ordered before the kernels */
         g->host_x = x->x;
@@ -326,7 +207,8 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn,
     if (rows > x->n) rows = x->n;
     size_t cb = (size_t)rows * row_bytes;
     int rc;
-    if ((rc = dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = dgrow(&g->chunk[1], cb, "stream chunk"))) return rc;
+    if ((rc = fgmm_gpu_dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = fgmm_gpu_dgrow(&g->chunk[1], cb, "stream chunk")))
+        return rc;
     if (g->pinned_cap < cb) {
         for (int i = 0; i < 2; i++) {
             if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
@@ -364,17 +246,9 @@ static int for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn,
 
 /* ---- E-step ---- */
 
-typedef struct estep_ctx {
-    const FgmmModel* m;
-    int fused, mode, kp, dp, diag;
-    int prep;      /* in: use prepared rows if the model allows; out: whether it does */
-    int blas_only; /* prepare the cuBLAS-path constants even where the fused kernel applies */
-    fgmm_fused_model fm;
-} estep_ctx;
-
 /* One host pass over the data, cached per array (once per training): max |x|, and the column
  * means and prescale of prepared rows (every |x - mean| * scale <= 2^12). */
-static int data_scan(gpu_impl* g, const fgmm_data* x) {
+int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
     if (g->scan_x == x->x && g->scan_n == x->n && g->scan_d == x->d) return FGMM_OK;
     int d = x->d, dp = MEAN_DP(d), nt = 1;
 #ifdef _OPENMP
@@ -428,7 +302,7 @@ static int data_scan(gpu_impl* g, const fgmm_data* x) {
     return FGMM_OK;
 }
 
-int fgmm_gpu_scan(fgmm_engine* e, const fgmm_data* x) { return data_scan(e->impl, x); }
+int fgmm_gpu_scan(fgmm_engine* e, const fgmm_data* x) { return fgmm_gpu_data_scan(e->impl, x); }
 
 int fgmm_gpu_adopt_scan(fgmm_engine* e, const fgmm_data* part, const fgmm_engine* from) {
     gpu_impl* g = e->impl;
@@ -452,15 +326,15 @@ int fgmm_gpu_adopt_scan(fgmm_engine* e, const fgmm_data* part, const fgmm_engine
 
 /* Row tile of the cuBLAS path for k components (at most rows) and its scratch: xf, xn, the
  * distance tile G, and x2 when the squares are needed (diagonal covariance). */
-static int blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile) {
+int fgmm_gpu_blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile) {
     long long t = g->tile_rows ? g->tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
     if (t > rows) t = rows;
     if (t < 1) t = 1;
     int rc;
-    if ((rc = dgrow(&g->xf, (size_t)t * d * sizeof(float), "row tile")) ||
-        (squares && (rc = dgrow(&g->x2, (size_t)t * d * sizeof(float), "row tile squares"))) ||
-        (rc = dgrow(&g->xn, (size_t)t * sizeof(float), "row norms")) ||
-        (rc = dgrow(&g->g, (size_t)t * k * sizeof(float), "distance tile")))
+    if ((rc = fgmm_gpu_dgrow(&g->xf, (size_t)t * d * sizeof(float), "row tile")) ||
+        (squares && (rc = fgmm_gpu_dgrow(&g->x2, (size_t)t * d * sizeof(float), "row tile squares"))) ||
+        (rc = fgmm_gpu_dgrow(&g->xn, (size_t)t * sizeof(float), "row norms")) ||
+        (rc = fgmm_gpu_dgrow(&g->g, (size_t)t * k * sizeof(float), "distance tile")))
         return rc;
     *tile = t;
     return FGMM_OK;
@@ -468,7 +342,7 @@ static int blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, lon
 
 /* Loads t rows at dx into xf (and x2), xn, then G = x B^T with B = g->mu: isotropic and k-means
  * B = means; diagonal G = x^2 P^T + x Q^T with P = 1/var, Q = -2 mu/var stacked in g->mu. */
-static int blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, int k, int d, int diag) {
+int fgmm_gpu_blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, int k, int d, int diag) {
     const float* mu = g->mu.p;
     float one = 1.f, zero = 0.f;
     KL(fgmm_blas_load_tile(dx, dt == FGMM_U8, t, d, g->xf.p, diag ? g->x2.p : NULL, g->xn.p, g->st));
@@ -481,22 +355,15 @@ static int blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, int 
     return FGMM_OK;
 }
 
-/* The pieces of one E-step shared by resident and streamed data. */
-typedef struct estep_run {
-    estep_ctx* c;
-    FgmmDtype dtype;
-    int d;
-} estep_run;
-
-static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
+int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
     estep_run* run = vrun;
     estep_ctx* c = run->c;
     int rc, k = c->m->k, d = run->d, dtype = c->prep ? FGMM_FUSED_PREPARED : run->dtype == FGMM_U8;
     if (c->fused) {
         if (c->prep) c->fm.xnorm = (const float*)g->xnorm.p + row0;
         int nb = fgmm_fused_lse_blocks(rows);
-        if ((rc = dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ")) ||
-            (rc = dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials")))
+        if ((rc = fgmm_gpu_dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ")) ||
+            (rc = fgmm_gpu_dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials")))
             return rc;
         CU(cudaEventRecord(g->tev[0], g->st));
         KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
@@ -510,15 +377,16 @@ static int estep_chunk(gpu_impl* g, const void* dx, long long row0, long long ro
     }
     /* cuBLAS path */
     long long tile;
-    if ((rc = blas_tile(g, rows, k, d, c->diag, &tile)) || (rc = dgrow(&g->f, (size_t)k * d * sizeof(float), "R^T x")))
+    if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, c->diag, &tile)) ||
+        (rc = fgmm_gpu_dgrow(&g->f, (size_t)k * d * sizeof(float), "R^T x")))
         return rc;
     const float* kn = (const float*)g->cst.p, *hp = kn + k;
     const double* cc = g->cd.p;
     float one = 1.f, zero = 0.f;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
-        if ((rc = blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k,
-                                 d, c->diag)))
+        if ((rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype,
+                                          t, k, d, c->diag)))
             return rc;
         KL(fgmm_blas_resp(g->g.p, t, k, g->xn.p, kn, hp, cc, c->diag, g->nk.p, g->s2.p, g->ll.p, g->st));
         CB(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, k, t, &one, g->xf.p, d, g->g.p, k, &zero, g->f.p, d));
@@ -549,23 +417,23 @@ static void* pinned_grow(void** buf, size_t* cap, size_t bytes) {
 
 /* A pinned upload buffer of count floats (zeroed if zero); the previous upload from it has completed
  * (each E-step ends with a stream synchronisation). */
-static float* upload_buffer(gpu_impl* g, size_t count, int zero) {
+float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero) {
     float* h = pinned_grow((void**)&g->host_up, &g->host_up_cap, count * sizeof(float));
     if (h && zero) memset(h, 0, count * sizeof(float));
     return h;
 }
 
 /* The pinned host buffer for downloads, at least count doubles. */
-static double* pinned_stats(gpu_impl* g, size_t count) {
+double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count) {
     return pinned_grow((void**)&g->host_stats, &g->host_stats_cap, count * sizeof(double));
 }
 
 /* Copies m's mu, var, w (k x d, k or k x d, k floats) into the device buffer dst, through the pinned buffer. */
-static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
+int fgmm_gpu_upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
     size_t kd = (size_t)m->k * m->d, nv = m->cov == FGMM_COV_DIAGONAL ? kd : (size_t)m->k, count = kd + nv + m->k;
-    int rc = dgrow(dst, count * sizeof(float), "model");
+    int rc = fgmm_gpu_dgrow(dst, count * sizeof(float), "model");
     if (rc) return rc;
-    float* h = upload_buffer(g, count, 0);
+    float* h = fgmm_gpu_upload_buffer(g, count, 0);
     if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     memcpy(h, m->mu, kd * sizeof(float));
     memcpy(h + kd, m->var, nv * sizeof(float));
@@ -575,18 +443,19 @@ static int upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
 }
 
 /* The prepared path's model constants, computed on the device from a device model (mu k x d, var k
- * or k x d, w k) with the data mean as shift; fills c for estep_chunk. Isotropic: with check,
+ * or k x d, w k) with the data mean as shift; fills c for fgmm_gpu_estep_chunk. Isotropic: with check,
  * *in_range says whether the rows' fixed fp16 prescale holds the means (|mu - mean| * scale <= 2^15:
  * means 8x beyond the data's range do not; EM's never are; a host loop for that cost ~1 ms per call
  * on the GPU machine). Diagonal (rows [x', x'^2], fgmm_fused_model's diagonal form): the constants
  * scale themselves, *in_range is left alone. */
-static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
-                          int diag, int check, int* in_range) {
+int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
+                            int diag, int check, int* in_range) {
     int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE,
         dp = fmt_dp(g, diag ? FMT_F16_DIAG : FMT_F16, d), rc;
-    if ((rc = device_shift(g)) || (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
-        (rc = dgrow(&g->mu_lo, 2, "means")) || (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
-        (rc = dgrow(&g->chk, sizeof(float), "constants scratch")))
+    if ((rc = fgmm_gpu_device_shift(g)) || (rc = fgmm_gpu_dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
+        (rc = fgmm_gpu_dgrow(&g->mu_lo, 2, "means")) ||
+        (rc = fgmm_gpu_dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+        (rc = fgmm_gpu_dgrow(&g->chk, sizeof(float), "constants scratch")))
         return rc;
     const double scale = g->prep_scale;
     if (diag) {
@@ -597,7 +466,7 @@ static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const floa
         KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
                                 check ? (float*)g->chk.p : NULL, g->st));
         if (check) {
-            double* h = pinned_stats(g, 1);
+            double* h = fgmm_gpu_pinned_stats(g, 1);
             if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
             CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
             CU(cudaStreamSynchronize(g->st));
@@ -619,7 +488,7 @@ static int prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const floa
 }
 
 /* Uploads the model's constants for the chosen path. */
-static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
+int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
@@ -629,9 +498,9 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
         size_t kd = (size_t)k * d, nv = c->diag ? kd : (size_t)k;
         int ok = 1;
-        if ((rc = upload_model(g, m, &g->mu))) return rc;
+        if ((rc = fgmm_gpu_upload_model(g, m, &g->mu))) return rc;
         const float* mu = g->mu.p;
-        if ((rc = prep_constants(g, c, mu, mu + kd, mu + kd + nv, k, d, c->diag, 1, &ok)) || ok) return rc;
+        if ((rc = fgmm_gpu_prep_constants(g, c, mu, mu + kd, mu + kd + nv, k, d, c->diag, 1, &ok)) || ok) return rc;
         c->prep = 0; /* out of the prepared rows' range: the host path below, on rows as given */
     }
     double* lc = malloc((size_t)k * sizeof(double));
@@ -641,10 +510,10 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         int kp = (k + FGMM_FUSED_KTILE - 1) / FGMM_FUSED_KTILE * FGMM_FUSED_KTILE, dp = (d + 15) / 16 * 16;
         c->kp = kp;
         c->dp = dp;
-        float* h = upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp, 1);
+        float* h = fgmm_gpu_upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp, 1);
         if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
         float *b2 = h + (size_t)kp * dp, *h2 = b2 + kp, *mn = h2 + kp;
-        const float* sh = g->data_mean; /* on the device: device_shift */
+        const float* sh = g->data_mean; /* on the device: fgmm_gpu_device_shift */
         /* Centre on the data mean: distances are unchanged, 16-bit rounding shrinks (the mixture's
          * mean would do as well, but one far-off component drags it away from the data). Row-major
          * loops and inline max/abs: this runs on every E-step (libm fmax/fabs calls cost ~0.5 ms
@@ -670,17 +539,18 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             h2[q] = (float)hq2;
             mn[q] = (float)nn;
         }
-        if ((rc = dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
-            (rc = dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) || (rc = dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
-            (rc = dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
-            (rc = device_shift(g))) {
+        if ((rc = fgmm_gpu_dgrow(&g->mu, (size_t)kp * dp * sizeof(float), "means")) ||
+            (rc = fgmm_gpu_dgrow(&g->mu_hi, (size_t)kp * dp * 2, "means")) ||
+            (rc = fgmm_gpu_dgrow(&g->mu_lo, (size_t)kp * dp * 2, "means")) ||
+            (rc = fgmm_gpu_dgrow(&g->cst, 3 * (size_t)kp * sizeof(float), "constants")) ||
+            (rc = fgmm_gpu_device_shift(g))) {
             free(lc);
             return rc;
         }
         cudaError_t e = cudaMemcpyAsync(g->mu.p, h, (size_t)kp * dp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         if (!e) e = cudaMemcpyAsync(g->cst.p, b2, 3 * (size_t)kp * sizeof(float), cudaMemcpyHostToDevice, g->st);
         free(lc);
-        if (e) return cuda_fail(e, "model upload");
+        if (e) return fgmm_gpu_cuda_fail(e, "model upload");
         /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
         c->mode = g->path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
                   : g->path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
@@ -696,7 +566,7 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     c->kp = k;
     c->dp = d;
     size_t kd = (size_t)k * d;
-    float* h = upload_buffer(g, 2 * kd + 2 * (size_t)k, 1);
+    float* h = fgmm_gpu_upload_buffer(g, 2 * kd + 2 * (size_t)k, 1);
     if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
     float *kn = h + 2 * kd, *hp = kn + k;
     for (int q = 0; q < k; q++) {
@@ -716,8 +586,9 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         kn[q] = (float)nn;
         hp[q] = c->diag ? 0.5f : (float)(0.5 / m->var[q]);
     }
-    if ((rc = dgrow(&g->mu, 2 * kd * sizeof(float), "means")) || (rc = dgrow(&g->cst, 2 * (size_t)k * sizeof(float), "constants")) ||
-        (rc = dgrow(&g->cd, (size_t)k * sizeof(double), "constants"))) {
+    if ((rc = fgmm_gpu_dgrow(&g->mu, 2 * kd * sizeof(float), "means")) ||
+        (rc = fgmm_gpu_dgrow(&g->cst, 2 * (size_t)k * sizeof(float), "constants")) ||
+        (rc = fgmm_gpu_dgrow(&g->cd, (size_t)k * sizeof(double), "constants"))) {
         free(lc);
         return rc;
     }
@@ -725,12 +596,12 @@ static int prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     if (!e) e = cudaMemcpyAsync(g->cst.p, kn, 2 * (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (!e) e = cudaMemcpyAsync(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice, g->st); /* pageable: staged before return */
     free(lc);
-    return e ? cuda_fail(e, "model upload") : FGMM_OK;
+    return e ? fgmm_gpu_cuda_fail(e, "model upload") : FGMM_OK;
 }
 
 /* The fused kernels summed rows centred on the data mean (and, diagonal, prescaled [x', x'^2]):
  * the statistics back to data coordinates, on the device so that all-reduced ranks agree. */
-static int unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d) {
+int fgmm_gpu_unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d) {
     if (c->diag)
         KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, g->shift.p, k, d, c->dp, g->prep_scale, diag_scale2(g),
                                    g->st));
@@ -740,13 +611,13 @@ static int unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d) {
 }
 
 /* Zeroed device statistics for kp x dp (s2: kp, or kp x dp when per_dim). */
-static int zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len) {
+int fgmm_gpu_zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len) {
     int rc;
     size_t s2n = per_dim ? (size_t)kp * dp : (size_t)kp;
-    if ((rc = dgrow(&g->nk, (size_t)kp * sizeof(double), "statistics")) ||
-        (rc = dgrow(&g->s1, (size_t)kp * dp * sizeof(double), "statistics")) ||
-        (rc = dgrow(&g->s2, s2n * sizeof(double), "statistics")) ||
-        (rc = dgrow(&g->ll, (size_t)ll_len * sizeof(double), "log-likelihood")))
+    if ((rc = fgmm_gpu_dgrow(&g->nk, (size_t)kp * sizeof(double), "statistics")) ||
+        (rc = fgmm_gpu_dgrow(&g->s1, (size_t)kp * dp * sizeof(double), "statistics")) ||
+        (rc = fgmm_gpu_dgrow(&g->s2, s2n * sizeof(double), "statistics")) ||
+        (rc = fgmm_gpu_dgrow(&g->ll, (size_t)ll_len * sizeof(double), "log-likelihood")))
         return rc;
     CU(cudaMemsetAsync(g->nk.p, 0, (size_t)kp * sizeof(double), g->st));
     CU(cudaMemsetAsync(g->s1.p, 0, (size_t)kp * dp * sizeof(double), g->st));
@@ -760,7 +631,7 @@ static int zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len
 static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, long long ll_len, double scale,
                           fgmm_stats* out) {
     size_t s2n = s2_per_dim ? (size_t)k * d : (size_t)k, need = (size_t)k + (size_t)k * dp + s2n + (size_t)ll_len;
-    if (!pinned_stats(g, need)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+    if (!fgmm_gpu_pinned_stats(g, need)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     double *nk = g->host_stats, *s1 = nk + k, *s2 = s1 + (size_t)k * dp, *ll = s2 + s2n;
     CU(cudaMemcpyAsync(nk, g->nk.p, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost, g->st));
     CU(cudaMemcpyAsync(s1, g->s1.p, (size_t)k * dp * sizeof(double), cudaMemcpyDeviceToHost, g->st));
@@ -783,18 +654,18 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     pend_clear(g);
     CU(cudaSetDevice(g->dev)); /* several engines may share this thread (one per GPU) */
     estep_ctx c = {0};
-    int rc = data_scan(g, x);
+    int rc = fgmm_gpu_data_scan(g, x);
     if (rc) return rc;
     /* prepared rows: the default fused fp16 path on data that fits resident as fp16 */
     const int fmt = prepared_fmt(g, m);
     c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) && fmt != FMT_RAW &&
-             resident_fits(g, x, fmt, NULL);
-    if ((rc = prepare_model(g, m, &c))) return rc;
+             fgmm_gpu_resident_fits(g, x, fmt, NULL);
+    if ((rc = fgmm_gpu_prepare_model(g, m, &c))) return rc;
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
-    if ((rc = zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
+    if ((rc = fgmm_gpu_zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
-    if ((rc = for_each_chunk(g, x, c.prep ? fmt : FMT_RAW, estep_chunk, &run))) return rc;
-    if (c.fused && (rc = unshift_stats(g, &c, m->k, m->d))) return rc;
+    if ((rc = fgmm_gpu_for_each_chunk(g, x, c.prep ? fmt : FMT_RAW, fgmm_gpu_estep_chunk, &run))) return rc;
+    if (c.fused && (rc = fgmm_gpu_unshift_stats(g, &c, m->k, m->d))) return rc;
     g->pend.active = 1;
     g->pend.k = m->k;
     g->pend.d = m->d;
@@ -841,12 +712,12 @@ int fgmm_gpu_pending_loglik(fgmm_engine* e, double* scaled_sum) {
     double sum = 0;
     for (long long i = 0; i < g->pend.ll_len && !ce; i++) sum += ll[i];
     free(ll);
-    if (ce) return cuda_fail(ce, "log-likelihood download");
+    if (ce) return fgmm_gpu_cuda_fail(ce, "log-likelihood download");
     *scaled_sum = g->pend.scale * sum;
     return FGMM_OK;
 }
 
-static int gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
+int fgmm_gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
     int rc = fgmm_gpu_estep_begin(e, x, m);
     if (rc) {
         pend_clear(e->impl);
@@ -867,10 +738,11 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     kmeans_run* run = vrun;
     int k = run->k, d = run->d, rc;
     long long tile;
-    if ((rc = blas_tile(g, rows, k, d, 0, &tile))) return rc;
+    if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, 0, &tile))) return rc;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
-        if ((rc = blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k, d, 0)))
+        if ((rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype,
+                                          t, k, d, 0)))
             return rc;
         KL(fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->xn.p, g->cst.p, t, k, d, g->nk.p, g->s1.p, g->s2.p, g->ll.p, g->st));
     }
@@ -889,17 +761,18 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
         for (int j = 0; j < d; j++) s += (double)cent[(size_t)q * d + j] * cent[(size_t)q * d + j];
         cn[q] = (float)s;
     }
-    if ((rc = dgrow(&g->mu, (size_t)k * d * sizeof(float), "centroids")) || (rc = dgrow(&g->cst, (size_t)k * sizeof(float), "norms")) ||
-        (rc = zero_stats(g, k, d, 0, 1))) {
+    if ((rc = fgmm_gpu_dgrow(&g->mu, (size_t)k * d * sizeof(float), "centroids")) ||
+        (rc = fgmm_gpu_dgrow(&g->cst, (size_t)k * sizeof(float), "norms")) ||
+        (rc = fgmm_gpu_zero_stats(g, k, d, 0, 1))) {
         free(cn);
         return rc;
     }
     cudaError_t ce = cudaMemcpyAsync(g->mu.p, cent, (size_t)k * d * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (!ce) ce = cudaMemcpyAsync(g->cst.p, cn, (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
     free(cn);
-    if (ce) return cuda_fail(ce, "centroid upload");
+    if (ce) return fgmm_gpu_cuda_fail(ce, "centroid upload");
     kmeans_run run = {k, d, x->dtype};
-    if ((rc = for_each_chunk(g, x, FMT_RAW, kmeans_chunk, &run))) return rc;
+    if ((rc = fgmm_gpu_for_each_chunk(g, x, FMT_RAW, kmeans_chunk, &run))) return rc;
     g->pend.active = 1;
     g->pend.k = k;
     g->pend.d = g->pend.dp = d;
@@ -908,7 +781,7 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
     return FGMM_OK;
 }
 
-static int gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
+int fgmm_gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
     int rc = fgmm_gpu_kmeans_begin(e, x, cent, k);
     if (rc) {
         pend_clear(e->impl);
@@ -932,8 +805,9 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     estep_ctx* c = run->c;
     int k = c->m->k, d = c->m->d, rc, m = run->topm > 0 ? run->topm : 0;
     long long tile;
-    if ((rc = blas_tile(g, rows, k, d, c->diag, &tile)) ||
-        (rc = dgrow(&g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float), "top-m")))
+    if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, c->diag, &tile)) ||
+        (rc = fgmm_gpu_dgrow(&g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float),
+                             "top-m")))
         return rc;
     long long* dl = g->f.p;
     float* dr = (float*)(dl + (size_t)tile * (m ? m : 1));
@@ -942,8 +816,8 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
         long long at = row0 + r0;
-        if ((rc = blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k,
-                                 d, c->diag)))
+        if ((rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype,
+                                          t, k, d, c->diag)))
             return rc;
         KL(fgmm_blas_topm(g->g.p, t, k, g->xn.p, kn, hp, g->cd.p, c->diag, m, dl, dr, dll, g->st));
         if (m) {
@@ -958,18 +832,18 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     return FGMM_OK;
 }
 
-static int gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
-                      float* resp, float* loglik) {
+int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
+                    float* resp, float* loglik) {
     gpu_impl* g = e->impl;
     CU(cudaSetDevice(g->dev));
     if (topm > FGMM_TOPM_MAX) /* the warp selection is for lists-per-vector sizes */
         return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
     estep_ctx c = {0};
     c.blas_only = 1;
-    int rc = prepare_model(g, m, &c);
+    int rc = fgmm_gpu_prepare_model(g, m, &c);
     if (rc) return rc;
     assign_run run = {&c, x->dtype, topm, labels, resp, loglik};
-    return for_each_chunk(g, x, FMT_RAW, assign_chunk, &run);
+    return fgmm_gpu_for_each_chunk(g, x, FMT_RAW, assign_chunk, &run);
 }
 
 static void gpu_destroy(fgmm_engine* e) {
@@ -1002,23 +876,23 @@ static void gpu_destroy(fgmm_engine* e) {
 
 /* ---- a whole EM iteration on the device ---- */
 
-static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
-                       const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty) {
+int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
+                     const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty) {
     gpu_impl* g = e->impl;
     *handled = 0;
     CU(cudaSetDevice(g->dev));
     int rc, k = m->k, d = m->d;
     const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = prepared_fmt(g, m);
     if (g->path != FGMM_GPU_PATH_FUSED || fmt == FMT_RAW) return FGMM_OK;
-    if ((rc = data_scan(g, x))) return rc;
-    if (!resident_fits(g, x, fmt, NULL)) return FGMM_OK;
+    if ((rc = fgmm_gpu_data_scan(g, x))) return rc;
+    if (!fgmm_gpu_resident_fits(g, x, fmt, NULL)) return FGMM_OK;
     size_t kd = (size_t)k * d, nv = diag ? kd : (size_t)k;
     int upload = model_changed || !g->dm_valid || g->dm_k != k || g->dm_d != d || g->dm_cov != (int)m->cov;
     if (upload) {
         g->dm_valid = 0;
-        if ((rc = dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int) + (size_t)k * sizeof(float),
-                        "M-step output")) ||
-            (rc = upload_model(g, m, &g->dm)))
+        if ((rc = fgmm_gpu_dgrow(&g->emo, sizeof(double) + ((size_t)k + 1) * sizeof(int) + (size_t)k * sizeof(float),
+                                 "M-step output")) ||
+            (rc = fgmm_gpu_upload_model(g, m, &g->dm)))
             return rc;
         g->dm_valid = 1;
         g->dm_k = k;
@@ -1030,19 +904,19 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     c.m = m;
     c.diag = diag;
     int ok = 1; /* E-steps in between share the constants' buffers: made every time */
-    if ((rc = prep_constants(g, &c, mu, var, w, k, d, diag, upload, &ok))) return rc;
+    if ((rc = fgmm_gpu_prep_constants(g, &c, mu, var, w, k, d, diag, upload, &ok))) return rc;
     if (!ok) { /* such means stay with the host path */
         g->dm_valid = 0;
         return FGMM_OK;
     }
     const int kp = c.kp, dp = c.dp;
     long long ll_len = fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS);
-    if ((rc = zero_stats(g, kp, dp, diag, ll_len))) return rc;
+    if ((rc = fgmm_gpu_zero_stats(g, kp, dp, diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, d};
-    if ((rc = for_each_chunk(g, x, fmt, estep_chunk, &run))) return rc;
+    if ((rc = fgmm_gpu_for_each_chunk(g, x, fmt, fgmm_gpu_estep_chunk, &run))) return rc;
     double* sum = g->emo.p;
     int* flags = (int*)(sum + 1); /* k + 1 ints, then k floats of scratch */
-    if ((rc = unshift_stats(g, &c, k, d))) return rc;
+    if ((rc = fgmm_gpu_unshift_stats(g, &c, k, d))) return rc;
     if (diag)
         KL(fgmm_mstep_diag(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var,
                            w, (float*)(flags + k + 1), flags, g->st));
@@ -1050,7 +924,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
         KL(fgmm_mstep_iso(g->nk.p, g->s1.p, g->s2.p, k, d, dp, cfg->var_floor, cfg->min_count, cfg->fill_var, mu, var,
                           w, flags, g->st));
     KL(fgmm_sum_d(g->ll.p, ll_len, sum, g->st));
-    if (!pinned_stats(g, 2)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+    if (!fgmm_gpu_pinned_stats(g, 2)) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
     CU(cudaMemcpyAsync(g->host_stats, sum, sizeof(double), cudaMemcpyDeviceToHost, g->st));
     CU(cudaMemcpyAsync(g->host_stats + 1, flags + k, sizeof(int), cudaMemcpyDeviceToHost, g->st));
     CU(cudaStreamSynchronize(g->st));
@@ -1060,7 +934,7 @@ static int gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, i
     return FGMM_OK;
 }
 
-static int gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
+int fgmm_gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
     gpu_impl* g = e->impl;
     if (!g->dm_valid || g->dm_k != m->k || g->dm_d != m->d || g->dm_cov != (int)m->cov)
         return fgmm_fail(FGMM_ERR_STATE, "GPU: no device model to fetch");
@@ -1075,15 +949,15 @@ static int gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty) {
 }
 
 /* k-means++ seeding (the sample is small: its own scratch, freed afterwards). */
-static int gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
-                       const double* u, fgmm_idx_t* picks, int* found) {
+int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
+                     const double* u, fgmm_idx_t* picks, int* found) {
     gpu_impl* g = e->impl;
     CU(cudaSetDevice(g->dev));
     const long long nb = (ns + 255) / 256;
     size_t xb = (size_t)ns * d * sizeof(float), ub = (size_t)(k > 1 ? k - 1 : 1) * sizeof(double),
            pb = (size_t)k * sizeof(long long), sb = ((size_t)ns + nb) * sizeof(double);
     dbuf buf = {0};
-    int rc = dgrow(&buf, xb + ub + pb + sb + sizeof(int) + 64, "k-means++ scratch");
+    int rc = fgmm_gpu_dgrow(&buf, xb + ub + pb + sb + sizeof(int) + 64, "k-means++ scratch");
     if (rc) return rc;
     /* [rows | d2, part (8-aligned) | u | picks | found] */
     char* base = buf.p;
@@ -1106,15 +980,15 @@ static int gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, 
     cudaFree(buf.p);
     if (ce) {
         free(hp);
-        return cuda_fail(ce, "k-means++ seeding");
+        return fgmm_gpu_cuda_fail(ce, "k-means++ seeding");
     }
     for (int c = 0; c < k; c++) picks[c] = (fgmm_idx_t)hp[c];
     free(hp);
     return *found ? FGMM_ERR_DATA : FGMM_OK;
 }
 
-static const fgmm_engine_ops gpu_ops = {"gpu",        gpu_estep,    gpu_kmeans,  gpu_assign, gpu_destroy,
-                                        gpu_em_step,  gpu_em_fetch, gpu_seed_pp};
+static const fgmm_engine_ops gpu_ops = {"gpu",            fgmm_gpu_estep,    fgmm_gpu_kmeans, fgmm_gpu_assign, gpu_destroy,
+                                        fgmm_gpu_em_step, fgmm_gpu_em_fetch, fgmm_gpu_seed_pp};
 
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);
@@ -1148,13 +1022,13 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     int rc = FGMM_OK;
     if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) ||
         (ce = cudaStreamCreateWithFlags(&g->copy_st, cudaStreamNonBlocking)))
-        rc = cuda_fail(ce, "device setup");
+        rc = fgmm_gpu_cuda_fail(ce, "device setup");
     for (int i = 0; i < 2 && !rc; i++)
         if ((ce = cudaEventCreateWithFlags(&g->copied[i], cudaEventDisableTiming)) ||
             (ce = cudaEventCreateWithFlags(&g->consumed[i], cudaEventDisableTiming)))
-            rc = cuda_fail(ce, "event setup");
+            rc = fgmm_gpu_cuda_fail(ce, "event setup");
     for (int i = 0; i < 3 && !rc; i++)
-        if ((ce = cudaEventCreate(&g->tev[i]))) rc = cuda_fail(ce, "event setup");
+        if ((ce = cudaEventCreate(&g->tev[i]))) rc = fgmm_gpu_cuda_fail(ce, "event setup");
     if (!rc && cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasCreate failed");
     if (!rc && cublasSetStream(g->blas, g->st) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasSetStream failed");
     if (!rc) rc = fgmm_engine_cpu_create(&g->cpu);
