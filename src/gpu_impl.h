@@ -157,7 +157,7 @@ int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what);
 float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero);
 double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count);
 
-/* ---- data: the host scan, residency, streaming ---- */
+/* ---- data: the host scan, residency, streaming (gpu_data.c) ---- */
 int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x);
 int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out);
 int fgmm_gpu_device_shift(gpu_impl* g);
