@@ -163,7 +163,7 @@ int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* bud
 int fgmm_gpu_device_shift(gpu_impl* g);
 int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx);
 
-/* ---- model: upload and constants ---- */
+/* ---- model: upload and constants (gpu_model.c) ---- */
 int fgmm_gpu_upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst);
 int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k,
                             int d, int diag, int check, int* in_range);
