@@ -176,7 +176,7 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
 int fgmm_gpu_unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d);
 int fgmm_gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out);
 
-/* ---- statistics on the device ---- */
+/* ---- statistics on the device (gpu_stats.c) ---- */
 int fgmm_gpu_zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len);
 
 /* ---- k-means, k-means++ seeding, assignment ---- */
