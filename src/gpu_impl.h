@@ -46,7 +46,7 @@ typedef struct gpu_impl {
     int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
     size_t mem_limit;
     int path;            /* FGMM_GPU_PATH_* */
-    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES */
+    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES (gpu_estep.c) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
     cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
@@ -169,7 +169,7 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
                             int d, int diag, int check, int* in_range);
 int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c);
 
-/* ---- E-step: row chunks, the cuBLAS path's row tiles ---- */
+/* ---- E-step: row chunks, the cuBLAS path's row tiles (gpu_estep.c) ---- */
 int fgmm_gpu_blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile);
 int fgmm_gpu_blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, int k, int d, int diag);
 int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun);
