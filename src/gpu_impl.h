@@ -179,7 +179,7 @@ int fgmm_gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_
 /* ---- statistics on the device (gpu_stats.c) ---- */
 int fgmm_gpu_zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len);
 
-/* ---- k-means, k-means++ seeding, assignment ---- */
+/* ---- k-means, k-means++ seeding, assignment (gpu_kmeans_assign.c) ---- */
 int fgmm_gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out);
 int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
                      const double* u, fgmm_idx_t* picks, int* found);
