@@ -186,7 +186,7 @@ int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, in
 int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
                     float* resp, float* loglik);
 
-/* ---- a whole EM iteration on the device ---- */
+/* ---- a whole EM iteration on the device (gpu_em.c) ---- */
 int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
                      const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
 int fgmm_gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty);
