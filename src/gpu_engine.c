@@ -1,4 +1,9 @@
-/* gpu_engine.c: the GPU backend of the engine (host side; kernels in kernels/).
+/* gpu_engine.c: the GPU backend of the engine (host side; kernels in kernels/): creation and
+ * destruction, the operations table, device and pinned buffers, the benchmarks' controls. The rest:
+ * gpu_data.c (residency, streaming, the data scan), gpu_model.c (model upload and constants),
+ * gpu_estep.c, gpu_stats.c (statistics pending on the device), gpu_kmeans_assign.c (k-means,
+ * k-means++ seeding, assignment), gpu_em.c (EM iterations on the device); gpu_impl.h declares what
+ * they share.
  *
  * Data: copied to the device once and cached while the same host array is
  * used (an EM run); if it does not fit in the memory budget it is streamed in
@@ -8,15 +13,14 @@
  * than fp32 rows; the kernels copy tiles without converting them; on sm_90 the
  * rows are padded to a multiple of 64 columns for the wgmma kernels).
  * Statistics are summed across chunks in double on the device. The M-step:
- * em_step runs it on the device with the model kept there (isotropic, prepared
- * rows); otherwise the host's, shared with the CPU backend.
+ * em_step runs it on the device with the model kept there (prepared resident
+ * rows, isotropic or diagonal); otherwise the host's, shared with the CPU backend.
  * E-step: the fused kernel for isotropic d <= FGMM_FUSED_MAX_D, and for
  * diagonal covariance in fast mode on resident rows [x', x'^2] where 2d fits
  * (same kernels: the log-density is linear in those features); otherwise row
  * tiles around cuBLAS SGEMMs (memory O(tile k)), which also serve k-means and
  * top-m assignment.
  */
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
