@@ -1,0 +1,195 @@
+/* gpu_impl.h: what the GPU backend's files share (host side; not installed, not for the tests:
+ * those use gpu_engine.h). */
+#ifndef FGMM_GPU_IMPL_H
+#define FGMM_GPU_IMPL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+
+#include "gpu_engine.h"
+#include "internal.h"
+#include "kernels.h"
+
+#define LOG2E 1.4426950408889634
+#define LN2 0.69314718055994531
+
+/* Return from the calling function with a recorded error when a CUDA call (CU), a kernel launch
+ * wrapper (KL) or a cuBLAS call (CB) fails. */
+#define CU(call)                                                       \
+    do {                                                               \
+        cudaError_t e_ = (call);                                       \
+        if (e_ != cudaSuccess) return fgmm_gpu_cuda_fail(e_, #call);   \
+    } while (0)
+#define KL(call)                                                           \
+    do {                                                                   \
+        int e_ = (call);                                                   \
+        if (e_ != 0) return fgmm_gpu_cuda_fail((cudaError_t)e_, #call);    \
+    } while (0)
+#define CB(call)                                                                             \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            return fgmm_fail(s_ == CUBLAS_STATUS_ALLOC_FAILED ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, \
+                             "GPU: %s: cuBLAS status %d", #call, (int)s_);                   \
+    } while (0)
+
+/* A device buffer: fgmm_gpu_dgrow grows it. */
+typedef struct dbuf {
+    void* p;
+    size_t cap;
+} dbuf;
+
+/* The engine's state (fgmm_engine.impl). */
+typedef struct gpu_impl {
+    int dev;
+    int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
+    size_t mem_limit;
+    int path;            /* FGMM_GPU_PATH_* */
+    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES (gpu_estep.c) */
+    cudaStream_t st, copy_st;
+    cudaEvent_t copied[2], consumed[2];
+    cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
+    int timed;          /* tev holds a fused E-step */
+    double* host_stats; /* pinned: nk, s1, s2, ll downloads */
+    size_t host_stats_cap; /* bytes */
+    float* host_up;     /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
+    size_t host_up_cap; /* bytes */
+    cublasHandle_t blas;
+    fgmm_engine* cpu;
+    /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
+     * holds n x dp fp16, xnorm n floats; FMT_F16_DIAG: the same for rows [x', x'^2], dp >= 2d) */
+    const void* host_x;
+    fgmm_idx_t host_n;
+    int host_d;
+    FgmmDtype host_dtype;
+    int host_fmt;
+    dbuf data, xnorm;
+    /* streaming */
+    dbuf chunk[2];
+    void* pinned[2];
+    size_t pinned_cap;
+    /* model, statistics, scratch */
+    dbuf mu, mu_hi, mu_lo, cst, shift, cd;
+    dbuf nk, s1, s2, ll, llp, logz;
+    dbuf xf, x2, xn, g, f;
+    /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
+    dbuf dm, emo, chk;
+    int dm_valid, dm_k, dm_d, dm_cov;
+    /* statistics computed on the device and not yet downloaded (begin / finish) */
+    struct {
+        int active, k, d, dp, per_dim;
+        long long ll_len;
+        double scale; /* obj = scale * sum(ll) */
+    } pend;
+    /* host scan of the last data seen: max |x| (bounds the fp16 prescale), the column means (the
+     * fused path's centring shift; dp floats, zero padding) and the prepared rows' prescale */
+    const void* scan_x;
+    fgmm_idx_t scan_n;
+    int scan_d;
+    double amax, prep_scale;
+    float* data_mean;
+    int shift_ok; /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
+} gpu_impl;
+
+enum { FMT_RAW = 0, FMT_F16 = 1, FMT_F16_DIAG = 2 };
+
+/* Padded width of prepared rows: a multiple of 64 on sm_90 (the wgmma kernels take whole 64-column
+ * panels: d = 96 or 100 runs there padded to 128, faster than mma.sync unpadded), else of 16. The data
+ * mean is kept at the larger padding. */
+static inline int prep_dp(const gpu_impl* g, int d) { return g->wg ? (d + 63) / 64 * 64 : (d + 15) / 16 * 16; }
+#define MEAN_DP(d) (((d) + 63) / 64 * 64)
+/* Prepared row width of a format (FMT_F16 or FMT_F16_DIAG) for data of dimension d: on sm_90 the
+ * diagonal rows [x', x'^2] take the wgmma kernels' widths 64, 128 or 256. */
+static inline int fmt_dp(const gpu_impl* g, int fmt, int d) {
+    if (fmt != FMT_F16_DIAG) return prep_dp(g, d);
+    int dp = prep_dp(g, 2 * d);
+    return g->wg && dp == 192 ? 256 : dp;
+}
+/* The prepared format a model's E-step uses on the fused kernels, FMT_RAW where its rows would not
+ * fit their width: isotropic d <= FGMM_FUSED_MAX_D; diagonal rows [x', x'^2] are 2d wide, up to 256
+ * with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
+static inline int prepared_fmt(const gpu_impl* g, const FgmmModel* m) {
+    if (m->cov != FGMM_COV_DIAGONAL) return m->d <= FGMM_FUSED_MAX_D ? FMT_F16 : FMT_RAW;
+    int width = g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D;
+    return 2 * m->d <= width ? FMT_F16_DIAG : FMT_RAW;
+}
+
+/* The power of two that brings bound to about 2^12 (fp16 operands keep 11 bits above it and
+ * headroom to 65504); 1 for bound 0. */
+static inline double pow2_prescale(double bound) {
+    int e = bound > 0 ? (int)floor(log2(4096.0 / bound)) : 0;
+    return ldexp(1.0, e < -60 ? -60 : e > 60 ? 60 : e);
+}
+
+/* Prescale of the squares in FMT_F16_DIAG rows: |x' prep_scale| <= 2^12, so x'^2 scale2 <= 2^12. */
+static inline double diag_scale2(const gpu_impl* g) { return g->prep_scale * g->prep_scale / 4096.0; }
+
+/* Called on device rows [row0, row0 + rows) of the data, at dx. */
+typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long row0, long long rows, void* ctx);
+
+/* Rows per call on resident data: per-row scratch (logZ, 4 B a row) stays <= 32 MB at any n. */
+#define RESIDENT_RANGE_ROWS (8LL << 20)
+
+/* An E-step's model on the device: which path, and the fused kernels' view of it. */
+typedef struct estep_ctx {
+    const FgmmModel* m;
+    int fused, mode, kp, dp, diag;
+    int prep;      /* in: use prepared rows if the model allows; out: whether it does */
+    int blas_only; /* prepare the cuBLAS-path constants even where the fused kernel applies */
+    fgmm_fused_model fm;
+} estep_ctx;
+
+/* The pieces of one E-step shared by resident and streamed data. */
+typedef struct estep_run {
+    estep_ctx* c;
+    FgmmDtype dtype;
+    int d;
+} estep_run;
+
+/* Functions shared by the backend's files (each described where it is defined): hidden, so that the
+ * shared libraries do not export them (cmake/flashgmm_ivf.map exports fgmm_*). */
+#pragma GCC visibility push(hidden)
+
+/* ---- engine: errors, device and pinned buffers (gpu_engine.c) ---- */
+int fgmm_gpu_cuda_fail(cudaError_t e, const char* what);
+int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what);
+float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero);
+double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count);
+
+/* ---- data: the host scan, residency, streaming (gpu_data.c) ---- */
+int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x);
+int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out);
+int fgmm_gpu_device_shift(gpu_impl* g);
+int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx);
+
+/* ---- model: upload and constants (gpu_model.c) ---- */
+int fgmm_gpu_upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst);
+int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k,
+                            int d, int diag, int check, int* in_range);
+int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c);
+
+/* ---- E-step: row chunks, the cuBLAS path's row tiles (gpu_estep.c) ---- */
+int fgmm_gpu_blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile);
+int fgmm_gpu_blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, int k, int d, int diag);
+int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun);
+int fgmm_gpu_unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d);
+int fgmm_gpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out);
+
+/* ---- statistics on the device (gpu_stats.c) ---- */
+int fgmm_gpu_zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_len);
+
+/* ---- k-means, k-means++ seeding, assignment (gpu_kmeans_assign.c) ---- */
+int fgmm_gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out);
+int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
+                     const double* u, fgmm_idx_t* picks, int* found);
+int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
+                    float* resp, float* loglik);
+
+/* ---- a whole EM iteration on the device (gpu_em.c) ---- */
+int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
+                     const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
+int fgmm_gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty);
+
+#pragma GCC visibility pop
+#endif

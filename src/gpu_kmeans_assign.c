@@ -1,0 +1,164 @@
+/* gpu_kmeans_assign.c: the GPU backend's k-means statistics (on the cuBLAS row tiles, pending like
+ * the E-step's), k-means++ seeding, and top-m assignment with log p(x). */
+#include <stdlib.h>
+
+#include "gpu_impl.h"
+
+/* ---- k-means ---- */
+
+typedef struct kmeans_run {
+    int k, d;
+    FgmmDtype dtype;
+} kmeans_run;
+
+static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
+    (void)row0;
+    kmeans_run* run = vrun;
+    int k = run->k, d = run->d, rc;
+    long long tile;
+    if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, 0, &tile))) return rc;
+    for (long long r0 = 0; r0 < rows; r0 += tile) {
+        int t = (int)(rows - r0 < tile ? rows - r0 : tile);
+        if ((rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype,
+                                          t, k, d, 0)))
+            return rc;
+        KL(fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->xn.p, g->cst.p, t, k, d, g->nk.p, g->s1.p, g->s2.p, g->ll.p, g->st));
+    }
+    return FGMM_OK;
+}
+
+int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent, int k) {
+    gpu_impl* g = e->impl;
+    fgmm_gpu_discard(e);
+    CU(cudaSetDevice(g->dev));
+    int d = x->d, rc;
+    float* cn = malloc((size_t)k * sizeof(float));
+    if (!cn) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    for (int q = 0; q < k; q++) {
+        double s = 0;
+        for (int j = 0; j < d; j++) s += (double)cent[(size_t)q * d + j] * cent[(size_t)q * d + j];
+        cn[q] = (float)s;
+    }
+    if ((rc = fgmm_gpu_dgrow(&g->mu, (size_t)k * d * sizeof(float), "centroids")) ||
+        (rc = fgmm_gpu_dgrow(&g->cst, (size_t)k * sizeof(float), "norms")) ||
+        (rc = fgmm_gpu_zero_stats(g, k, d, 0, 1))) {
+        free(cn);
+        return rc;
+    }
+    cudaError_t ce = cudaMemcpyAsync(g->mu.p, cent, (size_t)k * d * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (!ce) ce = cudaMemcpyAsync(g->cst.p, cn, (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    free(cn);
+    if (ce) return fgmm_gpu_cuda_fail(ce, "centroid upload");
+    kmeans_run run = {k, d, x->dtype};
+    if ((rc = fgmm_gpu_for_each_chunk(g, x, FMT_RAW, kmeans_chunk, &run))) return rc;
+    g->pend.active = 1;
+    g->pend.k = k;
+    g->pend.d = g->pend.dp = d;
+    g->pend.ll_len = 1;
+    g->pend.scale = -1.0; /* obj = -sum of squared distances */
+    return FGMM_OK;
+}
+
+int fgmm_gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
+    int rc = fgmm_gpu_kmeans_begin(e, x, cent, k);
+    if (rc) {
+        fgmm_gpu_discard(e);
+        return rc;
+    }
+    return fgmm_gpu_finish(e, out);
+}
+
+/* k-means++ seeding (the sample is small: its own scratch, freed afterwards). */
+int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
+                     const double* u, fgmm_idx_t* picks, int* found) {
+    gpu_impl* g = e->impl;
+    CU(cudaSetDevice(g->dev));
+    const long long nb = (ns + 255) / 256;
+    size_t xb = (size_t)ns * d * sizeof(float), ub = (size_t)(k > 1 ? k - 1 : 1) * sizeof(double),
+           pb = (size_t)k * sizeof(long long), sb = ((size_t)ns + nb) * sizeof(double);
+    dbuf buf = {0};
+    int rc = fgmm_gpu_dgrow(&buf, xb + ub + pb + sb + sizeof(int) + 64, "k-means++ scratch");
+    if (rc) return rc;
+    /* [rows | d2, part (8-aligned) | u | picks | found] */
+    char* base = buf.p;
+    float* dx = (float*)base;
+    double* d2 = (double*)(base + (xb + 7) / 8 * 8);
+    double *part = d2 + ns, *du = part + nb;
+    long long* dpk = (long long*)(du + (k > 1 ? k - 1 : 1));
+    int* dfound = (int*)(dpk + k);
+    long long* hp = malloc(pb);
+    long long f0 = (long long)first;
+    cudaError_t ce = hp ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!ce) ce = cudaMemcpyAsync(dx, rows, xb, cudaMemcpyHostToDevice, g->st);
+    if (!ce && k > 1) ce = cudaMemcpyAsync(du, u, (size_t)(k - 1) * sizeof(double), cudaMemcpyHostToDevice, g->st);
+    if (!ce) ce = cudaMemcpyAsync(dpk, &f0, sizeof f0, cudaMemcpyHostToDevice, g->st);
+    if (!ce) ce = cudaMemsetAsync(dfound, 0, sizeof(int), g->st);
+    if (!ce) ce = (cudaError_t)fgmm_kmeanspp(dx, ns, d, k, du, dpk, d2, part, dfound, g->st);
+    if (!ce) ce = cudaMemcpyAsync(hp, dpk, pb, cudaMemcpyDeviceToHost, g->st);
+    if (!ce) ce = cudaMemcpyAsync(found, dfound, sizeof(int), cudaMemcpyDeviceToHost, g->st);
+    if (!ce) ce = cudaStreamSynchronize(g->st); /* pageable copies above are staged; this waits for all */
+    cudaFree(buf.p);
+    if (ce) {
+        free(hp);
+        return fgmm_gpu_cuda_fail(ce, "k-means++ seeding");
+    }
+    for (int c = 0; c < k; c++) picks[c] = (fgmm_idx_t)hp[c];
+    free(hp);
+    return *found ? FGMM_ERR_DATA : FGMM_OK;
+}
+
+/* ---- assignment: top-m responsibilities and log p(x) ---- */
+
+typedef struct assign_run {
+    estep_ctx* c;
+    FgmmDtype dtype;
+    int topm;
+    fgmm_idx_t* labels;
+    float *resp, *loglik;
+} assign_run;
+
+static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
+    assign_run* run = vrun;
+    estep_ctx* c = run->c;
+    int k = c->m->k, d = c->m->d, rc, m = run->topm > 0 ? run->topm : 0;
+    long long tile;
+    if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, c->diag, &tile)) ||
+        (rc = fgmm_gpu_dgrow(&g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float),
+                             "top-m")))
+        return rc;
+    long long* dl = g->f.p;
+    float* dr = (float*)(dl + (size_t)tile * (m ? m : 1));
+    float* dll = dr + (size_t)tile * (m ? m : 1);
+    const float* kn = (const float*)g->cst.p, *hp = kn + k;
+    for (long long r0 = 0; r0 < rows; r0 += tile) {
+        int t = (int)(rows - r0 < tile ? rows - r0 : tile);
+        long long at = row0 + r0;
+        if ((rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype,
+                                          t, k, d, c->diag)))
+            return rc;
+        KL(fgmm_blas_topm(g->g.p, t, k, g->xn.p, kn, hp, g->cd.p, c->diag, m, dl, dr, dll, g->st));
+        if (m) {
+            CU(cudaMemcpyAsync(run->labels + (size_t)at * m, dl, (size_t)t * m * sizeof(long long), cudaMemcpyDeviceToHost, g->st));
+            if (run->resp)
+                CU(cudaMemcpyAsync(run->resp + (size_t)at * m, dr, (size_t)t * m * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        }
+        if (run->loglik)
+            CU(cudaMemcpyAsync(run->loglik + at, dll, (size_t)t * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        CU(cudaStreamSynchronize(g->st)); /* the tile buffers are reused next */
+    }
+    return FGMM_OK;
+}
+
+int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
+                    float* resp, float* loglik) {
+    gpu_impl* g = e->impl;
+    CU(cudaSetDevice(g->dev));
+    if (topm > FGMM_TOPM_MAX) /* the warp selection is for lists-per-vector sizes */
+        return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
+    estep_ctx c = {0};
+    c.blas_only = 1;
+    int rc = fgmm_gpu_prepare_model(g, m, &c);
+    if (rc) return rc;
+    assign_run run = {&c, x->dtype, topm, labels, resp, loglik};
+    return fgmm_gpu_for_each_chunk(g, x, FMT_RAW, assign_chunk, &run);
+}
