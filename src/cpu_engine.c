@@ -243,6 +243,26 @@ static void add_rtx(cpu_scratch* s, int k, int d, int b, const float* x, double*
     for (size_t t = 0; t < (size_t)k * d; t++) out[t] += s->acc[t];
 }
 
+/* For w <= COL_CHUNK columns of b rows (pitch k): nk[j] += sum_i r_ij and, if s2, s2[j] += sum_i r_ij g_ij,
+ * summed in double in row order (the same for any thread count). */
+__attribute__((target_clones("avx2,fma", "default")))
+static void col_sums(const float* r, const float* g, int k, int b, int w, double* nk, double* s2) {
+    double an[COL_CHUNK] = {0}, as[COL_CHUNK] = {0};
+    for (int i = 0; i < b; i++) {
+        const float* ri = r + (size_t)i * k;
+        const float* gi = g + (size_t)i * k;
+#pragma omp simd
+        for (int j = 0; j < w; j++) {
+            an[j] += ri[j];
+            as[j] += (double)ri[j] * gi[j];
+        }
+    }
+    for (int j = 0; j < w; j++) {
+        nk[j] += an[j];
+        if (s2) s2[j] += as[j];
+    }
+}
+
 /* Model constants and scratch for one pass over the data (freed by the caller on success). */
 static int begin_pass(cpu_model* cm, cpu_scratch* s, const FgmmModel* m) {
     int rc = model_prepare(cm, m);
@@ -264,19 +284,11 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
         const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
         block_rows(&s, &cm, xb, b, 1);
         for (int i = 0; i < b; i++) out->obj += s.logz[i];
-        /* nk and (isotropic) sum r ||x - mu||^2, column chunks in row order. */
+        /* nk and (isotropic) sum r ||x - mu||^2: column chunks, rows in order. */
 #pragma omp parallel for schedule(static)
-        for (int j0 = 0; j0 < k; j0 += COL_CHUNK) {
-            int j1 = j0 + COL_CHUNK < k ? j0 + COL_CHUNK : k;
-            for (int i = 0; i < b; i++) {
-                const float* r = s.r + (size_t)i * k;
-                const float* g = s.g + (size_t)i * k;
-                for (int j = j0; j < j1; j++) {
-                    out->nk[j] += r[j];
-                    if (!cm.diag) out->s2[j] += (double)r[j] * g[j];
-                }
-            }
-        }
+        for (int j0 = 0; j0 < k; j0 += COL_CHUNK)
+            col_sums(s.r + j0, s.g + j0, k, b, j0 + COL_CHUNK < k ? COL_CHUNK : k - j0, out->nk + j0,
+                     cm.diag ? NULL : out->s2 + j0);
         add_rtx(&s, k, d, b, xb, out->s1);
         if (cm.diag) add_rtx(&s, k, d, b, s.x2b, out->s2);
     }
