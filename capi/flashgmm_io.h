@@ -27,6 +27,17 @@ typedef struct FgmmVecs {
 /// largest ratio). libhdf5 itself parses the file's metadata: see README, "What is promised".
 int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
 
+/// Reads rows [first, first + max_rows) (max_rows 0 = to the last row; fewer where the file ends
+/// sooner) with fgmm_vecs_read's checks: a process's shard of a file. TEXMEX files are read from
+/// the first of those rows on (their size is still checked whole); first past the last row (or < 0)
+/// is FGMM_ERR_ARG.
+int fgmm_vecs_read_rows(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows,
+                        FgmmVecs* out);
+
+/// Rows, columns and element type of a file, as fgmm_vecs_read would give them, without reading
+/// the rows (the same checks of the header and size).
+int fgmm_vecs_shape(const char* path, const char* dataset, fgmm_idx_t* n, int* d, FgmmDtype* dtype);
+
 /// Writes .fvecs / .bvecs / .ivecs; the extension must match vecs->dtype. Written to a temporary
 /// file in the same directory, then renamed over path (an existing non-regular path is refused).
 int fgmm_vecs_write(const char* path, const FgmmVecs* vecs);

@@ -1,4 +1,5 @@
 /* vecs_io.c: readers and writers for TEXMEX-style .fvecs/.bvecs/.ivecs and HDF5 matrices. */
+#define _POSIX_C_SOURCE 200809L /* fseeko */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,17 @@ void fgmm_vecs_free(FgmmVecs* v) {
     memset(v, 0, sizeof *v);
 }
 
-static int read_texmex(const char* path, FgmmDtype t, fgmm_idx_t max_rows, FgmmVecs* out) {
+/* Rows [first, first + max_rows) of a file of n rows (max_rows 0: to the end); the count read. */
+static int rows_to_read(const char* path, fgmm_idx_t n, fgmm_idx_t first, fgmm_idx_t max_rows, fgmm_idx_t* count) {
+    if (first > 0 && first >= n) /* first 0 of an empty HDF5 dataset reads nothing, as before */
+        return fgmm_fail(FGMM_ERR_ARG, "'%s': first row %lld is past its %lld rows", path, (long long)first, (long long)n);
+    *count = max_rows > 0 && max_rows < n - first ? max_rows : n - first;
+    return FGMM_OK;
+}
+
+/* shape_only: out gets the file's n, d and type, and no data. */
+static int read_texmex(const char* path, FgmmDtype t, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
+                       FgmmVecs* out) {
     FILE* f;
     int64_t size;
     int rc = fgmm_open_input(path, &f, &size);
@@ -51,19 +62,28 @@ static int read_texmex(const char* path, FgmmDtype t, fgmm_idx_t max_rows, FgmmV
                          path, (long long)size, row, d);
     }
     fgmm_idx_t n = (fgmm_idx_t)((uint64_t)size / row);
-    if (max_rows > 0 && max_rows < n) n = max_rows;
+    if (shape_only) {
+        fclose(f);
+        *out = (FgmmVecs){NULL, n, d, t};
+        return FGMM_OK;
+    }
+    if ((rc = rows_to_read(path, n, first, max_rows, &n))) {
+        fclose(f);
+        return rc;
+    }
     char* data = malloc((size_t)n * d * es); /* at most the file's size */
     if (!data) {
         fclose(f);
         return fgmm_fail(FGMM_ERR_NOMEM, "'%s': out of host memory for %lld x %d", path, (long long)n, d);
     }
-    rewind(f);
+    if (fseeko(f, (off_t)first * (off_t)row, SEEK_SET) != 0) /* inside the file: first < its rows */
+        rc = fgmm_fail(FGMM_ERR_IO, "'%s': cannot seek to row %lld", path, (long long)first);
     for (fgmm_idx_t i = 0; i < n && !rc; i++) {
         int32_t di;
         if (fread(&di, 4, 1, f) != 1 || fread(data + (size_t)i * d * es, es, (size_t)d, f) != (size_t)d)
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated at row %lld", path, (long long)i);
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated at row %lld", path, (long long)(first + i));
         else if (di != d)
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': row %lld has dimension %d, row 0 has %d", path, (long long)i, di, d);
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': row %lld has dimension %d, row 0 has %d", path, (long long)(first + i), di, d);
     }
     fclose(f);
     if (rc) {
@@ -122,7 +142,8 @@ static int check_storage(hid_t ds, const char* path, const char* name, int64_t f
     return FGMM_OK;
 }
 
-static int read_hdf5(const char* path, const char* name, fgmm_idx_t max_rows, FgmmVecs* out) {
+static int read_hdf5(const char* path, const char* name, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
+                     FgmmVecs* out) {
     int64_t fsize;
     int rc = fgmm_check_input(path, &fsize);
     if (rc) return rc;
@@ -158,10 +179,12 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t max_rows, Fg
         else rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has an unsupported element type", path, name);
     }
     if (!rc) rc = check_storage(ds, path, name, fsize, dims[0] * dims[1] * fes);
-    if (!rc) {
-        hsize_t n = dims[0];
-        if (max_rows > 0 && (hsize_t)max_rows < n) n = (hsize_t)max_rows;
-        hsize_t start[2] = {0, 0}, cnt[2] = {n, dims[1]};
+    fgmm_idx_t rows = 0;
+    if (!rc && shape_only) *out = (FgmmVecs){NULL, (fgmm_idx_t)dims[0], (int)dims[1], t};
+    else if (!rc) rc = rows_to_read(path, (fgmm_idx_t)dims[0], first, max_rows, &rows);
+    if (!rc && !shape_only) {
+        hsize_t n = (hsize_t)rows;
+        hsize_t start[2] = {(hsize_t)first, 0}, cnt[2] = {n, dims[1]};
         int range = 0;
         void* data = malloc((size_t)(n * dims[1] * fgmm_dtype_size(t))); /* bounded by check_storage */
         ms = H5Screate_simple(2, cnt, NULL);
@@ -190,23 +213,47 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t max_rows, Fg
 }
 #endif
 
-int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out) {
+/* The reader of path's type; first < 0: the shape only. */
+static int read_any(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows, FgmmVecs* out) {
     FGMM_CHECK_NULL(out);
     memset(out, 0, sizeof *out);
     FGMM_CHECK_NULL(path);
     if (max_rows < 0) return fgmm_fail(FGMM_ERR_ARG, "max_rows < 0");
     const char* e = ext_of(path);
     FgmmDtype t;
-    if (dtype_of_ext(e, &t)) return read_texmex(path, t, max_rows, out);
+    if (dtype_of_ext(e, &t)) return read_texmex(path, t, first, max_rows, first < 0, out);
     if (!strcmp(e, "h5") || !strcmp(e, "hdf5")) {
 #ifdef FGMM_WITH_HDF5
-        return read_hdf5(path, dataset, max_rows, out);
+        return read_hdf5(path, dataset, first, max_rows, first < 0, out);
 #else
         (void)dataset;
         return fgmm_fail(FGMM_ERR_IO, "'%s': this build has no HDF5 support", path);
 #endif
     }
     return fgmm_fail(FGMM_ERR_IO, "'%s': unknown extension '.%s' (want fvecs, bvecs, ivecs, h5, hdf5)", path, e);
+}
+
+int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out) {
+    return read_any(path, dataset, 0, max_rows, out);
+}
+
+int fgmm_vecs_read_rows(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows, FgmmVecs* out) {
+    if (first < 0) {
+        if (out) memset(out, 0, sizeof *out);
+        return fgmm_fail(FGMM_ERR_ARG, "first row %lld < 0", (long long)first);
+    }
+    return read_any(path, dataset, first, max_rows, out);
+}
+
+int fgmm_vecs_shape(const char* path, const char* dataset, fgmm_idx_t* n, int* d, FgmmDtype* dtype) {
+    FGMM_CHECK_NULL(n);
+    FGMM_CHECK_NULL(d);
+    FGMM_CHECK_NULL(dtype);
+    *n = 0, *d = 0, *dtype = FGMM_F32;
+    FgmmVecs v;
+    int rc = read_any(path, dataset, -1, 0, &v);
+    if (!rc) *n = v.n, *d = v.d, *dtype = v.dtype;
+    return rc;
 }
 
 int fgmm_vecs_write(const char* path, const FgmmVecs* v) {

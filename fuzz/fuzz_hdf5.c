@@ -7,6 +7,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!p) return 0;
     FgmmVecs v;
     if (fgmm_vecs_read(p, NULL, 0, &v) == 0) fgmm_vecs_free(&v);
+    if (fgmm_vecs_read_rows(p, NULL, 1, 2, &v) == 0) fgmm_vecs_free(&v); /* a shard */
     unlink(p);
     return 0;
 }

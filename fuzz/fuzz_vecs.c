@@ -10,6 +10,11 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FgmmVecs v;
     if (fgmm_vecs_read(p, NULL, 0, &v) == 0) fgmm_vecs_free(&v);
     if (fgmm_vecs_read(p, NULL, 1, &v) == 0) fgmm_vecs_free(&v); /* max_rows */
+    if (fgmm_vecs_read_rows(p, NULL, 1, 2, &v) == 0) fgmm_vecs_free(&v); /* a shard */
+    fgmm_idx_t n;
+    int d;
+    FgmmDtype t;
+    fgmm_vecs_shape(p, NULL, &n, &d, &t);
     unlink(p);
     return 0;
 }

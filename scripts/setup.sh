@@ -10,8 +10,10 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # OpenBLAS's OpenMP build: one thread pool shared with the engine's and FAISS's OpenMP loops
 # (the default pthread build's spinning workers starve OpenMP regions between sgemm calls).
 # python3-numpy + python3-faiss: the Python package (python/) and its tests.
+# openmpi-bin + libopenmpi-dev: the MPI launcher (flashgmm-mpi) and its test (tests/mpi/run.sh).
 pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopenblas-openmp-dev liblapack-dev
-      googletest libgtest-dev libhdf5-dev clang libclang-rt-dev python3-numpy python3-faiss"
+      googletest libgtest-dev libhdf5-dev clang libclang-rt-dev python3-numpy python3-faiss
+      openmpi-bin libopenmpi-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -68,9 +68,39 @@ typedef struct fgmm_stats {
     double* s2;
     double obj;
 } fgmm_stats;
+/* One allocation: nk, s1, s2 follow each other, then one spare double (room for obj when the whole
+ * block is all-reduced at once); fgmm_stats_len counts nk, s1 and s2. */
 int fgmm_stats_alloc(fgmm_stats* s, int k, int d, int s2_per_dim);
+size_t fgmm_stats_len(const fgmm_stats* s);
 void fgmm_stats_zero(fgmm_stats* s);
 void fgmm_stats_free(fgmm_stats* s);
+
+/* Training over several processes (fgmm_train_comm): every rank holds rows [row0[rank],
+ * row0[rank + 1]) of n_total and runs the same EM driver on them; the driver calls these
+ * collectives at the same points on every rank. A rank passes its outcome so far as status: when
+ * any rank's is non-zero no data moves, every rank returns an error (the failing rank its own
+ * status and message, the others FGMM_ERR_STATE) and sets agreed, so all stop together. A failure
+ * that reaches no collective leaves agreed at 0: the launcher must then abort the other ranks.
+ * The library has no MPI dependency: the launcher (src/mpi/) implements these with MPI. */
+typedef struct fgmm_comm fgmm_comm;
+struct fgmm_comm {
+    int rank, size;
+    fgmm_idx_t n_total;
+    const fgmm_idx_t* row0; /* size + 1 entries, row0[0] = 0, row0[size] = n_total */
+    int agreed;             /* set by a collective that saw a failure */
+    /* v (n doubles) summed over the ranks, in place; every rank gets bitwise the same values. */
+    int (*sum)(fgmm_comm* c, double* v, size_t n, int status);
+    /* Rank r's bytes[r] bytes, r in order, into all (mine is this rank's part; it may already
+     * stand at its place in all). */
+    int (*gather)(fgmm_comm* c, const void* mine, void* all, const size_t* bytes, int status);
+    /* Rank 0's bytes to every rank. */
+    int (*bcast)(fgmm_comm* c, void* buf, size_t bytes, int status);
+    void* impl;
+};
+/* fgmm_train on this rank's rows x (n = row0[rank + 1] - row0[rank]); comm NULL is fgmm_train.
+ * Needs p->n_gpus = 0 (one engine per rank); the engine's own device EM iteration is not used. */
+int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, fgmm_comm* comm,
+                    FgmmModel** out, FgmmTrainInfo* info);
 
 /* The engine: one interface, a CPU and a GPU backend chosen at run time.
  * estep / kmeans compute fgmm_stats over all rows; assign gives per-row

@@ -170,28 +170,28 @@ int fgmm_stats_alloc(fgmm_stats* s, int k, int d, int s2_per_dim) {
     s->k = k;
     s->d = d;
     s->s2_per_dim = s2_per_dim;
-    s->nk = calloc((size_t)k, sizeof(double));
-    s->s1 = calloc((size_t)k * d, sizeof(double));
-    s->s2 = calloc(s2_per_dim ? (size_t)k * d : (size_t)k, sizeof(double));
     s->obj = 0;
-    if (!s->nk || !s->s1 || !s->s2) {
-        fgmm_stats_free(s);
+    s->nk = calloc(fgmm_stats_len(s) + 1, sizeof(double));
+    if (!s->nk) {
+        s->s1 = s->s2 = NULL;
         return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %d x %d statistics", k, d);
     }
+    s->s1 = s->nk + k;
+    s->s2 = s->s1 + (size_t)k * d;
     return FGMM_OK;
 }
 
+size_t fgmm_stats_len(const fgmm_stats* s) {
+    return (size_t)s->k + (size_t)s->k * s->d + (s->s2_per_dim ? (size_t)s->k * s->d : (size_t)s->k);
+}
+
 void fgmm_stats_zero(fgmm_stats* s) {
-    memset(s->nk, 0, (size_t)s->k * sizeof(double));
-    memset(s->s1, 0, (size_t)s->k * s->d * sizeof(double));
-    memset(s->s2, 0, (s->s2_per_dim ? (size_t)s->k * s->d : (size_t)s->k) * sizeof(double));
+    memset(s->nk, 0, fgmm_stats_len(s) * sizeof(double));
     s->obj = 0;
 }
 
 void fgmm_stats_free(fgmm_stats* s) {
     free(s->nk);
-    free(s->s1);
-    free(s->s2);
     s->nk = s->s1 = s->s2 = NULL;
 }
 

@@ -6,8 +6,9 @@
  * every GPU with one NCCL all-reduce per buffer, rank 0's copy is downloaded, and the
  * log-likelihood parts are added in rank order. The M-step is the host's, as for one GPU.
  * NCCL is loaded at run time (libnccl.so.2), so builds and machines without it still work.
- * Several hosts: the same reduction over a communicator made with ncclCommInitRank after an
- * MPI (or other) exchange of the ncclUniqueId, one process per GPU; not implemented here.
+ * Several hosts: src/mpi/flashgmm_mpi.c runs one process per GPU and sums the downloaded statistics
+ * over MPI (fgmm_comm, train.c); the same reduction as here over an NCCL communicator across
+ * processes (ncclCommInitRank after an MPI exchange of the ncclUniqueId) is not implemented.
  */
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>

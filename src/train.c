@@ -74,7 +74,9 @@ static double now_s(void) {
 
 typedef struct trainer {
     const FgmmParams* p;
-    fgmm_data x;
+    fgmm_data x;      /* this rank's rows */
+    fgmm_comm* comm;  /* NULL: one process */
+    fgmm_idx_t n_all; /* rows over all ranks */
     fgmm_engine* eng;
     int k, d;
     float* sample; /* ns x d rows, sorted sampled ids: seeding and re-seeding pool */
@@ -84,11 +86,55 @@ typedef struct trainer {
     uint64_t rng;
 } trainer;
 
-/* Mean per-dimension variance of the data, in double: Welford per dimension over a contiguous
- * block of rows per thread (stable for data far from the origin), blocks merged in order (Chan et
- * al.). One pass over data the size of the whole training set: it was single-threaded, with a
- * division per value. Returns -1 when out of memory. */
-static double data_mean_var(const fgmm_data* x) {
+/* fgmm_comm's collectives; in one process they return status and move nothing. Once the ranks
+ * have agreed on a failure they all stop: none calls a collective again. */
+static int comm_off(const trainer* t, int* status) {
+    if (t->comm && t->comm->agreed && !*status) *status = FGMM_ERR_STATE;
+    return !t->comm || t->comm->agreed;
+}
+static int comm_sum(trainer* t, double* v, size_t n, int status) {
+    return comm_off(t, &status) ? status : t->comm->sum(t->comm, v, n, status);
+}
+static int comm_bcast(trainer* t, void* buf, size_t bytes, int status) {
+    return comm_off(t, &status) ? status : t->comm->bcast(t->comm, buf, bytes, status);
+}
+/* Every rank's part, in rank order: rows [part[r], part[r + 1]) of `all` (rows of row_bytes; part
+ * NULL: one row each), this rank's already in place. */
+static int comm_gather_rows(trainer* t, void* all, const fgmm_idx_t* part, size_t row_bytes, int status) {
+    if (comm_off(t, &status)) return status;
+    const int np = t->comm->size, me = t->comm->rank;
+    size_t* bytes = status ? NULL : malloc((size_t)np * sizeof *bytes);
+    if (!bytes && !status) status = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (status) return t->comm->gather(t->comm, NULL, NULL, NULL, status);
+    for (int r = 0; r < np; r++) bytes[r] = part ? (size_t)(part[r + 1] - part[r]) * row_bytes : row_bytes;
+    int rc = t->comm->gather(t->comm, (char*)all + (size_t)(part ? part[me] : me) * row_bytes, all, bytes, status);
+    free(bytes);
+    return rc;
+}
+/* Sums a pass's statistics (obj included, in the spare slot) over the ranks. */
+static int comm_sum_stats(trainer* t, fgmm_stats* st, int status) {
+    if (comm_off(t, &status)) return status;
+    const size_t len = fgmm_stats_len(st);
+    st->nk[len] = st->obj;
+    int rc = comm_sum(t, st->nk, len + 1, status);
+    st->obj = st->nk[len];
+    return rc;
+}
+
+/* Chan et al.: a block of nb rows with mean mb and squared deviations qb merged into (cnt, mean, m2). */
+static void moments_merge(double* cnt, double* mean, double* m2, double nb, double mb, double qb) {
+    if (nb == 0) return;
+    const double tot = *cnt + nb, delta = mb - *mean;
+    *mean += delta * nb / tot;
+    *m2 += qb + delta * delta * *cnt * nb / tot;
+    *cnt = tot;
+}
+
+/* Per-dimension mean and sum of squared deviations of the rows, in double: Welford per dimension
+ * over a contiguous block of rows per thread (stable for data far from the origin), blocks merged
+ * in order. One pass over data the size of the whole training set: it was single-threaded, with a
+ * division per value. mom = [count, mean d, m2 d]. Returns -1 when out of memory. */
+static int data_moments(const fgmm_data* x, double* mom) {
     const int d = x->d;
     int nt = 1;
 #ifdef _OPENMP
@@ -121,34 +167,65 @@ static double data_mean_var(const fgmm_data* x) {
         }
         free(row);
     }
-    double v = -1;
-    if (!bad) {
-        v = 0;
+    if (!bad)
         for (int t = 0; t < d; t++) {
-            double mean = 0, m2 = 0, cnt = 0;
-            for (int b = 0; b < nt; b++) {
-                const double nb = (double)(x->n * (b + 1) / nt - x->n * b / nt), mb = st[(size_t)b * 2 * d + t],
-                             qb = st[(size_t)b * 2 * d + d + t];
-                if (nb == 0) continue;
-                const double tot = cnt + nb, delta = mb - mean;
-                mean += delta * nb / tot;
-                m2 += qb + delta * delta * cnt * nb / tot;
-                cnt = tot;
-            }
-            v += m2 / (double)x->n;
+            double cnt = 0, mean = 0, m2 = 0;
+            for (int b = 0; b < nt; b++)
+                moments_merge(&cnt, &mean, &m2, (double)(x->n * (b + 1) / nt - x->n * b / nt),
+                              st[(size_t)b * 2 * d + t], st[(size_t)b * 2 * d + d + t]);
+            mom[1 + t] = mean;
+            mom[1 + d + t] = m2;
         }
-        v /= d;
-    }
+    mom[0] = (double)x->n;
     free(st);
-    return v;
+    return bad ? -1 : 0;
 }
 
+/* The mean per-dimension variance of the rows of all ranks (their moments merged in rank order), into
+ * t->mean_var. status: this rank's outcome so far (its rows are not read unless it is 0). */
+static int data_mean_var(trainer* t, int status) {
+    const int d = t->d, np = t->comm ? t->comm->size : 1, me = t->comm ? t->comm->rank : 0;
+    const size_t len = 1 + 2 * (size_t)d;
+    double* mom = calloc((size_t)np * len, sizeof(double));
+    if (!status && (!mom || data_moments(&t->x, mom + (size_t)me * len)))
+        status = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    int rc = comm_gather_rows(t, mom, NULL, len * sizeof(double), status);
+    if (!rc) {
+        double v = 0;
+        for (int j = 0; j < d; j++) {
+            double cnt = 0, mean = 0, m2 = 0;
+            for (int r = 0; r < np; r++) {
+                const double* m = mom + (size_t)r * len;
+                moments_merge(&cnt, &mean, &m2, m[0], m[1 + j], m[1 + d + j]);
+            }
+            v += m2 / (double)t->n_all;
+        }
+        t->mean_var = v / d;
+    }
+    free(mom);
+    return rc;
+}
+
+/* First row of each rank, n_all at [size] ({0, n} in one process). */
+static const fgmm_idx_t* rank_rows(const trainer* t, fgmm_idx_t one[2]) {
+    if (t->comm) return t->comm->row0;
+    one[0] = 0, one[1] = t->n_all;
+    return one;
+}
+
+/* The seeding sample: sorted ids of the whole data (every rank draws the same), each rank reads
+ * those among its own rows, and all ranks get every sampled row. */
 static int draw_sample(trainer* t) {
-    fgmm_idx_t n = t->x.n, want = t->p->max_init_points ? t->p->max_init_points : (fgmm_idx_t)64 * t->k;
+    fgmm_idx_t n = t->n_all, want = t->p->max_init_points ? t->p->max_init_points : (fgmm_idx_t)64 * t->k;
     if (want < t->k) want = t->k;
     if (want > n) want = n;
+    const int np = t->comm ? t->comm->size : 1, me = t->comm ? t->comm->rank : 0;
     fgmm_idx_t* ids = malloc((size_t)want * sizeof *ids);
-    if (!ids) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    fgmm_idx_t* part = malloc(((size_t)np + 1) * sizeof *part); /* sample rows of each rank */
+    if (!ids || !part) {
+        free(ids), free(part);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    }
     fgmm_idx_t ns;
     if (want == n) {
         for (fgmm_idx_t i = 0; i < n; i++) ids[i] = i;
@@ -160,16 +237,26 @@ static int draw_sample(trainer* t) {
         for (fgmm_idx_t i = 0; i < want; i++)
             if (ns == 0 || ids[i] != ids[ns - 1]) ids[ns++] = ids[i];
     }
+    fgmm_idx_t one[2];
+    const fgmm_idx_t* row0 = rank_rows(t, one);
+    fgmm_idx_t i = 0;
+    for (int r = 0; r <= np; r++) {
+        while (i < ns && (r == np || ids[i] < row0[r])) i++;
+        part[r] = i;
+    }
     t->sample = malloc((size_t)ns * t->d * sizeof(float));
     t->tmp_ll = malloc((size_t)ns * sizeof(float));
+    int rc = FGMM_OK;
     if (!t->sample || !t->tmp_ll) {
-        free(ids);
-        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %lld sampled rows", (long long)ns);
+        rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %lld sampled rows", (long long)ns);
+    } else {
+        for (i = part[me]; i < part[me + 1]; i++)
+            fgmm_data_row(&t->x, ids[i] - row0[me], t->sample + (size_t)i * t->d);
+        t->ns = ns;
+        rc = comm_gather_rows(t, t->sample, part, (size_t)t->d * sizeof(float), FGMM_OK);
     }
-    for (fgmm_idx_t i = 0; i < ns; i++) fgmm_data_row(&t->x, ids[i], t->sample + (size_t)i * t->d);
-    t->ns = ns;
-    free(ids);
-    return FGMM_OK;
+    free(ids), free(part);
+    return rc;
 }
 
 static int too_few_points(int k, int found) {
@@ -189,9 +276,9 @@ static uint64_t row_hash(const float* r, int d) {
 }
 
 /* The sample held fewer than k distinct rows, which says nothing of the whole data (many copies of
- * a few points can hide the rest): adds up to k rows of the whole data that differ from every
- * sampled row, found through an open-addressing set of row hashes with exact comparison. */
-static int widen_sample(trainer* t) {
+ * a few points can hide the rest): adds up to k rows of src that differ from every sampled row,
+ * found through an open-addressing set of row hashes with exact comparison. */
+static int widen_from(trainer* t, const fgmm_data* src) {
     int d = t->d;
     size_t cap = 1;
     while (cap < 2 * ((size_t)t->ns + t->k)) cap <<= 1;
@@ -205,9 +292,9 @@ static int widen_sample(trainer* t) {
     }
     for (size_t i = 0; i < cap; i++) slot[i] = -1;
     fgmm_idx_t ns = t->ns, added = 0;
-    for (fgmm_idx_t i = 0; i < t->ns + t->x.n && added < t->k; i++) {
-        const float* r = t->sample + (size_t)i * d; /* first the sample, then the whole data */
-        if (i >= t->ns) fgmm_data_row(&t->x, i - t->ns, row), r = row;
+    for (fgmm_idx_t i = 0; i < t->ns + src->n && added < t->k; i++) {
+        const float* r = t->sample + (size_t)i * d; /* first the sample, then src */
+        if (i >= t->ns) fgmm_data_row(src, i - t->ns, row), r = row;
         size_t h = (size_t)row_hash(r, d) & (cap - 1);
         int dup = 0;
         for (; slot[h] >= 0 && !dup; h = (h + 1) & (cap - 1)) {
@@ -230,6 +317,35 @@ static int widen_sample(trainer* t) {
     t->tmp_ll = ll;
     t->ns = ns;
     return FGMM_OK;
+}
+
+/* widen_from over the whole data. Several ranks: each finds its own first k new rows (the whole
+ * data's first k new rows are among them), all ranks get every rank's, and widen over those in rank
+ * order, which picks what one process would. */
+static int widen_sample(trainer* t) {
+    if (!t->comm) return widen_from(t, &t->x);
+    const int np = t->comm->size, me = t->comm->rank, d = t->d;
+    const fgmm_idx_t ns0 = t->ns;
+    int rc = widen_from(t, &t->x);
+    fgmm_idx_t* part = calloc((size_t)np + 1, sizeof *part); /* new rows per rank, then their prefix sums */
+    if (!rc && !part) rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (!rc) part[me] = t->ns - ns0;
+    if ((rc = comm_gather_rows(t, part, NULL, sizeof *part, rc))) {
+        free(part);
+        return rc;
+    }
+    for (int r = np; r > 0; r--) part[r] = part[r - 1];
+    part[0] = 0;
+    for (int r = 0; r < np; r++) part[r + 1] += part[r];
+    float* cand = malloc(((size_t)part[np] + 1) * d * sizeof(float));
+    if (!cand) rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    else memcpy(cand + (size_t)part[me] * d, t->sample + (size_t)ns0 * d, (size_t)(t->ns - ns0) * d * sizeof(float));
+    rc = comm_gather_rows(t, cand, part, (size_t)d * sizeof(float), rc);
+    t->ns = ns0;
+    fgmm_data all = {cand, part[np], d, FGMM_F32};
+    if (!rc) rc = widen_from(t, &all);
+    free(cand), free(part);
+    return rc;
 }
 
 /* k-means++ on the engine where it has it: the same random draws and arithmetic as the host loop
@@ -340,12 +456,16 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
     fgmm_stats st;
     if (!empty) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     if ((rc = fgmm_stats_alloc(&st, k, d, 0))) { free(empty); return rc; }
+    /* Every rank seeds on the same sample, and whether it holds k distinct rows (FGMM_ERR_DATA) does
+     * not depend on rounding: all ranks widen it or none. */
     rc = kmeanspp(t, cent);
-    if (rc == FGMM_ERR_DATA && t->ns < t->x.n && !(rc = widen_sample(t))) rc = kmeanspp(t, cent);
-    if (rc) goto done;
+    if (rc == FGMM_ERR_DATA && t->ns < t->n_all && !(rc = widen_sample(t))) rc = kmeanspp(t, cent);
+    /* The draws' sums are in an order that depends on the thread count: rank 0's seeds for all. */
+    if ((rc = comm_bcast(t, cent, (size_t)k * d * sizeof(float), rc))) goto done;
     /* One pass more than kmeans_iter: the last one only sets the GMM's start. */
     for (int it = 0; it <= t->p->kmeans_iter; it++) {
-        if ((rc = t->eng->ops->kmeans(t->eng, &t->x, cent, k, &st))) goto done;
+        rc = t->eng->ops->kmeans(t->eng, &t->x, cent, k, &st);
+        if ((rc = comm_sum_stats(t, &st, rc))) goto done;
         int ne = 0;
         for (int j = 0; j < k; j++) {
             double nj = st.nk[j];
@@ -359,7 +479,7 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
             }
             double v = empty[j] ? t->mean_var : (st.s2[j] - nj * sh) / (nj * d);
             g->var[j] = (float)fmax(v, t->p->var_floor * t->mean_var);
-            g->w[j] = (float)((empty[j] ? 1.0 : nj) / (double)t->x.n);
+            g->w[j] = (float)((empty[j] ? 1.0 : nj) / (double)t->n_all);
         }
         int nre = 0;
         if (ne) {
@@ -372,12 +492,12 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
             tmp.w = ones + k;
             rc = reseed_worst(t, &tmp, empty, cent, &nre);
             free(ones);
-            if (rc) goto done;
+            if ((rc = comm_bcast(t, cent, (size_t)k * d * sizeof(float), rc))) goto done; /* rank 0's picks */
             info->reseeded += nre;
         }
         if (it < t->p->kmeans_iter) {
             info->kmeans_iterations = it + 1;
-            if (t->p->progress) t->p->progress(t->p->progress_user, FGMM_PHASE_KMEANS, it, st.obj / t->x.n, nre);
+            if (t->p->progress) t->p->progress(t->p->progress_user, FGMM_PHASE_KMEANS, it, st.obj / t->n_all, nre);
         }
     }
     if (g->cov == FGMM_COV_DIAGONAL) /* isotropic start (the last pass's), broadcast per dimension */
@@ -440,46 +560,75 @@ static int mstep(trainer* t, FgmmModel* g, const fgmm_stats* st, int* nreseeded)
     for (int j = 0; j < k; j++) g->w[j] = (float)(g->w[j] / wsum);
     int rc = reseed_worst(t, g, empty, g->mu, nreseeded);
     free(empty);
+    if (*nreseeded) rc = comm_bcast(t, g->mu, (size_t)k * d * sizeof(float), rc); /* rank 0's picks */
     return rc;
 }
 
 int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x,
                FgmmModel** out, FgmmTrainInfo* info) {
+    return fgmm_train_comm(p, n, d, dtype, x, NULL, out, info);
+}
+
+static int check_comm(const fgmm_comm* c, fgmm_idx_t n, const FgmmParams* p) {
+    if (!c->sum || !c->gather || !c->bcast || !c->row0 || c->size < 1 || c->rank < 0 || c->rank >= c->size)
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_train_comm: incomplete communicator (rank %d of %d)", c->rank, c->size);
+    if (c->row0[0] != 0 || c->row0[c->size] != c->n_total || c->row0[c->rank + 1] - c->row0[c->rank] != n)
+        return fgmm_fail(FGMM_ERR_ARG, "fgmm_train_comm: rank %d has %lld rows, its range says %lld", c->rank,
+                         (long long)n, (long long)(c->row0[c->rank + 1] - c->row0[c->rank]));
+    if (p->n_gpus) return fgmm_fail(FGMM_ERR_ARG, "fgmm_train_comm: n_gpus = %d; one engine per rank", p->n_gpus);
+    return FGMM_OK;
+}
+
+int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, fgmm_comm* comm,
+                    FgmmModel** out, FgmmTrainInfo* info) {
     double t0 = now_s();
     FGMM_CHECK_NULL(out);
     *out = NULL;
     FGMM_CHECK_NULL(p);
     FGMM_CHECK_NULL(x);
     int rc;
-    if ((rc = check_params(p))) return rc;
+    if (comm && (rc = check_comm(comm, n, p))) return rc;
+    if (comm) comm->agreed = 0;
     trainer t = {0};
+    FgmmModel* g = NULL;
+    fgmm_stats st = {0};
     t.p = p;
     t.x = (fgmm_data){x, n, d, dtype};
+    t.comm = comm;
+    t.n_all = comm ? comm->n_total : n;
     t.k = p->k;
     t.d = d;
     t.rng = p->seed;
-    if ((rc = fgmm_data_check(&t.x, "fgmm_train"))) return rc;
-    if (p->k < 1) return fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d; must be >= 1", p->k);
-    if (p->k > n) return fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d > n = %lld rows", p->k, (long long)n);
-    t.mean_var = data_mean_var(&t.x);
-    if (t.mean_var < 0) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-    if (!(t.mean_var > 0))
-        return fgmm_fail(FGMM_ERR_DATA, "fgmm_train: data has zero variance (all rows identical)");
+    /* Every failure goes to done, which tells the other ranks (these first checks fail alike on all). */
+    if ((rc = check_params(p))) goto done;
+    if (p->k < 1 || p->k > t.n_all) {
+        rc = p->k < 1 ? fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d; must be >= 1", p->k)
+                      : fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d > n = %lld rows", p->k, (long long)t.n_all);
+        goto done;
+    }
+    rc = fgmm_data_check(&t.x, "fgmm_train");
+    if ((rc = data_mean_var(&t, rc))) goto done;
+    rc = FGMM_ERR_DATA; /* the checks below are alike on every rank */
+    if (!(t.mean_var > 0)) {
+        fgmm_fail(rc, "fgmm_train: data has zero variance (all rows identical)");
+        goto done;
+    }
     /* The model's float32 variances (down to var_floor times this) and squared distances must be
      * normal floats: refuse rather than return NaN or merge distinct points. */
-    if (t.mean_var < FGMM_MIN_DATA_VAR || t.mean_var > FGMM_MAX_DATA_VAR)
-        return fgmm_fail(FGMM_ERR_DATA,
-                         "fgmm_train: the data's mean per-dimension variance is %g, outside [%g, %g] that float32 "
-                         "models hold; rescale the data", t.mean_var, FGMM_MIN_DATA_VAR, FGMM_MAX_DATA_VAR);
-    if (p->var_floor * t.mean_var < FGMM_MIN_DATA_VAR * 1e-6)
-        return fgmm_fail(FGMM_ERR_DATA, "fgmm_train: var_floor = %g times the data's variance %g is below %g; "
-                         "raise var_floor or rescale the data", p->var_floor, t.mean_var, FGMM_MIN_DATA_VAR * 1e-6);
+    if (t.mean_var < FGMM_MIN_DATA_VAR || t.mean_var > FGMM_MAX_DATA_VAR) {
+        fgmm_fail(rc, "fgmm_train: the data's mean per-dimension variance is %g, outside [%g, %g] that float32 "
+                  "models hold; rescale the data", t.mean_var, FGMM_MIN_DATA_VAR, FGMM_MAX_DATA_VAR);
+        goto done;
+    }
+    if (p->var_floor * t.mean_var < FGMM_MIN_DATA_VAR * 1e-6) {
+        fgmm_fail(rc, "fgmm_train: var_floor = %g times the data's variance %g is below %g; raise var_floor or "
+                  "rescale the data", p->var_floor, t.mean_var, FGMM_MIN_DATA_VAR * 1e-6);
+        goto done;
+    }
     FgmmTrainInfo local;
     if (!info) info = &local;
     memset(info, 0, sizeof *info);
-    FgmmModel* g = NULL;
-    fgmm_stats st = {0};
-    if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) return rc;
+    if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) goto done;
     if ((rc = fgmm_engine_create(&t.eng, p))) goto done;
     info->backend = t.eng->ops->name;
     if ((rc = draw_sample(&t))) goto done;
@@ -489,7 +638,8 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
     /* The engine's own EM iteration keeps the model on the device (the GPU backend, fast mode);
      * FGMM_GPU_MSTEP=host keeps the M-step here (for comparison and debugging). */
     const char* ms_env = getenv("FGMM_GPU_MSTEP");
-    int on_device = t.eng->ops->em_step && !(ms_env && !strcmp(ms_env, "host")), changed = 1;
+    /* Several ranks: each iteration's statistics are summed over them before the host's M-step. */
+    int on_device = !comm && t.eng->ops->em_step && !(ms_env && !strcmp(ms_env, "host")), changed = 1;
     int stale = 0; /* the engine's device model is newer than g */
     for (int it = 0; it < p->niter; it++) {
         int handled = 0, nre = 0, nempty = 0;
@@ -502,10 +652,11 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
         if (!handled) {
             if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
             stale = 0;
-            if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
+            rc = t.eng->ops->estep(t.eng, &t.x, g, &st);
+            if ((rc = comm_sum_stats(&t, &st, rc))) goto done;
             obj = st.obj;
         }
-        double ll = obj / n;
+        double ll = obj / t.n_all;
         if (!isfinite(ll)) {
             rc = fgmm_fail(FGMM_ERR_DATA, "fgmm_train: log-likelihood became %g at EM iteration %d", ll, it);
             goto done;
@@ -532,9 +683,12 @@ int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const 
         prev = ll;
     }
     if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
-    if ((rc = t.eng->ops->estep(t.eng, &t.x, g, &st))) goto done;
-    info->mean_loglik = st.obj / n;
+    rc = t.eng->ops->estep(t.eng, &t.x, g, &st);
+    if ((rc = comm_sum(&t, &st.obj, 1, rc))) goto done;
+    info->mean_loglik = st.obj / t.n_all;
 done:
+    /* A failure on this rank alone: the others learn of it at their next collective. */
+    if (rc && comm && !comm->agreed) comm->sum(comm, NULL, 0, rc);
     fgmm_stats_free(&st);
     fgmm_engine_destroy(t.eng);
     free(t.sample);

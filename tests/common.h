@@ -120,6 +120,25 @@ inline std::vector<float> planted(int64_t n, int d, int k, double spread, uint64
     return x;
 }
 
+// n rows of d ones but `distinct` of them (every stride-th from the last), each its own point: a small
+// k-means++ sample sees about one distinct point. few_distinct_params: k = 8 on a 512-row sample.
+inline std::vector<float> mostly_copies(int64_t n, int d, int distinct, int64_t stride) {
+    std::vector<float> x((size_t)n * d, 1.0f);
+    for (int i = 0; i < distinct; i++)
+        for (int j = 0; j < d; j++) x[(size_t)(n - 1 - i * stride) * d + j] = (float)(i + 2) * (j + 1);
+    return x;
+}
+inline FgmmParams few_distinct_params() {
+    FgmmParams p;
+    fgmm_params_init(&p);
+    p.k = 8;
+    p.max_init_points = 512;
+    p.backend = FGMM_BACKEND_CPU;
+    p.niter = 3;
+    p.kmeans_iter = 2;
+    return p;
+}
+
 // A random model with means drawn from the data's rows (plus noise) and variances near the data's.
 inline FgmmModel* model_from_rows(const float* x, int64_t n, int d, int k, FgmmCovariance cov, double var,
                                   uint64_t seed) {

@@ -298,16 +298,8 @@ TEST(Errors, DistinctPointsJudgedOnTheWholeDataWhenTheSampleIsNot) {
     // point, the whole data has 21; k = 8 trains. With 5 distinct points beside the copies it fails.
     for (int distinct : {20, 5}) {
         int d = 4, n = 16000;
-        std::vector<float> x((size_t)n * d, 1.0f);
-        for (int i = 0; i < distinct; i++)
-            for (int j = 0; j < d; j++) x[(size_t)(n - 1 - i * 37) * d + j] = (float)(i + 2) * (j + 1);
-        FgmmParams p;
-        fgmm_params_init(&p);
-        p.k = 8;
-        p.max_init_points = 512;
-        p.backend = FGMM_BACKEND_CPU;
-        p.niter = 3;
-        p.kmeans_iter = 2;
+        std::vector<float> x = mostly_copies(n, d, distinct, 37);
+        FgmmParams p = few_distinct_params();
         FgmmModel* m = nullptr;
         int rc = fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, nullptr);
         if (distinct == 20) {

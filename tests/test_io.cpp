@@ -47,6 +47,59 @@ TEST(Io, RoundTripsAllTexmexTypes) {
     }
 }
 
+// Shards (the MPI launcher's reads): rows [first, first + count) equal that slice of the whole read,
+// for TEXMEX and HDF5; the shape comes without the rows; a first row past the end is refused.
+TEST(Io, ReadsRowRangesAndShapes) {
+    std::vector<float> f(7 * 3);
+    for (size_t i = 0; i < f.size(); i++) f[i] = 0.5f * i;
+    FgmmVecs v = {f.data(), 7, 3, FGMM_F32}, r;
+    std::vector<std::string> files = {tmp("rows.fvecs")};
+    ASSERT_EQ(fgmm_vecs_write(files[0].c_str(), &v), 0) << fgmm_get_last_error();
+#ifdef FGMM_WITH_HDF5
+    files.push_back(tmp("rows.h5"));
+    hid_t h = H5Fcreate(files[1].c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t dims[2] = {7, 3};
+    hid_t sp = H5Screate_simple(2, dims, nullptr);
+    hid_t ds = H5Dcreate2(h, "train", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, f.data()), 0);
+    H5Dclose(ds), H5Sclose(sp), H5Fclose(h);
+#endif
+    for (const std::string& file : files) {
+        const char* p = file.c_str();
+        fgmm_idx_t n = 0;
+        int d = 0;
+        FgmmDtype t = FGMM_I32;
+        ASSERT_EQ(fgmm_vecs_shape(p, nullptr, &n, &d, &t), 0) << fgmm_get_last_error();
+        EXPECT_EQ(n, 7);
+        EXPECT_EQ(d, 3);
+        EXPECT_EQ(t, FGMM_F32);
+        struct { fgmm_idx_t first, count, want; } cases[] = {{0, 3, 3}, {3, 2, 2}, {5, 0, 2}, {6, 9, 1}};
+        for (auto& c : cases) {
+            ASSERT_EQ(fgmm_vecs_read_rows(p, nullptr, c.first, c.count, &r), 0) << file << ": " << fgmm_get_last_error();
+            ASSERT_EQ(r.n, c.want) << file << " from " << c.first;
+            EXPECT_EQ(0, memcmp(r.data, f.data() + c.first * 3, c.want * 3 * sizeof(float))) << file << " from " << c.first;
+            fgmm_vecs_free(&r);
+        }
+        EXPECT_EQ(fgmm_vecs_read_rows(p, nullptr, 7, 1, &r), FGMM_ERR_ARG) << file;
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("past its 7 rows"), std::string::npos);
+        EXPECT_EQ(fgmm_vecs_read_rows(p, nullptr, -1, 1, &r), FGMM_ERR_ARG) << file;
+        EXPECT_EQ(r.data, nullptr);
+    }
+    std::vector<char> bytes(7 * 16);  // a row header that differs inside the shard is still found
+    FILE* fp = fopen(files[0].c_str(), "rb");
+    ASSERT_EQ(fread(bytes.data(), 1, bytes.size(), fp), bytes.size());
+    fclose(fp);
+    int32_t bad_d = 2;
+    memcpy(bytes.data() + 5 * 16, &bad_d, 4);
+    write_bytes(files[0], bytes.data(), bytes.size());
+    EXPECT_EQ(fgmm_vecs_read_rows(files[0].c_str(), nullptr, 0, 5, &r), 0);  // rows 0-4 are whole
+    fgmm_vecs_free(&r);
+    EXPECT_EQ(fgmm_vecs_read_rows(files[0].c_str(), nullptr, 4, 2, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("row 5 has dimension 2"), std::string::npos);
+    write_bytes(files[0], bytes.data(), bytes.size() - 1);  // size checked whole, also for a shard of whole rows
+    EXPECT_EQ(fgmm_vecs_read_rows(files[0].c_str(), nullptr, 0, 1, &r), FGMM_ERR_IO);
+}
+
 TEST(Io, RejectsTruncatedAndMalformedFiles) {
     std::vector<float> f = {1, 2, 3, 4, 5, 6};
     FgmmVecs v = {f.data(), 2, 3, FGMM_F32}, r;

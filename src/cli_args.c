@@ -1,0 +1,140 @@
+/* cli_args.c: the command-line programs' shared parts (cli_args.h). */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli_args.h"
+#include "internal.h"
+
+const char* fgmm_cli_prog = "flashgmm";
+int fgmm_cli_quiet = 0;
+
+const char fgmm_cli_train_usage[] =
+    "      --k K              components (default 1024, at most rows)\n"
+    "      --iter N           EM iterations (default 30)\n"
+    "      --kmeans-iter N    k-means warm-start iterations (default 10)\n"
+    "      --cov iso|diag     covariance (default iso)\n"
+    "      --backend auto|cpu|gpu   (default auto)\n"
+    "      --precision fast|exact   GPU arithmetic (default fast: bf16 tensor cores)\n"
+    "      --tol T            stop when the mean log-likelihood gains < T*|value| (default 0)\n"
+    "      --seed S           (default 1234)\n"
+    "      --max-rows N       read only the first N rows\n"
+    "      --dataset NAME     HDF5 dataset (default: train, then dataset)\n"
+    "      --out MODEL        write the trained model\n";
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static void say(const char* fmt, ...) {
+    if (fgmm_cli_quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", fgmm_cli_prog);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+/* A whole-string integer in [lo, hi]; else a message and 0. */
+static int parse_int(const char* opt, const char* v, long long lo, long long hi, long long* out) {
+    char* end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || x < lo || x > hi) {
+        say("%s '%s': want an integer in [%lld, %lld]\n", opt, v, lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args* args) {
+    memset(args, 0, sizeof *args);
+    FgmmParams* p = &args->p;
+    fgmm_params_init(p);
+    for (; a < argc; a++) {
+        const char* o = argv[a];
+        const char* v = a + 1 < argc ? argv[a + 1] : NULL;
+        if (!v) return say("%s needs a value\n", o), 2;
+        a++;
+        long long iv;
+        if (!strcmp(o, "--k")) {
+            if (!parse_int(o, v, 1, FGMM_MAX_K, &iv)) return 2;
+            p->k = (int)iv;
+        } else if (!strcmp(o, "--iter") || !strcmp(o, "--kmeans-iter")) {
+            if (!parse_int(o, v, 0, 1000000, &iv)) return 2;
+            *(o[2] == 'i' ? &p->niter : &p->kmeans_iter) = (int)iv;
+        } else if (!strcmp(o, "--seed")) {
+            if (!parse_int(o, v, 0, INT64_MAX, &iv)) return 2;
+            p->seed = (uint64_t)iv;
+        } else if (!strcmp(o, "--max-rows")) {
+            if (!parse_int(o, v, 0, INT64_MAX, &iv)) return 2;
+            args->max_rows = iv;
+        } else if (!strcmp(o, "--tol")) {
+            char* end;
+            p->tol = strtod(v, &end);
+            if (end == v || *end || !isfinite(p->tol) || p->tol < 0)
+                return say("--tol '%s': want a finite number >= 0\n", v), 2;
+        } else if (!strcmp(o, "--dataset")) args->dataset = v;
+        else if (!strcmp(o, "--out") && strcmp(cmd, "train"))
+            return say("%s takes no --out%s\n", cmd, strcmp(cmd, "convert") ? "" : " (the output is OUT)"), 2;
+        else if (!strcmp(o, "--out") && args->out)
+            return say("--out given twice ('%s', '%s')\n", args->out, v), 2;
+        else if (!strcmp(o, "--out")) args->out = v;
+        else if (!strcmp(o, "--cov") && (!strcmp(v, "iso") || !strcmp(v, "diag")))
+            p->covariance = !strcmp(v, "iso") ? FGMM_COV_ISOTROPIC : FGMM_COV_DIAGONAL;
+        else if (!strcmp(o, "--backend") && (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "gpu")))
+            p->backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
+        else if (!strcmp(o, "--precision") && (!strcmp(v, "fast") || !strcmp(v, "exact")))
+            p->precision = !strcmp(v, "fast") ? FGMM_PREC_FAST : FGMM_PREC_EXACT;
+        else return say("bad option %s %s\n", o, v), 2;
+    }
+    return 0;
+}
+
+/* 1 if a and b name the same existing file (or the same string). */
+static int same_file(const char* a, const char* b) {
+    struct stat sa, sb;
+    if (!strcmp(a, b)) return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int fgmm_cli_check_out(const char* in, const char* out) {
+    if (same_file(in, out)) return say("output '%s' is the input; not overwriting it\n", out), 2;
+    fgmm_output probe; /* can the output be written? (a file is created next to it and removed) */
+    if (fgmm_output_begin(out, &probe)) return fgmm_cli_fail(out);
+    fgmm_output_end(&probe, out, 0);
+    return 0;
+}
+
+void fgmm_cli_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded) {
+    (void)user;
+    if (phase == FGMM_PHASE_KMEANS)
+        printf("kmeans %3d  mean sq. distance %.6g%s\n", iter + 1, -obj, reseeded ? "  (re-seeded)" : "");
+    else
+        printf("em     %3d  mean log-likelihood %.6f%s\n", iter + 1, obj, reseeded ? "  (re-seeded)" : "");
+    fflush(stdout);
+}
+
+int fgmm_cli_fail(const char* what) {
+    fprintf(stderr, "%s: %s: %s\n", fgmm_cli_prog, what, fgmm_get_last_error());
+    return 1;
+}
+
+const char* fgmm_cli_dtype_name(FgmmDtype t) {
+    return t == FGMM_U8 ? "uint8" : t == FGMM_F32 ? "float32" : "int32";
+}
+
+void fgmm_cli_print_data(const char* in, fgmm_idx_t n, int d, FgmmDtype t, const FgmmParams* p) {
+    printf("data: %s, %lld x %d %s; k = %d, %s covariance\n", in, (long long)n, d, fgmm_cli_dtype_name(t), p->k,
+           p->covariance == FGMM_COV_ISOTROPIC ? "isotropic" : "diagonal");
+}
+
+void fgmm_cli_print_done(const FgmmTrainInfo* info) {
+    printf("done: backend %s, %d k-means + %d EM iterations%s, %d re-seeded, final mean log-likelihood %.6f, %.3f s\n",
+           info->backend, info->kmeans_iterations, info->em_iterations, info->converged ? " (converged)" : "",
+           info->reseeded, info->mean_loglik, info->seconds);
+}

@@ -1,0 +1,35 @@
+/* cli_args.h: what the command-line programs (flashgmm, flashgmm-mpi) share: train's options,
+ * the output checks, progress and result lines. */
+#ifndef FGMM_CLI_ARGS_H
+#define FGMM_CLI_ARGS_H
+
+#include <stdio.h>
+
+#include "flashgmm.h"
+
+extern const char* fgmm_cli_prog; /* the program's name in messages (default "flashgmm") */
+extern int fgmm_cli_quiet;        /* 1: the parser's messages are not printed (MPI ranks but one) */
+extern const char fgmm_cli_train_usage[]; /* train's option lines */
+
+typedef struct fgmm_cli_args {
+    const char* out;     /* --out, or NULL */
+    const char* dataset; /* --dataset, or NULL */
+    fgmm_idx_t max_rows; /* --max-rows, 0 = all */
+    FgmmParams p;        /* fgmm_params_init then the options */
+} fgmm_cli_args;
+
+/* Parses argv[a..argc) (pairs OPTION VALUE) into args, for command cmd ("train" takes --out, the
+ * others refuse it). Returns 0, or 2 after a message. */
+int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args* args);
+/* The output is not the input and its directory is writable (a file is made there and removed).
+ * Returns 0, 1 (cannot write, message printed) or 2 (it is the input). */
+int fgmm_cli_check_out(const char* in, const char* out);
+/* The per-iteration line of train (an FgmmProgressFn). */
+void fgmm_cli_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded);
+/* "PROG: what: last error" on stderr; returns 1. */
+int fgmm_cli_fail(const char* what);
+const char* fgmm_cli_dtype_name(FgmmDtype t);
+void fgmm_cli_print_data(const char* in, fgmm_idx_t n, int d, FgmmDtype t, const FgmmParams* p);
+void fgmm_cli_print_done(const FgmmTrainInfo* info);
+
+#endif
