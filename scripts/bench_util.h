@@ -9,6 +9,8 @@ static inline double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
+static inline double now_s(void) { return now_ms() * 1e-3; }
+
 static inline int cmp_d(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
