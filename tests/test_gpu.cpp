@@ -728,11 +728,12 @@ TEST(GpuSoar, MatchesCpuUpToNearTies) {
                                " offset " + std::to_string(cs.offset) + " lambda " + std::to_string(lambda);
             int64_t differ = expect_soar_agrees(g, h, cs.n, cs.d, x.data(), c.data(), lambda, what.c_str());
             EXPECT_LE(differ, cs.n / 1000) << what;  // near-ties are rare in random data
-            // without the optional outputs: the same primaries
+            // without the optional outputs (other tile sizes, so other GEMM shapes): the same primaries but for ties
             std::vector<fgmm_idx_t> p2(cs.n);
             ASSERT_EQ(fgmm_soar_assign_gpu(0, cs.n, cs.d, x.data(), cs.k, c.data(), lambda, p2.data(), nullptr, nullptr,
                                            nullptr), 0) << fgmm_get_last_error();
-            EXPECT_EQ(p2, g.prim) << what;
+            for (int64_t i = 0; i < cs.n; i++)
+                if (p2[i] != g.prim[i]) EXPECT_LE(h.d2[i] - h.d1[i], kTie * h.d2[i]) << what << " row " << i;
         }
     }
     // one centroid, no spill: everything in list 0, no second distance
