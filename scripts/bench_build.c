@@ -104,7 +104,6 @@ static void mixture_rows(float* x, idx_t row0, idx_t n, int d, int blobs, uint64
 typedef struct build_row {
     char method[24], factory[64], where[48];
     double train_s, add_s, entries, bytes, recall, dco;
-    int searched;
 } build_row;
 
 typedef struct bench {
@@ -123,7 +122,7 @@ static void project_params(const bench* b, FgmmAssignRule rule, FgmmIvfParams* p
     p->gmm.backend = b->backend;
     if (b->gmm_iter >= 0) p->gmm.niter = b->gmm_iter;
     if (b->kmeans_iter >= 0) p->gmm.kmeans_iter = b->kmeans_iter;
-    p->rule = rule == FGMM_ASSIGN_HARD ? FGMM_ASSIGN_HARD : p->rule;
+    if (rule == FGMM_ASSIGN_HARD) p->rule = FGMM_ASSIGN_HARD; /* else the default's SOAR */
 }
 
 /* Lists are chosen on the GPU under fgmm_ivf_add's rule (flashgmm_ivf.h). */
@@ -140,7 +139,6 @@ static void search(const bench* b, const FgmmIvf* ivf, build_row* r) {
     for (idx_t i = 0; i < b->nq; i++) s += (double)dco[i];
     r->recall = fgmm_recall(b->nq, K, lab, b->gt_k, b->gt);
     r->dco = s / b->nq;
-    r->searched = 1;
     free(lab); free(dist); free(dco);
 }
 
