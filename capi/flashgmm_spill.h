@@ -25,6 +25,16 @@ extern "C" {
 int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* centroids, float lambda,
                      fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
+/// fgmm_soar_assign on CUDA device `device`: the same outputs, ties and shift, with the products in
+/// fp32 cuBLAS GEMMs over row tiles (device memory: the centroids plus at most 256 MB of tiles, less
+/// where the device has less free). Choices differ from the CPU's only where two distances or two
+/// SOAR losses are within float rounding. FGMM_ERR_NO_GPU without a device (or CUDA in this build),
+/// FGMM_ERR_ARG for a device ordinal out of range, FGMM_ERR_GPU_NOMEM / FGMM_ERR_CUDA from the device;
+/// arguments are checked first, as fgmm_soar_assign checks them. Each call has its own stream, cuBLAS
+/// handle and buffers: safe to call from several threads; the calling thread's current device is restored.
+int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* centroids,
+                         float lambda, fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
+
 /// The SOAR loss of putting row x (d floats) in list c as its spill list, given its primary
 /// centroid cp: ||x - c||^2 + lambda <r/||r||, x - c>^2 with r = x - cp (r = 0: plain distance).
 /// In double; the reference the tests check fgmm_soar_assign against. NaN for a NULL row or d < 1.

@@ -135,6 +135,17 @@ int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* xn, con
                            int k, int d, double* counts, double* sums, double* sq, double* total,
                            cudaStream_t stream);
 
+/* ---- SOAR spill lists (soar.cu), around G = xs cs^T and H = U cs^T (t x k, cuBLAS) ---- */
+/* In place: xs (t x d, the rows as given) = float(x - mean); xn[t] = ||xs||^2. */
+int fgmm_soar_rows(float* xs, int t, int d, const double* mean, float* xn, cudaStream_t stream);
+/* In place: G -> squared distances; primary/d1/d2 (t) = nearest, its and the second-nearest distance;
+ * with rx != NULL also xs -> unit residuals to the nearest centroid (cs: k x d) and rx[t] = <u, xs>. */
+int fgmm_soar_top2(float* g, int t, int k, int d, const float* xn, const float* cn, const float* cs, float* xs,
+                   long long* primary, float* d1, float* d2, float* rx, cudaStream_t stream);
+/* spill[t] = argmin over j != primary of G_j + lambda (rx - H_j)^2 (ties: the lower index). */
+int fgmm_soar_pick(const float* g, const float* h, const float* rx, const long long* primary, int t, int k,
+                   float lambda, long long* spill, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

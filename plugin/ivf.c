@@ -265,6 +265,16 @@ int fgmm_ivf_set_gmm(FgmmIvf* h, const FgmmModel* gmm, idx_t n, const float* x) 
     return rc;
 }
 
+/* Nearest list, SOAR list, d1, d2 for a batch: on the GPU where the GMM's params ask for one (backend
+ * GPU, or AUTO) and one is present (the cost of an add at scale: two GEMMs of the rows against the
+ * centroids), else on the CPU. */
+static int soar_lists(const FgmmIvf* h, idx_t b, const float* x, idx_t* prim, idx_t* soar, float* d1, float* d2) {
+    const FgmmParams* g = &h->p.gmm;
+    if (g->backend != FGMM_BACKEND_CPU && fgmm_gpu_available())
+        return fgmm_soar_assign_gpu(g->gpu_device, b, h->d, x, h->nlist, h->cent, h->p.soar_lambda, prim, soar, d1, d2);
+    return fgmm_soar_assign(b, h->d, x, h->nlist, h->cent, h->p.soar_lambda, prim, soar, d1, d2);
+}
+
 /* Buffers of one batch plan. */
 typedef struct plan_buf {
     idx_t *prim, *soar, *rl, *qi;
@@ -308,7 +318,7 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
         rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    if ((rc = fgmm_soar_assign(b, h->d, x, h->nlist, h->cent, p->soar_lambda, s.prim, s.soar, s.d1, s.d2))) goto done;
+    if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
     if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
     if (p->rule == FGMM_ASSIGN_TOPM &&
         faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, ma, s.qd, s.qi)) {

@@ -44,18 +44,6 @@ static int cmp_f(const void* a, const void* b) {
     return (x > y) - (x < y);
 }
 
-static uint64_t rng(uint64_t* s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-static float gauss(uint64_t* s) { /* sum of 4 uniforms: cheap, roughly normal, unit variance */
-    float u = 0;
-    for (int i = 0; i < 4; i++) u += (rng(s) >> 40) * (1.0f / 16777216.0f);
-    return (u - 2.0f) * 1.7320508f;
-}
-
 typedef struct result {
     double ms;
     size_t extra;

@@ -9,19 +9,29 @@
 #   scripts/device.sh curves NAME ARGS (on the device) build/ivf_curves ARGS --out $OUT/NAME (GPU training,
 #                                     FAISS search on the host's cores); data files reach the device in
 #                                     .xfer/ (see `pack`), split to fit the 64 MiB a call may carry
+#   scripts/device.sh build-bench NAME ARGS (on the device) build/bench_build ARGS: FAISS's own IVF build on the
+#                                     host's cores next to the project's (GPU); tables and progress to $OUT/NAME.log
 #   scripts/device.sh pack FILE...    (here) xz + split FILEs into .xfer/N/ pieces of <= 56 MiB (FGMM_PIECE), one
 #                                     folder per device call; `unpack` (there) joins what has arrived
 #                                     (names must differ: the pieces are named after the files)
 # Device call:  run(command="bash scripts/device.sh run", carry=[".devbundle"])
 set -uo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
+# Unpacks the bundle once per machine (unless PROGRAM is there already), puts its libraries on the
+# path and makes $out; sets b and out.
+bundle_env() {
+    b="$top/.devbundle"
+    [ -f "$b/.devbundle.tar.xz" ] && [ ! -x "$b/$1" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
+    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+    out="${OUT:-/tmp/out}"; mkdir -p "$out"
+}
 case "${1:-}" in
 bundle)
     set -e
     "$top/scripts/build.sh" "$top/build"
     b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
     # FGMM_BUNDLE="ivf_curves" (say) packs only those programs: room for data in the same call
-    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves}; do cp "$top/build/$p" "$b/"; done
+    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves bench_build}; do cp "$top/build/$p" "$b/"; done
     # libraries the device image lacks: everything not from glibc/gcc/CUDA
     for f in "$b"/*; do
         [ -f "$f" ] || continue
@@ -113,14 +123,20 @@ unpack)
 curves)
     shift
     name="$1"; shift
-    b="$top/.devbundle"
-    [ -f "$b/.devbundle.tar.xz" ] && [ ! -x "$b/ivf_curves" ] && tar -C "$b" -xJf "$b/.devbundle.tar.xz"
-    export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
-    out="${OUT:-/tmp/out}"; mkdir -p "$out/$name"
+    bundle_env ivf_curves; mkdir -p "$out/$name"
     timeout "${FGMM_CURVES_TIMEOUT:-500}" "$b/ivf_curves" "$@" --out "$out/$name" > "$out/$name.log" 2>&1
     echo "$name: rc $?"; grep -v "^seed\|^|\|^$" "$out/$name.log" | tail -n 3; grep -A30 "^| method" "$out/$name.log" | grep -B30 -m1 "^$"
     rm -f "$out/$name/gt100.ivecs" "$out/$name/summary.md" # (the log holds the summary; 8 files come back at most)
     ;;
+build-bench)
+    shift
+    name="$1"; shift
+    bundle_env bench_build
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "$(nproc) cores"; } | tee "$out/$name.log"
+    # progress (stderr) and the tables (stdout) in one log; what ran comes back in $OUT even on a timeout
+    timeout "${FGMM_BENCH_TIMEOUT:-540}" "$b/bench_build" "$@" 2>&1 | tee -a "$out/$name.log"
+    echo "$name: rc ${PIPESTATUS[0]}"
+    ;;
 *)
-    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS" >&2; exit 2 ;;
+    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS | build-bench NAME ARGS" >&2; exit 2 ;;
 esac

@@ -43,30 +43,17 @@
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
+#include "bench_util.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
+#include "ivf_util.h"
 
-#define GT_K 100
 #define K 10
 #define MAX_PROBES 32
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 
 static void die(const char* what) {
     fprintf(stderr, "ivf_curves: %s: %s\n", what, fgmm_get_last_error());
     exit(1);
-}
-
-static float* to_float(FgmmVecs* v) {
-    float* f = malloc((size_t)v->n * v->d * sizeof(float));
-    if (!f) die("out of memory");
-    for (size_t i = 0; i < (size_t)v->n * v->d; i++)
-        f[i] = v->dtype == FGMM_U8 ? ((uint8_t*)v->data)[i] : ((float*)v->data)[i];
-    return f;
 }
 
 static void normalize(float* x, idx_t n, int d) {
@@ -76,42 +63,6 @@ static void normalize(float* x, idx_t n, int d) {
         float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.f;
         for (int j = 0; j < d; j++) x[i * d + j] *= inv;
     }
-}
-
-/* Exact top-GT_K by brute force: BLAS blocks of queries x base, partial insertion sort. */
-static int32_t* ground_truth(const float* xb, idx_t nb, const float* xq, idx_t nq, int d) {
-    int32_t* gt = malloc((size_t)nq * GT_K * sizeof(int32_t));
-    float* bn = malloc(nb * sizeof(float));
-    const idx_t QB = 256, BB = 16384;
-    float* g = malloc((size_t)QB * BB * sizeof(float));
-    float* bd = malloc((size_t)nq * GT_K * sizeof(float));
-    for (idx_t i = 0; i < nb; i++) {
-        double s = 0;
-        for (int j = 0; j < d; j++) s += (double)xb[i * d + j] * xb[i * d + j];
-        bn[i] = (float)s;
-    }
-    for (size_t i = 0; i < (size_t)nq * GT_K; i++) bd[i] = INFINITY, gt[i] = -1;
-    for (idx_t q0 = 0; q0 < nq; q0 += QB) {
-        idx_t qb = nq - q0 < QB ? nq - q0 : QB;
-        for (idx_t b0 = 0; b0 < nb; b0 += BB) {
-            idx_t bb = nb - b0 < BB ? nb - b0 : BB;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, bb, d, -2.0f, xq + q0 * d, d, xb + b0 * d, d, 0.0f, g, bb);
-#pragma omp parallel for
-            for (idx_t i = 0; i < qb; i++) {
-                float* dl = bd + (q0 + i) * GT_K; /* (cblas.h brings complex.h's I) */
-                int32_t* il = gt + (q0 + i) * GT_K;
-                for (idx_t j = 0; j < bb; j++) {
-                    float v = g[i * bb + j] + bn[b0 + j]; /* ||q||^2 omitted: same for the row */
-                    if (v >= dl[GT_K - 1]) continue;
-                    int p = GT_K - 1;
-                    while (p > 0 && dl[p - 1] > v) dl[p] = dl[p - 1], il[p] = il[p - 1], p--;
-                    dl[p] = v, il[p] = (int32_t)(b0 + j);
-                }
-            }
-        }
-    }
-    free(bn); free(g); free(bd);
-    return gt;
 }
 
 #define MAX_METHODS 24
@@ -163,15 +114,6 @@ static int parse_method(const char* s, method* m) {
     m->select = !strcmp(sel, "ratio") ? FGMM_SELECT_DIST_RATIO : FGMM_SELECT_RESP2;
     if (*sel && strcmp(sel, "ratio") && strcmp(sel, "resp2")) return -1;
     return 0;
-}
-
-/* Bytes of the index's lists and centroids: entries x (code + id) + nlist x d floats, with the
- * code size from the factory string (Flat: d floats; PQm or PQmxb: m b-bit codes). */
-static double index_bytes(const FaissIndex* index, const char* codes, int nlist, int d) {
-    int m = 0, b = 8;
-    double code = !strcmp(codes, "Flat") ? 4.0 * d : sscanf(codes, "PQ%dx%d", &m, &b) >= 1 ? ceil(m * b / 8.0) : -1;
-    if (code < 0) return -1;
-    return (double)faiss_Index_ntotal(index) * (code + sizeof(idx_t)) + (double)nlist * d * sizeof(float);
 }
 
 /* Recall at growing nprobe, up to the first that reaches stop (the curve above it is not used). */
@@ -306,7 +248,8 @@ int main(int argc, char** argv) {
 
     FgmmVecs vb, vq;
     if (fgmm_vecs_read(data, bname, max_rows, &vb)) die(data);
-    float* xb = to_float(&vb);
+    float* xb = vecs_to_float(&vb);
+    if (!xb) die("out of memory");
     nb = vb.n, d = vb.d;
     float* xq;
     if (holdout > 0) { /* the last `holdout` rows of a seeded shuffle become the queries */
@@ -329,7 +272,8 @@ int main(int argc, char** argv) {
         }
         if (fgmm_vecs_read(qfile ? qfile : data, qn, 0, &vq)) die("queries");
         if (vq.d != d) { fprintf(stderr, "ivf_curves: queries have d = %d, base d = %d\n", vq.d, d); return 1; }
-        xq = to_float(&vq);
+        xq = vecs_to_float(&vq);
+        if (!xq) die("out of memory");
         nq = vq.n;
         fgmm_vecs_free(&vq);
     }

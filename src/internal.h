@@ -161,6 +161,18 @@ void fgmm_data_row(const fgmm_data* x, fgmm_idx_t i, float* out);
  * c_k = log w_k - d/2 log(2 pi var_k). */
 void fgmm_model_logconst(const FgmmModel* m, double* c /* k */);
 
+/* SOAR (spill.c): the centroids shifted by their mean, as both paths compute distances (no
+ * cancellation far from the origin): mean (d doubles), cs = c - mean (k x d), cn = ||cs||^2 (k). */
+typedef struct fgmm_soar_cents {
+    int k, d;
+    double* mean;
+    float *cs, *cn;
+} fgmm_soar_cents;
+/* The device part of fgmm_soar_assign_gpu on checked arguments (n >= 1): gpu_spill.c, or FGMM_ERR_NO_GPU
+ * in a build without CUDA. */
+int fgmm_soar_gpu(int device, fgmm_idx_t n, const float* x, const fgmm_soar_cents* sc, float lambda,
+                  fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
+
 #ifdef __cplusplus
 }
 #endif

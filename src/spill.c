@@ -1,4 +1,5 @@
-/* spill.c: SOAR spill lists on the CPU (fgmm_soar_assign), see capi/flashgmm_spill.h.
+/* spill.c: SOAR spill lists (capi/flashgmm_spill.h): the CPU path (fgmm_soar_assign), and the
+ * argument checks and centroid shift that the GPU path (gpu_spill.c) shares with it.
  *
  * Rows go in blocks: one sgemm gives the block's inner products with the (shifted) centroids,
  * distances and the nearest two come from them row by row; a second sgemm of the unit
@@ -27,41 +28,22 @@ double fgmm_soar_loss(int d, const float* x, const float* cp, const float* c, fl
     return rr > 0 ? dist + lambda * proj * proj / rr : dist;
 }
 
-static int check_args(fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda, int want_spill) {
-    if (n < 0) return fgmm_fail(FGMM_ERR_ARG, "fgmm_soar_assign: n = %lld", (long long)n);
-    if (k < (want_spill ? 2 : 1))
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_soar_assign: k = %d; a spill list needs k >= 2", k);
-    if (!(lambda >= 0) || !isfinite(lambda))
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_soar_assign: lambda = %g; must be finite and >= 0", lambda);
-    fgmm_data cv = {c, k, d, FGMM_F32};
-    int rc = fgmm_data_check(&cv, "fgmm_soar_assign (centroids)");
-    if (rc || n == 0) return rc;
-    fgmm_data xv = {x, n, d, FGMM_F32};
-    return fgmm_data_check(&xv, "fgmm_soar_assign");
+static void cents_free(fgmm_soar_cents* sc) {
+    free(sc->mean); free(sc->cs); free(sc->cn);
+    memset(sc, 0, sizeof *sc);
 }
 
-int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda, fgmm_idx_t* primary,
-                     fgmm_idx_t* spill, float* d1, float* d2) {
-    FGMM_CHECK_NULL(x);
-    FGMM_CHECK_NULL(c);
-    FGMM_CHECK_NULL(primary);
-    int rc = check_args(n, d, x, k, c, lambda, spill != NULL);
-    if (rc || n == 0) return rc;
-    size_t rows = SPILL_BLOCK_BYTES / (2 * sizeof(float) * (size_t)k);
-    rows = rows < 16 ? 16 : rows > 8192 ? 8192 : rows;
-    if ((fgmm_idx_t)rows > n) rows = (size_t)n;
-    double* mean = calloc((size_t)d, sizeof(double));
-    float* cs = malloc((size_t)k * d * sizeof(float));   /* centroids - mean */
-    float* cn = malloc((size_t)k * sizeof(float));       /* ||cs||^2 */
-    float* xs = malloc(rows * d * sizeof(float));        /* block rows - mean, then unit residuals */
-    float* xn = malloc(rows * sizeof(float));
-    float* g = malloc(rows * (size_t)k * sizeof(float)); /* <xs, cs>, then distances */
-    float* h = spill ? malloc(rows * (size_t)k * sizeof(float)) : NULL; /* <r/||r||, cs> */
-    float* rx = spill ? malloc(rows * sizeof(float)) : NULL;            /* <r/||r||, xs> */
-    if (!mean || !cs || !cn || !xs || !xn || !g || (spill && (!h || !rx))) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_soar_assign: out of host memory (k = %d, d = %d)", k, d);
-        goto done;
+static int cents_make(fgmm_soar_cents* sc, int k, int d, const float* c, const char* who) {
+    sc->k = k;
+    sc->d = d;
+    sc->mean = calloc((size_t)d, sizeof(double));
+    sc->cs = malloc((size_t)k * d * sizeof(float));
+    sc->cn = malloc((size_t)k * sizeof(float));
+    if (!sc->mean || !sc->cs || !sc->cn) {
+        cents_free(sc);
+        return fgmm_fail(FGMM_ERR_NOMEM, "%s: out of host memory (k = %d, d = %d)", who, k, d);
     }
+    double* mean = sc->mean;
     for (int j = 0; j < k; j++)
         for (int t = 0; t < d; t++) mean[t] += c[(size_t)j * d + t];
     for (int t = 0; t < d; t++) mean[t] /= k;
@@ -70,10 +52,54 @@ int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* c,
         double s = 0;
         for (int t = 0; t < d; t++) {
             float v = (float)(c[(size_t)j * d + t] - mean[t]);
-            cs[(size_t)j * d + t] = v;
+            sc->cs[(size_t)j * d + t] = v;
             s += (double)v * v;
         }
-        cn[j] = (float)s;
+        sc->cn[j] = (float)s;
+    }
+    return FGMM_OK;
+}
+
+/* The checks both paths make, then the shifted centroids (sc->mean == NULL when n == 0). */
+static int soar_begin(const char* who, fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda,
+                      const fgmm_idx_t* primary, int want_spill, fgmm_soar_cents* sc) {
+    memset(sc, 0, sizeof *sc);
+    if (!x) return fgmm_fail(FGMM_ERR_NULL, "%s: x is NULL", who);
+    if (!c) return fgmm_fail(FGMM_ERR_NULL, "%s: centroids is NULL", who);
+    if (!primary) return fgmm_fail(FGMM_ERR_NULL, "%s: primary is NULL", who);
+    if (n < 0) return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld", who, (long long)n);
+    if (k < (want_spill ? 2 : 1))
+        return fgmm_fail(FGMM_ERR_ARG, "%s: k = %d; a spill list needs k >= 2", who, k);
+    if (!(lambda >= 0) || !isfinite(lambda))
+        return fgmm_fail(FGMM_ERR_ARG, "%s: lambda = %g; must be finite and >= 0", who, lambda);
+    char what[96];
+    snprintf(what, sizeof what, "%s (centroids)", who);
+    fgmm_data cv = {c, k, d, FGMM_F32};
+    int rc = fgmm_data_check(&cv, what);
+    if (rc || n == 0) return rc;
+    fgmm_data xv = {x, n, d, FGMM_F32};
+    if ((rc = fgmm_data_check(&xv, who))) return rc;
+    return cents_make(sc, k, d, c, who);
+}
+
+int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda, fgmm_idx_t* primary,
+                     fgmm_idx_t* spill, float* d1, float* d2) {
+    fgmm_soar_cents sc;
+    int rc = soar_begin("fgmm_soar_assign", n, d, x, k, c, lambda, primary, spill != NULL, &sc);
+    if (rc || n == 0) return rc;
+    size_t rows = SPILL_BLOCK_BYTES / (2 * sizeof(float) * (size_t)k);
+    rows = rows < 16 ? 16 : rows > 8192 ? 8192 : rows;
+    if ((fgmm_idx_t)rows > n) rows = (size_t)n;
+    const double* mean = sc.mean;
+    const float *cs = sc.cs, *cn = sc.cn;                /* centroids - mean, ||cs||^2 */
+    float* xs = malloc(rows * d * sizeof(float));        /* block rows - mean, then unit residuals */
+    float* xn = malloc(rows * sizeof(float));
+    float* g = malloc(rows * (size_t)k * sizeof(float)); /* <xs, cs>, then distances */
+    float* h = spill ? malloc(rows * (size_t)k * sizeof(float)) : NULL; /* <r/||r||, cs> */
+    float* rx = spill ? malloc(rows * sizeof(float)) : NULL;            /* <r/||r||, xs> */
+    if (!xs || !xn || !g || (spill && (!h || !rx))) {
+        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_soar_assign: out of host memory (k = %d, d = %d)", k, d);
+        goto done;
     }
     for (fgmm_idx_t i0 = 0; i0 < n; i0 += (fgmm_idx_t)rows) {
         int b = (int)(n - i0 < (fgmm_idx_t)rows ? n - i0 : (fgmm_idx_t)rows);
@@ -135,6 +161,25 @@ int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* c,
         }
     }
 done:
-    free(mean); free(cs); free(cn); free(xs); free(xn); free(g); free(h); free(rx);
+    cents_free(&sc);
+    free(xs); free(xn); free(g); free(h); free(rx);
     return rc;
 }
+
+int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* c, float lambda,
+                         fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2) {
+    fgmm_soar_cents sc;
+    int rc = soar_begin("fgmm_soar_assign_gpu", n, d, x, k, c, lambda, primary, spill != NULL, &sc);
+    if (rc || n == 0) return rc;
+    rc = fgmm_soar_gpu(device, n, x, &sc, lambda, primary, spill, d1, d2);
+    cents_free(&sc);
+    return rc;
+}
+
+#ifndef FGMM_WITH_CUDA
+int fgmm_soar_gpu(int device, fgmm_idx_t n, const float* x, const fgmm_soar_cents* sc, float lambda,
+                  fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2) {
+    (void)device; (void)n; (void)x; (void)sc; (void)lambda; (void)primary; (void)spill; (void)d1; (void)d2;
+    return fgmm_fail(FGMM_ERR_NO_GPU, "fgmm_soar_assign_gpu: this build of flashgmm has no CUDA support");
+}
+#endif
