@@ -13,7 +13,9 @@
  *     --stop-recall R      stop a sweep at the first nprobe reaching recall@10 R (default 0.975)
  *     --methods m1,m2,...  (default: all below)
  *     --seeds s1,s2,...    one build of every quantizer per seed (default 1,2,3)
- *     --gmm-iter N --kmeans-iter N --lambda L --cov iso|diag --backend auto|cpu|gpu --max-rows N
+ *     --gmm-iter N --kmeans-iter N   (default 30 and 10 for the km and gmm methods; "default" takes
+ *                          fgmm_ivf_params_init's unless given)
+ *     --lambda L --cov iso|diag --backend auto|cpu|gpu --max-rows N
  *     --points-per-list P  the project's quantizers train on a sample of at most P points per list
  *     --out DIR            writes DIR/curves.csv, DIR/summary.md, caches DIR/gt100.ivecs
  *     --from-csv FILE      no build: the summary of curves saved in FILE (curves.csv rows, any mix of
@@ -190,7 +192,7 @@ static int load_csv(const char* path, method* ms, int* nm, int* seeds, int* ns, 
 
 int main(int argc, char** argv) {
     const char *data = NULL, *bname = NULL, *qname = NULL, *qfile = NULL, *out = "results", *codes = "Flat";
-    int nlist = 1024, norm = 0, gmm_iter = 30, km_iter = 10, probes[MAX_PROBES], np = 0;
+    int nlist = 1024, norm = 0, gmm_iter = -1, km_iter = -1, probes[MAX_PROBES], np = 0; /* -1: not given */
     idx_t holdout = 0, max_rows = 0;
     FgmmBackend backend = FGMM_BACKEND_AUTO;
     const char* probe_s = "1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256";
@@ -326,8 +328,8 @@ int main(int argc, char** argv) {
             if (faiss_index_factory(&index, d, spec, METRIC_L2)) die("faiss_index_factory");
             FgmmIvfParams p;
             fgmm_ivf_params_init(&p);
-            p.gmm.niter = gmm_iter;
-            p.gmm.kmeans_iter = km_iter;
+            if (gmm_iter >= 0 || !m->is_default) p.gmm.niter = gmm_iter >= 0 ? gmm_iter : 30;
+            if (km_iter >= 0 || !m->is_default) p.gmm.kmeans_iter = km_iter >= 0 ? km_iter : 10;
             p.gmm.backend = backend;
             p.gmm.seed = (uint64_t)seeds[si];
             p.gmm.covariance = cov;
