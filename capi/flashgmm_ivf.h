@@ -56,7 +56,8 @@ typedef enum FgmmSpillSelect {
 } FgmmSpillSelect;
 
 typedef struct FgmmIvfParams {
-    FgmmParams gmm;          ///< quantizer training (gmm.k is replaced by the index's nlist)
+    FgmmParams gmm;          ///< quantizer training (gmm.k is replaced by the index's nlist); default
+                             ///< fgmm_params_init's but niter = 90 (10 k-means + 90 EM; k-means: 100 Lloyd)
     FgmmQuantizer quantizer; ///< default FGMM_QUANT_AUTO: the GMM (best measured on SIFT), k-means on
                              ///< L2-normalised data (the GMM loses on GloVe: BENCHMARKS.md section 6)
     FgmmAssignRule rule;     ///< default FGMM_ASSIGN_SOAR

@@ -27,6 +27,7 @@ void fgmm_ivf_params_init(FgmmIvfParams* p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
     fgmm_params_init(&p->gmm);
+    p->gmm.niter = 90; /* the paper's warm start (10 k-means + 90 EM): better or equal on every measured set */
     p->quantizer = FGMM_QUANT_AUTO;
     p->rule = FGMM_ASSIGN_SOAR;
     p->primary = FGMM_PRIMARY_NEAREST;

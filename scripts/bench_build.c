@@ -18,7 +18,7 @@
  * Builds, per factory:
  *   faiss    index_factory, faiss_Index_train (FAISS's k-means: 10 iterations on at most 256 points per list;
  *            IVF-PQ: then the product quantizer), faiss_Index_add; all on the CPU's threads
- *   default  fgmm_ivf_params_init's build: a GMM quantizer trained on all rows (10 k-means + 30 EM), SOAR
+ *   default  fgmm_ivf_params_init's build: a GMM quantizer trained on all rows (10 k-means + 90 EM), SOAR
  *            spill for 1.5 lists per vector chosen by the GMM's second responsibility (fgmm_ivf_train,
  *            fgmm_ivf_add); on the GPU where present: the GMM, the nearest and SOAR lists, the
  *            responsibilities; FAISS's side (PQ training, adding to the lists, PQ encoding) on the CPU

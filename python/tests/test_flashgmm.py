@@ -181,7 +181,7 @@ class Binding(unittest.TestCase):
         _lib.lib.fgmm_ivf_params_init(ctypes.byref(p))
         g = p.gmm
         self.assertEqual((g.k, g.covariance, g.niter, g.kmeans_iter, g.tol, g.var_floor, g.min_count),
-                         (1024, 0, 30, 10, 0.0, 1e-4, 1.0))
+                         (1024, 0, 90, 10, 0.0, 1e-4, 1.0))
         self.assertEqual((g.max_init_points, g.seed, g.backend, g.precision, g.gpu_device, g.gpu_mem_limit,
                           g.n_gpus, bool(g.progress), g.progress_user), (0, 1234, 0, 0, 0, 0, 0, False, None))
         self.assertEqual((p.quantizer, p.rule, p.primary, p.tau, p.max_assign, p.soar_lambda, p.spill_target,
