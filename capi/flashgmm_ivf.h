@@ -97,7 +97,9 @@ int fgmm_ivf_set_gmm(FgmmIvf* ivf, const FgmmModel* gmm, idx_t n, const float* x
 /// Modifies the handle and the index: not beside any other call on them.
 /// Where the lists are chosen: on CUDA device gmm.gpu_device when gmm.backend is GPU, or AUTO and a
 /// device is present (the nearest and SOAR lists by fgmm_soar_assign_gpu, responsibilities by the GPU
-/// engine), else on the CPU; FAISS's own add (the copies, IVF-PQ's encoding) runs on the CPU.
+/// engine), else on the CPU. On that same device an IVF-PQ index (exactly IndexIVFPQ: by residual, 8-bit
+/// codes, sub-vectors of at most 32 dimensions) has its entries encoded too, as FAISS encodes them (up to
+/// float near-ties), and the codes appended to its lists; other indexes get FAISS's add_core on the CPU.
 /// Memory beside FAISS's own: the call's list choices (16-20 bytes per vector; 8 x max_assign for
 /// TAU and TOPM) and about 50 bytes per vector for up to 2^20 vectors at a time.
 int fgmm_ivf_add(FgmmIvf* ivf, idx_t n, const float* x, const idx_t* ids, idx_t* lists_added);

@@ -1,10 +1,13 @@
 // faiss_bridge.cpp: IVF operations behind a C header. FAISS's C API where it has the entry point
 // (add_core of IVF-Flat and IVF-SQ, list sizes and ids); C++ only for add_core of the other IVF
-// kinds (IVF-PQ) and for search_preassigned with per-call parameters. Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
+// kinds (IVF-PQ), for appending codes encoded elsewhere (IVF-PQ on the GPU: the fields its encoder
+// needs, then IndexIVF::add_core's append loop) and for search_preassigned with per-call parameters. Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
 // parameter, so the C++ call below reads the same).
 #include "faiss_bridge.h"
 
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/invlists/DirectMap.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/IndexScalarQuantizer_c.h>
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include <omp.h>
@@ -39,6 +43,59 @@ extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const fl
     } catch (const std::exception& e) {
         return fail(err, errlen, e.what());
     }
+    return 0;
+}
+
+extern "C" int fgmm_faiss_pq_codebook(const FaissIndex* index, int* M, const float** codebook) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return 0;
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    // exactly IndexIVFPQ: its subclasses (IndexIVFPQR: a refinement code) add more than the PQ code
+    if (typeid(*ivf) != typeid(faiss::IndexIVFPQ)) return 0;
+    const faiss::IndexIVFPQ* pq = static_cast<const faiss::IndexIVFPQ*>(ivf);
+    const faiss::ProductQuantizer& q = pq->pq;
+    if (!pq->is_trained || !pq->by_residual || pq->metric_type != faiss::METRIC_L2 || q.nbits != 8 ||
+        q.ksub != 256 || q.M * q.dsub != (size_t)pq->d || pq->code_size != q.M || !pq->invlists ||
+        pq->invlists->code_size != pq->code_size || q.centroids.size() != (size_t)256 * pq->d)
+        return 0;
+    *M = (int)q.M;
+    *codebook = q.centroids.data();
+    return 1;
+}
+
+extern "C" int fgmm_faiss_add_codes(FaissIndex* index, int64_t n, const uint8_t* codes, const int64_t* ids,
+                                    const int64_t* lists, char* err, size_t errlen) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(index);
+    if (!handle) return fail(err, errlen, "not an IndexIVF");
+    faiss::IndexIVF* ivf = reinterpret_cast<faiss::IndexIVF*>(handle);
+    const size_t cs = ivf->code_size;
+    std::string error;
+    try {
+        ivf->direct_map.check_can_add(ids);
+        faiss::DirectMapAdd dm(ivf->direct_map, (size_t)n, ids);
+#pragma omp parallel
+        {  // as IndexIVF::add_core: each thread appends to the lists l with l % threads == its rank, in order
+            int nt = omp_get_num_threads(), rank = omp_get_thread_num();
+            try {
+                for (int64_t i = 0; i < n; i++) {
+                    int64_t l = lists[i];
+                    if (l >= 0 && l % nt == rank) {
+                        size_t ofs = ivf->invlists->add_entry((size_t)l, ids[i], codes + (size_t)i * cs);
+                        dm.add((size_t)i, l, ofs);
+                    } else if (rank == 0 && l == -1) {
+                        dm.add((size_t)i, -1, 0);
+                    }
+                }
+            } catch (const std::exception& e) {
+#pragma omp critical(fgmm_bridge_error)
+                error = e.what();
+            }
+        }
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    if (!error.empty()) return fail(err, errlen, error.c_str());
+    ivf->ntotal += n;
     return 0;
 }
 

@@ -17,6 +17,17 @@ extern "C" {
 int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
                                const int64_t* lists, char* err, size_t errlen);
 
+/* 1 where the index is exactly an IndexIVFPQ whose adds encode what fgmm_pq_encode_gpu computes
+ * (trained, by_residual, L2, 8-bit codes: code_size = M bytes), with *M and *codebook = its
+ * pq.centroids (M x 256 x d / M floats, owned by the index); else 0 (nothing set). */
+int fgmm_faiss_pq_codebook(const FaissIndex* index, int* M, const float** codebook);
+
+/* Appends n precomputed codes (code_size bytes each) to the inverted lists as IndexIVF::add_core does
+ * after encoding: entry i to list lists[i] (-1: none) with id ids[i], the direct map updated, ntotal
+ * += n; each list gets its entries in the order given. On failure returns -1 with FAISS's message. */
+int fgmm_faiss_add_codes(FaissIndex* index, int64_t n, const uint8_t* codes, const int64_t* ids,
+                         const int64_t* lists, char* err, size_t errlen);
+
 /* IndexIVF::search_preassigned with nprobe passed per call (SearchParametersIVF), so that the
  * index is not modified and several threads may search it at once. assign / centroid_dis are
  * n x nprobe (the quantizer's answer), distances / labels n x k. */

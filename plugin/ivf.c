@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/error_c.h>
 #include <faiss/c_api/index_io_c.h>
@@ -20,6 +22,8 @@
 /* Vectors per planning batch (about 50 bytes each): one responsibility pass (an engine, on the GPU
  * one upload of the model) per batch. */
 #define IVF_PLAN_BATCH ((idx_t)1 << 20)
+/* Bytes of GPU-made PQ codes held at a time: one encoding call's share of the add. */
+#define IVF_GPU_CODE_BYTES ((size_t)64 << 20)
 /* Candidates per query at most (k x copies): bounds a search batch's buffers. */
 #define IVF_MAX_CANDIDATES ((idx_t)1 << 24)
 
@@ -269,9 +273,11 @@ int fgmm_ivf_set_gmm(FgmmIvf* h, const FgmmModel* gmm, idx_t n, const float* x) 
 /* Nearest list, SOAR list, d1, d2 for a batch: on the GPU where the GMM's params ask for one (backend
  * GPU, or AUTO) and one is present (the cost of an add at scale: two GEMMs of the rows against the
  * centroids), else on the CPU. */
+static int on_gpu(const FgmmIvf* h) { return h->p.gmm.backend != FGMM_BACKEND_CPU && fgmm_gpu_available(); }
+
 static int soar_lists(const FgmmIvf* h, idx_t b, const float* x, idx_t* prim, idx_t* soar, float* d1, float* d2) {
     const FgmmParams* g = &h->p.gmm;
-    if (g->backend != FGMM_BACKEND_CPU && fgmm_gpu_available())
+    if (on_gpu(h))
         return fgmm_soar_assign_gpu(g->gpu_device, b, h->d, x, h->nlist, h->cent, h->p.soar_lambda, prim, soar, d1, d2);
     return fgmm_soar_assign(b, h->d, x, h->nlist, h->cent, h->p.soar_lambda, prim, soar, d1, d2);
 }
@@ -385,6 +391,13 @@ static int apply_budget(FgmmIvf* h, idx_t n, idx_t* lists, const float* score) {
     return FGMM_OK;
 }
 
+/* IVF-PQ codes made on the GPU (fgmm_pq_encode_gpu) where the lists are chosen on one and the index is an
+ * IVF-PQ that it encodes as FAISS does (fgmm_faiss_pq_codebook: by residual, 8-bit, L2; sub-vectors of at
+ * most FGMM_PQ_GPU_MAX_DSUB): then *M and *codebook are set; else FAISS's add_core encodes on the CPU. */
+static int pq_on_gpu(const FgmmIvf* h, int* M, const float** codebook) {
+    return on_gpu(h) && fgmm_faiss_pq_codebook(h->index, M, codebook) && h->d / *M <= FGMM_PQ_GPU_MAX_DSUB;
+}
+
 int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* lists_added) {
     FGMM_CHECK_NULL(h);
     if (lists_added) *lists_added = 0;
@@ -401,12 +414,21 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld is too large for one call", (long long)n);
     idx_t bmax = n < IVF_BATCH ? n : IVF_BATCH;
+    int M = 0;
+    const float* codebook = NULL;
+    int gpu_pq = pq_on_gpu(h, &M, &codebook);
+    /* GPU codes: encoded `chunk` vectors at a time (a multiple of bmax), then appended by batch */
+    idx_t chunk = gpu_pq ? (idx_t)(IVF_GPU_CODE_BYTES / ((size_t)ma * M)) / bmax * bmax : n;
+    if (chunk < bmax) chunk = bmax;
     idx_t* lists = malloc((size_t)n * ma * sizeof(idx_t));
     float* score = budget ? malloc((size_t)n * sizeof(float)) : NULL;
-    float* xr = malloc((size_t)bmax * ma * d * sizeof(float));
+    float* xr = gpu_pq ? NULL : malloc((size_t)bmax * ma * d * sizeof(float));
+    uint8_t* codes = gpu_pq ? malloc((size_t)(chunk < n ? chunk : n) * ma * M) : NULL;
+    uint8_t* cr = gpu_pq ? malloc((size_t)bmax * ma * M) : NULL;
     idx_t* ir = malloc((size_t)bmax * ma * sizeof(idx_t));
     idx_t* lr = malloc((size_t)bmax * ma * sizeof(idx_t));
-    if (!lists || (budget && !score) || !xr || !ir || !lr) {
+    h->add_pq_gpu_s = 0;
+    if (!lists || (budget && !score) || (!gpu_pq && !xr) || (gpu_pq && (!codes || !cr)) || !ir || !lr) {
         rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_add: out of host memory for %lld vectors", (long long)n);
         goto done;
     }
@@ -417,25 +439,37 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     }
     if (budget && (rc = apply_budget(h, n, lists, score))) goto done;
     idx_t total = 0;
-    for (idx_t i0 = 0; i0 < n; i0 += bmax) {
-        idx_t b = n - i0 < bmax ? n - i0 : bmax;
-        idx_t m = 0; /* entries in this batch, grouped by rank so each vector's primary list comes first */
-        for (int t = 0; t < ma; t++)
-            for (idx_t i = i0; i < i0 + b; i++) {
-                idx_t l = lists[(size_t)i * ma + t];
-                if (l < 0) continue;
-                memcpy(xr + (size_t)m * d, x + (size_t)i * d, (size_t)d * sizeof(float));
-                ir[m] = ids ? ids[i] : h->next_id + i;
-                lr[m] = l;
-                m++;
-            }
-        char err[512];
-        if (fgmm_faiss_add_preassigned(h->index, m, xr, ir, lr, err, sizeof err)) {
-            rc = fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_add: %s", err);
+    for (idx_t c0 = 0; c0 < n; c0 += chunk) {
+        idx_t cn = n - c0 < chunk ? n - c0 : chunk;
+        double t0 = omp_get_wtime();
+        if (gpu_pq && (rc = fgmm_pq_encode_gpu(h->p.gmm.gpu_device, cn, d, x + (size_t)c0 * d, ma,
+                                               lists + (size_t)c0 * ma, h->nlist, h->cent, M, codebook, codes)))
             goto done;
+        for (idx_t i0 = c0; i0 < c0 + cn; i0 += bmax) {
+            idx_t b = c0 + cn - i0 < bmax ? c0 + cn - i0 : bmax;
+            idx_t m = 0; /* entries in this batch, grouped by rank so each vector's primary list comes first */
+            for (int t = 0; t < ma; t++)
+                for (idx_t i = i0; i < i0 + b; i++) {
+                    idx_t l = lists[(size_t)i * ma + t];
+                    if (l < 0) continue;
+                    if (gpu_pq)
+                        memcpy(cr + (size_t)m * M, codes + ((size_t)(i - c0) * ma + t) * M, (size_t)M);
+                    else
+                        memcpy(xr + (size_t)m * d, x + (size_t)i * d, (size_t)d * sizeof(float));
+                    ir[m] = ids ? ids[i] : h->next_id + i;
+                    lr[m] = l;
+                    m++;
+                }
+            char err[512];
+            if (gpu_pq ? fgmm_faiss_add_codes(h->index, m, cr, ir, lr, err, sizeof err)
+                       : fgmm_faiss_add_preassigned(h->index, m, xr, ir, lr, err, sizeof err)) {
+                rc = fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_add: %s", err);
+                goto done;
+            }
+            total += m;
+            h->n_entries += m; /* counted as they land: a failure part-way leaves the counts true */
         }
-        total += m;
-        h->n_entries += m; /* counted as they land: a failure part-way leaves the counts true */
+        if (gpu_pq) h->add_pq_gpu_s += omp_get_wtime() - t0;
     }
     h->n_vectors += n;
     if (ids) {
@@ -446,7 +480,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     }
     if (lists_added) *lists_added = total;
 done:
-    free(lists); free(score); free(xr); free(ir); free(lr);
+    free(lists); free(score); free(xr); free(codes); free(cr); free(ir); free(lr);
     return rc;
 }
 

@@ -20,6 +20,8 @@ struct FgmmIvf {
     int64_t next_id;
     int has_threshold; /* spill_target: the score threshold, set by the first add */
     double threshold;
+    double add_pq_gpu_s; /* the last fgmm_ivf_add's seconds in IVF-PQ encoding on the GPU and appending the
+                          * codes (0: FAISS's add_core encoded; read by scripts/bench_build.c) */
 };
 
 /* FGMM_ERR_FAISS with FAISS's last message, prefixed by what. */

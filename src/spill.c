@@ -176,7 +176,28 @@ int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k,
     return rc;
 }
 
+int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,
+                       const float* cent, int M, const float* codebook, uint8_t* codes) {
+    static const char* who = "fgmm_pq_encode_gpu";
+    if (!x || !lists || !cent || !codebook || !codes) return fgmm_fail(FGMM_ERR_NULL, "%s: a NULL argument", who);
+    if (n < 0 || d < 1 || ma < 1 || nlist < 1 || M < 1 || d % M || d / M > FGMM_PQ_GPU_MAX_DSUB)
+        return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld, d = %d, ma = %d, nlist = %d, M = %d (need d = M x dsub, "
+                         "dsub <= %d)", who, (long long)n, d, ma, nlist, M, FGMM_PQ_GPU_MAX_DSUB);
+    for (fgmm_idx_t i = 0; i < n * ma; i++)
+        if (lists[i] >= nlist)
+            return fgmm_fail(FGMM_ERR_ARG, "%s: entry %lld has list %lld; nlist = %d", who, (long long)i,
+                             (long long)lists[i], nlist);
+    return n ? fgmm_pq_gpu(device, n, d, x, ma, lists, nlist, cent, M, codebook, codes) : FGMM_OK;
+}
+
 #ifndef FGMM_WITH_CUDA
+int fgmm_pq_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,
+                const float* cent, int M, const float* codebook, uint8_t* codes) {
+    (void)device; (void)n; (void)d; (void)x; (void)ma; (void)lists; (void)nlist; (void)cent; (void)M; (void)codebook;
+    (void)codes;
+    return fgmm_fail(FGMM_ERR_NO_GPU, "fgmm_pq_encode_gpu: this build of flashgmm has no CUDA support");
+}
+
 int fgmm_soar_gpu(int device, fgmm_idx_t n, const float* x, const fgmm_soar_cents* sc, float lambda,
                   fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2) {
     (void)device; (void)n; (void)x; (void)sc; (void)lambda; (void)primary; (void)spill; (void)d1; (void)d2;

@@ -2,6 +2,7 @@
 // Every test skips where no CUDA device exists.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -802,5 +803,110 @@ TEST(GpuSoar, BadInputIsACodeNotACrash) {
     } else {
         EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 2, x, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_NO_GPU);
         EXPECT_GT(std::strlen(fgmm_get_last_error()), 0u);
+    }
+}
+
+namespace {
+// The nearest codeword (ties to the lower) of sub-vector m of x - c computed as FAISS does (the residual in
+// float), its distance in double; dist_to gives the double distance to a given codeword.
+struct PqRef {
+    int d, M, dsub;
+    const float* cb;
+    void residual(const float* x, const float* c, float* r) const {
+        for (int j = 0; j < d; j++) r[j] = x[j] - c[j];
+    }
+    double dist_to(const float* r, int m, int code) const {
+        double s = 0;
+        for (int k = 0; k < dsub; k++) {
+            double e = (double)r[m * dsub + k] - cb[((size_t)m * 256 + code) * dsub + k];
+            s += e * e;
+        }
+        return s;
+    }
+    int nearest(const float* r, int m) const {
+        int a = 0;
+        double best = dist_to(r, m, 0);
+        for (int j = 1; j < 256; j++) {
+            double v = dist_to(r, m, j);
+            if (v < best) best = v, a = j;
+        }
+        return a;
+    }
+};
+}  // namespace
+
+// fgmm_pq_encode_gpu against a double-precision reference: every code the nearest codeword of its entry's
+// residual but for float near-ties (1e-4 relative), rarely; entries without a list left untouched; every
+// kernel width (dsub 1 .. 32) and n not a multiple of the block.
+TEST(GpuPq, MatchesReferenceUpToNearTies) {
+    REQUIRE_GPU();
+    struct Case {
+        int64_t n;
+        int d, M, ma, nlist;
+    } cases[] = {{20011, 32, 8, 2, 64}, {20011, 96, 16, 2, 300}, {7001, 128, 16, 3, 64}, {5003, 48, 4, 1, 7},
+                 {3001, 64, 2, 2, 5}, {3001, 20, 20, 2, 9}};
+    for (const Case& cs : cases) {
+        std::vector<float> x, c, cb;
+        soar_data(cs.n, cs.d, cs.nlist, 0.0f, 11 + cs.d, &x, &c);
+        std::mt19937_64 g(cs.M);
+        std::normal_distribution<float> nd;
+        cb.resize((size_t)256 * cs.d);
+        for (auto& v : cb) v = nd(g) * 1.2f;
+        std::vector<fgmm_idx_t> lists((size_t)cs.n * cs.ma);
+        for (size_t i = 0; i < lists.size(); i++)
+            lists[i] = i % cs.ma && g() % 3 == 0 ? -1 : (fgmm_idx_t)(g() % cs.nlist);  // some spilled copies absent
+        std::vector<uint8_t> codes(lists.size() * cs.M, 0xAB);
+        ASSERT_EQ(fgmm_pq_encode_gpu(0, cs.n, cs.d, x.data(), cs.ma, lists.data(), cs.nlist, c.data(), cs.M, cb.data(),
+                                     codes.data()), 0) << fgmm_get_last_error();
+        PqRef ref{cs.d, cs.M, cs.d / cs.M, cb.data()};
+        std::vector<float> r(cs.d);
+        int64_t differ = 0, untouched = 0;
+        std::string what = "d " + std::to_string(cs.d) + " M " + std::to_string(cs.M);
+        for (size_t e = 0; e < lists.size(); e++) {
+            const uint8_t* code = codes.data() + e * cs.M;
+            if (lists[e] < 0) {
+                for (int m = 0; m < cs.M; m++) untouched += code[m] == 0xAB;
+                continue;
+            }
+            ref.residual(x.data() + e / cs.ma * cs.d, c.data() + lists[e] * cs.d, r.data());
+            for (int m = 0; m < cs.M; m++) {
+                int want = ref.nearest(r.data(), m);
+                if (code[m] == want) continue;
+                differ++;
+                double dg = ref.dist_to(r.data(), m, code[m]), dc = ref.dist_to(r.data(), m, want);
+                EXPECT_LE(dg - dc, 1e-4 * dc + 1e-6) << what << " entry " << e << " m " << m;
+            }
+        }
+        int64_t absent = std::count(lists.begin(), lists.end(), (fgmm_idx_t)-1);
+        EXPECT_EQ(untouched, absent * cs.M) << what;
+        EXPECT_LE(differ, (int64_t)lists.size() * cs.M / 1000) << what;
+    }
+}
+
+// Bad arguments are codes with messages (no device needed); a valid call without a device is FGMM_ERR_NO_GPU.
+TEST(GpuPq, BadInputIsACodeNotACrash) {
+    std::vector<float> x(2 * 8, 0.5f), c(2 * 8, 0.0f), cb(256 * 8, 1.0f);
+    std::vector<fgmm_idx_t> lists = {0, 1};
+    std::vector<uint8_t> codes(2 * 4);
+    EXPECT_EQ(fgmm_pq_encode_gpu(0, 2, 8, nullptr, 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),
+              FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_pq_encode_gpu(0, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 3, cb.data(), codes.data()),
+              FGMM_ERR_ARG);  // d not a multiple of M
+    EXPECT_EQ(fgmm_pq_encode_gpu(0, 2, 66, x.data(), 1, lists.data(), 2, c.data(), 1, cb.data(), codes.data()),
+              FGMM_ERR_ARG);  // dsub > 32
+    lists[1] = 2;
+    EXPECT_EQ(fgmm_pq_encode_gpu(0, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),
+              FGMM_ERR_ARG);  // list out of range
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("nlist = 2"), std::string::npos);
+    lists[1] = 1;
+    EXPECT_EQ(fgmm_pq_encode_gpu(0, 0, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()), 0);
+    if (fgmm_gpu_available()) {
+        EXPECT_EQ(fgmm_pq_encode_gpu(99, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),
+                  FGMM_ERR_ARG);
+        ASSERT_EQ(fgmm_pq_encode_gpu(0, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()), 0);
+        EXPECT_EQ(codes, std::vector<uint8_t>(8, 0));  // every codeword equally near: the first
+    } else {
+        EXPECT_EQ(fgmm_pq_encode_gpu(0, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),
+                  FGMM_ERR_NO_GPU);
     }
 }
