@@ -58,6 +58,7 @@ int fgmm_pq_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const f
                                   c.st)) ||
             (ce = cudaMemcpyAsync(b.lists, lists + (size_t)i0 * ma, (size_t)m * ma * sizeof(long long),
                                   cudaMemcpyHostToDevice, c.st)) ||
+            (what = "clearing codes", ce = cudaMemsetAsync(b.codes, 0, (size_t)m * ma * M, c.st)) ||
             (what = "pq_encode",
              ce = (cudaError_t)fgmm_pq_encode(b.x, b.lists, m, ma, d, d / M, b.cent, b.cb, M, b.codes, c.st)) ||
             (what = "downloading codes",

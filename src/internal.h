@@ -176,7 +176,7 @@ int fgmm_soar_gpu(int device, fgmm_idx_t n, const float* x, const fgmm_soar_cent
 /* IVF-PQ codes on CUDA device `device` (spill.c checks the arguments, gpu_pq.c runs them; FGMM_ERR_NO_GPU in
  * a build without CUDA): for n rows x
  * (n x d) with ma lists each (lists: n x ma, -1 = none), the 8-bit code of each entry's residual
- * x_i - cent[list] (cent: nlist x d) into codes[(i ma + r) M .. + M) (entries without a list: unset),
+ * x_i - cent[list] (cent: nlist x d) into codes[(i ma + r) M .. + M) (entries without a list: zeros),
  * as FAISS's IndexIVFPQ encodes it (by residual, float, nearest codeword, ties to the lower). codebook:
  * M x 256 x (d / M), FAISS's pq.centroids; d / M at most 32 (FGMM_PQ_GPU_MAX_DSUB). */
 #define FGMM_PQ_GPU_MAX_DSUB 32
