@@ -19,6 +19,14 @@
 
 #include "internal.h"
 
+/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
+ * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#else
+#define HOT_CLONES
+#endif
+
 /* Rows per block: the two rows x k float buffers take about BLOCK_BYTES. Large blocks mean few
  * sgemm calls and OpenMP regions per E-step (each costs a thread hand-off; on a 16-vCPU VM small
  * 2048-row blocks made 16 threads slower than one). */
@@ -185,7 +193,7 @@ static inline float exp_nonpos(float x) {
  * r <- log-density c_k - q_k * half_prec_k, and returns log sum_k exp(r_k); to_resp: r <- exp(r - that).
  * Isotropic q = ||x||^2 + ||mu||^2 - 2 x.mu, diagonal sum x^2/v - 2 x mu/v + mu^2/v: both >= 0 exactly,
  * the clamp takes the expansion's rounding. Compiled for AVX2 + FMA too (picked at run time). */
-__attribute__((target_clones("avx2,fma", "default")))
+HOT_CLONES
 static double row_lse(float* restrict g, float* restrict r, const float* restrict kn, const float* restrict hp,
                       const float* restrict c, float xn, int k, int to_resp) {
     float mx = -FLT_MAX;
@@ -245,7 +253,7 @@ static void add_rtx(cpu_scratch* s, int k, int d, int b, const float* x, double*
 
 /* For w <= COL_CHUNK columns of b rows (pitch k): nk[j] += sum_i r_ij and, if s2, s2[j] += sum_i r_ij g_ij,
  * summed in double in row order (the same for any thread count). */
-__attribute__((target_clones("avx2,fma", "default")))
+HOT_CLONES
 static void col_sums(const float* r, const float* g, int k, int b, int w, double* nk, double* s2) {
     double an[COL_CHUNK] = {0}, as[COL_CHUNK] = {0};
     for (int i = 0; i < b; i++) {
