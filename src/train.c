@@ -72,6 +72,18 @@ static double now_s(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* FGMM_TRACE=1: the seconds of each step of a training on stderr, from the previous mark. */
+static void trace(double* mark, const char* what) {
+    static int on = -1;
+    if (on < 0) {
+        const char* e = getenv("FGMM_TRACE");
+        on = e && *e && strcmp(e, "0");
+    }
+    double t = now_s();
+    if (on) fprintf(stderr, "fgmm trace: %-34s %8.4f s\n", what, t - *mark);
+    *mark = t;
+}
+
 typedef struct trainer {
     const FgmmParams* p;
     fgmm_data x;      /* this rank's rows */
@@ -82,6 +94,7 @@ typedef struct trainer {
     float* sample; /* ns x d rows, sorted sampled ids: seeding and re-seeding pool */
     fgmm_idx_t ns;
     double mean_var; /* data's mean per-dimension variance */
+    double* mark;    /* FGMM_TRACE: the time of the last traced step */
     float* tmp_ll;   /* ns */
     uint64_t rng;
 } trainer;
@@ -460,12 +473,14 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
      * not depend on rounding: all ranks widen it or none. */
     rc = kmeanspp(t, cent);
     if (rc == FGMM_ERR_DATA && t->ns < t->n_all && !(rc = widen_sample(t))) rc = kmeanspp(t, cent);
+    trace(t->mark, "k-means++ seeding");
     /* The draws' sums are in an order that depends on the thread count: rank 0's seeds for all. */
     if ((rc = comm_bcast(t, cent, (size_t)k * d * sizeof(float), rc))) goto done;
     /* One pass more than kmeans_iter: the last one only sets the GMM's start. */
     for (int it = 0; it <= t->p->kmeans_iter; it++) {
         rc = t->eng->ops->kmeans(t->eng, &t->x, cent, k, &st);
         if ((rc = comm_sum_stats(t, &st, rc))) goto done;
+        if (it == 0) trace(t->mark, "first k-means pass (scan, upload)");
         int ne = 0;
         for (int j = 0; j < k; j++) {
             double nj = st.nk[j];
@@ -606,8 +621,11 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
                       : fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d > n = %lld rows", p->k, (long long)t.n_all);
         goto done;
     }
+    double mark = t0;
     rc = fgmm_data_check(&t.x, "fgmm_train");
+    trace(&mark, "data check (finite values)");
     if ((rc = data_mean_var(&t, rc))) goto done;
+    trace(&mark, "data variance");
     rc = FGMM_ERR_DATA; /* the checks below are alike on every rank */
     if (!(t.mean_var > 0)) {
         fgmm_fail(rc, "fgmm_train: data has zero variance (all rows identical)");
@@ -630,9 +648,13 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     memset(info, 0, sizeof *info);
     if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) goto done;
     if ((rc = fgmm_engine_create(&t.eng, p))) goto done;
+    trace(&mark, "engine");
     info->backend = t.eng->ops->name;
     if ((rc = draw_sample(&t))) goto done;
+    trace(&mark, "seeding sample");
+    t.mark = &mark;
     if ((rc = run_kmeans(&t, g, info))) goto done;
+    trace(&mark, "other k-means iterations");
     if ((rc = fgmm_stats_alloc(&st, p->k, d, p->covariance == FGMM_COV_DIAGONAL))) goto done;
     double prev = -INFINITY;
     /* The engine's own EM iteration keeps the model on the device (the GPU backend, fast mode);
@@ -682,10 +704,12 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
         }
         prev = ll;
     }
+    trace(&mark, "EM iterations");
     if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
     rc = t.eng->ops->estep(t.eng, &t.x, g, &st);
     if ((rc = comm_sum(&t, &st.obj, 1, rc))) goto done;
     info->mean_loglik = st.obj / t.n_all;
+    trace(&mark, "final E-step");
 done:
     /* A failure on this rank alone: the others learn of it at their next collective. */
     if (rc && comm && !comm->agreed) comm->sum(comm, NULL, 0, rc);
