@@ -151,8 +151,10 @@ void fgmm_engine_destroy(fgmm_engine* e);
 /* Bytes per value of a dtype (FGMM_I32 included). */
 static inline size_t fgmm_dtype_size(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }
 
-/* Checks a data view (NULL, d, n) and that every value is finite. */
+/* Checks a data view (NULL, d, n, dtype) and that every value is finite. */
 int fgmm_data_check(const fgmm_data* x, const char* who);
+/* The same without reading the values. */
+int fgmm_data_check_shape(const fgmm_data* x, const char* who);
 /* Row i converted to float. */
 void fgmm_data_row(const fgmm_data* x, fgmm_idx_t i, float* out);
 

@@ -195,12 +195,18 @@ void fgmm_stats_free(fgmm_stats* s) {
     s->nk = s->s1 = s->s2 = NULL;
 }
 
-int fgmm_data_check(const fgmm_data* x, const char* who) {
+int fgmm_data_check_shape(const fgmm_data* x, const char* who) {
     if (!x->x) return fgmm_fail(FGMM_ERR_NULL, "%s: x is NULL", who);
     if (x->n < 1) return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld; need at least one row", who, (long long)x->n);
     if (x->d < 1 || x->d > FGMM_MAX_DIM) return fgmm_fail(FGMM_ERR_ARG, "%s: d = %d out of range", who, x->d);
-    if (x->dtype == FGMM_U8) return FGMM_OK;
-    if (x->dtype != FGMM_F32) return fgmm_fail(FGMM_ERR_ARG, "%s: unknown dtype %d", who, (int)x->dtype);
+    if (x->dtype != FGMM_U8 && x->dtype != FGMM_F32)
+        return fgmm_fail(FGMM_ERR_ARG, "%s: unknown dtype %d", who, (int)x->dtype);
+    return FGMM_OK;
+}
+
+int fgmm_data_check(const fgmm_data* x, const char* who) {
+    int rc = fgmm_data_check_shape(x, who);
+    if (rc || x->dtype == FGMM_U8) return rc;
     const float* v = x->x;
     size_t total = (size_t)x->n * x->d;
     size_t bad = (size_t)-1;

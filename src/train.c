@@ -195,13 +195,18 @@ static int data_moments(const fgmm_data* x, double* mom) {
 }
 
 /* The mean per-dimension variance of the rows of all ranks (their moments merged in rank order), into
- * t->mean_var. status: this rank's outcome so far (its rows are not read unless it is 0). */
+ * t->mean_var. status: this rank's outcome so far (its rows are not read unless it is 0). The same
+ * pass checks the values: a double sum of float terms is finite unless a term is not (|x| <= 3.4e38,
+ * so x^2 and n of them stay far below the double range); then fgmm_data_check finds and names it. */
 static int data_mean_var(trainer* t, int status) {
     const int d = t->d, np = t->comm ? t->comm->size : 1, me = t->comm ? t->comm->rank : 0;
     const size_t len = 1 + 2 * (size_t)d;
     double* mom = calloc((size_t)np * len, sizeof(double));
     if (!status && (!mom || data_moments(&t->x, mom + (size_t)me * len)))
         status = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    for (size_t j = 0; !status && j < len; j++)
+        if (!isfinite(mom[(size_t)me * len + j]) && !(status = fgmm_data_check(&t->x, "fgmm_train")))
+            status = fgmm_fail(FGMM_ERR_DATA, "fgmm_train: the data's moments are not finite");
     int rc = comm_gather_rows(t, mom, NULL, len * sizeof(double), status);
     if (!rc) {
         double v = 0;
@@ -622,10 +627,9 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
         goto done;
     }
     double mark = t0;
-    rc = fgmm_data_check(&t.x, "fgmm_train");
-    trace(&mark, "data check (finite values)");
+    rc = fgmm_data_check_shape(&t.x, "fgmm_train");
     if ((rc = data_mean_var(&t, rc))) goto done;
-    trace(&mark, "data variance");
+    trace(&mark, "data variance (and finite values)");
     rc = FGMM_ERR_DATA; /* the checks below are alike on every rank */
     if (!(t.mean_var > 0)) {
         fgmm_fail(rc, "fgmm_train: data has zero variance (all rows identical)");
