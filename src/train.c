@@ -268,8 +268,9 @@ static int draw_sample(trainer* t) {
     if (!t->sample || !t->tmp_ll) {
         rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %lld sampled rows", (long long)ns);
     } else {
-        for (i = part[me]; i < part[me + 1]; i++)
-            fgmm_data_row(&t->x, ids[i] - row0[me], t->sample + (size_t)i * t->d);
+#pragma omp parallel for schedule(static)
+        for (fgmm_idx_t j = part[me]; j < part[me + 1]; j++) /* scattered rows: in parallel */
+            fgmm_data_row(&t->x, ids[j] - row0[me], t->sample + (size_t)j * t->d);
         t->ns = ns;
         rc = comm_gather_rows(t, t->sample, part, (size_t)t->d * sizeof(float), FGMM_OK);
     }
