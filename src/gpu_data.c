@@ -134,6 +134,50 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
 }
 
 /* Calls fn on device-resident row ranges covering all of x; prepared formats require fgmm_gpu_resident_fits. */
+/* The two pinned staging buffers, at least bytes each (contents are not kept). */
+static int pinned_pair(gpu_impl* g, size_t bytes) {
+    if (g->pinned_cap >= bytes) return FGMM_OK;
+    for (int i = 0; i < 2; i++) {
+        if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
+        g->pinned[i] = NULL;
+    }
+    g->pinned_cap = 0;
+    CU(cudaMallocHost(&g->pinned[0], bytes));
+    CU(cudaMallocHost(&g->pinned[1], bytes));
+    g->pinned_cap = bytes;
+    return FGMM_OK;
+}
+
+/* Host -> pinned staging in parallel: one core's memcpy is the bottleneck of an upload. */
+static void stage_copy(char* dst, const char* src, size_t bytes) {
+    const size_t piece = (size_t)4 << 20;
+    long long pieces = (long long)((bytes + piece - 1) / piece);
+#pragma omp parallel for
+    for (long long q = 0; q < pieces; q++) {
+        size_t off = (size_t)q * piece;
+        memcpy(dst + off, src + off, bytes - off < piece ? bytes - off : piece);
+    }
+}
+
+/* bytes from host src to device dst through the pinned pair, 16 MB at a time on g->st (a piece's
+ * staging overlaps the previous piece's DMA): a pageable copy of the same size runs at a fraction
+ * of the link's speed. Returns when the last DMA has landed (the pinned pair is free again). */
+static int upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes) {
+    const size_t piece = (size_t)16 << 20;
+    int rc = pinned_pair(g, piece < bytes ? piece : bytes);
+    if (rc) return rc;
+    for (size_t off = 0, q = 0; off < bytes; off += piece, q++) {
+        int b = (int)(q & 1);
+        size_t nb = bytes - off < piece ? bytes - off : piece;
+        CU(cudaEventSynchronize(g->copied[b])); /* the DMA out of this buffer (piece q - 2) has landed */
+        stage_copy(g->pinned[b], (const char*)src + off, nb);
+        CU(cudaMemcpyAsync((char*)dst + off, g->pinned[b], nb, cudaMemcpyHostToDevice, g->st));
+        CU(cudaEventRecord(g->copied[b], g->st));
+    }
+    CU(cudaStreamSynchronize(g->st));
+    return FGMM_OK;
+}
+
 int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx) {
     size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
     if (is_resident(g, x, fmt)) return resident_ranges(g, x, fn, ctx);
@@ -146,7 +190,7 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
         g->host_x = NULL;
         int rc = fgmm_gpu_dgrow(&g->data, total, "the data");
         if (rc) return rc;
-        CU(cudaMemcpyAsync(g->data.p, x->x, total, cudaMemcpyHostToDevice, g->st)); /* ordered before the kernels */
+        if ((rc = upload_staged(g, g->data.p, x->x, total))) return rc;
         g->host_x = x->x;
         g->host_n = x->n;
         g->host_d = x->d;
@@ -162,32 +206,13 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
     int rc;
     if ((rc = fgmm_gpu_dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = fgmm_gpu_dgrow(&g->chunk[1], cb, "stream chunk")))
         return rc;
-    if (g->pinned_cap < cb) {
-        for (int i = 0; i < 2; i++) {
-            if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
-            g->pinned[i] = NULL;
-        }
-        g->pinned_cap = 0;
-        CU(cudaMallocHost(&g->pinned[0], cb));
-        CU(cudaMallocHost(&g->pinned[1], cb));
-        g->pinned_cap = cb;
-    }
+    if ((rc = pinned_pair(g, cb))) return rc;
     long long nchunks = (x->n + rows - 1) / rows;
     for (long long c = 0; c < nchunks; c++) {
         int b = (int)(c & 1);
         long long r0 = c * rows, nr = x->n - r0 < rows ? x->n - r0 : rows;
         CU(cudaEventSynchronize(g->consumed[b])); /* compute on this buffer (chunk c-2) finished */
-        { /* host -> pinned staging in parallel: one core's memcpy is the bottleneck of streaming */
-            const char* src = (const char*)x->x + (size_t)r0 * row_bytes;
-            char* dst = g->pinned[b];
-            size_t bytes = (size_t)nr * row_bytes, piece = (size_t)4 << 20;
-            long long pieces = (long long)((bytes + piece - 1) / piece);
-#pragma omp parallel for
-            for (long long q = 0; q < pieces; q++) {
-                size_t off = (size_t)q * piece;
-                memcpy(dst + off, src + off, bytes - off < piece ? bytes - off : piece);
-            }
-        }
+        stage_copy(g->pinned[b], (const char*)x->x + (size_t)r0 * row_bytes, (size_t)nr * row_bytes);
         CU(cudaMemcpyAsync(g->chunk[b].p, g->pinned[b], (size_t)nr * row_bytes, cudaMemcpyHostToDevice, g->copy_st));
         CU(cudaEventRecord(g->copied[b], g->copy_st));
         CU(cudaStreamWaitEvent(g->st, g->copied[b], 0));
