@@ -26,6 +26,7 @@
  *       on the host with FGMM_GPU_MSTEP=host) and on the CPU (N <= 200k); also the median ms per EM iteration.
  *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
  *   bench_estep --train-diag NxKxD   the same with diagonal covariance.
+ *   bench_estep --train-gpus NxKxD G   fgmm_train on 1 GPU, then on G GPUs of this process (n_gpus, NCCL).
  *   bench_estep --diag NxKxD    diagonal covariance E-step: GPU default (fused where 2d <= 128) and cuBLAS, vs CPU.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
@@ -237,6 +238,44 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
     return 0;
 }
 
+/* fgmm_train on 1 GPU and on G GPUs of this process (FgmmParams.n_gpus, NCCL), the same data and
+ * seed: seconds, EM iteration time, log-likelihood and the largest difference of the means. */
+static int gpus_mode(const char* shape, int gpus) {
+    long long n;
+    int k, d;
+    if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3 || gpus < 1) return 2;
+    float* x = make_f32(n, d);
+    FgmmModel* one = NULL;
+    printf("| GPUs | N x K x D | seconds | ms per EM iteration | final mean log-likelihood | max |mean - 1 GPU's| |\n"
+           "|---:|---|---:|---:|---:|---:|\n");
+    for (int g = 1; g <= gpus; g = g == 1 && gpus > 1 ? gpus : g + gpus) {
+        FgmmParams p;
+        fgmm_params_init(&p);
+        p.k = k;
+        p.backend = FGMM_BACKEND_GPU;
+        p.n_gpus = g;
+        p.progress = train_progress;
+        em_clock clk = {.n = 0};
+        p.progress_user = &clk;
+        FgmmModel* m = NULL;
+        FgmmTrainInfo info;
+        if (fgmm_train(&p, n, d, FGMM_F32, x, &m, &info)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        double dmax = 0;
+        for (size_t i = 0; one && i < (size_t)k * d; i++) {
+            double v = fabs((double)fgmm_model_means(m)[i] - fgmm_model_means(one)[i]);
+            dmax = v > dmax ? v : dmax;
+        }
+        printf("| %d | %lld x %d x %d | %.2f | %.2f | %.5f | %.2e |\n", g, n, k, d, info.seconds, em_iter_ms(&clk),
+               info.mean_loglik, dmax);
+        fflush(stdout);
+        if (!one) one = m;
+        else fgmm_model_free(m);
+    }
+    fgmm_model_free(one);
+    free(x);
+    return 0;
+}
+
 /* top-4 assignment (what fgmm_ivf_add needs), GPU on all rows vs CPU on a 100k-row slice */
 static int assign_mode(const char* shape) {
     long long n;
@@ -319,6 +358,7 @@ int main(int argc, char** argv) {
         if (!strcmp(argv[i], "--stream")) return stream_mode(argv[i + 1], mem_mb);
         if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1], FGMM_COV_ISOTROPIC);
         if (!strcmp(argv[i], "--train-diag")) return train_mode(argv[i + 1], FGMM_COV_DIAGONAL);
+        if (!strcmp(argv[i], "--train-gpus") && i + 2 < argc) return gpus_mode(argv[i + 1], atoi(argv[i + 2]));
         if (!strcmp(argv[i], "--assign")) return assign_mode(argv[i + 1]);
         if (!strcmp(argv[i], "--diag")) return diag_mode(argv[i + 1]);
     }

@@ -563,9 +563,12 @@ TEST(GpuNccl, SeveralRanksMatchOneUpToReductionOrder) {
         FgmmParams one = gpu_params(k, FGMM_PREC_EXACT), many = one;
         many.n_gpus = ranks;
         Got a = run_estep(m, one, n, FGMM_F32, x.data()), b = run_estep(m, many, n, FGMM_F32, x.data());
-        EXPECT_LT(rel_err(b.nk.data(), a.nk.data(), k), 1e-9) << ranks;
-        EXPECT_LT(rel_err(b.mu.data(), a.mu.data(), a.mu.size()), 1e-9) << ranks;
-        EXPECT_LT(rel_err(b.sig.data(), a.sig.data(), k), 1e-9) << ranks;
+        // Each GPU's shard starts a new row tile, and the kernels sum a tile's rows in float before the
+        // double accumulators: sharding regroups those float sums (measured on 2 H200s: nk 1.0e-8, mu
+        // 1.8e-7, sig 9.1e-9 relative; the 1e-9 written before a 2-GPU machine existed was too tight).
+        EXPECT_LT(rel_err(b.nk.data(), a.nk.data(), k), 1e-6) << ranks;
+        EXPECT_LT(rel_err(b.mu.data(), a.mu.data(), a.mu.size()), 1e-6) << ranks;
+        EXPECT_LT(rel_err(b.sig.data(), a.sig.data(), k), 1e-6) << ranks;
         EXPECT_NEAR(b.ll, a.ll, 1e-12 * std::fabs(a.ll)) << ranks;
         fgmm_model_free(m);
     }
