@@ -55,8 +55,7 @@ typedef struct cpu_model {
     float* b2;   /* diagonal: -2 mu / var (k x d) */
     float* kn;   /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
     float* half_prec; /* isotropic: 1/(2 var_k) */
-    double* c;
-    float* cf;   /* c in float (what the row pass reads) */
+    float* c;    /* log w_k + the log-density's constant, in float (what the row pass reads) */
 } cpu_model;
 
 static void scratch_free(cpu_scratch* s) {
@@ -85,7 +84,7 @@ static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
 }
 
 static void model_free(cpu_model* m) {
-    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c); free(m->cf);
+    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
     memset(m, 0, sizeof *m);
 }
 
@@ -108,14 +107,16 @@ static int model_prepare(cpu_model* cm, const FgmmModel* m) {
     cm->b2 = cm->diag ? malloc(kd * sizeof(float)) : NULL;
     cm->kn = malloc((size_t)k * sizeof(float));
     cm->half_prec = malloc((size_t)k * sizeof(float));
-    cm->c = malloc((size_t)k * sizeof(double));
-    cm->cf = malloc((size_t)k * sizeof(float));
-    if (!cm->ctr || !cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c || !cm->cf) {
+    cm->c = malloc((size_t)k * sizeof(float));
+    double* c = malloc((size_t)k * sizeof(double));
+    if (!cm->ctr || !cm->b1 || (cm->diag && !cm->b2) || !cm->kn || !cm->half_prec || !cm->c || !c) {
+        free(c);
         model_free(cm);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
-    fgmm_model_logconst(m, cm->c);
-    for (int j = 0; j < k; j++) cm->cf[j] = (float)cm->c[j];
+    fgmm_model_logconst(m, c);
+    for (int j = 0; j < k; j++) cm->c[j] = (float)c[j];
+    free(c);
     centre_of(m->mu, m->w, k, d, cm->ctr);
     for (int j = 0; j < k; j++) {
         const float* mu = m->mu + (size_t)j * d;
@@ -234,7 +235,7 @@ static void block_rows(cpu_scratch* s, const cpu_model* cm, const float* xb, int
     }
 #pragma omp parallel for
     for (int i = 0; i < b; i++)
-        s->logz[i] = row_lse(s->g + (size_t)i * k, s->r + (size_t)i * k, cm->kn, cm->half_prec, cm->cf,
+        s->logz[i] = row_lse(s->g + (size_t)i * k, s->r + (size_t)i * k, cm->kn, cm->half_prec, cm->c,
                              cm->diag ? 0.0f : s->xn[i], k, to_resp);
 }
 
