@@ -248,7 +248,9 @@ static int gpus_mode(const char* shape, int gpus) {
     FgmmModel* one = NULL;
     printf("| GPUs | N x K x D | seconds | ms per EM iteration | final mean log-likelihood | max |mean - 1 GPU's| |\n"
            "|---:|---|---:|---:|---:|---:|\n");
-    for (int g = 1; g <= gpus; g = g == 1 && gpus > 1 ? gpus : g + gpus) {
+    const int runs[2] = {1, gpus}; /* one GPU, then G (once when G = 1) */
+    for (int r = 0; r < (gpus > 1 ? 2 : 1); r++) {
+        const int g = runs[r];
         FgmmParams p;
         fgmm_params_init(&p);
         p.k = k;
