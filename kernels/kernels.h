@@ -125,15 +125,15 @@ int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream);
 /* ---- k-means (kmeans_assign.cu) ---- */
 /* k-means++ seeding on ns device rows x (ns x d floats): picks[0] given (device), then picks[c] for
  * c = 1..k-1 by D^2 sampling at u[c - 1] (k - 1 device uniforms), with train.c's host arithmetic;
- * scratch d2 (ns doubles), part (ceil(ns / 256) doubles); *found (zeroed by the caller) = the
+ * scratch d2 (2 ns doubles), part (2 ceil(ns / 256) doubles); *found (zeroed by the caller) = the
  * number of distinct points found when the rows have fewer than k. */
 int fgmm_kmeanspp(const float* x, long long ns, int d, int k, const double* u, long long* picks, double* d2,
                   double* part, int* found, cudaStream_t stream);
-/* With G = x.c^T (t x k) for t rows: nearest centroid, then counts, sums (k x d), per-cluster
- * squared distances and the total into the double accumulators. */
-int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* xn, const float* cn, int t,
-                           int k, int d, double* counts, double* sums, double* sq, double* total,
-                           cudaStream_t stream);
+/* With G = x.c^T (t x k) for t rows xf and cn = ||c||^2: the nearest centroid by cn - 2 G, then
+ * counts, sums (k x d), squared distances (recomputed from xf and cent, k x d) per cluster and
+ * their total into the double accumulators. */
+int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* cent, const float* cn, int t, int k, int d,
+                           double* counts, double* sums, double* sq, double* total, cudaStream_t stream);
 
 /* ---- SOAR spill lists (soar.cu), around G = xs cs^T and H = U cs^T (t x k, cuBLAS) ---- */
 /* In place: xs (t x d, the rows as given) = float(x - mean); xn[t] = ||xs||^2. */

@@ -411,7 +411,7 @@ static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
 
 static void cpu_destroy(fgmm_engine* e) { free(e); }
 
-static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL};
+static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL, NULL};
 
 int fgmm_engine_cpu_create(fgmm_engine** out) {
     FGMM_CHECK_NULL(out);

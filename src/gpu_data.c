@@ -150,7 +150,7 @@ static int pinned_pair(gpu_impl* g, size_t bytes) {
 
 /* Host -> pinned staging in parallel: one core's memcpy is the bottleneck of an upload. */
 static void stage_copy(char* dst, const char* src, size_t bytes) {
-    const size_t piece = (size_t)4 << 20;
+    const size_t piece = (size_t)512 << 10;
     long long pieces = (long long)((bytes + piece - 1) / piece);
 #pragma omp parallel for
     for (long long q = 0; q < pieces; q++) {
@@ -159,13 +159,15 @@ static void stage_copy(char* dst, const char* src, size_t bytes) {
     }
 }
 
-/* bytes from host src to device dst through the pinned pair, 16 MB at a time on g->st (a piece's
+/* bytes from host src to device dst through the pinned pair, 8 MB at a time on g->st (a piece's
  * staging overlaps the previous piece's DMA): a pageable copy of the same size runs at a fraction
  * of the link's speed. Returns when the last DMA has landed (the pinned pair is free again). */
-static int upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes) {
-    const size_t piece = (size_t)16 << 20;
+int fgmm_gpu_upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes) {
+    const size_t piece = (size_t)8 << 20; /* pinning costs ~0.5 ms per MB, once per engine */
+    double mark = fgmm_now();
     int rc = pinned_pair(g, piece < bytes ? piece : bytes);
     if (rc) return rc;
+    fgmm_trace(&mark, "  gpu: pinned staging pair");
     for (size_t off = 0, q = 0; off < bytes; off += piece, q++) {
         int b = (int)(q & 1);
         size_t nb = bytes - off < piece ? bytes - off : piece;
@@ -175,6 +177,7 @@ static int upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes) 
         CU(cudaEventRecord(g->copied[b], g->st));
     }
     CU(cudaStreamSynchronize(g->st));
+    fgmm_trace(&mark, "  gpu: upload through it");
     return FGMM_OK;
 }
 
@@ -188,9 +191,11 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
     size_t budget;
     if (fgmm_gpu_resident_fits(g, x, FMT_RAW, &budget)) { /* resident: copy once, reuse for every pass */
         g->host_x = NULL;
+        double mark = fgmm_now();
         int rc = fgmm_gpu_dgrow(&g->data, total, "the data");
         if (rc) return rc;
-        if ((rc = upload_staged(g, g->data.p, x->x, total))) return rc;
+        fgmm_trace(&mark, "  gpu: device memory for the rows");
+        if ((rc = fgmm_gpu_upload_staged(g, g->data.p, x->x, total))) return rc;
         g->host_x = x->x;
         g->host_n = x->n;
         g->host_d = x->d;
@@ -222,10 +227,26 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
     return FGMM_OK;
 }
 
-/* One host pass over the data, cached per array (once per training): max |x|, and the column
- * means and prescale of prepared rows (every |x - mean| * scale <= 2^12). */
+/* Takes sh (MEAN_DP(d) floats, zero padded: the column means) as x's scan, with max |x| = amax
+ * (uint8 rows: 255): the prepared rows' shift and prescale (every |x - mean| * scale <= 2^12). */
+static void adopt_scan(gpu_impl* g, const fgmm_data* x, float* sh, double amax) {
+    double ash = 0;
+    for (int j = 0; j < x->d; j++) ash = fabs(sh[j]) > ash ? fabs(sh[j]) : ash;
+    free(g->data_mean);
+    g->data_mean = sh;
+    g->amax = x->dtype == FGMM_U8 ? 255.0 : amax;
+    g->prep_scale = pow2_prescale(g->amax + ash);
+    g->scan_x = x->x;
+    g->scan_n = x->n;
+    g->scan_d = x->d;
+    g->shift_ok = 0;
+}
+
+/* One host pass over the data, cached per array (once per training): max |x| and the column means
+ * (adopt_scan). */
 int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
     if (g->scan_x == x->x && g->scan_n == x->n && g->scan_d == x->d) return FGMM_OK;
+    double mark = fgmm_now();
     int d = x->d, dp = MEAN_DP(d), nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
@@ -259,22 +280,23 @@ int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
             }
         }
     }
-    double ash = 0;
     for (int j = 0; j < d; j++) {
         double s = 0;
         for (int t = 0; t < nt; t++) s += part[(size_t)t * d + j]; /* fixed order */
         sh[j] = (float)(s / (double)x->n);
-        ash = fabs(sh[j]) > ash ? fabs(sh[j]) : ash;
     }
     free(part);
-    free(g->data_mean);
-    g->data_mean = sh;
-    g->amax = x->dtype == FGMM_U8 ? 255.0 : mx;
-    g->prep_scale = pow2_prescale(g->amax + ash);
-    g->scan_x = x->x;
-    g->scan_n = x->n;
-    g->scan_d = x->d;
-    g->shift_ok = 0;
+    adopt_scan(g, x, sh, mx);
+    fgmm_trace(&mark, "  gpu: data scan (host: mean, max |x|)");
+    return FGMM_OK;
+}
+
+int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax) {
+    gpu_impl* g = e->impl;
+    float* sh = calloc((size_t)MEAN_DP(x->d), sizeof(float));
+    if (!sh) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    for (int j = 0; j < x->d; j++) sh[j] = (float)mean[j];
+    adopt_scan(g, x, sh, amax);
     return FGMM_OK;
 }
 

@@ -159,6 +159,8 @@ double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count);
 
 /* ---- data: the host scan, residency, streaming (gpu_data.c) ---- */
 int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x);
+/* engine op set_scan (internal.h) */
+int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax);
 int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out);
 int fgmm_gpu_device_shift(gpu_impl* g);
 int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx);
@@ -168,6 +170,10 @@ int fgmm_gpu_upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst);
 int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k,
                             int d, int diag, int check, int* in_range);
 int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c);
+
+/* bytes from host src to device dst through the pinned pair, 8 MB pieces staged while the previous
+ * piece's DMA runs; returns when the copy has landed (gpu_data.c). */
+int fgmm_gpu_upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes);
 
 /* ---- E-step: row chunks, the cuBLAS path's row tiles (gpu_estep.c) ---- */
 int fgmm_gpu_blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile);

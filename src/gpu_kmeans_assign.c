@@ -17,14 +17,21 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     int k = run->k, d = run->d, rc;
     long long tile;
     if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, 0, &tile))) return rc;
-    for (long long r0 = 0; r0 < rows; r0 += tile) {
+    /* Fast precision: the distance GEMM on TF32 tensor cores (it only picks the centroid; counts,
+     * sums and distances come from the fp32 rows); exact: fp32. */
+    const int tf32 = g->path != FGMM_GPU_PATH_FUSED_EXACT && g->path != FGMM_GPU_PATH_BLAS;
+    if (tf32) CB(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
+    for (long long r0 = 0; r0 < rows && !rc; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
-        if ((rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype,
-                                          t, k, d, 0)))
-            return rc;
-        KL(fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->xn.p, g->cst.p, t, k, d, g->nk.p, g->s1.p, g->s2.p, g->ll.p, g->st));
+        rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k,
+                                     d, 0);
+        cudaError_t ce = rc ? cudaSuccess
+                            : (cudaError_t)fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->mu.p, g->cst.p, t, k, d, g->nk.p,
+                                                                  g->s1.p, g->s2.p, g->ll.p, g->st);
+        if (ce) rc = fgmm_gpu_cuda_fail(ce, "k-means kernel");
     }
-    return FGMM_OK;
+    if (tf32) CB(cublasSetMathMode(g->blas, CUBLAS_DEFAULT_MATH));
+    return rc;
 }
 
 int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent, int k) {
@@ -75,7 +82,7 @@ int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, in
     CU(cudaSetDevice(g->dev));
     const long long nb = (ns + 255) / 256;
     size_t xb = (size_t)ns * d * sizeof(float), ub = (size_t)(k > 1 ? k - 1 : 1) * sizeof(double),
-           pb = (size_t)k * sizeof(long long), sb = ((size_t)ns + nb) * sizeof(double);
+           pb = (size_t)k * sizeof(long long), sb = 2 * ((size_t)ns + nb) * sizeof(double);
     dbuf buf = {0};
     int rc = fgmm_gpu_dgrow(&buf, xb + ub + pb + sb + sizeof(int) + 64, "k-means++ scratch");
     if (rc) return rc;
@@ -83,13 +90,18 @@ int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, in
     char* base = buf.p;
     float* dx = (float*)base;
     double* d2 = (double*)(base + (xb + 7) / 8 * 8);
-    double *part = d2 + ns, *du = part + nb;
+    double *part = d2 + 2 * ns, *du = part + 2 * nb;
     long long* dpk = (long long*)(du + (k > 1 ? k - 1 : 1));
     int* dfound = (int*)(dpk + k);
     long long* hp = malloc(pb);
     long long f0 = (long long)first;
+    if (hp && (rc = fgmm_gpu_upload_staged(g, dx, rows, xb))) {
+        cudaFree(buf.p);
+        free(hp);
+        return rc;
+    }
+    double mark = fgmm_now();
     cudaError_t ce = hp ? cudaSuccess : cudaErrorMemoryAllocation;
-    if (!ce) ce = cudaMemcpyAsync(dx, rows, xb, cudaMemcpyHostToDevice, g->st);
     if (!ce && k > 1) ce = cudaMemcpyAsync(du, u, (size_t)(k - 1) * sizeof(double), cudaMemcpyHostToDevice, g->st);
     if (!ce) ce = cudaMemcpyAsync(dpk, &f0, sizeof f0, cudaMemcpyHostToDevice, g->st);
     if (!ce) ce = cudaMemsetAsync(dfound, 0, sizeof(int), g->st);
@@ -97,6 +109,7 @@ int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, in
     if (!ce) ce = cudaMemcpyAsync(hp, dpk, pb, cudaMemcpyDeviceToHost, g->st);
     if (!ce) ce = cudaMemcpyAsync(found, dfound, sizeof(int), cudaMemcpyDeviceToHost, g->st);
     if (!ce) ce = cudaStreamSynchronize(g->st); /* pageable copies above are staged; this waits for all */
+    fgmm_trace(&mark, "  gpu: k-means++ draws (a launch each)");
     cudaFree(buf.p);
     if (ce) {
         free(hp);

@@ -75,6 +75,12 @@ size_t fgmm_stats_len(const fgmm_stats* s);
 void fgmm_stats_zero(fgmm_stats* s);
 void fgmm_stats_free(fgmm_stats* s);
 
+/* FGMM_TRACE=1: fgmm_trace prints "what" and the seconds since *mark to stderr, then sets *mark to
+ * now (steps of a training, and of the engine's parts of a step). */
+double fgmm_now(void);
+int fgmm_trace_on(void);
+void fgmm_trace(double* mark, const char* what);
+
 /* Training over several processes (fgmm_train_comm): every rank holds rows [row0[rank],
  * row0[rank + 1]) of n_total and runs the same EM driver on them; the driver calls these
  * collectives at the same points on every rank. A rank passes its outcome so far as status: when
@@ -132,6 +138,9 @@ typedef struct fgmm_engine_ops {
      * rows: FGMM_ERR_DATA, *found = how many. */
     int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
                    const double* u, fgmm_idx_t* picks, int* found);
+    /* Optional: x's column means (d) and max |x| from the caller's own pass over x, so that the
+     * backend need not read x again for them (the GPU's centring and fp16 prescale). */
+    int (*set_scan)(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax);
 } fgmm_engine_ops;
 struct fgmm_engine {
     const fgmm_engine_ops* ops;

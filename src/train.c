@@ -11,7 +11,6 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -66,24 +65,6 @@ static int cmp_idx(const void* a, const void* b) {
     return (x > y) - (x < y);
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-/* FGMM_TRACE=1: the seconds of each step of a training on stderr, from the previous mark. */
-static void trace(double* mark, const char* what) {
-    static int on = -1;
-    if (on < 0) {
-        const char* e = getenv("FGMM_TRACE");
-        on = e && *e && strcmp(e, "0");
-    }
-    double t = now_s();
-    if (on) fprintf(stderr, "fgmm trace: %-34s %8.4f s\n", what, t - *mark);
-    *mark = t;
-}
-
 typedef struct trainer {
     const FgmmParams* p;
     fgmm_data x;      /* this rank's rows */
@@ -94,6 +75,8 @@ typedef struct trainer {
     float* sample; /* ns x d rows, sorted sampled ids: seeding and re-seeding pool */
     fgmm_idx_t ns;
     double mean_var; /* data's mean per-dimension variance */
+    double* col_mean; /* this rank's rows: column means (d) and max |x|, for the engine's set_scan */
+    double amax;
     double* mark;    /* FGMM_TRACE: the time of the last traced step */
     float* tmp_ll;   /* ns */
     uint64_t rng;
@@ -146,8 +129,8 @@ static void moments_merge(double* cnt, double* mean, double* m2, double nb, doub
 /* Per-dimension mean and sum of squared deviations of the rows, in double: Welford per dimension
  * over a contiguous block of rows per thread (stable for data far from the origin), blocks merged
  * in order. One pass over data the size of the whole training set: it was single-threaded, with a
- * division per value. mom = [count, mean d, m2 d]. Returns -1 when out of memory. */
-static int data_moments(const fgmm_data* x, double* mom) {
+ * division per value. mom = [count, mean d, m2 d]; *amax = max |x|. Returns -1 when out of memory. */
+static int data_moments(const fgmm_data* x, double* mom, double* amax) {
     const int d = x->d;
     int nt = 1;
 #ifdef _OPENMP
@@ -156,7 +139,8 @@ static int data_moments(const fgmm_data* x, double* mom) {
     if ((fgmm_idx_t)nt > x->n) nt = (int)x->n;
     double* st = calloc((size_t)nt * 2 * d, sizeof(double)); /* per block: mean[d], m2[d] */
     int bad = !st;
-#pragma omp parallel num_threads(nt) reduction(| : bad)
+    float mx = 0;
+#pragma omp parallel num_threads(nt) reduction(| : bad) reduction(max : mx)
     {
         int b = 0;
 #ifdef _OPENMP
@@ -175,6 +159,8 @@ static int data_moments(const fgmm_data* x, double* mom) {
                     double delta = row[t] - mean[t];
                     mean[t] += delta * inv;
                     m2[t] += delta * (row[t] - mean[t]);
+                    float a = row[t] < 0 ? -row[t] : row[t];
+                    mx = a > mx ? a : mx;
                 }
             }
         }
@@ -190,6 +176,7 @@ static int data_moments(const fgmm_data* x, double* mom) {
             mom[1 + d + t] = m2;
         }
     mom[0] = (double)x->n;
+    *amax = mx;
     free(st);
     return bad ? -1 : 0;
 }
@@ -202,8 +189,10 @@ static int data_mean_var(trainer* t, int status) {
     const int d = t->d, np = t->comm ? t->comm->size : 1, me = t->comm ? t->comm->rank : 0;
     const size_t len = 1 + 2 * (size_t)d;
     double* mom = calloc((size_t)np * len, sizeof(double));
-    if (!status && (!mom || data_moments(&t->x, mom + (size_t)me * len)))
+    t->col_mean = malloc((size_t)d * sizeof(double));
+    if (!status && (!mom || !t->col_mean || data_moments(&t->x, mom + (size_t)me * len, &t->amax)))
         status = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (!status) memcpy(t->col_mean, mom + (size_t)me * len + 1, (size_t)d * sizeof(double));
     for (size_t j = 0; !status && j < len; j++)
         if (!isfinite(mom[(size_t)me * len + j]) && !(status = fgmm_data_check(&t->x, "fgmm_train")))
             status = fgmm_fail(FGMM_ERR_DATA, "fgmm_train: the data's moments are not finite");
@@ -479,14 +468,14 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
      * not depend on rounding: all ranks widen it or none. */
     rc = kmeanspp(t, cent);
     if (rc == FGMM_ERR_DATA && t->ns < t->n_all && !(rc = widen_sample(t))) rc = kmeanspp(t, cent);
-    trace(t->mark, "k-means++ seeding");
+    fgmm_trace(t->mark, "k-means++ seeding");
     /* The draws' sums are in an order that depends on the thread count: rank 0's seeds for all. */
     if ((rc = comm_bcast(t, cent, (size_t)k * d * sizeof(float), rc))) goto done;
     /* One pass more than kmeans_iter: the last one only sets the GMM's start. */
     for (int it = 0; it <= t->p->kmeans_iter; it++) {
         rc = t->eng->ops->kmeans(t->eng, &t->x, cent, k, &st);
         if ((rc = comm_sum_stats(t, &st, rc))) goto done;
-        if (it == 0) trace(t->mark, "first k-means pass (scan, upload)");
+        if (it == 0) fgmm_trace(t->mark, "first k-means pass (scan, upload)");
         int ne = 0;
         for (int j = 0; j < k; j++) {
             double nj = st.nk[j];
@@ -602,7 +591,7 @@ static int check_comm(const fgmm_comm* c, fgmm_idx_t n, const FgmmParams* p) {
 
 int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, fgmm_comm* comm,
                     FgmmModel** out, FgmmTrainInfo* info) {
-    double t0 = now_s();
+    double t0 = fgmm_now();
     FGMM_CHECK_NULL(out);
     *out = NULL;
     FGMM_CHECK_NULL(p);
@@ -630,7 +619,7 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     double mark = t0;
     rc = fgmm_data_check_shape(&t.x, "fgmm_train");
     if ((rc = data_mean_var(&t, rc))) goto done;
-    trace(&mark, "data variance (and finite values)");
+    fgmm_trace(&mark, "data variance (and finite values)");
     rc = FGMM_ERR_DATA; /* the checks below are alike on every rank */
     if (!(t.mean_var > 0)) {
         fgmm_fail(rc, "fgmm_train: data has zero variance (all rows identical)");
@@ -653,13 +642,14 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     memset(info, 0, sizeof *info);
     if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) goto done;
     if ((rc = fgmm_engine_create(&t.eng, p))) goto done;
-    trace(&mark, "engine");
+    if (t.eng->ops->set_scan && (rc = t.eng->ops->set_scan(t.eng, &t.x, t.col_mean, t.amax))) goto done;
+    fgmm_trace(&mark, "engine");
     info->backend = t.eng->ops->name;
     if ((rc = draw_sample(&t))) goto done;
-    trace(&mark, "seeding sample");
+    fgmm_trace(&mark, "seeding sample");
     t.mark = &mark;
     if ((rc = run_kmeans(&t, g, info))) goto done;
-    trace(&mark, "other k-means iterations");
+    fgmm_trace(&mark, "other k-means iterations");
     if ((rc = fgmm_stats_alloc(&st, p->k, d, p->covariance == FGMM_COV_DIAGONAL))) goto done;
     double prev = -INFINITY;
     /* The engine's own EM iteration keeps the model on the device (the GPU backend, fast mode);
@@ -709,12 +699,12 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
         }
         prev = ll;
     }
-    trace(&mark, "EM iterations");
+    fgmm_trace(&mark, "EM iterations");
     if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
     rc = t.eng->ops->estep(t.eng, &t.x, g, &st);
     if ((rc = comm_sum(&t, &st.obj, 1, rc))) goto done;
     info->mean_loglik = st.obj / t.n_all;
-    trace(&mark, "final E-step");
+    fgmm_trace(&mark, "final E-step");
 done:
     /* A failure on this rank alone: the others learn of it at their next collective. */
     if (rc && comm && !comm->agreed) comm->sum(comm, NULL, 0, rc);
@@ -722,11 +712,12 @@ done:
     fgmm_engine_destroy(t.eng);
     free(t.sample);
     free(t.tmp_ll);
+    free(t.col_mean);
     if (rc) {
         fgmm_model_free(g);
         return rc;
     }
-    info->seconds = now_s() - t0;
+    info->seconds = fgmm_now() - t0;
     *out = g;
     fgmm_clear_error();
     return FGMM_OK;
