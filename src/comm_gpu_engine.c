@@ -14,7 +14,8 @@
  * Failures: before each NCCL call that waits for the other ranks (ncclCommInitRank, the all-reduce)
  * the ranks agree on their outcomes through the comm, so a rank that failed before it does not leave
  * the others waiting in NCCL; after an agreed failure the communicator is aborted, not destroyed.
- * A failure inside ncclCommInitRank that NCCL does not report on every rank is not covered.
+ * Not covered: a failure inside ncclCommInitRank that NCCL reports on some ranks only (the others may
+ * wait in it).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -92,8 +93,9 @@ static int cg_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, i
 static void cg_destroy(fgmm_engine* e) {
     if (!e) return;
     comm_impl* ci = e->impl;
-    fgmm_engine_destroy(ci->gpu);
-    release(ci);
+    fgmm_engine* gpu = ci->gpu;
+    release(ci); /* the communicator first: its operations use the engine's buffers */
+    fgmm_engine_destroy(gpu);
     free(e);
 }
 
@@ -131,7 +133,10 @@ int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status) {
         if (nr != ncclSuccess) st = fgmm_nccl_fail(&ci->nccl, nr, "ncclGetUniqueId");
         if (!(rc = c->bcast(c, &id, sizeof id, st))) {
             nr = ci->nccl.comm_init_rank(&ci->nc, c->size, id, c->rank);
-            rc = c->sum(c, NULL, 0, nr == ncclSuccess ? FGMM_OK : fgmm_nccl_fail(&ci->nccl, nr, "ncclCommInitRank"));
+            if (nr != ncclSuccess)
+                st = fgmm_fail(FGMM_ERR_CUDA, "ncclCommInitRank: %s (FGMM_COMM_SUM=host: the ranks sum on the host)",
+                               ci->nccl.error_string(nr));
+            rc = c->sum(c, NULL, 0, st);
         }
     }
     if (rc || ready < c->size) {
