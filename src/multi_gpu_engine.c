@@ -5,10 +5,10 @@
  * statistics (N_k, sum r x, sum r ||x - mu||^2: O(k d) doubles) are then summed in place on
  * every GPU with one NCCL all-reduce per buffer, rank 0's copy is downloaded, and the
  * log-likelihood parts are added in rank order. The M-step is the host's, as for one GPU.
- * NCCL is loaded at run time (libnccl.so.2), so builds and machines without it still work.
- * Several hosts: src/mpi/flashgmm_mpi.c runs one process per GPU and sums the downloaded statistics
- * over MPI (fgmm_comm, train.c); the same reduction as here over an NCCL communicator across
- * processes (ncclCommInitRank after an MPI exchange of the ncclUniqueId) is not implemented.
+ * NCCL is loaded at run time (nccl_api.c), so builds and machines without it still work.
+ * Several processes (src/mpi/flashgmm_mpi.c, one per GPU): comm_gpu_engine.c runs the same all-reduce
+ * over an NCCL communicator across the processes (ncclCommInitRank after rank 0's ncclUniqueId is
+ * broadcast through the fgmm_comm).
  */
 #include <stdlib.h>
 
