@@ -655,7 +655,8 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     memset(info, 0, sizeof *info);
     if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) goto done;
     rc = fgmm_engine_create(&t.eng, p);
-    /* GPU ranks sum their statistics with NCCL where they all can (the ranks' outcomes agreed on there) */
+    /* GPU ranks sum their statistics with NCCL where they all can; every rank (the same backend on all)
+     * agrees there on the others' engines */
     const int ranks = comm ? comm->size : 1;
     if (ranks > 1 && p->backend != FGMM_BACKEND_CPU) rc = fgmm_engine_comm_wrap(&t.eng, comm, rc);
     if (rc) goto done;
