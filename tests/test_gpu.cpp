@@ -585,11 +585,11 @@ TEST(GpuNccl, MoreRanksThanDevicesIsAClearError) {
 }
 
 namespace {
-// Why two GPU ranks of fgmm_train_comm cannot sum with NCCL here (devices 0 and 1); empty where they can.
+// Why ranks of fgmm_train_comm on GPUs 0 .. devices - 1 cannot set up NCCL here; empty where they can.
 std::string comm_nccl_missing(int devices) {
 #ifdef FGMM_WITH_CUDA
     fgmm_engine* e = nullptr;
-    if (fgmm_engine_gpu_create(&e, devices - 1, 0, FGMM_PREC_FAST)) return fgmm_get_last_error();  // "gpu_device = 1; 1 device(s) present"
+    if (fgmm_engine_gpu_create(&e, devices - 1, 0, FGMM_PREC_FAST)) return fgmm_get_last_error();  // e.g. "gpu_device = 1; 1 device(s) present"
     fgmm_engine_destroy(e);
     void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!lib) return std::string("libnccl.so.2: ") + dlerror();
