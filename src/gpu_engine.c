@@ -174,6 +174,10 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows) {
     return FGMM_OK;
 }
 
+int fgmm_engine_gpu_device(const fgmm_engine* e) {
+    return e && e->ops == &gpu_ops ? ((const gpu_impl*)e->impl)->dev : -1;
+}
+
 int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");

@@ -18,6 +18,8 @@ enum {
 };
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
+/* The CUDA device of a single-GPU engine; -1 for another engine. */
+int fgmm_engine_gpu_device(const fgmm_engine* e);
 /* Waits for the device; reports the bytes the engine holds on it (data excluded). */
 int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes);
 /* Kernel time of the last fused E-step's two passes (CUDA events; resident data only), ms. */

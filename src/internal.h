@@ -94,6 +94,8 @@ struct fgmm_comm {
     fgmm_idx_t n_total;
     const fgmm_idx_t* row0; /* size + 1 entries, row0[0] = 0, row0[size] = n_total */
     int agreed;             /* set by a collective that saw a failure */
+    int device_sums;        /* passes whose statistics the ranks summed on their GPUs with NCCL (gpu-nccl-comm
+                               engine); set to 0 by fgmm_train_comm, counted by the engine */
     /* v (n doubles) summed over the ranks, in place; every rank gets bitwise the same values. */
     int (*sum)(fgmm_comm* c, double* v, size_t n, int status);
     /* Rank r's bytes[r] bytes, r in order, into all (mine is this rank's part; it may already
@@ -104,7 +106,10 @@ struct fgmm_comm {
     void* impl;
 };
 /* fgmm_train on this rank's rows x (n = row0[rank + 1] - row0[rank]); comm NULL is fgmm_train.
- * Needs p->n_gpus = 0 (one engine per rank); the engine's own device EM iteration is not used. */
+ * Needs p->n_gpus = 0 (one engine per rank); the engine's own device EM iteration is not used. With
+ * several ranks and a GPU backend, each pass's statistics are summed with NCCL where every rank has a
+ * single-GPU engine and libnccl.so.2 (fgmm_engine_comm_wrap), else through sum (FGMM_COMM_SUM=host:
+ * always through sum). */
 int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, fgmm_comm* comm,
                     FgmmModel** out, FgmmTrainInfo* info);
 
@@ -145,6 +150,7 @@ typedef struct fgmm_engine_ops {
 struct fgmm_engine {
     const fgmm_engine_ops* ops;
     FgmmPrecision precision;
+    int sums_ranks; /* estep / kmeans give N_k, s1, s2 summed over fgmm_train_comm's ranks (obj: this rank's) */
     void* impl;
 };
 
@@ -153,6 +159,11 @@ int fgmm_engine_cpu_create(fgmm_engine** out);
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec);
 /* n_ranks GPUs from first_device on, statistics all-reduced with NCCL (libnccl.so.2, dlopen). */
 int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec);
+/* fgmm_train_comm's engines on several ranks: every rank calls this at the same point with its engine *e
+ * (status: its outcome; the ranks agree on it here). Where every rank has a single-GPU engine and loads
+ * libnccl.so.2 (and FGMM_COMM_SUM is not "host"), *e becomes "gpu-nccl-comm", which holds it and sums the
+ * statistics over the ranks on the devices (sums_ranks); otherwise *e is left as it is. */
+int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status);
 /* Picks the backend per params (NULL params: AUTO defaults). */
 int fgmm_engine_create(fgmm_engine** out, const FgmmParams* params);
 void fgmm_engine_destroy(fgmm_engine* e);

@@ -5,31 +5,16 @@
  * statistics (N_k, sum r x, sum r ||x - mu||^2: O(k d) doubles) are then summed in place on
  * every GPU with one NCCL all-reduce per buffer, rank 0's copy is downloaded, and the
  * log-likelihood parts are added in rank order. The M-step is the host's, as for one GPU.
- * NCCL is loaded at run time (libnccl.so.2), so builds and machines without it still work.
- * Several hosts: src/mpi/flashgmm_mpi.c runs one process per GPU and sums the downloaded statistics
- * over MPI (fgmm_comm, train.c); the same reduction as here over an NCCL communicator across
- * processes (ncclCommInitRank after an MPI exchange of the ncclUniqueId) is not implemented.
+ * NCCL is loaded at run time (nccl_api.c), so builds and machines without it still work.
+ * Several processes (src/mpi/flashgmm_mpi.c, one per GPU): comm_gpu_engine.c runs the same all-reduce
+ * over an NCCL communicator across the processes (ncclCommInitRank after rank 0's ncclUniqueId is
+ * broadcast through the fgmm_comm).
  */
-#include <cuda_runtime_api.h>
-#include <dlfcn.h>
-#include <nccl.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "gpu_engine.h"
-#include "internal.h"
+#include "nccl_api.h"
 
 #define MAX_RANKS 64
-
-typedef struct nccl_api {
-    void* lib;
-    ncclResult_t (*comm_init_all)(ncclComm_t*, int, const int*);
-    ncclResult_t (*all_reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
-    ncclResult_t (*group_start)(void);
-    ncclResult_t (*group_end)(void);
-    ncclResult_t (*comm_destroy)(ncclComm_t);
-    const char* (*error_string)(ncclResult_t);
-} nccl_api;
 
 typedef struct multi_impl {
     int nr;
@@ -38,26 +23,8 @@ typedef struct multi_impl {
     int scan_d;
     fgmm_engine* rank[MAX_RANKS];
     ncclComm_t comm[MAX_RANKS];
-    nccl_api nccl;
+    fgmm_nccl nccl;
 } multi_impl;
-
-static int nccl_load(nccl_api* a) {
-    memset(a, 0, sizeof *a);
-    a->lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
-    if (!a->lib) return fgmm_fail(FGMM_ERR_NO_GPU, "n_gpus: NCCL is not available (%s)", dlerror());
-    *(void**)&a->comm_init_all = dlsym(a->lib, "ncclCommInitAll");
-    *(void**)&a->all_reduce = dlsym(a->lib, "ncclAllReduce");
-    *(void**)&a->group_start = dlsym(a->lib, "ncclGroupStart");
-    *(void**)&a->group_end = dlsym(a->lib, "ncclGroupEnd");
-    *(void**)&a->comm_destroy = dlsym(a->lib, "ncclCommDestroy");
-    *(void**)&a->error_string = dlsym(a->lib, "ncclGetErrorString");
-    if (!a->comm_init_all || !a->all_reduce || !a->group_start || !a->group_end || !a->comm_destroy || !a->error_string) {
-        dlclose(a->lib);
-        a->lib = NULL;
-        return fgmm_fail(FGMM_ERR_NO_GPU, "n_gpus: libnccl.so.2 lacks the NCCL 2 API");
-    }
-    return FGMM_OK;
-}
 
 static fgmm_data shard(const fgmm_data* x, int r, int nr) {
     fgmm_idx_t a = x->n * r / nr, b = x->n * (r + 1) / nr;
@@ -77,18 +44,7 @@ static int reduce_and_finish(multi_impl* mi, int began, fgmm_stats* out) {
     if (began == mi->nr) { /* also with one rank: the same code path, NCCL's all-reduce is then a copy */
         fgmm_gpu_pending_view v[MAX_RANKS];
         for (int r = 0; r < mi->nr && !rc; r++) rc = fgmm_gpu_pending(mi->rank[r], &v[r]);
-        ncclResult_t nr = rc ? ncclSuccess : mi->nccl.group_start();
-        for (int r = 0; r < mi->nr && !rc && nr == ncclSuccess; r++) {
-            cudaStream_t st = (cudaStream_t)v[r].stream;
-            nr = mi->nccl.all_reduce(v[r].nk, v[r].nk, v[r].n_nk, ncclDouble, ncclSum, mi->comm[r], st);
-            if (nr == ncclSuccess) nr = mi->nccl.all_reduce(v[r].s1, v[r].s1, v[r].n_s1, ncclDouble, ncclSum, mi->comm[r], st);
-            if (nr == ncclSuccess) nr = mi->nccl.all_reduce(v[r].s2, v[r].s2, v[r].n_s2, ncclDouble, ncclSum, mi->comm[r], st);
-        }
-        if (!rc) {
-            ncclResult_t ge = mi->nccl.group_end();
-            if (nr == ncclSuccess) nr = ge;
-            if (nr != ncclSuccess) rc = fgmm_fail(FGMM_ERR_CUDA, "NCCL all-reduce: %s", mi->nccl.error_string(nr));
-        }
+        if (!rc) rc = fgmm_nccl_sum_pending(&mi->nccl, v, mi->comm, mi->nr);
     }
     double others = 0;
     for (int r = 1; r < began && !rc; r++) {
@@ -168,7 +124,7 @@ static void multi_destroy(fgmm_engine* e) {
             if (mi->comm[r] && mi->nccl.comm_destroy) mi->nccl.comm_destroy(mi->comm[r]);
             fgmm_engine_destroy(mi->rank[r]);
         }
-        if (mi->nccl.lib) dlclose(mi->nccl.lib);
+        fgmm_nccl_unload(&mi->nccl);
         free(mi);
     }
     free(e);
@@ -201,13 +157,13 @@ int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, s
     e->impl = mi;
     e->precision = prec;
     mi->nr = n_ranks;
-    int rc = nccl_load(&mi->nccl);
+    int rc = fgmm_nccl_load(&mi->nccl, "n_gpus");
     for (int r = 0; r < n_ranks && !rc; r++) rc = fgmm_engine_gpu_create(&mi->rank[r], first_device + r, mem_limit, prec);
     if (!rc) {
         int devs[MAX_RANKS];
         for (int r = 0; r < n_ranks; r++) devs[r] = first_device + r;
         ncclResult_t nr = mi->nccl.comm_init_all(mi->comm, n_ranks, devs);
-        if (nr != ncclSuccess) rc = fgmm_fail(FGMM_ERR_CUDA, "ncclCommInitAll: %s", mi->nccl.error_string(nr));
+        if (nr != ncclSuccess) rc = fgmm_nccl_fail(&mi->nccl, nr, "ncclCommInitAll");
     }
     if (rc) {
         multi_destroy(e);

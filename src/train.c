@@ -107,9 +107,11 @@ static int comm_gather_rows(trainer* t, void* all, const fgmm_idx_t* part, size_
     free(bytes);
     return rc;
 }
-/* Sums a pass's statistics (obj included, in the spare slot) over the ranks. */
+/* Sums a pass's statistics (obj included, in the spare slot) over the ranks; only obj where the engine
+ * has summed the rest. */
 static int comm_sum_stats(trainer* t, fgmm_stats* st, int status) {
     if (comm_off(t, &status)) return status;
+    if (t->eng && t->eng->sums_ranks) return comm_sum(t, &st->obj, 1, status);
     const size_t len = fgmm_stats_len(st);
     st->nk[len] = st->obj;
     int rc = comm_sum(t, st->nk, len + 1, status);
@@ -598,7 +600,7 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     FGMM_CHECK_NULL(x);
     int rc;
     if (comm && (rc = check_comm(comm, n, p))) return rc;
-    if (comm) comm->agreed = 0;
+    if (comm) comm->agreed = comm->device_sums = 0;
     trainer t = {0};
     FgmmModel* g = NULL;
     fgmm_stats st = {0};
@@ -641,9 +643,14 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     if (!info) info = &local;
     memset(info, 0, sizeof *info);
     if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) goto done;
-    if ((rc = fgmm_engine_create(&t.eng, p))) goto done;
+    rc = fgmm_engine_create(&t.eng, p);
+    /* GPU ranks sum their statistics with NCCL where they all can; every rank (the same backend on all)
+     * agrees there on the others' engines */
+    const int ranks = comm ? comm->size : 1;
+    if (ranks > 1 && p->backend != FGMM_BACKEND_CPU) rc = fgmm_engine_comm_wrap(&t.eng, comm, rc);
+    if (rc) goto done;
     if (t.eng->ops->set_scan && (rc = t.eng->ops->set_scan(t.eng, &t.x, t.col_mean, t.amax))) goto done;
-    fgmm_trace(&mark, "engine");
+    fgmm_trace(&mark, ranks == 1 ? "engine" : t.eng->sums_ranks ? "engine, ranks sum with NCCL" : "engine, ranks sum on the host");
     info->backend = t.eng->ops->name;
     if ((rc = draw_sample(&t))) goto done;
     fgmm_trace(&mark, "seeding sample");

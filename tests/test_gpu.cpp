@@ -13,7 +13,10 @@
 #include "flashgmm_io.h"
 #include "flashgmm_spill.h"
 #include "internal.h"
+#include "thread_comm.h"
 #ifdef FGMM_WITH_CUDA
+#include <dlfcn.h>
+
 #include "gpu_engine.h"
 #endif
 
@@ -579,6 +582,119 @@ TEST(GpuNccl, MoreRanksThanDevicesIsAClearError) {
     std::string why;
     EXPECT_FALSE(nccl_ranks_available(64, &why));
     EXPECT_TRUE(why.find("CUDA device(s) present") != std::string::npos || why.find("NCCL") != std::string::npos) << why;
+}
+
+namespace {
+// Why ranks of fgmm_train_comm on GPUs 0 .. devices - 1 cannot set up NCCL here; empty where they can.
+std::string comm_nccl_missing(int devices) {
+#ifdef FGMM_WITH_CUDA
+    fgmm_engine* e = nullptr;
+    if (fgmm_engine_gpu_create(&e, devices - 1, 0, FGMM_PREC_FAST)) return fgmm_get_last_error();  // e.g. "gpu_device = 1; 1 device(s) present"
+    fgmm_engine_destroy(e);
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return std::string("libnccl.so.2: ") + dlerror();
+    dlclose(lib);
+    return "";
+#else
+    (void)devices;
+    return "no CUDA in this build";
+#endif
+}
+// p on every rank, rank r on GPU device(r).
+std::function<FgmmParams(int)> on_devices(const FgmmParams& p, std::function<int(int)> device) {
+    return [p, device](int r) {
+        FgmmParams q = p;
+        q.gpu_device = device(r);
+        return q;
+    };
+}
+}  // namespace
+
+// fgmm_train_comm with 2 GPU ranks as threads (flashgmm-mpi's ranks on one host): the ranks all-reduce
+// N_k, sum r x and the second moments of every pass with NCCL (rank 0's ncclUniqueId broadcast through
+// the comm) and sum only the log-likelihood through the comm.
+TEST(GpuNccl, CommRanksSumStatisticsOnTheDevice) {
+    REQUIRE_GPU();
+    std::string why = comm_nccl_missing(2);
+    if (!why.empty()) GTEST_SKIP() << why;
+    const int64_t n = 50003;
+    const int d = 48, k = 100;
+    auto x = planted(n, d, k, 2.0, 143);
+    for (FgmmPrecision prec : {FGMM_PREC_EXACT, FGMM_PREC_FAST}) {
+        FgmmParams p = gpu_params(k, prec);
+        p.niter = 8;
+        FgmmModel* one = nullptr;
+        FgmmTrainInfo info1;
+        ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &one, &info1), 0) << fgmm_get_last_error();
+        auto res = train_ranks(p, n, d, x, 2, on_devices(p, [](int r) { return r; }));
+        for (int r = 0; r < 2; r++) {
+            ASSERT_EQ(res[r].rc, 0) << "rank " << r << ": " << res[r].err;
+            EXPECT_STREQ(res[r].info.backend, "gpu-nccl-comm");
+            // every k-means pass (kmeans_iter + 1), EM iteration and the final E-step
+            EXPECT_EQ(res[r].device_sums, p.kmeans_iter + 1 + res[r].info.em_iterations + 1) << "rank " << r;
+            EXPECT_EQ(model_diff(res[0].m, res[r].m), 0.0) << "rank " << r << " differs from rank 0";
+            EXPECT_EQ(res[r].info.mean_loglik, res[0].info.mean_loglik);
+        }
+        if (prec == FGMM_PREC_EXACT) {
+            // As GpuNccl.SeveralRanksMatchOneUpToReductionOrder: each shard regroups the kernels' float
+            // tile sums (and here centres on its own mean); one GPU's M-step is the host's in exact mode.
+            ModelErr e = model_rel_err(res[0].m, one);
+            EXPECT_LT(e.mu, 1e-6);
+            EXPECT_LT(e.var, 1e-6);
+            EXPECT_LT(e.w, 1e-6);
+            EXPECT_NEAR(res[0].info.mean_loglik, info1.mean_loglik, 1e-6 * std::fabs(info1.mean_loglik));
+        } else {  // each rank prescales by its own shard, and one GPU takes the device M-step
+            EXPECT_NEAR(res[0].info.mean_loglik, info1.mean_loglik, kFastTol * std::fabs(info1.mean_loglik));
+        }
+        free_all(res);
+        fgmm_model_free(one);
+    }
+}
+
+// A rank whose GPU engine cannot be made stops every rank at the agreement before NCCL is set up.
+TEST(GpuNccl, CommRankWithoutItsGpuStopsEveryRank) {
+    REQUIRE_GPU();
+    auto x = planted(4000, 8, 4, 3.0, 145);
+    FgmmParams p = gpu_params(4, FGMM_PREC_FAST);
+    auto res = train_ranks(p, 4000, 8, x, 2, on_devices(p, [](int r) { return r ? 99 : 0; }));
+    EXPECT_EQ(res[0].rc, FGMM_ERR_STATE) << res[0].err;
+    EXPECT_EQ(res[1].rc, FGMM_ERR_ARG) << res[1].err;
+    EXPECT_NE(res[1].err.find("gpu_device = 99"), std::string::npos) << res[1].err;
+    for (auto& o : res) {
+        EXPECT_EQ(o.m, nullptr);
+        EXPECT_EQ(o.agreed, 1);
+    }
+    free_all(res);
+}
+
+// NCCL refuses two ranks on one GPU (duplicate GPU): ncclCommInitRank fails on both ranks, which both
+// return its error; FGMM_COMM_SUM=host then trains them, summing through the comm.
+TEST(GpuNccl, CommInitFailureStopsEveryRank) {
+    REQUIRE_GPU();
+    std::string why = comm_nccl_missing(1);
+    if (!why.empty()) GTEST_SKIP() << why;
+    const int64_t n = 4000;
+    const int d = 8, k = 4;
+    auto x = planted(n, d, k, 3.0, 147);
+    FgmmParams p = gpu_params(k, FGMM_PREC_EXACT);
+    auto res = train_ranks(p, n, d, x, 2);
+    for (auto& o : res) {
+        EXPECT_EQ(o.rc, FGMM_ERR_CUDA) << o.err;
+        EXPECT_NE(o.err.find("ncclCommInitRank"), std::string::npos) << o.err;
+        EXPECT_EQ(o.m, nullptr);
+        EXPECT_EQ(o.agreed, 1);
+    }
+    free_all(res);
+    setenv("FGMM_COMM_SUM", "host", 1);
+    res = train_ranks(p, n, d, x, 2);
+    unsetenv("FGMM_COMM_SUM");
+    for (auto& o : res) {
+        ASSERT_EQ(o.rc, 0) << o.err;
+        EXPECT_STREQ(o.info.backend, "gpu");
+        EXPECT_EQ(o.device_sums, 0);
+        EXPECT_EQ(model_diff(res[0].m, o.m), 0.0);
+    }
+    free_all(res);
 }
 
 // One k-means assignment pass on the GPU against float64: exact precision (fp32 GEMM) gives the same
