@@ -122,6 +122,9 @@ int fgmm_fused_constants_diag(const float* mu, const float* var, const float* w,
 /* out[0] = sum of in[0..n), fixed order. */
 int fgmm_sum_d(const double* in, long long n, double* out, cudaStream_t stream);
 
+/* *out = max(*out, max |x_i|) over count floats (*out >= 0 on entry; data_max.cu). */
+int fgmm_abs_max(const float* x, long long count, float* out, cudaStream_t stream);
+
 /* ---- k-means (kmeans_assign.cu) ---- */
 /* k-means++ seeding on ns device rows x (ns x d floats): picks[0] given (device), then picks[c] for
  * c = 1..k-1 by D^2 sampling at u[c - 1] (k - 1 device uniforms), with train.c's host arithmetic;

@@ -90,9 +90,9 @@ static int cg_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, i
     return g->ops->seed_pp(g, rows, ns, d, k, first, u, picks, found);
 }
 
-static int cg_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax) {
+static int cg_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean) {
     fgmm_engine* g = ((comm_impl*)e->impl)->gpu;
-    return g->ops->set_scan(g, x, mean, amax);
+    return g->ops->set_scan(g, x, mean);
 }
 
 static void cg_destroy(fgmm_engine* e) {

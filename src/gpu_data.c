@@ -232,8 +232,9 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
 static void adopt_scan(gpu_impl* g, const fgmm_data* x, float* sh, double amax) {
     double ash = 0;
     for (int j = 0; j < x->d; j++) ash = fabs(sh[j]) > ash ? fabs(sh[j]) : ash;
-    free(g->data_mean);
+    if (sh != g->data_mean) free(g->data_mean);
     g->data_mean = sh;
+    g->amax_pending = 0;
     g->amax = x->dtype == FGMM_U8 ? 255.0 : amax;
     g->prep_scale = pow2_prescale(g->amax + ash);
     g->scan_x = x->x;
@@ -245,8 +246,23 @@ static void adopt_scan(gpu_impl* g, const fgmm_data* x, float* sh, double amax) 
 /* One host pass over the data, cached per array (once per training): max |x| and the column means
  * (adopt_scan). */
 int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
-    if (g->scan_x == x->x && g->scan_n == x->n && g->scan_d == x->d) return FGMM_OK;
+    const int same = g->scan_x == x->x && g->scan_n == x->n && g->scan_d == x->d;
+    if (same && !g->amax_pending) return FGMM_OK;
     double mark = fgmm_now();
+    if (same && x->dtype == FGMM_F32 && is_resident(g, x, FMT_RAW)) { /* set_scan's means, max |x| here */
+        int rc = fgmm_gpu_dgrow(&g->chk, sizeof(float), "constants scratch");
+        double* h = rc ? NULL : fgmm_gpu_pinned_stats(g, 1);
+        if (rc || !h) return rc ? rc : fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+        CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
+        KL(fgmm_abs_max(g->data.p, (long long)x->n * x->d, g->chk.p, g->st));
+        CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        CU(cudaStreamSynchronize(g->st));
+        float amax;
+        memcpy(&amax, h, sizeof amax);
+        adopt_scan(g, x, g->data_mean, amax);
+        fgmm_trace(&mark, "  gpu: max |x| of the resident rows");
+        return FGMM_OK;
+    }
     int d = x->d, dp = MEAN_DP(d), nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
@@ -291,12 +307,15 @@ int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
     return FGMM_OK;
 }
 
-int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax) {
+/* The means now; max |x| (hence the prescale) when data_scan first needs it: from the rows on the
+ * device if they are resident by then (k-means put them there), else a host scan after all. */
+int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean) {
     gpu_impl* g = e->impl;
     float* sh = calloc((size_t)MEAN_DP(x->d), sizeof(float));
     if (!sh) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     for (int j = 0; j < x->d; j++) sh[j] = (float)mean[j];
-    adopt_scan(g, x, sh, amax);
+    adopt_scan(g, x, sh, 0);
+    g->amax_pending = x->dtype != FGMM_U8; /* uint8 rows: 255 */
     return FGMM_OK;
 }
 

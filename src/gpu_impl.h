@@ -89,6 +89,7 @@ typedef struct gpu_impl {
     int scan_d;
     double amax, prep_scale;
     float* data_mean;
+    int amax_pending; /* set_scan gave the means: max |x| comes from the rows on the device (data_scan) */
     int shift_ok; /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
 } gpu_impl;
 
@@ -160,7 +161,7 @@ double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count);
 /* ---- data: the host scan, residency, streaming (gpu_data.c) ---- */
 int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x);
 /* engine op set_scan (internal.h) */
-int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax);
+int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean);
 int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out);
 int fgmm_gpu_device_shift(gpu_impl* g);
 int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx);

@@ -143,9 +143,9 @@ typedef struct fgmm_engine_ops {
      * rows: FGMM_ERR_DATA, *found = how many. */
     int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
                    const double* u, fgmm_idx_t* picks, int* found);
-    /* Optional: x's column means (d) and max |x| from the caller's own pass over x, so that the
-     * backend need not read x again for them (the GPU's centring and fp16 prescale). */
-    int (*set_scan)(fgmm_engine* e, const fgmm_data* x, const double* mean, double amax);
+    /* Optional: x's column means (d) from the caller's own pass over x, so that the backend need
+     * not read x on the host again for them (the GPU's centring shift). */
+    int (*set_scan)(fgmm_engine* e, const fgmm_data* x, const double* mean);
 } fgmm_engine_ops;
 struct fgmm_engine {
     const fgmm_engine_ops* ops;

@@ -75,8 +75,7 @@ typedef struct trainer {
     float* sample; /* ns x d rows, sorted sampled ids: seeding and re-seeding pool */
     fgmm_idx_t ns;
     double mean_var; /* data's mean per-dimension variance */
-    double* col_mean; /* this rank's rows: column means (d) and max |x|, for the engine's set_scan */
-    double amax;
+    double* col_mean; /* this rank's rows' column means (d), for the engine's set_scan */
     double* mark;    /* FGMM_TRACE: the time of the last traced step */
     float* tmp_ll;   /* ns */
     uint64_t rng;
@@ -131,8 +130,8 @@ static void moments_merge(double* cnt, double* mean, double* m2, double nb, doub
 /* Per-dimension mean and sum of squared deviations of the rows, in double: Welford per dimension
  * over a contiguous block of rows per thread (stable for data far from the origin), blocks merged
  * in order. One pass over data the size of the whole training set: it was single-threaded, with a
- * division per value. mom = [count, mean d, m2 d]; *amax = max |x|. Returns -1 when out of memory. */
-static int data_moments(const fgmm_data* x, double* mom, double* amax) {
+ * division per value. mom = [count, mean d, m2 d]. Returns -1 when out of memory. */
+static int data_moments(const fgmm_data* x, double* mom) {
     const int d = x->d;
     int nt = 1;
 #ifdef _OPENMP
@@ -141,8 +140,7 @@ static int data_moments(const fgmm_data* x, double* mom, double* amax) {
     if ((fgmm_idx_t)nt > x->n) nt = (int)x->n;
     double* st = calloc((size_t)nt * 2 * d, sizeof(double)); /* per block: mean[d], m2[d] */
     int bad = !st;
-    float mx = 0;
-#pragma omp parallel num_threads(nt) reduction(| : bad) reduction(max : mx)
+#pragma omp parallel num_threads(nt) reduction(| : bad)
     {
         int b = 0;
 #ifdef _OPENMP
@@ -161,8 +159,6 @@ static int data_moments(const fgmm_data* x, double* mom, double* amax) {
                     double delta = row[t] - mean[t];
                     mean[t] += delta * inv;
                     m2[t] += delta * (row[t] - mean[t]);
-                    float a = row[t] < 0 ? -row[t] : row[t];
-                    mx = a > mx ? a : mx;
                 }
             }
         }
@@ -178,7 +174,6 @@ static int data_moments(const fgmm_data* x, double* mom, double* amax) {
             mom[1 + d + t] = m2;
         }
     mom[0] = (double)x->n;
-    *amax = mx;
     free(st);
     return bad ? -1 : 0;
 }
@@ -192,7 +187,7 @@ static int data_mean_var(trainer* t, int status) {
     const size_t len = 1 + 2 * (size_t)d;
     double* mom = calloc((size_t)np * len, sizeof(double));
     t->col_mean = malloc((size_t)d * sizeof(double));
-    if (!status && (!mom || !t->col_mean || data_moments(&t->x, mom + (size_t)me * len, &t->amax)))
+    if (!status && (!mom || !t->col_mean || data_moments(&t->x, mom + (size_t)me * len)))
         status = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     if (!status) memcpy(t->col_mean, mom + (size_t)me * len + 1, (size_t)d * sizeof(double));
     for (size_t j = 0; !status && j < len; j++)
@@ -649,7 +644,7 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     const int ranks = comm ? comm->size : 1;
     if (ranks > 1 && p->backend != FGMM_BACKEND_CPU) rc = fgmm_engine_comm_wrap(&t.eng, comm, rc);
     if (rc) goto done;
-    if (t.eng->ops->set_scan && (rc = t.eng->ops->set_scan(t.eng, &t.x, t.col_mean, t.amax))) goto done;
+    if (t.eng->ops->set_scan && (rc = t.eng->ops->set_scan(t.eng, &t.x, t.col_mean))) goto done;
     fgmm_trace(&mark, ranks == 1 ? "engine" : t.eng->sums_ranks ? "engine, ranks sum with NCCL" : "engine, ranks sum on the host");
     info->backend = t.eng->ops->name;
     if ((rc = draw_sample(&t))) goto done;
