@@ -29,6 +29,10 @@ static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
     return g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype && g->host_fmt == fmt;
 }
 
+int fgmm_gpu_on_device(const gpu_impl* g, const fgmm_data* x) {
+    return is_resident(g, x, FMT_RAW) || is_resident(g, x, FMT_F16) || is_resident(g, x, FMT_F16_DIAG);
+}
+
 /* Whether x fits on the device in a format, next to 64 MB of scratch (a resident copy in the
  * other format would be replaced, so it counts as free). */
 int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out) {

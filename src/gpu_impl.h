@@ -163,6 +163,8 @@ int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x);
 /* engine op set_scan (internal.h) */
 int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean);
 int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out);
+/* Whether x's rows are resident on the device (as given or prepared). */
+int fgmm_gpu_on_device(const gpu_impl* g, const fgmm_data* x);
 int fgmm_gpu_device_shift(gpu_impl* g);
 int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx);
 

@@ -34,11 +34,41 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     return rc;
 }
 
+/* Fast precision once the rows are on the device (the first pass put them there): k-means as the
+ * E-step of a mixture with equal weights and one tiny variance, the GMM's zero-variance limit, on the
+ * fused fp16 kernels. Log-density gaps are then 2^63 times the squared-distance gap over the largest
+ * squared distance the data allows (d (2 max|x|)^2): every responsibility is 0 or 1 but at near-ties
+ * (shared there), and the statistics are the counts, sums and squared distances of the assignment.
+ * obj = sum log p(x) * 2 var ln 2 = -(sum of squared distances) + n * O(1e3 var). *done = 0 where it
+ * does not apply. */
+static int kmeans_zero_variance(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, int* done) {
+    gpu_impl* g = e->impl;
+    *done = 0;
+    if ((g->path != FGMM_GPU_PATH_FUSED && g->path != FGMM_GPU_PATH_FUSED_MMA) || x->d > FGMM_FUSED_MAX_D ||
+        !fgmm_gpu_on_device(g, x))
+        return FGMM_OK;
+    int rc = fgmm_gpu_data_scan(g, x);
+    if (rc) return rc;
+    const double var = (double)x->d * 4.0 * g->amax * g->amax * 0x1p-64;
+    if (!(var >= 1e-30 && var <= 1e30)) return FGMM_OK;
+    float* buf = malloc(2 * (size_t)k * sizeof(float));
+    if (!buf) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    for (int q = 0; q < k; q++) buf[q] = (float)var, buf[k + q] = 1.0f / (float)k;
+    FgmmModel hm = {k, x->d, FGMM_COV_ISOTROPIC, (float*)cent, buf, buf + k};
+    rc = fgmm_gpu_estep_begin(e, x, &hm);
+    free(buf);
+    if (rc) return rc;
+    g->pend.scale = 2.0 * (double)(float)var * LN2;
+    *done = 1;
+    return FGMM_OK;
+}
+
 int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent, int k) {
     gpu_impl* g = e->impl;
     fgmm_gpu_discard(e);
     CU(cudaSetDevice(g->dev));
-    int d = x->d, rc;
+    int d = x->d, rc, done;
+    if ((rc = kmeans_zero_variance(e, x, cent, k, &done)) || done) return rc;
     float* cn = malloc((size_t)k * sizeof(float));
     if (!cn) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     for (int q = 0; q < k; q++) {
