@@ -97,6 +97,7 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     fgmm_gpu_discard(e);
     CU(cudaSetDevice(g->dev)); /* several engines may share this thread (one per GPU) */
     estep_ctx c = {0};
+    double mark = fgmm_now();
     int rc = fgmm_gpu_data_scan(g, x);
     if (rc) return rc;
     /* prepared rows: the default fused fp16 path on data that fits resident as fp16 */
@@ -104,6 +105,7 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) && fmt != FMT_RAW &&
              fgmm_gpu_resident_fits(g, x, fmt, NULL);
     if ((rc = fgmm_gpu_prepare_model(g, m, &c))) return rc;
+    fgmm_trace(&mark, "  gpu e-step: model up, constants");
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;
     if ((rc = fgmm_gpu_zero_stats(g, c.kp, c.dp, c.diag, ll_len))) return rc;
     estep_run run = {&c, x->dtype, x->d};
@@ -116,6 +118,8 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     g->pend.per_dim = c.diag;
     g->pend.ll_len = ll_len;
     g->pend.scale = c.fused ? LN2 : 1.0;
+    fgmm_trace(&mark, "  gpu e-step: kernels enqueued");
+    g->pend.mark = mark;
     return FGMM_OK;
 }
 

@@ -81,6 +81,7 @@ typedef struct gpu_impl {
         int active, k, d, dp, per_dim;
         long long ll_len;
         double scale; /* obj = scale * sum(ll) */
+        double mark;  /* FGMM_TRACE: the time of the pass's last traced step */
     } pend;
     /* host scan of the last data seen: max |x| (bounds the fp16 prescale), the column means (the
      * fused path's centring shift; dp floats, zero padding) and the prepared rows' prescale */

@@ -93,6 +93,7 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
     g->pend.d = g->pend.dp = d;
     g->pend.ll_len = 1;
     g->pend.scale = -1.0; /* obj = -sum of squared distances */
+    g->pend.mark = fgmm_now();
     return FGMM_OK;
 }
 

@@ -33,12 +33,14 @@ static int download_stats(gpu_impl* g, int k, int d, int dp, int s2_per_dim, lon
     CU(cudaMemcpyAsync(s2, g->s2.p, s2n * sizeof(double), cudaMemcpyDeviceToHost, g->st));
     CU(cudaMemcpyAsync(ll, g->ll.p, (size_t)ll_len * sizeof(double), cudaMemcpyDeviceToHost, g->st));
     CU(cudaStreamSynchronize(g->st));
+    fgmm_trace(&g->pend.mark, "  gpu pass: kernels done, downloaded");
     memcpy(out->nk, nk, (size_t)k * sizeof(double));
     memcpy(out->s2, s2, s2n * sizeof(double));
     for (int q = 0; q < k; q++) memcpy(out->s1 + (size_t)q * d, s1 + (size_t)q * dp, (size_t)d * sizeof(double));
     double s = 0;
     for (long long i = 0; i < ll_len; i++) s += ll[i];
     out->obj = scale * s;
+    fgmm_trace(&g->pend.mark, "  gpu pass: statistics copied out");
     return FGMM_OK;
 }
 
