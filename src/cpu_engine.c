@@ -83,6 +83,25 @@ static int scratch_alloc(cpu_scratch* s, int k, int d, int diag) {
     return FGMM_OK;
 }
 
+/* The engine's state: its scratch, kept between passes of one shape (a training's passes would
+ * otherwise each fault in ~128 MB of fresh pages). An engine serves one thread at a time. */
+typedef struct cpu_impl {
+    cpu_scratch s;
+    int k, d, diag;
+} cpu_impl;
+
+static int scratch_get(fgmm_engine* e, int k, int d, int diag, cpu_scratch** out) {
+    cpu_impl* ci = e->impl;
+    if (!ci->s.xb || ci->k != k || ci->d != d || ci->diag != diag) {
+        scratch_free(&ci->s);
+        int rc = scratch_alloc(&ci->s, k, d, diag);
+        if (rc) return rc;
+        ci->k = k, ci->d = d, ci->diag = diag;
+    }
+    *out = &ci->s;
+    return FGMM_OK;
+}
+
 static void model_free(cpu_model* m) {
     free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
     memset(m, 0, sizeof *m);
@@ -272,54 +291,51 @@ static void col_sums(const float* r, const float* g, int k, int b, int w, double
     }
 }
 
-/* Model constants and scratch for one pass over the data (freed by the caller on success). */
-static int begin_pass(cpu_model* cm, cpu_scratch* s, const FgmmModel* m) {
+/* Model constants (freed by the caller on success) and the engine's scratch for one pass. */
+static int begin_pass(fgmm_engine* e, cpu_model* cm, cpu_scratch** s, const FgmmModel* m) {
     int rc = model_prepare(cm, m);
     if (rc) return rc;
-    if ((rc = scratch_alloc(s, m->k, m->d, cm->diag))) model_free(cm);
+    if ((rc = scratch_get(e, m->k, m->d, cm->diag, s))) model_free(cm);
     return rc;
 }
 
 static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out) {
-    (void)e;
     cpu_model cm;
-    cpu_scratch s;
-    int rc = begin_pass(&cm, &s, m);
+    cpu_scratch* s;
+    int rc = begin_pass(e, &cm, &s, m);
     if (rc) return rc;
     int k = m->k, d = m->d;
     fgmm_stats_zero(out);
-    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
-        int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
-        const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
-        block_rows(&s, &cm, xb, b, 1);
-        for (int i = 0; i < b; i++) out->obj += s.logz[i];
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s->rows) {
+        int b = (int)(x->n - i0 < s->rows ? x->n - i0 : s->rows);
+        const float* xb = load_block(s, x, i0, b, cm.diag, cm.ctr);
+        block_rows(s, &cm, xb, b, 1);
+        for (int i = 0; i < b; i++) out->obj += s->logz[i];
         /* nk and (isotropic) sum r ||x - mu||^2: column chunks, rows in order. */
 #pragma omp parallel for schedule(static)
         for (int j0 = 0; j0 < k; j0 += COL_CHUNK)
-            col_sums(s.r + j0, s.g + j0, k, b, j0 + COL_CHUNK < k ? COL_CHUNK : k - j0, out->nk + j0,
+            col_sums(s->r + j0, s->g + j0, k, b, j0 + COL_CHUNK < k ? COL_CHUNK : k - j0, out->nk + j0,
                      cm.diag ? NULL : out->s2 + j0);
-        add_rtx(&s, k, d, b, xb, out->s1);
-        if (cm.diag) add_rtx(&s, k, d, b, s.x2b, out->s2);
+        add_rtx(s, k, d, b, xb, out->s1);
+        if (cm.diag) add_rtx(s, k, d, b, s->x2b, out->s2);
     }
     unshift_stats(out, cm.ctr, cm.diag);
-    scratch_free(&s);
     model_free(&cm);
     return FGMM_OK;
 }
 
 static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
-    (void)e;
     int d = x->d;
-    cpu_scratch s;
-    int rc = scratch_alloc(&s, k, d, 0);
+    cpu_scratch* s;
+    int rc = scratch_get(e, k, d, 0, &s);
     if (rc) return rc;
     float* cn = malloc((size_t)k * sizeof(float));
-    int* lab = malloc((size_t)s.rows * sizeof(int));
-    float* dist = malloc((size_t)s.rows * sizeof(float));
+    int* lab = malloc((size_t)s->rows * sizeof(int));
+    float* dist = malloc((size_t)s->rows * sizeof(float));
     float* ctr = malloc((size_t)d * sizeof(float));
     float* cc = malloc((size_t)k * d * sizeof(float)); /* centred centroids */
     if (!cn || !lab || !dist || !ctr || !cc) {
-        free(cn); free(lab); free(dist); free(ctr); free(cc); scratch_free(&s);
+        free(cn); free(lab); free(dist); free(ctr); free(cc);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
     centre_of(cent, NULL, k, d, ctr);
@@ -333,13 +349,13 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
         cn[j] = (float)v;
     }
     fgmm_stats_zero(out);
-    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
-        int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
-        const float* xb = load_block(&s, x, i0, b, 0, ctr);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cc, d, 0.0f, s.g, k);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s->rows) {
+        int b = (int)(x->n - i0 < s->rows ? x->n - i0 : s->rows);
+        const float* xb = load_block(s, x, i0, b, 0, ctr);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cc, d, 0.0f, s->g, k);
 #pragma omp parallel for
         for (int i = 0; i < b; i++) {
-            const float* g = s.g + (size_t)i * k;
+            const float* g = s->g + (size_t)i * k;
             int best = 0;
             float bv = FLT_MAX;
             for (int j = 0; j < k; j++) {
@@ -347,7 +363,7 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
                 if (v < bv) { bv = v; best = j; }
             }
             lab[i] = best;
-            dist[i] = fmaxf(bv + s.xn[i], 0.0f);
+            dist[i] = fmaxf(bv + s->xn[i], 0.0f);
         }
         for (int i = 0; i < b; i++) {
             int j = lab[i];
@@ -361,29 +377,27 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     }
     unshift_stats(out, ctr, 0);
     free(cn); free(lab); free(dist); free(ctr); free(cc);
-    scratch_free(&s);
     return FGMM_OK;
 }
 
 static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
                       fgmm_idx_t* labels, float* resp, float* loglik) {
-    (void)e;
     cpu_model cm;
-    cpu_scratch s;
-    int rc = begin_pass(&cm, &s, m);
+    cpu_scratch* s;
+    int rc = begin_pass(e, &cm, &s, m);
     if (rc) return rc;
     int k = m->k;
-    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s.rows) {
-        int b = (int)(x->n - i0 < s.rows ? x->n - i0 : s.rows);
-        const float* xb = load_block(&s, x, i0, b, cm.diag, cm.ctr);
-        block_rows(&s, &cm, xb, b, 0);
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s->rows) {
+        int b = (int)(x->n - i0 < s->rows ? x->n - i0 : s->rows);
+        const float* xb = load_block(s, x, i0, b, cm.diag, cm.ctr);
+        block_rows(s, &cm, xb, b, 0);
 #pragma omp parallel for
         for (int i = 0; i < b; i++) {
             fgmm_idx_t row = i0 + i;
-            if (loglik) loglik[row] = (float)s.logz[i];
+            if (loglik) loglik[row] = (float)s->logz[i];
             if (topm <= 0) continue;
             /* Insertion into a sorted top-m list: m is small (lists per vector). */
-            const float* r = s.r + (size_t)i * k;
+            const float* r = s->r + (size_t)i * k;
             fgmm_idx_t* lb = labels + (size_t)row * topm;
             float best[topm];
             int cnt = 0;
@@ -400,24 +414,35 @@ static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, in
             }
             for (int t = 0; t < topm; t++) {
                 if (t >= cnt) lb[t] = -1;
-                if (resp) resp[(size_t)row * topm + t] = t < cnt ? (float)exp(best[t] - s.logz[i]) : 0.0f;
+                if (resp) resp[(size_t)row * topm + t] = t < cnt ? (float)exp(best[t] - s->logz[i]) : 0.0f;
             }
         }
     }
-    scratch_free(&s);
     model_free(&cm);
     return FGMM_OK;
 }
 
-static void cpu_destroy(fgmm_engine* e) { free(e); }
+static void cpu_destroy(fgmm_engine* e) {
+    if (!e) return;
+    cpu_impl* ci = e->impl;
+    if (ci) scratch_free(&ci->s);
+    free(ci);
+    free(e);
+}
 
 static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL, NULL};
 
 int fgmm_engine_cpu_create(fgmm_engine** out) {
     FGMM_CHECK_NULL(out);
     fgmm_engine* e = calloc(1, sizeof *e);
-    if (!e) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    cpu_impl* ci = calloc(1, sizeof *ci);
+    if (!e || !ci) {
+        free(e);
+        free(ci);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    }
     e->ops = &cpu_ops;
+    e->impl = ci;
     e->precision = FGMM_PREC_EXACT;
     *out = e;
     return FGMM_OK;
