@@ -64,19 +64,19 @@ extern "C" int fgmm_kmeans_accumulate(const float* g, const float* xf, const flo
 
 /* One warp (all lanes): the first i in [i0, n) where *acc + a[i0] + ... + a[i] > target (and a[i] > 0
  * if pos), with *acc advanced to the sum before i; -1 (*acc advanced by the whole range) if none.
- * Running sums per 32 values by shuffles, four loads in flight per lane. */
+ * Running sums per 32 values by shuffles, eight loads in flight per lane. */
 __device__ long long warp_cross(const double* __restrict__ a, long long i0, long long n, double target, double* acc,
                                 bool pos) {
     const int lane = threadIdx.x & 31;
-    for (long long g = i0; g < n; g += 128) {
-        double v[4];
+    for (long long g = i0; g < n; g += 256) {
+        double v[8];
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
+        for (int q = 0; q < 8; q++) {
             long long i = g + q * 32 + lane;
             v[q] = i < n ? a[i] : 0.0;
         }
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
+        for (int q = 0; q < 8; q++) {
             double incl = v[q];
             for (int o = 1; o < 32; o <<= 1) {
                 double t = __shfl_up_sync(0xffffffffu, incl, o);
@@ -102,7 +102,13 @@ __device__ long long pp_choose(const double* __restrict__ d2, long long ns, cons
                                double u) {
     const int lane = threadIdx.x & 31;
     double total = 0;
-    for (int b = lane; b < nb; b += 32) total += part[b];
+    for (int b0 = 0; b0 < nb; b0 += 256) { /* eight loads in flight per lane: one L2 round trip per 256 */
+        double v[8];
+#pragma unroll
+        for (int q = 0; q < 8; q++) v[q] = b0 + q * 32 + lane < nb ? part[b0 + q * 32 + lane] : 0.0;
+#pragma unroll
+        for (int q = 0; q < 8; q++) total += v[q];
+    }
     for (int o = 16; o > 0; o >>= 1) total += __shfl_down_sync(0xffffffffu, total, o);
     total = __shfl_sync(0xffffffffu, total, 0);
     if (!(total > 0)) return -1;
