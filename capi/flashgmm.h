@@ -45,8 +45,8 @@ typedef enum FgmmBackend {
 
 typedef enum FgmmPrecision {
     FGMM_PREC_FAST = 0,  ///< GPU: fp16 tensor cores on prescaled rows, fp32 accumulation (rel. error ~3e-4);
-                         ///< k-means: TF32 GEMMs pick the centroids in the first pass, then the fp16
-                         ///< E-step at a vanishing variance (near-ties may go either way)
+                         ///< k-means: the fp16 E-step at a vanishing variance, or TF32 GEMMs where rows
+                         ///< are streamed or d > 128 (near-ties may go either way)
     FGMM_PREC_EXACT = 1, ///< GPU: error-compensated 3x bf16 (~fp32), k-means on fp32 GEMMs; CPU is always
                          ///< fp32 GEMM + fp64 sums
 } FgmmPrecision;

@@ -34,20 +34,30 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     return rc;
 }
 
-/* Fast precision once the rows are on the device (the first pass put them there): k-means as the
+/* Fast precision with the rows resident on the device (put there first if they fit): k-means as the
  * E-step of a mixture with equal weights and one tiny variance, the GMM's zero-variance limit, on the
  * fused fp16 kernels. Log-density gaps are then 2^63 times the squared-distance gap over the largest
  * squared distance the data allows (d (2 max|x|)^2): every responsibility is 0 or 1 but at near-ties
  * (shared there), and the statistics are the counts, sums and squared distances of the assignment.
  * obj = sum log p(x) * 2 var ln 2 = -(sum of squared distances) + n * O(1e3 var). *done = 0 where it
  * does not apply. */
+static int no_rows(gpu_impl* g, const void* dx, long long row0, long long rows, void* ctx) {
+    (void)g, (void)dx, (void)row0, (void)rows, (void)ctx;
+    return FGMM_OK;
+}
+
 static int kmeans_zero_variance(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, int* done) {
     gpu_impl* g = e->impl;
     *done = 0;
-    if ((g->path != FGMM_GPU_PATH_FUSED && g->path != FGMM_GPU_PATH_FUSED_MMA) || x->d > FGMM_FUSED_MAX_D ||
-        !fgmm_gpu_on_device(g, x))
+    if ((g->path != FGMM_GPU_PATH_FUSED && g->path != FGMM_GPU_PATH_FUSED_MMA) || x->d > FGMM_FUSED_MAX_D)
         return FGMM_OK;
-    int rc = fgmm_gpu_data_scan(g, x);
+    int rc;
+    /* the rows go up as given first (max |x| and the fp16 copy are then made on the device) */
+    if (!fgmm_gpu_on_device(g, x) && fgmm_gpu_resident_fits(g, x, FMT_RAW, NULL) &&
+        (rc = fgmm_gpu_for_each_chunk(g, x, FMT_RAW, no_rows, NULL)))
+        return rc;
+    if (!fgmm_gpu_on_device(g, x)) return FGMM_OK; /* streamed: the cuBLAS path */
+    rc = fgmm_gpu_data_scan(g, x);
     if (rc) return rc;
     const double var = (double)x->d * 4.0 * g->amax * g->amax * 0x1p-64;
     if (!(var >= 1e-30 && var <= 1e30)) return FGMM_OK;

@@ -9,6 +9,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -586,6 +587,41 @@ static int check_comm(const fgmm_comm* c, fgmm_idx_t n, const FgmmParams* p) {
     return FGMM_OK;
 }
 
+/* The engine made on a second thread while this one reads the data (variance pass, seeding sample):
+ * a GPU engine's first creation in a process includes the CUDA context, about 0.2 s. */
+typedef struct engine_start {
+    const FgmmParams* p;
+    fgmm_engine* eng;
+    int rc, started;
+    char msg[512]; /* the error message: fgmm_fail's is per thread */
+    pthread_t th;
+} engine_start;
+
+static void* engine_start_run(void* arg) {
+    engine_start* s = arg;
+    s->rc = fgmm_engine_create(&s->eng, s->p);
+    if (s->rc) snprintf(s->msg, sizeof s->msg, "%s", fgmm_get_last_error());
+    return NULL;
+}
+
+/* Starts the creation (GPU-capable backends only; else, or if no thread starts, engine_finish
+ * creates it). */
+static void engine_begin(engine_start* s, const FgmmParams* p) {
+    memset(s, 0, sizeof *s);
+    s->p = p;
+    s->started = p->backend != FGMM_BACKEND_CPU && !pthread_create(&s->th, NULL, engine_start_run, s);
+}
+
+/* The engine (*eng) or the creation's error. */
+static int engine_finish(engine_start* s, fgmm_engine** eng) {
+    if (!s->started) return fgmm_engine_create(eng, s->p);
+    pthread_join(s->th, NULL);
+    s->started = 0;
+    *eng = s->eng;
+    s->eng = NULL;
+    return s->rc ? fgmm_fail(s->rc, "%s", s->msg) : FGMM_OK;
+}
+
 int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, fgmm_comm* comm,
                     FgmmModel** out, FgmmTrainInfo* info) {
     double t0 = fgmm_now();
@@ -606,6 +642,7 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     t.k = p->k;
     t.d = d;
     t.rng = p->seed;
+    engine_start es = {0};
     /* Every failure goes to done, which tells the other ranks (these first checks fail alike on all). */
     if ((rc = check_params(p))) goto done;
     if (p->k < 1 || p->k > t.n_all) {
@@ -613,6 +650,7 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
                       : fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d > n = %lld rows", p->k, (long long)t.n_all);
         goto done;
     }
+    engine_begin(&es, p);
     double mark = t0;
     rc = fgmm_data_check_shape(&t.x, "fgmm_train");
     if ((rc = data_mean_var(&t, rc))) goto done;
@@ -638,17 +676,17 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     if (!info) info = &local;
     memset(info, 0, sizeof *info);
     if ((rc = fgmm_model_alloc(&g, p->k, d, p->covariance))) goto done;
-    rc = fgmm_engine_create(&t.eng, p);
+    if ((rc = draw_sample(&t))) goto done;
+    fgmm_trace(&mark, "seeding sample");
+    rc = engine_finish(&es, &t.eng);
     /* GPU ranks sum their statistics with NCCL where they all can; every rank (the same backend on all)
      * agrees there on the others' engines */
     const int ranks = comm ? comm->size : 1;
     if (ranks > 1 && p->backend != FGMM_BACKEND_CPU) rc = fgmm_engine_comm_wrap(&t.eng, comm, rc);
     if (rc) goto done;
     if (t.eng->ops->set_scan && (rc = t.eng->ops->set_scan(t.eng, &t.x, t.col_mean))) goto done;
-    fgmm_trace(&mark, ranks == 1 ? "engine" : t.eng->sums_ranks ? "engine, ranks sum with NCCL" : "engine, ranks sum on the host");
+    fgmm_trace(&mark, ranks == 1 ? "engine (the rest of its start)" : t.eng->sums_ranks ? "engine, ranks sum with NCCL" : "engine, ranks sum on the host");
     info->backend = t.eng->ops->name;
-    if ((rc = draw_sample(&t))) goto done;
-    fgmm_trace(&mark, "seeding sample");
     t.mark = &mark;
     if ((rc = run_kmeans(&t, g, info))) goto done;
     fgmm_trace(&mark, "other k-means iterations");
@@ -710,6 +748,10 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
 done:
     /* A failure on this rank alone: the others learn of it at their next collective. */
     if (rc && comm && !comm->agreed) comm->sum(comm, NULL, 0, rc);
+    if (es.started) { /* failed before the engine was needed */
+        pthread_join(es.th, NULL);
+        fgmm_engine_destroy(es.eng);
+    }
     fgmm_stats_free(&st);
     fgmm_engine_destroy(t.eng);
     free(t.sample);

@@ -698,18 +698,19 @@ TEST(GpuNccl, CommInitFailureStopsEveryRank) {
 }
 
 // k-means assignment passes on the GPU against float64. Exact precision (fp32 GEMM) gives the same
-// assignment. Fast precision: the first pass (rows not yet on the device) picks centroids with a
-// TF32 GEMM and takes counts, sums and distances from the fp32 rows; later passes run on the fused
-// fp16 E-step at a tiny shared variance (the GMM's zero-variance limit). In both only near-ties may
-// move (counts within twice the rows whose two best distances are within 1%); the fp16 pass's sums
-// and distances carry fp16 rounding.
-static void kmeans_pass_vs_float64(FgmmPrecision prec) {
+// assignment. Fast precision with the rows resident (two passes: the first uploads them): the fused
+// fp16 E-step at a tiny shared variance (the GMM's zero-variance limit); streamed rows (mem_limit
+// 1 MB): TF32 GEMMs pick the centroid, counts, sums and distances from the fp32 rows. In both only
+// near-ties may move (counts within twice the rows whose two best distances are within 1%); the fp16
+// path's sums and distances carry fp16 rounding.
+static void kmeans_pass_vs_float64(FgmmPrecision prec, size_t mem_limit) {
     int64_t n = 20011;
     int d = 24, k = 50;
     auto x = planted(n, d, k, 3.0, 151);
     std::vector<float> c(x.begin(), x.begin() + (size_t)k * d);  // the first k rows as centroids
     fgmm_engine* e = nullptr;
-    ASSERT_EQ(fgmm_engine_gpu_create(&e, 0, 0, prec), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_engine_gpu_create(&e, 0, mem_limit, prec), 0) << fgmm_get_last_error();
+    const bool fp16 = prec == FGMM_PREC_FAST && !mem_limit;
     // float64 reference: nearest centroid, counts, sums, squared distances
     std::vector<double> cnt(k), sums((size_t)k * d), sq(k);
     double total = 0;
@@ -746,10 +747,9 @@ static void kmeans_pass_vs_float64(FgmmPrecision prec) {
             double moved = 0;
             for (int j = 0; j < k; j++) moved += std::fabs(st.nk[j] - cnt[j]);
             EXPECT_LE(moved, 2.0 * close);
-            const double tol = pass == 0 ? 1e-9 : 1e-3;  // fp32 rows, then fp16 ones
-            if (moved == 0) EXPECT_LT(rel_err(st.s1, sums.data(), sums.size()), tol);
-            EXPECT_NEAR(-st.obj, total, (pass == 0 ? 1e-4 : 1e-3) * total);
-            if (pass == 1) EXPECT_LT(rel_err(st.s2, sq.data(), k), 1e-3);
+            if (moved == 0) EXPECT_LT(rel_err(st.s1, sums.data(), sums.size()), fp16 ? 1e-3 : 1e-9);
+            EXPECT_NEAR(-st.obj, total, (fp16 ? 1e-3 : 1e-4) * total);
+            EXPECT_LT(rel_err(st.s2, sq.data(), k), fp16 ? 1e-3 : 1e-4);
         }
         fgmm_stats_free(&st);
     }
@@ -758,12 +758,13 @@ static void kmeans_pass_vs_float64(FgmmPrecision prec) {
 
 TEST(GpuKmeans, StatisticsMatchFloat64) {
     REQUIRE_GPU();
-    kmeans_pass_vs_float64(FGMM_PREC_EXACT);
+    kmeans_pass_vs_float64(FGMM_PREC_EXACT, 0);
 }
 
 TEST(GpuKmeans, FastPrecisionMovesOnlyNearTiesOnBothPaths) {
     REQUIRE_GPU();
-    kmeans_pass_vs_float64(FGMM_PREC_FAST);
+    kmeans_pass_vs_float64(FGMM_PREC_FAST, 0);        // resident rows: the fp16 E-step
+    kmeans_pass_vs_float64(FGMM_PREC_FAST, 1u << 20);  // streamed rows: TF32 GEMMs
 }
 
 // Bad input reaches the GPU backend's callers as codes, as on the CPU (written 2026-11-29; not yet
