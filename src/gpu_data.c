@@ -1,6 +1,7 @@
 /* gpu_data.c: the GPU backend's data: rows resident on the device (as given, or prepared for the
  * fused fp16 E-step) or streamed in chunks, visited range by range; the host scan behind the
  * prepared rows' centring and prescale. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,17 +140,55 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
 
 /* Calls fn on device-resident row ranges covering all of x; prepared formats require fgmm_gpu_resident_fits. */
 /* The two pinned staging buffers, at least bytes each (contents are not kept). */
+/* One spare pinned pair per process: pinning costs ~0.5 ms per MB, and every training makes a new
+ * engine. An engine takes it when it needs a pair it fits, and leaves its own there when it ends
+ * (pairs of at most 64 MB each). */
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static void* spare[2];
+static size_t spare_cap;
+
+static void free_pair(void* p[2]) {
+    for (int i = 0; i < 2; i++)
+        if (p[i]) cudaFreeHost(p[i]);
+}
+
+/* at exit, before the CUDA runtime's own teardown (registered earlier, so run later) */
+static void free_spare(void) { free_pair(spare); }
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static void spare_at_exit(void) { atexit(free_spare); }
+
 static int pinned_pair(gpu_impl* g, size_t bytes) {
     if (g->pinned_cap >= bytes) return FGMM_OK;
-    for (int i = 0; i < 2; i++) {
-        if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
-        g->pinned[i] = NULL;
-    }
+    free_pair(g->pinned);
+    g->pinned[0] = g->pinned[1] = NULL;
     g->pinned_cap = 0;
+    pthread_mutex_lock(&spare_lock);
+    if (spare_cap >= bytes) {
+        g->pinned[0] = spare[0], g->pinned[1] = spare[1], g->pinned_cap = spare_cap;
+        spare[0] = spare[1] = NULL, spare_cap = 0;
+    }
+    pthread_mutex_unlock(&spare_lock);
+    if (g->pinned_cap) return FGMM_OK;
     CU(cudaMallocHost(&g->pinned[0], bytes));
     CU(cudaMallocHost(&g->pinned[1], bytes));
     g->pinned_cap = bytes;
     return FGMM_OK;
+}
+
+void fgmm_gpu_pinned_pair_release(gpu_impl* g) {
+    void* drop[2] = {g->pinned[0], g->pinned[1]};
+    if (g->pinned[0] && g->pinned[1] && g->pinned_cap <= ((size_t)64 << 20)) { /* streaming's big pairs go */
+        pthread_mutex_lock(&spare_lock);
+        pthread_once(&spare_once, spare_at_exit);
+        if (g->pinned_cap > spare_cap) { /* keep the larger pair */
+            drop[0] = spare[0], drop[1] = spare[1];
+            spare[0] = g->pinned[0], spare[1] = g->pinned[1], spare_cap = g->pinned_cap;
+        }
+        pthread_mutex_unlock(&spare_lock);
+    }
+    free_pair(drop);
+    g->pinned[0] = g->pinned[1] = NULL;
+    g->pinned_cap = 0;
 }
 
 /* Host -> pinned staging in parallel: one core's memcpy is the bottleneck of an upload. */

@@ -96,8 +96,8 @@ static void gpu_destroy(fgmm_engine* e) {
         if (g->host_stats) cudaFreeHost(g->host_stats);
         if (g->host_up) cudaFreeHost(g->host_up);
         free(g->data_mean);
+        fgmm_gpu_pinned_pair_release(g);
         for (int i = 0; i < 2; i++) {
-            if (g->pinned[i]) cudaFreeHost(g->pinned[i]);
             if (g->copied[i]) cudaEventDestroy(g->copied[i]);
             if (g->consumed[i]) cudaEventDestroy(g->consumed[i]);
         }

@@ -175,6 +175,9 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
                             int d, int diag, int check, int* in_range);
 int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c);
 
+/* At the engine's end: its pinned pair becomes the process's spare (the larger of two, at most 64 MB
+ * each), or is freed. */
+void fgmm_gpu_pinned_pair_release(gpu_impl* g);
 /* bytes from host src to device dst through the pinned pair, 8 MB pieces staged while the previous
  * piece's DMA runs; returns when the copy has landed (gpu_data.c). */
 int fgmm_gpu_upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes);
