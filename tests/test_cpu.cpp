@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "flashgmm_io.h"
+#include "internal.h"
 
 using namespace fgt;
 
@@ -352,4 +353,44 @@ TEST(CpuTrain, DataScalesOutsideFloat32AreRefusedOrTrainFinite) {
         EXPECT_EQ(info.reseeded, 0);
         fgmm_model_free(m);
     }
+}
+
+// The CPU engine keeps its scratch between passes (sized by k, d and the covariance): one engine
+// running E-steps and k-means passes of changing shapes gives, bit for bit, what a fresh engine
+// gives for each.
+TEST(CpuEngine, OneEngineServesPassesOfChangingShape) {
+    const int64_t n = 3000;
+    const int d = 16;
+    auto x = planted(n, d, 8, 4.0, 71);
+    FgmmModel* m1 = model_from_rows(x.data(), n, d, 8, FGMM_COV_ISOTROPIC, 1.0, 72);
+    FgmmModel* m2 = model_from_rows(x.data(), n, d, 5, FGMM_COV_DIAGONAL, 1.0, 73);
+    FgmmModel* m3 = model_from_rows(x.data(), n, d, 300, FGMM_COV_ISOTROPIC, 1.0, 74);  // other block rows
+    const fgmm_data xd = {x.data(), n, d, FGMM_F32};
+    // pass: 0 E-step of m, 1 k-means with m's means as centroids
+    auto run = [&](fgmm_engine* e, const FgmmModel* m, int kmeans) {
+        const int k = fgmm_model_k(m);
+        const bool diag = !kmeans && fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
+        fgmm_stats st;
+        EXPECT_EQ(fgmm_stats_alloc(&st, k, d, diag), 0);
+        int rc = kmeans ? e->ops->kmeans(e, &xd, fgmm_model_means(m), k, &st) : e->ops->estep(e, &xd, m, &st);
+        EXPECT_EQ(rc, 0) << fgmm_get_last_error();
+        std::vector<double> v(st.nk, st.nk + fgmm_stats_len(&st));
+        v.push_back(st.obj);
+        fgmm_stats_free(&st);
+        return v;
+    };
+    fgmm_engine* kept = nullptr;
+    ASSERT_EQ(fgmm_engine_cpu_create(&kept), 0);
+    const std::pair<const FgmmModel*, int> passes[] = {{m1, 0}, {m2, 0}, {m1, 1}, {m3, 0}, {m3, 1}, {m1, 0}};
+    for (const auto& ps : passes) {
+        fgmm_engine* fresh = nullptr;
+        ASSERT_EQ(fgmm_engine_cpu_create(&fresh), 0);
+        EXPECT_EQ(run(kept, ps.first, ps.second), run(fresh, ps.first, ps.second))
+            << "k " << fgmm_model_k(ps.first) << (ps.second ? " k-means" : " E-step");
+        fgmm_engine_destroy(fresh);
+    }
+    fgmm_engine_destroy(kept);
+    fgmm_model_free(m1);
+    fgmm_model_free(m2);
+    fgmm_model_free(m3);
 }
