@@ -1,7 +1,7 @@
-/* kmeans_assign.cu: Lloyd's assignment step after a cuBLAS G = x.c^T: nearest centroid
- * per row (a warp per row), then counts, sums, squared distances into double accumulators;
- * and k-means++ seeding on the device.
- * Sums cost t*d double atomics per tile: fine for the few warm-start iterations. */
+/* kmeans_assign.cu: Lloyd's assignment step after a cuBLAS G = x.c^T (the cuBLAS path: exact
+ * precision, streamed rows, d > 128): nearest centroid per row (a warp per row), then counts, sums,
+ * squared distances into double accumulators (t*d double atomics per tile); and k-means++ seeding
+ * on the device. */
 #include <math.h>
 
 #include "kernels.h"

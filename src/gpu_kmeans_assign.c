@@ -1,5 +1,6 @@
-/* gpu_kmeans_assign.c: the GPU backend's k-means statistics (on the cuBLAS row tiles, pending like
- * the E-step's), k-means++ seeding, and top-m assignment with log p(x). */
+/* gpu_kmeans_assign.c: the GPU backend's k-means statistics, pending like the E-step's (fast
+ * precision on resident rows: the fused E-step at a vanishing variance; else the cuBLAS row tiles),
+ * k-means++ seeding, and top-m assignment with log p(x). */
 #include <stdlib.h>
 
 #include "gpu_impl.h"
