@@ -9,8 +9,9 @@
 
 #define NTHREADS 256
 
-__global__ void kmeans_acc(const float* __restrict__ g, const float* __restrict__ xf, const float* __restrict__ cent, const float* __restrict__ cn, int t, int k, int d,
-                           double* counts, double* sums, double* sq, double* total) {
+__global__ void kmeans_acc(const float* __restrict__ g, const float* __restrict__ xf, const float* __restrict__ cent,
+                           const float* __restrict__ cn, int t, int k, int d, double* counts, double* sums, double* sq,
+                           double* total) {
     __shared__ double wsum[NTHREADS / 32];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int row = blockIdx.x * (NTHREADS / 32) + warp;

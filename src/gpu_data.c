@@ -138,8 +138,6 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     return FGMM_OK;
 }
 
-/* Calls fn on device-resident row ranges covering all of x; prepared formats require fgmm_gpu_resident_fits. */
-/* The two pinned staging buffers, at least bytes each (contents are not kept). */
 /* One spare pinned pair per process: pinning costs ~0.5 ms per MB, and every training makes a new
  * engine. An engine takes it when it needs a pair it fits, and leaves its own there when it ends
  * (pairs of at most 64 MB each). */
@@ -157,6 +155,7 @@ static void free_spare(void) { free_pair(spare); }
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static void spare_at_exit(void) { atexit(free_spare); }
 
+/* The two pinned staging buffers, at least bytes each (contents are not kept). */
 static int pinned_pair(gpu_impl* g, size_t bytes) {
     if (g->pinned_cap >= bytes) return FGMM_OK;
     free_pair(g->pinned);
@@ -224,8 +223,25 @@ int fgmm_gpu_upload_staged(gpu_impl* g, void* dst, const void* src, size_t bytes
     return FGMM_OK;
 }
 
+int fgmm_gpu_upload_raw(gpu_impl* g, const fgmm_data* x) {
+    size_t total = (size_t)x->n * x->d * fgmm_dtype_size(x->dtype);
+    g->host_x = NULL;
+    double mark = fgmm_now();
+    int rc = fgmm_gpu_dgrow(&g->data, total, "the data");
+    if (rc) return rc;
+    fgmm_trace(&mark, "  gpu: device memory for the rows");
+    if ((rc = fgmm_gpu_upload_staged(g, g->data.p, x->x, total))) return rc;
+    g->host_x = x->x;
+    g->host_n = x->n;
+    g->host_d = x->d;
+    g->host_dtype = x->dtype;
+    g->host_fmt = FMT_RAW;
+    return FGMM_OK;
+}
+
+/* Calls fn on device-resident row ranges covering all of x; prepared formats require fgmm_gpu_resident_fits. */
 int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn fn, void* ctx) {
-    size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype), total = (size_t)x->n * row_bytes;
+    size_t row_bytes = (size_t)x->d * fgmm_dtype_size(x->dtype);
     if (is_resident(g, x, fmt)) return resident_ranges(g, x, fn, ctx);
     if (fmt != FMT_RAW) {
         int rc = upload_prepared(g, x, fmt);
@@ -233,18 +249,8 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
     }
     size_t budget;
     if (fgmm_gpu_resident_fits(g, x, FMT_RAW, &budget)) { /* resident: copy once, reuse for every pass */
-        g->host_x = NULL;
-        double mark = fgmm_now();
-        int rc = fgmm_gpu_dgrow(&g->data, total, "the data");
-        if (rc) return rc;
-        fgmm_trace(&mark, "  gpu: device memory for the rows");
-        if ((rc = fgmm_gpu_upload_staged(g, g->data.p, x->x, total))) return rc;
-        g->host_x = x->x;
-        g->host_n = x->n;
-        g->host_d = x->d;
-        g->host_dtype = x->dtype;
-        g->host_fmt = FMT_RAW;
-        return resident_ranges(g, x, fn, ctx);
+        int rc = fgmm_gpu_upload_raw(g, x);
+        return rc ? rc : resident_ranges(g, x, fn, ctx);
     }
     /* streaming: two chunks of a quarter of the budget each */
     long long rows = (long long)(budget / 4 / row_bytes);
@@ -293,15 +299,12 @@ int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
     if (same && !g->amax_pending) return FGMM_OK;
     double mark = fgmm_now();
     if (same && x->dtype == FGMM_F32 && is_resident(g, x, FMT_RAW)) { /* set_scan's means, max |x| here */
+        float amax;
         int rc = fgmm_gpu_dgrow(&g->chk, sizeof(float), "constants scratch");
-        double* h = rc ? NULL : fgmm_gpu_pinned_stats(g, 1);
-        if (rc || !h) return rc ? rc : fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+        if (rc) return rc;
         CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
         KL(fgmm_abs_max(g->data.p, (long long)x->n * x->d, g->chk.p, g->st));
-        CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
-        CU(cudaStreamSynchronize(g->st));
-        float amax;
-        memcpy(&amax, h, sizeof amax);
+        if ((rc = fgmm_gpu_read_chk(g, &amax))) return rc;
         adopt_scan(g, x, g->data_mean, amax);
         fgmm_trace(&mark, "  gpu: max |x| of the resident rows");
         return FGMM_OK;

@@ -84,6 +84,16 @@ double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count) {
     return pinned_grow((void**)&g->host_stats, &g->host_stats_cap, count * sizeof(double));
 }
 
+/* The float in g->chk once the stream's work so far is done (the device maxima: range check, max |x|). */
+int fgmm_gpu_read_chk(gpu_impl* g, float* out) {
+    double* h = fgmm_gpu_pinned_stats(g, 1);
+    if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+    CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
+    CU(cudaStreamSynchronize(g->st));
+    memcpy(out, h, sizeof *out);
+    return FGMM_OK;
+}
+
 static void gpu_destroy(fgmm_engine* e) {
     if (!e) return;
     gpu_impl* g = e->impl;

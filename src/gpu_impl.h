@@ -158,12 +158,15 @@ int fgmm_gpu_cuda_fail(cudaError_t e, const char* what);
 int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what);
 float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero);
 double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count);
+int fgmm_gpu_read_chk(gpu_impl* g, float* out);
 
 /* ---- data: the host scan, residency, streaming (gpu_data.c) ---- */
 int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x);
 /* engine op set_scan (internal.h) */
 int fgmm_gpu_set_scan(fgmm_engine* e, const fgmm_data* x, const double* mean);
 int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* budget_out);
+/* x's rows as given made resident on the device (the caller checked that they fit). */
+int fgmm_gpu_upload_raw(gpu_impl* g, const fgmm_data* x);
 /* Whether x's rows are resident on the device (as given or prepared). */
 int fgmm_gpu_on_device(const gpu_impl* g, const fgmm_data* x);
 int fgmm_gpu_device_shift(gpu_impl* g);

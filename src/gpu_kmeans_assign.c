@@ -42,11 +42,6 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
  * (shared there), and the statistics are the counts, sums and squared distances of the assignment.
  * obj = sum log p(x) * 2 var ln 2 = -(sum of squared distances) + n * O(1e3 var). *done = 0 where it
  * does not apply. */
-static int no_rows(gpu_impl* g, const void* dx, long long row0, long long rows, void* ctx) {
-    (void)g, (void)dx, (void)row0, (void)rows, (void)ctx;
-    return FGMM_OK;
-}
-
 static int kmeans_zero_variance(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, int* done) {
     gpu_impl* g = e->impl;
     *done = 0;
@@ -54,8 +49,7 @@ static int kmeans_zero_variance(fgmm_engine* e, const fgmm_data* x, const float*
         return FGMM_OK;
     int rc;
     /* the rows go up as given first (max |x| and the fp16 copy are then made on the device) */
-    if (!fgmm_gpu_on_device(g, x) && fgmm_gpu_resident_fits(g, x, FMT_RAW, NULL) &&
-        (rc = fgmm_gpu_for_each_chunk(g, x, FMT_RAW, no_rows, NULL)))
+    if (!fgmm_gpu_on_device(g, x) && fgmm_gpu_resident_fits(g, x, FMT_RAW, NULL) && (rc = fgmm_gpu_upload_raw(g, x)))
         return rc;
     if (!fgmm_gpu_on_device(g, x)) return FGMM_OK; /* streamed: the cuBLAS path */
     rc = fgmm_gpu_data_scan(g, x);

@@ -43,12 +43,8 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
         KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
                                 check ? (float*)g->chk.p : NULL, g->st));
         if (check) {
-            double* h = fgmm_gpu_pinned_stats(g, 1);
-            if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
-            CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
-            CU(cudaStreamSynchronize(g->st));
             float amax;
-            memcpy(&amax, h, sizeof amax);
+            if ((rc = fgmm_gpu_read_chk(g, &amax))) return rc;
             *in_range = amax <= 32768.0f;
         }
     }

@@ -78,7 +78,6 @@ void fgmm_stats_free(fgmm_stats* s);
 /* FGMM_TRACE=1: fgmm_trace prints "what" and the seconds since *mark to stderr, then sets *mark to
  * now (steps of a training, and of the engine's parts of a step). */
 double fgmm_now(void);
-int fgmm_trace_on(void);
 void fgmm_trace(double* mark, const char* what);
 
 /* Training over several processes (fgmm_train_comm): every rank holds rows [row0[rank],

@@ -14,7 +14,7 @@ double fgmm_now(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-int fgmm_trace_on(void) {
+static int trace_on(void) {
     static atomic_int on = -1; /* FGMM_TRACE read once */
     int v = atomic_load(&on);
     if (v < 0) {
@@ -27,6 +27,6 @@ int fgmm_trace_on(void) {
 
 void fgmm_trace(double* mark, const char* what) {
     double t = fgmm_now();
-    if (fgmm_trace_on()) fprintf(stderr, "fgmm trace: %-34s %8.4f s\n", what, t - *mark);
+    if (trace_on()) fprintf(stderr, "fgmm trace: %-34s %8.4f s\n", what, t - *mark);
     *mark = t;
 }
