@@ -21,16 +21,8 @@
  * passes on wgmma (wgmma.cuh); 256 serves diagonal covariance's rows [x', x'^2], with two 128-column
  * pass-2 accumulators per thread and one block per SM.
  */
-#include <cuda_bf16.h>
-#include <math.h>
-#include <stdint.h>
+#include "fused_tiles.cuh"
 
-#include "kernels.h"
-#include "wgmma.cuh"
-
-#define DP_MAX FGMM_FUSED_MAX_D
-#define KS_MAX (DP_MAX / 16)  /* k-steps over the dimension */
-#define SROW (DP_MAX + 8)     /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
 #define P1_BM 128
 #define P1_BN 64
 /* pass-1 components per tile: wgmma takes 128 (m64n128: half the barriers and row reductions) */
@@ -40,48 +32,8 @@
 /* pass-2 row-tile stages: prepared rows are plain copies, NST - 1 tiles in flight; raw rows
  * go through one staging buffer and a conversion */
 #define P2_STAGES(PREP) ((PREP) ? 3 : 1)
-/* 16-bit elements of a smem tile of R rows: stride SROW, or (WDP != 0) WDP wide panelled for wgmma
- * (128 B per 64 columns) */
-#define TILE_ELEMS(R, WDP) ((WDP) ? (R) * (WDP) : (R) * SROW)
 #define P2_BN FGMM_FUSED_KTILE
-#define NTHREADS 256
-#define LOG2E 1.4426950408889634f
 
-#include <cuda_fp16.h>
-
-typedef __nv_bfloat16 bf16;
-
-/* Operand type per mode: FGMM_FUSED_BF16 and _EXACT use bf16 (fp32's range), FGMM_FUSED_FP16 uses
- * fp16 (8x finer mantissa; the host prescales by a power of two so operands stay < 2^12). Both are
- * 16 bits, so tiles are stored as bf16 and only reinterpreted. */
-template <bool F16> struct Elt;
-template <> struct Elt<false> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-        return *(uint32_t*)&v;
-    }
-    static __device__ __forceinline__ float2 unpack(uint32_t u) { return __bfloat1622float2(*(__nv_bfloat162*)&u); }
-};
-template <> struct Elt<true> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __half2 v = __floats2half2_rn(a, b);
-        return *(uint32_t*)&v;
-    }
-    static __device__ __forceinline__ float2 unpack(uint32_t u) { return __half22float2(*(__half2*)&u); }
-};
-
-/* The m16n8k16 A fragment (16 x 16, 16-bit) from two n8 C fragments of fp32 (16 x 8 each). */
-template <bool F16>
-__device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
-    a[0] = Elt<F16>::pack(c0[0], c0[1]);
-    a[1] = Elt<F16>::pack(c0[2], c0[3]);
-    a[2] = Elt<F16>::pack(c1[0], c1[1]);
-    a[3] = Elt<F16>::pack(c1[2], c1[3]);
-}
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
@@ -101,16 +53,6 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src));
-}
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_u32(dst)), "l"(src));
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
-
-
-
 
 /* c0, c1 (two n8 tiles) += A B for one 16x16 A fragment and one pair of B fragments; EXACT adds
  * hi*lo + lo*hi (3 products per term). bl / al are read only when EXACT. */
@@ -192,93 +134,6 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
 #pragma unroll
     for (int o = 1; o < TPR; o <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if (part == 0) xn[r] = ss;
-}
-
-/* This thread's share of an async copy of ROWS rows (fp16, DP = 64, 128 or 256 wide, contiguous) into
- * panelled smem tiles of TR rows (wg_off's layout) at dst; rows at or past `valid` are zero-filled.
- * A thread keeps one chunk column and one swizzle phase, so every offset but the first is a
- * constant (address arithmetic per chunk had been 30% of both kernels' instructions). */
-template <int TR, int DP, int ROWS, bool FULL>
-__device__ __forceinline__ void wg_copy_rows(const __half* src, int valid, unsigned char* dst) {
-    constexpr int LG = DP == 256 ? 5 : DP == 128 ? 4 : 3, STEP = NTHREADS >> LG; /* rows per sweep (8..32) divide TR */
-    constexpr uint32_t JUMP = (DP / 64 - 1) * TR * 128;         /* into the next TR-row tile */
-    const int c = threadIdx.x & ((1 << LG) - 1), r0 = threadIdx.x >> LG;
-    unsigned char* d = dst + wg_off<TR>(r0, c, DP);
-    src += r0 * DP + c * 8;
-#pragma unroll
-    for (int j = 0; j < ROWS / STEP; j++) {
-        const uint32_t off = j * STEP * 128 + (j * STEP / TR) * JUMP;
-        if (FULL || r0 + j * STEP < valid)
-            cp_async16(d + off, src + j * STEP * DP);
-        else
-            *(uint4*)(d + off) = make_uint4(0u, 0u, 0u, 0u);
-    }
-}
-
-/* Prepared rows (fp16, dp wide, already centred and prescaled; see fgmm_fused_prepare): async
- * copies of `valid` rows straight into the smem tile, their norms into xn and, if lzg is given,
- * their logz2 into lz. Rows past `valid` are zeros with lz = +inf (responsibility 0). */
-template <int ROWS, int WDP>
-__device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
-                                              bf16* xs, float* xn, float* lz) {
-    if constexpr (WDP != 0) { /* WDP wide, 64-row panelled tiles (wgmma.cuh), one after the other */
-        if (valid == ROWS) { /* all but the last tile: no per-row checks, norms and logz2 in 16-byte copies */
-            wg_copy_rows<64, WDP, ROWS, true>(src, valid, (unsigned char*)xs);
-            constexpr int CH = ROWS / 4; /* 16-byte chunks per array */
-            if (threadIdx.x < CH)
-                cp_async16(xn + threadIdx.x * 4, xng + threadIdx.x * 4);
-            else if (lzg && threadIdx.x < 2 * CH)
-                cp_async16(lz + (threadIdx.x - CH) * 4, lzg + (threadIdx.x - CH) * 4);
-            return;
-        }
-        wg_copy_rows<64, WDP, ROWS, false>(src, valid, (unsigned char*)xs);
-    } else {
-        const int chunks = dp / 8; /* 16-byte chunks per row */
-        for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
-            int r = i / chunks, c = i - r * chunks;
-            bf16* dst = xs + r * SROW + c * 8;
-            if (r < valid)
-                cp_async16(dst, src + (long long)r * dp + c * 8);
-            else
-                *(uint4*)dst = make_uint4(0u, 0u, 0u, 0u);
-        }
-    }
-    for (int i = threadIdx.x; i < ROWS; i += NTHREADS) {
-        if (i < valid) {
-            cp_async4(xn + i, xng + i);
-            if (lzg) cp_async4(lz + i, lzg + i);
-        } else {
-            xn[i] = 0.f;
-            if (lzg) lz[i] = INFINITY;
-        }
-    }
-}
-
-/* Async copy of `bytes` (a multiple of 16, 16-byte aligned) from global to smem. */
-__device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes) {
-    for (int i = threadIdx.x * 16; i < bytes; i += NTHREADS * 16) cp_async16((char*)dst + i, (const char*)src + i);
-}
-
-/* Async copy of component rows [k0, k0 + ROWS) (16-bit, dp wide) into smem: rows of stride SROW,
- * or (WDP = dp != 0) panelled tiles of TR rows. */
-template <int ROWS, int WDP = 0, int TR = 64>
-__device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, bf16* dst) {
-    if constexpr (WDP != 0) {
-        wg_copy_rows<TR, WDP, ROWS, true>((const __half*)mu + (long long)k0 * WDP, ROWS, (unsigned char*)dst);
-        return;
-    }
-    const int rows = ROWS, chunks = dp / 8; /* 16-byte chunks per row */
-    for (int i = threadIdx.x; i < rows * chunks; i += NTHREADS) {
-        int r = i / chunks, c = i % chunks;
-        cp_async16(dst + r * SROW + c * 8, mu + (long long)(k0 + r) * dp + c * 8);
-    }
-}
-
-/* The dynamic smem base rounded up to 1024 B (panelled wgmma tiles need it; +1024 B is allocated). */
-__device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg) {
-    if (!wg) return raw;
-    uint32_t a = smem_u32(raw);
-    return raw + (((a + 1023u) & ~1023u) - a);
 }
 
 /* ------------------------------------------------------------------ pass 1 */

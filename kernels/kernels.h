@@ -75,6 +75,13 @@ int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fuse
                           const float* logz2, double* nk, double* s1, double* s2, int splits,
                           cudaStream_t stream);
 
+/* Both passes in one (estep_onepass.cu, sm_90a): prepared rows (m->wgmma), dp = 128, kp = 128, 256,
+ * 512 or 1024. Adds to nk, s1, s2 as the two passes do; writes *parts log-likelihood partials
+ * (log2 units, at most fgmm_fused_lse_blocks(n)) into ll_part. */
+int fgmm_fused_onepass_ok(const fgmm_fused_model* m);
+int fgmm_fused_onepass(const void* x, long long n, const fgmm_fused_model* m, double* ll_part, double* nk,
+                       double* s1, double* s2, int* parts, cudaStream_t stream);
+
 /* ---- cuBLAS path helpers (estep_blas.cu): row tiles of t rows, G = t x k from a GEMM ---- */
 
 /* xf[t x d] = float(x rows [0, t)); if x2 != NULL also x2 = xf^2; xn[t] = ||x||^2. */

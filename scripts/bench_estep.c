@@ -9,6 +9,8 @@
  *                on the engine's prepared resident copy (fp16 rows centred on the data mean: made once,
  *                in the first call, whose time is printed too)
  *                (on an sm_90 GPU with d % 64 == 0 the distance GEMMs run on wgmma)
+ *   one-pass     the same rows in the opt-in one-pass kernel (kernels/estep_onepass.cu: sm_90, dp = 128,
+ *                k <= 1024; elsewhere the two passes). FGMM_BENCH_QUICK=1 prints only these two.
  *   mma.sync     the same prepared rows with the mma.sync distance GEMMs (the portable code)
  *   fp16 raw     the same kernel reading the fp32 rows as given, converting each tile in the kernel
  *   fused-bf16   fused kernel, plain bf16 operands (what the public fused kernels use)
@@ -382,10 +384,11 @@ int main(int argc, char** argv) {
         fprintf(stderr, "bench_estep: no CUDA device\n");
         return 1;
     }
-    printf("| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | first call ms | extra MB | mma.sync ms | "
+    printf("| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
+           "extra MB | mma.sync ms | "
            "(pass 1 + pass 2) | fp16 raw rows ms | (pass 1 + pass 2) | fused-bf16 ms | fused-exact ms | blas-tiled ms | "
            "naive-NxK ms | cpu ms | err fp16 (Nk, mu_acc) | err fp16 raw | err bf16 | err naive |\n"
-           "|---|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---|\n");
+           "|---|---:|---|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---|\n");
     fflush(stdout);
     for (int s = 0; s < ns; s++) {
         long long n;
@@ -426,6 +429,20 @@ int main(int argc, char** argv) {
             return 1;
         }
         result fast = time_engine(e, &xd, m, &st[0], reps); /* prepared fp16 rows (wgmma on sm_90) */
+        fgmm_engine_gpu_set_onepass(e, 1);
+        result one = time_engine(e, &xd, m, &st[2], reps); /* the same rows, one pass where it applies */
+        fgmm_engine_gpu_set_onepass(e, 0);
+        if (getenv("FGMM_BENCH_QUICK")) { /* these two columns only */
+            printf("| %lld x %d x %d | %.3f | %.2f + %.2f | %.3f | %.2f + %.2f |\n", n, k, d, fast.ms, fast.lse_ms,
+                   fast.acc_ms, one.ms, one.lse_ms, one.acc_ms);
+            fflush(stdout);
+            fgmm_engine_destroy(e);
+            for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
+            fgmm_model_free(m);
+            free(x);
+            free(c);
+            continue;
+        }
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_MMA, 0);
         result mma = time_engine(e, &xd, m, &st[2], reps); /* the same rows, mma.sync */
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_RAW, 0);
@@ -455,9 +472,9 @@ int main(int argc, char** argv) {
         snprintf(naive_s, sizeof naive_s, naive.ok ? "%.2f" : "oom", naive.ms);
         snprintf(cpu_s, sizeof cpu_s, cpu.ok ? "%.0f" : "-", cpu.ms);
         snprintf(nerr, sizeof nerr, naive.ok ? "%.1e" : "-", rel(st[3].nk, st[1].nk, k));
-        printf("| %lld x %d x %d | %.3f | %.2f + %.2f | %.0f | %.0f | %.3f | %.2f + %.2f | %.3f | %.2f + %.2f | %.3f | %.3f | "
-               "%.2f | %s | %s | %.1e, %.1e | %.1e, %.1e | %.1e, %.1e | %s |\n",
-               n, k, d, fast.ms, fast.lse_ms, fast.acc_ms, fast.first_ms, fast.extra / 1048576.0, mma.ms, mma.lse_ms,
+        printf("| %lld x %d x %d | %.3f | %.2f + %.2f | %.3f | %.2f + %.2f | %.0f | %.0f | %.3f | %.2f + %.2f | %.3f | "
+               "%.2f + %.2f | %.3f | %.3f | %.2f | %s | %s | %.1e, %.1e | %.1e, %.1e | %.1e, %.1e | %s |\n",
+               n, k, d, fast.ms, fast.lse_ms, fast.acc_ms, one.ms, one.lse_ms, one.acc_ms, fast.first_ms, fast.extra / 1048576.0, mma.ms, mma.lse_ms,
                mma.acc_ms, raw.ms, raw.lse_ms, raw.acc_ms, bf.ms, exact.ms, tiled.ms, naive_s, cpu_s, rel(st[0].nk, st[1].nk, k),
                rel(st[0].s1, st[1].s1, (size_t)k * d), rel(st[5].nk, st[1].nk, k), rel(st[5].s1, st[1].s1, (size_t)k * d),
                rel(st[4].nk, st[1].nk, k), rel(st[4].s1, st[1].s1, (size_t)k * d), nerr);

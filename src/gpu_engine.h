@@ -18,6 +18,9 @@ enum {
 };
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
+/* on = 1: the fused E-step in one pass where that kernel applies (opt-in, measured slower; see
+ * kernels/estep_onepass.cu); 0: two passes (the default). */
+int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on);
 /* The CUDA device of a single-GPU engine; -1 for another engine. */
 int fgmm_engine_gpu_device(const fgmm_engine* e);
 /* Waits for the device; reports the bytes the engine holds on it (data excluded). */

@@ -79,8 +79,10 @@ void expect_close(const Got& g, const RefStats& r, double tol, const char* what)
 }
 
 #ifdef FGMM_WITH_CUDA
-// One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory.
-Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x) {
+// One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory;
+// onepass 1 takes the opt-in one-pass kernel where it applies.
+Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x,
+                 int onepass = 0) {
     int k = fgmm_model_k(m), d = fgmm_model_d(m);
     bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
     Got g;
@@ -88,6 +90,7 @@ Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, Fgmm
     EXPECT_EQ(fgmm_engine_gpu_create(&e, 0, mem_limit, FGMM_PREC_FAST), 0) << fgmm_get_last_error();
     if (!e) return g;
     fgmm_engine_gpu_set_path(e, path, 0);
+    fgmm_engine_gpu_set_onepass(e, onepass);
     fgmm_stats st;
     fgmm_stats_alloc(&st, k, d, diag);
     fgmm_data v = {x, n, d, dt};
@@ -245,11 +248,31 @@ TEST(GpuEstep, PreparedAndRawRowsAgree) {
 #endif
 
 #ifdef FGMM_WITH_CUDA
+TEST(GpuEstep, OnePassMatchesTwoPassAndFloat64) {
+    REQUIRE_GPU();
+    // The one-pass kernel (sm_90: clusters of kp / 128 blocks, dp 128) against float64 and the two
+    // passes: every cluster size (k 100, 256, 500, 1000: 1, 2, 4, 8 blocks), d = 96 padded to 128,
+    // a partial last tile; elsewhere both runs take the two passes.
+    int64_t n = 20011;
+    for (auto kd : {std::pair<int, int>{100, 128}, {256, 128}, {500, 96}, {1000, 128}}) {
+        int k = kd.first, d = kd.second;
+        auto x = planted(n, d, k, 0.6, 191 + k);
+        FgmmModel* m = model_from_rows(x.data(), n, d, k, FGMM_COV_ISOTROPIC, 1.2, 192);
+        auto ref = ref_estep(m, n, x.data());
+        std::string at = " k=" + std::to_string(k) + " d=" + std::to_string(d);
+        Got one = engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data(), 1);
+        Got two = engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data(), 0);
+        expect_close(one, ref, kFastTol, ("one pass" + at).c_str());
+        expect_close(two, ref, kFastTol, ("two passes" + at).c_str());
+        fgmm_model_free(m);
+    }
+}
+
 TEST(GpuEstep, SmallPreparedTiles) {
     REQUIRE_GPU();
     // Small enough for compute-sanitizer (memcheck, racecheck): one block per pass-2 split, a partial
     // last row tile, k not a multiple of the 128-component tiles; the wgmma kernels on sm_90, both
-    // of their widths (dp 128, and d = 40 padded to dp 64).
+    // of their widths (dp 128, and d = 40 padded to dp 64); the one-pass kernel at dp 128.
     int64_t n = 3001;
     int k = 200;
     for (int d : {128, 40}) {
@@ -258,6 +281,8 @@ TEST(GpuEstep, SmallPreparedTiles) {
         auto ref = ref_estep(m, n, x.data());
         expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol,
                      d == 128 ? "small prepared, d 128" : "small prepared, d 40");
+        expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data(), 1), ref, kFastTol,
+                     d == 128 ? "small one pass, d 128" : "small one pass (two passes at dp 64), d 40");
         fgmm_model_free(m);
     }
 }
