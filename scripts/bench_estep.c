@@ -229,7 +229,7 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
         unsetenv("FGMM_GPU_MSTEP");
         if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
         double end = now_ms(), em0 = clk.n ? clk.t[0] : end, emn = clk.n ? clk.t[clk.n - 1] : end;
-        printf("| %s%s%s | %lld x %d x %d | %d + %d | %.2f | %.2f | %.5f |\n", info.backend,
+        printf("| %s%s%s | %lld x %d x %d | %d + %d | %.3f | %.2f | %.5f |\n", info.backend,
                b == 0 ? ", device M-step" : b == 1 ? ", host M-step" : b == 3 ? ", device M-step, warm" : "", cov == FGMM_COV_DIAGONAL ? ", diagonal" : "",
                n, k, d, info.kmeans_iterations,
                info.em_iterations, info.seconds, em_iter_ms(&clk), info.mean_loglik);
