@@ -236,21 +236,10 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
             }
         }
         /* log2 densities b2 - h2 (||x'||^2 - 2 x'.mu'), then the online log-sum-exp of rows g and g+8. */
-        float tmax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            const float2 b = *(const float2*)(cs + j * 8 + 2 * c), h = *(const float2*)(cs + BN + j * 8 + 2 * c);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float l = fmaf(-(e & 1 ? h.y : h.x), fmaf(m2, acc[j][e], e < 2 ? xn0 : xn1), e & 1 ? b.y : b.x);
-                acc[j][e] = l;
-                tmax[e >> 1] = fmaxf(tmax[e >> 1], l);
-            }
-        }
+        float tmax[2];
+        log_densities<BN / 8>(acc, cs, m2, xn0, xn1, tmax);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 1));
-            tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 2));
             float nm = fmaxf(mx[h], tmax[h]);
             sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
             mx[h] = nm;

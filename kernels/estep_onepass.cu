@@ -129,17 +129,13 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, flo
 #pragma unroll
         for (int ks = 0; ks < OP_BM / 16; ks++) {
             const uint64_t a = da + ks * (16 * 128 / 16), b = (ks < 4 ? dx0 : dx1) + (ks & 3) * (16 * 128 / 16);
-            wg_mma_tt_64x128(acc, a, b);
+            wg_mma_64x128<1>(acc, a, b, 1);
             wg_mma_t_64x8(ax, a, dq + (uint32_t)((ks >> 2) * 1024 + (ks & 3) * 32) / 16, ks > 0);
         }
     };
     /* S of tile it: this warpgroup's 64 rows x the block's 128 components */
     auto gemm1 = [&](float (&s)[16][4], int it) {
-        const uint64_t da = wg_desc(xtile(it) + wg * 2 * WG_PANEL_BYTES), db = wg_desc(smem_u32(ms));
-#pragma unroll
-        for (int ks = 0; ks < OP_DP / 16; ks++)
-            wg_mma_64x128(s, da + (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32) / 16,
-                          db + (uint32_t)((ks >> 2) * OP_BN * 128 + (ks & 3) * 32) / 16, ks > 0);
+        wg_gemm_mmas<128>(s, xtile(it) + wg * 2 * WG_PANEL_BYTES, smem_u32(ms), OP_DP / 64);
     };
     /* The tensor cores' work of a tile is issued one tile early, beside the previous tile's
      * statistics, and waited for (all of it: wait_group 0) after the exponentials:
@@ -159,22 +155,8 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, flo
         const float* xnt = xn + (it % OP_NST) * OP_BM;
         const float xv[2] = {xnt[lr], xnt[lr + 8]};
         const bool valid[2] = {row0 + lr < n, row0 + lr + 8 < n};
-        float mx[2] = {-INFINITY, -INFINITY}, sm[2] = {0.f, 0.f};
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            const float2 b = *(const float2*)(cst + j * 8 + 2 * c), h = *(const float2*)(cst + OP_BN + j * 8 + 2 * c);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float l = fmaf(-(e & 1 ? h.y : h.x), fmaf(m2, cur[j][e], xv[e >> 1]), e & 1 ? b.y : b.x);
-                cur[j][e] = l;
-                mx[e >> 1] = fmaxf(mx[e >> 1], l);
-            }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-        }
+        float mx[2], sm[2] = {0.f, 0.f};
+        log_densities<16>(cur, cst, m2, xv[0], xv[1], mx);
 #pragma unroll
         for (int j = 0; j < 16; j++)
 #pragma unroll

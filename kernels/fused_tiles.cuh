@@ -141,6 +141,31 @@ __device__ __forceinline__ void stage_mu_async(const bf16* mu, int dp, int k0, b
     }
 }
 
+/* In place of the GEMM's dot products x'.mu' of rows g, g + 8 (an m64nN C fragment, NJ = N / 8), their
+ * log2 densities b2 - h2 (||x'||^2 + m2 x'.mu') (cs: b2, then h2, of the tile's N components; xn0, xn1
+ * the rows' ||x'||^2); mx = the rows' maxima over the tile, quad-reduced. */
+template <int NJ>
+__device__ __forceinline__ void log_densities(float (&a)[NJ][4], const float* cs, float m2, float xn0, float xn1,
+                                              float (&mx)[2]) {
+    const int c = threadIdx.x % 4;
+    mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const float2 b = *(const float2*)(cs + j * 8 + 2 * c), h = *(const float2*)(cs + NJ * 8 + j * 8 + 2 * c);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float l = fmaf(-(e & 1 ? h.y : h.x), fmaf(m2, a[j][e], e < 2 ? xn0 : xn1), e & 1 ? b.y : b.x);
+            a[j][e] = l;
+            mx[e >> 1] = fmaxf(mx[e >> 1], l);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    }
+}
+
 /* The dynamic smem base rounded up to 1024 B (panelled wgmma tiles need it; +1024 B is allocated). */
 __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg) {
     if (!wg) return raw;

@@ -88,24 +88,8 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[16][4], const uint32_t (&a)
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
-/* d (64 x 128, as wg_mma_64x128) += A B for one k16 step, both operands in smem read transposed: A
- * (64 x 16) M-major and B (16 x 128) N-major, each by a wg_desc_mn descriptor (the one-pass E-step's
- * R^T x, A = the responsibilities stored row by row). */
-__device__ __forceinline__ void wg_mma_tt_64x128(float (&d)[16][4], uint64_t da, uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
-        "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
-        "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 1, 1;\n}\n"
-        : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-          WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
-          WG_ACC8(d, 13), WG_ACC8(d, 14), WG_ACC8(d, 15)
-        : "l"(da), "l"(db));
-}
-
-/* d (64 x 8) = (acc ? d : 0) + A B for one k16 step: A as in wg_mma_tt_64x128 (M-major), B an 8-row
- * K-major operand (wg_desc: one 8-row swizzle atom per 64 k). */
+/* d (64 x 8) = (acc ? d : 0) + A B for one k16 step: A read transposed (M-major, wg_desc_mn), B an
+ * 8-row K-major operand (wg_desc: one 8-row swizzle atom per 64 k). */
 __device__ __forceinline__ void wg_mma_t_64x8(float (&d)[4], uint64_t da, uint64_t db, int acc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
@@ -129,29 +113,30 @@ __device__ __forceinline__ void wg_fence_acc1(float (&d)[4]) {
     for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[e])::"memory");
 }
 
-/* As wg_mma_64x64 with N = 128: B is a 128-row operand whose panels hold all 128 rows (16 KB). */
+/* As wg_mma_64x64 with N = 128: B is a 128-row operand whose panels hold all 128 rows (16 KB).
+ * TRANS = 1 reads both operands transposed instead: A (64 x 16) M-major and B (16 x 128) N-major, each
+ * by a wg_desc_mn descriptor (the one-pass E-step's R^T x, R stored row by row). */
+template <int TRANS = 0>
 __device__ __forceinline__ void wg_mma_64x128(float (&d)[16][4], uint64_t da, uint64_t db, int acc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
         "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
-        "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, %67, %67;\n}\n"
         : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
           WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
           WG_ACC8(d, 13), WG_ACC8(d, 14), WG_ACC8(d, 15)
-        : "l"(da), "l"(db), "r"(acc));
+        : "l"(da), "l"(db), "r"(acc), "n"(TRANS));
 }
 
 /* d = A B^T over dp = 64 * panels columns: A = a 64-row, B = an N-row panelled tile (N = 64 or 128)
- * at smem addresses a, b. Issues and commits one group; d is final after a wait and wg_fence_acc. */
+ * at smem addresses a, b: the MMAs only (the caller fences before and commits after). */
 template <int N>
-__device__ __forceinline__ void wg_gemm_issue(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
+__device__ __forceinline__ void wg_gemm_mmas(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
     /* one descriptor per operand; a k-step adds its byte offset / 16 to the address field (smem
      * addresses stay under 256 KB, so the 14-bit field never carries) */
     const uint64_t da = wg_desc(a), db = wg_desc(b);
-    wg_fence_acc(d);
-    wg_fence();
 #pragma unroll
     for (int ks = 0; ks < 16; ks++) { /* up to 4 panels: dp 256 */
         if (ks >= 4 * panels) break;
@@ -162,6 +147,14 @@ __device__ __forceinline__ void wg_gemm_issue(float (&d)[N / 8][4], uint32_t a, 
         else
             wg_mma_64x64(d, da + ka, db + kb, ks > 0);
     }
+}
+
+/* wg_gemm_mmas as one committed group; d is final after a wait and wg_fence_acc. */
+template <int N>
+__device__ __forceinline__ void wg_gemm_issue(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
+    wg_fence_acc(d);
+    wg_fence();
+    wg_gemm_mmas<N>(d, a, b, panels);
     wg_commit();
 }
 
