@@ -129,7 +129,8 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     FGMM_CHECK_NULL(out);
     *out = NULL;
     int n = 0;
-    cudaError_t ce = cudaGetDeviceCount(&n);
+    double mark = fgmm_now();
+    cudaError_t ce = cudaGetDeviceCount(&n); /* a process's first CUDA call: the driver starts here */
     if (ce != cudaSuccess || n == 0) {
         cudaGetLastError();
         return fgmm_fail(FGMM_ERR_NO_GPU, "no CUDA device available (%s)", ce ? cudaGetErrorString(ce) : "0 devices");
@@ -166,8 +167,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
             rc = fgmm_gpu_cuda_fail(ce, "event setup");
     for (int i = 0; i < 3 && !rc; i++)
         if ((ce = cudaEventCreate(&g->tev[i]))) rc = fgmm_gpu_cuda_fail(ce, "event setup");
-    if (!rc && cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasCreate failed");
-    if (!rc && cublasSetStream(g->blas, g->st) != CUBLAS_STATUS_SUCCESS) rc = fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasSetStream failed");
+    fgmm_trace(&mark, "  gpu: CUDA driver, context, streams, events"); /* cuBLAS: at its first use (fgmm_gpu_blas_tile) */
     if (!rc) rc = fgmm_engine_cpu_create(&g->cpu);
     if (rc) {
         gpu_destroy(e);

@@ -7,8 +7,19 @@
 #define BLAS_TILE_BYTES ((size_t)256 << 20)
 
 /* Row tile of the cuBLAS path for k components (at most rows) and its scratch: xf, xn, the
- * distance tile G, and x2 when the squares are needed (diagonal covariance). */
+ * distance tile G, and x2 when the squares are needed (diagonal covariance); the cuBLAS handle on
+ * the first call. Every cuBLAS user starts here. */
 int fgmm_gpu_blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, long long* tile) {
+    if (!g->blas) { /* made at the first use: a training on the fused kernels never starts cuBLAS */
+        double mark = fgmm_now();
+        if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
+            g->blas = NULL;
+            return fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasCreate failed");
+        }
+        if (cublasSetStream(g->blas, g->st) != CUBLAS_STATUS_SUCCESS)
+            return fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasSetStream failed");
+        fgmm_trace(&mark, "  gpu: cuBLAS handle");
+    }
     long long t = g->tile_rows ? g->tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
     if (t > rows) t = rows;
     if (t < 1) t = 1;

@@ -56,7 +56,7 @@ typedef struct gpu_impl {
     size_t host_stats_cap; /* bytes */
     float* host_up;     /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
     size_t host_up_cap; /* bytes */
-    cublasHandle_t blas;
+    cublasHandle_t blas; /* NULL until the first cuBLAS call (fgmm_gpu_blas_tile makes it) */
     fgmm_engine* cpu;
     /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
      * holds n x dp fp16, xnorm n floats; FMT_F16_DIAG: the same for rows [x', x'^2], dp >= 2d) */
