@@ -27,7 +27,7 @@
 #define OP_BM 128                           /* rows per tile */
 #define OP_BN FGMM_FUSED_KTILE              /* components per block (128) */
 #define OP_DP 128                           /* prepared row width */
-#define OP_NST 4                            /* row-tile stages: in use, next, being loaded x 2 */
+#define OP_NST 4 /* row-tile stages: tiles it - 1 (R^T x), it, it + 1 (S) and one loading */
 #define OP_TILE (OP_BM * OP_DP * 2)         /* bytes of a row tile, of the means and of R: 32 KB */
 #define OP_AUX (2 * 8 * 128)                /* bytes of aux^T: 8 rows x 128 k, two 1 KB swizzle panels */
 #define OP_CL_MAX 8
@@ -118,7 +118,7 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, flo
 #pragma unroll
     for (int e = 0; e < OP_DSUMS; e++) dsum[e * NTHREADS] = 0.0;
     const float m2 = -2.f * m.inv_scale2;
-    const int lr = wg * 64 + (warp % 4) * 16 + g; /* this thread's tile rows lr, lr + 8 (step 1) */
+    const int lr = wg * 64 + (warp % 4) * 16 + g; /* this thread's tile rows: lr, lr + 8 */
     auto xtile = [&](int it) { return smem_u32(xs + (it % OP_NST) * OP_TILE); };
     /* acc += R^T x' and ax = R^T aux^T of tile it (its R and aux^T in smem): this warpgroup's 64
      * components, K = the tile's 128 rows in 8 k-steps of 16 rows (2 KB) */
