@@ -77,7 +77,8 @@ int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fuse
 
 /* Both passes in one (estep_onepass.cu, sm_90a): prepared rows (m->wgmma), dp = 128, kp = 128, 256,
  * 512 or 1024. Adds to nk, s1, s2 as the two passes do; writes *parts log-likelihood partials
- * (log2 units, at most fgmm_fused_lse_blocks(n)) into ll_part. */
+ * (log2 units, at most fgmm_fused_lse_blocks(n)) into ll_part. cudaErrorInvalidConfiguration: no
+ * cluster of its blocks fits the device (nothing was launched). */
 int fgmm_fused_onepass_ok(const fgmm_fused_model* m);
 int fgmm_fused_onepass(const void* x, long long n, const fgmm_fused_model* m, double* ll_part, double* nk,
                        double* s1, double* s2, int* parts, cudaStream_t stream);

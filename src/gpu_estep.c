@@ -58,12 +58,17 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         if ((rc = fgmm_gpu_dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials"))) return rc;
         if (c->prep && g->onepass && fgmm_fused_onepass_ok(&c->fm)) { /* timed as pass 1, pass 2 empty */
             CU(cudaEventRecord(g->tev[0], g->st));
-            KL(fgmm_fused_onepass(dx, rows, &c->fm, g->llp.p, g->nk.p, g->s1.p, g->s2.p, &nb, g->st));
-            CU(cudaEventRecord(g->tev[1], g->st));
-            CU(cudaEventRecord(g->tev[2], g->st));
-            KL(fgmm_accumulate_d(g->llp.p, g->ll.p, nb, g->st));
-            g->timed = 1;
-            return FGMM_OK;
+            int parts, e = fgmm_fused_onepass(dx, rows, &c->fm, g->llp.p, g->nk.p, g->s1.p, g->s2.p, &parts, g->st);
+            if (e == (int)cudaErrorInvalidConfiguration) { /* no cluster fits this device: two passes */
+                cudaGetLastError();
+            } else {
+                KL(e);
+                CU(cudaEventRecord(g->tev[1], g->st));
+                CU(cudaEventRecord(g->tev[2], g->st));
+                KL(fgmm_accumulate_d(g->llp.p, g->ll.p, parts, g->st));
+                g->timed = 1;
+                return FGMM_OK;
+            }
         }
         if ((rc = fgmm_gpu_dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ"))) return rc;
         CU(cudaEventRecord(g->tev[0], g->st));
