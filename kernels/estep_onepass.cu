@@ -16,10 +16,12 @@
  * sum r x' accumulating in fp32 over a block's tiles).
  * Flops 4 n k d (the two passes: 6), one exp2 per density (two), no per-row logz2 array; the
  * outputs are the two passes' (nk, s1, s2 atomically added; ll_part per cluster).
- * Opt-in (FGMM_ONEPASS=1, fgmm_engine_gpu_set_onepass): on the H200 it takes 1.97 ms at
- * 1M x 1024 x 128 where the two passes take 1.57 ms. One block of 8 warps per SM (registers and
- * shared memory are full) goes through each tile in lockstep, so nothing hides the exponentials'
- * latency and the cluster barrier; a second block per SM is what the two passes have. */
+ * The default only where kp = 128 (a cluster of one block): there it beats the two passes (H200:
+ * 0.25 against 0.31 ms of kernels at 1M x 128 x 128). With more blocks it is slower: 1.96 against
+ * 1.57 ms at 1M x 1024 x 128. One block of 8 warps per SM (registers and shared memory are full)
+ * goes through each tile in lockstep, so nothing hides the exponentials' latency and the cluster
+ * barrier; a second block per SM is what the two passes have. FGMM_ONEPASS=1 takes it wherever it
+ * applies, FGMM_ONEPASS=0 nowhere (fgmm_engine_gpu_set_onepass). */
 #include <limits.h>
 
 #include "fused_tiles.cuh"
@@ -66,7 +68,7 @@ __device__ __forceinline__ uint32_t aux_off(int n, int k) {
 
 template <int CL>
 __global__ void __launch_bounds__(NTHREADS, 1)
-fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, float aux_scale,
+fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int aux_e,
               double* __restrict__ ll_part, double* __restrict__ nk_out, double* __restrict__ s1_out,
               double* __restrict__ s2_out) {
 #if !FGMM_WGMMA
@@ -221,9 +223,9 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, flo
             }
         if (c == 0)
 #pragma unroll
-            for (int h = 0; h < 2; h++) { /* ||x'||^2 aux_scale as hi + lo */
+            for (int h = 0; h < 2; h++) { /* ||x'||^2 2^aux_e as hi + lo */
                 const int row = lr + 8 * h;
-                const float a = xv[h] * aux_scale;
+                const float a = ldexpf(xv[h], aux_e);
                 const __half hi = __float2half_rn(a);
                 *(__half*)(aux + aux_off(1, row)) = hi;
                 *(__half*)(aux + aux_off(2, row)) = __float2half_rn(a - __half2float(hi));
@@ -263,7 +265,7 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, flo
 #pragma unroll
     for (int e = 0; e < 4; e++) axd[e] = dsum[e * NTHREADS];
 
-    /* Components k0 + wg 64 + (warp % 4) 16 + g + 8 h. ax columns: 0 N_k, 1 / 2 sum r ||x'||^2 aux_scale
+    /* Components k0 + wg 64 + (warp % 4) 16 + g + 8 h. ax columns: 0 N_k, 1 / 2 sum r ||x'||^2 2^aux_e
      * hi / lo; this lane holds columns 2c, 2c + 1 (e = 2h, 2h + 1). v = mu_hi / scale from smem. */
     const double is2 = (double)m.inv_scale * m.inv_scale;
 #pragma unroll
@@ -284,7 +286,7 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, flo
             nrm += __shfl_xor_sync(0xffffffffu, nrm, o);
         }
         if (c == 0 && kk < m.k) {
-            const double nk = axd[2 * h], sxx = (axd[2 * h + 1] + lo) / aux_scale;
+            const double nk = axd[2 * h], sxx = ldexp(axd[2 * h + 1] + lo, -aux_e);
             atomicAdd(nk_out + kk, nk);
             atomicAdd(s2_out + kk, sxx - 2.0 * dot * is2 + nrm * is2 * nk);
         }
@@ -343,9 +345,10 @@ static int launch_onepass(const void* x, long long n, const fgmm_fused_model* m,
     if (clusters > ntiles) clusters = (int)ntiles;
     cfg.gridDim = dim3((unsigned)(clusters * CL), 1, 1);
     *parts = clusters;
-    /* ||x'||^2 < dp 2^24 / scale^2 (operands stay under 2^12): times scale^2 2^-17 it stays under fp16's max */
-    const float aux_scale = m->scale * m->scale * 0x1p-17f;
-    return (int)cudaLaunchKernelEx(&cfg, fused_onepass<CL>, (const __half*)x, n, *m, aux_scale, ll_part, nk, s1, s2);
+    /* ||x'||^2 < dp 2^24 / scale^2 (operands stay under 2^12): times 2^aux_e <= scale^2 2^-17 it stays
+     * under fp16's max; a power of two, so the scaling is exact and never underflows to 0 */
+    const int aux_e = 2 * ilogbf(m->scale) - 17;
+    return (int)cudaLaunchKernelEx(&cfg, fused_onepass<CL>, (const __half*)x, n, *m, aux_e, ll_part, nk, s1, s2);
 }
 
 extern "C" int fgmm_fused_onepass(const void* x, long long n, const fgmm_fused_model* m, double* ll_part, double* nk,

@@ -156,7 +156,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     }
     g->path = prec == FGMM_PREC_EXACT ? FGMM_GPU_PATH_FUSED_EXACT : FGMM_GPU_PATH_FUSED;
     const char* op = getenv("FGMM_ONEPASS");
-    g->onepass = op && strcmp(op, "1") == 0;
+    g->onepass = op && !strcmp(op, "1") ? 1 : op && !strcmp(op, "0") ? 0 : -1;
     int rc = FGMM_OK;
     if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) ||
         (ce = cudaStreamCreateWithFlags(&g->copy_st, cudaStreamNonBlocking)))
@@ -189,7 +189,7 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows) {
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
-    ((gpu_impl*)e->impl)->onepass = on != 0;
+    ((gpu_impl*)e->impl)->onepass = on < 0 ? -1 : on != 0;
     return FGMM_OK;
 }
 

@@ -18,8 +18,9 @@ enum {
 };
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
-/* on = 1: the fused E-step in one pass where that kernel applies (opt-in, measured slower; see
- * kernels/estep_onepass.cu); 0: two passes (the default). */
+/* The fused E-step in one pass (kernels/estep_onepass.cu): on = 1 wherever that kernel applies, 0
+ * never, -1 (the default; FGMM_ONEPASS=1 / 0 set the others) only for kp = 128 components, where it
+ * is faster than the two passes (clusters of more blocks are slower). */
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on);
 /* The CUDA device of a single-GPU engine; -1 for another engine. */
 int fgmm_engine_gpu_device(const fgmm_engine* e);

@@ -56,7 +56,8 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         if (c->prep) c->fm.xnorm = (const float*)g->xnorm.p + row0;
         int nb = fgmm_fused_lse_blocks(rows);
         if ((rc = fgmm_gpu_dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials"))) return rc;
-        if (c->prep && g->onepass && fgmm_fused_onepass_ok(&c->fm)) { /* timed as pass 1, pass 2 empty */
+        const int one = g->onepass > 0 || (g->onepass < 0 && c->fm.kp == FGMM_FUSED_KTILE);
+        if (c->prep && one && fgmm_fused_onepass_ok(&c->fm)) { /* timed as pass 1, pass 2 empty */
             CU(cudaEventRecord(g->tev[0], g->st));
             int parts, e = fgmm_fused_onepass(dx, rows, &c->fm, g->llp.p, g->nk.p, g->s1.p, g->s2.p, &parts, g->st);
             if (e == (int)cudaErrorInvalidConfiguration) { /* no cluster fits this device: two passes */

@@ -46,7 +46,7 @@ typedef struct gpu_impl {
     int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
     size_t mem_limit;
     int path;            /* FGMM_GPU_PATH_* */
-    int onepass;         /* the opt-in one-pass fused kernel where it applies (FGMM_ONEPASS=1) */
+    int onepass;         /* one-pass fused kernel: -1 where kp = 128 (faster there), 1 wherever it applies, 0 never */
     long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES (gpu_estep.c) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];

@@ -80,9 +80,9 @@ void expect_close(const Got& g, const RefStats& r, double tol, const char* what)
 
 #ifdef FGMM_WITH_CUDA
 // One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory;
-// onepass 1 takes the opt-in one-pass kernel where it applies.
+// onepass: 1 the one-pass kernel wherever it applies, 0 never, -1 the engine's default.
 Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x,
-                 int onepass = 0) {
+                 int onepass = -1) {
     int k = fgmm_model_k(m), d = fgmm_model_d(m);
     bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
     Got g;
@@ -186,14 +186,18 @@ TEST(GpuEstep, FusedDiagonalMatchesFloat64) {
         std::string dd = " d " + std::to_string(d);
         expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data()), ref, kFastTol,
                      ("fused diagonal" + dd).c_str());
-        if (d <= 64)
+        if (d <= 64) {
             expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED_MMA, 0, n, FGMM_F32, x.data()), ref, kFastTol,
                          ("fused diagonal, mma.sync" + dd).c_str());
+            expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x.data(), 1), ref, kFastTol,
+                         ("fused diagonal, one pass (at d 64)" + dd).c_str());
+        }
         expect_close(engine_estep(m, FGMM_GPU_PATH_BLAS, 0, n, FGMM_F32, x.data()), ref, kBlasTol,
                      ("blas diagonal" + dd).c_str());
         fgmm_model_free(m);
     }
-    // real data, uint8 and float: the first 64 dimensions of FLANN's SIFT rows (all 128: the test above)
+    // real data, uint8 and float: the first 64 dimensions of FLANN's SIFT rows (all 128: the test above);
+    // k = 128 and 2d = 128 take the one-pass kernel by default on sm_90
     FgmmVecs v;
     std::string f = embedded("sift10K_byte.h5");
     ASSERT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &v), 0) << fgmm_get_last_error();
