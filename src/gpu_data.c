@@ -30,6 +30,15 @@ static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
     return g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype && g->host_fmt == fmt;
 }
 
+/* Records x as resident in fmt (what is_resident checks). */
+static void set_resident(gpu_impl* g, const fgmm_data* x, int fmt) {
+    g->host_x = x->x;
+    g->host_n = x->n;
+    g->host_d = x->d;
+    g->host_dtype = x->dtype;
+    g->host_fmt = fmt;
+}
+
 int fgmm_gpu_on_device(const gpu_impl* g, const fgmm_data* x) {
     return is_resident(g, x, FMT_RAW) || is_resident(g, x, FMT_F16) || is_resident(g, x, FMT_F16_DIAG);
 }
@@ -130,11 +139,7 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     }
     cudaFree(stage.p);
     if (ce) return fgmm_gpu_cuda_fail(ce, "data preparation");
-    g->host_x = x->x;
-    g->host_n = x->n;
-    g->host_d = x->d;
-    g->host_dtype = x->dtype;
-    g->host_fmt = fmt;
+    set_resident(g, x, fmt);
     return FGMM_OK;
 }
 
@@ -231,11 +236,7 @@ int fgmm_gpu_upload_raw(gpu_impl* g, const fgmm_data* x) {
     if (rc) return rc;
     fgmm_trace(&mark, "  gpu: device memory for the rows");
     if ((rc = fgmm_gpu_upload_staged(g, g->data.p, x->x, total))) return rc;
-    g->host_x = x->x;
-    g->host_n = x->n;
-    g->host_d = x->d;
-    g->host_dtype = x->dtype;
-    g->host_fmt = FMT_RAW;
+    set_resident(g, x, FMT_RAW);
     return FGMM_OK;
 }
 
