@@ -106,6 +106,12 @@ int fgmm_vecs_hdf5_available(void) {
 /* Chunked (possibly compressed) data may declare at most this many bytes per stored byte:
  * deflate's largest ratio is about 1032:1. */
 #define FGMM_HDF5_MAX_EXPANSION 1032
+/* libhdf5 allocates a whole chunk to read any part of it: a chunk may be as large as the
+ * dataset, or this many bytes where the dataset is smaller. */
+#define FGMM_HDF5_MIN_CHUNK_CAP ((hsize_t)64 << 20)
+/* libhdf5 keeps about 6 KB of state per chunk a read touches: one H5Dread covers at most about
+ * this many chunks (twice that where a block starts inside a chunk). */
+#define FGMM_HDF5_CHUNKS_PER_READ 4096
 
 /* Element conversions that overflow the memory type abort the read (HDF5 would clip them). */
 static H5T_conv_ret_t conv_range(H5T_conv_except_t e, hid_t s, hid_t d, void* sb, void* db, void* user) {
@@ -115,20 +121,37 @@ static H5T_conv_ret_t conv_range(H5T_conv_except_t e, hid_t s, hid_t d, void* sb
     return H5T_CONV_ABORT;
 }
 
-/* The declared shape against the storage the file really has. fsize: the file's size;
- * bytes: the whole dataset in the file's element type. */
-static int check_storage(hid_t ds, const char* path, const char* name, int64_t fsize, hsize_t bytes) {
+/* The declared shape dims against the storage the file really has. fsize: the file's size;
+ * fes: the file's element size. chunk: the chunk shape, or {0, 0} where not chunked. */
+static int check_storage(hid_t ds, const char* path, const char* name, int64_t fsize, const hsize_t dims[2],
+                         size_t fes, hsize_t chunk[2]) {
+    hsize_t bytes = dims[0] * dims[1] * fes; /* bounded by the caller */
     hid_t pl = H5Dget_create_plist(ds);
     if (pl < 0) return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s': unreadable layout", path, name);
     H5D_layout_t lay = H5Pget_layout(pl);
     int ext = H5Pget_external_count(pl);
+    chunk[0] = chunk[1] = 0;
+    int chunk_dims = lay == H5D_CHUNKED ? H5Pget_chunk(pl, 2, chunk) : 0;
     H5Pclose(pl);
     hsize_t stored = H5Dget_storage_size(ds);
     if (ext != 0 || (lay != H5D_CONTIGUOUS && lay != H5D_COMPACT && lay != H5D_CHUNKED))
         return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' is stored in other files or in an unsupported layout", path, name);
     if (lay == H5D_CHUNKED) {
-        hsize_t cap = stored < (hsize_t)fsize ? stored : (hsize_t)fsize;
-        if (bytes / FGMM_HDF5_MAX_EXPANSION > cap)
+        hsize_t most = bytes > FGMM_HDF5_MIN_CHUNK_CAP ? bytes : FGMM_HDF5_MIN_CHUNK_CAP;
+        if (chunk_dims != 2 || chunk[0] < 1 || chunk[1] < 1 || chunk[0] > most / chunk[1] / fes)
+            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has chunks of %llu x %llu elements of %zu bytes, more than "
+                             "the dataset or %llu MB; malformed?", path, name, (unsigned long long)chunk[0],
+                             (unsigned long long)chunk[1], fes, (unsigned long long)(FGMM_HDF5_MIN_CHUNK_CAP >> 20));
+        if (stored > (hsize_t)fsize) /* libhdf5 would allocate a stored chunk's claimed size */
+            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' claims %llu stored bytes in a file of %lld bytes; "
+                             "malformed?", path, name, (unsigned long long)stored, (long long)fsize);
+        /* every chunk takes at least a byte of the file (its data or its index entry); a file
+         * that declares more is mostly unwritten and would take minutes to read */
+        hsize_t nchunks = (dims[0] + chunk[0] - 1) / chunk[0] * ((dims[1] + chunk[1] - 1) / chunk[1]);
+        if (nchunks > (hsize_t)fsize)
+            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu chunks in a file of %lld bytes; malformed?",
+                             path, name, (unsigned long long)nchunks, (long long)fsize);
+        if (bytes / FGMM_HDF5_MAX_EXPANSION > stored)
             return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu bytes but its chunks hold %llu: more than %dx "
                              "expansion; malformed?", path, name, (unsigned long long)bytes, (unsigned long long)stored,
                              FGMM_HDF5_MAX_EXPANSION);
@@ -140,6 +163,39 @@ static int check_storage(hid_t ds, const char* path, const char* name, int64_t f
                          "truncated or malformed", path, name, (unsigned long long)bytes, (long long)fsize,
                          (unsigned long long)(off == HADDR_UNDEF ? 0 : stored));
     return FGMM_OK;
+}
+
+/* Reads rows [first, first + n) of the d columns into data (n x d of memory type mt) with as many
+ * H5Dread calls as keep each one within FGMM_HDF5_CHUNKS_PER_READ chunks (one call where the
+ * dataset is not chunked: chunk {0, 0}). Returns H5Dread's negative status on failure. */
+static herr_t read_blocks(hid_t ds, hid_t sp, hid_t mt, hid_t xfer, hsize_t first, hsize_t n, hsize_t d,
+                          const hsize_t chunk[2], void* data) {
+    hsize_t rb = n, cb = d; /* block rows and columns */
+    if (chunk[0] > 0) {
+        hsize_t col_chunks = (d + chunk[1] - 1) / chunk[1];
+        if (col_chunks <= FGMM_HDF5_CHUNKS_PER_READ) {
+            hsize_t bands = FGMM_HDF5_CHUNKS_PER_READ / col_chunks;
+            if (chunk[0] < n && bands < n / chunk[0]) rb = bands * chunk[0];
+        } else {
+            rb = chunk[0] < n ? chunk[0] : n;
+            cb = FGMM_HDF5_CHUNKS_PER_READ * chunk[1];
+        }
+    }
+    const hsize_t whole[2] = {n, d};
+    hid_t ms = H5Screate_simple(2, whole, NULL);
+    herr_t st = ms < 0 ? -1 : 0;
+    for (hsize_t r = 0; r < n && st >= 0; r += rb)
+        for (hsize_t c = 0; c < d && st >= 0; c += cb) {
+            hsize_t mstart[2] = {r, c}, fstart[2] = {first + r, c};
+            hsize_t cnt[2] = {rb < n - r ? rb : n - r, cb < d - c ? cb : d - c};
+            if (H5Sselect_hyperslab(ms, H5S_SELECT_SET, mstart, NULL, cnt, NULL) < 0 ||
+                H5Sselect_hyperslab(sp, H5S_SELECT_SET, fstart, NULL, cnt, NULL) < 0)
+                st = -1;
+            else
+                st = H5Dread(ds, mt, ms, sp, xfer, data);
+        }
+    if (ms >= 0) H5Sclose(ms);
+    return st;
 }
 
 static int read_hdf5(const char* path, const char* name, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
@@ -158,8 +214,8 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t first, fgmm_
         H5Fclose(f);
         return fgmm_fail(FGMM_ERR_IO, "'%s': no dataset '%s'", path, name ? name : "train' or 'dataset");
     }
-    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds), ms = -1, xfer = -1;
-    hsize_t dims[2] = {0, 0};
+    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds), xfer = -1;
+    hsize_t dims[2] = {0, 0}, chunk[2] = {0, 0};
     FgmmDtype t = FGMM_F32;
     hid_t mt = H5T_NATIVE_FLOAT;
     size_t fes = ty < 0 ? 0 : H5Tget_size(ty); /* element size in the file */
@@ -178,23 +234,20 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t first, fgmm_
         else if (c == H5T_INTEGER) t = FGMM_I32, mt = H5T_NATIVE_INT32;
         else rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has an unsupported element type", path, name);
     }
-    if (!rc) rc = check_storage(ds, path, name, fsize, dims[0] * dims[1] * fes);
+    if (!rc) rc = check_storage(ds, path, name, fsize, dims, fes, chunk);
     fgmm_idx_t rows = 0;
     if (!rc && shape_only) *out = (FgmmVecs){NULL, (fgmm_idx_t)dims[0], (int)dims[1], t};
     else if (!rc) rc = rows_to_read(path, (fgmm_idx_t)dims[0], first, max_rows, &rows);
     if (!rc && !shape_only) {
         hsize_t n = (hsize_t)rows;
-        hsize_t start[2] = {(hsize_t)first, 0}, cnt[2] = {n, dims[1]};
         int range = 0;
         void* data = malloc((size_t)(n * dims[1] * fgmm_dtype_size(t))); /* bounded by check_storage */
-        ms = H5Screate_simple(2, cnt, NULL);
         xfer = H5Pcreate(H5P_DATASET_XFER);
         if (!data) {
             rc = fgmm_fail(FGMM_ERR_NOMEM, "'%s': out of host memory for %llu x %llu", path, (unsigned long long)n,
                            (unsigned long long)dims[1]);
-        } else if (ms < 0 || xfer < 0 || H5Pset_type_conv_cb(xfer, conv_range, &range) < 0 ||
-                   H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL) < 0 ||
-                   H5Dread(ds, mt, ms, sp, xfer, data) < 0) {
+        } else if (xfer < 0 || H5Pset_type_conv_cb(xfer, conv_range, &range) < 0 ||
+                   read_blocks(ds, sp, mt, xfer, (hsize_t)first, n, dims[1], chunk, data) < 0) {
             free(data);
             rc = range ? fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has values outside the %s range; not read", path,
                                    name, t == FGMM_I32 ? "int32" : "float32")
@@ -204,7 +257,6 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t first, fgmm_
         }
     }
     if (xfer >= 0) H5Pclose(xfer);
-    if (ms >= 0) H5Sclose(ms);
     if (ty >= 0) H5Tclose(ty);
     if (sp >= 0) H5Sclose(sp);
     H5Dclose(ds);

@@ -179,12 +179,14 @@ TEST(Io, WriteReplacesAtomicallyAndRefusesNonRegularTargets) {
 #ifdef FGMM_WITH_HDF5
 namespace {
 // Writes one dataset of file type ftype and shape dims (chunked with chunk if given; data written
-// from `data` in memory type mtype over the first rows_written rows, if data != nullptr).
+// from `data` in memory type mtype over the first rows_written rows, if data != nullptr;
+// extendible: unlimited maximum dimensions, so chunks may be larger than the dataset).
 void h5_write(const std::string& path, hid_t ftype, const hsize_t dims[2], const hsize_t* chunk, bool deflate,
-              hid_t mtype = -1, const void* data = nullptr, hsize_t rows_written = 0) {
+              hid_t mtype = -1, const void* data = nullptr, hsize_t rows_written = 0, bool extendible = false) {
     hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     ASSERT_GE(f, 0);
-    hid_t sp = H5Screate_simple(2, dims, nullptr), pl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t unlimited[2] = {H5S_UNLIMITED, H5S_UNLIMITED};
+    hid_t sp = H5Screate_simple(2, dims, extendible ? unlimited : nullptr), pl = H5Pcreate(H5P_DATASET_CREATE);
     if (chunk) H5Pset_chunk(pl, 2, chunk);
     if (deflate) H5Pset_deflate(pl, 9);
     hid_t ds = H5Dcreate2(f, "train", ftype, sp, H5P_DEFAULT, pl, H5P_DEFAULT);
@@ -226,6 +228,23 @@ TEST(Io, Hdf5RejectsShapesTheFileCannotHold) {
     hsize_t sparse[2] = {(hsize_t)1 << 20, 16}, schunk[2] = {1024, 16};
     h5_write(p, H5T_IEEE_F32LE, sparse, schunk, true, H5T_NATIVE_FLOAT, zeros.data(), 1024);
     expect_io_error(p, "expansion");
+    // 4 x 3 values in one compressed 1 GB chunk (a 1 MB file): libhdf5 would allocate the whole
+    // chunk (1.2 GB resident); refused. The same data in a 256 x 1024 chunk (1 MB) reads.
+    float twelve[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    hsize_t small[2] = {4, 3}, gchunk[2] = {(hsize_t)1 << 15, (hsize_t)1 << 13}, mchunk[2] = {256, 1024};
+    h5_write(p, H5T_IEEE_F32LE, small, gchunk, true, H5T_NATIVE_FLOAT, twelve, 4, true);
+    expect_io_error(p, "chunks of 32768 x 8192");
+    // a fuzzer's file whose chunk index claims 4 GB stored in 4 KB: refused before libhdf5 allocates it
+    std::ifstream in(fgt::source_dir() + "/fuzz/corpus/hdf5/chunk_claims_4gb_stored", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_GT(bytes.size(), 1000u);
+    write_bytes(p, bytes.data(), bytes.size());
+    expect_io_error(p, "claims 4294967344 stored bytes");
+    h5_write(p, H5T_IEEE_F32LE, small, mchunk, true, H5T_NATIVE_FLOAT, twelve, 4, true);
+    FgmmVecs t;
+    ASSERT_EQ(fgmm_vecs_read(p.c_str(), nullptr, 0, &t), 0) << fgmm_get_last_error();
+    EXPECT_EQ(0, memcmp(t.data, twelve, sizeof twelve));
+    fgmm_vecs_free(&t);
     // a real compressed dataset of the same chunking still reads
     std::vector<float> vals(4096 * 16);
     for (size_t i = 0; i < vals.size(); i++) vals[i] = (float)(i % 97);
@@ -236,6 +255,37 @@ TEST(Io, Hdf5RejectsShapesTheFileCannotHold) {
     EXPECT_EQ(r.n, 4096);
     EXPECT_EQ(0, memcmp(r.data, vals.data(), vals.size() * 4));
     fgmm_vecs_free(&r);
+}
+
+TEST(Io, Hdf5ReadsManySmallChunksInBoundedBlocks) {
+    // libhdf5 keeps ~6 KB per chunk one read touches (400k one-value chunks: 2.8 GB); the reader
+    // splits such reads into blocks of rows (many rows of few chunks) or of columns (wide rows).
+    std::string p = tmp("chunks.h5");
+    struct Case { hsize_t n, d, c0, c1, first, rows; } cases[] = {
+        {10000, 3, 1, 1, 4321, 3000},  // 3 chunks per row: blocks of 1365 rows
+        {5, 9000, 2, 2, 1, 3},         // 4500 chunks per row band: blocks of 2 rows x 8192 columns
+        {7, 5, 3, 2, 2, 5},            // one block, starting inside a chunk
+    };
+    for (const Case& c : cases) {
+        std::vector<float> v(c.n * c.d);
+        for (size_t i = 0; i < v.size(); i++) v[i] = (float)i;
+        hsize_t dims[2] = {c.n, c.d}, chunk[2] = {c.c0, c.c1};
+        h5_write(p, H5T_IEEE_F32LE, dims, chunk, false, H5T_NATIVE_FLOAT, v.data(), c.n);
+        FgmmVecs r;
+        ASSERT_EQ(fgmm_vecs_read(p.c_str(), nullptr, 0, &r), 0) << fgmm_get_last_error();
+        ASSERT_EQ(r.n, (fgmm_idx_t)c.n);
+        EXPECT_EQ(0, memcmp(r.data, v.data(), v.size() * 4)) << c.n << " x " << c.d;
+        fgmm_vecs_free(&r);
+        ASSERT_EQ(fgmm_vecs_read_rows(p.c_str(), nullptr, c.first, c.rows, &r), 0) << fgmm_get_last_error();
+        ASSERT_EQ(r.n, (fgmm_idx_t)c.rows);
+        EXPECT_EQ(0, memcmp(r.data, v.data() + c.first * c.d, c.rows * c.d * 4)) << c.n << " x " << c.d;
+        fgmm_vecs_free(&r);
+    }
+    // 400k one-value chunks declared, 1,000 written (a 55 KB file): mostly unwritten, refused
+    hsize_t sparse[2] = {400000, 1}, one[2] = {1, 1};
+    std::vector<float> w(1000, 1.0f);
+    h5_write(p, H5T_IEEE_F32LE, sparse, one, false, H5T_NATIVE_FLOAT, w.data(), 1000);
+    expect_io_error(p, "declares 400000 chunks");
 }
 
 TEST(Io, Hdf5RefusesValuesOutOfRangeInsteadOfClipping) {
