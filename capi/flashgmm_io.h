@@ -1,6 +1,9 @@
-/* flashgmm_io.h: reading and writing vector files (fvecs, bvecs, ivecs, HDF5). */
+/* flashgmm_io.h: reading and writing vector files (fvecs, bvecs, ivecs, HDF5), and the safe file
+ * opening the library's readers and writers use, for code built on it (sidecar files). */
 #ifndef FLASHGMM_IO_H
 #define FLASHGMM_IO_H
+
+#include <stdio.h>
 
 #include "flashgmm.h"
 
@@ -47,6 +50,22 @@ void fgmm_vecs_free(FgmmVecs* vecs);
 
 /// 1 if this build reads HDF5, else 0.
 int fgmm_vecs_hdf5_available(void);
+
+/// Opens path for reading if it is a regular file (a FIFO or device is refused, never waited on):
+/// *f and its size in bytes *size; FGMM_ERR_IO with the reason otherwise (*f = NULL).
+int fgmm_open_input(const char* path, FILE** f, int64_t* size);
+
+/// A file being written: fgmm_output_begin creates a new temporary file beside path (refused where
+/// path exists and is not a regular file); write to f; fgmm_output_end(o, path, 1) flushes, syncs
+/// and renames it over path, fgmm_output_end(o, path, 0) removes it. Readers of path see the old
+/// file or the whole new one, never a part. fgmm_output_end must follow every successful begin.
+typedef struct FgmmOutput {
+    FILE* f;   ///< the temporary file, open for writing
+    char* tmp; ///< its name
+} FgmmOutput;
+int fgmm_output_begin(const char* path, FgmmOutput* out);
+/// ok = 0 also keeps errno's reason (a failed write's) for the message; FGMM_ERR_IO if any step fails.
+int fgmm_output_end(FgmmOutput* o, const char* path, int ok);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,16 @@ int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* ce
 int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* centroids,
                          float lambda, fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
+/// IVF-PQ codes of spilled entries on CUDA device `device`: for n rows x (n x d floats) with ma lists
+/// each (lists: n x ma, -1 = none), the 8-bit code of each entry's residual x_i - cent[list] (cent:
+/// nlist x d) into codes[(i ma + r) M .. + M) (entries without a list: zeros), as FAISS's IndexIVFPQ
+/// encodes it (by residual, in float, nearest codeword, ties to the lower). codebook: M x 256 x (d / M),
+/// FAISS's pq.centroids; d / M at most FGMM_PQ_GPU_MAX_DSUB. FGMM_ERR_NO_GPU without a device (or CUDA
+/// in this build); arguments are checked first.
+#define FGMM_PQ_GPU_MAX_DSUB 32
+int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,
+                       const float* cent, int M, const float* codebook, uint8_t* codes);
+
 /// The SOAR loss of putting row x (d floats) in list c as its spill list, given its primary
 /// centroid cp: ||x - c||^2 + lambda <r/||r||, x - c>^2 with r = x - cp (r = 0: plain distance).
 /// In double; the reference the tests check fgmm_soar_assign against. NaN for a NULL row or d < 1.

@@ -317,7 +317,7 @@ int fgmm_vecs_write(const char* path, const FgmmVecs* v) {
         return fgmm_fail(FGMM_ERR_ARG, "'%s': extension does not match the data type", path);
     if (v->d < 1 || v->d > FGMM_MAX_DIM || v->n < 0)
         return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d", (long long)v->n, v->d);
-    fgmm_output o;
+    FgmmOutput o;
     int rc = fgmm_output_begin(path, &o);
     if (rc) return rc;
     size_t es = fgmm_dtype_size(t);

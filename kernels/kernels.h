@@ -159,7 +159,7 @@ int fgmm_soar_pick(const float* g, const float* h, const float* rx, const long l
 
 /* ---- IVF-PQ encoding (pq_encode.cu) ---- */
 /* Largest sub-vector the encoder takes (its codebook of 256 x 32 floats fits static shared memory). */
-#define FGMM_PQ_MAX_DSUB 32 /* internal.h: FGMM_PQ_GPU_MAX_DSUB */
+#define FGMM_PQ_MAX_DSUB 32 /* flashgmm_spill.h: FGMM_PQ_GPU_MAX_DSUB */
 /* For t rows x (t x d) with ma lists each (lists: t x ma, -1 = none), the 8-bit PQ code of each entry's
  * residual x_i - cent[list] into codes[(i ma + r) M .. + M) (entries without a list: left as they are);
  * codebook: M x 256 x dsub (FAISS's pq.centroids), d = M dsub. */

@@ -14,7 +14,6 @@
 #include "faiss_bridge.h"
 #include "flashgmm_ivf.h"
 #include "flashgmm_spill.h"
-#include "internal.h"
 #include "ivf_impl.h"
 
 /* Vectors per add/search batch: bounds the temporary copies (batch x lists x d floats). */
@@ -44,7 +43,7 @@ void fgmm_ivf_params_init(FgmmIvfParams* p) {
 
 int fgmm_ivf_faiss_failed(const char* what) {
     const char* m = faiss_get_last_error();
-    return fgmm_fail(FGMM_ERR_FAISS, "%s: %s", what, m ? m : "unknown FAISS error");
+    return fgmm_set_last_error(FGMM_ERR_FAISS, "%s: %s", what, m ? m : "unknown FAISS error");
 }
 
 /* SOAR and RESP add at most one list per vector, chosen by a selector under a budget. */
@@ -52,24 +51,28 @@ static int one_extra(FgmmAssignRule r) { return r == FGMM_ASSIGN_SOAR || r == FG
 
 int fgmm_ivf_check_params(const FgmmIvfParams* p) {
     if (p->quantizer != FGMM_QUANT_GMM && p->quantizer != FGMM_QUANT_KMEANS && p->quantizer != FGMM_QUANT_AUTO)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown quantizer %d", (int)p->quantizer);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: unknown quantizer %d", (int)p->quantizer);
     if (p->rule < FGMM_ASSIGN_TAU || p->rule > FGMM_ASSIGN_RESP)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown rule %d", (int)p->rule);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: unknown rule %d", (int)p->rule);
     if (p->primary != FGMM_PRIMARY_NEAREST && p->primary != FGMM_PRIMARY_RESPONSIBILITY)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown primary %d", (int)p->primary);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: unknown primary %d", (int)p->primary);
     if (p->primary == FGMM_PRIMARY_RESPONSIBILITY && p->rule != FGMM_ASSIGN_TAU && p->rule != FGMM_ASSIGN_HARD)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: primary = responsibility goes with the TAU and HARD rules only");
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "ivf params: primary = responsibility goes with the TAU and HARD rules only");
     if (p->max_assign < 1 || p->max_assign > 64)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: max_assign = %d out of range [1, 64]", p->max_assign);
-    if (!(p->tau <= 1.0)) return fgmm_fail(FGMM_ERR_ARG, "ivf params: tau = %g; must be <= 1", p->tau);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: max_assign = %d out of range [1, 64]", p->max_assign);
+    if (!(p->tau <= 1.0)) return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: tau = %g; must be <= 1", p->tau);
     if (!(p->soar_lambda >= 0) || !isfinite(p->soar_lambda))
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: soar_lambda = %g; must be finite and >= 0", p->soar_lambda);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: soar_lambda = %g; must be finite and >= 0",
+                                   p->soar_lambda);
     if (!(p->spill_target == 0 || (p->spill_target >= 1 && p->spill_target <= 2)))
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: spill_target = %g; must be 0 or in [1, 2]", p->spill_target);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: spill_target = %g; must be 0 or in [1, 2]",
+                                   p->spill_target);
     if (p->select != FGMM_SELECT_RESP2 && p->select != FGMM_SELECT_DIST_RATIO)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: unknown select %d", (int)p->select);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: unknown select %d", (int)p->select);
     if (p->max_points_per_list < 0)
-        return fgmm_fail(FGMM_ERR_ARG, "ivf params: max_points_per_list = %d; must be >= 0", p->max_points_per_list);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: max_points_per_list = %d; must be >= 0",
+                                   p->max_points_per_list);
     return FGMM_OK;
 }
 
@@ -82,12 +85,12 @@ int fgmm_ivf_lists_per_vector(const FgmmIvf* h) {
 /* Caches the trained quantizer's centroids (nlist x d). */
 static int load_centroids(FgmmIvf* h) {
     float* c = malloc((size_t)h->nlist * h->d * sizeof(float));
-    if (!c) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory for %d centroids", h->nlist);
+    if (!c) return fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory for %d centroids", h->nlist);
     FaissIndex* q = faiss_IndexIVF_quantizer(h->ivf);
     if (faiss_Index_ntotal(q) != h->nlist) {
         free(c);
-        return fgmm_fail(FGMM_ERR_STATE, "the quantizer holds %lld centroids, nlist = %d",
-                         (long long)faiss_Index_ntotal(q), h->nlist);
+        return fgmm_set_last_error(FGMM_ERR_STATE, "the quantizer holds %lld centroids, nlist = %d",
+                                   (long long)faiss_Index_ntotal(q), h->nlist);
     }
     if (faiss_Index_reconstruct_n(q, 0, h->nlist, c)) {
         free(c);
@@ -99,9 +102,9 @@ static int load_centroids(FgmmIvf* h) {
 }
 
 int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out) {
-    FGMM_CHECK_NULL(out);
+    IVF_CHECK_NULL(out);
     *out = NULL;
-    FGMM_CHECK_NULL(index);
+    IVF_CHECK_NULL(index);
     FgmmIvfParams def;
     if (!params) {
         fgmm_ivf_params_init(&def);
@@ -110,11 +113,11 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
     int rc = fgmm_ivf_check_params(params);
     if (rc) return rc;
     FaissIndexIVF* ivf = faiss_IndexIVF_cast(index);
-    if (!ivf) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index is not an IVF index (IndexIVF*)");
+    if (!ivf) return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index is not an IVF index (IndexIVF*)");
     if (faiss_Index_metric_type(index) != METRIC_L2)
-        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index must use METRIC_L2 (a GMM is Euclidean)");
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index must use METRIC_L2 (a GMM is Euclidean)");
     FgmmIvf* h = calloc(1, sizeof *h);
-    if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    if (!h) return fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
     h->index = index;
     h->ivf = ivf;
     h->p = *params;
@@ -130,7 +133,7 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
         int64_t mx;
         if (fgmm_faiss_max_id(index, &mx, err, sizeof err)) {
             fgmm_ivf_free(h);
-            return fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_wrap: %s", err);
+            return fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_wrap: %s", err);
         }
         h->next_id = mx + 1;
         h->n_vectors = h->next_id; /* assumes ids 0..max, as FAISS's own add gives */
@@ -172,7 +175,8 @@ static int training_sample(const FgmmIvf* h, idx_t n, const float* x, float** ou
     float* s = malloc((size_t)cap * h->d * sizeof(float));
     if (!ids || !s) {
         free(ids), free(s);
-        return fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_train: out of host memory for a %lld-row sample", (long long)cap);
+        return fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_train: out of host memory for a %lld-row sample",
+                                   (long long)cap);
     }
     uint64_t r = h->p.gmm.seed * 6364136223846793005ull + 1442695040888963407ull;
     for (idx_t i = 0; i < n; i++) ids[i] = i;
@@ -206,19 +210,19 @@ static int same_norms(idx_t n, int d, const float* x) {
 }
 
 int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
-    FGMM_CHECK_NULL(h);
-    FGMM_CHECK_NULL(x);
+    IVF_CHECK_NULL(h);
+    IVF_CHECK_NULL(x);
     if (faiss_Index_is_trained(h->index))
-        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_train: the index is already trained");
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_train: the index is already trained");
     if (n < h->nlist)
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_train: n = %lld < nlist = %d", (long long)n, h->nlist);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_train: n = %lld < nlist = %d", (long long)n, h->nlist);
     FgmmParams gp = h->p.gmm;
     gp.k = h->nlist;
     FgmmQuantizer quant = h->p.quantizer;
     if (quant == FGMM_QUANT_AUTO) quant = same_norms(n, h->d, x) ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
     if (quant == FGMM_QUANT_KMEANS) { /* Lloyd only: the GMM's iteration budget, no EM */
         if (gp.kmeans_iter > INT32_MAX - gp.niter)
-            return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_train: kmeans_iter + niter overflows");
+            return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_train: kmeans_iter + niter overflows");
         gp.kmeans_iter += gp.niter;
         gp.niter = 0;
     }
@@ -255,17 +259,19 @@ static int install(FgmmIvf* h, FgmmModel* m, idx_t n, const float* x) {
 }
 
 int fgmm_ivf_set_gmm(FgmmIvf* h, const FgmmModel* gmm, idx_t n, const float* x) {
-    FGMM_CHECK_NULL(h);
-    FGMM_CHECK_NULL(gmm);
-    FGMM_CHECK_NULL(x);
+    IVF_CHECK_NULL(h);
+    IVF_CHECK_NULL(gmm);
+    IVF_CHECK_NULL(x);
     if (faiss_Index_is_trained(h->index))
-        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_set_gmm: the index is already trained");
-    if (gmm->k != h->nlist || gmm->d != h->d)
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_set_gmm: a %d x %d GMM for an index with nlist = %d, d = %d", gmm->k,
-                         gmm->d, h->nlist, h->d);
-    if (n < 1) return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_set_gmm: n = %lld", (long long)n);
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_set_gmm: the index is already trained");
+    const int k = fgmm_model_k(gmm), d = fgmm_model_d(gmm);
+    if (k != h->nlist || d != h->d)
+        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_set_gmm: a %d x %d GMM for an index with nlist = %d, d = %d",
+                                   k, d, h->nlist, h->d);
+    if (n < 1) return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_set_gmm: n = %lld", (long long)n);
     FgmmModel* m = NULL;
-    int rc = fgmm_model_new(&m, gmm->k, gmm->d, gmm->cov, gmm->mu, gmm->var, gmm->w);
+    int rc = fgmm_model_new(&m, k, d, fgmm_model_covariance(gmm), fgmm_model_means(gmm), fgmm_model_variances(gmm),
+                            fgmm_model_weights(gmm));
     if (!rc && (rc = install(h, m, n, x))) fgmm_model_free(m);
     return rc;
 }
@@ -303,8 +309,9 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
     int need_resp = p->rule == FGMM_ASSIGN_TAU || p->rule == FGMM_ASSIGN_RESP ||
                     p->primary == FGMM_PRIMARY_RESPONSIBILITY || (budget && p->select == FGMM_SELECT_RESP2);
     if (need_resp && !h->model)
-        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_add: this rule or selector needs the GMM, and the index has none "
-                                         "(train with fgmm_ivf_train, or read with its sidecars)");
+        return fgmm_set_last_error(FGMM_ERR_STATE,
+                                   "fgmm_ivf_add: this rule or selector needs the GMM, and the index has none "
+                                   "(train with fgmm_ivf_train, or read with its sidecars)");
     if (m > h->nlist) m = h->nlist;
     plan_buf s = {0};
     int rc = FGMM_OK, soar = p->rule == FGMM_ASSIGN_SOAR && h->nlist > 1;
@@ -322,7 +329,7 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
     }
     if (!s.prim || !s.d1 || !s.d2 || (soar && !s.soar) || (need_resp && (!s.rl || !s.rr)) ||
         (p->rule == FGMM_ASSIGN_TOPM && (!s.qi || !s.qd))) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+        rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
         goto done;
     }
     if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
@@ -378,7 +385,7 @@ static int apply_budget(FgmmIvf* h, idx_t n, idx_t* lists, const float* score) {
             h->threshold = -INFINITY;
         } else {
             float* sorted = malloc((size_t)n * sizeof(float));
-            if (!sorted) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+            if (!sorted) return fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
             memcpy(sorted, score, (size_t)n * sizeof(float));
             qsort(sorted, (size_t)n, sizeof(float), cmp_desc);
             h->threshold = sorted[s]; /* the s vectors above it spill (fewer where scores tie) */
@@ -399,20 +406,19 @@ static int pq_on_gpu(const FgmmIvf* h, int* M, const float** codebook) {
 }
 
 int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* lists_added) {
-    FGMM_CHECK_NULL(h);
+    IVF_CHECK_NULL(h);
     if (lists_added) *lists_added = 0;
     if (n == 0) return FGMM_OK;
-    FGMM_CHECK_NULL(x);
-    if (n < 0) return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld", (long long)n);
+    IVF_CHECK_NULL(x);
+    if (n < 0) return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld", (long long)n);
     if (!faiss_Index_is_trained(h->index) || !h->cent)
-        return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_add: the index is not trained");
-    fgmm_data v = {x, n, h->d, FGMM_F32};
-    int rc = fgmm_data_check(&v, "fgmm_ivf_add");
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_add: the index is not trained");
+    int rc = fgmm_check_data(n, h->d, FGMM_F32, x, "fgmm_ivf_add");
     if (rc) return rc;
     int ma = fgmm_ivf_lists_per_vector(h), d = h->d;
     int budget = one_extra(h->p.rule) && h->p.spill_target > 0 && ma == 2;
     if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld is too large for one call", (long long)n);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_add: n = %lld is too large for one call", (long long)n);
     idx_t bmax = n < IVF_BATCH ? n : IVF_BATCH;
     int M = 0;
     const float* codebook = NULL;
@@ -429,7 +435,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     idx_t* lr = malloc((size_t)bmax * ma * sizeof(idx_t));
     h->add_pq_gpu_s = 0;
     if (!lists || (budget && !score) || (!gpu_pq && !xr) || (gpu_pq && (!codes || !cr)) || !ir || !lr) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_add: out of host memory for %lld vectors", (long long)n);
+        rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_add: out of host memory for %lld vectors", (long long)n);
         goto done;
     }
     for (idx_t i0 = 0; i0 < n; i0 += IVF_PLAN_BATCH) {
@@ -463,7 +469,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
             char err[512];
             if (gpu_pq ? fgmm_faiss_add_codes(h->index, m, cr, ir, lr, err, sizeof err)
                        : fgmm_faiss_add_preassigned(h->index, m, xr, ir, lr, err, sizeof err)) {
-                rc = fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_add: %s", err);
+                rc = fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_add: %s", err);
                 goto done;
             }
             total += m;
@@ -486,21 +492,23 @@ done:
 
 int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco) {
-    FGMM_CHECK_NULL(h);
-    FGMM_CHECK_NULL(q);
-    FGMM_CHECK_NULL(distances);
-    FGMM_CHECK_NULL(labels);
+    IVF_CHECK_NULL(h);
+    IVF_CHECK_NULL(q);
+    IVF_CHECK_NULL(distances);
+    IVF_CHECK_NULL(labels);
     if (nq < 0 || k < 1 || nprobe < 1)
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_search: need nq >= 0, k >= 1, nprobe >= 1 (got %lld, %lld, %d)",
-                         (long long)nq, (long long)k, nprobe);
-    if (!faiss_Index_is_trained(h->index)) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_search: the index is not trained");
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "fgmm_ivf_search: need nq >= 0, k >= 1, nprobe >= 1 (got %lld, %lld, %d)",
+                                   (long long)nq, (long long)k, nprobe);
+    if (!faiss_Index_is_trained(h->index))
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the index is not trained");
     if (nq == 0) return FGMM_OK;
     if (nprobe > h->nlist) nprobe = h->nlist;
     /* each id is stored in at most `copies` lists, so the first k*copies hits hold k distinct ids */
     idx_t copies = fgmm_ivf_lists_per_vector(h);
     if (k > IVF_MAX_CANDIDATES / copies)
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_ivf_search: k = %lld is too large (k x %lld copies > %lld)", (long long)k,
-                         (long long)copies, (long long)IVF_MAX_CANDIDATES);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search: k = %lld is too large (k x %lld copies > %lld)",
+                                   (long long)k, (long long)copies, (long long)IVF_MAX_CANDIDATES);
     idx_t ki = k * copies;
     idx_t bmax = IVF_MAX_CANDIDATES / ki < IVF_BATCH / 4 ? IVF_MAX_CANDIDATES / ki : IVF_BATCH / 4;
     if (bmax > nq) bmax = nq;
@@ -511,7 +519,7 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
     int64_t* sizes = dco ? malloc((size_t)h->nlist * sizeof(int64_t)) : NULL;
     int rc = FGMM_OK;
     if (!dd || !ii || !pd || !pi || (dco && !sizes)) {
-        rc = fgmm_fail(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
+        rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
         goto done;
     }
     for (int l = 0; dco && l < h->nlist; l++) sizes[l] = (int64_t)faiss_IndexIVF_get_list_size(h->ivf, (size_t)l);
@@ -524,7 +532,7 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
             goto done;
         }
         if (fgmm_faiss_search_preassigned(h->index, b, qb, ki, nprobe, pi, pd, dd, ii, err, sizeof err)) {
-            rc = fgmm_fail(FGMM_ERR_FAISS, "fgmm_ivf_search: %s", err);
+            rc = fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_search: %s", err);
             goto done;
         }
         for (idx_t i = 0; i < b; i++) { /* keep the nearest copy of each id, in FAISS's order */

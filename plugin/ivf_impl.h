@@ -1,10 +1,17 @@
-/* ivf_impl.h: the FgmmIvf handle, shared by ivf.c (train, add, search) and ivf_io.c (files). */
+/* ivf_impl.h: the FgmmIvf handle, shared by ivf.c (train, add, search) and ivf_io.c (files). The
+ * plugin is built on the public headers (capi/) only, as a user's own would be. */
 #ifndef FGMM_IVF_IMPL_H
 #define FGMM_IVF_IMPL_H
 
 #include <faiss/c_api/IndexIVF_c.h>
 
 #include "flashgmm_ivf.h"
+
+/* FGMM_ERR_NULL from the calling function when p is NULL. */
+#define IVF_CHECK_NULL(p)                                                                    \
+    do {                                                                                     \
+        if (!(p)) return fgmm_set_last_error(FGMM_ERR_NULL, "%s: %s is NULL", __func__, #p); \
+    } while (0)
 
 struct FgmmIvf {
     FaissIndex* index;

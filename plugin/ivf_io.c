@@ -13,7 +13,7 @@
 
 #include <faiss/c_api/index_io_c.h>
 
-#include "internal.h"
+#include "flashgmm_io.h"
 #include "ivf_impl.h"
 
 #define SIDECAR_MAGIC "flashgmm-ivf sidecar 1"
@@ -55,30 +55,30 @@ static int write_settings(const FgmmIvf* h, FILE* f) {
 }
 
 int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
-    FGMM_CHECK_NULL(h);
-    FGMM_CHECK_NULL(path);
-    if (!h->cent) return fgmm_fail(FGMM_ERR_STATE, "fgmm_ivf_write: the index is not trained");
+    IVF_CHECK_NULL(h);
+    IVF_CHECK_NULL(path);
+    if (!h->cent) return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_write: the index is not trained");
     char* side = with_suffix(path, ".fgmm");
     char* gmm = with_suffix(path, ".gmm");
-    fgmm_output oi = {0}, os = {0};
-    int rc = side && gmm ? FGMM_OK : fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    FgmmOutput oi = {0}, os = {0};
+    int rc = side && gmm ? FGMM_OK : fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
     /* the index and the settings go to temporary files, renamed only once everything is written;
      * the model file is replaced atomically by fgmm_model_write itself */
     if (!rc) rc = fgmm_output_begin(path, &oi);
     if (!rc) rc = fgmm_output_begin(side, &os);
     if (!rc && faiss_write_index(h->index, oi.f)) rc = fgmm_ivf_faiss_failed("fgmm_ivf_write");
     if (!rc && write_settings(h, os.f))
-        rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot write '%s': %s", side, strerror(errno));
+        rc = fgmm_set_last_error(FGMM_ERR_IO, "fgmm_ivf_write: cannot write '%s': %s", side, strerror(errno));
     if (!rc && h->model) rc = fgmm_model_write(h->model, gmm);
     if (!rc && !h->model && unlink(gmm) && errno != ENOENT) /* a stale model would be paired with this index */
-        rc = fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_write: cannot remove the stale '%s': %s", gmm, strerror(errno));
+        rc = fgmm_set_last_error(FGMM_ERR_IO, "fgmm_ivf_write: cannot remove the stale '%s': %s", gmm, strerror(errno));
     char why[512]; /* the first failure's message, kept over the clean-up's */
     snprintf(why, sizeof why, "%s", rc ? fgmm_get_last_error() : "");
     if (oi.f && fgmm_output_end(&oi, path, !rc) && !rc) rc = FGMM_ERR_IO, snprintf(why, sizeof why, "%s", fgmm_get_last_error());
     if (os.f && fgmm_output_end(&os, side, !rc) && !rc) rc = FGMM_ERR_IO, snprintf(why, sizeof why, "%s", fgmm_get_last_error());
     free(side);
     free(gmm);
-    return rc ? fgmm_fail(rc, "%s", why) : FGMM_OK;
+    return rc ? fgmm_set_last_error(rc, "%s", why) : FGMM_OK;
 }
 
 typedef struct settings {
@@ -93,7 +93,7 @@ typedef struct settings {
 static int parse_settings(FILE* f, const char* name, settings* s) {
     char line[512];
     if (!fgets(line, sizeof line, f) || strncmp(line, SIDECAR_MAGIC "\n", sizeof SIDECAR_MAGIC))
-        return fgmm_fail(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf sidecar (first line)", name);
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf sidecar (first line)", name);
     unsigned seen = 0;
     static const char* keys[] = {"centroids", "nlist", "d", "quantizer", "rule", "primary", "tau", "max_assign",
                                  "soar_lambda", "spill_target", "select", "has_threshold", "threshold",
@@ -106,9 +106,9 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
         /* a line cut by the buffer would be read as two, its tail as a setting (even inside a
          * comment); one with a NUL byte would be cut short: neither is what we write */
         if (!len || line[len - 1] != '\n')
-            return fgmm_fail(FGMM_ERR_IO, "'%s': a line is too long, unterminated or holds a NUL byte", name);
+            return fgmm_set_last_error(FGMM_ERR_IO, "'%s': a line is too long, unterminated or holds a NUL byte", name);
         bytes += (long)len;
-        if (bytes > SIDECAR_MAX_BYTES) return fgmm_fail(FGMM_ERR_IO, "'%s' is too large for a sidecar", name);
+        if (bytes > SIDECAR_MAX_BYTES) return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is too large for a sidecar", name);
         if (line[0] == '#') continue;
         if (!strcmp(line, "end\n")) {
             ended = 1;
@@ -116,7 +116,7 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
         }
         char key[32], val[64], extra;
         if (sscanf(line, "%31s = %63s %c", key, val, &extra) != 2)
-            return fgmm_fail(FGMM_ERR_IO, "'%s': malformed line '%.60s'", name, line);
+            return fgmm_set_last_error(FGMM_ERR_IO, "'%s': malformed line '%.60s'", name, line);
         unsigned i = 0;
         while (i < sizeof keys / sizeof *keys && strcmp(key, keys[i])) i++;
         if (i == sizeof keys / sizeof *keys) continue; /* a later version's key */
@@ -125,10 +125,10 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
         double v = i == 0 ? 0 : strtod(val, &end);
         unsigned long long u = i == 0 ? strtoull(val, &end, 16) : 0;
         if (*end || errno == ERANGE || (i != 0 && i != 12 && isnan(v)))
-            return fgmm_fail(FGMM_ERR_IO, "'%s': bad value for %s: '%s'", name, key, val);
+            return fgmm_set_last_error(FGMM_ERR_IO, "'%s': bad value for %s: '%s'", name, key, val);
         int integral = i != 0 && i != 6 && i != 8 && i != 9 && i != 12;
         if (integral && (v != floor(v) || fabs(v) > 9.0e15))
-            return fgmm_fail(FGMM_ERR_IO, "'%s': %s = %s is not an integer", name, key, val);
+            return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %s = %s is not an integer", name, key, val);
         switch (i) {
         case 0: s->centroids = u; break;
         case 1: s->nlist = (long long)v; break;
@@ -150,13 +150,13 @@ static int parse_settings(FILE* f, const char* name, settings* s) {
         }
         seen |= 1u << i;
     }
-    if (!ended || seen != all) return fgmm_fail(FGMM_ERR_IO, "'%s' is truncated or lacks a setting", name);
+    if (!ended || seen != all) return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is truncated or lacks a setting", name);
     if (s->vectors < 0 || s->entries < s->vectors || s->next_id < 0 || isnan(s->threshold))
-        return fgmm_fail(FGMM_ERR_IO, "'%s': inconsistent counts", name);
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': inconsistent counts", name);
     if (fgmm_ivf_check_params(&s->p)) {
         char why[256]; /* copied: the message buffer cannot be formatted into itself */
         snprintf(why, sizeof why, "%s", fgmm_get_last_error());
-        return fgmm_fail(FGMM_ERR_IO, "'%s': %s", name, why);
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %s", name, why);
     }
     return FGMM_OK;
 }
@@ -166,10 +166,11 @@ static int read_model(FgmmIvf* h, const char* gmm) {
     FgmmModel* m = NULL;
     int rc = fgmm_model_read(gmm, &m);
     if (rc) return rc;
-    if (m->k != h->nlist || m->d != h->d || memcmp(m->mu, h->cent, (size_t)h->nlist * h->d * sizeof(float))) {
+    if (fgmm_model_k(m) != h->nlist || fgmm_model_d(m) != h->d ||
+        memcmp(fgmm_model_means(m), h->cent, (size_t)h->nlist * h->d * sizeof(float))) {
         fgmm_model_free(m);
-        return fgmm_fail(FGMM_ERR_IO, "'%s' does not belong to this index: its means are not the quantizer's centroids",
-                         gmm);
+        return fgmm_set_last_error(
+            FGMM_ERR_IO, "'%s' does not belong to this index: its means are not the quantizer's centroids", gmm);
     }
     h->model = m;
     return FGMM_OK;
@@ -191,10 +192,11 @@ static int read_sidecars(FgmmIvf* h, const char* side, const char* gmm) {
     if (rc) return rc;
     if (!h->cent || s.nlist != h->nlist || s.d != h->d || s.centroids != centroid_sum(h) ||
         s.entries != faiss_Index_ntotal(h->index))
-        return fgmm_fail(FGMM_ERR_IO, "'%s' does not belong to this index (other centroids or entry count)", side);
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s' does not belong to this index (other centroids or entry count)",
+                                   side);
     if (s.model && (rc = read_model(h, gmm))) return rc;
     if (!s.model && access(gmm, F_OK) == 0)
-        return fgmm_fail(FGMM_ERR_IO, "'%s' is stale: '%s' says the index has no model", gmm, side);
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is stale: '%s' says the index has no model", gmm, side);
     h->p = s.p;
     h->has_threshold = s.has_threshold;
     h->threshold = s.threshold;
@@ -205,12 +207,12 @@ static int read_sidecars(FgmmIvf* h, const char* side, const char* gmm) {
 }
 
 int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) {
-    FGMM_CHECK_NULL(out);
+    IVF_CHECK_NULL(out);
     *out = NULL;
-    FGMM_CHECK_NULL(path);
+    IVF_CHECK_NULL(path);
     struct stat sb; /* FAISS would wait on a FIFO for a writer */
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
-        return fgmm_fail(FGMM_ERR_IO, "fgmm_ivf_read: '%s' is not a regular file", path);
+        return fgmm_set_last_error(FGMM_ERR_IO, "fgmm_ivf_read: '%s' is not a regular file", path);
     FaissIndex* index = NULL;
     if (faiss_read_index_fname(path, 0, &index)) return fgmm_ivf_faiss_failed("fgmm_ivf_read");
     FgmmIvf* h = NULL;
@@ -222,7 +224,7 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) 
     h->owns_index = 1;
     char* side = with_suffix(path, ".fgmm");
     char* gmm = with_suffix(path, ".gmm");
-    rc = side && gmm ? read_sidecars(h, side, gmm) : fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    rc = side && gmm ? read_sidecars(h, side, gmm) : fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
     free(side);
     free(gmm);
     if (rc) {

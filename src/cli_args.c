@@ -104,7 +104,7 @@ static int same_file(const char* a, const char* b) {
 
 int fgmm_cli_check_out(const char* in, const char* out) {
     if (same_file(in, out)) return say("output '%s' is the input; not overwriting it\n", out), 2;
-    fgmm_output probe; /* can the output be written? (a file is created next to it and removed) */
+    FgmmOutput probe; /* can the output be written? (a file is created next to it and removed) */
     if (fgmm_output_begin(out, &probe)) return fgmm_cli_fail(out);
     fgmm_output_end(&probe, out, 0);
     return 0;

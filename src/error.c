@@ -8,7 +8,7 @@
 static _Thread_local char last_error[512];
 
 /* Formats into a local buffer first: a message may include fgmm_get_last_error() itself. */
-int fgmm_fail(int code, const char* fmt, ...) {
+int fgmm_set_last_error(int code, const char* fmt, ...) {
     char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);

@@ -46,7 +46,7 @@ int fgmm_check_input(const char* path, int64_t* size) {
     return FGMM_OK;
 }
 
-int fgmm_output_begin(const char* path, fgmm_output* o) {
+int fgmm_output_begin(const char* path, FgmmOutput* o) {
     memset(o, 0, sizeof *o);
     struct stat sb;
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
@@ -74,7 +74,7 @@ int fgmm_output_begin(const char* path, fgmm_output* o) {
     return FGMM_OK;
 }
 
-int fgmm_output_end(fgmm_output* o, const char* path, int ok) {
+int fgmm_output_end(FgmmOutput* o, const char* path, int ok) {
     int e = ok ? 0 : errno; /* the failed write's reason */
     if (ok && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)) ok = 0, e = errno;
     if (fclose(o->f) != 0 && ok) ok = 0, e = errno;

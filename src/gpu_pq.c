@@ -1,4 +1,4 @@
-/* gpu_pq.c: IVF-PQ codes on a CUDA device, the host side of fgmm_pq_encode_gpu (internal.h; spill.c
+/* gpu_pq.c: IVF-PQ codes on a CUDA device, the host side of fgmm_pq_encode_gpu (flashgmm_spill.h; spill.c
  * checks the arguments; kernel in kernels/pq_encode.cu). The coarse centroids and the PQ codebook go up
  * once, then the rows in tiles of t rows with their lists: copy up, encode every (row, list) entry,
  * codes down. Each call owns its stream and one device allocation (gpu_call.h): several threads may
@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "flashgmm_spill.h"
 #include "gpu_call.h"
 #include "kernels.h"
 

@@ -5,34 +5,24 @@
 #include <stdio.h>
 
 #include "flashgmm.h"
+#include "flashgmm_io.h"
 
 #ifdef __cplusplus
 extern "C" { /* the C++ tests use the engine directly */
 #endif
 
-/* Records a formatted message for fgmm_get_last_error and returns code. */
-int fgmm_fail(int code, const char* fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+/* Records a formatted message for fgmm_get_last_error and returns code (the public
+ * fgmm_set_last_error under a short name). */
+#define fgmm_fail fgmm_set_last_error
 void fgmm_clear_error(void);
 
 /* Limits that keep size arithmetic in range (also for hostile files). */
 #define FGMM_MAX_DIM (1 << 20)
 #define FGMM_MAX_K (1 << 24)
 
-/* Files (file.c). Inputs: regular files only (a FIFO or device is refused, never waited on). */
-int fgmm_open_input(const char* path, FILE** f, int64_t* size);
-int fgmm_check_input(const char* path, int64_t* size); /* for readers that open by path */
-/* Outputs: written to a new temporary file in the same directory, renamed over path by
- * fgmm_output_end if ok (else removed); an existing non-regular path is refused. */
-typedef struct fgmm_output {
-    FILE* f;
-    char* tmp;
-} fgmm_output;
-int fgmm_output_begin(const char* path, fgmm_output* o);
-int fgmm_output_end(fgmm_output* o, const char* path, int ok);
+/* Files (file.c; fgmm_open_input and fgmm_output_begin / _end are public, flashgmm_io.h): the
+ * fgmm_open_input check for readers that open by path. */
+int fgmm_check_input(const char* path, int64_t* size);
 
 #define FGMM_CHECK_NULL(p)                                                       \
     do {                                                                         \
@@ -194,16 +184,8 @@ typedef struct fgmm_soar_cents {
 int fgmm_soar_gpu(int device, fgmm_idx_t n, const float* x, const fgmm_soar_cents* sc, float lambda,
                   fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
-/* IVF-PQ codes on CUDA device `device` (spill.c checks the arguments, gpu_pq.c runs them; FGMM_ERR_NO_GPU in
- * a build without CUDA): for n rows x
- * (n x d) with ma lists each (lists: n x ma, -1 = none), the 8-bit code of each entry's residual
- * x_i - cent[list] (cent: nlist x d) into codes[(i ma + r) M .. + M) (entries without a list: zeros),
- * as FAISS's IndexIVFPQ encodes it (by residual, float, nearest codeword, ties to the lower). codebook:
- * M x 256 x (d / M), FAISS's pq.centroids; d / M at most 32 (FGMM_PQ_GPU_MAX_DSUB). */
-#define FGMM_PQ_GPU_MAX_DSUB 32
-int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,
-                       const float* cent, int M, const float* codebook, uint8_t* codes);
-/* Its device part on checked arguments (n >= 1). */
+/* The device part of fgmm_pq_encode_gpu (flashgmm_spill.h) on checked arguments (n >= 1): gpu_pq.c,
+ * or FGMM_ERR_NO_GPU in a build without CUDA. */
 int fgmm_pq_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,
                 const float* cent, int M, const float* codebook, uint8_t* codes);
 

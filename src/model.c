@@ -109,7 +109,7 @@ void fgmm_model_logconst(const FgmmModel* m, double* c) {
 int fgmm_model_write(const FgmmModel* m, const char* path) {
     FGMM_CHECK_NULL(m);
     FGMM_CHECK_NULL(path);
-    fgmm_output o;
+    FgmmOutput o;
     int rc = fgmm_output_begin(path, &o);
     if (rc) return rc;
     int32_t hdr[3] = {m->k, m->d, (int32_t)m->cov};
@@ -202,6 +202,11 @@ int fgmm_data_check_shape(const fgmm_data* x, const char* who) {
     if (x->dtype != FGMM_U8 && x->dtype != FGMM_F32)
         return fgmm_fail(FGMM_ERR_ARG, "%s: unknown dtype %d", who, (int)x->dtype);
     return FGMM_OK;
+}
+
+int fgmm_check_data(fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, const char* caller) {
+    fgmm_data v = {x, n, d, dtype};
+    return fgmm_data_check(&v, caller ? caller : "fgmm_check_data");
 }
 
 int fgmm_data_check(const fgmm_data* x, const char* who) {

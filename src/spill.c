@@ -180,7 +180,7 @@ int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, 
                        const float* cent, int M, const float* codebook, uint8_t* codes) {
     static const char* who = "fgmm_pq_encode_gpu";
     if (!x || !lists || !cent || !codebook || !codes) return fgmm_fail(FGMM_ERR_NULL, "%s: a NULL argument", who);
-    if (n < 0 || d < 1 || ma < 1 || nlist < 1 || M < 1 || d % M || d / M > FGMM_PQ_GPU_MAX_DSUB)
+    if (n < 0 || d < 1 || ma < 1 || nlist < 1 || M < 1 || d % M || d / M > FGMM_PQ_GPU_MAX_DSUB || n > INT64_MAX / ma)
         return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld, d = %d, ma = %d, nlist = %d, M = %d (need d = M x dsub, "
                          "dsub <= %d)", who, (long long)n, d, ma, nlist, M, FGMM_PQ_GPU_MAX_DSUB);
     for (fgmm_idx_t i = 0; i < n * ma; i++)

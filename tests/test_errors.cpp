@@ -222,6 +222,53 @@ TEST(Errors, ModelWriteIsAtomicAndRefusesNonRegularTargets) {
     fgmm_model_free(m);
 }
 
+// What a plugin built on the public headers uses (plugin/ is built with capi/ only): the error
+// channel, the data check, safe input and atomic output.
+TEST(Errors, PublicBuildingBlocksForPlugins) {
+    EXPECT_EQ(fgmm_set_last_error(FGMM_ERR_STATE, "my_plugin: step %d of %s", 2, "3"), FGMM_ERR_STATE);
+    EXPECT_STREQ(fgmm_get_last_error(), "my_plugin: step 2 of 3");
+    EXPECT_EQ(fgmm_set_last_error(FGMM_ERR_IO, "wrapped: %s", fgmm_get_last_error()), FGMM_ERR_IO);
+    EXPECT_STREQ(fgmm_get_last_error(), "wrapped: my_plugin: step 2 of 3");  // its own message as an argument
+
+    std::vector<float> x = {1, 2, 3, 4, 5, 6};
+    EXPECT_EQ(fgmm_check_data(2, 3, FGMM_F32, x.data(), "my_add"), FGMM_OK);
+    expect_error(fgmm_check_data(2, 3, FGMM_F32, nullptr, "my_add"), FGMM_ERR_NULL, "my_add: x is NULL");
+    expect_error(fgmm_check_data(0, 3, FGMM_F32, x.data(), nullptr), FGMM_ERR_ARG, "fgmm_check_data: n = 0");
+    expect_error(fgmm_check_data(2, 0, FGMM_F32, x.data(), "my_add"), FGMM_ERR_ARG, "d = 0");
+    expect_error(fgmm_check_data(2, 3, (FgmmDtype)7, x.data(), "my_add"), FGMM_ERR_ARG, "dtype 7");
+    x[4] = NAN;
+    expect_error(fgmm_check_data(2, 3, FGMM_F32, x.data(), "my_add"), FGMM_ERR_DATA,
+                 "my_add: row 1 has a non-finite value (nan) at dimension 1");
+    EXPECT_TRUE(std::isnan(x[4]));
+
+    std::string dir = tmp("plugin_files");
+    ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir '" + dir + "'").c_str()), 0);
+    std::string f = dir + "/side.txt";
+    write_file(f, "old", 3);
+    FgmmOutput o;
+    ASSERT_EQ(fgmm_output_begin(f.c_str(), &o), 0) << fgmm_get_last_error();
+    fputs("new", o.f);
+    ASSERT_EQ(fgmm_output_end(&o, f.c_str(), 0), FGMM_ERR_IO);  // abandoned: the old file stays
+    FILE* in = nullptr;
+    int64_t size = -1;
+    ASSERT_EQ(fgmm_open_input(f.c_str(), &in, &size), 0) << fgmm_get_last_error();
+    char buf[8] = {0};
+    EXPECT_EQ(fread(buf, 1, sizeof buf, in), 3u);
+    EXPECT_STREQ(buf, "old");
+    EXPECT_EQ(size, 3);
+    fclose(in);
+    ASSERT_EQ(fgmm_output_begin(f.c_str(), &o), 0) << fgmm_get_last_error();
+    fputs("newer", o.f);
+    ASSERT_EQ(fgmm_output_end(&o, f.c_str(), 1), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_open_input(f.c_str(), &in, &size), 0) << fgmm_get_last_error();
+    EXPECT_EQ(size, 5);
+    fclose(in);
+    EXPECT_EQ(system(("test $(ls -A '" + dir + "' | wc -l) -eq 1").c_str()), 0);  // no temporary left
+    expect_error(fgmm_open_input(dir.c_str(), &in, &size), FGMM_ERR_IO, "not a regular file");
+    EXPECT_EQ(in, nullptr);
+    expect_error(fgmm_output_begin(dir.c_str(), &o), FGMM_ERR_IO, "not a regular file");
+}
+
 namespace {
 // Runs the command-line tool; returns its exit status and combined output.
 int cli(const std::string& args, std::string* output) {
