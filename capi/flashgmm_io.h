@@ -27,7 +27,9 @@ typedef struct FgmmVecs {
 /// differs from the first, HDF5 values outside the int32 (integers) or float32 range (never
 /// clipped), and HDF5 shapes larger than the file's stored bytes can hold (contiguous data: the
 /// file must contain every byte; chunked data: at most 1032x its stored chunk bytes, deflate's
-/// largest ratio). libhdf5 itself parses the file's metadata: see README, "What is promised".
+/// largest ratio, stored bytes at most the file's, chunks at most the dataset's size or 64 MB,
+/// at most one chunk per byte of the file). libhdf5 itself parses the file's metadata: see
+/// README, "What is promised".
 int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
 
 /// Reads rows [first, first + max_rows) (max_rows 0 = to the last row; fewer where the file ends
