@@ -8,9 +8,9 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cmake -S "$here" -B "$out/cmake" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$out/cmake" >/dev/null
-"$out/cmake/consumer_static"
-"$out/cmake/consumer_shared"
+"$out/cmake/consumer_static" "$out"
+"$out/cmake/consumer_shared" "$out"
 export PKG_CONFIG_PATH="$(dirname "$(find "$prefix" -name flashgmm_ivf.pc | head -1)")"
 cc -std=c11 "$here/consumer.c" -o "$out/consumer_pc" $(pkg-config --cflags --libs flashgmm_ivf) \
     -Wl,-rpath,"$(pkg-config --variable=libdir flashgmm_ivf)"
-"$out/consumer_pc"
+"$out/consumer_pc" "$out"
