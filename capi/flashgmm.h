@@ -156,7 +156,8 @@ const char* fgmm_get_last_error(void);
 
 /// Records a printf-style message for fgmm_get_last_error on this thread and returns code: for
 /// code built on this library (the IVF plugin, a user's own) that reports through the same
-/// channel. The arguments may include fgmm_get_last_error() itself.
+/// channel. The arguments may include fgmm_get_last_error() itself; a NULL fmt records
+/// "(no message)". Each thread has its own message.
 int fgmm_set_last_error(int code, const char* fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
@@ -166,7 +167,8 @@ int fgmm_set_last_error(int code, const char* fmt, ...)
 /// FGMM_OK if x (n rows x d values of dtype, row-major) is data the library takes: x not NULL,
 /// n >= 1, 1 <= d <= 2^20, dtype FGMM_F32 or FGMM_U8, every float finite; else FGMM_ERR_NULL,
 /// FGMM_ERR_ARG or FGMM_ERR_DATA (naming the first non-finite value's row and dimension), with a
-/// message that starts with `caller` (NULL: "fgmm_check_data"). Reads x with OpenMP threads.
+/// message that starts with `caller` (NULL: "fgmm_check_data"). Reads x with OpenMP threads; keeps
+/// no state, so several threads may call it at once.
 int fgmm_check_data(fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, const char* caller);
 
 #ifdef __cplusplus

@@ -54,13 +54,17 @@ void fgmm_vecs_free(FgmmVecs* vecs);
 int fgmm_vecs_hdf5_available(void);
 
 /// Opens path for reading if it is a regular file (a FIFO or device is refused, never waited on):
-/// *f and its size in bytes *size; FGMM_ERR_IO with the reason otherwise (*f = NULL).
+/// *f and its size in bytes *size; FGMM_ERR_IO with the reason otherwise (*f = NULL), FGMM_ERR_NULL
+/// for a NULL argument.
 int fgmm_open_input(const char* path, FILE** f, int64_t* size);
 
 /// A file being written: fgmm_output_begin creates a new temporary file beside path (refused where
 /// path exists and is not a regular file); write to f; fgmm_output_end(o, path, 1) flushes, syncs
 /// and renames it over path, fgmm_output_end(o, path, 0) removes it. Readers of path see the old
-/// file or the whole new one, never a part. fgmm_output_end must follow every successful begin.
+/// file or the whole new one, never a part. fgmm_output_end must follow every successful begin; on
+/// an output not begun or already ended it is FGMM_ERR_STATE, with a NULL path FGMM_ERR_NULL (the
+/// temporary file removed). Several threads may write at once, also to one path (the last rename
+/// wins; each temporary file has its own name).
 typedef struct FgmmOutput {
     FILE* f;   ///< the temporary file, open for writing
     char* tmp; ///< its name

@@ -12,7 +12,7 @@ int fgmm_set_last_error(int code, const char* fmt, ...) {
     char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt ? fmt : "(no message)", ap);
     va_end(ap);
     memcpy(last_error, msg, sizeof msg);
     return code;

@@ -12,7 +12,10 @@
 #include "internal.h"
 
 int fgmm_open_input(const char* path, FILE** out, int64_t* size) {
+    FGMM_CHECK_NULL(out);
     *out = NULL;
+    FGMM_CHECK_NULL(path);
+    FGMM_CHECK_NULL(size);
     /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below. */
     int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return fgmm_fail(FGMM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
@@ -47,7 +50,9 @@ int fgmm_check_input(const char* path, int64_t* size) {
 }
 
 int fgmm_output_begin(const char* path, FgmmOutput* o) {
+    FGMM_CHECK_NULL(o);
     memset(o, 0, sizeof *o);
+    FGMM_CHECK_NULL(path);
     struct stat sb;
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
         return fgmm_fail(FGMM_ERR_IO, "'%s' exists and is not a regular file; not replacing it", path);
@@ -75,6 +80,9 @@ int fgmm_output_begin(const char* path, FgmmOutput* o) {
 }
 
 int fgmm_output_end(FgmmOutput* o, const char* path, int ok) {
+    FGMM_CHECK_NULL(o);
+    if (!o->f) return fgmm_fail(FGMM_ERR_STATE, "%s: no output begun, or it has ended", __func__);
+    if (!path) ok = 0; /* the temporary file is removed */
     int e = ok ? 0 : errno; /* the failed write's reason */
     if (ok && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)) ok = 0, e = errno;
     if (fclose(o->f) != 0 && ok) ok = 0, e = errno;
@@ -83,5 +91,6 @@ int fgmm_output_end(FgmmOutput* o, const char* path, int ok) {
     free(o->tmp);
     memset(o, 0, sizeof *o);
     if (ok) return FGMM_OK;
+    if (!path) return fgmm_fail(FGMM_ERR_NULL, "%s: path is NULL; the output is removed", __func__);
     return fgmm_fail(FGMM_ERR_IO, "write to '%s' failed%s%s", path, e ? ": " : "", e ? strerror(e) : "");
 }

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common.h"
 #include "flashgmm_io.h"
@@ -267,6 +269,70 @@ TEST(Errors, PublicBuildingBlocksForPlugins) {
     expect_error(fgmm_open_input(dir.c_str(), &in, &size), FGMM_ERR_IO, "not a regular file");
     EXPECT_EQ(in, nullptr);
     expect_error(fgmm_output_begin(dir.c_str(), &o), FGMM_ERR_IO, "not a regular file");
+
+    // NULL arguments and misuse: codes, not crashes
+    const char* no_fmt = nullptr;
+    EXPECT_EQ(fgmm_set_last_error(FGMM_ERR_ARG, no_fmt), FGMM_ERR_ARG);
+    EXPECT_STREQ(fgmm_get_last_error(), "(no message)");
+    in = (FILE*)0x1;
+    expect_error(fgmm_open_input(nullptr, &in, &size), FGMM_ERR_NULL, "path is NULL");
+    EXPECT_EQ(in, nullptr);
+    expect_error(fgmm_open_input(f.c_str(), nullptr, &size), FGMM_ERR_NULL, "is NULL");
+    expect_error(fgmm_open_input(f.c_str(), &in, nullptr), FGMM_ERR_NULL, "size is NULL");
+    expect_error(fgmm_output_begin(nullptr, &o), FGMM_ERR_NULL, "path is NULL");
+    EXPECT_EQ(o.f, nullptr);
+    expect_error(fgmm_output_begin(f.c_str(), nullptr), FGMM_ERR_NULL, "is NULL");
+    expect_error(fgmm_output_end(nullptr, f.c_str(), 1), FGMM_ERR_NULL, "is NULL");
+    expect_error(fgmm_output_end(&o, f.c_str(), 1), FGMM_ERR_STATE, "no output begun");  // after a failed begin
+    ASSERT_EQ(fgmm_output_begin(f.c_str(), &o), 0) << fgmm_get_last_error();
+    expect_error(fgmm_output_end(&o, nullptr, 1), FGMM_ERR_NULL, "path is NULL; the output is removed");
+    expect_error(fgmm_output_end(&o, f.c_str(), 1), FGMM_ERR_STATE, "no output begun");  // ended twice
+    EXPECT_EQ(system(("test $(ls -A '" + dir + "' | wc -l) -eq 1").c_str()), 0);      // its temporary removed
+}
+
+// Several threads at once: each its own message and data check; outputs to their own paths and to
+// one shared path (the last rename wins, whole), no temporary file left.
+TEST(Errors, ConcurrentPluginBuildingBlocks) {
+    std::string dir = tmp("plugin_threads");
+    ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir '" + dir + "'").c_str()), 0);
+    const int T = 4, R = 20;
+    std::vector<int> bad(T, 0);
+    std::vector<std::thread> th;
+    for (int t = 0; t < T; t++)
+        th.emplace_back([&, t] {
+            std::vector<float> x(8 * 4, 1.0f);
+            x[(size_t)t * 4 + 1] = INFINITY;
+            std::string own = dir + "/own" + std::to_string(t), shared = dir + "/shared";
+            std::string line = "thread " + std::to_string(t) + "\n";
+            for (int r = 0; r < R; r++) {
+                std::string want = "thread " + std::to_string(t) + " round " + std::to_string(r);
+                fgmm_set_last_error(FGMM_ERR_STATE, "%s", want.c_str());
+                if (want != fgmm_get_last_error()) bad[t]++;
+                std::string row = "row " + std::to_string(t) + " has";
+                if (fgmm_check_data(8, 4, FGMM_F32, x.data(), "t") != FGMM_ERR_DATA ||
+                    !strstr(fgmm_get_last_error(), row.c_str()))
+                    bad[t]++;
+                for (const std::string& p : {own, shared}) {
+                    FgmmOutput o;
+                    if (fgmm_output_begin(p.c_str(), &o)) {
+                        bad[t]++;
+                        continue;
+                    }
+                    fputs(line.c_str(), o.f);
+                    if (fgmm_output_end(&o, p.c_str(), 1)) bad[t]++;
+                }
+            }
+        });
+    for (auto& h : th) h.join();
+    for (int t = 0; t < T; t++) EXPECT_EQ(bad[t], 0) << "thread " << t << ": " << fgmm_get_last_error();
+    FILE* in = nullptr;
+    int64_t size = 0;
+    ASSERT_EQ(fgmm_open_input((dir + "/shared").c_str(), &in, &size), 0) << fgmm_get_last_error();
+    char buf[32] = {0};
+    EXPECT_EQ(fread(buf, 1, sizeof buf - 1, in), 9u);  // one thread's line, whole
+    fclose(in);
+    EXPECT_EQ(std::string(buf).rfind("thread ", 0), 0u) << buf;
+    EXPECT_EQ(system(("test $(ls -A '" + dir + "' | wc -l) -eq " + std::to_string(T + 1)).c_str()), 0);
 }
 
 namespace {

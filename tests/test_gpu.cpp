@@ -1077,6 +1077,9 @@ TEST(GpuPq, BadInputIsACodeNotACrash) {
               FGMM_ERR_ARG);  // list out of range
     EXPECT_NE(std::string(fgmm_get_last_error()).find("nlist = 2"), std::string::npos);
     lists[1] = 1;
+    EXPECT_EQ(fgmm_pq_encode_gpu(0, INT64_MAX / 2 + 1, 8, x.data(), 2, lists.data(), 2, c.data(), 4, cb.data(),
+                                 codes.data()),
+              FGMM_ERR_ARG);  // n x ma overflows: refused before any list is read
     EXPECT_EQ(fgmm_pq_encode_gpu(0, 0, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()), 0);
     if (fgmm_gpu_available()) {
         EXPECT_EQ(fgmm_pq_encode_gpu(99, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),
