@@ -70,11 +70,30 @@ typedef struct FgmmIvfParams {
                              ///< 0 = spill every vector (default 1.5)
     FgmmSpillSelect select;  ///< SOAR, RESP with a spill_target: which vectors spill (default FGMM_SELECT_RESP2)
     int max_points_per_list; ///< the quantizer trains on at most this many points per list, a seeded
-                             ///< sample (gmm.seed), as FAISS's k-means does (256 there); 0 = all (default)
+                             ///< sample (gmm.seed), as FAISS's k-means does (256 there); 0 = all points;
+                             ///< default FGMM_IVF_POINTS_AUTO: the schedule by backend (below)
 } FgmmIvfParams;
+
+/// max_points_per_list's default, a schedule by the backend the training will use (fgmm_ivf_schedule):
+/// on the GPU (gmm.backend GPU, or AUTO with a device present) all points and gmm as given; on the CPU
+/// at most FGMM_IVF_CPU_POINTS points per list, at most FGMM_IVF_CPU_EM_ITER EM iterations and a
+/// tolerance stop of at least FGMM_IVF_CPU_TOL (k-means quantizer: gmm.kmeans_iter + that many Lloyd
+/// iterations). About 2x FAISS's own IVF training time on the same cores (BENCHMARKS.md "CPU training
+/// vs FAISS"). max_points_per_list = 0 trains on all points with gmm as given on every backend (10
+/// k-means + 90 EM iterations by default: 10-30x FAISS's time on the CPU).
+#define FGMM_IVF_POINTS_AUTO (-1)
+#define FGMM_IVF_CPU_POINTS 256
+#define FGMM_IVF_CPU_EM_ITER 20
+#define FGMM_IVF_CPU_TOL 1e-4
 
 /// Fills every field with its default.
 void fgmm_ivf_params_init(FgmmIvfParams* params);
+
+/// The quantizer's training schedule of params for this process (FGMM_IVF_POINTS_AUTO resolved by
+/// fgmm_gpu_available() and gmm.backend): returns the points per list it trains on (0 = all) and
+/// puts in *gmm params->gmm with the iterations and tolerance that fgmm_ivf_train will use
+/// (gmm->k unchanged). For a caller's progress estimate: kmeans_iter + niter iterations at most.
+int fgmm_ivf_schedule(const FgmmIvfParams* params, FgmmParams* gmm);
 
 /// Opaque: a FAISS IVF index plus its GMM.
 typedef struct FgmmIvf FgmmIvf;

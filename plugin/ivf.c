@@ -39,6 +39,7 @@ void fgmm_ivf_params_init(FgmmIvfParams* p) {
     p->soar_lambda = 1.0f;
     p->spill_target = 1.5;
     p->select = FGMM_SELECT_RESP2;
+    p->max_points_per_list = FGMM_IVF_POINTS_AUTO;
 }
 
 int fgmm_ivf_faiss_failed(const char* what) {
@@ -70,8 +71,9 @@ int fgmm_ivf_check_params(const FgmmIvfParams* p) {
                                    p->spill_target);
     if (p->select != FGMM_SELECT_RESP2 && p->select != FGMM_SELECT_DIST_RATIO)
         return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: unknown select %d", (int)p->select);
-    if (p->max_points_per_list < 0)
-        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: max_points_per_list = %d; must be >= 0",
+    if (p->max_points_per_list < FGMM_IVF_POINTS_AUTO)
+        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: max_points_per_list = %d; must be >= 0 or "
+                                   "FGMM_IVF_POINTS_AUTO (-1)",
                                    p->max_points_per_list);
     return FGMM_OK;
 }
@@ -158,19 +160,34 @@ double fgmm_ivf_inflation(const FgmmIvf* h) {
 
 static int install(FgmmIvf* h, FgmmModel* m, idx_t n, const float* x);
 
+/* Training on the CPU: backend CPU, or AUTO without a device. */
+static int on_cpu(const FgmmParams* g) {
+    return g->backend == FGMM_BACKEND_CPU || (g->backend == FGMM_BACKEND_AUTO && !fgmm_gpu_available());
+}
+
+int fgmm_ivf_schedule(const FgmmIvfParams* p, FgmmParams* gp) {
+    if (!p || !gp) return 0;
+    *gp = p->gmm;
+    if (p->max_points_per_list != FGMM_IVF_POINTS_AUTO) return p->max_points_per_list;
+    if (!on_cpu(&p->gmm)) return 0;
+    if (gp->niter > FGMM_IVF_CPU_EM_ITER) gp->niter = FGMM_IVF_CPU_EM_ITER;
+    if (gp->tol < FGMM_IVF_CPU_TOL) gp->tol = FGMM_IVF_CPU_TOL;
+    return FGMM_IVF_CPU_POINTS;
+}
+
 static int cmp_idx(const void* a, const void* b) {
     idx_t x = *(const idx_t*)a, y = *(const idx_t*)b;
     return (x > y) - (x < y);
 }
 
-/* With max_points_per_list, more than that many points per list are sampled down to it without
+/* With ppl points per list at most (0: all), more rows are sampled down to ppl x nlist without
  * replacement (a partial Fisher-Yates shuffle seeded by gmm.seed, rows kept in their order);
  * *out stays NULL when all n rows are used. */
-static int training_sample(const FgmmIvf* h, idx_t n, const float* x, float** out, idx_t* ns) {
+static int training_sample(const FgmmIvf* h, int ppl, idx_t n, const float* x, float** out, idx_t* ns) {
     *out = NULL;
     *ns = n;
-    idx_t cap = (idx_t)h->p.max_points_per_list * h->nlist;
-    if (!h->p.max_points_per_list || n <= cap) return FGMM_OK;
+    idx_t cap = (idx_t)ppl * h->nlist;
+    if (!ppl || n <= cap) return FGMM_OK;
     idx_t* ids = malloc((size_t)n * sizeof *ids);
     float* s = malloc((size_t)cap * h->d * sizeof(float));
     if (!ids || !s) {
@@ -216,7 +233,8 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
         return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_train: the index is already trained");
     if (n < h->nlist)
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_train: n = %lld < nlist = %d", (long long)n, h->nlist);
-    FgmmParams gp = h->p.gmm;
+    FgmmParams gp;
+    int ppl = fgmm_ivf_schedule(&h->p, &gp);
     gp.k = h->nlist;
     FgmmQuantizer quant = h->p.quantizer;
     if (quant == FGMM_QUANT_AUTO) quant = same_norms(n, h->d, x) ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
@@ -228,7 +246,7 @@ int fgmm_ivf_train(FgmmIvf* h, idx_t n, const float* x, FgmmTrainInfo* info) {
     }
     float* sample = NULL;
     idx_t ns = n;
-    int rc = training_sample(h, n, x, &sample, &ns);
+    int rc = training_sample(h, ppl, n, x, &sample, &ns);
     if (rc) return rc;
     FgmmModel* m = NULL;
     rc = fgmm_train(&gp, ns, h->d, FGMM_F32, sample ? sample : x, &m, info);

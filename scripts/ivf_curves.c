@@ -17,6 +17,12 @@
  *                          fgmm_ivf_params_init's unless given)
  *     --lambda L --cov iso|diag --backend auto|cpu|gpu --max-rows N
  *     --points-per-list P  the project's quantizers train on a sample of at most P points per list
+ *                          (default: "default" takes fgmm_ivf_params_init's schedule by backend, the
+ *                          other methods all points; 0 = all points for every method)
+ *     --tol T              EM tolerance stop (FgmmParams.tol; default: the method's, 0 or the schedule's)
+ *     --init-points N      k-means++ seeds on N sampled rows (FgmmParams.max_init_points; default 64 x nlist)
+ *     --progress / --quiet a progress line per training with the time left on stderr (default: when
+ *                          stderr is a terminal)
  *     --out DIR            writes DIR/curves.csv, DIR/summary.md, caches DIR/gt100.ivecs
  *     --from-csv FILE      no build: the summary of curves saved in FILE (curves.csv rows, any mix of
  *                          runs, e.g. a reference re-run appended), written to DIR/summary.md
@@ -45,10 +51,13 @@
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
+#include <unistd.h>
+
 #include "bench_util.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
 #include "ivf_util.h"
+#include "progress.h"
 
 #define K 10
 #define MAX_PROBES 32
@@ -85,6 +94,18 @@ typedef struct curve {
     double recall[MAX_PROBES], dco[MAX_PROBES];
     double train_s, add_s, search_s, inflation, bytes;
 } curve;
+
+/* The progress line of one training (an FgmmProgressFn's user data). */
+typedef struct progress {
+    fgmm_eta eta;
+    char prefix[96];
+} progress;
+
+static void on_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded) {
+    (void)reseeded;
+    progress* p = user;
+    fgmm_eta_print(&p->eta, stderr, isatty(2), p->prefix, phase, iter, obj);
+}
 
 static int parse_method(const char* s, method* m) {
     char q[16] = "", r[16] = "", sel[16] = "";
@@ -203,11 +224,14 @@ int main(int argc, char** argv) {
     double stop_recall = 0.975;
     FgmmCovariance cov = FGMM_COV_ISOTROPIC;
     const char* from_csv = NULL;
-    int points_per_list = 0;
+    int points_per_list = -2, show = isatty(2); /* -2: not given */
+    double tol = -1;
+    long long init_points = -1;
     for (int i = 1; i < argc; i++) {
         const char* o = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(o, "--normalize")) { norm = 1; continue; }
+        if (!strcmp(o, "--progress") || !strcmp(o, "--quiet")) { show = o[2] == 'p'; continue; }
         i++;
         if (!strcmp(o, "--data")) data = v;
         else if (!strcmp(o, "--base-name")) bname = v;
@@ -228,6 +252,8 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--stop-recall")) stop_recall = atof(v);
         else if (!strcmp(o, "--from-csv")) from_csv = v;
         else if (!strcmp(o, "--points-per-list")) points_per_list = atoi(v);
+        else if (!strcmp(o, "--tol")) tol = atof(v);
+        else if (!strcmp(o, "--init-points")) init_points = atoll(v);
         else if (!strcmp(o, "--cov")) cov = !strcmp(v, "diag") ? FGMM_COV_DIAGONAL : FGMM_COV_ISOTROPIC;
         else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of scripts/ivf_curves.c)\n", o); return 2; }
@@ -333,7 +359,19 @@ int main(int argc, char** argv) {
             p.gmm.backend = backend;
             p.gmm.seed = (uint64_t)seeds[si];
             p.gmm.covariance = cov;
-            p.max_points_per_list = points_per_list;
+            if (points_per_list >= 0) p.max_points_per_list = points_per_list;
+            else if (!m->is_default) p.max_points_per_list = 0;
+            if (tol >= 0) p.gmm.tol = tol;
+            if (init_points >= 0) p.gmm.max_init_points = init_points;
+            progress pr;
+            if (show) {
+                FgmmParams g;
+                fgmm_ivf_schedule(&p, &g);
+                snprintf(pr.prefix, sizeof pr.prefix, "ivf_curves: seed %d %.47s", seeds[si], m->name);
+                fgmm_eta_start(&pr.eta, g.kmeans_iter, g.niter, fgmm_eta_clock());
+                p.gmm.progress = on_progress;
+                p.gmm.progress_user = &pr;
+            }
             if (!m->is_default) {
                 p.quantizer = m->quant == 1 ? FGMM_QUANT_KMEANS : FGMM_QUANT_GMM;
                 p.rule = m->rule;
@@ -364,7 +402,9 @@ int main(int argc, char** argv) {
             if (fgmm_ivf_wrap(index, &p, &ivf)) die("wrap");
             if (m->quant > 0 && !models[m->quant]) {
                 FgmmTrainInfo info;
-                if (fgmm_ivf_train(ivf, nb, xb, &info)) die("train");
+                int rc = fgmm_ivf_train(ivf, nb, xb, &info);
+                if (show) fgmm_eta_end(&pr.eta, stderr, isatty(2));
+                if (rc) die("train");
                 qtrain_s[m->quant] = info.seconds;
                 snprintf(backend_used, sizeof backend_used, "%s", info.backend);
                 printf("seed %d %s: %s backend, %d k-means + %d EM iterations, mean log-likelihood %.4f, %.1f s\n",

@@ -9,7 +9,7 @@
 static void usage(FILE* f) {
     fprintf(f,
             "usage:\n"
-            "  flashgmm train FILE [options]   train a GMM, print per-iteration log-likelihood\n"
+            "  flashgmm train FILE [options]   train a GMM, print per-iteration log-likelihood (stdout)\n"
             "%s"
             "  flashgmm convert IN OUT [--dataset NAME] [--max-rows N]   e.g. .h5 -> .bvecs\n"
             "  flashgmm shape FILE [--dataset NAME]   prints: rows dims dtype\n"
@@ -58,12 +58,12 @@ int main(int argc, char** argv) {
         fgmm_vecs_free(&x);
         return rc ? fgmm_cli_fail(out) : 0;
     }
-    FgmmParams p = args.p;
-    fgmm_cli_print_data(in, x.n, x.d, x.dtype, &p);
-    p.progress = fgmm_cli_progress;
+    fgmm_cli_print_data(in, x.n, x.d, x.dtype, &args.p);
     FgmmModel* m = NULL;
     FgmmTrainInfo info;
-    rc = fgmm_train(&p, x.n, x.d, x.dtype, x.data, &m, &info);
+    fgmm_cli_progress_begin(&args);
+    rc = fgmm_train(&args.p, x.n, x.d, x.dtype, x.data, &m, &info);
+    fgmm_cli_progress_end();
     fgmm_vecs_free(&x);
     if (rc) return fgmm_cli_fail("train");
     fgmm_cli_print_done(&info);

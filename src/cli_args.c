@@ -7,8 +7,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include "cli_args.h"
 #include "internal.h"
+#include "progress.h"
 
 const char* fgmm_cli_prog = "flashgmm";
 int fgmm_cli_quiet = 0;
@@ -24,7 +27,9 @@ const char fgmm_cli_train_usage[] =
     "      --seed S           (default 1234)\n"
     "      --max-rows N       read only the first N rows\n"
     "      --dataset NAME     HDF5 dataset (default: train, then dataset)\n"
-    "      --out MODEL        write the trained model\n";
+    "      --out MODEL        write the trained model\n"
+    "      --progress         a progress line with the time left on stderr (default: when it is a terminal)\n"
+    "      --quiet            no progress line, no per-iteration lines\n";
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 1, 2)))
@@ -55,8 +60,14 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
     memset(args, 0, sizeof *args);
     FgmmParams* p = &args->p;
     fgmm_params_init(p);
+    args->progress = -1;
     for (; a < argc; a++) {
         const char* o = argv[a];
+        if (!strcmp(o, "--progress") || !strcmp(o, "--quiet")) { /* flags: no value */
+            args->progress = o[2] == 'p';
+            args->quiet = !args->progress;
+            continue;
+        }
         const char* v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!v) return say("%s needs a value\n", o), 2;
         a++;
@@ -110,13 +121,38 @@ int fgmm_cli_check_out(const char* in, const char* out) {
     return 0;
 }
 
+typedef struct cli_progress {
+    fgmm_eta eta;
+    int line, tty, log; /* a line on stderr, rewritten in place (a terminal); stdout's lines */
+} cli_progress;
+static cli_progress progress_state;
+
 void fgmm_cli_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded) {
-    (void)user;
-    if (phase == FGMM_PHASE_KMEANS)
-        printf("kmeans %3d  mean sq. distance %.6g%s\n", iter + 1, -obj, reseeded ? "  (re-seeded)" : "");
-    else
-        printf("em     %3d  mean log-likelihood %.6f%s\n", iter + 1, obj, reseeded ? "  (re-seeded)" : "");
-    fflush(stdout);
+    cli_progress* s = user;
+    if (s && s->line && s->tty) fputs("\r\033[K", stderr); /* stdout's line goes where the progress line was */
+    if (!s || s->log) {
+        if (phase == FGMM_PHASE_KMEANS)
+            printf("kmeans %3d  mean sq. distance %.6g%s\n", iter + 1, -obj, reseeded ? "  (re-seeded)" : "");
+        else
+            printf("em     %3d  mean log-likelihood %.6f%s\n", iter + 1, obj, reseeded ? "  (re-seeded)" : "");
+        fflush(stdout);
+    }
+    if (s && s->line) fgmm_eta_print(&s->eta, stderr, s->tty, fgmm_cli_prog, phase, iter, obj);
+}
+
+void fgmm_cli_progress_begin(fgmm_cli_args* a) {
+    cli_progress* s = &progress_state;
+    memset(s, 0, sizeof *s);
+    s->tty = isatty(STDERR_FILENO);
+    s->line = a->progress < 0 ? s->tty : a->progress;
+    s->log = !a->quiet;
+    fgmm_eta_start(&s->eta, a->p.kmeans_iter, a->p.niter, fgmm_eta_clock());
+    a->p.progress = s->line || s->log ? fgmm_cli_progress : NULL;
+    a->p.progress_user = s;
+}
+
+void fgmm_cli_progress_end(void) {
+    if (progress_state.line) fgmm_eta_end(&progress_state.eta, stderr, progress_state.tty);
 }
 
 int fgmm_cli_fail(const char* what) {

@@ -16,6 +16,8 @@ typedef struct fgmm_cli_args {
     const char* dataset; /* --dataset, or NULL */
     fgmm_idx_t max_rows; /* --max-rows, 0 = all */
     FgmmParams p;        /* fgmm_params_init then the options */
+    int progress;        /* --progress 1, --quiet 0; -1 (default): when stderr is a terminal */
+    int quiet;           /* --quiet: no per-iteration lines either */
 } fgmm_cli_args;
 
 /* Parses argv[a..argc) (pairs OPTION VALUE) into args, for command cmd ("train" takes --out, the
@@ -24,8 +26,14 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
 /* The output is not the input and its directory is writable (a file is made there and removed).
  * Returns 0, 1 (cannot write, message printed) or 2 (it is the input). */
 int fgmm_cli_check_out(const char* in, const char* out);
-/* The per-iteration line of train (an FgmmProgressFn). */
+/* The per-iteration line of train on stdout (an FgmmProgressFn; user: NULL, or the state that
+ * fgmm_cli_progress_begin sets). */
 void fgmm_cli_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded);
+/* Points a->p.progress at train's reports (one training per process): nothing with --quiet, else the
+ * per-iteration lines on stdout and, with --progress or stderr a terminal, a progress line on stderr
+ * with the time left (src/progress.h). Call just before training; fgmm_cli_progress_end after it. */
+void fgmm_cli_progress_begin(fgmm_cli_args* a);
+void fgmm_cli_progress_end(void);
 /* "PROG: what: last error" on stderr; returns 1. */
 int fgmm_cli_fail(const char* what);
 const char* fgmm_cli_dtype_name(FgmmDtype t);

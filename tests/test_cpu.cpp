@@ -9,6 +9,7 @@
 #include "common.h"
 #include "flashgmm_io.h"
 #include "internal.h"
+#include "progress.h"
 
 using namespace fgt;
 
@@ -393,4 +394,96 @@ TEST(CpuEngine, OneEngineServesPassesOfChangingShape) {
     fgmm_model_free(m1);
     fgmm_model_free(m2);
     fgmm_model_free(m3);
+}
+
+// The tolerance stop (FgmmParams.tol, the CPU schedule's EM stop): EM ends at the first iteration whose
+// gain is below tol * |mean log-likelihood|, says so (converged), and not before; tol = 0 runs niter.
+TEST(CpuTrain, ToleranceStopsEmWhereTheGainFallsBelowIt) {
+    int64_t n = 4000;
+    int d = 12, k = 16;
+    auto x = planted(n, d, k, 1.5, 21);
+    for (double tol : {1e-3, 1e-4, 0.0}) {
+        FgmmParams p = cpu_params(k);
+        p.niter = 60;
+        p.kmeans_iter = 2;
+        p.tol = tol;
+        std::vector<double> ll;
+        p.progress_user = &ll;
+        p.progress = [](void* u, FgmmPhase ph, int, double obj, int) {
+            if (ph == FGMM_PHASE_EM) ((std::vector<double>*)u)->push_back(obj);
+        };
+        FgmmModel* m = nullptr;
+        FgmmTrainInfo info;
+        ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, &info), 0) << fgmm_get_last_error();
+        ASSERT_EQ((int)ll.size(), info.em_iterations);
+        if (tol == 0) {
+            EXPECT_EQ(info.em_iterations, 60);
+            EXPECT_EQ(info.converged, 0);
+        } else {
+            EXPECT_EQ(info.converged, 1) << "tol " << tol;
+            EXPECT_LT(info.em_iterations, 60) << "tol " << tol;
+            const size_t e = ll.size() - 1;  // the stop: its gain below tol, every earlier one not
+            EXPECT_LT(ll[e] - ll[e - 1], tol * std::fabs(ll[e]));
+            for (size_t i = 1; i < e; i++) EXPECT_GE(ll[i] - ll[i - 1], tol * std::fabs(ll[i])) << i;
+        }
+        fgmm_model_free(m);
+    }
+}
+
+// The progress estimate of src/progress.h (flashgmm train, ivf_curves): exact for steady iteration
+// times (the first iteration's set-up left out), never negative, ending at 0, falling as iterations end.
+TEST(Progress, TimeLeftEstimate) {
+    fgmm_eta e;
+    fgmm_eta_start(&e, 10, 20, 100.0);
+    double t = 100.0 + 5.0 + 1.0;  // 5 s of data pass and seeding, then k-means iterations of 1 s
+    double left = fgmm_eta_update(&e, FGMM_PHASE_KMEANS, t);
+    EXPECT_NEAR(left, 9 * 6.0 + 20 * 6.0 * FGMM_ETA_EM_PER_KM, 1e-9);  // one sample: the set-up is in it
+    double prev = left;
+    for (int i = 1; i < 10; i++) {
+        left = fgmm_eta_update(&e, FGMM_PHASE_KMEANS, t += 1.0);
+        EXPECT_NEAR(left, (9 - i) * 1.0 + 20 * 1.0 * FGMM_ETA_EM_PER_KM, 1e-9) << i;
+        EXPECT_LE(left, prev);
+        prev = left;
+    }
+    for (int i = 0; i < 20; i++) {  // EM iterations of 3 s
+        left = fgmm_eta_update(&e, FGMM_PHASE_EM, t += 3.0);
+        EXPECT_NEAR(left, (19 - i) * 3.0, 1e-9) << i;
+    }
+    EXPECT_EQ(left, 0.0);
+    // a k-means quantizer reports all its iterations as k-means: beyond planned_km they take EM's place
+    fgmm_eta_start(&e, 2, 3, 0.0);
+    for (int i = 0; i < 5; i++) left = fgmm_eta_update(&e, FGMM_PHASE_KMEANS, i + 1.0);
+    EXPECT_EQ(left, 0.0);
+    fgmm_eta_start(&e, 2, 3, 0.0);
+    for (int i = 0; i < 3; i++) left = fgmm_eta_update(&e, FGMM_PHASE_KMEANS, i + 1.0);
+    EXPECT_NEAR(left, 2.0, 1e-9);
+    char buf[16];
+    fgmm_eta_format(3725, buf, sizeof buf);
+    EXPECT_STREQ(buf, "1h02m");
+    fgmm_eta_format(185, buf, sizeof buf);
+    EXPECT_STREQ(buf, "3m05s");
+    fgmm_eta_format(0.42, buf, sizeof buf);
+    EXPECT_STREQ(buf, "0.4s");
+
+    // a real training: an estimate at every report, finite, >= 0, 0 at the last, and the one before it
+    // (1 EM iteration left) below the one after EM's second (18 left; iteration times on a shared
+    // machine vary)
+    FgmmParams p = cpu_params(16);
+    p.niter = 20;
+    p.kmeans_iter = 4;
+    struct Run { fgmm_eta eta; std::vector<double> left; } run;
+    fgmm_eta_start(&run.eta, p.kmeans_iter, p.niter, fgmm_eta_clock());
+    p.progress_user = &run;
+    p.progress = [](void* u, FgmmPhase ph, int, double, int) {
+        auto* r = (Run*)u;
+        r->left.push_back(fgmm_eta_update(&r->eta, ph, fgmm_eta_clock()));
+    };
+    auto x = planted(20000, 32, 16, 1.5, 5);
+    FgmmModel* m = nullptr;
+    ASSERT_EQ(fgmm_train(&p, 20000, 32, FGMM_F32, x.data(), &m, nullptr), 0) << fgmm_get_last_error();
+    ASSERT_EQ(run.left.size(), 24u);
+    for (double l : run.left) EXPECT_TRUE(std::isfinite(l) && l >= 0) << l;
+    EXPECT_EQ(run.left.back(), 0.0);
+    EXPECT_LT(run.left[22], run.left[5]);
+    fgmm_model_free(m);
 }

@@ -182,10 +182,11 @@ static int run(int argc, char** argv, fgmm_comm* c) {
         return 1;
     }
     a.p.gpu_device = local_rank();
-    if (c->rank == 0) a.p.progress = fgmm_cli_progress;
+    if (c->rank == 0) fgmm_cli_progress_begin(&a);
     FgmmModel* m = NULL;
     FgmmTrainInfo info;
     rc = fgmm_train_comm(&a.p, x.n, x.d, x.dtype, x.data, c, &m, &info);
+    if (c->rank == 0) fgmm_cli_progress_end();
     fgmm_vecs_free(&x);
     free(row0);
     if (rc) {
