@@ -76,15 +76,16 @@ typedef struct FgmmIvfParams {
 
 /// max_points_per_list's default, a schedule by the backend the training will use (fgmm_ivf_schedule):
 /// on the GPU (gmm.backend GPU, or AUTO with a device present) all points and gmm as given; on the CPU
-/// at most FGMM_IVF_CPU_POINTS points per list, at most FGMM_IVF_CPU_EM_ITER EM iterations and a
-/// tolerance stop of at least FGMM_IVF_CPU_TOL (k-means quantizer: gmm.kmeans_iter + that many Lloyd
-/// iterations). About 2x FAISS's own IVF training time on the same cores (BENCHMARKS.md "CPU training
-/// vs FAISS"). max_points_per_list = 0 trains on all points with gmm as given on every backend (10
-/// k-means + 90 EM iterations by default: 10-30x FAISS's time on the CPU).
+/// a sample of at most FGMM_IVF_CPU_POINTS points per list, and gmm.kmeans_iter + gmm.niter iterations,
+/// at most FGMM_IVF_CPU_ITER, all of them k-means (Lloyd): the GMM is the one its last k-means pass
+/// sets (means, per-component variances and weights), without EM. On 2 CPU cores a Lloyd iteration
+/// bought as much recall per distance computation as an EM iteration for 2.6x less time (BENCHMARKS.md
+/// "CPU training vs FAISS"); the default trains in about 2x FAISS's own IVF training time.
+/// max_points_per_list = 0 trains on all points with gmm as given on every backend (10 k-means + 90
+/// EM iterations by default: 10-30x FAISS's time on the CPU); > 0: that sample, gmm as given.
 #define FGMM_IVF_POINTS_AUTO (-1)
 #define FGMM_IVF_CPU_POINTS 256
-#define FGMM_IVF_CPU_EM_ITER 20
-#define FGMM_IVF_CPU_TOL 1e-4
+#define FGMM_IVF_CPU_ITER 16
 
 /// Fills every field with its default.
 void fgmm_ivf_params_init(FgmmIvfParams* params);

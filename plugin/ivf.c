@@ -170,8 +170,11 @@ int fgmm_ivf_schedule(const FgmmIvfParams* p, FgmmParams* gp) {
     *gp = p->gmm;
     if (p->max_points_per_list != FGMM_IVF_POINTS_AUTO) return p->max_points_per_list;
     if (!on_cpu(&p->gmm)) return 0;
-    if (gp->niter > FGMM_IVF_CPU_EM_ITER) gp->niter = FGMM_IVF_CPU_EM_ITER;
-    if (gp->tol < FGMM_IVF_CPU_TOL) gp->tol = FGMM_IVF_CPU_TOL;
+    if (gp->kmeans_iter >= 0 && gp->niter >= 0) { /* else fgmm_train refuses them */
+        long long it = (long long)gp->kmeans_iter + gp->niter;
+        gp->kmeans_iter = it < FGMM_IVF_CPU_ITER ? (int)it : FGMM_IVF_CPU_ITER;
+        gp->niter = 0;
+    }
     return FGMM_IVF_CPU_POINTS;
 }
 

@@ -106,7 +106,7 @@ static void cg_destroy(fgmm_engine* e) {
 
 /* no device EM iteration: the statistics of every pass are summed over the ranks first */
 static const fgmm_engine_ops comm_ops = {"gpu-nccl-comm", cg_estep, cg_kmeans,  cg_assign, cg_destroy,
-                                         NULL,            NULL,     cg_seed_pp, cg_set_scan};
+                                         NULL,            NULL,     cg_seed_pp, cg_set_scan, NULL};
 
 int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status) {
     const char* env = getenv("FGMM_COMM_SUM");

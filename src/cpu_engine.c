@@ -324,6 +324,23 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
     return FGMM_OK;
 }
 
+/* The E-step's obj alone: per block one sgemm and the row pass, without the responsibilities' column
+ * sums and R^T X (about half of an E-step); rows summed in the same order. */
+static int cpu_loglik_sum(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, double* obj) {
+    cpu_model cm;
+    cpu_scratch* s;
+    int rc = begin_pass(e, &cm, &s, m);
+    if (rc) return rc;
+    *obj = 0;
+    for (fgmm_idx_t i0 = 0; i0 < x->n; i0 += s->rows) {
+        int b = (int)(x->n - i0 < s->rows ? x->n - i0 : s->rows);
+        block_rows(s, &cm, load_block(s, x, i0, b, cm.diag, cm.ctr), b, 0);
+        for (int i = 0; i < b; i++) *obj += s->logz[i];
+    }
+    model_free(&cm);
+    return FGMM_OK;
+}
+
 static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
     int d = x->d;
     cpu_scratch* s;
@@ -430,7 +447,8 @@ static void cpu_destroy(fgmm_engine* e) {
     free(e);
 }
 
-static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL, NULL};
+static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL, NULL,
+                                        cpu_loglik_sum};
 
 int fgmm_engine_cpu_create(fgmm_engine** out) {
     FGMM_CHECK_NULL(out);

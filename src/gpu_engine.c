@@ -123,7 +123,7 @@ static void gpu_destroy(fgmm_engine* e) {
 }
 
 static const fgmm_engine_ops gpu_ops = {"gpu",            fgmm_gpu_estep,    fgmm_gpu_kmeans, fgmm_gpu_assign, gpu_destroy,
-                                        fgmm_gpu_em_step, fgmm_gpu_em_fetch, fgmm_gpu_seed_pp, fgmm_gpu_set_scan};
+                                        fgmm_gpu_em_step, fgmm_gpu_em_fetch, fgmm_gpu_seed_pp, fgmm_gpu_set_scan, NULL};
 
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);

@@ -135,6 +135,9 @@ typedef struct fgmm_engine_ops {
     /* Optional: x's column means (d) from the caller's own pass over x, so that the backend need
      * not read x on the host again for them (the GPU's centring shift). */
     int (*set_scan)(fgmm_engine* e, const fgmm_data* x, const double* mean);
+    /* Optional: obj = sum log p(x) under m alone, cheaper than estep's statistics (training's final
+     * mean log-likelihood). */
+    int (*loglik_sum)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, double* obj);
 } fgmm_engine_ops;
 struct fgmm_engine {
     const fgmm_engine_ops* ops;

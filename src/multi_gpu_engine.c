@@ -132,7 +132,7 @@ static void multi_destroy(fgmm_engine* e) {
 
 /* the M-step and k-means++ seeding stay on the host */
 static const fgmm_engine_ops multi_ops = {"gpu-nccl", multi_estep, multi_kmeans, multi_assign, multi_destroy,
-                                          NULL, NULL, NULL, NULL};
+                                          NULL, NULL, NULL, NULL, NULL};
 
 int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);

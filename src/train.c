@@ -741,7 +741,7 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     }
     fgmm_trace(&mark, "EM iterations");
     if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
-    rc = t.eng->ops->estep(t.eng, &t.x, g, &st);
+    rc = t.eng->ops->loglik_sum ? t.eng->ops->loglik_sum(t.eng, &t.x, g, &st.obj) : t.eng->ops->estep(t.eng, &t.x, g, &st);
     if ((rc = comm_sum(&t, &st.obj, 1, rc))) goto done;
     info->mean_loglik = st.obj / t.n_all;
     fgmm_trace(&mark, "final E-step");

@@ -1002,42 +1002,47 @@ TEST(IvfGpu, OtherIndexesKeepFaissEncoding) {
     }
 }
 
-// The default schedule by backend (issue 23): on the CPU a sample of FGMM_IVF_CPU_POINTS per list, EM
-// capped at FGMM_IVF_CPU_EM_ITER with a tolerance stop; on the GPU, or with max_points_per_list = 0, all
-// points and gmm as given.
+// The default schedule by backend (issue 23): on the CPU a sample of FGMM_IVF_CPU_POINTS per list and at
+// most FGMM_IVF_CPU_ITER iterations, all k-means; on the GPU, or with max_points_per_list = 0, all points
+// and gmm as given.
 TEST(Ivf, DefaultScheduleOnTheCpuTrainsOnASample) {
     FgmmIvfParams p;
     fgmm_ivf_params_init(&p);
     EXPECT_EQ(p.max_points_per_list, FGMM_IVF_POINTS_AUTO);
+    EXPECT_EQ(p.gmm.kmeans_iter, 10);
     EXPECT_EQ(p.gmm.niter, 90);
-    EXPECT_EQ(p.gmm.tol, 0.0);
     FgmmParams g;
     p.gmm.backend = FGMM_BACKEND_CPU;
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), FGMM_IVF_CPU_POINTS);
-    EXPECT_EQ(g.niter, FGMM_IVF_CPU_EM_ITER);
-    EXPECT_EQ(g.tol, FGMM_IVF_CPU_TOL);
-    EXPECT_EQ(g.kmeans_iter, p.gmm.kmeans_iter);
-    p.gmm.niter = 3, p.gmm.tol = 0.5;  // the schedule caps: fewer iterations and a larger tol stay
+    EXPECT_EQ(g.kmeans_iter, FGMM_IVF_CPU_ITER);
+    EXPECT_EQ(g.niter, 0);
+    EXPECT_EQ(g.seed, p.gmm.seed);
+    p.gmm.kmeans_iter = 2, p.gmm.niter = 3;  // a smaller budget stays: 5 Lloyd iterations
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), FGMM_IVF_CPU_POINTS);
-    EXPECT_EQ(g.niter, 3);
-    EXPECT_EQ(g.tol, 0.5);
-    p.gmm.niter = 90, p.gmm.tol = 0;
-    p.gmm.backend = FGMM_BACKEND_GPU;  // the GPU keeps all points and 90 EM iterations
+    EXPECT_EQ(g.kmeans_iter, 5);
+    EXPECT_EQ(g.niter, 0);
+    p.gmm.kmeans_iter = 10, p.gmm.niter = INT32_MAX;  // no overflow
+    fgmm_ivf_schedule(&p, &g);
+    EXPECT_EQ(g.kmeans_iter, FGMM_IVF_CPU_ITER);
+    p.gmm.niter = -1;  // left for fgmm_train to refuse
+    fgmm_ivf_schedule(&p, &g);
+    EXPECT_EQ(g.niter, -1);
+    p.gmm.niter = 90;
+    p.gmm.backend = FGMM_BACKEND_GPU;  // the GPU keeps all points and 10 + 90 iterations
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), 0);
+    EXPECT_EQ(g.kmeans_iter, 10);
     EXPECT_EQ(g.niter, 90);
-    EXPECT_EQ(g.tol, 0.0);
     p.gmm.backend = FGMM_BACKEND_AUTO;
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), fgmm_gpu_available() ? 0 : FGMM_IVF_CPU_POINTS);
     p.gmm.backend = FGMM_BACKEND_CPU;
     p.max_points_per_list = 0;  // all points, one parameter away
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), 0);
     EXPECT_EQ(g.niter, 90);
-    EXPECT_EQ(g.tol, 0.0);
     p.max_points_per_list = 100;
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), 100);
     EXPECT_EQ(g.niter, 90);
 
-    // Training: the default on the CPU gives exactly the model of the explicit schedule, and it saw the
+    // Training: the default on the CPU gives exactly the model of the explicit schedule, which saw the
     // sample (IVF32 x 256 = 8,192 of the 9,000 rows), not all points.
     const Sift& s = sift();
     auto train = [&](const FgmmIvfParams& q, FgmmTrainInfo* info) {
@@ -1046,8 +1051,8 @@ TEST(Ivf, DefaultScheduleOnTheCpuTrainsOnASample) {
         FgmmIvf* ivf = nullptr;
         EXPECT_EQ(fgmm_ivf_wrap(index, &q, &ivf), 0);
         EXPECT_EQ(fgmm_ivf_train(ivf, s.nb, s.base.data(), info), 0) << fgmm_get_last_error();
-        std::vector<float> mu(fgmm_model_means(fgmm_ivf_model(ivf)),
-                              fgmm_model_means(fgmm_ivf_model(ivf)) + 32 * (size_t)s.d);
+        const FgmmModel* m = fgmm_ivf_model(ivf);
+        std::vector<float> mu(fgmm_model_means(m), fgmm_model_means(m) + 32 * (size_t)s.d);
         fgmm_ivf_free(ivf);
         faiss_Index_free(index);
         return mu;
@@ -1056,27 +1061,24 @@ TEST(Ivf, DefaultScheduleOnTheCpuTrainsOnASample) {
     fgmm_ivf_params_init(&def);
     def.gmm.backend = FGMM_BACKEND_CPU;
     def.quantizer = FGMM_QUANT_GMM;
-    FgmmIvfParams expl = def;
+    FgmmIvfParams expl = def, all = def;
     expl.max_points_per_list = FGMM_IVF_CPU_POINTS;
-    expl.gmm.niter = FGMM_IVF_CPU_EM_ITER;
-    expl.gmm.tol = FGMM_IVF_CPU_TOL;
-    FgmmIvfParams all = def;
+    expl.gmm.kmeans_iter = FGMM_IVF_CPU_ITER;
+    expl.gmm.niter = 0;
     all.max_points_per_list = 0;
-    all.gmm.niter = 2;  // all points, kept short
+    all.gmm.kmeans_iter = FGMM_IVF_CPU_ITER;
+    all.gmm.niter = 0;
     FgmmTrainInfo id, ie, ia;
     std::vector<float> md = train(def, &id), me = train(expl, &ie), ma = train(all, &ia);
     EXPECT_EQ(md, me);
-    EXPECT_NE(md, ma);
-    EXPECT_EQ(id.em_iterations, ie.em_iterations);
-    EXPECT_GE(id.em_iterations, 1);
-    EXPECT_LE(id.em_iterations, FGMM_IVF_CPU_EM_ITER);
-    EXPECT_TRUE(id.converged || id.em_iterations == FGMM_IVF_CPU_EM_ITER);
-    EXPECT_EQ(ia.em_iterations, 2);
-    // the k-means quantizer on the CPU: gmm.kmeans_iter + FGMM_IVF_CPU_EM_ITER Lloyd iterations
+    EXPECT_NE(md, ma);  // the same iterations on all 9,000 rows: other means
+    EXPECT_EQ(id.kmeans_iterations, FGMM_IVF_CPU_ITER);
+    EXPECT_EQ(id.em_iterations, 0);
+    // the k-means quantizer on the CPU: the same iterations
     FgmmIvfParams km = def;
     km.quantizer = FGMM_QUANT_KMEANS;
     FgmmTrainInfo ik;
-    train(km, &ik);
-    EXPECT_EQ(ik.kmeans_iterations, def.gmm.kmeans_iter + FGMM_IVF_CPU_EM_ITER);
+    EXPECT_EQ(train(km, &ik), md);
+    EXPECT_EQ(ik.kmeans_iterations, FGMM_IVF_CPU_ITER);
     EXPECT_EQ(ik.em_iterations, 0);
 }
