@@ -341,6 +341,25 @@ static int cpu_loglik_sum(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m
     return FGMM_OK;
 }
 
+/* Dimensions per thread task in k-means' per-centroid sums. */
+#define KM_DIM_CHUNK 64
+
+/* The nearest centroid of one row (the first at ties): g = -2 x.c (k wide), cn = ||c||^2; *dist =
+ * ||x - c||^2 (clamped at 0). The minimum first, vectorised, then its first index. */
+HOT_CLONES
+static int row_argmin(const float* restrict g, const float* restrict cn, int k, float xn, float* dist) {
+    float bv = FLT_MAX;
+#pragma omp simd reduction(min : bv)
+    for (int j = 0; j < k; j++) {
+        const float v = g[j] + cn[j];
+        bv = v < bv ? v : bv;
+    }
+    *dist = fmaxf(bv + xn, 0.0f);
+    for (int j = 0; j < k; j++)
+        if (g[j] + cn[j] == bv) return j;
+    return 0; /* no finite distance (the data are checked finite before) */
+}
+
 static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out) {
     int d = x->d;
     cpu_scratch* s;
@@ -371,25 +390,22 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
         const float* xb = load_block(s, x, i0, b, 0, ctr);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, k, d, -2.0f, xb, d, cc, d, 0.0f, s->g, k);
 #pragma omp parallel for
-        for (int i = 0; i < b; i++) {
-            const float* g = s->g + (size_t)i * k;
-            int best = 0;
-            float bv = FLT_MAX;
-            for (int j = 0; j < k; j++) {
-                float v = g[j] + cn[j];
-                if (v < bv) { bv = v; best = j; }
-            }
-            lab[i] = best;
-            dist[i] = fmaxf(bv + s->xn[i], 0.0f);
-        }
+        for (int i = 0; i < b; i++) lab[i] = row_argmin(s->g + (size_t)i * k, cn, k, s->xn[i], dist + i);
         for (int i = 0; i < b; i++) {
             int j = lab[i];
-            const float* xi = xb + (size_t)i * d;
-            double* sj = out->s1 + (size_t)j * d;
             out->nk[j] += 1;
             out->s2[j] += dist[i];
             out->obj -= dist[i];
-            for (int t = 0; t < d; t++) sj[t] += xi[t];
+        }
+        /* sum x per centroid: the threads take dimensions, each sums its own in row order */
+#pragma omp parallel for schedule(static)
+        for (int t0 = 0; t0 < d; t0 += KM_DIM_CHUNK) {
+            const int t1 = t0 + KM_DIM_CHUNK < d ? t0 + KM_DIM_CHUNK : d;
+            for (int i = 0; i < b; i++) {
+                const float* xi = xb + (size_t)i * d;
+                double* sj = out->s1 + (size_t)lab[i] * d;
+                for (int t = t0; t < t1; t++) sj[t] += xi[t];
+            }
         }
     }
     unshift_stats(out, ctr, 0);
