@@ -61,6 +61,7 @@ FgmmIvfParams params(FgmmAssignRule rule) {
     p.rule = rule;
     p.gmm.niter = 8;
     p.gmm.kmeans_iter = 5;
+    p.max_points_per_list = 0;  // all points, gmm as given on every backend (not the CPU schedule)
     return p;
 }
 
