@@ -5,6 +5,9 @@
 #include "cli_args.h"
 #include "flashgmm.h"
 #include "flashgmm_io.h"
+#ifdef FGMM_WITH_IVF
+#include "cli_ivf.h"
+#endif
 
 static void usage(FILE* f) {
     fprintf(f,
@@ -15,13 +18,20 @@ static void usage(FILE* f) {
             "  flashgmm shape FILE [--dataset NAME]   prints: rows dims dtype\n"
             "FILE: .fvecs, .bvecs, .ivecs, .h5/.hdf5\n",
             fgmm_cli_train_usage);
+#ifdef FGMM_WITH_IVF
+    fputs(fgmm_cli_ivf_usage, f);
+#endif
 }
 
 int main(int argc, char** argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        usage(stdout);
-        return 0;
-    }
+#ifdef FGMM_WITH_IVF
+    if (argc >= 2 && !strcmp(argv[1], "ivf")) return fgmm_cli_ivf(argc, argv);
+#endif
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        }
     if (argc < 3) {
         usage(stderr);
         return 2;

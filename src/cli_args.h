@@ -21,6 +21,8 @@ typedef struct fgmm_cli_args {
 /* Parses argv[a..argc) (pairs OPTION VALUE) into args, for command cmd ("train" takes --out, the
  * others refuse it). Returns 0, or 2 after a message. */
 int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args* args);
+/* A whole-string integer in [lo, hi] into *out: 1; else a message naming opt and the range, and 0. */
+int fgmm_cli_int(const char* opt, const char* v, long long lo, long long hi, long long* out);
 /* The output is not the input and its directory is writable (a file is made there and removed).
  * Returns 0, 1 (cannot write, message printed) or 2 (it is the input). */
 int fgmm_cli_check_out(const char* in, const char* out);
