@@ -18,13 +18,13 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # (the default pthread build's spinning workers starve OpenMP regions between sgemm calls).
 # python3-numpy + python3-faiss: the Python package (python/) and its tests.
 # openmpi-bin + libopenmpi-dev: the MPI launcher (flashgmm-mpi) and its test (tests/mpi/run.sh).
-# gnuplot-nox: the demo's plot.
+# curl: scripts/faiss_headers.sh fetches FAISS 1.11's headers. gnuplot-nox: the demo's plot.
 pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopenblas-openmp-dev liblapack-dev
       libhdf5-dev"
 if [ "$demo" = 1 ]; then
     pkgs="$pkgs gnuplot-nox"
 else
-    pkgs="$pkgs googletest libgtest-dev clang libclang-rt-dev python3-numpy python3-faiss openmpi-bin libopenmpi-dev"
+    pkgs="$pkgs googletest libgtest-dev clang libclang-rt-dev python3-numpy python3-faiss openmpi-bin libopenmpi-dev curl"
 fi
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
