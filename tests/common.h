@@ -1,6 +1,9 @@
 // common.h: float64 reference E-step, data generators and test data location shared by the tests.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <cmath>
 #include <cstdint>
@@ -33,6 +36,20 @@ inline const std::string& source_dir() {
 
 // Path of a file of datasets/embedded/.
 inline std::string embedded(const char* name) { return source_dir() + "/datasets/embedded/" + name; }
+
+#ifdef FGMM_CLI
+// Runs the command-line tool (FGMM_CLI) with args; returns its exit status, output and errors in *output.
+inline int run_cli(const std::string& args, std::string* output) {
+    std::string cmd = std::string(FGMM_CLI) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    output->clear();
+    size_t got;
+    while (p && (got = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, got);
+    int st = p ? pclose(p) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+#endif
 
 struct RefStats {
     std::vector<double> nk, mu_acc, sig_acc, logz;

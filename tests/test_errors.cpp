@@ -337,16 +337,7 @@ TEST(Errors, ConcurrentPluginBuildingBlocks) {
 
 namespace {
 // Runs the command-line tool; returns its exit status and combined output.
-int cli(const std::string& args, std::string* output) {
-    std::string cmd = std::string(FGMM_CLI) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    char buf[4096];
-    output->clear();
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, got);
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+int cli(const std::string& args, std::string* output) { return run_cli(args, output); }
 std::string file_bytes(const std::string& f) {
     FILE* fp = fopen(f.c_str(), "rb");
     std::string s;
