@@ -93,8 +93,8 @@ def _check_ids(ids, n):
         raise ValueError("ids: expected shape (%d,), got %s" % (n, ids.shape))
     if ids.dtype.kind not in "iu":
         raise TypeError("ids: expected integers (int64), got %s" % ids.dtype)
-    if n and ids.dtype.kind == "u" and ids.max() > INT64_MAX:
-        i = int(np.argmax(ids > INT64_MAX))
+    if n and ids.dtype.kind == "u" and ids.max() > np.uint64(INT64_MAX):  # uint64 vs int: compared as float64
+        i = int(np.argmax(ids > np.uint64(INT64_MAX)))
         raise OverflowError("ids[%d] = %d does not fit FAISS's idx_t (int64): ids must be in [0, 2**63)" % (i, ids[i]))
     if n and ids.dtype.kind == "i" and ids.min() < 0:
         i = int(np.argmax(ids < 0))

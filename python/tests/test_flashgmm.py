@@ -1,7 +1,6 @@
 """flashgmm's Python package against python3-faiss objects, on the embedded sift10K set."""
 import ctypes
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -207,29 +206,6 @@ class Binding(unittest.TestCase):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         self.assertEqual(out.returncode, 0, out.stderr)
 
-    def test_readme_python_blocks(self):
-        """The README's Python example runs as written, then its line that reads and searches."""
-        with open(os.path.join(TOP, "README.md")) as f:
-            readme = f.read()
-
-        def block(heading):
-            section = readme[readme.index("\n## %s\n" % heading):]
-            return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-        cwd = os.getcwd()
-        with tempfile.TemporaryDirectory() as tmp:
-            os.chdir(tmp)
-            try:
-                env = {}
-                exec(block("Python"), env)
-                self.assertTrue(os.path.exists("index.faiss.fgmm"))
-                env["q"] = env["x"][:100]
-                exec(block("Spilled indexes and plain FAISS"), env)
-                self.assertEqual(env["I"].shape, (100, 10))
-                for row in env["I"]:
-                    self.assertEqual(len(set(row)), 10)
-            finally:
-                os.chdir(cwd)
 
 if __name__ == "__main__":
     unittest.main()
