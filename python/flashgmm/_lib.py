@@ -62,6 +62,10 @@ class Owned:
     def __exit__(self, *exc):
         self.close()
 
+    def __reduce__(self):  # copy.copy would share the C object and free it twice
+        raise TypeError("flashgmm.%s owns a C object and cannot be copied or pickled (save it to a file)"
+                        % type(self).__name__)
+
 
 def _sanitized(build_dir):
     """A sanitizer build cannot be dlopen'ed into python (ASan must be the first library loaded)."""

@@ -1,6 +1,7 @@
 """The Python surface: closed objects, integer checks, progress, FAISS's attributes and search,
 keywords, the plain-FAISS export and the docs' examples (small random data: fast)."""
 import contextlib
+import copy
 import inspect
 import io
 import os
@@ -57,6 +58,7 @@ class Closed(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, "closed"):
                 index.nprobe = 2
             self.assertEqual(repr(index), "IvfIndex(closed)")
+            self.assertRaisesRegex(TypeError, "cannot be copied", copy.copy, index)
             self.assertTrue(index.closed)
             index.close()  # again: nothing
             plain = {"d": 16, "nlist": 8, "metric_type": 1, "verbose": False, "progress": None}
@@ -75,6 +77,7 @@ class Closed(unittest.TestCase):
         for call in (lambda: g.assign_topm(X), lambda: g.loglik(X), lambda: g.save("/tmp/never.gmm")):
             self.assertRaisesRegex(ValueError, "closed", call)
         self.assertEqual(repr(g), "Gmm(k=4, d=16, covariance='isotropic', closed)")
+        self.assertRaisesRegex(TypeError, "cannot be copied", copy.deepcopy, g)
         np.testing.assert_array_equal(g.means, means)  # the numpy copies stay
         index = flashgmm.IvfIndex(faiss.index_factory(16, "IVF4,Flat"))
         self.assertRaisesRegex(ValueError, "closed", index.train, X, gmm=g)
