@@ -270,7 +270,7 @@ class IvfIndex(_lib.Owned):
 
     def write_faiss(self, path):
         """Writes a plain FAISS index file that FAISS alone searches right: each vector in one list
-        (its nearest), no spilled copies, ntotal = vectors (fgmm_ivf_write_faiss). Plain FAISS then
+        (its primary: the nearest by default), no spilled copies, ntotal = vectors (fgmm_ivf_write_faiss). Plain FAISS then
         scans an unspilled index: the recall of spill needs IvfIndex.search."""
         h = self._handle()
         if not _lib.HAS_WRITE_FAISS:
