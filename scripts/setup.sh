@@ -16,7 +16,8 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # clang + libclang-rt-dev: libFuzzer and the sanitizers for scripts/fuzz.sh.
 # OpenBLAS's OpenMP build: one thread pool shared with the engine's and FAISS's OpenMP loops
 # (the default pthread build's spinning workers starve OpenMP regions between sgemm calls).
-# python3-numpy + python3-faiss: the Python package (python/) and its tests.
+# python3-numpy + python3-faiss: the Python package (python/) and its tests; python3-pip, -setuptools,
+# -wheel and -venv: pip install ./python offline (docs/python.md; tests/consumer/python.sh).
 # openmpi-bin + libopenmpi-dev: the MPI launcher (flashgmm-mpi) and its test (tests/mpi/run.sh).
 # curl: scripts/faiss_headers.sh fetches FAISS 1.11's headers. gnuplot-nox: the demo's plot.
 pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopenblas-openmp-dev liblapack-dev
@@ -24,7 +25,8 @@ pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopen
 if [ "$demo" = 1 ]; then
     pkgs="$pkgs gnuplot-nox"
 else
-    pkgs="$pkgs googletest libgtest-dev clang libclang-rt-dev python3-numpy python3-faiss openmpi-bin libopenmpi-dev curl"
+    pkgs="$pkgs googletest libgtest-dev clang libclang-rt-dev python3-numpy python3-faiss
+          python3-pip python3-setuptools python3-wheel python3-venv openmpi-bin libopenmpi-dev curl"
 fi
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs consumer.c and scripts/example_ivf.c against the flashgmm installed in $1: through
 # find_package (the static and the shared library) and through pkg-config (--libs: the shared
-# library; --static --libs: the static archives, no libflashgmm*.so needed at run time).
+# library; --static --libs: the static archives, no libflashgmm*.so needed at run time); then the
+# Python package (python.sh).
 set -euo pipefail
 prefix="$(cd "$1" && pwd)"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -40,4 +41,5 @@ done
 "$out/consumer_pc_static" "$out"
 "$out/example_ivf_pc" "$data"
 "$out/example_ivf_pc_static" "$data"
+"$here/python.sh" "$prefix"
 echo "consumer: ok (find_package and pkg-config, static and shared)"
