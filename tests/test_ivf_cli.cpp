@@ -103,3 +103,21 @@ TEST(IvfCli, HelpAndBadValuesSayWhatIsValid) {
     expect_error("train " + data + " --precision half", "want one of fast, exact");
     EXPECT_EQ(run_cli("ivf search /nonexistent.index " + data, &out), 1) << out;
 }
+
+TEST(IvfCli, ExportsAPlainFaissFile) {
+    std::string out;
+    if (run_cli("ivf export --help", &out) != 0) GTEST_SKIP() << "this build has no fgmm_ivf_write_faiss";
+    const std::string data = embedded("sift10K_byte.h5"), def = tmp("cli_exp.index"), plain = tmp("cli_exp.faiss");
+    ASSERT_EQ(run_cli("ivf build " + data + " --dataset dataset --nlist 32 --iter 5 --kmeans-iter 5 --backend cpu --out " +
+                          def, &out), 0) << out;
+    ASSERT_EQ(run_cli("ivf export " + def + " " + plain, &out), 0) << out;
+    EXPECT_FALSE(exists(plain + ".fgmm"));
+    const std::string q = " " + data + " --dataset query --gt " + data + " --gt-dataset match --nprobe 32 --repeat 1";
+    ASSERT_EQ(run_cli("ivf search " + plain + q, &out), 0) << out;
+    EXPECT_NE(out.find("searched by FAISS"), std::string::npos) << out;
+    auto r = rows(out);
+    EXPECT_DOUBLE_EQ(r[32].dco, 32 + 9000);  // each vector once
+    EXPECT_DOUBLE_EQ(r[32].recall, 1.0);     // FAISS alone finds 10 distinct ids
+    expect_error("ivf export " + def, "usage");
+    expect_error("ivf export " + def + " " + def, "is the input");
+}
