@@ -248,8 +248,9 @@ static int ivf_build(int argc, char** argv) {
     if (faiss_index_factory(&index, d, factory, METRIC_L2)) { rc = faiss_fail(factory); free(x); goto done; }
     double train_s = 0, add_s = 0;
     if (quant == QUANT_FAISS) {
+        printf("training the quantizer: %s, FAISS's k-means...\n", factory);
+        fflush(stdout);
         rc = build_faiss(index, n, x, out, &train_s, &add_s);
-        if (!rc) printf("quantizer: FAISS's own k-means (faiss_Index_train)\n");
     } else {
         ip.gmm = args.p;
         if (!iter_given) { /* ivf's default iterations, not train's */
@@ -260,6 +261,10 @@ static int ivf_build(int argc, char** argv) {
         ip.quantizer = (FgmmQuantizer)quant;
         FgmmIvf* ivf = NULL;
         FgmmTrainInfo info;
+        printf("training the quantizer: %s, %s, on %lld rows...\n", factory,
+               quant == FGMM_QUANT_GMM ? "GMM" : quant == FGMM_QUANT_KMEANS ? "k-means" : "auto (GMM, or k-means on normalised data)",
+               (long long)n);
+        fflush(stdout);
         double t0 = now_s();
         if (fgmm_ivf_wrap(index, &ip, &ivf) || fgmm_ivf_train(ivf, n, x, &info)) rc = fgmm_cli_fail("train");
         else {
