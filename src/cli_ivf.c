@@ -261,12 +261,18 @@ static int ivf_build(int argc, char** argv) {
         ip.quantizer = (FgmmQuantizer)quant;
         FgmmIvf* ivf = NULL;
         FgmmTrainInfo info;
+        if (fgmm_ivf_wrap(index, &ip, &ivf)) {
+            rc = fgmm_cli_fail(factory);
+            faiss_Index_free(index);
+            free(x);
+            goto done;
+        }
         printf("training the quantizer: %s, %s, on %lld rows...\n", factory,
                quant == FGMM_QUANT_GMM ? "GMM" : quant == FGMM_QUANT_KMEANS ? "k-means" : "auto (GMM, or k-means on normalised data)",
                (long long)n);
         fflush(stdout);
         double t0 = now_s();
-        if (fgmm_ivf_wrap(index, &ip, &ivf) || fgmm_ivf_train(ivf, n, x, &info)) rc = fgmm_cli_fail("train");
+        if (fgmm_ivf_train(ivf, n, x, &info)) rc = fgmm_cli_fail("train");
         else {
             train_s = now_s() - t0;
             printf("quantizer: %s, %d k-means + %d EM iterations on the %s backend, %.2f s\n",
