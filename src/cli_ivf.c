@@ -68,7 +68,9 @@ static const char search_usage[] =
     "  --dataset NAME       HDF5 dataset of QUERIES (default: test, then query)\n"
     "  --max-queries N      only the first N queries\n"
     "  --repeat R           timed runs per nprobe (default 3)\n"
-    "  --threads N          OpenMP threads (default: all cores)\n";
+    "  --threads N          OpenMP threads (default: all cores)\n"
+    "  --engine E           auto | fgmm | faiss: who searches (default auto: as above; faiss only for a\n"
+    "                       plain index, whose FAISS search would return a spilled index's copies)\n";
 
 #ifdef FGMM_IVF_EXPORT
 static const char export_usage[] =
@@ -318,9 +320,12 @@ static int read_gt(const char* path, const char* name, FgmmVecs* g) {
 
 typedef struct search_opts {
     long long k, repeat, threads, max_queries;
-    int probes[64], np;
+    int probes[64], np, engine;
     const char *gt, *gt_dataset, *dataset;
 } search_opts;
+
+enum { ENGINE_AUTO, ENGINE_FGMM, ENGINE_FAISS };
+static const choice engines[] = {{"auto", ENGINE_AUTO}, {"fgmm", ENGINE_FGMM}, {"faiss", ENGINE_FAISS}, {NULL, 0}};
 
 static int parse_search(int argc, char** argv, search_opts* s) {
     memset(s, 0, sizeof *s);
@@ -337,9 +342,10 @@ static int parse_search(int argc, char** argv, search_opts* s) {
         else if (!strcmp(o, "--gt")) s->gt = v;
         else if (!strcmp(o, "--gt-dataset")) s->gt_dataset = v;
         else if (!strcmp(o, "--dataset")) s->dataset = v;
+        else if (!strcmp(o, "--engine")) { if (!pick(o, v, engines, &s->engine)) return 2; }
         else
             return fprintf(stderr, "flashgmm: ivf search: unknown option %s (want --k, --nprobe, --gt, --gt-dataset, "
-                                   "--dataset, --max-queries, --repeat, --threads)\n", o), 2;
+                                   "--dataset, --max-queries, --repeat, --threads, --engine)\n", o), 2;
     }
     for (const char* t = probes; *t;) {
         char one[32];
@@ -368,6 +374,9 @@ static int ivf_search(int argc, char** argv) {
     char side[4096];
     struct stat st;
     int spilled = suffixed(side, sizeof side, path, ".fgmm") && stat(side, &st) == 0;
+    if (spilled && s.engine == ENGINE_FAISS)
+        return fprintf(stderr, "flashgmm: %s has spilled copies: FAISS's search would return them (--engine auto or fgmm)\n", path), 2;
+    int by_fgmm = spilled || s.engine == ENGINE_FGMM;
     FgmmIvf* ivf = NULL;
     if (fgmm_ivf_read(path, &ip, &ivf)) return fgmm_cli_fail(path);
     FaissIndex* index = fgmm_ivf_index(ivf);
@@ -395,9 +404,9 @@ static int ivf_search(int argc, char** argv) {
     if (!dist || !lab || !dco) { fprintf(stderr, "flashgmm: out of memory\n"); goto done; }
     idx_t entries = faiss_Index_ntotal(index);
     double infl = fgmm_ivf_inflation(ivf);
-    printf("index: %s, nlist %d, %lld list entries (%.3f lists per vector), %.2f MB; %s\n", path, nlist,
-           (long long)entries, infl, file_mb(path),
-           spilled ? "spilled: searched by fgmm_ivf_search" : "plain FAISS: searched by FAISS (faiss_Index_search)");
+    printf("index: %s, nlist %d, %lld list entries (%.3f lists per vector), %.2f MB; %s: searched by %s\n", path, nlist,
+           (long long)entries, infl, file_mb(path), spilled ? "spilled" : "plain FAISS",
+           by_fgmm ? "fgmm_ivf_search" : "FAISS (faiss_Index_search)");
     printf("queries: %s, %lld; k %lld; %d threads; QPS from the fastest of %lld runs\n", qpath, (long long)nq, s.k,
            omp_get_max_threads(), s.repeat);
     printf("%8s %10s %10s %10s\n", "nprobe", "recall", "DCO", "QPS");
@@ -406,14 +415,14 @@ static int ivf_search(int argc, char** argv) {
         if (p && np == (s.probes[p - 1] < nlist ? s.probes[p - 1] : nlist)) continue;
         /* DCO from one untimed search; then the timed runs, by the engine a user of this file would use */
         if (fgmm_ivf_search(ivf, nq, q, s.k, np, dist, lab, dco)) { rc = fgmm_cli_fail("search"); goto done; }
-        if (!spilled) faiss_IndexIVF_set_nprobe(iv, (size_t)np);
+        if (!by_fgmm) faiss_IndexIVF_set_nprobe(iv, (size_t)np);
         double best = INFINITY;
         for (long long r = 0; r < s.repeat; r++) {
             double t0 = now_s();
-            int e = spilled ? fgmm_ivf_search(ivf, nq, q, s.k, np, dist, lab, NULL)
+            int e = by_fgmm ? fgmm_ivf_search(ivf, nq, q, s.k, np, dist, lab, NULL)
                             : faiss_Index_search(index, nq, q, s.k, dist, lab);
             double t = now_s() - t0;
-            if (e) { rc = spilled ? fgmm_cli_fail("search") : faiss_fail("faiss search"); goto done; }
+            if (e) { rc = by_fgmm ? fgmm_cli_fail("search") : faiss_fail("faiss search"); goto done; }
             if (t < best) best = t;
         }
         double sd = 0;

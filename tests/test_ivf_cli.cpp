@@ -69,6 +69,13 @@ TEST(IvfCli, BuildsAndSearchesBothKinds) {
     EXPECT_DOUBLE_EQ(d[32].dco, 32 + 13500);  // spilled copies are scanned too
     EXPECT_DOUBLE_EQ(d[32].recall, 1.0);      // and their duplicate ids dropped
     EXPECT_GT(d[4].recall, f[4].recall);      // spill: more recall at the same nprobe
+    ASSERT_EQ(run_cli("ivf search " + def + q + " --engine faiss", &out), 2) << out;  // would return the copies
+    EXPECT_NE(out.find("has spilled copies"), std::string::npos) << out;
+    ASSERT_EQ(run_cli("ivf search " + faiss + q + " --engine fgmm", &out), 0) << out;  // the same results
+    EXPECT_NE(out.find("searched by fgmm_ivf_search"), std::string::npos) << out;
+    auto g = rows(out);
+    EXPECT_DOUBLE_EQ(g[4].recall, f[4].recall);
+    EXPECT_DOUBLE_EQ(g[4].dco, f[4].dco);
     // without ground truth: no recall column values
     ASSERT_EQ(run_cli("ivf search " + faiss + " " + data + " --dataset query --nprobe 2 --repeat 1", &out), 0) << out;
     EXPECT_NE(out.find("       2          -"), std::string::npos) << out;
@@ -98,6 +105,7 @@ TEST(IvfCli, HelpAndBadValuesSayWhatIsValid) {
     expect_error("ivf search x.index " + data + " --nprobe 0", "--nprobe '0': want an integer");
     expect_error("ivf search x.index " + data + " --nprobe 1,,2", "--nprobe '': want an integer");
     expect_error("ivf search x.index " + data + " --k 8 --speed max", "unknown option --speed");
+    expect_error("ivf search x.index " + data + " --engine gpu", "--engine 'gpu': want one of auto, fgmm, faiss");
     expect_error("ivf frob", "unknown command 'frob'");
     expect_error("train " + data + " --cov full", "--cov 'full': want one of iso, diag");
     expect_error("train " + data + " --precision half", "want one of fast, exact");
