@@ -31,6 +31,14 @@ inline const std::string& source_dir() {
     return dir;
 }
 
+// A folder of the fuzzers' corpora (fuzz/corpus/KIND), which only the source tree holds:
+// $FGMM_SOURCE_DIR's, else the source tree this binary was built from (FGMM_SOURCE_TREE), so that a
+// copied or moved binary finds it.
+inline std::string corpus(const char* kind) {
+    const char* env = std::getenv("FGMM_SOURCE_DIR");
+    return std::string(env && *env ? env : FGMM_SOURCE_TREE) + "/fuzz/corpus/" + kind;
+}
+
 // Path of a file of datasets/embedded/.
 inline std::string embedded(const char* name) { return source_dir() + "/datasets/embedded/" + name; }
 

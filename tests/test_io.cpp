@@ -235,7 +235,7 @@ TEST(Io, Hdf5RejectsShapesTheFileCannotHold) {
     h5_write(p, H5T_IEEE_F32LE, small, gchunk, true, H5T_NATIVE_FLOAT, twelve, 4, true);
     expect_io_error(p, "chunks of 32768 x 8192");
     // a fuzzer's file whose chunk index claims 4 GB stored in 4 KB: refused before libhdf5 allocates it
-    std::ifstream in(fgt::source_dir() + "/fuzz/corpus/hdf5/chunk_claims_4gb_stored", std::ios::binary);
+    std::ifstream in(fgt::corpus("hdf5") + "/chunk_claims_4gb_stored", std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     ASSERT_GT(bytes.size(), 1000u);
     write_bytes(p, bytes.data(), bytes.size());
@@ -312,11 +312,11 @@ TEST(Io, Hdf5RefusesValuesOutOfRangeInsteadOfClipping) {
 // fails with a code; the ASan build checks that nothing crashes or leaks.
 TEST(Io, FuzzCorpusFilesReadOrFailCleanly) {
     namespace fs = std::filesystem;
-    std::string top = fgt::source_dir() + "/fuzz/corpus/";
+
     int files = 0;
     for (const char* kind : {"vecs", "hdf5", "model"}) {
         if (!strcmp(kind, "hdf5") && !fgmm_vecs_hdf5_available()) continue;
-        for (auto& e : fs::directory_iterator(top + kind)) {
+        for (auto& e : fs::directory_iterator(fgt::corpus(kind))) {
             std::ifstream in(e.path(), std::ios::binary);
             std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
             static const char* vext[3] = {"fvecs", "bvecs", "ivecs"};

@@ -747,7 +747,7 @@ TEST(Ivf, SidecarFuzzRegressions) {
     std::string idx[2] = {testing::TempDir() + "fuzz_settings.faiss", testing::TempDir() + "fuzz_model.faiss"};
     for (const std::string& f : idx) ASSERT_EQ(fuzz_ivf_write(f.c_str()), 0) << fgmm_get_last_error();
     int files = 0;
-    for (auto& e : fs::directory_iterator(fgt::source_dir() + "/fuzz/corpus/index")) {
+    for (auto& e : fs::directory_iterator(fgt::corpus("index"))) {
         std::string name = e.path().filename().string(), bytes = slurp(e.path().string());
         ASSERT_FALSE(bytes.empty()) << name;
         int mode = (uint8_t)bytes[0] & 1;
