@@ -463,3 +463,23 @@ TEST(Errors, OverflowingSizesAndTinyVariances) {
     for (float r : resp) EXPECT_EQ(r, 1.0f);
     fgmm_model_free(m);
 }
+
+// The CLI parses HDF5 inputs in a child process by default: a file that crashes libhdf5 is a message
+// naming it (the signal; under ASan the child's handler exits instead), and the CLI exits 1.
+TEST(Cli, Hdf5CrashIsAMessageNotTheEnd) {
+    if (!fgmm_vecs_hdf5_available()) GTEST_SKIP() << "built without HDF5";
+    std::string crash = test_data("hdf5_crashes_libhdf5.h5"), out;
+    for (const char* cmd : {"shape ", "train ", "convert "}) {
+        std::string args = cmd + crash + (cmd[0] == 'c' ? " " + tmp("crash.fvecs") : "");
+        EXPECT_EQ(cli(args, &out), 1) << args << ": " << out;
+        EXPECT_NE(out.find("the HDF5 reader (child process"), std::string::npos) << out;
+#ifndef __SANITIZE_ADDRESS__
+        EXPECT_NE(out.find("died of signal"), std::string::npos) << out;
+#endif
+    }
+    expect_cli_error("shape " + crash + " --hdf5 sideways", "bad option --hdf5 sideways");
+    EXPECT_EQ(cli("shape " + embedded("sift10K_byte.h5") + " --hdf5 in-process", &out), 0) << out;
+    EXPECT_EQ(out, "9000 128 uint8\n");
+    EXPECT_EQ(cli("shape " + embedded("sift10K_byte.h5") + " --dataset query", &out), 0) << out;
+    EXPECT_EQ(out, "1000 128 uint8\n");
+}

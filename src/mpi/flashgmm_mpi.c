@@ -106,10 +106,11 @@ static int all_ok(fgmm_comm* c, int status, const char* what) {
 
 /* This rank's shard of the file: the same shape on every rank, then rows [row0[rank], row0[rank + 1]). */
 static int read_shard(fgmm_comm* c, const char* in, const fgmm_cli_args* a, fgmm_idx_t* row0, FgmmVecs* x) {
-    fgmm_idx_t n = 0;
-    int d = 0;
-    FgmmDtype t = FGMM_F32;
-    int rc = fgmm_vecs_shape(in, a->dataset, &n, &d, &t);
+    FgmmVecs s;
+    int rc = fgmm_cli_read(a, in, 0, 0, 1, &s);
+    fgmm_idx_t n = s.n;
+    int d = s.d;
+    FgmmDtype t = s.dtype;
     if (!all_ok(c, rc, in)) return 1;
     long long mine[3] = {n, d, t}, lo[3], hi[3];
     MPI_Allreduce(mine, lo, 3, MPI_LONG_LONG, MPI_MIN, world(c));
@@ -131,7 +132,7 @@ static int read_shard(fgmm_comm* c, const char* in, const fgmm_cli_args* a, fgmm
         row0[r] = (n / c->size) * r + (n % c->size) * r / c->size;
     c->n_total = n;
     c->row0 = row0;
-    rc = fgmm_vecs_read_rows(in, a->dataset, row0[c->rank], row0[c->rank + 1] - row0[c->rank], x);
+    rc = fgmm_cli_read(a, in, row0[c->rank], row0[c->rank + 1] - row0[c->rank], 0, x);
     if (!rc && x->n != row0[c->rank + 1] - row0[c->rank])
         rc = fgmm_fail(FGMM_ERR_IO, "'%s': read %lld rows from row %lld, want %lld (the file changed?)", in,
                        (long long)x->n, (long long)row0[c->rank], (long long)(row0[c->rank + 1] - row0[c->rank]));
