@@ -437,6 +437,12 @@ TEST(Errors, OverflowingSizesAndTinyVariances) {
     FgmmParams p = cpu_params(2);
     FgmmModel* m = nullptr;
     expect_error(fgmm_train(&p, (fgmm_idx_t)1 << 62, 4, FGMM_F32, &one, &m, nullptr), FGMM_ERR_ARG, "overflow");
+    // a write of 2^62 rows read far past the one value (row i at i x d x 4 bytes, wrapped)
+    FgmmVecs big = {&one, (fgmm_idx_t)1 << 62, 4, FGMM_F32};
+    std::string f = tmp("overflow.fvecs");
+    unlink(f.c_str());
+    expect_error(fgmm_vecs_write(f.c_str(), &big), FGMM_ERR_ARG, "addressable");
+    EXPECT_NE(access(f.c_str(), F_OK), 0);
     // d < 0 was a calloc of a wrapped size before the shape check (ASan: allocation-size-too-big)
     auto x = planted(100, 4, 2, 3.0, 1);
     for (int d : {-1, -4, INT32_MIN}) expect_error(fgmm_train(&p, 100, d, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "d = ");
