@@ -410,6 +410,7 @@ TEST(Io, IsolatedReadSurvivesACrashingHdf5Parser) {
     m = fgmm_get_last_error();
     EXPECT_EQ(rc, FGMM_ERR_IO) << m;
     EXPECT_NE(m.find(crash), std::string::npos) << m;
+#ifndef __SANITIZE_ADDRESS__  // ASan's SIGSEGV handler exits instead: no signal to compare
     // in-process it ends a process: a child here stands in for the caller that fgmm_vecs_read would kill
     pid_t pid = fork();
     if (pid == 0) {
@@ -424,4 +425,5 @@ TEST(Io, IsolatedReadSurvivesACrashingHdf5Parser) {
     } else {
         EXPECT_EQ(WEXITSTATUS(st), 0) << "a libhdf5 that refuses the file must refuse it with FGMM_ERR_IO";
     }
+#endif
 }
