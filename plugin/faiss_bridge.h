@@ -12,6 +12,11 @@
 extern "C" {
 #endif
 
+/* 1 where the index's exact class is one the plugin's tests cover (IndexIVFFlat, IndexIVFPQ, IndexIVFPQR)
+ * and its quantizer is a flat L2 index (IndexFlatL2, or IndexFlat with METRIC_L2); else 0 with the class
+ * names in err (other IVF kinds, e.g. fast-scan PQ, fail inside FAISS's add or abort the process). */
+int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t errlen);
+
 /* IndexIVF::add_core: vector i goes to list lists[i] with id ids[i] (IVF-PQ encodes the residual
  * to that list's centroid). On failure returns -1 with FAISS's message in err. */
 int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,

@@ -52,16 +52,14 @@ int main(int argc, char** argv) {
     if (args.out) out = args.out;
     if (out && (rc = fgmm_cli_check_out(in, out))) return rc;
     if (!strcmp(cmd, "shape")) { /* the header only */
-        fgmm_idx_t n;
-        int d;
-        FgmmDtype t;
-        if (fgmm_vecs_shape(in, args.dataset, &n, &d, &t)) return fgmm_cli_fail(in);
-        if (args.max_rows && args.max_rows < n) n = args.max_rows;
-        printf("%lld %d %s\n", (long long)n, d, fgmm_cli_dtype_name(t));
+        FgmmVecs s;
+        if (fgmm_cli_read(&args, in, 0, 0, 1, &s)) return fgmm_cli_fail(in);
+        if (args.max_rows && args.max_rows < s.n) s.n = args.max_rows;
+        printf("%lld %d %s\n", (long long)s.n, s.d, fgmm_cli_dtype_name(s.dtype));
         return 0;
     }
     FgmmVecs x;
-    if (fgmm_vecs_read(in, args.dataset, args.max_rows, &x)) return fgmm_cli_fail(in);
+    if (fgmm_cli_read(&args, in, 0, args.max_rows, 0, &x)) return fgmm_cli_fail(in);
     if (!strcmp(cmd, "convert")) {
         rc = fgmm_vecs_write(out, &x);
         if (!rc) printf("wrote %lld x %d to %s\n", (long long)x.n, x.d, out);

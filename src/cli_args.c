@@ -24,6 +24,8 @@ const char fgmm_cli_train_usage[] =
     "      --seed S           (default 1234)\n"
     "      --max-rows N       read only the first N rows\n"
     "      --dataset NAME     HDF5 dataset (default: train, then dataset)\n"
+    "      --hdf5 child|in-process   where libhdf5 parses HDF5 inputs (default child: a crash on a\n"
+    "                         malformed file is an error message, not the end of this process)\n"
     "      --out MODEL        write the trained model\n";
 
 #if defined(__GNUC__)
@@ -78,6 +80,8 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
             if (end == v || *end || !isfinite(p->tol) || p->tol < 0)
                 return say("--tol '%s': want a finite number >= 0\n", v), 2;
         } else if (!strcmp(o, "--dataset")) args->dataset = v;
+        else if (!strcmp(o, "--hdf5") && (!strcmp(v, "child") || !strcmp(v, "in-process")))
+            args->hdf5_in_process = !strcmp(v, "in-process");
         else if (!strcmp(o, "--out") && strcmp(cmd, "train"))
             return say("%s takes no --out%s\n", cmd, strcmp(cmd, "convert") ? "" : " (the output is OUT)"), 2;
         else if (!strcmp(o, "--out") && args->out)
@@ -95,6 +99,11 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
         else return say("unknown option %s (%s's options: flashgmm %s --help)\n", o, cmd, cmd), 2;
     }
     return 0;
+}
+
+int fgmm_cli_read(const fgmm_cli_args* args, const char* in, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
+                  FgmmVecs* out) {
+    return fgmm_vecs_read_any(in, args->dataset, first, max_rows, shape_only, !args->hdf5_in_process, out);
 }
 
 /* 1 if a and b name the same existing file (or the same string). */

@@ -34,6 +34,17 @@ inline const std::string& source_dir() {
     return dir;
 }
 
+// Files only the source tree holds (fuzz/corpus/, tests/data/): $FGMM_SOURCE_DIR's, else the tree
+// this binary was built from (FGMM_SOURCE_TREE), so that a copied or moved binary finds them.
+inline std::string source_tree() {
+    const char* env = std::getenv("FGMM_SOURCE_DIR");
+    return env && *env ? env : FGMM_SOURCE_TREE;
+}
+// A folder of the fuzzers' corpora: fuzz/corpus/KIND.
+inline std::string corpus(const char* kind) { return source_tree() + "/fuzz/corpus/" + kind; }
+// A file of tests/data/.
+inline std::string test_data(const char* name) { return source_tree() + "/tests/data/" + name; }
+
 // Path of a file of datasets/embedded/.
 inline std::string embedded(const char* name) { return source_dir() + "/datasets/embedded/" + name; }
 

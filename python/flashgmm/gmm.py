@@ -111,11 +111,14 @@ def train_gmm(x, k, *, progress=None, verbose=False, **params):
     return model
 
 
-def read_vecs(path, dataset=None, max_rows=0):
+def read_vecs(path, dataset=None, max_rows=0, in_process=False):
     """Reads .fvecs / .bvecs / .ivecs or an HDF5 dataset (default "train", then "dataset") into a
-    numpy array: float32, uint8 or int32 as stored (fgmm_vecs_read)."""
+    numpy array: float32, uint8 or int32 as stored. HDF5 files are parsed in a child process
+    (fgmm_vecs_read_isolated: a libhdf5 crash on a malformed file raises FlashgmmError instead of
+    ending Python); in_process=True parses them here (fgmm_vecs_read: trusted files only)."""
     v = _lib.FgmmVecs()
-    lib.fgmm_vecs_read(_lib.path_arg(path), dataset.encode() if dataset else None, max_rows, ctypes.byref(v))
+    read = lib.fgmm_vecs_read if in_process else lib.fgmm_vecs_read_isolated
+    read(_lib.path_arg(path), dataset.encode() if dataset else None, max_rows, ctypes.byref(v))
     try:
         ctype = {_lib.F32: ctypes.c_float, _lib.U8: ctypes.c_uint8, _lib.I32: ctypes.c_int32}[v.dtype]
         if v.n == 0:
