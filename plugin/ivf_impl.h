@@ -7,6 +7,10 @@
 
 #include "flashgmm_ivf.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* FGMM_ERR_NULL from the calling function when p is NULL. */
 #define IVF_CHECK_NULL(p)                                                                    \
     do {                                                                                     \
@@ -65,4 +69,7 @@ void fgmm_ivf_dedup_free(FgmmIvfDedup* s);
 idx_t fgmm_ivf_dedup_sorted(FgmmIvfDedup* s, idx_t n, const float* dist, const idx_t* ids, idx_t k, float* dout,
                             idx_t* lout);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -8,14 +8,15 @@
  *     --nprobes a,b,...   (default 1,2,4,6,8,12,16,24,32,48,64,96,128)
  *     --seeds s1,s2,...   one build of every index per seed (default 1,2,3)
  *     --threads a,b       thread counts timed (default 1 and omp_get_max_threads())
+ *     --batch B           queries per search call (default: all; 1 times single-query latency)
  *     --reps R            timed runs per point, interleaved over indexes and thread counts; the best
  *                         is kept (default 3)
  *
- * Rows (every index IVF<nlist>,Flat, searched with k = 10 and the whole query set per call):
+ * Rows (every index IVF<nlist>,Flat, searched with k = 10, all queries per call unless --batch):
  *   faiss          FAISS's default: IndexIVF::train's k-means (10 iterations, 256 points per list),
  *                  FAISS's add, faiss_Index_search (FAISS's C API only)
  *   faiss+search   the same index searched by fgmm_ivf_search: the gain of the search engine alone
- *   gmm-hard       the project's quantizer (fgmm_ivf_params_init's), no spill, fgmm_ivf_search
+ *   gmm-hard       the default's quantizer (the same GMM), no spill, fgmm_ivf_search
  *   default        fgmm_ivf_params_init's defaults (quantizer and SOAR spill), fgmm_ivf_search
  *   default/faiss  the default index searched by the FAISS engine (search_preassigned + de-duplication:
  *                  fgmm_ivf_search before the list-major engine)
@@ -61,15 +62,24 @@ typedef struct row {
     point p[MAX_PROBES];
 } row;
 
-/* One search of all queries: method m at nprobe np; seconds. */
+static idx_t batch = 0; /* queries per search call (0: all) */
+
+/* A search of all queries, `batch` per call: method m at nprobe np; seconds. */
 static double search(int m, FaissIndex* fi, FgmmIvf* h, idx_t nq, const float* xq, int np, float* dist, idx_t* lab,
                      int64_t* dco) {
+    idx_t bs = batch > 0 && batch < nq ? batch : nq;
+    int d = faiss_Index_d(fi);
+    if (m == 0) faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fi), (size_t)np);
     double t0 = now_s();
-    if (m == 0) {
-        faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fi), (size_t)np);
-        if (faiss_Index_search(fi, nq, xq, K, dist, lab)) die("faiss search");
-    } else if (fgmm_ivf_search_with(h, nq, xq, K, np, dist, lab, dco, m == 4 ? FGMM_SEARCH_FAISS : FGMM_SEARCH_AUTO, 0)) {
-        die("fgmm_ivf_search");
+    for (idx_t i0 = 0; i0 < nq; i0 += bs) {
+        idx_t b = nq - i0 < bs ? nq - i0 : bs;
+        const float* q = xq + (size_t)i0 * d;
+        if (m == 0) {
+            if (faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)) die("faiss search");
+        } else if (fgmm_ivf_search_with(h, b, q, K, np, dist + i0 * K, lab + i0 * K, dco + i0,
+                                        m == 4 ? FGMM_SEARCH_FAISS : FGMM_SEARCH_AUTO, 0)) {
+            die("fgmm_ivf_search");
+        }
     }
     return now_s() - t0;
 }
@@ -104,6 +114,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--seeds")) seeds_s = v;
         else if (!strcmp(o, "--threads")) threads_s = v;
         else if (!strcmp(o, "--reps")) reps = atoi(v);
+        else if (!strcmp(o, "--batch")) batch = atoll(v);
         else { fprintf(stderr, "bench_search: unknown option %s (see scripts/bench_search.c)\n", o); return 2; }
     }
     if (!data || nlist < 1 || reps < 1) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
@@ -146,7 +157,7 @@ int main(int argc, char** argv) {
     printf("%s: base %lld x %d, %lld queries, IVF%d,Flat, k = %d, seeds %s, threads", data, (long long)nb, d,
            (long long)nq, nlist, K, seeds_s);
     for (int t = 0; t < nt; t++) printf(" %d", threads[t]);
-    printf(", best of %d interleaved runs\n", reps);
+    printf(", best of %d interleaved runs, %lld queries per call\n", reps, (long long)(batch > 0 && batch < nq ? batch : nq));
 
     static row rows[MAX_SEEDS][NM];
     char spec[64];
@@ -157,15 +168,16 @@ int main(int argc, char** argv) {
     for (int si = 0; si < ns; si++) {
         FaissIndex* fi[3] = {NULL, NULL, NULL}; /* faiss, gmm-hard, default */
         FgmmIvf* h[3] = {NULL, NULL, NULL};
-        for (int b = 0; b < 3; b++) {
-            if (faiss_index_factory(&fi[b], d, spec, METRIC_L2)) die("faiss_index_factory");
+        for (int b = 0; b < 3; b++) { /* gmm-hard (b = 1) reuses the default's GMM: built after it */
+            int bb = b == 0 ? 0 : 3 - b;
+            if (faiss_index_factory(&fi[bb], d, spec, METRIC_L2)) die("faiss_index_factory");
             FgmmIvfParams p;
             fgmm_ivf_params_init(&p);
             p.gmm.seed = (uint64_t)seeds[si];
-            if (b < 2) p.rule = FGMM_ASSIGN_HARD;
-            row* r = &rows[si][b == 0 ? 0 : b + 1];
+            if (bb < 2) p.rule = FGMM_ASSIGN_HARD;
+            row* r = &rows[si][bb == 0 ? 0 : bb + 1];
             double t0 = now_s();
-            if (b == 0) {
+            if (bb == 0) {
                 FaissClusteringParameters cp; /* IndexIVF::train's: Clustering's defaults, niter 10; the seed */
                 faiss_ClusteringParameters_init(&cp);
                 cp.niter = 10;
@@ -182,13 +194,15 @@ int main(int argc, char** argv) {
                 r->add_s = now_s() - t0;
                 if (fgmm_ivf_wrap(fi[0], &p, &h[0])) die("wrap");
             } else {
-                if (fgmm_ivf_wrap(fi[b], &p, &h[b]) || fgmm_ivf_train(h[b], nb, xb, NULL)) die("train");
-                r->train_s = now_s() - t0;
+                if (fgmm_ivf_wrap(fi[bb], &p, &h[bb])) die("wrap");
+                if (bb == 2 && fgmm_ivf_train(h[bb], nb, xb, NULL)) die("train");
+                if (bb == 1 && fgmm_ivf_set_gmm(h[bb], fgmm_ivf_model(h[2]), nb, xb)) die("set gmm");
+                r->train_s = bb == 2 ? now_s() - t0 : rows[si][3].train_s;
                 t0 = now_s();
-                if (fgmm_ivf_add(h[b], nb, xb, NULL, NULL)) die("add");
+                if (fgmm_ivf_add(h[bb], nb, xb, NULL, NULL)) die("add");
                 r->add_s = now_s() - t0;
             }
-            r->bytes = index_bytes(fi[b], "Flat", nlist, d);
+            r->bytes = index_bytes(fi[bb], "Flat", nlist, d);
         }
         rows[si][1].train_s = rows[si][0].train_s, rows[si][1].add_s = rows[si][0].add_s;
         rows[si][1].bytes = rows[si][0].bytes;
