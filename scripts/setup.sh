@@ -9,10 +9,12 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # clang + libclang-rt-dev: libFuzzer and the sanitizers for scripts/fuzz.sh.
 # OpenBLAS's OpenMP build: one thread pool shared with the engine's and FAISS's OpenMP loops
 # (the default pthread build's spinning workers starve OpenMP regions between sgemm calls).
-# python3-numpy + python3-faiss: the Python package (python/) and its tests.
+# python3-numpy + python3-faiss: the Python package (python/) and its tests; python3-pip, -setuptools,
+# -wheel and -venv: pip install ./python offline (docs/python.md; tests/consumer/python.sh).
 # openmpi-bin + libopenmpi-dev: the MPI launcher (flashgmm-mpi) and its test (tests/mpi/run.sh).
 pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopenblas-openmp-dev liblapack-dev
       googletest libgtest-dev libhdf5-dev clang libclang-rt-dev python3-numpy python3-faiss
+      python3-pip python3-setuptools python3-wheel python3-venv
       openmpi-bin libopenmpi-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs consumer.c against the flashgmm installed in $1: through find_package (the static
-# and the shared library) and through pkg-config (the shared library).
+# and the shared library) and through pkg-config (the shared library); then the Python package (python.sh).
 set -euo pipefail
 prefix="$(cd "$1" && pwd)"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,3 +14,4 @@ export PKG_CONFIG_PATH="$(dirname "$(find "$prefix" -name flashgmm_ivf.pc | head
 cc -std=c11 "$here/consumer.c" -o "$out/consumer_pc" $(pkg-config --cflags --libs flashgmm_ivf) \
     -Wl,-rpath,"$(pkg-config --variable=libdir flashgmm_ivf)"
 "$out/consumer_pc" "$out"
+"$here/python.sh" "$prefix"
