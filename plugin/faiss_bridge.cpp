@@ -1,20 +1,28 @@
 // faiss_bridge.cpp: IVF operations behind a C header. FAISS's C API where it has the entry point
 // (add_core of IVF-Flat and IVF-SQ, list sizes and ids); C++ only for add_core of the other IVF
 // kinds (IVF-PQ), for appending codes encoded elsewhere (IVF-PQ on the GPU: the fields its encoder
-// needs, then IndexIVF::add_core's append loop) and for search_preassigned with per-call parameters. Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
+// needs, then IndexIVF::add_core's append loop), for search_preassigned with per-call parameters
+// and for IVF-Flat's list storage (read by plugin/ivf_search.c). Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
 // parameter, so the C++ call below reads the same).
 #include "faiss_bridge.h"
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQR.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/DirectMap.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/error_c.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <typeinfo>
@@ -29,6 +37,36 @@ int fail(char* err, size_t errlen, const char* what) {
 }
 int c_api(int rc, char* err, size_t errlen) { return rc ? fail(err, errlen, faiss_get_last_error()) : 0; }
 }  // namespace
+
+namespace {
+std::string class_name(const std::type_info& t) {
+    int status = 0;
+    char* s = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
+    std::string r = status == 0 && s ? s : t.name();
+    std::free(s);
+    return r;
+}
+}  // namespace
+
+extern "C" int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t errlen) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return fail(err, errlen, "not an IndexIVF"), 0;
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    const std::type_info& t = typeid(*ivf);
+    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ) && t != typeid(faiss::IndexIVFPQR)) {
+        std::string m = "the index is a " + class_name(t) +
+                        "; this plugin is tested on IndexIVFFlat, IndexIVFPQ and IndexIVFPQR only";
+        return fail(err, errlen, m.c_str()), 0;
+    }
+    const faiss::Index* q = ivf->quantizer;
+    if (!q || (typeid(*q) != typeid(faiss::IndexFlatL2) && typeid(*q) != typeid(faiss::IndexFlat)) ||
+        q->metric_type != faiss::METRIC_L2) {
+        std::string m = "the quantizer is a " + (q ? class_name(typeid(*q)) : std::string("null pointer")) +
+                        "; this plugin is tested on a flat L2 quantizer (IndexFlatL2) only";
+        return fail(err, errlen, m.c_str()), 0;
+    }
+    return 1;
+}
 
 extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
                                           const int64_t* lists, char* err, size_t errlen) {
@@ -123,6 +161,23 @@ extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n,
         }
     }
     return error.empty() ? 0 : fail(err, errlen, error.c_str());
+}
+
+extern "C" int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids,
+                                     int64_t* sizes) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return 0;
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    // exactly IndexIVFFlat: its subclasses (IndexIVFFlatDedup) store or search differently
+    if (typeid(*ivf) != typeid(faiss::IndexIVFFlat) || ivf->code_size != sizeof(float) * ivf->d) return 0;
+    const auto* al = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists);
+    if (!al || al->code_size != ivf->code_size || al->nlist != ivf->nlist) return 0;
+    for (size_t l = 0; l < al->nlist; l++) {
+        codes[l] = reinterpret_cast<const float*>(al->codes[l].data());
+        ids[l] = al->ids[l].data();
+        sizes[l] = (int64_t)al->ids[l].size();
+    }
+    return 1;
 }
 
 extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen) {

@@ -12,6 +12,11 @@
 extern "C" {
 #endif
 
+/* 1 where the index's exact class is one the plugin's tests cover (IndexIVFFlat, IndexIVFPQ, IndexIVFPQR)
+ * and its quantizer is a flat L2 index (IndexFlatL2, or IndexFlat with METRIC_L2); else 0 with the class
+ * names in err (other IVF kinds, e.g. fast-scan PQ, fail inside FAISS's add or abort the process). */
+int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t errlen);
+
 /* IndexIVF::add_core: vector i goes to list lists[i] with id ids[i] (IVF-PQ encodes the residual
  * to that list's centroid). On failure returns -1 with FAISS's message in err. */
 int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
@@ -34,6 +39,11 @@ int fgmm_faiss_add_codes(FaissIndex* index, int64_t n, const uint8_t* codes, con
 int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k, int nprobe,
                                   const int64_t* assign, const float* centroid_dis, float* distances,
                                   int64_t* labels, char* err, size_t errlen);
+
+/* 1 where the index is exactly an IndexIVFFlat whose lists are FAISS's in-memory ArrayInvertedLists:
+ * then for every list l, codes[l] (sizes[l] rows of d floats) and ids[l] (sizes[l]) point into the
+ * index (valid until it is modified); else 0 (nothing set). Arrays of nlist entries. */
+int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids, int64_t* sizes);
 
 /* Largest id stored in any inverted list (-1 if empty). */
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
