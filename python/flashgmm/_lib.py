@@ -190,6 +190,7 @@ _proto("fgmm_vecs_read", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], 
 _proto("fgmm_vecs_read_isolated", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], _check)
 _proto("fgmm_vecs_free", None, [POINTER(FgmmVecs)])
 _proto("fgmm_ivf_params_init", None, [POINTER(FgmmIvfParams)])
+_proto("fgmm_ivf_schedule", c_int, [POINTER(FgmmIvfParams), POINTER(FgmmParams)])
 _proto("fgmm_ivf_wrap", c_int, [P, POINTER(FgmmIvfParams), POINTER(P)], _check)
 _proto("fgmm_ivf_train", c_int, [P, idx_t, P, POINTER(FgmmTrainInfo)], _check)
 _proto("fgmm_ivf_set_gmm", c_int, [P, P, idx_t, P], _check)

@@ -184,7 +184,8 @@ class IvfIndex(_lib.Owned):
                 raise TypeError("gmm: expected a flashgmm.Gmm, got %s" % type(gmm).__name__)
             lib.fgmm_ivf_set_gmm(h, gmm._handle(), x.shape[0], _lib.ptr(x))
             return
-        g = self._params.gmm
+        g = _lib.FgmmParams()  # the iterations the training will run (the CPU schedule by default)
+        lib.fgmm_ivf_schedule(ctypes.byref(self._params), ctypes.byref(g))
         self._report.begin(g.kmeans_iter + g.niter, self.progress, self.verbose)
         info = _lib.FgmmTrainInfo()
         try:
