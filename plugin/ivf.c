@@ -170,7 +170,7 @@ static int on_cpu(const FgmmParams* g) {
 }
 
 int fgmm_ivf_schedule(const FgmmIvfParams* p, FgmmParams* gp) {
-    if (!p || !gp) return 0;
+    if (!p || !gp) return fgmm_set_last_error(FGMM_ERR_NULL, "fgmm_ivf_schedule: %s is NULL", p ? "gmm" : "params");
     *gp = p->gmm;
     if (p->max_points_per_list != FGMM_IVF_POINTS_AUTO) return p->max_points_per_list;
     if (!on_cpu(&p->gmm)) return 0;

@@ -1145,6 +1145,9 @@ TEST(Ivf, DefaultScheduleOnTheCpuTrainsOnASample) {
     p.max_points_per_list = 100;
     EXPECT_EQ(fgmm_ivf_schedule(&p, &g), 100);
     EXPECT_EQ(g.niter, 90);
+    EXPECT_EQ(fgmm_ivf_schedule(nullptr, &g), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_ivf_schedule(&p, nullptr), FGMM_ERR_NULL);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("fgmm_ivf_schedule: gmm is NULL"), std::string::npos);
 
     // Training: the default on the CPU gives exactly the model of the explicit schedule, which saw the
     // sample (IVF32 x 256 = 8,192 of the 9,000 rows), not all points.
