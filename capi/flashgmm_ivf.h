@@ -80,7 +80,7 @@ typedef struct FgmmIvfParams {
 /// at most FGMM_IVF_CPU_ITER, all of them k-means (Lloyd): the GMM is the one its last k-means pass
 /// sets (means, per-component variances and weights), without EM. On 2 CPU cores a Lloyd iteration
 /// bought as much recall per distance computation as an EM iteration for 2.6x less time (BENCHMARKS.md
-/// "CPU training vs FAISS": 1.4x FAISS's own IVF training time on sift100K nlist 256, 2 cores).
+/// "CPU training vs FAISS": 1.4-1.6x FAISS's own IVF training time on sift100K nlist 256, 2 cores).
 /// max_points_per_list = 0 trains on all points with gmm as given on every backend (10 k-means + 90
 /// EM iterations by default: 24x FAISS's time there); > 0: that sample, gmm as given.
 #define FGMM_IVF_POINTS_AUTO (-1)
