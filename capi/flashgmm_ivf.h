@@ -142,13 +142,14 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
 
 /// Exports a plain FAISS index file (faiss_read_index / faiss.read_index read it) in which every id
 /// sits in one list only: ntotal = distinct ids, FAISS's own search returns no duplicates. Each id
-/// keeps the entry of its primary list, judged from the entry's reconstruction (the vector for
-/// IVF-Flat; the list's centroid plus the decoded residual for IVF-PQ): with
-/// FGMM_PRIMARY_NEAREST the list whose centroid is nearest, with FGMM_PRIMARY_RESPONSIBILITY the
-/// most responsible component (ties: the lower list). For IVF-Flat that is the list a hard
-/// assignment gives, so the lists equal those of an index built without spill; for IVF-PQ a near
-/// tie may keep the second-nearest list's entry (PQ error). The handle's index is not modified.
-/// Atomic as fgmm_ivf_write. Memory: the entries' ids and scores (32 bytes each) and the kept
+/// keeps the entry of its primary list, judged from the average x of its copies' reconstructions
+/// (the vector itself for IVF-Flat; list centroid plus decoded residual for IVF-PQ): with
+/// FGMM_PRIMARY_NEAREST the list whose centroid is nearest to x, with FGMM_PRIMARY_RESPONSIBILITY
+/// (and a model) the most responsible component (ties: the lower list). For IVF-Flat that is the
+/// list a hard assignment gives, so the lists equal those of an index built without spill; for
+/// IVF-PQ a near tie may keep the second-nearest list's entry (PQ's coding error; docs/FORMAT.md
+/// has measurements). One entry per id: vectors added under one id count as one. The handle's
+/// index is not modified. Atomic as fgmm_ivf_write. Memory: 24 bytes per entry and the kept
 /// lists; IVF kinds other than IVF-Flat and IVF-PQ are cloned whole first.
 int fgmm_ivf_write_faiss(const FgmmIvf* ivf, const char* path);
 

@@ -40,9 +40,9 @@ int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const floa
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
 
 /* Writes to f (faiss::write_index) a copy of the IVF index that holds each id once: of the entries
- * with one id, the one whose list l scores highest by score(ctx, l, x), x its reconstruction
- * (IndexIVF::reconstruct_from_offset: the vector for IVF-Flat, centroid + decoded residual for
- * IVF-PQ); ties go to the lower list. Lists keep their order; ntotal = distinct ids; a direct map
+ * with one id, the one whose list l scores highest by score(ctx, l, x), x the average of their
+ * reconstructions (IndexIVF::reconstruct_from_offset: the vector for IVF-Flat, centroid + decoded
+ * residual for IVF-PQ); ties go to the lower list. Lists keep their order; ntotal = distinct ids; a direct map
  * is rebuilt as the index had it. The index is not modified. IVF-Flat and IVF-PQ copies share the
  * quantizer and hold only the kept lists; other IVF kinds are cloned whole first. score is called
  * from several threads. On failure returns -1 with the reason in err. */

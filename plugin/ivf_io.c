@@ -252,21 +252,27 @@ static void remove_old_sidecars(const char* path) {
     free(gmm);
 }
 
-int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
-    IVF_CHECK_NULL(h);
-    IVF_CHECK_NULL(path);
-    if (!h->cent) return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_write: the index is not trained");
+/* Writes path atomically (fgmm_output_begin / _end), body filling the temporary file; a failure's
+ * message is kept over the clean-up's. */
+static int write_atomically(const FgmmIvf* h, const char* path, const char* who,
+                            int (*body)(const FgmmIvf* h, FILE* f, const char* path)) {
+    if (!h->cent) return fgmm_set_last_error(FGMM_ERR_STATE, "%s: the index is not trained", who);
     FgmmOutput o;
     int rc = fgmm_output_begin(path, &o);
     if (rc) return rc;
-    rc = write_sections(h, o.f, path);
-    char why[512]; /* the failure's message, kept over the clean-up's */
+    rc = body(h, o.f, path);
+    char why[600];
     snprintf(why, sizeof why, "%s", rc ? fgmm_get_last_error() : "");
     int end = fgmm_output_end(&o, path, !rc);
-    if (rc) return fgmm_set_last_error(rc, "%s", why);
-    if (end) return end;
-    remove_old_sidecars(path);
-    return FGMM_OK;
+    return rc ? fgmm_set_last_error(rc, "%s", why) : end;
+}
+
+int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
+    IVF_CHECK_NULL(h);
+    IVF_CHECK_NULL(path);
+    int rc = write_atomically(h, path, __func__, write_sections);
+    if (!rc) remove_old_sidecars(path);
+    return rc;
 }
 
 int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out) {
@@ -535,18 +541,16 @@ static double primary_score(void* ctx, int64_t l, const float* x) {
     return log((double)fgmm_model_weights(m)[l]) - 0.5 * (logdet + s);
 }
 
+static int write_one_per_id(const FgmmIvf* h, FILE* f, const char* path) {
+    (void)path;
+    char err[512];
+    if (fgmm_faiss_write_one_per_id(h->index, f, primary_score, (void*)h, err, sizeof err))
+        return fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_write_faiss: %s", err);
+    return FGMM_OK;
+}
+
 int fgmm_ivf_write_faiss(const FgmmIvf* h, const char* path) {
     IVF_CHECK_NULL(h);
     IVF_CHECK_NULL(path);
-    if (!h->cent) return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_write_faiss: the index is not trained");
-    FgmmOutput o;
-    int rc = fgmm_output_begin(path, &o);
-    if (rc) return rc;
-    char err[512];
-    if (fgmm_faiss_write_one_per_id(h->index, o.f, primary_score, (void*)h, err, sizeof err))
-        rc = fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_write_faiss: %s", err);
-    char why[600];
-    snprintf(why, sizeof why, "%s", rc ? fgmm_get_last_error() : "");
-    int end = fgmm_output_end(&o, path, !rc);
-    return rc ? fgmm_set_last_error(rc, "%s", why) : end;
+    return write_atomically(h, path, __func__, write_one_per_id);
 }

@@ -630,3 +630,27 @@ TEST(IvfIo, FuzzRegressions) {
     std::remove(fifo.c_str());
     fuzz_ivf_teardown(&F);
 }
+
+// Misuse of the write calls: codes and messages naming the call, no file left.
+TEST(IvfIo, BadArgumentsAreErrors) {
+    Tiny t;
+    std::string dir = fresh_dir("args"), path = dir + "/a.faiss";
+    for (auto* write : {fgmm_ivf_write, fgmm_ivf_write_faiss}) {
+        EXPECT_EQ(write(nullptr, path.c_str()), FGMM_ERR_NULL);
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("fgmm_ivf_write"), std::string::npos) << fgmm_get_last_error();
+        EXPECT_EQ(write(t.h, nullptr), FGMM_ERR_NULL);
+        EXPECT_EQ(write(t.h, (dir + "/no/such/dir/x").c_str()), FGMM_ERR_IO);
+        EXPECT_EQ(write(t.h, dir.c_str()), FGMM_ERR_IO);  // a directory is not replaced
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("not a regular file"), std::string::npos);
+    }
+    FaissIndex* untrained = nullptr;
+    ASSERT_EQ(faiss_index_factory(&untrained, FUZZ_IVF_D, "IVF4,Flat", METRIC_L2), 0);
+    FgmmIvf* h = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(untrained, nullptr, &h), 0);
+    EXPECT_EQ(fgmm_ivf_write(h, path.c_str()), FGMM_ERR_STATE);
+    EXPECT_EQ(fgmm_ivf_write_faiss(h, path.c_str()), FGMM_ERR_STATE);
+    EXPECT_STREQ(fgmm_get_last_error(), "fgmm_ivf_write_faiss: the index is not trained");
+    fgmm_ivf_free(h);
+    faiss_Index_free(untrained);
+    EXPECT_EQ(others(dir, {}), std::vector<std::string>());
+}
