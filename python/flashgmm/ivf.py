@@ -176,14 +176,15 @@ class IvfIndex:
         return _index_out(lib.fgmm_ivf_index(self._h))
 
     def write(self, path):
-        """Writes the FAISS index to path and the spill settings and GMM to path.fgmm and path.gmm."""
+        """Writes the index, its spill settings and the GMM to one file at path, atomically
+        (docs/FORMAT.md); faiss.read_index refuses that file."""
         lib.fgmm_ivf_write(self._h, _lib.path_arg(path))
 
     @classmethod
     def read(cls, path, **params):
-        """Reads an index written by write (or a plain FAISS IVF file). Spill settings come from
-        path.fgmm when it exists; params (as for IvfIndex) apply otherwise, and GMM keywords
-        (backend, ...) always."""
+        """Reads an index written by write (also the three-file sets of earlier versions, or a
+        plain FAISS IVF file). Spill settings come from the file where it has them; params (as
+        for IvfIndex) apply otherwise, and GMM keywords (backend, ...) always."""
         p = ivf_params(**params)
         h = ctypes.c_void_p()
         lib.fgmm_ivf_read(_lib.path_arg(path), ctypes.byref(p), ctypes.byref(h))
