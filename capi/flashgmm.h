@@ -105,7 +105,8 @@ typedef struct FgmmTrainInfo {
 typedef struct FgmmModel FgmmModel;
 
 /// Creates a model from explicit parameters (copied). variances: k values
-/// (isotropic) or k*d (diagonal), all > 0; weights: k values > 0, normalised here.
+/// (isotropic) or k*d (diagonal), all finite normal floats (>= FLT_MIN: the reciprocal of a
+/// subnormal is inf); weights: k values > 0, normalised here.
 int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov,
                    const float* means, const float* variances, const float* weights);
 void fgmm_model_free(FgmmModel* model);
@@ -165,7 +166,8 @@ int fgmm_set_last_error(int code, const char* fmt, ...)
     ;
 
 /// FGMM_OK if x (n rows x d values of dtype, row-major) is data the library takes: x not NULL,
-/// n >= 1, 1 <= d <= 2^20, dtype FGMM_F32 or FGMM_U8, every float finite; else FGMM_ERR_NULL,
+/// n >= 1, 1 <= d <= 2^20, n x d values addressable (n x d x the value's size <= PTRDIFF_MAX),
+/// dtype FGMM_F32 or FGMM_U8, every float finite; else FGMM_ERR_NULL,
 /// FGMM_ERR_ARG or FGMM_ERR_DATA (naming the first non-finite value's row and dimension), with a
 /// message that starts with `caller` (NULL: "fgmm_check_data"). Reads x with OpenMP threads; keeps
 /// no state, so several threads may call it at once.

@@ -28,9 +28,19 @@ typedef struct FgmmVecs {
 /// clipped), and HDF5 shapes larger than the file's stored bytes can hold (contiguous data: the
 /// file must contain every byte; chunked data: at most 1032x its stored chunk bytes, deflate's
 /// largest ratio, stored bytes at most the file's, chunks at most the dataset's size or 64 MB,
-/// at most one chunk per byte of the file). libhdf5 itself parses the file's metadata: see
-/// README, "What is promised".
+/// at most one chunk per byte of the file). libhdf5 itself parses the file's metadata, in this
+/// process, and can crash on a crafted file: fgmm_vecs_read_isolated for files you do not trust
+/// (docs/reliability.md).
 int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
+
+/// fgmm_vecs_read, but an HDF5 file (.h5/.hdf5) is parsed in a child process (fork): a crash of
+/// libhdf5 on a malformed or hostile file is FGMM_ERR_IO naming the file and the signal, and the
+/// caller lives. The child sends the rows through a pipe; their shape is checked (max_rows, at most
+/// 1032x the file's bytes) before the parent allocates them. Costs a fork and a copy of the rows
+/// (the child holds them too while sending). TEXMEX files are read in this process, as by
+/// fgmm_vecs_read. A hang inside libhdf5 is not bounded. The caller must not reap children it did
+/// not start (a SIGCHLD handler calling wait, or SIGCHLD ignored: the signal is then not reported).
+int fgmm_vecs_read_isolated(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
 
 /// Reads rows [first, first + max_rows) (max_rows 0 = to the last row; fewer where the file ends
 /// sooner) with fgmm_vecs_read's checks: a process's shard of a file. TEXMEX files are read from

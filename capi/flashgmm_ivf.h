@@ -80,8 +80,11 @@ void fgmm_ivf_params_init(FgmmIvfParams* params);
 /// Opaque: a FAISS IVF index plus its GMM.
 typedef struct FgmmIvf FgmmIvf;
 
-/// Wraps an IVF index (borrowed: the caller frees it after fgmm_ivf_free). The index must be an
-/// IndexIVF with the L2 metric; params are copied.
+/// Wraps an IVF index (borrowed: the caller frees it after fgmm_ivf_free). The index must use the
+/// L2 metric and be exactly one of the classes the tests cover: IndexIVFFlat ("IVFn,Flat"),
+/// IndexIVFPQ ("IVFn,PQm", "IVFn,PQmxb") or IndexIVFPQR ("IVFn,PQm+m"), with a flat L2 quantizer
+/// (IndexFlatL2, or IndexFlat with METRIC_L2); any other (fast-scan PQ, scalar quantizers, HNSW
+/// quantizers, subclasses) is FGMM_ERR_STATE naming its class. params are copied.
 int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out);
 
 /// Trains the quantizer (GMM or k-means, per params) on n vectors (d = the index's d) and then the
@@ -93,8 +96,10 @@ int fgmm_ivf_train(FgmmIvf* ivf, idx_t n, const float* x, FgmmTrainInfo* info);
 /// then trains the rest of the index on x as fgmm_ivf_train does: one GMM, several indexes.
 int fgmm_ivf_set_gmm(FgmmIvf* ivf, const FgmmModel* gmm, idx_t n, const float* x);
 
-/// Adds n vectors with multi-assignment. ids may be NULL (then ids continue from the last
-/// added one). lists_added (may be NULL) receives the number of (vector, list) entries.
+/// Adds n vectors with multi-assignment. ids may be NULL (then ids continue from the largest id
+/// added so far + 1); ids must be >= 0 (FGMM_ERR_ARG: FAISS's -1 means "none"), and an add without
+/// ids that would number a vector past INT64_MAX - 1 is FGMM_ERR_ARG. Arguments are checked before
+/// anything is added. lists_added (may be NULL) receives the number of (vector, list) entries.
 /// Modifies the handle and the index: not beside any other call on them.
 /// Where the lists are chosen: on CUDA device gmm.gpu_device when gmm.backend is GPU, or AUTO and a
 /// device is present (the nearest and SOAR lists by fgmm_soar_assign_gpu, responsibilities by the GPU
@@ -150,7 +155,8 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
 /// IVF-PQ a near tie may keep the second-nearest list's entry (PQ's coding error; docs/FORMAT.md
 /// has measurements). One entry per id: vectors added under one id count as one. The handle's
 /// index is not modified. Atomic as fgmm_ivf_write. Memory: 24 bytes per entry and the kept
-/// lists; IVF kinds other than IVF-Flat and IVF-PQ are cloned whole first.
+/// lists. IVF-Flat and IVF-PQ only: an IndexIVFPQR is FGMM_ERR_FAISS (FAISS finds its refinement
+/// codes by id, 0 to ntotal - 1, which the copy would not keep).
 int fgmm_ivf_write_faiss(const FgmmIvf* ivf, const char* path);
 
 FaissIndex* fgmm_ivf_index(const FgmmIvf* ivf);

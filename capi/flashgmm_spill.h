@@ -40,7 +40,8 @@ int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k,
 /// nlist x d) into codes[(i ma + r) M .. + M) (entries without a list: zeros), as FAISS's IndexIVFPQ
 /// encodes it (by residual, in float, nearest codeword, ties to the lower). codebook: M x 256 x (d / M),
 /// FAISS's pq.centroids; d / M at most FGMM_PQ_GPU_MAX_DSUB. FGMM_ERR_NO_GPU without a device (or CUDA
-/// in this build); arguments are checked first. Each call owns its stream and device buffers;
+/// in this build); arguments are checked first (FGMM_ERR_ARG for sizes, lists >= nlist or sizes whose
+/// products overflow, FGMM_ERR_DATA for a non-finite value in x, cent or codebook). Each call owns its stream and device buffers;
 /// concurrent calls are not tested.
 #define FGMM_PQ_GPU_MAX_DSUB 32
 int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,

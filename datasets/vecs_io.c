@@ -315,8 +315,8 @@ int fgmm_vecs_write(const char* path, const FgmmVecs* v) {
     FgmmDtype t;
     if (!dtype_of_ext(ext_of(path), &t) || t != v->dtype)
         return fgmm_fail(FGMM_ERR_ARG, "'%s': extension does not match the data type", path);
-    if (v->d < 1 || v->d > FGMM_MAX_DIM || v->n < 0)
-        return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d", (long long)v->n, v->d);
+    if (v->d < 1 || v->d > FGMM_MAX_DIM || v->n < 0 || (uint64_t)v->n > (uint64_t)PTRDIFF_MAX / fgmm_dtype_size(t) / v->d)
+        return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d (n x d values must be addressable)", (long long)v->n, v->d);
     FgmmOutput o;
     int rc = fgmm_output_begin(path, &o);
     if (rc) return rc;

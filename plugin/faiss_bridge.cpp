@@ -5,20 +5,24 @@
 // parameter, so the C++ call below reads the same).
 #include "faiss_bridge.h"
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
-#include <faiss/clone_index.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
+#include <faiss/IndexIVFPQR.h>
 #include <faiss/invlists/DirectMap.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/error_c.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <string>
@@ -34,6 +38,36 @@ int fail(char* err, size_t errlen, const char* what) {
 }
 int c_api(int rc, char* err, size_t errlen) { return rc ? fail(err, errlen, faiss_get_last_error()) : 0; }
 }  // namespace
+
+namespace {
+std::string class_name(const std::type_info& t) {
+    int status = 0;
+    char* s = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
+    std::string r = status == 0 && s ? s : t.name();
+    std::free(s);
+    return r;
+}
+}  // namespace
+
+extern "C" int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t errlen) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return fail(err, errlen, "not an IndexIVF"), 0;
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    const std::type_info& t = typeid(*ivf);
+    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ) && t != typeid(faiss::IndexIVFPQR)) {
+        std::string m = "the index is a " + class_name(t) +
+                        "; this plugin is tested on IndexIVFFlat, IndexIVFPQ and IndexIVFPQR only";
+        return fail(err, errlen, m.c_str()), 0;
+    }
+    const faiss::Index* q = ivf->quantizer;
+    if (!q || (typeid(*q) != typeid(faiss::IndexFlatL2) && typeid(*q) != typeid(faiss::IndexFlat)) ||
+        q->metric_type != faiss::METRIC_L2) {
+        std::string m = "the quantizer is a " + (q ? class_name(typeid(*q)) : std::string("null pointer")) +
+                        "; this plugin is tested on a flat L2 quantizer (IndexFlatL2) only";
+        return fail(err, errlen, m.c_str()), 0;
+    }
+    return 1;
+}
 
 extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
                                           const int64_t* lists, char* err, size_t errlen) {
@@ -155,6 +189,12 @@ extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
     FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
     if (!handle) return fail(err, errlen, "not an IndexIVF");
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    const std::type_info& t = typeid(*ivf);
+    if (t == typeid(faiss::IndexIVFPQR))
+        return fail(err, errlen, "an IndexIVFPQR is not exported: FAISS finds its refinement codes by id (0 to ntotal - 1), "
+                                 "which a copy without the spilled entries does not keep");
+    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ))
+        return fail(err, errlen, ("an " + class_name(t) + " is not exported (IndexIVFFlat and IndexIVFPQ are)").c_str());
     const faiss::InvertedLists* il = ivf->invlists;
     if (!il) return fail(err, errlen, "the index has no inverted lists");
     struct Entry {
@@ -219,20 +259,14 @@ extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
             for (; i < all.size() && (size_t)all[i].list == l; i++)
                 kept->add_entry(l, all[i].id, codes.get() + (size_t)all[i].offset * il->code_size);
         }
-        // a copy holding the kept lists: IVF-Flat and IVF-PQ share the quantizer (copied fields,
-        // nothing owned); other kinds are cloned whole, their cloned lists then replaced
+        // a copy holding the kept lists, sharing the quantizer (copied fields, nothing owned)
         std::unique_ptr<faiss::IndexIVF> copy;
         if (typeid(*ivf) == typeid(faiss::IndexIVFFlat))
             copy.reset(new faiss::IndexIVFFlat(*static_cast<const faiss::IndexIVFFlat*>(ivf)));
-        else if (typeid(*ivf) == typeid(faiss::IndexIVFPQ))
+        else
             copy.reset(new faiss::IndexIVFPQ(*static_cast<const faiss::IndexIVFPQ*>(ivf)));
-        if (copy) {
-            copy->own_fields = false;
-            copy->own_invlists = false;
-        } else {
-            copy.reset(dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(ivf)));
-            if (!copy) return fail(err, errlen, "cloning the index failed");
-        }
+        copy->own_fields = false;
+        copy->own_invlists = false;
         copy->replace_invlists(kept.release(), true);
         copy->ntotal = (int64_t)all.size();
         copy->direct_map = faiss::DirectMap();

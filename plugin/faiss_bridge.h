@@ -13,6 +13,11 @@
 extern "C" {
 #endif
 
+/* 1 where the index's exact class is one the plugin's tests cover (IndexIVFFlat, IndexIVFPQ, IndexIVFPQR)
+ * and its quantizer is a flat L2 index (IndexFlatL2, or IndexFlat with METRIC_L2); else 0 with the class
+ * names in err (other IVF kinds, e.g. fast-scan PQ, fail inside FAISS's add or abort the process). */
+int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t errlen);
+
 /* IndexIVF::add_core: vector i goes to list lists[i] with id ids[i] (IVF-PQ encodes the residual
  * to that list's centroid). On failure returns -1 with FAISS's message in err. */
 int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
@@ -43,9 +48,10 @@ int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t e
  * with one id, the one whose list l scores highest by score(ctx, l, x), x the average of their
  * reconstructions (IndexIVF::reconstruct_from_offset: the vector for IVF-Flat, centroid + decoded
  * residual for IVF-PQ); ties go to the lower list. Lists keep their order; ntotal = distinct ids; a direct map
- * is rebuilt as the index had it. The index is not modified. IVF-Flat and IVF-PQ copies share the
- * quantizer and hold only the kept lists; other IVF kinds are cloned whole first. score is called
- * from several threads. On failure returns -1 with the reason in err. */
+ * is rebuilt as the index had it. The index is not modified; the copy shares its quantizer and
+ * holds only the kept lists. Exactly IndexIVFFlat or IndexIVFPQ (an IndexIVFPQR's refinement codes
+ * are found by id: refused). score is called from several threads. On failure returns -1 with the
+ * reason in err. */
 int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f, double (*score)(void* ctx, int64_t list, const float* x),
                                 void* ctx, char* err, size_t errlen);
 

@@ -116,6 +116,9 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
     if (!ivf) return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index is not an IVF index (IndexIVF*)");
     if (faiss_Index_metric_type(index) != METRIC_L2)
         return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_wrap: the index must use METRIC_L2 (a GMM is Euclidean)");
+    char why[512];
+    if (!fgmm_faiss_tested_type(index, why, sizeof why))
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_wrap: %s", why);
     FgmmIvf* h = calloc(1, sizeof *h);
     if (!h) return fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
     h->index = index;
@@ -135,8 +138,9 @@ int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out)
             fgmm_ivf_free(h);
             return fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_wrap: %s", err);
         }
-        h->next_id = mx + 1;
-        h->n_vectors = h->next_id; /* assumes ids 0..max, as FAISS's own add gives */
+        h->next_id = mx < 0 ? 0 : mx == INT64_MAX ? INT64_MAX : mx + 1;
+        /* assumes ids 0..max, as FAISS's own add gives; never more vectors than entries */
+        h->n_vectors = h->next_id < h->n_entries ? h->next_id : h->n_entries;
     }
     *out = h;
     return FGMM_OK;
@@ -415,6 +419,23 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
         return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_add: the index is not trained");
     int rc = fgmm_check_data(n, h->d, FGMM_F32, x, "fgmm_ivf_add");
     if (rc) return rc;
+    /* ids are >= 0 (-1 is FAISS's "none"); automatic ids continue from next_id, which saturates at INT64_MAX */
+    idx_t next_id = h->next_id;
+    if (ids) {
+        for (idx_t i = 0; i < n; i++) {
+            if (ids[i] < 0)
+                return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_add: ids[%lld] = %lld; ids must be >= 0",
+                                           (long long)i, (long long)ids[i]);
+            if (ids[i] >= next_id) next_id = ids[i] == INT64_MAX ? INT64_MAX : ids[i] + 1;
+        }
+    } else if (h->next_id > INT64_MAX - n) {
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "fgmm_ivf_add: %lld vectors without ids would be numbered from %lld, past the "
+                                   "largest id %lld; pass ids",
+                                   (long long)n, (long long)h->next_id, (long long)INT64_MAX - 1);
+    } else {
+        next_id = h->next_id + n;
+    }
     int ma = fgmm_ivf_lists_per_vector(h), d = h->d;
     int budget = one_extra(h->p.rule) && h->p.spill_target > 0 && ma == 2;
     if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
@@ -478,12 +499,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
         if (gpu_pq) h->add_pq_gpu_s += omp_get_wtime() - t0;
     }
     h->n_vectors += n;
-    if (ids) {
-        for (idx_t i = 0; i < n; i++)
-            if (ids[i] + 1 > h->next_id) h->next_id = ids[i] + 1;
-    } else {
-        h->next_id += n;
-    }
+    h->next_id = next_id;
     if (lists_added) *lists_added = total;
 done:
     free(lists); free(score); free(xr); free(codes); free(cr); free(ir); free(lr);

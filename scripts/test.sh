@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Sets up, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
-# test (the Python package's and the MPI launcher's too), builds and runs a program against an
-# installed copy, runs the tests again in a CPU-only AddressSanitizer + UBSan build, runs the
-# concurrency tests under ThreadSanitizer, then fuzzes the readers, the model loader and the index
-# sidecars for 60 s each (scripts/fuzz.sh).
+# test (the Python package's and the MPI launcher's too), compiles the plugin against FAISS 1.11's
+# headers, builds and runs programs against an installed copy (CMake and pkg-config, static and
+# shared), runs the tests again in a CPU-only AddressSanitizer + UBSan build, runs the concurrency
+# tests under ThreadSanitizer, then fuzzes the readers, the model loader and the index sidecars for
+# 60 s each (scripts/fuzz.sh).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 "$top/scripts/setup.sh"
 "$top/scripts/build.sh" "$top/build"
+# The plugin against FAISS 1.11.0's headers (compile only; scripts/faiss_modern.sh links and tests).
+"$top/scripts/faiss_headers.sh"
 (cd "$top/build" && ctest --output-on-failure -j 2)
 # The MPI launcher: 2 and 3 CPU processes against the one-process model, and failing ranks.
 "$top/tests/mpi/run.sh" "$top/build"

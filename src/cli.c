@@ -5,6 +5,9 @@
 #include "cli_args.h"
 #include "flashgmm.h"
 #include "flashgmm_io.h"
+#ifdef FGMM_WITH_IVF
+#include "cli_ivf.h"
+#endif
 
 static void usage(FILE* f) {
     fprintf(f,
@@ -15,13 +18,20 @@ static void usage(FILE* f) {
             "  flashgmm shape FILE [--dataset NAME]   prints: rows dims dtype\n"
             "FILE: .fvecs, .bvecs, .ivecs, .h5/.hdf5\n",
             fgmm_cli_train_usage);
+#ifdef FGMM_WITH_IVF
+    fputs(fgmm_cli_ivf_usage, f);
+#endif
 }
 
 int main(int argc, char** argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        usage(stdout);
-        return 0;
-    }
+#ifdef FGMM_WITH_IVF
+    if (argc >= 2 && !strcmp(argv[1], "ivf")) return fgmm_cli_ivf(argc, argv);
+#endif
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        }
     if (argc < 3) {
         usage(stderr);
         return 2;
@@ -42,16 +52,14 @@ int main(int argc, char** argv) {
     if (args.out) out = args.out;
     if (out && (rc = fgmm_cli_check_out(in, out))) return rc;
     if (!strcmp(cmd, "shape")) { /* the header only */
-        fgmm_idx_t n;
-        int d;
-        FgmmDtype t;
-        if (fgmm_vecs_shape(in, args.dataset, &n, &d, &t)) return fgmm_cli_fail(in);
-        if (args.max_rows && args.max_rows < n) n = args.max_rows;
-        printf("%lld %d %s\n", (long long)n, d, fgmm_cli_dtype_name(t));
+        FgmmVecs s;
+        if (fgmm_cli_read(&args, in, 0, 0, 1, &s)) return fgmm_cli_fail(in);
+        if (args.max_rows && args.max_rows < s.n) s.n = args.max_rows;
+        printf("%lld %d %s\n", (long long)s.n, s.d, fgmm_cli_dtype_name(s.dtype));
         return 0;
     }
     FgmmVecs x;
-    if (fgmm_vecs_read(in, args.dataset, args.max_rows, &x)) return fgmm_cli_fail(in);
+    if (fgmm_cli_read(&args, in, 0, args.max_rows, 0, &x)) return fgmm_cli_fail(in);
     if (!strcmp(cmd, "convert")) {
         rc = fgmm_vecs_write(out, &x);
         if (!rc) printf("wrote %lld x %d to %s\n", (long long)x.n, x.d, out);

@@ -19,11 +19,13 @@ const char fgmm_cli_train_usage[] =
     "      --kmeans-iter N    k-means warm-start iterations (default 10)\n"
     "      --cov iso|diag     covariance (default iso)\n"
     "      --backend auto|cpu|gpu   (default auto)\n"
-    "      --precision fast|exact   GPU arithmetic (default fast: bf16 tensor cores)\n"
+    "      --precision fast|exact   GPU arithmetic (default fast: fp16 tensor cores)\n"
     "      --tol T            stop when the mean log-likelihood gains < T*|value| (default 0)\n"
     "      --seed S           (default 1234)\n"
     "      --max-rows N       read only the first N rows\n"
     "      --dataset NAME     HDF5 dataset (default: train, then dataset)\n"
+    "      --hdf5 child|in-process   where libhdf5 parses HDF5 inputs (default child: a crash on a\n"
+    "                         malformed file is an error message, not the end of this process)\n"
     "      --out MODEL        write the trained model\n";
 
 #if defined(__GNUC__)
@@ -38,8 +40,7 @@ static void say(const char* fmt, ...) {
     va_end(ap);
 }
 
-/* A whole-string integer in [lo, hi]; else a message and 0. */
-static int parse_int(const char* opt, const char* v, long long lo, long long hi, long long* out) {
+int fgmm_cli_int(const char* opt, const char* v, long long lo, long long hi, long long* out) {
     char* end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
@@ -62,16 +63,16 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
         a++;
         long long iv;
         if (!strcmp(o, "--k")) {
-            if (!parse_int(o, v, 1, FGMM_MAX_K, &iv)) return 2;
+            if (!fgmm_cli_int(o, v, 1, FGMM_MAX_K, &iv)) return 2;
             p->k = (int)iv;
         } else if (!strcmp(o, "--iter") || !strcmp(o, "--kmeans-iter")) {
-            if (!parse_int(o, v, 0, 1000000, &iv)) return 2;
+            if (!fgmm_cli_int(o, v, 0, 1000000, &iv)) return 2;
             *(o[2] == 'i' ? &p->niter : &p->kmeans_iter) = (int)iv;
         } else if (!strcmp(o, "--seed")) {
-            if (!parse_int(o, v, 0, INT64_MAX, &iv)) return 2;
+            if (!fgmm_cli_int(o, v, 0, INT64_MAX, &iv)) return 2;
             p->seed = (uint64_t)iv;
         } else if (!strcmp(o, "--max-rows")) {
-            if (!parse_int(o, v, 0, INT64_MAX, &iv)) return 2;
+            if (!fgmm_cli_int(o, v, 0, INT64_MAX, &iv)) return 2;
             args->max_rows = iv;
         } else if (!strcmp(o, "--tol")) {
             char* end;
@@ -79,6 +80,8 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
             if (end == v || *end || !isfinite(p->tol) || p->tol < 0)
                 return say("--tol '%s': want a finite number >= 0\n", v), 2;
         } else if (!strcmp(o, "--dataset")) args->dataset = v;
+        else if (!strcmp(o, "--hdf5") && (!strcmp(v, "child") || !strcmp(v, "in-process")))
+            args->hdf5_in_process = !strcmp(v, "in-process");
         else if (!strcmp(o, "--out") && strcmp(cmd, "train"))
             return say("%s takes no --out%s\n", cmd, strcmp(cmd, "convert") ? "" : " (the output is OUT)"), 2;
         else if (!strcmp(o, "--out") && args->out)
@@ -90,9 +93,17 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
             p->backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else if (!strcmp(o, "--precision") && (!strcmp(v, "fast") || !strcmp(v, "exact")))
             p->precision = !strcmp(v, "fast") ? FGMM_PREC_FAST : FGMM_PREC_EXACT;
-        else return say("bad option %s %s\n", o, v), 2;
+        else if (!strcmp(o, "--cov") || !strcmp(o, "--backend") || !strcmp(o, "--precision"))
+            return say("%s '%s': want one of %s\n", o, v,
+                       o[2] == 'c' ? "iso, diag" : o[2] == 'b' ? "auto, cpu, gpu" : "fast, exact"), 2;
+        else return say("unknown option %s (%s's options: flashgmm %s --help)\n", o, cmd, cmd), 2;
     }
     return 0;
+}
+
+int fgmm_cli_read(const fgmm_cli_args* args, const char* in, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
+                  FgmmVecs* out) {
+    return fgmm_vecs_read_any(in, args->dataset, first, max_rows, shape_only, !args->hdf5_in_process, out);
 }
 
 /* 1 if a and b name the same existing file (or the same string). */

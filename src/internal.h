@@ -24,6 +24,15 @@ void fgmm_clear_error(void);
  * fgmm_open_input check for readers that open by path. */
 int fgmm_check_input(const char* path, int64_t* size);
 
+/* Vector files as the command-line programs read them (read_isolated.c): rows [first, first +
+ * max_rows) as fgmm_vecs_read_rows reads them, or (shape_only) the shape as fgmm_vecs_shape gives it
+ * in out->n, d, dtype; isolated: an HDF5 file is parsed in a child process, as
+ * fgmm_vecs_read_isolated does. */
+int fgmm_vecs_read_any(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
+                       int isolated, FgmmVecs* out);
+/* Tests only: when set, the child process of an isolated read calls it first (to die by a signal). */
+extern void (*fgmm_isolated_child_hook)(void);
+
 #define FGMM_CHECK_NULL(p)                                                       \
     do {                                                                         \
         if (!(p)) return fgmm_fail(FGMM_ERR_NULL, "%s: %s is NULL", __func__, #p); \

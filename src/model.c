@@ -1,6 +1,8 @@
 /* model.c: the mixture object, its file format, data views and statistics buffers. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +44,9 @@ static int check_params(const FgmmModel* m) {
     for (size_t i = 0; i < kd; i++)
         if (!isfinite(m->mu[i])) return fgmm_fail(FGMM_ERR_DATA, "mean %zu is not finite", i);
     for (size_t i = 0; i < fgmm_model_nvar(m); i++)
-        if (!(m->var[i] > 0.0f) || !isfinite(m->var[i]))
-            return fgmm_fail(FGMM_ERR_DATA, "variance %zu is %g; must be finite and > 0", i, m->var[i]);
+        if (!(m->var[i] >= FLT_MIN) || !isfinite(m->var[i])) /* 1 / a subnormal is inf */
+            return fgmm_fail(FGMM_ERR_DATA, "variance %zu is %g; must be finite and >= %g (a normal float)", i,
+                             m->var[i], FLT_MIN);
     double sum = 0;
     for (int i = 0; i < m->k; i++) {
         if (!(m->w[i] > 0.0f) || !isfinite(m->w[i]))
@@ -218,6 +221,10 @@ int fgmm_data_check_shape(const fgmm_data* x, const char* who) {
     if (x->d < 1 || x->d > FGMM_MAX_DIM) return fgmm_fail(FGMM_ERR_ARG, "%s: d = %d out of range", who, x->d);
     if (x->dtype != FGMM_U8 && x->dtype != FGMM_F32)
         return fgmm_fail(FGMM_ERR_ARG, "%s: unknown dtype %d", who, (int)x->dtype);
+    const size_t elem = x->dtype == FGMM_U8 ? 1 : sizeof(float);
+    if ((uint64_t)x->n > (uint64_t)PTRDIFF_MAX / elem / (uint64_t)x->d) /* n x d indexes every row */
+        return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld rows of d = %d values overflow the address space", who,
+                         (long long)x->n, x->d);
     return FGMM_OK;
 }
 

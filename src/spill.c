@@ -183,6 +183,16 @@ int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, 
     if (n < 0 || d < 1 || ma < 1 || nlist < 1 || M < 1 || d % M || d / M > FGMM_PQ_GPU_MAX_DSUB || n > INT64_MAX / ma)
         return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld, d = %d, ma = %d, nlist = %d, M = %d (need d = M x dsub, "
                          "dsub <= %d)", who, (long long)n, d, ma, nlist, M, FGMM_PQ_GPU_MAX_DSUB);
+    if ((uint64_t)(n * ma) > (uint64_t)PTRDIFF_MAX / (uint64_t)M)
+        return fgmm_fail(FGMM_ERR_ARG, "%s: n x ma = %lld entries of %d bytes overflow the address space", who,
+                         (long long)(n * ma), M);
+    /* finite values (NaN residuals would pick arbitrary codewords), n x d addressable */
+    fgmm_data cv = {cent, nlist, d, FGMM_F32}, bv = {codebook, (fgmm_idx_t)M * 256, d / M, FGMM_F32},
+              xv = {x, n, d, FGMM_F32};
+    int rc;
+    if ((rc = fgmm_data_check(&cv, "fgmm_pq_encode_gpu (centroids)")) ||
+        (rc = fgmm_data_check(&bv, "fgmm_pq_encode_gpu (codebook)")) || (n && (rc = fgmm_data_check(&xv, who))))
+        return rc;
     for (fgmm_idx_t i = 0; i < n * ma; i++)
         if (lists[i] >= nlist)
             return fgmm_fail(FGMM_ERR_ARG, "%s: entry %lld has list %lld; nlist = %d", who, (long long)i,

@@ -186,8 +186,9 @@ static int data_moments(const fgmm_data* x, double* mom) {
 static int data_mean_var(trainer* t, int status) {
     const int d = t->d, np = t->comm ? t->comm->size : 1, me = t->comm ? t->comm->rank : 0;
     const size_t len = 1 + 2 * (size_t)d;
-    double* mom = calloc((size_t)np * len, sizeof(double));
-    t->col_mean = malloc((size_t)d * sizeof(double));
+    /* nothing sized by n or d before they are checked (status) */
+    double* mom = status ? NULL : calloc((size_t)np * len, sizeof(double));
+    t->col_mean = status ? NULL : malloc((size_t)d * sizeof(double));
     if (!status && (!mom || !t->col_mean || data_moments(&t->x, mom + (size_t)me * len)))
         status = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     if (!status) memcpy(t->col_mean, mom + (size_t)me * len + 1, (size_t)d * sizeof(double));

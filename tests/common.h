@@ -1,6 +1,9 @@
 // common.h: float64 reference E-step, data generators and test data location shared by the tests.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <cmath>
 #include <cstdint>
@@ -31,8 +34,33 @@ inline const std::string& source_dir() {
     return dir;
 }
 
+// Files only the source tree holds (fuzz/corpus/, tests/data/): $FGMM_SOURCE_DIR's, else the tree
+// this binary was built from (FGMM_SOURCE_TREE), so that a copied or moved binary finds them.
+inline std::string source_tree() {
+    const char* env = std::getenv("FGMM_SOURCE_DIR");
+    return env && *env ? env : FGMM_SOURCE_TREE;
+}
+// A folder of the fuzzers' corpora: fuzz/corpus/KIND.
+inline std::string corpus(const char* kind) { return source_tree() + "/fuzz/corpus/" + kind; }
+// A file of tests/data/.
+inline std::string test_data(const char* name) { return source_tree() + "/tests/data/" + name; }
+
 // Path of a file of datasets/embedded/.
 inline std::string embedded(const char* name) { return source_dir() + "/datasets/embedded/" + name; }
+
+#ifdef FGMM_CLI
+// Runs the command-line tool (FGMM_CLI) with args; returns its exit status, output and errors in *output.
+inline int run_cli(const std::string& args, std::string* output) {
+    std::string cmd = std::string(FGMM_CLI) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    output->clear();
+    size_t got;
+    while (p && (got = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, got);
+    int st = p ? pclose(p) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+#endif
 
 struct RefStats {
     std::vector<double> nk, mu_acc, sig_acc, logz;

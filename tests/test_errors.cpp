@@ -337,16 +337,7 @@ TEST(Errors, ConcurrentPluginBuildingBlocks) {
 
 namespace {
 // Runs the command-line tool; returns its exit status and combined output.
-int cli(const std::string& args, std::string* output) {
-    std::string cmd = std::string(FGMM_CLI) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    char buf[4096];
-    output->clear();
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, got);
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+int cli(const std::string& args, std::string* output) { return run_cli(args, output); }
 std::string file_bytes(const std::string& f) {
     FILE* fp = fopen(f.c_str(), "rb");
     std::string s;
@@ -424,4 +415,68 @@ TEST(Errors, DistinctPointsJudgedOnTheWholeDataWhenTheSampleIsNot) {
         }
         fgmm_model_free(m);
     }
+}
+
+// Sizes whose products overflow, negative dimensions and variances whose reciprocal is not a float are
+// codes, never a wrapped allocation, a read of n x d wrapped to 0 values, or a float-to-int overflow.
+TEST(Errors, OverflowingSizesAndTinyVariances) {
+    float one = 1;
+    // n x d wraps to 0 in size_t: the values were never read and the call said OK
+    expect_error(fgmm_check_data((fgmm_idx_t)1 << 62, 4, FGMM_F32, &one, "caller"), FGMM_ERR_ARG, "caller: n = ");
+    expect_error(fgmm_check_data((fgmm_idx_t)1 << 62, 4, FGMM_U8, &one, nullptr), FGMM_ERR_ARG, "overflow");
+    expect_error(fgmm_check_data(INT64_MAX, 1 << 20, FGMM_F32, &one, nullptr), FGMM_ERR_ARG, "overflow");
+    FgmmParams p = cpu_params(2);
+    FgmmModel* m = nullptr;
+    expect_error(fgmm_train(&p, (fgmm_idx_t)1 << 62, 4, FGMM_F32, &one, &m, nullptr), FGMM_ERR_ARG, "overflow");
+    // a write of 2^62 rows read far past the one value (row i at i x d x 4 bytes, wrapped)
+    FgmmVecs big = {&one, (fgmm_idx_t)1 << 62, 4, FGMM_F32};
+    std::string f = tmp("overflow.fvecs");
+    unlink(f.c_str());
+    expect_error(fgmm_vecs_write(f.c_str(), &big), FGMM_ERR_ARG, "addressable");
+    EXPECT_NE(access(f.c_str(), F_OK), 0);
+    // d < 0 was a calloc of a wrapped size before the shape check (ASan: allocation-size-too-big)
+    auto x = planted(100, 4, 2, 3.0, 1);
+    for (int d : {-1, -4, INT32_MIN}) expect_error(fgmm_train(&p, 100, d, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "d = ");
+    EXPECT_EQ(m, nullptr);
+
+    float mu[2] = {0, 1}, w[2] = {1, 1};
+    float sub[2] = {1e-40f, 1};  // subnormal: 0.5 / var is inf
+    expect_error(fgmm_model_new(&m, 2, 1, FGMM_COV_ISOTROPIC, mu, sub, w), FGMM_ERR_DATA, "normal float");
+    // a tiny normal variance: log-density terms of -5e29 (beyond int after the exp's scaling) give 0, exactly
+    float tiny[2] = {1e-30f, 1};
+    ASSERT_EQ(fgmm_model_new(&m, 2, 1, FGMM_COV_ISOTROPIC, mu, tiny, w), 0) << fgmm_get_last_error();
+    float xs[3] = {0, 1, 0.5f}, ll[3];
+    fgmm_idx_t lab[3];
+    float resp[3];
+    ASSERT_EQ(fgmm_loglik(m, &p, 3, FGMM_F32, xs, ll), 0) << fgmm_get_last_error();
+    const double c = std::log(0.5) - 0.5 * std::log(2 * M_PI);
+    EXPECT_NEAR(ll[0], c - 0.5 * std::log(1e-30), 1e-3);  // component 0 alone
+    EXPECT_NEAR(ll[1], c - 0.0, 1e-4);                     // component 1 alone
+    EXPECT_NEAR(ll[2], c - 0.125, 1e-4);
+    ASSERT_EQ(fgmm_assign_topm(m, &p, 3, FGMM_F32, xs, 1, lab, resp), 0) << fgmm_get_last_error();
+    EXPECT_EQ(lab[0], 0);
+    EXPECT_EQ(lab[1], 1);
+    EXPECT_EQ(lab[2], 1);
+    for (float r : resp) EXPECT_EQ(r, 1.0f);
+    fgmm_model_free(m);
+}
+
+// The CLI parses HDF5 inputs in a child process by default: a file that crashes libhdf5 is a message
+// naming it (the signal; under ASan the child's handler exits instead), and the CLI exits 1.
+TEST(Cli, Hdf5CrashIsAMessageNotTheEnd) {
+    if (!fgmm_vecs_hdf5_available()) GTEST_SKIP() << "built without HDF5";
+    std::string crash = test_data("hdf5_crashes_libhdf5.h5"), out;
+    for (const char* cmd : {"shape ", "train ", "convert "}) {
+        std::string args = cmd + crash + (cmd[0] == 'c' ? " " + tmp("crash.fvecs") : "");
+        EXPECT_EQ(cli(args, &out), 1) << args << ": " << out;
+        EXPECT_NE(out.find("the HDF5 reader (child process"), std::string::npos) << out;
+#ifndef __SANITIZE_ADDRESS__
+        EXPECT_NE(out.find("died of signal"), std::string::npos) << out;
+#endif
+    }
+    expect_cli_error("shape " + crash + " --hdf5 sideways", "bad option --hdf5 sideways");
+    EXPECT_EQ(cli("shape " + embedded("sift10K_byte.h5") + " --hdf5 in-process", &out), 0) << out;
+    EXPECT_EQ(out, "9000 128 uint8\n");
+    EXPECT_EQ(cli("shape " + embedded("sift10K_byte.h5") + " --dataset query", &out), 0) << out;
+    EXPECT_EQ(out, "1000 128 uint8\n");
 }

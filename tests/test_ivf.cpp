@@ -887,3 +887,106 @@ TEST(IvfGpu, OtherIndexesKeepFaissEncoding) {
         EXPECT_GT(recall_at(b.ivf, 10, 8, nullptr), 0.5) << spec;
     }
 }
+
+namespace {
+// A trained IVF<nlist> index of `spec` on n gaussian rows of d dims (CPU, one list per vector).
+void build_small(Built& b, const char* spec, const std::vector<float>& x, int d) {
+    FgmmIvfParams p = params(FGMM_ASSIGN_HARD);
+    p.gmm.backend = FGMM_BACKEND_CPU;
+    ASSERT_EQ(faiss_index_factory(&b.index, d, spec, METRIC_L2), 0) << spec;
+    no_polysemous(b.index);
+    ASSERT_EQ(fgmm_ivf_wrap(b.index, &p, &b.ivf), 0) << spec << ": " << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_train(b.ivf, (idx_t)(x.size() / d), x.data(), nullptr), 0) << spec << fgmm_get_last_error();
+}
+// The id fgmm_ivf_search finds nearest to row i of x (scanning every list).
+idx_t nearest_id(const Built& b, const std::vector<float>& x, int d, int64_t i) {
+    float dist = -1;
+    idx_t lab = -2;
+    EXPECT_EQ(fgmm_ivf_search(b.ivf, 1, x.data() + i * d, 1, 1 << 20, &dist, &lab, nullptr), 0);
+    return lab;
+}
+}  // namespace
+
+// ids < 0 (FAISS's "none") are refused before anything is added; INT64_MAX is an id, after which an add
+// without ids is refused instead of numbering from INT64_MIN; automatic ids continue from the largest + 1.
+TEST(Ivf, IdsOutOfRangeAreRefusedBeforeAdding) {
+    const int d = 16;
+    std::vector<float> x = gaussian_rows(2000, d, 11);
+    Built b;
+    build_small(b, "IVF16,Flat", x, d);
+    std::vector<idx_t> ids = {5, 6, 7, -1};
+    idx_t added = 99;
+    EXPECT_EQ(fgmm_ivf_add(b.ivf, 4, x.data(), ids.data(), &added), FGMM_ERR_ARG);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("ids[3] = -1"), std::string::npos) << fgmm_get_last_error();
+    EXPECT_EQ(added, 0);
+    EXPECT_EQ(faiss_Index_ntotal(b.index), 0);  // nothing added, not even the valid ids before it
+    ids = {INT64_MIN};
+    EXPECT_EQ(fgmm_ivf_add(b.ivf, 1, x.data(), ids.data(), nullptr), FGMM_ERR_ARG);
+
+    ASSERT_EQ(fgmm_ivf_add(b.ivf, 3, x.data(), nullptr, nullptr), 0);  // ids 0, 1, 2
+    ids = {100};
+    ASSERT_EQ(fgmm_ivf_add(b.ivf, 1, x.data() + 3 * d, ids.data(), nullptr), 0);
+    ASSERT_EQ(fgmm_ivf_add(b.ivf, 1, x.data() + 4 * d, nullptr, nullptr), 0);  // id 101
+    EXPECT_EQ(nearest_id(b, x, d, 2), 2);
+    EXPECT_EQ(nearest_id(b, x, d, 3), 100);
+    EXPECT_EQ(nearest_id(b, x, d, 4), 101);
+
+    ids = {INT64_MAX};
+    ASSERT_EQ(fgmm_ivf_add(b.ivf, 1, x.data() + 5 * d, ids.data(), nullptr), 0) << fgmm_get_last_error();
+    EXPECT_EQ(nearest_id(b, x, d, 5), INT64_MAX);
+    EXPECT_EQ(b.ivf->next_id, INT64_MAX);  // saturated, not wrapped
+    EXPECT_EQ(fgmm_ivf_add(b.ivf, 1, x.data() + 6 * d, nullptr, nullptr), FGMM_ERR_ARG);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("pass ids"), std::string::npos) << fgmm_get_last_error();
+    EXPECT_EQ(faiss_Index_ntotal(b.index), 6);
+    ids = {7};  // explicit ids still work, and do not lower next_id
+    ASSERT_EQ(fgmm_ivf_add(b.ivf, 1, x.data() + 6 * d, ids.data(), nullptr), 0);
+    EXPECT_EQ(nearest_id(b, x, d, 6), 7);
+    EXPECT_EQ(b.ivf->next_id, INT64_MAX);
+
+    // the largest automatic id is INT64_MAX - 1
+    Built c;
+    build_small(c, "IVF16,Flat", x, d);
+    ids = {INT64_MAX - 3};
+    ASSERT_EQ(fgmm_ivf_add(c.ivf, 1, x.data(), ids.data(), nullptr), 0);
+    EXPECT_EQ(fgmm_ivf_add(c.ivf, 3, x.data() + d, nullptr, nullptr), FGMM_ERR_ARG);
+    ASSERT_EQ(fgmm_ivf_add(c.ivf, 2, x.data() + d, nullptr, nullptr), 0) << fgmm_get_last_error();
+    EXPECT_EQ(nearest_id(c, x, d, 2), INT64_MAX - 1);
+    EXPECT_EQ(fgmm_ivf_add(c.ivf, 1, x.data() + 3 * d, nullptr, nullptr), FGMM_ERR_ARG);
+    // re-wrapping an index whose largest id is INT64_MAX does not overflow either
+    ids = {INT64_MAX};
+    ASSERT_EQ(fgmm_ivf_add(c.ivf, 1, x.data() + 3 * d, ids.data(), nullptr), 0);
+    FgmmIvf* again = nullptr;
+    FgmmIvfParams p = params(FGMM_ASSIGN_HARD);
+    ASSERT_EQ(fgmm_ivf_wrap(c.index, &p, &again), 0) << fgmm_get_last_error();
+    EXPECT_EQ(again->next_id, INT64_MAX);
+    EXPECT_EQ(again->n_vectors, 4);  // never more vectors than entries
+    EXPECT_EQ(fgmm_ivf_add(again, 1, x.data(), nullptr, nullptr), FGMM_ERR_ARG);
+    fgmm_ivf_free(again);
+}
+
+// Only the index classes the tests cover are wrapped (fast-scan PQ aborted the process in FAISS's add);
+// each of them trains, adds and finds a vector.
+TEST(Ivf, WrapTakesTestedIndexClassesOnly) {
+    const int d = 16;
+    std::vector<float> x = gaussian_rows(1000, d, 12);
+    for (const char* spec : {"IVF8,Flat", "IVF8,PQ2", "IVF8,PQ4x4", "IVF8,PQ2+2"}) {
+        Built b;
+        build_small(b, spec, x, d);
+        ASSERT_EQ(fgmm_ivf_add(b.ivf, 1000, x.data(), nullptr, nullptr), 0) << spec << fgmm_get_last_error();
+        EXPECT_EQ(faiss_Index_ntotal(b.index), 1000) << spec;
+        int found = 0;
+        for (int64_t i = 0; i < 20; i++) found += nearest_id(b, x, d, i) == i;
+        EXPECT_GE(found, 15) << spec;
+    }
+    for (auto [spec, cls] : {std::pair{"IVF8,PQ4x4fs", "IndexIVFPQFastScan"}, {"IVF8,SQ8", "IndexIVFScalarQuantizer"},
+                             {"IVF8_HNSW4,Flat", "IndexHNSW"}}) {
+        FaissIndex* index = nullptr;
+        ASSERT_EQ(faiss_index_factory(&index, d, spec, METRIC_L2), 0) << spec;
+        FgmmIvf* ivf = reinterpret_cast<FgmmIvf*>(1);
+        FgmmIvfParams p = params(FGMM_ASSIGN_HARD);
+        EXPECT_EQ(fgmm_ivf_wrap(index, &p, &ivf), FGMM_ERR_STATE) << spec;
+        EXPECT_EQ(ivf, nullptr);
+        EXPECT_NE(std::string(fgmm_get_last_error()).find(cls), std::string::npos) << fgmm_get_last_error();
+        faiss_Index_free(index);
+    }
+}

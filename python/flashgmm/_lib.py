@@ -2,6 +2,8 @@
 import ctypes
 import ctypes.util
 import glob
+import numbers
+import operator
 import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int64,
                     c_size_t, c_uint64, c_void_p)
@@ -27,6 +29,44 @@ class FlashgmmError(RuntimeError):
         super().__init__("%s (%s)" % (message, self.name))
 
 
+class Owned:
+    """A Python object owning a C object: close() (or del, or leaving a with block) frees it once;
+    a call that needs it after that is a ValueError, never a use of freed memory."""
+    _h = None  # the C handle; None once closed (or if __init__ failed)
+
+    def _free(self, h):
+        raise NotImplementedError
+
+    def _handle(self):
+        if self._h is None:
+            raise ValueError("flashgmm.%s: the object is closed (close() or __del__ was called)" % type(self).__name__)
+        return self._h
+
+    @property
+    def closed(self):
+        return self._h is None
+
+    def close(self):
+        """Frees the C object; later calls that need it raise ValueError. Not beside another call
+        on this object."""
+        h, self._h = self._h, None
+        if h is not None:
+            self._free(h)
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):  # copy.copy would share the C object and free it twice
+        raise TypeError("flashgmm.%s owns a C object and cannot be copied or pickled (save it to a file)"
+                        % type(self).__name__)
+
+
 def _sanitized(build_dir):
     """A sanitizer build cannot be dlopen'ed into python (ASan must be the first library loaded)."""
     try:
@@ -36,16 +76,31 @@ def _sanitized(build_dir):
         return False
 
 
+def _installed():
+    """The library beside an installed package: a copy inside it (pip install), or the path that
+    cmake --install wrote into _config.py, relative to the package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = [os.path.join(here, LIB_NAME)] if os.path.isfile(os.path.join(here, LIB_NAME)) else []
+    try:
+        from . import _config
+        found.append(os.path.normpath(os.path.join(here, _config.LIB_RELPATH)))
+    except ImportError:
+        pass
+    return found
+
+
 def candidates():
-    """Where the library is looked for, in order: $FLASHGMM_LIB, the repository's build*/ folders
-    (build/ first), the system loader."""
+    """Where the library is looked for, in order: $FLASHGMM_LIB, the installed package's own
+    (_installed), the repository's build*/ folders (build/ first), the system loader."""
     env = os.environ.get("FLASHGMM_LIB")
     if env:
         return [env]
-    dirs = sorted(glob.glob(os.path.join(_REPO, "build*")), key=lambda p: (os.path.basename(p) != "build", p))
+    in_repo = os.path.isfile(os.path.join(_REPO, "capi", "flashgmm.h"))
+    dirs = sorted(glob.glob(os.path.join(_REPO, "build*")) if in_repo else [],
+                  key=lambda p: (os.path.basename(p) != "build", p))
     found = [os.path.join(d, LIB_NAME) for d in dirs
              if os.path.isfile(os.path.join(d, LIB_NAME)) and not _sanitized(d)]
-    return found + [ctypes.util.find_library("flashgmm_ivf") or LIB_NAME]
+    return _installed() + found + [ctypes.util.find_library("flashgmm_ivf") or LIB_NAME]
 
 
 def _load():
@@ -132,6 +187,7 @@ _proto("fgmm_model_write", c_int, [P, c_char_p], _check)
 _proto("fgmm_model_read", c_int, [c_char_p, POINTER(P)], _check)
 _proto("fgmm_gpu_available", c_int, [])
 _proto("fgmm_vecs_read", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], _check)
+_proto("fgmm_vecs_read_isolated", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], _check)
 _proto("fgmm_vecs_free", None, [POINTER(FgmmVecs)])
 _proto("fgmm_ivf_params_init", None, [POINTER(FgmmIvfParams)])
 _proto("fgmm_ivf_wrap", c_int, [P, POINTER(FgmmIvfParams), POINTER(P)], _check)
@@ -145,12 +201,20 @@ _proto("fgmm_ivf_read", c_int, [c_char_p, POINTER(FgmmIvfParams), POINTER(P)], _
 _proto("fgmm_ivf_index", P, [P])
 _proto("fgmm_ivf_model", P, [P])
 _proto("fgmm_ivf_free", None, [P])
+try:  # newer libraries only: IvfIndex.write_faiss says so when it is missing
+    _proto("fgmm_ivf_write_faiss", c_int, [P, c_char_p], _check)
+    HAS_WRITE_FAISS = True
+except AttributeError:
+    HAS_WRITE_FAISS = False
 # FAISS's C API, from the FAISS copy inside libflashgmm_ivf.so
 _proto("faiss_read_index", c_int, [P, c_int, POINTER(P)], _check_faiss)
 _proto("faiss_write_index", c_int, [P, P], _check_faiss)
 _proto("faiss_Index_free", None, [P])
 _proto("faiss_Index_d", c_int, [P])
 _proto("faiss_Index_ntotal", idx_t, [P])
+_proto("faiss_Index_is_trained", c_int, [P])
+_proto("faiss_IndexIVF_nprobe", c_size_t, [P])
+_proto("faiss_IndexIVF_set_nprobe", None, [P, c_size_t])
 _proto("faiss_IndexIVF_cast", P, [P])
 _proto("faiss_IndexIVF_nlist", c_size_t, [P])
 libc.fmemopen.restype, libc.fmemopen.argtypes = P, [P, c_size_t, c_char_p]
@@ -184,10 +248,43 @@ def rows(x, name, d=None, allow_u8=False):
     return np.ascontiguousarray(x, np.float32), F32
 
 
-def set_enum_or_value(struct, field, value, names):
-    """Sets struct.field from a name in names (a dict name -> C value) or a plain value."""
+def _int_range(ctype):
+    """(lowest, highest, description) of a ctypes integer type."""
+    bits, signed = 8 * ctypes.sizeof(ctype), ctype(-1).value < 0
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return lo, hi, "a %d-bit %s C integer" % (bits, "signed" if signed else "unsigned")
+
+
+def check_int(value, name, ctype=idx_t, lo=None, hi=None):
+    """value as a Python int for a C argument of type ctype (ctypes would silently wrap it):
+    TypeError if not an integer (bool included), OverflowError outside ctype's range, ValueError
+    outside [lo, hi]."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError("%s must be an integer, got %r" % (name, value))
+    v = operator.index(value)
+    tlo, thi, what = _int_range(ctype)
+    if not tlo <= v <= thi:
+        raise OverflowError("%s = %d does not fit %s [%d, %d]" % (name, v, what, tlo, thi))
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        want = ">= %d" % lo if hi is None else "<= %d" % hi if lo is None else "in [%d, %d]" % (lo, hi)
+        raise ValueError("%s = %d; must be %s" % (name, v, want))
+    return v
+
+
+def check_real(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError("%s must be a real number, got %r" % (name, value))
+    return float(value)
+
+
+def set_field(struct, field, value, names=None):
+    """Sets struct.field (a C number) from a name in names (a dict name -> C value) or a checked
+    number of the field's C type."""
     if names is not None:
-        if value not in names:
-            raise ValueError("%s must be one of %s, got %r" % (field, sorted(names), value))
+        if not isinstance(value, str) or value not in names:
+            raise ValueError("%s must be one of %s, got %r" % (field, ", ".join(map(repr, names)), value))
         value = names[value]
+    else:
+        ctype = dict(struct._fields_)[field]
+        value = check_real(value, field) if ctype in (c_float, c_double) else check_int(value, field, ctype)
     setattr(struct, field, value)

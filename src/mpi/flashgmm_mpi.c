@@ -20,7 +20,15 @@
  * failure on one rank (an unreadable shard, NaN rows) makes every rank exit 1 with a message; a
  * failure that no collective saw ends the job with MPI_Abort rather than leave the others waiting.
  * MPI's own errors are fatal (MPI_ERRORS_ARE_FATAL, the default).
+ *
+ * Agreement before any exchange of data: each rank parses its own command line (mpirun may give
+ * ranks different ones), then the ranks exchange their parse outcomes (a failure on any rank ends
+ * every rank, the failing one saying why), a digest of the parsed options (a different --k, --cov
+ * or --seed would make the collectives' sizes differ: truncated messages or a corrupted heap), and
+ * the file's shape and identity (size and a hash of its first and last 64 KiB: a different file
+ * of the same shape on one host).
  */
+#define _POSIX_C_SOURCE 200809L /* fseeko */
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -98,6 +106,53 @@ static void usage(FILE* f) {
             fgmm_cli_train_usage);
 }
 
+/* FNV-1a over n bytes, continuing from h. */
+static uint64_t fnv(uint64_t h, const void* p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char*)p)[i]) * 0x100000001b3ull;
+    return h;
+}
+#define FNV_START 0xcbf29ce484222325ull
+static uint64_t fnv_str(uint64_t h, const char* s) { return s ? fnv(h, s, strlen(s) + 1) : fnv(h, "", 1) ^ 1; }
+
+/* A digest of every parsed option that the training depends on (not --out: rank 0 writes; not the
+ * path: the file's identity is compared on its own). */
+static uint64_t options_digest(const fgmm_cli_args* a) {
+    const FgmmParams* p = &a->p;
+    long long iv[] = {p->k, p->covariance, p->niter, p->kmeans_iter, (long long)p->max_init_points,
+                      (long long)p->seed, p->backend, p->precision, (long long)p->gpu_mem_limit, p->n_gpus,
+                      (long long)a->max_rows};
+    double dv[] = {p->tol, p->var_floor, p->min_count};
+    uint64_t h = fnv(FNV_START, iv, sizeof iv);
+    h = fnv(h, dv, sizeof dv);
+    return fnv_str(h, a->dataset);
+}
+
+/* Bytes hashed at each end of the file. */
+#define ID_BYTES ((int64_t)64 << 10)
+
+/* The file's size and a hash of its first and last ID_BYTES (a bounded read). */
+static int file_identity(const char* path, int64_t* size, uint64_t* digest) {
+    FILE* f;
+    int rc = fgmm_open_input(path, &f, size);
+    if (rc) return rc;
+    unsigned char* buf = malloc((size_t)ID_BYTES);
+    uint64_t h = fnv(FNV_START, size, sizeof *size);
+    for (int end = 0; buf && !rc && end < 2; end++) {
+        int64_t at = end ? *size - ID_BYTES : 0;
+        if (end && *size <= ID_BYTES) break; /* the first read covered it all */
+        size_t want = (size_t)(*size < ID_BYTES ? *size : ID_BYTES);
+        if (fseeko(f, (off_t)(at > 0 ? at : 0), SEEK_SET) || fread(buf, 1, want, f) != want)
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': cannot read it to identify it", path);
+        else
+            h = fnv(h, buf, want);
+    }
+    if (!buf) rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    free(buf);
+    fclose(f);
+    *digest = h;
+    return rc;
+}
+
 /* Every rank's status agreed on (outside training); the failing rank prints its message. */
 static int all_ok(fgmm_comm* c, int status, const char* what) {
     if (status) fprintf(stderr, "%s: rank %d: %s: %s\n", fgmm_cli_prog, c->rank, what, fgmm_get_last_error());
@@ -106,20 +161,30 @@ static int all_ok(fgmm_comm* c, int status, const char* what) {
 
 /* This rank's shard of the file: the same shape on every rank, then rows [row0[rank], row0[rank + 1]). */
 static int read_shard(fgmm_comm* c, const char* in, const fgmm_cli_args* a, fgmm_idx_t* row0, FgmmVecs* x) {
-    fgmm_idx_t n = 0;
-    int d = 0;
-    FgmmDtype t = FGMM_F32;
-    int rc = fgmm_vecs_shape(in, a->dataset, &n, &d, &t);
+    FgmmVecs s;
+    int rc = fgmm_cli_read(a, in, 0, 0, 1, &s);
+    fgmm_idx_t n = s.n;
+    int d = s.d;
+    FgmmDtype t = s.dtype;
+    int64_t size = 0;
+    uint64_t digest = 0;
+    if (!rc) rc = file_identity(in, &size, &digest);
     if (!all_ok(c, rc, in)) return 1;
-    long long mine[3] = {n, d, t}, lo[3], hi[3];
-    MPI_Allreduce(mine, lo, 3, MPI_LONG_LONG, MPI_MIN, world(c));
-    MPI_Allreduce(mine, hi, 3, MPI_LONG_LONG, MPI_MAX, world(c));
-    if (memcmp(lo, hi, sizeof lo)) {
-        if (c->rank == 0)
-            fprintf(stderr, "%s: the processes see different files at '%s' (rows %lld to %lld, dims %lld to %lld)\n",
-                    fgmm_cli_prog, in, lo[0], hi[0], lo[1], hi[1]);
-        return 1;
-    }
+    long long mine[5] = {n, d, t, size, (long long)digest}, *all = malloc((size_t)c->size * sizeof mine);
+    if (!all) MPI_Abort(MPI_COMM_WORLD, 1); /* P x 40 bytes */
+    MPI_Allgather(mine, 5, MPI_LONG_LONG, all, 5, MPI_LONG_LONG, world(c));
+    int differ = 0;
+    for (int r = 1; r < c->size; r++)
+        if (memcmp(all + 5 * r, all, sizeof mine)) {
+            if (c->rank == 0)
+                fprintf(stderr, "%s: the processes see different files at '%s': rank %d's has %lld x %lld values of "
+                        "type %lld, %lld bytes, digest %016llx; rank 0's %lld x %lld, type %lld, %lld bytes, digest "
+                        "%016llx\n", fgmm_cli_prog, in, r, all[5 * r], all[5 * r + 1], all[5 * r + 2], all[5 * r + 3],
+                        (unsigned long long)all[5 * r + 4], all[0], all[1], all[2], all[3], (unsigned long long)all[4]);
+            differ = 1;
+        }
+    free(all);
+    if (differ) return 1;
     if (a->max_rows && a->max_rows < n) n = a->max_rows;
     if (n < c->size) {
         if (c->rank == 0)
@@ -131,7 +196,7 @@ static int read_shard(fgmm_comm* c, const char* in, const fgmm_cli_args* a, fgmm
         row0[r] = (n / c->size) * r + (n % c->size) * r / c->size;
     c->n_total = n;
     c->row0 = row0;
-    rc = fgmm_vecs_read_rows(in, a->dataset, row0[c->rank], row0[c->rank + 1] - row0[c->rank], x);
+    rc = fgmm_cli_read(a, in, row0[c->rank], row0[c->rank + 1] - row0[c->rank], 0, x);
     if (!rc && x->n != row0[c->rank + 1] - row0[c->rank])
         rc = fgmm_fail(FGMM_ERR_IO, "'%s': read %lld rows from row %lld, want %lld (the file changed?)", in,
                        (long long)x->n, (long long)row0[c->rank], (long long)(row0[c->rank + 1] - row0[c->rank]));
@@ -153,24 +218,51 @@ static int local_rank(void) {
     return r;
 }
 
-static int run(int argc, char** argv, fgmm_comm* c) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        if (c->rank == 0) usage(stdout);
-        return 0;
-    }
-    fgmm_cli_quiet = c->rank != 0; /* every rank parses the same words: one rank says what is wrong */
-    fgmm_cli_args a;
-    if (argc < 3 || strcmp(argv[1], "train")) {
-        if (c->rank == 0) usage(stderr);
-        return 2;
-    }
-    const char* in = argv[2];
-    int rc = fgmm_cli_parse(argc, argv, 3, "train", &a);
-    if (rc) {
-        if (c->rank == 0) usage(stderr);
-        return rc;
-    }
+/* Each rank parses its own words; the outcomes and a digest of the options are compared on every rank
+ * before anything else is exchanged. Returns 1 where every rank stops (*status: the exit status). */
+static int parse_all(fgmm_comm* c, int argc, char** argv, fgmm_cli_args* a, int* status) {
+    enum { OK = 0, BAD = 2, HELP = 3 };
+    int help = argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+    int cmd_ok = argc >= 3 && !strcmp(argv[1], "train");
+    fgmm_cli_quiet = c->rank != 0; /* mostly every rank has the same words: rank 0 says what is wrong */
+    int st = help ? HELP : !cmd_ok ? BAD : fgmm_cli_parse(argc, argv, 3, "train", a) ? BAD : OK;
     fgmm_cli_quiet = 0;
+    long long mine[2] = {st, st ? 0 : (long long)options_digest(a)}, *all = malloc((size_t)c->size * sizeof mine);
+    if (!all) MPI_Abort(MPI_COMM_WORLD, 1); /* P x 16 bytes */
+    MPI_Allgather(mine, 2, MPI_LONG_LONG, all, 2, MPI_LONG_LONG, world(c));
+    int helps = 0, bad = 0, differ = 0;
+    for (int r = 0; r < c->size; r++) {
+        helps += all[2 * r] == HELP;
+        bad += all[2 * r] == BAD;
+        differ += all[2 * r] == OK && all[0] == OK && all[2 * r + 1] != all[1];
+    }
+    const int rank0_ok = all[0] == OK, mine_differs = st == OK && rank0_ok && mine[1] != all[1];
+    free(all);
+    *status = 2;
+    if (helps == c->size) {
+        if (c->rank == 0) usage(stdout);
+        return *status = 0, 1;
+    }
+    if (!bad && !helps && !differ) return 0;
+    if (c->rank == 0 && (bad || helps)) usage(stderr);
+    if (st == BAD && c->rank != 0 && rank0_ok) { /* rank 0 printed nothing: this rank says what is wrong */
+        fprintf(stderr, "%s: rank %d: its command line is refused%s\n", fgmm_cli_prog, c->rank,
+                cmd_ok ? ":" : " (want 'train FILE [options]')");
+        if (cmd_ok) fgmm_cli_parse(argc, argv, 3, "train", a); /* again, aloud */
+    }
+    if (st == HELP && helps < c->size) fprintf(stderr, "%s: rank %d: --help on some ranks only\n", fgmm_cli_prog, c->rank);
+    if (differ && c->rank == 0)
+        fprintf(stderr, "%s: the processes parsed different options (%d of %d ranks differ from rank 0); give every "
+                "rank the same options\n", fgmm_cli_prog, differ, c->size);
+    if (mine_differs) fprintf(stderr, "%s: rank %d: its options differ from rank 0's\n", fgmm_cli_prog, c->rank);
+    return 1;
+}
+
+static int run(int argc, char** argv, fgmm_comm* c) {
+    fgmm_cli_args a;
+    int rc;
+    if (parse_all(c, argc, argv, &a, &rc)) return rc;
+    const char* in = argv[2];
     int out_rc = c->rank == 0 && a.out ? fgmm_cli_check_out(in, a.out) : 0;
     MPI_Bcast(&out_rc, 1, MPI_INT, 0, world(c));
     if (out_rc) return out_rc;

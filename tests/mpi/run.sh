@@ -2,7 +2,8 @@
 # flashgmm-mpi against the one-process model: CPU ranks on this machine (mpirun -np 2 and 3), each
 # reading its own shard. The models must agree up to the order of the sums (models.py's TOLERANCE);
 # the model of all rows but one must not (so a dropped, doubled or overlapping row fails the test);
-# a NaN in the last rank's shard and a missing file make every rank exit with an error, not hang.
+# a NaN in the last rank's shard and a missing file make every rank exit with an error, not hang;
+# ranks given different options or files (MPMD command lines) stop before any exchange.
 # Usage: run.sh [BUILD_DIR]
 set -euo pipefail
 top="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -63,6 +64,37 @@ EOF
 check "a NaN in rank 1's shard stops both ranks" fails_with "non-finite" "$work/nan.fvecs" --k 4
 check "a missing file stops both ranks" fails_with "No such file" "$work/missing.fvecs" --k 4
 check "k above the rows is refused by every rank" fails_with "k = 500 > n = 400" "$work/nan.fvecs" --k 500
+
+# Ranks with different command lines (mpirun's MPMD form: rank 0 ARGS0 : rank 1 ARGS1) stop on every rank
+# with a message before any exchange: a parse error on one rank hung the job, a different --cov
+# corrupted the heap (SIGABRT), a different --k or --seed ended in MPI_ERR_TRUNCATE, and a different
+# file of the same shape went unnoticed.
+ranks_differ() { # message, rank 0's arguments, '--', rank 1's arguments
+    local want="$1" rc=0 a0=() a1=(); shift
+    while [ "$1" != -- ]; do a0+=("$1"); shift; done; shift; a1=("$@")
+    timeout 120 mpirun --allow-run-as-root --oversubscribe -np 1 "$mpi" "${a0[@]}" : -np 1 "$mpi" "${a1[@]}" \
+        >"$work/mpmd.log" 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then echo "exit status $rc:"; cat "$work/mpmd.log"; return 1; fi
+    grep -q -- "$want" "$work/mpmd.log" || { echo "no '$want' in:"; cat "$work/mpmd.log"; return 1; }
+    ! grep -q -E "TRUNCATE|Aborted|signal|free\(\)|corrupt" "$work/mpmd.log" || { cat "$work/mpmd.log"; return 1; }
+}
+t=(train "$work/sift.bvecs" --k 8 --iter 3 --backend cpu)
+check "a parse error on rank 1 only stops both ranks" ranks_differ "rank 1: its command line is refused" \
+    "${t[@]}" -- "${t[@]}" --k abc
+check "a parse error on rank 0 only stops both ranks" ranks_differ "--k 'abc'" "${t[@]}" --k abc -- "${t[@]}"
+check "a command other than train on rank 1 stops both" ranks_differ "want 'train FILE" "${t[@]}" -- shape "$work/sift.bvecs"
+check "--help on one rank only stops both" ranks_differ "help on some ranks only" "${t[@]}" -- --help
+check "a different --cov on rank 1 is refused" ranks_differ "parsed different options" "${t[@]}" -- "${t[@]}" --cov diag
+check "a different --k on rank 1 is refused" ranks_differ "rank 1: its options differ" "${t[@]}" -- "${t[@]}" --k 9
+check "a different --seed on rank 1 is refused" ranks_differ "parsed different options" "${t[@]}" -- "${t[@]}" --seed 7
+# the same shape, other rows: rank 1 reads a copy with one byte changed (in its last 64 KiB)
+cp "$work/sift.bvecs" "$work/other.bvecs"
+printf '\x07' | dd of="$work/other.bvecs" bs=1 seek=$(( $(stat -c %s "$work/sift.bvecs") - 5 )) conv=notrunc status=none
+check "a different file of the same shape on rank 1 is refused" ranks_differ "see different files" \
+    "${t[@]}" -- train "$work/other.bvecs" "${t[@]:2}"
+check "the same file under another name is the same file" \
+    timeout 120 mpirun --allow-run-as-root --oversubscribe -np 1 "$mpi" "${t[@]}" : -np 1 "$mpi" train \
+    "$(cd "$work" && pwd -P)/../$(basename "$work")/sift.bvecs" "${t[@]:2}" >/dev/null
 
 echo "mpi: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
