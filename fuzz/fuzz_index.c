@@ -2,8 +2,9 @@
  * where the rest goes (fuzz/index_setup.h, fuzz_ivf_place): 'f' / 'g': the settings / model
  * sidecar of a three-file set (older versions' files) beside a valid FAISS file and the other
  * sidecar; 'I': a one-file index whose checksums the harness recomputes (to reach the checks behind
- * them); any other: a one-file index as given. One-file inputs whose FAISS section is not the
- * setup index's are skipped (FAISS's reader is FAISS's, not hardened: docs/FORMAT.md). An index
+ * them); any other: a one-file index as given. Inputs FAISS's reader would parse (FAISS's, not
+ * hardened: docs/FORMAT.md) are skipped: one-file inputs not starting with "FGMM" (read as plain
+ * FAISS files) or whose FAISS section is not the setup index's. An index
  * that reads must search, write, read back equal and write the same bytes, also after an add
  * (fuzz_ivf_roundtrip); a refused one gives a negative code, a message and no handle. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */

@@ -177,8 +177,9 @@ static int fuzz_spit(const char* path, const uint8_t* data, size_t size) {
 
 /* Writes an input where its first byte says: 'f': the .fgmm of F->settings, 'g': the .gmm of
  * F->model (three-file sets), 'I': the one-file index with its checksums recomputed, anything else:
- * the one-file index as given. Returns the path to read, or NULL to skip the input: empty, or a
- * one-file index whose FAISS section is not the one written (FAISS's reader is FAISS's). */
+ * the one-file index as given. Returns the path to read, or NULL to skip the input: empty, or one
+ * that FAISS's reader (FAISS's, not hardened) would parse: a file that does not start with "FGMM"
+ * (read as a plain FAISS file) or a one-file index whose FAISS section is not the one written. */
 static const char* fuzz_ivf_place(FuzzIvfFiles* F, const uint8_t* data, size_t size) {
     if (size < 1) return NULL;
     char side[600];
@@ -187,6 +188,7 @@ static const char* fuzz_ivf_place(FuzzIvfFiles* F, const uint8_t* data, size_t s
         snprintf(side, sizeof side, "%s%s", base, data[0] == 'f' ? ".fgmm" : ".gmm");
         return fuzz_spit(side, data + 1, size - 1) ? NULL : base;
     }
+    if (size - 1 >= 4 && memcmp(data + 1, "FGMM", 4)) return NULL;
     uint8_t* b = (uint8_t*)malloc(size);
     if (!b) return NULL;
     memcpy(b, data + 1, size - 1);
