@@ -1,7 +1,8 @@
 // faiss_bridge.cpp: IVF operations behind a C header. FAISS's C API where it has the entry point
 // (add_core of IVF-Flat and IVF-SQ, list sizes and ids); C++ only for add_core of the other IVF
 // kinds (IVF-PQ), for appending codes encoded elsewhere (IVF-PQ on the GPU: the fields its encoder
-// needs, then IndexIVF::add_core's append loop) and for search_preassigned with per-call parameters. Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
+// needs, then IndexIVF::add_core's append loop), for search_preassigned with per-call parameters
+// and for IVF-Flat's list storage (read by plugin/ivf_search.c). Builds against FAISS 1.7.3 and 1.8+ (whose add_core has a defaulted fifth
 // parameter, so the C++ call below reads the same).
 #include "faiss_bridge.h"
 
@@ -12,6 +13,7 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 #include <faiss/IndexIVFPQR.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/DirectMap.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
@@ -162,6 +164,23 @@ extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n,
         }
     }
     return error.empty() ? 0 : fail(err, errlen, error.c_str());
+}
+
+extern "C" int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids,
+                                     int64_t* sizes) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return 0;
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    // exactly IndexIVFFlat: its subclasses (IndexIVFFlatDedup) store or search differently
+    if (typeid(*ivf) != typeid(faiss::IndexIVFFlat) || ivf->code_size != sizeof(float) * ivf->d) return 0;
+    const auto* al = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists);
+    if (!al || al->code_size != ivf->code_size || al->nlist != ivf->nlist) return 0;
+    for (size_t l = 0; l < al->nlist; l++) {
+        codes[l] = reinterpret_cast<const float*>(al->codes[l].data());
+        ids[l] = al->ids[l].data();
+        sizes[l] = (int64_t)al->ids[l].size();
+    }
+    return 1;
 }
 
 extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen) {

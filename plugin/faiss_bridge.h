@@ -41,6 +41,11 @@ int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const floa
                                   const int64_t* assign, const float* centroid_dis, float* distances,
                                   int64_t* labels, char* err, size_t errlen);
 
+/* 1 where the index is exactly an IndexIVFFlat whose lists are FAISS's in-memory ArrayInvertedLists:
+ * then for every list l, codes[l] (sizes[l] rows of d floats) and ids[l] (sizes[l]) point into the
+ * index (valid until it is modified); else 0 (nothing set). Arrays of nlist entries. */
+int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids, int64_t* sizes);
+
 /* Largest id stored in any inverted list (-1 if empty). */
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
 

@@ -506,26 +506,16 @@ done:
     return rc;
 }
 
-int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
-                    idx_t* labels, int64_t* dco) {
-    IVF_CHECK_NULL(h);
-    IVF_CHECK_NULL(q);
-    IVF_CHECK_NULL(distances);
-    IVF_CHECK_NULL(labels);
-    if (nq < 0 || k < 1 || nprobe < 1)
-        return fgmm_set_last_error(FGMM_ERR_ARG,
-                                   "fgmm_ivf_search: need nq >= 0, k >= 1, nprobe >= 1 (got %lld, %lld, %d)",
-                                   (long long)nq, (long long)k, nprobe);
-    if (!faiss_Index_is_trained(h->index))
-        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the index is not trained");
-    if (nq == 0) return FGMM_OK;
-    if (nprobe > h->nlist) nprobe = h->nlist;
-    /* each id is stored in at most `copies` lists, so the first k*copies hits hold k distinct ids */
-    idx_t copies = fgmm_ivf_lists_per_vector(h);
-    if (k > IVF_MAX_CANDIDATES / copies)
+/* The FAISS engine: search_preassigned for k x copies candidates (each id sits in at most `copies`
+ * lists, so they hold k distinct ids), then the first copy of each id. */
+static int search_faiss(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                        idx_t* labels, int64_t* dco) {
+    idx_t copies = fgmm_ivf_lists_per_vector(h), ntotal = faiss_Index_ntotal(h->index);
+    idx_t kf = k < ntotal ? k : ntotal > 0 ? ntotal : 1; /* more than ntotal would be padding */
+    if (kf > IVF_MAX_CANDIDATES / copies)
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search: k = %lld is too large (k x %lld copies > %lld)",
-                                   (long long)k, (long long)copies, (long long)IVF_MAX_CANDIDATES);
-    idx_t ki = k * copies;
+                                   (long long)kf, (long long)copies, (long long)IVF_MAX_CANDIDATES);
+    idx_t ki = kf * copies;
     idx_t bmax = IVF_MAX_CANDIDATES / ki < IVF_BATCH / 4 ? IVF_MAX_CANDIDATES / ki : IVF_BATCH / 4;
     if (bmax > nq) bmax = nq;
     float* dd = malloc((size_t)bmax * ki * sizeof(float));
@@ -533,8 +523,9 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
     float* pd = malloc((size_t)bmax * nprobe * sizeof(float));
     idx_t* pi = malloc((size_t)bmax * nprobe * sizeof(idx_t));
     int64_t* sizes = dco ? malloc((size_t)h->nlist * sizeof(int64_t)) : NULL;
+    FgmmIvfDedup set = {NULL, 0};
     int rc = FGMM_OK;
-    if (!dd || !ii || !pd || !pi || (dco && !sizes)) {
+    if (!dd || !ii || !pd || !pi || (dco && !sizes) || fgmm_ivf_dedup_init(&set, kf)) {
         rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
         goto done;
     }
@@ -551,21 +542,10 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
             rc = fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_search: %s", err);
             goto done;
         }
-        for (idx_t i = 0; i < b; i++) { /* keep the nearest copy of each id, in FAISS's order */
-            const idx_t* in = ii + (size_t)i * ki;
-            idx_t* lo = labels + (size_t)(i0 + i) * k;
-            float* dout = distances + (size_t)(i0 + i) * k;
-            idx_t got = 0;
-            for (idx_t t = 0; t < ki && got < k; t++) {
-                if (in[t] < 0) break;
-                int dup = 0;
-                for (idx_t s = 0; s < got && !dup; s++) dup = lo[s] == in[t];
-                if (dup) continue;
-                lo[got] = in[t];
-                dout[got] = dd[(size_t)i * ki + t];
-                got++;
-            }
-            for (; got < k; got++) lo[got] = -1, dout[got] = INFINITY;
+        for (idx_t i = 0; i < b; i++) {
+            fgmm_ivf_dedup_sorted(&set, ki, dd + (size_t)i * ki, ii + (size_t)i * ki, kf,
+                                  distances + (size_t)(i0 + i) * k, labels + (size_t)(i0 + i) * k);
+            for (idx_t t = kf; t < k; t++) labels[(size_t)(i0 + i) * k + t] = -1, distances[(size_t)(i0 + i) * k + t] = INFINITY;
         }
         for (idx_t i = 0; dco && i < b; i++) {
             int64_t c = h->nlist;
@@ -576,7 +556,45 @@ int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int npr
     }
 done:
     free(dd); free(ii); free(pd); free(pi); free(sizes);
+    fgmm_ivf_dedup_free(&set);
     return rc;
+}
+
+int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                         idx_t* labels, int64_t* dco, int engine, size_t slot_bytes) {
+    IVF_CHECK_NULL(h);
+    IVF_CHECK_NULL(q);
+    IVF_CHECK_NULL(distances);
+    IVF_CHECK_NULL(labels);
+    if (nq < 0 || k < 1 || nprobe < 1)
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "fgmm_ivf_search: need nq >= 0, k >= 1, nprobe >= 1 (got %lld, %lld, %d)",
+                                   (long long)nq, (long long)k, nprobe);
+    /* FAISS takes any k and pads; so do both engines, whose own buffers grow with min(k, entries) only */
+    if (nq > 0 && (uint64_t)k > (uint64_t)PTRDIFF_MAX / sizeof(idx_t) / (uint64_t)nq)
+        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search: nq x k = %lld x %lld results do not fit in memory",
+                                   (long long)nq, (long long)k);
+    if (engine < FGMM_SEARCH_AUTO || engine > FGMM_SEARCH_FLAT)
+        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search: unknown engine %d", engine);
+    if (!faiss_Index_is_trained(h->index))
+        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the index is not trained");
+    if (nq == 0) return FGMM_OK;
+    int rc = fgmm_check_data(nq, h->d, FGMM_F32, q, "fgmm_ivf_search: queries");
+    if (rc) return rc;
+    if (nprobe > h->nlist) nprobe = h->nlist;
+    if (engine != FGMM_SEARCH_FAISS) {
+        rc = fgmm_ivf_search_flat(h, nq, q, k, nprobe, distances, labels, dco, slot_bytes);
+        if (rc != 1) return rc;
+        if (engine == FGMM_SEARCH_FLAT)
+            return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the list-major engine needs an IndexIVFFlat "
+                                                       "on in-memory inverted lists");
+    }
+    return search_faiss(h, nq, q, k, nprobe, distances, labels, dco);
+}
+
+int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                    idx_t* labels, int64_t* dco) {
+    return fgmm_ivf_search_with(h, nq, q, k, nprobe, distances, labels, dco, FGMM_SEARCH_AUTO, 0);
 }
 
 double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt) {

@@ -9,6 +9,10 @@
 
 #include "flashgmm_ivf.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* FGMM_ERR_NULL from the calling function when p is NULL. */
 #define IVF_CHECK_NULL(p)                                                                    \
     do {                                                                                     \
@@ -33,10 +37,6 @@ struct FgmmIvf {
                           * codes (0: FAISS's add_core encoded; read by scripts/bench_build.c) */
 };
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 /* FGMM_ERR_FAISS with FAISS's last message, prefixed by what. */
 int fgmm_ivf_faiss_failed(const char* what);
 /* Lists a vector sits in at most under the handle's rule (capped at nlist). */
@@ -55,8 +55,34 @@ typedef struct FgmmIvfLayout {
  * the reason otherwise). Also for fuzz/fuzz_index.c, which keeps the FAISS section FAISS's own. */
 int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out);
 
+/* Search engines of fgmm_ivf_search: AUTO takes FLAT where the index allows it, else FAISS. */
+enum { FGMM_SEARCH_AUTO = 0, FGMM_SEARCH_FAISS = 1, FGMM_SEARCH_FLAT = 2 };
+/* FAISS: IndexIVF::search_preassigned for k x copies candidates, then de-duplication.
+ * FLAT: the list-major engine of ivf_search.c, for an IndexIVFFlat on in-memory lists (else
+ * FGMM_ERR_STATE). slot_bytes bounds a batch's candidate buffers (0: the default; tests make
+ * batches small with it). fgmm_ivf_search is engine AUTO, slot_bytes 0. */
+int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                         idx_t* labels, int64_t* dco, int engine, size_t slot_bytes);
+/* The FLAT engine on validated arguments (nprobe <= nlist); returns 1, doing nothing, where the
+ * index is not an IndexIVFFlat on in-memory lists. */
+int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                         idx_t* labels, int64_t* dco, size_t slot_bytes);
+
+/* First copy of each id in a candidate row (sorted, nearest first; -1 ends it): a hash set of the
+ * ids output, O(n) per row. */
+typedef struct FgmmIvfDedup {
+    idx_t* tab;
+    uint64_t mask;
+} FgmmIvfDedup;
+/* A set for rows of up to n distinct ids. */
+int fgmm_ivf_dedup_init(FgmmIvfDedup* s, idx_t n);
+void fgmm_ivf_dedup_free(FgmmIvfDedup* s);
+/* The first k distinct ids of ids[0..n) with their distances into lout / dout, the rest of the
+ * k-row padded with -1 / +inf; returns how many were found. The set is left empty. */
+idx_t fgmm_ivf_dedup_sorted(FgmmIvfDedup* s, idx_t n, const float* dist, const idx_t* ids, idx_t k, float* dout,
+                            idx_t* lout);
+
 #ifdef __cplusplus
 }
 #endif
-
 #endif

@@ -11,6 +11,8 @@
 #                                     .xfer/ (see `pack`), split to fit the 64 MiB a call may carry
 #   scripts/device.sh build-bench NAME ARGS (on the device) build/bench_build ARGS: FAISS's own IVF build on the
 #                                     host's cores next to the project's (GPU); tables and progress to $OUT/NAME.log
+#   scripts/device.sh search-bench NAME ARGS (on the device) build/bench_search ARGS on the unpacked Debian-SIFT1M
+#                                     (FAISS's search and ours on the host's cores, our training on the GPU)
 #   scripts/device.sh pack FILE...    (here) xz + split FILEs into .xfer/N/ pieces of <= 56 MiB (FGMM_PIECE), one
 #                                     folder per device call; `unpack` (there) joins what has arrived
 #                                     (names must differ: the pieces are named after the files)
@@ -31,7 +33,7 @@ bundle)
     "$top/scripts/build.sh" "$top/build"
     b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
     # FGMM_BUNDLE="ivf_curves" (say) packs only those programs: room for data in the same call
-    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves bench_build}; do cp "$top/build/$p" "$b/"; done
+    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves bench_build bench_search}; do cp "$top/build/$p" "$b/"; done
     # libraries the device image lacks: everything not from glibc/gcc/CUDA
     for f in "$b"/*; do
         [ -f "$f" ] || continue
@@ -138,6 +140,22 @@ build-bench)
     timeout "${FGMM_BENCH_TIMEOUT:-540}" "$b/bench_build" "$@" 2>&1 | tee -a "$out/$name.log"
     echo "$name: rc ${PIPESTATUS[0]}"
     ;;
+search-bench)
+    # build/bench_search ARGS on the data `unpack` joined (/root/data: base.bvecs, query.bvecs,
+    # groundtruth.ivecs); FGMM_QUERIES=N keeps the first N queries (e.g. 1000 for the 1-thread run)
+    shift
+    name="$1"; shift
+    bundle_env bench_search
+    bash "$0" unpack >/dev/null
+    q=/root/data/query.bvecs; g=/root/data/groundtruth.ivecs
+    if [ -n "${FGMM_QUERIES:-}" ]; then
+        head -c $((FGMM_QUERIES * 132)) "$q" > /root/data/q_$FGMM_QUERIES.bvecs; q=/root/data/q_$FGMM_QUERIES.bvecs
+        head -c $((FGMM_QUERIES * 404)) "$g" > /root/data/g_$FGMM_QUERIES.ivecs; g=/root/data/g_$FGMM_QUERIES.ivecs
+    fi
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "$(nproc) cores"; lscpu | grep "Model name"; } | tee -a "$out/$name.log"
+    timeout "${FGMM_BENCH_TIMEOUT:-540}" "$b/bench_search" --data /root/data/base.bvecs --queries "$q" --gt "$g" "$@" 2>&1 | tee -a "$out/$name.log"
+    echo "$name: rc ${PIPESTATUS[0]}"
+    ;;
 *)
-    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS | build-bench NAME ARGS" >&2; exit 2 ;;
+    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS | build-bench NAME ARGS | search-bench NAME ARGS" >&2; exit 2 ;;
 esac

@@ -93,9 +93,9 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
             p->backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else if (!strcmp(o, "--precision") && (!strcmp(v, "fast") || !strcmp(v, "exact")))
             p->precision = !strcmp(v, "fast") ? FGMM_PREC_FAST : FGMM_PREC_EXACT;
-        else if (!strcmp(o, "--cov") || !strcmp(o, "--backend") || !strcmp(o, "--precision"))
+        else if (!strcmp(o, "--cov") || !strcmp(o, "--backend") || !strcmp(o, "--precision") || !strcmp(o, "--hdf5"))
             return say("%s '%s': want one of %s\n", o, v,
-                       o[2] == 'c' ? "iso, diag" : o[2] == 'b' ? "auto, cpu, gpu" : "fast, exact"), 2;
+                       o[2] == 'c' ? "iso, diag" : o[2] == 'b' ? "auto, cpu, gpu" : o[2] == 'h' ? "child, in-process" : "fast, exact"), 2;
         else return say("unknown option %s (%s's options: flashgmm %s --help)\n", o, cmd, cmd), 2;
     }
     return 0;

@@ -232,7 +232,7 @@ static int ivf_build(int argc, char** argv) {
     rc = 1;
     if (threads) omp_set_num_threads((int)threads);
     FgmmVecs v;
-    if (fgmm_vecs_read(data, args.dataset, args.max_rows, &v)) { rc = fgmm_cli_fail(data); goto done; }
+    if (fgmm_cli_read(&args, data, 0, args.max_rows, 0, &v)) { rc = fgmm_cli_fail(data); goto done; }
     float* x = as_float(&v, data);
     fgmm_idx_t n = v.n;
     int d = v.d;
@@ -303,19 +303,19 @@ done:
 
 /* ---- search --------------------------------------------------------------------------- */
 
-/* Queries: --dataset, else HDF5's test then query, else the file's default. */
+/* Read in a child process (a crafted HDF5 file cannot end the CLI). Queries: --dataset, else HDF5's test then query, else the file's default. */
 static int read_queries(const char* path, const char* name, fgmm_idx_t max, FgmmVecs* q) {
-    if (name) return fgmm_vecs_read(path, name, max, q);
-    if (!fgmm_vecs_read(path, "test", max, q) || !fgmm_vecs_read(path, "query", max, q)) return 0;
-    return fgmm_vecs_read(path, NULL, max, q);
+    if (name) return fgmm_vecs_read_isolated(path, name, max, q);
+    if (!fgmm_vecs_read_isolated(path, "test", max, q) || !fgmm_vecs_read_isolated(path, "query", max, q)) return 0;
+    return fgmm_vecs_read_isolated(path, NULL, max, q);
 }
 
 static int read_gt(const char* path, const char* name, FgmmVecs* g) {
-    if (name) return fgmm_vecs_read(path, name, 0, g);
+    if (name) return fgmm_vecs_read_isolated(path, name, 0, g);
     const char* ext = strrchr(path, '.');
     if (ext && (!strcmp(ext, ".h5") || !strcmp(ext, ".hdf5")))
-        if (!fgmm_vecs_read(path, "neighbors", 0, g) || !fgmm_vecs_read(path, "match", 0, g)) return 0;
-    return fgmm_vecs_read(path, name, 0, g);
+        if (!fgmm_vecs_read_isolated(path, "neighbors", 0, g) || !fgmm_vecs_read_isolated(path, "match", 0, g)) return 0;
+    return fgmm_vecs_read_isolated(path, name, 0, g);
 }
 
 typedef struct search_opts {

@@ -1,0 +1,274 @@
+// fgmm_ivf_search's engines (plugin/ivf_search.c, the FAISS path) against a float64 brute force over
+// the probed lists, on the embedded sift10K set.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <faiss/IndexIVF.h>
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/index_factory_c.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "flashgmm_io.h"
+#include "flashgmm_ivf.h"
+#include "ivf_impl.h"
+
+namespace {
+
+struct Data {
+    std::vector<float> base, query;
+    int64_t nb = 0, nq = 0;
+    int d = 0;
+};
+
+const Data& data() {
+    static Data s = [] {
+        Data r;
+        std::string f = fgt::embedded("sift10K_byte.h5");
+        FgmmVecs b, q;
+        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &b), 0);
+        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "query", 0, &q), 0);
+        r.nb = b.n, r.nq = q.n, r.d = b.d;
+        for (size_t i = 0; i < (size_t)b.n * b.d; i++) r.base.push_back(((uint8_t*)b.data)[i]);
+        for (size_t i = 0; i < (size_t)q.n * q.d; i++) r.query.push_back(((uint8_t*)q.data)[i]);
+        fgmm_vecs_free(&b), fgmm_vecs_free(&q);
+        return r;
+    }();
+    return s;
+}
+
+struct Index {
+    FaissIndex* index = nullptr;
+    FgmmIvf* ivf = nullptr;
+    ~Index() {
+        fgmm_ivf_free(ivf);
+        faiss_Index_free(index);
+    }
+};
+
+// nlist lists, the rule given, trained on the whole base; n vectors added (ids: first_id + i).
+void build(Index& x, const char* spec, FgmmAssignRule rule, int64_t n, int64_t first_id = -1) {
+    const Data& s = data();
+    FgmmIvfParams p;
+    fgmm_ivf_params_init(&p);
+    p.rule = rule;
+    p.gmm.niter = 5;
+    p.gmm.kmeans_iter = 5;
+    ASSERT_EQ(faiss_index_factory(&x.index, s.d, spec, METRIC_L2), 0);
+    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_train(x.ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+    std::vector<idx_t> ids(n);
+    for (int64_t i = 0; i < n; i++) ids[i] = first_id + i;
+    ASSERT_EQ(fgmm_ivf_add(x.ivf, n, s.base.data(), first_id >= 0 ? ids.data() : nullptr, nullptr), 0)
+        << fgmm_get_last_error();
+}
+
+// IVF32,Flat on the whole set, built once per rule (SOAR: spilled; HARD) and only searched after.
+const Index& shared(FgmmAssignRule rule) {
+    static Index soar, hard;
+    Index& x = rule == FGMM_ASSIGN_SOAR ? soar : hard;
+    if (!x.ivf) build(x, "IVF32,Flat", rule, data().nb);
+    return x;
+}
+
+struct Result {
+    std::vector<float> d;
+    std::vector<idx_t> l;
+    std::vector<int64_t> dco;
+};
+
+Result run(const Index& x, int64_t nq, const float* q, idx_t k, int nprobe, int engine = FGMM_SEARCH_AUTO,
+           size_t slot_bytes = 0) {
+    Result r{std::vector<float>(nq * k), std::vector<idx_t>(nq * k), std::vector<int64_t>(nq)};
+    EXPECT_EQ(fgmm_ivf_search_with(x.ivf, nq, q, k, nprobe, r.d.data(), r.l.data(), r.dco.data(), engine, slot_bytes),
+              0)
+        << fgmm_get_last_error();
+    return r;
+}
+
+// The float64 truth over the lists FAISS's quantizer probes (queried with the same batch): each id's
+// nearest copy, sorted by (distance, id); the DCO of each query.
+struct Truth {
+    std::vector<std::map<idx_t, double>> dist;  // per query: every probed id's distance
+    std::vector<std::vector<std::pair<double, idx_t>>> order;
+    std::vector<int64_t> dco;
+};
+
+Truth truth(const Index& x, int64_t nq, const float* q, int nprobe) {
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(faiss_IndexIVF_cast(x.index));
+    const int d = (int)ivf->d, nlist = (int)ivf->nlist;
+    nprobe = std::min(nprobe, nlist);
+    std::vector<float> cd(nq * nprobe);
+    std::vector<idx_t> as(nq * nprobe);
+    ivf->quantizer->search(nq, q, nprobe, cd.data(), as.data());
+    Truth t{std::vector<std::map<idx_t, double>>(nq), {}, std::vector<int64_t>(nq, nlist)};
+    for (int64_t i = 0; i < nq; i++) {
+        for (int r = 0; r < nprobe; r++) {
+            idx_t l = as[i * nprobe + r];
+            size_t n = ivf->invlists->list_size(l);
+            t.dco[i] += n;
+            const float* codes = reinterpret_cast<const float*>(ivf->invlists->get_codes(l));
+            const idx_t* ids = ivf->invlists->get_ids(l);
+            for (size_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int c = 0; c < d; c++) {
+                    double e = (double)codes[j * d + c] - q[i * d + c];
+                    s += e * e;
+                }
+                auto it = t.dist[i].find(ids[j]);
+                if (it == t.dist[i].end() || s < it->second) t.dist[i][ids[j]] = s;
+            }
+        }
+        std::vector<std::pair<double, idx_t>> o;
+        for (auto& e : t.dist[i]) o.emplace_back(e.second, e.first);
+        std::sort(o.begin(), o.end());
+        t.order.push_back(o);
+    }
+    return t;
+}
+
+bool close(double a, double b) { return std::fabs(a - b) <= 1e-4 * std::max(std::fabs(b), 1.0); }
+
+// Row by row: rank t holds an id at the truth's rank-t distance (the same id, or one tied with it),
+// distances within 1e-4 relative, ids distinct, then -1 / +inf where fewer than k exist.
+void expect_matches(const Result& r, const Truth& t, int64_t nq, idx_t k, const std::string& what) {
+    for (int64_t i = 0; i < nq; i++) {
+        std::vector<idx_t> seen;
+        for (idx_t a = 0; a < k; a++) {
+            idx_t id = r.l[i * k + a];
+            float dd = r.d[i * k + a];
+            if (a >= (idx_t)t.order[i].size()) {
+                ASSERT_EQ(id, -1) << what << " query " << i << " rank " << a;
+                ASSERT_TRUE(std::isinf(dd)) << what;
+                continue;
+            }
+            ASSERT_NE(id, -1) << what << " query " << i << " rank " << a;
+            auto it = t.dist[i].find(id);
+            ASSERT_NE(it, t.dist[i].end()) << what << ": id " << id << " is not in the probed lists";
+            double want = t.order[i][a].first;
+            ASSERT_TRUE(id == t.order[i][a].second || close(it->second, want))
+                << what << " query " << i << " rank " << a << ": id " << id << " at " << it->second << ", truth "
+                << t.order[i][a].second << " at " << want;
+            ASSERT_TRUE(close(dd, it->second)) << what << " query " << i << " rank " << a << ": " << dd << " vs "
+                                               << it->second;
+            seen.push_back(id);
+        }
+        std::sort(seen.begin(), seen.end());
+        ASSERT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end()) << what << ": a repeated id";
+        ASSERT_EQ(r.dco[i], t.dco[i]) << what << " query " << i;
+    }
+}
+
+}  // namespace
+
+TEST(IvfSearch, EqualsBruteForceOverTheProbedLists) {
+    const Data& s = data();
+    const int64_t nq = 40;
+    for (FgmmAssignRule rule : {FGMM_ASSIGN_SOAR, FGMM_ASSIGN_HARD}) {
+        const Index& x = shared(rule);
+        for (int nprobe : {1, 3, 32})
+            for (idx_t k : {1, 10, 100, 1000}) {  // 1000 > every list's size (about 300-500 entries)
+                Truth t = truth(x, nq, s.query.data(), nprobe);
+                std::string what = std::string(rule == FGMM_ASSIGN_SOAR ? "soar" : "hard") +
+                                   " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                expect_matches(run(x, nq, s.query.data(), k, nprobe), t, nq, k, what);
+                expect_matches(run(x, nq, s.query.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
+            }
+    }
+}
+
+TEST(IvfSearch, SameResultsAtAnyThreadCountAndBatchSize) {
+    const Data& s = data();
+    const Index& x = shared(FGMM_ASSIGN_SOAR);
+    const int64_t nq = s.nq;
+    int threads = omp_get_max_threads();
+    for (int nprobe : {4, 32}) {
+        omp_set_num_threads(1);
+        Result one = run(x, nq, s.query.data(), 10, nprobe);
+        omp_set_num_threads(2);
+        Result two = run(x, nq, s.query.data(), 10, nprobe);
+        omp_set_num_threads(threads);
+        EXPECT_EQ(one.l, two.l) << "nprobe " << nprobe;
+        EXPECT_EQ(one.d, two.d) << "nprobe " << nprobe;  // bit for bit
+        EXPECT_EQ(one.dco, two.dco);
+    }
+    // one query per internal batch (all lists probed, so the quantizer's batch does not matter)
+    Result all = run(x, nq, s.query.data(), 10, 32);
+    Result small = run(x, nq, s.query.data(), 10, 32, FGMM_SEARCH_FLAT, 1);
+    EXPECT_EQ(all.l, small.l);
+    EXPECT_EQ(all.d, small.d);
+    EXPECT_EQ(all.dco, small.dco);
+    // several queries per batch, several batches: against the truth of the whole set
+    Result mid = run(x, nq, s.query.data(), 10, 32, FGMM_SEARCH_FLAT, 150000);
+    expect_matches(mid, truth(x, nq, s.query.data(), 32), nq, 10, "batches of 29 queries");
+}
+
+TEST(IvfSearch, EmptyListsAndIdsNearInt64Max) {
+    const Data& s = data();
+    Index x;
+    const int64_t first = INT64_MAX - 100;
+    build(x, "IVF64,Flat", FGMM_ASSIGN_SOAR, 60, first);  // 60 vectors: most of the 64 lists are empty
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(faiss_IndexIVF_cast(x.index));
+    int empty = 0;
+    for (int l = 0; l < 64; l++) empty += ivf->invlists->list_size(l) == 0;
+    EXPECT_GE(empty, 10);
+    const int64_t nq = 30;
+    for (int nprobe : {1, 8, 64})
+        for (idx_t k : {5, 70}) {  // 70 > the 60 vectors: padded
+            Result r = run(x, nq, s.query.data(), k, nprobe);
+            expect_matches(r, truth(x, nq, s.query.data(), nprobe), nq, k,
+                           "nprobe " + std::to_string(nprobe) + " k " + std::to_string(k));
+            for (idx_t id : r.l) EXPECT_TRUE(id == -1 || (id >= first && id < first + 60)) << id;
+        }
+}
+
+TEST(IvfSearch, HugeKIsFastAndPadded) {
+    const Data& s = data();
+    const Index& x = shared(FGMM_ASSIGN_SOAR);
+    const int64_t nq = 10;
+    const idx_t k = 160000;
+    for (int engine : {FGMM_SEARCH_AUTO, FGMM_SEARCH_FAISS}) {
+        auto t0 = std::chrono::steady_clock::now();
+        Result r = run(x, nq, s.query.data(), k, 32, engine);
+        double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        EXPECT_LT(sec, 1.0) << "engine " << engine;
+        for (int64_t i = 0; i < nq; i++) {  // every vector once (all lists probed), then padding
+            std::vector<idx_t> row(r.l.begin() + i * k, r.l.begin() + i * k + s.nb);
+            std::sort(row.begin(), row.end());
+            for (int64_t j = 0; j < s.nb; j++) ASSERT_EQ(row[j], j) << "engine " << engine;
+            for (idx_t a = s.nb; a < k; a++) ASSERT_EQ(r.l[i * k + a], -1);
+            for (idx_t a = 1; a < s.nb; a++) ASSERT_LE(r.d[i * k + a - 1], r.d[i * k + a]);
+        }
+    }
+}
+
+TEST(IvfSearch, BadQueriesAndEngines) {
+    const Data& s = data();
+    Index x;
+    build(x, "IVF16,Flat", FGMM_ASSIGN_SOAR, 2000);
+    std::vector<float> q(s.query.begin(), s.query.begin() + 3 * s.d);
+    std::vector<float> dist(3 * 10);
+    std::vector<idx_t> lab(3 * 10, 7);
+    for (float bad : {NAN, INFINITY, -INFINITY}) {
+        q[s.d + 5] = bad;
+        EXPECT_EQ(fgmm_ivf_search(x.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr), FGMM_ERR_DATA);
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("fgmm_ivf_search"), std::string::npos);
+    }
+    q[s.d + 5] = 1;
+    EXPECT_EQ(fgmm_ivf_search_with(x.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr, 7, 0), FGMM_ERR_ARG);
+    EXPECT_EQ(fgmm_ivf_search(x.ivf, 3, q.data(), INT64_MAX / 4, 4, dist.data(), lab.data(), nullptr), FGMM_ERR_ARG);
+    // the list-major engine takes IVF-Flat only; IVF-PQ keeps FAISS's search
+    Index pq;
+    build(pq, "IVF16,PQ8np", FGMM_ASSIGN_SOAR, 2000);
+    EXPECT_EQ(fgmm_ivf_search_with(pq.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr, FGMM_SEARCH_FLAT, 0),
+              FGMM_ERR_STATE);
+    EXPECT_EQ(fgmm_ivf_search(pq.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr), 0);
+    for (idx_t id : lab) EXPECT_TRUE(id >= 0 && id < 2000);
+}
