@@ -70,18 +70,34 @@ int fgmm_open_input(const char* path, FILE** f, int64_t* size);
 
 /// A file being written: fgmm_output_begin creates a new temporary file beside path (refused where
 /// path exists and is not a regular file); write to f; fgmm_output_end(o, path, 1) flushes, syncs
-/// and renames it over path, fgmm_output_end(o, path, 0) removes it. Readers of path see the old
-/// file or the whole new one, never a part. fgmm_output_end must follow every successful begin; on
-/// an output not begun or already ended it is FGMM_ERR_STATE, with a NULL path FGMM_ERR_NULL (the
-/// temporary file removed). Several threads may write at once, also to one path (the last rename
-/// wins; each temporary file has its own name).
+/// and renames it over path, then syncs the directory; fgmm_output_end(o, path, 0) removes it.
+/// Readers of path see the old file or the whole new one, never a part; after a crash at any point
+/// path is the old file or the whole new one. A path that is a symbolic link is followed: its
+/// target is replaced (created where the link dangles), the link stays. A replaced file keeps its
+/// mode and, where the writer may set them (root, or a group it is in), its owner and group; a new
+/// file gets 0666 less the umask. Temporary names are hidden (".NAME...tmp"), at most 244 bytes,
+/// so any name up to NAME_MAX bytes can be written; begin removes the temporary files of path's
+/// target left by writers that died (their process id is not alive on this host). end must follow
+/// every successful begin, with the same path; on an output not begun or already ended it is
+/// FGMM_ERR_STATE, with a NULL path FGMM_ERR_NULL (the temporary file removed). Several threads
+/// and processes may write at once, also to one path (the last rename wins; each temporary file
+/// has its own name).
 typedef struct FgmmOutput {
-    FILE* f;   ///< the temporary file, open for writing
-    char* tmp; ///< its name
+    FILE* f;      ///< the temporary file, open for writing (its descriptor is also readable: pread)
+    char* tmp;    ///< its name
+    char* target; ///< the file renamed over: path with symbolic links followed
 } FgmmOutput;
 int fgmm_output_begin(const char* path, FgmmOutput* out);
-/// ok = 0 also keeps errno's reason (a failed write's) for the message; FGMM_ERR_IO if any step fails.
+/// ok = 0 also keeps errno's reason (a failed write's) for the message; FGMM_ERR_IO if any step
+/// fails (if only the directory's sync fails, the message says the file was replaced).
 int fgmm_output_end(FgmmOutput* o, const char* path, int ok);
+
+/// A model in the .gmm layout (fgmm_model_write's file) at f's position, for files holding a model
+/// among other data. Write: FGMM_ERR_IO if a write fails. Read: exactly bytes bytes, which must be
+/// the whole model (its size is checked against the header before anything is allocated);
+/// FGMM_ERR_IO with the reason otherwise, NULL arguments FGMM_ERR_NULL.
+int fgmm_model_fwrite(const FgmmModel* model, FILE* f);
+int fgmm_model_fread(FILE* f, int64_t bytes, FgmmModel** out);
 
 #ifdef __cplusplus
 }

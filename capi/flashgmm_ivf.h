@@ -14,9 +14,10 @@
  *
  * Plain FAISS and spilled indexes: FAISS's own search of a spilled index returns an id once per
  * list it sits in (duplicates), and ntotal counts (vector, list) entries, not vectors. Search it
- * with fgmm_ivf_search (after fgmm_ivf_read), which removes the copies. The spill settings and
- * the GMM travel with the index file in two sidecars (PATH.fgmm, PATH.gmm), bound to the
- * quantizer's centroids.
+ * with fgmm_ivf_search (after fgmm_ivf_read), which removes the copies. fgmm_ivf_write keeps the
+ * index, its spill settings and the GMM in one file that FAISS's readers refuse (so that they never
+ * search it silently wrong); fgmm_ivf_write_faiss exports a plain FAISS file with each vector once.
+ * The file format: docs/FORMAT.md.
  */
 #ifndef FLASHGMM_IVF_H
 #define FLASHGMM_IVF_H
@@ -143,16 +144,40 @@ int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int n
 /// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
 double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt);
 
-/// Writes the index with faiss_write_index_fname to path, the spill settings to path.fgmm and
-/// the GMM to path.gmm (each to a temporary name, then renamed; a stale path.gmm is removed
-/// when the handle has no GMM).
+/// Writes the index, its spill settings, counts and ids (every int64 exactly) and the GMM (if any)
+/// to one file at path (docs/FORMAT.md: a versioned header, then the three as sections with CRC-32s).
+/// Atomic and durable: written to a temporary file in path's directory, synced, renamed over path
+/// once, the directory synced; readers, a crash at any moment and concurrent writers of one path
+/// leave path the complete old or the complete new file (fgmm_output_begin's rules: symbolic links
+/// followed, mode kept). Plain FAISS readers (faiss_read_index, faiss.read_index) refuse the file:
+/// 'Index type 0x4d4d4746 ("FGMM") not recognized'. A three-file set written before at path
+/// (path.fgmm, path.gmm) is removed after the rename. The handle is not modified: several threads
+/// may write it, or write it while others search it. FGMM_ERR_STATE before training.
 int fgmm_ivf_write(const FgmmIvf* ivf, const char* path);
 
-/// Reads an index written by fgmm_ivf_write (the returned handle owns the index). The spill
-/// settings saved in path.fgmm replace those of params (params->gmm is used as given; params may
-/// be NULL); sidecars that do not belong to this index's centroids, or that are unreadable, are
-/// an error. A plain FAISS index (no sidecars) is read with params as given.
+/// Reads an index written by fgmm_ivf_write (the returned handle owns the index); the spill settings
+/// saved there replace those of params (params->gmm and max_points_per_list are used as given;
+/// params may be NULL). Every section's length is checked against the file's size and its CRC-32
+/// before it is parsed; a damaged, truncated or foreign file, or a newer format version, is
+/// FGMM_ERR_IO with the reason (FGMM_ERR_FAISS where FAISS refuses the index section). The FAISS
+/// section is parsed by FAISS's reader, which is not hardened against crafted files whose
+/// checksums match (docs/FORMAT.md). Also reads a plain FAISS index file (params as given) and the
+/// three-file sets of earlier versions (a FAISS file with path.fgmm and path.gmm beside it).
 int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
+
+/// Exports a plain FAISS index file (faiss_read_index / faiss.read_index read it) in which every id
+/// sits in one list only: ntotal = distinct ids, FAISS's own search returns no duplicates. Each id
+/// keeps the entry of its primary list, judged from the average x of its copies' reconstructions
+/// (the vector itself for IVF-Flat; list centroid plus decoded residual for IVF-PQ): with
+/// FGMM_PRIMARY_NEAREST the list whose centroid is nearest to x, with FGMM_PRIMARY_RESPONSIBILITY
+/// (and a model) the most responsible component (ties: the lower list). For IVF-Flat that is the
+/// list a hard assignment gives, so the lists equal those of an index built without spill; for
+/// IVF-PQ a near tie may keep the second-nearest list's entry (PQ's coding error; docs/FORMAT.md
+/// has measurements). One entry per id: vectors added under one id count as one. The handle's
+/// index is not modified. Atomic as fgmm_ivf_write. Memory: 24 bytes per entry and the kept
+/// lists. IVF-Flat and IVF-PQ only: an IndexIVFPQR is FGMM_ERR_FAISS (FAISS finds its refinement
+/// codes by id, 0 to ntotal - 1, which the copy would not keep).
+int fgmm_ivf_write_faiss(const FgmmIvf* ivf, const char* path);
 
 FaissIndex* fgmm_ivf_index(const FgmmIvf* ivf);
 const FgmmModel* fgmm_ivf_model(const FgmmIvf* ivf); ///< NULL before training

@@ -1,7 +1,12 @@
-/* fuzz_index.c: the sidecars of a spilled index, as fgmm_ivf_read parses and binds them. The
- * FAISS index file itself stays valid (FAISS's reader is FAISS's, not hardened, README). The
- * first byte picks the file the rest of the input becomes: even: PATH.fgmm (the settings) beside
- * a valid index and model; odd: PATH.gmm (the model) beside a valid index and settings. */
+/* fuzz_index.c: index files as fgmm_ivf_read takes them, then the round trip. The first byte picks
+ * where the rest goes (fuzz/index_setup.h, fuzz_ivf_place): 'f' / 'g': the settings / model
+ * sidecar of a three-file set (older versions' files) beside a valid FAISS file and the other
+ * sidecar; 'I': a one-file index whose checksums the harness recomputes (to reach the checks behind
+ * them); any other: a one-file index as given. Inputs FAISS's reader would parse (FAISS's, not
+ * hardened: docs/FORMAT.md) are skipped: one-file inputs not starting with "FGMM" (read as plain
+ * FAISS files) or whose FAISS section is not the setup index's. An index
+ * that reads must search, write, read back equal and write the same bytes, also after an add
+ * (fuzz_ivf_roundtrip); a refused one gives a negative code, a message and no handle. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,20 +16,14 @@
 
 #include "index_setup.h"
 
-static char dir[400], idx[2][480];
+static char dir[400];
+static FuzzIvfFiles files;
 
 static void cleanup(void) {
-    char f[512];
-    for (int i = 0; i < 2; i++) {
-        for (int e = 0; e < 3; e++) {
-            snprintf(f, sizeof f, "%s%s", idx[i], e == 0 ? "" : e == 1 ? ".fgmm" : ".gmm");
-            unlink(f);
-        }
-    }
+    fuzz_ivf_teardown(&files);
     rmdir(dir);
 }
 
-/* Two copies of the index: one whose .fgmm is replaced by inputs, one whose .gmm is. */
 static void setup(void) {
     const char* tmp = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/fgmm_fuzz_index_XXXXXX", tmp ? tmp : "/tmp");
@@ -33,29 +32,26 @@ static void setup(void) {
         abort();
     }
     atexit(cleanup);
-    for (int i = 0; i < 2; i++) {
-        snprintf(idx[i], sizeof idx[i], "%s/%s.faiss", dir, i ? "model" : "settings");
-        if (fuzz_ivf_write(idx[i])) {
-            fprintf(stderr, "fuzz_index: cannot build the index: %s\n", fgmm_get_last_error());
-            abort();
-        }
+    if (fuzz_ivf_setup(dir, &files)) {
+        fprintf(stderr, "fuzz_index: cannot build the index: %s\n", fgmm_get_last_error());
+        abort();
     }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static int ready;
     if (!ready) setup(), ready = 1;
-    if (size < 1) return 0;
-    int mode = data[0] & 1;
-    char f[512];
-    snprintf(f, sizeof f, "%s%s", idx[mode], mode ? ".gmm" : ".fgmm");
-    FILE* out = fopen(f, "wb");
-    if (!out) abort();
-    if (fwrite(data + 1, 1, size - 1, out) != size - 1 || fclose(out)) abort();
+    const char* path = fuzz_ivf_place(&files, data, size);
+    if (!path) return 0;
     FgmmIvf* h = NULL;
-    int rc = fgmm_ivf_read(idx[mode], NULL, &h);
+    int rc = fgmm_ivf_read(path, NULL, &h);
     if (rc == FGMM_OK) {
         if (!h) abort();
+        const char* bad = fuzz_ivf_roundtrip(h, &files);
+        if (bad) {
+            fprintf(stderr, "fuzz_index: an index that read failed the round trip: %s: %s\n", bad, fgmm_get_last_error());
+            abort();
+        }
         fgmm_ivf_free(h);
     } else if (rc > 0 || h || !fgmm_get_last_error()[0]) {
         abort(); /* errors are negative codes with a message and no handle */

@@ -10,6 +10,8 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_io.h>
 #include <faiss/IndexIVFPQR.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/DirectMap.h>
@@ -24,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -193,6 +196,102 @@ extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* er
             mx = std::max(mx, *std::max_element(ids.begin(), ids.end()));
         }
         *out = mx;
+    } catch (const std::exception& e) {
+        return fail(err, errlen, e.what());
+    }
+    return 0;
+}
+
+extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
+                                           double (*score)(void* ctx, int64_t list, const float* x), void* ctx,
+                                           char* err, size_t errlen) {
+    FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
+    if (!handle) return fail(err, errlen, "not an IndexIVF");
+    const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
+    const std::type_info& t = typeid(*ivf);
+    if (t == typeid(faiss::IndexIVFPQR))
+        return fail(err, errlen, "an IndexIVFPQR is not exported: FAISS finds its refinement codes by id (0 to ntotal - 1), "
+                                 "which a copy without the spilled entries does not keep");
+    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ))
+        return fail(err, errlen, ("an " + class_name(t) + " is not exported (IndexIVFFlat and IndexIVFPQ are)").c_str());
+    const faiss::InvertedLists* il = ivf->invlists;
+    if (!il) return fail(err, errlen, "the index has no inverted lists");
+    struct Entry {
+        int64_t id, list, offset;
+    };
+    std::string error;
+    try {
+        std::vector<Entry> all;
+        all.reserve(ivf->ntotal);
+        for (size_t l = 0; l < il->nlist; l++) {
+            size_t n = il->list_size(l);
+            if (!n) continue;
+            faiss::InvertedLists::ScopedIds ids(il, l);
+            for (size_t o = 0; o < n; o++) all.push_back({ids.get()[o], (int64_t)l, (int64_t)o});
+        }
+        std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) {
+            return a.id != b.id ? a.id < b.id : a.list < b.list;
+        });
+        std::vector<size_t> group;  // where each id's entries start
+        for (size_t i = 0; i < all.size(); i++)
+            if (!i || all[i].id != all[i - 1].id) group.push_back(i);
+        group.push_back(all.size());
+        // per id: its copies' reconstructions averaged (one estimate of the vector for all its
+        // lists: PQ errors then move every list's score alike), the best-scoring list kept, ties
+        // to the lower list; the others marked with list -1
+#pragma omp parallel
+        {
+            std::vector<float> x(ivf->d), mean(ivf->d);
+#pragma omp for schedule(dynamic, 256)
+            for (int64_t g = 0; g < (int64_t)group.size() - 1; g++) {
+                size_t a = group[g], b = group[g + 1];
+                if (b - a == 1) continue;
+                try {
+                    std::fill(mean.begin(), mean.end(), 0.0f);
+                    for (size_t i = a; i < b; i++) {
+                        ivf->reconstruct_from_offset(all[i].list, all[i].offset, x.data());
+                        for (int j = 0; j < ivf->d; j++) mean[j] += x[j] / (float)(b - a);
+                    }
+                    size_t best = a;
+                    double best_score = score(ctx, all[a].list, mean.data());
+                    for (size_t i = a + 1; i < b; i++) {
+                        double s = score(ctx, all[i].list, mean.data());
+                        if (s > best_score) best = i, best_score = s;
+                    }
+                    for (size_t i = a; i < b; i++)
+                        if (i != best) all[i].list = -1;
+                } catch (const std::exception& e) {
+#pragma omp critical(fgmm_bridge_error)
+                    error = e.what();
+                }
+            }
+        }
+        if (!error.empty()) return fail(err, errlen, error.c_str());
+        all.erase(std::remove_if(all.begin(), all.end(), [](const Entry& e) { return e.list < 0; }), all.end());
+        std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) {
+            return a.list != b.list ? a.list < b.list : a.offset < b.offset;
+        });
+        auto kept = std::make_unique<faiss::ArrayInvertedLists>(il->nlist, il->code_size);
+        for (size_t i = 0; i < all.size();) {
+            size_t l = (size_t)all[i].list;
+            faiss::InvertedLists::ScopedCodes codes(il, l);  // not get_single_code: 1.7.3 leaks its copy
+            for (; i < all.size() && (size_t)all[i].list == l; i++)
+                kept->add_entry(l, all[i].id, codes.get() + (size_t)all[i].offset * il->code_size);
+        }
+        // a copy holding the kept lists, sharing the quantizer (copied fields, nothing owned)
+        std::unique_ptr<faiss::IndexIVF> copy;
+        if (typeid(*ivf) == typeid(faiss::IndexIVFFlat))
+            copy.reset(new faiss::IndexIVFFlat(*static_cast<const faiss::IndexIVFFlat*>(ivf)));
+        else
+            copy.reset(new faiss::IndexIVFPQ(*static_cast<const faiss::IndexIVFPQ*>(ivf)));
+        copy->own_fields = false;
+        copy->own_invlists = false;
+        copy->replace_invlists(kept.release(), true);
+        copy->ntotal = (int64_t)all.size();
+        copy->direct_map = faiss::DirectMap();
+        if (ivf->direct_map.type != faiss::DirectMap::NoMap) copy->set_direct_map_type(ivf->direct_map.type);
+        faiss::FileIOWriter w(f);
+        faiss::write_index(copy.get(), &w);
     } catch (const std::exception& e) {
         return fail(err, errlen, e.what());
     }

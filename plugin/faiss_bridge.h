@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <faiss/c_api/Index_c.h>
 
@@ -47,6 +48,17 @@ int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const in
 
 /* Largest id stored in any inverted list (-1 if empty). */
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
+
+/* Writes to f (faiss::write_index) a copy of the IVF index that holds each id once: of the entries
+ * with one id, the one whose list l scores highest by score(ctx, l, x), x the average of their
+ * reconstructions (IndexIVF::reconstruct_from_offset: the vector for IVF-Flat, centroid + decoded
+ * residual for IVF-PQ); ties go to the lower list. Lists keep their order; ntotal = distinct ids; a direct map
+ * is rebuilt as the index had it. The index is not modified; the copy shares its quantizer and
+ * holds only the kept lists. Exactly IndexIVFFlat or IndexIVFPQ (an IndexIVFPQR's refinement codes
+ * are found by id: refused). score is called from several threads. On failure returns -1 with the
+ * reason in err. */
+int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f, double (*score)(void* ctx, int64_t list, const float* x),
+                                void* ctx, char* err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,8 @@
 #ifndef FGMM_IVF_IMPL_H
 #define FGMM_IVF_IMPL_H
 
+#include <stdio.h>
+
 #include <faiss/c_api/IndexIVF_c.h>
 
 #include "flashgmm_ivf.h"
@@ -41,6 +43,17 @@ int fgmm_ivf_faiss_failed(const char* what);
 int fgmm_ivf_lists_per_vector(const FgmmIvf* h);
 /* FGMM_ERR_ARG with a message if a field of p is out of range. */
 int fgmm_ivf_check_params(const FgmmIvfParams* p);
+
+/* An index file's sections (docs/FORMAT.md): the FAISS index, the settings, the model. */
+enum { FGMM_IVF_SECTIONS = 3 };
+typedef struct FgmmIvfLayout {
+    int64_t off[FGMM_IVF_SECTIONS], len[FGMM_IVF_SECTIONS];
+    uint32_t crc[FGMM_IVF_SECTIONS];
+} FgmmIvfLayout;
+/* The header of the index file f (size bytes, named name in messages): its sections, checked to be
+ * back to back, within the file, of sane lengths, and to match their CRC-32s (FGMM_ERR_IO with
+ * the reason otherwise). Also for fuzz/fuzz_index.c, which keeps the FAISS section FAISS's own. */
+int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out);
 
 /* Search engines of fgmm_ivf_search: AUTO takes FLAT where the index allows it, else FAISS. */
 enum { FGMM_SEARCH_AUTO = 0, FGMM_SEARCH_FAISS = 1, FGMM_SEARCH_FLAT = 2 };

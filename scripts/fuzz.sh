@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in fuzz/ (clang, ASan + UBSan) and runs each for a bounded time on
-# a copy of its checked-in seed corpus (fuzz/corpus/NAME). The index target (the plugin's sidecar
+# a copy of its checked-in seed corpus (fuzz/corpus/NAME). The index target (the plugin's index files
 # reader) links FAISS: libfaiss_c.a from $FGMM_DEPS_DIR/faiss_c (default .deps, scripts/setup.sh)
 # and Debian's libfaiss.a, neither instrumented. Exits non-zero on a crash, a sanitizer
 # report, a leak, a timeout or an allocation above the limit; the input is left in

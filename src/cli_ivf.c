@@ -33,8 +33,8 @@ const char fgmm_cli_ivf_usage[] =
 
 static const char build_usage[] =
     "usage: flashgmm ivf build DATA --out INDEX [options]\n"
-    "Trains an IVF index on the rows of DATA, adds them, writes INDEX (a FAISS file) and, unless the\n"
-    "quantizer is faiss, INDEX.fgmm (spill settings) and INDEX.gmm (the model) beside it.\n"
+    "Trains an IVF index on the rows of DATA, adds them, writes INDEX: a FAISS file with --quantizer\n"
+    "faiss, else one flashgmm index file (the FAISS index, spill settings and model; docs/FORMAT.md).\n"
     "  --nlist N            lists (default 1024, fewer where DATA has < 39 rows per list: a power of 2)\n"
     "  --factory SPEC       FAISS index_factory string instead of --nlist (e.g. IVF1024,PQ16; default\n"
     "                       IVF<nlist>,Flat)\n"
@@ -304,7 +304,7 @@ static int ivf_build(int argc, char** argv) {
     if (!rc)
         printf("build: %s, train %.2f s, add %.2f s, total %.2f s; %lld list entries; wrote %s (%.2f MB)%s\n", factory,
                train_s, add_s, train_s + add_s, (long long)faiss_Index_ntotal(index), out, file_mb(out),
-               quant == QUANT_FAISS ? "" : " + .fgmm, .gmm");
+               quant == QUANT_FAISS ? "" : " (flashgmm index file)");
     faiss_Index_free(index);
     free(x);
 done:
@@ -382,14 +382,14 @@ static int ivf_search(int argc, char** argv) {
     FgmmIvfParams ip; /* a plain FAISS index: one list per vector; sidecars replace these */
     fgmm_ivf_params_init(&ip);
     ip.rule = FGMM_ASSIGN_HARD;
-    char side[4096];
-    struct stat st;
-    int spilled = suffixed(side, sizeof side, path, ".fgmm") && stat(side, &st) == 0;
-    if (spilled && s.engine == ENGINE_FAISS)
-        return fprintf(stderr, "flashgmm: %s has spilled copies: FAISS's search would return them (--engine auto or fgmm)\n", path), 2;
-    int by_fgmm = spilled || s.engine == ENGINE_FGMM;
     FgmmIvf* ivf = NULL;
     if (fgmm_ivf_read(path, &ip, &ivf)) return fgmm_cli_fail(path);
+    int spilled = fgmm_ivf_inflation(ivf) > 1.0; /* vectors in several lists */
+    if (spilled && s.engine == ENGINE_FAISS) {
+        fgmm_ivf_free(ivf);
+        return fprintf(stderr, "flashgmm: %s has spilled copies: FAISS's search would return them (--engine auto or fgmm)\n", path), 2;
+    }
+    int by_fgmm = spilled || s.engine == ENGINE_FGMM;
     FaissIndex* index = fgmm_ivf_index(ivf);
     FaissIndexIVF* iv = faiss_IndexIVF_cast(index);
     int rc = 1, d = faiss_Index_d(index), nlist = (int)faiss_IndexIVF_nlist(iv);

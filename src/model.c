@@ -1,4 +1,5 @@
 /* model.c: the mixture object, its file format, data views and statistics buffers. */
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -109,17 +110,24 @@ void fgmm_model_logconst(const FgmmModel* m, double* c) {
 /* File: magic[8], int32 k, d, cov, then mu, var, w as float32 (little-endian hosts). */
 #define FGMM_FILE_HEADER 20
 
+int fgmm_model_fwrite(const FgmmModel* m, FILE* f) {
+    FGMM_CHECK_NULL(m);
+    FGMM_CHECK_NULL(f);
+    int32_t hdr[3] = {m->k, m->d, (int32_t)m->cov};
+    size_t kd = (size_t)m->k * m->d, nv = fgmm_model_nvar(m);
+    int ok = fwrite(FGMM_FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
+             fwrite(m->mu, sizeof(float), kd, f) == kd && fwrite(m->var, sizeof(float), nv, f) == nv &&
+             fwrite(m->w, sizeof(float), (size_t)m->k, f) == (size_t)m->k;
+    return ok ? FGMM_OK : fgmm_fail(FGMM_ERR_IO, "writing a model failed: %s", strerror(errno));
+}
+
 int fgmm_model_write(const FgmmModel* m, const char* path) {
     FGMM_CHECK_NULL(m);
     FGMM_CHECK_NULL(path);
     FgmmOutput o;
     int rc = fgmm_output_begin(path, &o);
     if (rc) return rc;
-    int32_t hdr[3] = {m->k, m->d, (int32_t)m->cov};
-    size_t kd = (size_t)m->k * m->d, nv = fgmm_model_nvar(m);
-    int ok = fwrite(FGMM_FILE_MAGIC, 1, 8, o.f) == 8 && fwrite(hdr, sizeof hdr, 1, o.f) == 1 &&
-             fwrite(m->mu, sizeof(float), kd, o.f) == kd && fwrite(m->var, sizeof(float), nv, o.f) == nv &&
-             fwrite(m->w, sizeof(float), (size_t)m->k, o.f) == (size_t)m->k;
+    int ok = fgmm_model_fwrite(m, o.f) == FGMM_OK;
     return fgmm_output_end(&o, path, ok);
 }
 
@@ -128,16 +136,16 @@ static int read_model(FILE* f, int64_t size, const char* path, FgmmModel** out) 
     char magic[8];
     int32_t hdr[3];
     if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FGMM_FILE_MAGIC, 8) != 0)
-        return fgmm_fail(FGMM_ERR_IO, "'%s' is not a flashgmm model file", path);
-    if (fread(hdr, sizeof hdr, 1, f) != 1) return fgmm_fail(FGMM_ERR_IO, "'%s': truncated header", path);
+        return fgmm_fail(FGMM_ERR_IO, "%s is not a flashgmm model file", path);
+    if (fread(hdr, sizeof hdr, 1, f) != 1) return fgmm_fail(FGMM_ERR_IO, "%s: truncated header", path);
     int k = hdr[0], d = hdr[1];
     if (k < 1 || k > FGMM_MAX_K || d < 1 || d > FGMM_MAX_DIM || (hdr[2] != FGMM_COV_ISOTROPIC && hdr[2] != FGMM_COV_DIAGONAL))
-        return fgmm_fail(FGMM_ERR_IO, "'%s': bad header (k = %d, d = %d, covariance %d)", path, k, d, hdr[2]);
+        return fgmm_fail(FGMM_ERR_IO, "%s: bad header (k = %d, d = %d, covariance %d)", path, k, d, hdr[2]);
     /* k <= 2^24, d <= 2^20: every count below fits in int64 */
     int64_t kd = (int64_t)k * d, nv = hdr[2] == FGMM_COV_DIAGONAL ? kd : k;
     int64_t want = FGMM_FILE_HEADER + 4 * (kd + nv + k);
     if (size != want)
-        return fgmm_fail(FGMM_ERR_IO, "'%s': %lld bytes; a %d x %d %s model has %lld: %s", path, (long long)size, k, d,
+        return fgmm_fail(FGMM_ERR_IO, "%s: %lld bytes; a %d x %d %s model has %lld: %s", path, (long long)size, k, d,
                          hdr[2] == FGMM_COV_DIAGONAL ? "diagonal" : "isotropic", (long long)want,
                          size < want ? "truncated" : "trailing bytes");
     FgmmModel* m;
@@ -145,9 +153,9 @@ static int read_model(FILE* f, int64_t size, const char* path, FgmmModel** out) 
     if (rc) return rc;
     if (fread(m->mu, sizeof(float), (size_t)kd, f) != (size_t)kd || fread(m->var, sizeof(float), (size_t)nv, f) != (size_t)nv ||
         fread(m->w, sizeof(float), (size_t)k, f) != (size_t)k)
-        rc = fgmm_fail(FGMM_ERR_IO, "'%s': read failed (truncated while reading?)", path);
+        rc = fgmm_fail(FGMM_ERR_IO, "%s: read failed (truncated while reading?)", path);
     else if ((rc = check_params(m)) != 0)
-        rc = fgmm_fail(FGMM_ERR_IO, "'%s': %s", path, fgmm_get_last_error());
+        rc = fgmm_fail(FGMM_ERR_IO, "%s: %s", path, fgmm_get_last_error());
     if (rc) {
         fgmm_model_free(m);
         return rc;
@@ -164,9 +172,18 @@ int fgmm_model_read(const char* path, FgmmModel** out) {
     int64_t size;
     int rc = fgmm_open_input(path, &f, &size);
     if (rc) return rc;
-    rc = read_model(f, size, path, out);
+    char what[4200]; /* a longer path is cut in messages */
+    snprintf(what, sizeof what, "'%s'", path);
+    rc = read_model(f, size, what, out);
     fclose(f);
     return rc;
+}
+
+int fgmm_model_fread(FILE* f, int64_t bytes, FgmmModel** out) {
+    FGMM_CHECK_NULL(out);
+    *out = NULL;
+    FGMM_CHECK_NULL(f);
+    return read_model(f, bytes, "the model", out);
 }
 
 int fgmm_stats_alloc(fgmm_stats* s, int k, int d, int s2_per_dim) {

@@ -6,7 +6,7 @@ package's copy, the repository's build*/ folders, or the system loader). docs/py
     index = flashgmm.IvfIndex(faiss.index_factory(d, "IVF1024,Flat"), nprobe=16)  # rule="soar", spill_target=1.5
     index.train(x); index.add(x)
     D, I = index.search(q, 10)             # 10 distinct ids per query; index.stats.ndis: codes compared
-    index.write("index.faiss")             # + index.faiss.fgmm, .gmm: read with flashgmm.IvfIndex.read
+    index.write("index.faiss")             # one file: read with flashgmm.IvfIndex.read
 
 Plain FAISS (faiss.read_index + search) on a spilled index returns duplicate ids and counts
 (vector, list) entries in ntotal: export with index.write_faiss(path) or index.to_faiss() instead.

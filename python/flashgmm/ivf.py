@@ -299,17 +299,17 @@ class IvfIndex(_lib.Owned):
         return _index_out(lib.fgmm_ivf_index(h))
 
     def write(self, path):
-        """Writes the FAISS index to path and the spill settings and GMM to path.fgmm and path.gmm.
-        Plain FAISS reads path but sees the spilled copies: read it with IvfIndex.read (or export
-        with write_faiss)."""
+        """Writes the index, its spill settings and the GMM to one file at path, atomically
+        (docs/FORMAT.md). Plain FAISS refuses that file: read it with IvfIndex.read, or export a
+        plain FAISS file with write_faiss."""
         lib.fgmm_ivf_write(self._handle(), _lib.path_arg(path))
 
     @classmethod
     @_params.keywords(*IVF_KEYWORDS)
     def read(cls, path, *, nprobe=None, verbose=False, progress=None, **params):
-        """Reads an index written by write (or a plain FAISS IVF file). Spill settings come from
-        path.fgmm when it exists; the keywords (as for IvfIndex) apply otherwise, and the GMM
-        keywords (backend, ...) always."""
+        """Reads an index written by write (also the three-file sets of earlier versions, or a
+        plain FAISS IVF file). Spill settings come from the file where it has them; the keywords
+        (as for IvfIndex) apply otherwise, and the GMM keywords (backend, ...) always."""
         p = ivf_params(params)
         nprobe = None if nprobe is None else _check_nprobe(nprobe)
         report = Progress()

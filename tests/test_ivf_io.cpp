@@ -1,0 +1,675 @@
+// Index files (plugin/ivf_io.c, docs/FORMAT.md) and the atomic outputs under them (src/file.c):
+// round trips of every int64, crashes and concurrent readers and writers, FAISS's refusal, the plain
+// FAISS export, the three-file sets of earlier versions, modes, symbolic links, stale temporary
+// files, long names, damaged files and the fuzz corpus.
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../fuzz/index_setup.h"
+#include "common.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string slurp(const std::string& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void spit(const std::string& f, const std::string& data) { std::ofstream(f, std::ios::binary) << data; }
+
+// A fresh, empty directory.
+std::string fresh_dir(const std::string& name) {
+    std::string d = testing::TempDir() + "ivf_io_" + name;
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+}
+
+// Names in a directory other than keep.
+std::vector<std::string> others(const std::string& dir, const std::set<std::string>& keep) {
+    std::vector<std::string> out;
+    for (auto& e : fs::directory_iterator(dir))
+        if (!keep.count(e.path().filename().string())) out.push_back(e.path().filename().string());
+    return out;
+}
+
+// fuzz/index_setup.h's index: 64 vectors in 128 entries; more = 4 rows added (ids given), 136.
+struct Tiny {
+    FgmmIvf* h = nullptr;
+    FaissIndex* index = nullptr;
+    explicit Tiny(std::vector<idx_t> more = {}) {
+        EXPECT_EQ(fuzz_ivf_build(&h, &index), 0) << fgmm_get_last_error();
+        if (more.empty() || !h) return;
+        std::vector<float> x(more.size() * FUZZ_IVF_D);
+        fuzz_ivf_rows(x.data(), (int)more.size());
+        for (float& v : x) v += 0.25f;  // not the base rows: no distance ties
+        EXPECT_EQ(fgmm_ivf_add(h, (idx_t)more.size(), x.data(), more.data(), nullptr), 0) << fgmm_get_last_error();
+    }
+    ~Tiny() {
+        fgmm_ivf_free(h);
+        if (index) faiss_Index_free(index);
+    }
+};
+
+// Entries of the index at path as fgmm_ivf_read gives it; -1 (and the message) if it does not read.
+int64_t entries_at(const std::string& path, std::string* why = nullptr) {
+    FgmmIvf* r = nullptr;
+    if (fgmm_ivf_read(path.c_str(), nullptr, &r)) {
+        if (why) *why = fgmm_get_last_error();
+        return -1;
+    }
+    int64_t n = r->n_entries == faiss_Index_ntotal(r->index) ? r->n_entries : -2;
+    fgmm_ivf_free(r);
+    return n;
+}
+
+}  // namespace
+
+// H1: ids, next_id and counts are stored as int64: 2^53 + 1 and INT64_MAX - 1 come back exactly
+// (the text settings of earlier versions capped them at 9e15); also from a three-file set.
+TEST(IvfIo, IdsNearInt64MaxRoundTripExactly) {
+    std::vector<idx_t> ids = {INT64_MAX - 1, INT64_MAX - 2, (idx_t(1) << 53) + 1, 9000000000000001};
+    Tiny t(ids);
+    ASSERT_EQ(t.h->next_id, INT64_MAX);
+    std::string dir = fresh_dir("ids"), one = dir + "/one.fgmmivf", three = dir + "/three.faiss";
+    ASSERT_EQ(fgmm_ivf_write(t.h, one.c_str()), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fuzz_ivf_write_three_files(t.h, three.c_str()), 0);
+    std::vector<float> q(ids.size() * FUZZ_IVF_D);
+    fuzz_ivf_rows(q.data(), (int)ids.size());
+    for (float& v : q) v += 0.25f;
+    for (const std::string& f : {one, three}) {
+        FgmmIvf* r = nullptr;
+        ASSERT_EQ(fgmm_ivf_read(f.c_str(), nullptr, &r), 0) << f << ": " << fgmm_get_last_error();
+        EXPECT_EQ(r->next_id, INT64_MAX) << f;
+        EXPECT_EQ(r->n_vectors, 68) << f;
+        EXPECT_EQ(r->n_entries, 136) << f;
+        std::vector<idx_t> lab(ids.size());
+        std::vector<float> dist(ids.size());
+        ASSERT_EQ(fgmm_ivf_search(r, (idx_t)ids.size(), q.data(), 1, 4, dist.data(), lab.data(), nullptr), 0);
+        EXPECT_EQ(lab, ids) << f;
+        fgmm_ivf_free(r);
+    }
+}
+
+// H2: a writer killed (SIGKILL) at a random moment of rewriting the index, round after round,
+// leaves the complete old or the complete new index; the temporary files of the killed writers go
+// with the next write.
+TEST(IvfIo, KilledWriterLeavesTheOldOrTheNewIndex) {
+    Tiny a, b({1000, 1001, 1002, 1003});
+    std::string dir = fresh_dir("killed"), path = dir + "/k.fgmmivf";
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 5; i++) ASSERT_EQ(fgmm_ivf_write(i % 2 ? b.h : a.h, path.c_str()), 0) << fgmm_get_last_error();
+    double write_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 5;
+    std::mt19937 g(7);
+    int seen[2] = {0, 0}, rounds = 60;
+    for (int round = 0; round < rounds; round++) {
+        pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {  // the writer: alternates the two indexes until killed
+            for (int i = round;; i++) fgmm_ivf_write(i % 2 ? b.h : a.h, path.c_str());
+        }
+        usleep((useconds_t)std::uniform_real_distribution<double>(0, 3 * write_us)(g));
+        kill(pid, SIGKILL);
+        int st;
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+        std::string why;
+        int64_t n = entries_at(path, &why);
+        ASSERT_TRUE(n == 128 || n == 136) << "round " << round << ": " << n << " " << why;
+        seen[n == 136]++;
+    }
+    EXPECT_GT(seen[0], 0);
+    EXPECT_GT(seen[1], 0);
+    std::vector<std::string> left = others(dir, {"k.fgmmivf"});
+    ASSERT_EQ(fgmm_ivf_write(a.h, path.c_str()), 0) << fgmm_get_last_error();
+    EXPECT_EQ(others(dir, {"k.fgmmivf"}), std::vector<std::string>()) << left.size() << " were left by killed writers";
+    EXPECT_EQ(entries_at(path), 128);
+    std::printf("[          ] write %.0f us; %d kills: %d old/new 128, %d 136; %zu temporary files left, removed\n",
+                write_us, rounds, seen[0], seen[1], left.size());
+}
+
+// H2: a reader re-opening the index while another thread rewrites it always reads a whole index.
+TEST(IvfIo, ReaderDuringRewritesAlwaysReadsAWholeIndex) {
+    Tiny a, b({1000, 1001, 1002, 1003});
+    std::string dir = fresh_dir("reader"), path = dir + "/r.fgmmivf";
+    ASSERT_EQ(fgmm_ivf_write(a.h, path.c_str()), 0);
+    std::atomic<bool> done{false};
+    std::atomic<int> reads{0}, bad{0};
+    std::string last_bad;
+    std::thread reader([&] {
+        while (!done) {
+            std::string why;
+            int64_t n = entries_at(path, &why);
+            if (n != 128 && n != 136) bad++, last_bad = why;
+            reads++;
+        }
+    });
+    for (int i = 0; i < 60; i++) EXPECT_EQ(fgmm_ivf_write(i % 2 ? a.h : b.h, path.c_str()), 0) << fgmm_get_last_error();
+    done = true;
+    reader.join();
+    EXPECT_EQ(bad.load(), 0) << last_bad;
+    EXPECT_GT(reads.load(), 10);
+    EXPECT_EQ(others(dir, {"r.fgmmivf"}), std::vector<std::string>());
+}
+
+// H2: two processes writing one path at once (and a reader meanwhile) leave a readable index, and
+// neither removes the other's temporary file (its writer is alive).
+TEST(IvfIo, TwoWritersOfOnePathLeaveAReadableIndex) {
+    Tiny a, b({1000, 1001, 1002, 1003});
+    std::string dir = fresh_dir("writers"), path = dir + "/w.fgmmivf";
+    ASSERT_EQ(fgmm_ivf_write(a.h, path.c_str()), 0);
+    pid_t pid[2];
+    for (int w = 0; w < 2; w++) {
+        pid[w] = fork();
+        ASSERT_GE(pid[w], 0);
+        if (pid[w] == 0) {
+            int failed = 0;
+            for (int i = 0; i < 40; i++) failed += fgmm_ivf_write(w ? b.h : a.h, path.c_str()) != 0;
+            _exit(failed ? 1 : 0);
+        }
+    }
+    int reads = 0, bad = 0;
+    for (int w = 0; w < 2; w++) {
+        int st = 0;
+        while (waitpid(pid[w], &st, WNOHANG) == 0) {
+            int64_t n = entries_at(path);
+            bad += n != 128 && n != 136;
+            reads++;
+        }
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "writer " << w << " had failed writes";
+    }
+    EXPECT_EQ(bad, 0) << reads << " reads";
+    int64_t n = entries_at(path);
+    EXPECT_TRUE(n == 128 || n == 136) << n;
+    EXPECT_EQ(others(dir, {"w.fgmmivf"}), std::vector<std::string>());
+}
+
+// FAISS's reader refuses the file, naming its first 4 bytes (docs/FORMAT.md quotes the message).
+TEST(IvfIo, PlainFaissRefusesTheIndexFile) {
+    Tiny t;
+    std::string path = fresh_dir("refused") + "/x.faiss";
+    ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0);
+    FaissIndex* index = nullptr;
+    EXPECT_NE(faiss_read_index_fname(path.c_str(), 0, &index), 0);
+    EXPECT_EQ(index, nullptr);
+    EXPECT_NE(std::string(faiss_get_last_error()).find("Index type 0x4d4d4746 (\"FGMM\") not recognized"),
+              std::string::npos)
+        << faiss_get_last_error();
+}
+
+namespace {
+
+struct SiftSmall {
+    std::vector<float> base, query;
+    std::vector<int64_t> gt;  // the 10 nearest base rows per query, exact
+    int64_t nb = 0, nq = 0;
+    int d = 0;
+};
+
+const SiftSmall& sift_small() {
+    static SiftSmall s = [] {
+        SiftSmall r;
+        std::string f = fgt::embedded("sift10K_byte.h5");
+        FgmmVecs v[2];
+        const char* name[2] = {"dataset", "query"};
+        for (int i = 0; i < 2; i++) {
+            EXPECT_EQ(fgmm_vecs_read(f.c_str(), name[i], 0, &v[i]), 0) << fgmm_get_last_error();
+            std::vector<float>& out = i ? r.query : r.base;
+            for (size_t j = 0; j < (size_t)v[i].n * v[i].d; j++) out.push_back(((uint8_t*)v[i].data)[j]);
+        }
+        r.nb = v[0].n, r.nq = std::min<int64_t>(v[1].n, 200), r.d = v[0].d;
+        fgmm_vecs_free(&v[0]), fgmm_vecs_free(&v[1]);
+        for (int64_t i = 0; i < r.nq; i++) {
+            std::vector<std::pair<float, int64_t>> dist(r.nb);
+            for (int64_t j = 0; j < r.nb; j++) {
+                float s2 = 0;
+                for (int t = 0; t < r.d; t++) {
+                    float e = r.query[i * r.d + t] - r.base[j * r.d + t];
+                    s2 += e * e;
+                }
+                dist[j] = {s2, j};
+            }
+            std::partial_sort(dist.begin(), dist.begin() + 10, dist.end());
+            for (int t = 0; t < 10; t++) r.gt.push_back(dist[t].second);
+        }
+        return r;
+    }();
+    return s;
+}
+
+// Each list's ids, in order.
+std::vector<std::vector<int64_t>> list_ids(FaissIndex* index) {
+    FaissIndexIVF* ivf = faiss_IndexIVF_cast(index);
+    std::vector<std::vector<int64_t>> out(faiss_IndexIVF_nlist(ivf));
+    for (size_t l = 0; l < out.size(); l++) {
+        out[l].resize(faiss_IndexIVF_get_list_size(ivf, l));
+        if (!out[l].empty()) faiss_IndexIVF_invlists_get_ids(ivf, l, out[l].data());
+    }
+    return out;
+}
+
+// The list of each id 0..nb-1 of an index that holds each once (-1: none, -2: several).
+std::vector<int64_t> list_of_id(FaissIndex* index) {
+    std::vector<int64_t> out(sift_small().nb, -1);
+    std::vector<std::vector<int64_t>> ids = list_ids(index);
+    for (size_t l = 0; l < ids.size(); l++)
+        for (int64_t id : ids[l]) out.at(id) = out.at(id) == -1 ? (int64_t)l : -2;
+    return out;
+}
+
+// Plain FAISS search at nprobe 8: recall@10 against the exact neighbours; dup = rows with an id twice.
+double faiss_recall(FaissIndex* index, int* dup) {
+    const SiftSmall& s = sift_small();
+    const int k = 10;
+    faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(index), 8);
+    std::vector<idx_t> lab(s.nq * k);
+    std::vector<float> dist(s.nq * k);
+    EXPECT_EQ(faiss_Index_search(index, s.nq, s.query.data(), k, dist.data(), lab.data()), 0);
+    int hit = 0;
+    *dup = 0;
+    for (int64_t i = 0; i < s.nq; i++) {
+        std::set<int64_t> row(lab.begin() + i * k, lab.begin() + (i + 1) * k), truth(s.gt.begin() + i * k, s.gt.begin() + (i + 1) * k);
+        *dup += row.size() != (size_t)k;
+        for (int64_t id : row) hit += truth.count(id);
+    }
+    return (double)hit / (s.nq * k);
+}
+
+}  // namespace
+
+// The export: a plain FAISS file with every vector once (ntotal = vectors, no duplicate ids in
+// FAISS's search), its entries those of a hard-assigned index with the same centroids (IVF-Flat:
+// the same lists; IVF-PQ: almost, PQ near-ties), recall as that index's; the handle is untouched.
+TEST(IvfIo, ExportIsAPlainFaissIndexWithEachVectorOnce) {
+    const SiftSmall& s = sift_small();
+    std::string dir = fresh_dir("export");
+    struct Case {
+        const char* spec;
+        FgmmAssignRule rule;
+        FgmmPrimary primary;
+        double same_list;  // the least share of vectors in the hard index's list
+        double recall_tol;  // |recall@10 - the hard index's| at most
+    } cases[] = {{"IVF64,Flat", FGMM_ASSIGN_SOAR, FGMM_PRIMARY_NEAREST, 1.0, 0.0},
+                 {"IVF64,Flat", FGMM_ASSIGN_TAU, FGMM_PRIMARY_RESPONSIBILITY, 1.0, 0.0},
+                 // 64-bit codes: the vectors are estimated coarsely (measured: 87% of the hard lists)
+                 {"IVF32,PQ16x4", FGMM_ASSIGN_SOAR, FGMM_PRIMARY_NEAREST, 0.8, 0.025}};  // the cloning path
+    for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(c.spec) + " rule " + std::to_string(c.rule));
+        FgmmIvfParams p;
+        fgmm_ivf_params_init(&p);
+        p.rule = c.rule, p.primary = c.primary, p.gmm.niter = 8, p.gmm.kmeans_iter = 5;
+        FaissIndex *spilled = nullptr, *hard = nullptr, *plain = nullptr, *plain_hard = nullptr;
+        FgmmIvf *hs = nullptr, *hh = nullptr;
+        ASSERT_EQ(faiss_index_factory(&spilled, s.d, c.spec, METRIC_L2), 0);
+        ASSERT_EQ(faiss_index_factory(&hard, s.d, c.spec, METRIC_L2), 0);
+        ASSERT_EQ(fgmm_ivf_wrap(spilled, &p, &hs), 0);
+        ASSERT_EQ(fgmm_ivf_train(hs, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+        ASSERT_EQ(fgmm_ivf_add(hs, s.nb, s.base.data(), nullptr, nullptr), 0);
+        ASSERT_GT(faiss_Index_ntotal(spilled), s.nb * 21 / 20);  // spilled
+        FgmmIvfParams ph = p;
+        ph.rule = FGMM_ASSIGN_HARD;
+        ASSERT_EQ(fgmm_ivf_wrap(hard, &ph, &hh), 0);
+        ASSERT_EQ(fgmm_ivf_set_gmm(hh, fgmm_ivf_model(hs), s.nb, s.base.data()), 0) << fgmm_get_last_error();
+        ASSERT_EQ(fgmm_ivf_add(hh, s.nb, s.base.data(), nullptr, nullptr), 0);
+        std::string before = dir + "/before", after = dir + "/after", out = dir + "/plain.faiss",
+                    out_hard = dir + "/hard.faiss";
+        ASSERT_EQ(fgmm_ivf_write(hs, before.c_str()), 0);
+        ASSERT_EQ(fgmm_ivf_write_faiss(hs, out.c_str()), 0) << fgmm_get_last_error();
+        ASSERT_EQ(fgmm_ivf_write(hs, after.c_str()), 0);
+        EXPECT_TRUE(slurp(before) == slurp(after));  // the handle's index is not modified
+        ASSERT_EQ(fgmm_ivf_write_faiss(hh, out_hard.c_str()), 0) << fgmm_get_last_error();  // no spill: a copy
+        ASSERT_EQ(faiss_read_index_fname(out.c_str(), 0, &plain), 0) << faiss_get_last_error();
+        ASSERT_EQ(faiss_read_index_fname(out_hard.c_str(), 0, &plain_hard), 0) << faiss_get_last_error();
+        EXPECT_EQ(faiss_Index_ntotal(plain), s.nb);
+        EXPECT_EQ(list_ids(plain_hard), list_ids(hard));
+        std::vector<int64_t> le = list_of_id(plain), lh = list_of_id(hard);
+        int64_t same = 0;
+        for (int64_t i = 0; i < s.nb; i++) same += le[i] == lh[i] && le[i] >= 0;
+        EXPECT_GE(same, c.same_list * s.nb) << same << " of " << s.nb << " vectors in the hard index's list";
+        int dup_e, dup_h, dup_s;
+        double re = faiss_recall(plain, &dup_e), rh = faiss_recall(plain_hard, &dup_h), rs = faiss_recall(spilled, &dup_s);
+        EXPECT_EQ(dup_e, 0);
+        EXPECT_GT(dup_s, 0);  // what the export avoids: FAISS's search of the spilled index itself
+        EXPECT_NEAR(re, rh, c.recall_tol + 1e-9) << "recall@10: export " << re << ", hard " << rh;
+        std::printf("[          ] %s: recall@10 at nprobe 8: export %.4f, hard %.4f; %lld of %lld vectors in the hard "
+                    "index's list; the spilled index through FAISS: %d of %lld rows with duplicates\n",
+                    c.spec, re, rh, (long long)same, (long long)s.nb, dup_s, (long long)s.nq);
+        fgmm_ivf_free(hs), fgmm_ivf_free(hh);
+        for (FaissIndex* i : {spilled, hard, plain, plain_hard}) faiss_Index_free(i);
+    }
+}
+
+// Three-file sets written before the one-file format read as they did: bound to their centroids,
+// checked, a plain FAISS file alone reads with the params given; a one-file write over a set
+// removes its sidecars.
+TEST(IvfIo, ThreeFileSetsOfEarlierVersionsRead) {
+    Tiny a;
+    std::string dir = fresh_dir("three"), fa = dir + "/a.faiss", fb = dir + "/b.faiss";
+    ASSERT_EQ(fuzz_ivf_write_three_files(a.h, fa.c_str()), 0);
+    FgmmIvf* r = nullptr;
+    ASSERT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), 0) << fgmm_get_last_error();
+    EXPECT_EQ(r->p.rule, FGMM_ASSIGN_TOPM);  // the file's, not the defaults
+    EXPECT_EQ(fgmm_ivf_inflation(r), 2.0);
+    EXPECT_EQ(r->next_id, 64);
+    ASSERT_NE(fgmm_ivf_model(r), nullptr);
+    fgmm_ivf_free(r);
+    // the corpus's valid_settings: written by the three-file writer itself (59899d9)
+    std::string own = slurp(fa + ".fgmm"), old = slurp(fgt::corpus("index") + "/valid_settings").substr(1);
+    spit(fa + ".fgmm", old);
+    ASSERT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), 0) << fgmm_get_last_error();
+    fgmm_ivf_free(r);
+    // another index's model and settings (other centroids), truncated settings, a bad rule
+    Tiny b({1000});
+    FaissIndexIVF* bi = faiss_IndexIVF_cast(b.index);
+    std::vector<float> c((size_t)FUZZ_IVF_NLIST * FUZZ_IVF_D);
+    for (size_t i = 0; i < c.size(); i++) c[i] = b.h->cent[i] + 1.0f;  // move b's centroids
+    ASSERT_EQ(faiss_Index_reset(faiss_IndexIVF_quantizer(bi)), 0);
+    ASSERT_EQ(faiss_Index_add(faiss_IndexIVF_quantizer(bi), FUZZ_IVF_NLIST, c.data()), 0);
+    memcpy(b.h->cent, c.data(), c.size() * sizeof(float));
+    FgmmModel* m = nullptr;
+    float var[FUZZ_IVF_NLIST] = {1, 1, 1, 1}, w[FUZZ_IVF_NLIST] = {1, 1, 1, 1};
+    ASSERT_EQ(fgmm_model_new(&m, FUZZ_IVF_NLIST, FUZZ_IVF_D, FGMM_COV_ISOTROPIC, c.data(), var, w), 0);
+    fgmm_model_free(b.h->model);
+    b.h->model = m;
+    ASSERT_EQ(fuzz_ivf_write_three_files(b.h, fb.c_str()), 0);
+    std::string own_gmm = slurp(fa + ".gmm");
+    spit(fa + ".gmm", slurp(fb + ".gmm"));
+    EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("does not belong"), std::string::npos) << fgmm_get_last_error();
+    spit(fa + ".gmm", own_gmm);
+    spit(fa + ".fgmm", slurp(fb + ".fgmm"));
+    EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO);
+    for (size_t cut : {(size_t)0, (size_t)10, own.size() / 2, own.size() - 4}) {
+        spit(fa + ".fgmm", own.substr(0, cut));
+        EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO) << cut;
+    }
+    std::string bad = own;
+    bad.replace(bad.find("rule = "), 8, "rule = 9");
+    spit(fa + ".fgmm", bad);
+    EXPECT_EQ(fgmm_ivf_read(fa.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(r, nullptr);
+    // the FAISS file alone: params as given
+    fs::remove(fa + ".fgmm"), fs::remove(fa + ".gmm");
+    FgmmIvfParams p;
+    fgmm_ivf_params_init(&p);
+    p.rule = FGMM_ASSIGN_HARD;
+    ASSERT_EQ(fgmm_ivf_read(fa.c_str(), &p, &r), 0) << fgmm_get_last_error();
+    EXPECT_EQ(r->p.rule, FGMM_ASSIGN_HARD);
+    EXPECT_EQ(fgmm_ivf_model(r), nullptr);
+    fgmm_ivf_free(r);
+    // a one-file write over a set: the sidecars go (a foreign PATH.gmm beside no PATH.fgmm stays)
+    ASSERT_EQ(fuzz_ivf_write_three_files(a.h, fa.c_str()), 0);
+    ASSERT_EQ(fgmm_ivf_write(a.h, fa.c_str()), 0);
+    EXPECT_EQ(others(dir, {"a.faiss", "b.faiss", "b.faiss.fgmm", "b.faiss.gmm"}), std::vector<std::string>());
+    spit(fb + ".gmm", "mine");
+    fs::remove(fb + ".fgmm");
+    ASSERT_EQ(fgmm_ivf_write(a.h, fb.c_str()), 0);
+    EXPECT_EQ(slurp(fb + ".gmm"), "mine");
+    EXPECT_EQ(entries_at(fa), 128);
+}
+
+// M3: a replaced file keeps its mode; a new one gets 0666 less the umask (fgmm_output_begin: also
+// the model and vector files).
+TEST(IvfIo, ReplacedFileKeepsItsMode) {
+    Tiny t;
+    std::string dir = fresh_dir("mode"), path = dir + "/m.fgmmivf", gmm = dir + "/m.gmm";
+    mode_t um = umask(0);
+    umask(um);
+    struct stat sb;
+    ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0);
+    ASSERT_EQ(stat(path.c_str(), &sb), 0);
+    EXPECT_EQ(sb.st_mode & 07777, 0666 & ~um);
+    for (mode_t mode : {0600, 0640, 0444}) {
+        ASSERT_EQ(chmod(path.c_str(), mode), 0);
+        ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0) << fgmm_get_last_error();
+        ASSERT_EQ(stat(path.c_str(), &sb), 0);
+        EXPECT_EQ(sb.st_mode & 07777, mode);
+        EXPECT_EQ(sb.st_uid, getuid());
+    }
+    ASSERT_EQ(fgmm_model_write(t.h->model, gmm.c_str()), 0);
+    ASSERT_EQ(chmod(gmm.c_str(), 0600), 0);
+    ASSERT_EQ(fgmm_model_write(t.h->model, gmm.c_str()), 0);
+    ASSERT_EQ(stat(gmm.c_str(), &sb), 0);
+    EXPECT_EQ(sb.st_mode & 07777, 0600u);
+}
+
+// M3: a path that is a symbolic link (absolute, relative, a chain, dangling) is followed: the target
+// is replaced or created, the link stays.
+TEST(IvfIo, SymbolicLinksAreFollowed) {
+    Tiny a, b({1000, 1001, 1002, 1003});
+    std::string dir = fresh_dir("symlink");
+    fs::create_directories(dir + "/data");
+    std::string target = dir + "/data/real.fgmmivf", link = dir + "/link", chain = dir + "/chain";
+    ASSERT_EQ(fgmm_ivf_write(a.h, target.c_str()), 0);
+    fs::create_symlink("data/real.fgmmivf", link);  // relative to the link's folder
+    fs::create_symlink(link, chain);                // absolute, to a link
+    ASSERT_EQ(chmod(target.c_str(), 0600), 0);
+    for (const std::string& via : {link, chain}) {
+        ASSERT_EQ(fgmm_ivf_write(b.h, via.c_str()), 0) << fgmm_get_last_error();
+        EXPECT_TRUE(fs::is_symlink(link));
+        EXPECT_TRUE(fs::is_symlink(chain));
+        EXPECT_EQ(entries_at(target), 136);
+        EXPECT_EQ(entries_at(via), 136);
+        struct stat sb;
+        ASSERT_EQ(stat(target.c_str(), &sb), 0);
+        EXPECT_EQ(sb.st_mode & 07777, 0600u);
+        ASSERT_EQ(fgmm_ivf_write(a.h, target.c_str()), 0);
+    }
+    EXPECT_EQ(others(dir + "/data", {"real.fgmmivf"}), std::vector<std::string>());
+    std::string dangling = dir + "/dangling";
+    fs::create_symlink("data/new.fgmmivf", dangling);
+    ASSERT_EQ(fgmm_ivf_write(a.h, dangling.c_str()), 0) << fgmm_get_last_error();
+    EXPECT_TRUE(fs::is_symlink(dangling));
+    EXPECT_EQ(entries_at(dir + "/data/new.fgmmivf"), 128);
+    std::string loop = dir + "/loop";
+    fs::create_symlink(loop, loop);
+    EXPECT_EQ(fgmm_ivf_write(a.h, loop.c_str()), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("symbolic links"), std::string::npos) << fgmm_get_last_error();
+}
+
+// Low: temporary files of writers that died (this version's names and the earlier
+// NAME.tmpPID.N) are removed by the next write of that path; a live writer's, another path's and
+// a name that only looks alike stay.
+TEST(IvfIo, StaleTemporaryFilesOfDeadWritersAreRemoved) {
+    Tiny t;
+    std::string dir = fresh_dir("stale"), path = dir + "/s.fgmmivf";
+    FgmmOutput live;  // this process's, alive
+    ASSERT_EQ(fgmm_output_begin(path.c_str(), &live), 0);
+    pid_t dead = fork();
+    ASSERT_GE(dead, 0);
+    if (dead == 0) {  // begins two outputs and dies without ending them
+        FgmmOutput o1, o2;
+        _exit(fgmm_output_begin(path.c_str(), &o1) || fgmm_output_begin((dir + "/other").c_str(), &o2));
+    }
+    int st;
+    ASSERT_EQ(waitpid(dead, &st, 0), dead);
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    std::string old_style = "s.fgmmivf.tmp" + std::to_string(dead) + ".3";
+    spit(dir + "/" + old_style, "partial");
+    spit(dir + "/s.fgmmivf.tmp" + std::to_string(dead) + ".3x", "not a temporary name");
+    std::vector<std::string> before = others(dir, {});
+    EXPECT_EQ(before.size(), 5u);
+    ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0) << fgmm_get_last_error();
+    std::vector<std::string> after = others(dir, {"s.fgmmivf"});
+    std::sort(after.begin(), after.end());
+    ASSERT_EQ(after.size(), 3u);  // the live one, the other path's and the look-alike
+    std::string live_name = fs::path(live.tmp).filename().string();
+    EXPECT_TRUE(std::count(after.begin(), after.end(), live_name));
+    EXPECT_TRUE(std::count(after.begin(), after.end(), "s.fgmmivf.tmp" + std::to_string(dead) + ".3x"));
+    EXPECT_FALSE(std::count(after.begin(), after.end(), old_style));
+    EXPECT_EQ(fgmm_output_end(&live, path.c_str(), 0), FGMM_ERR_IO);  // abandoned: removed
+    EXPECT_EQ(others(dir, {"s.fgmmivf"}).size(), 2u);
+}
+
+// Low: names up to NAME_MAX (255 bytes) write and read (the temporary name fits).
+TEST(IvfIo, LongNamesWork) {
+    Tiny t;
+    std::string dir = fresh_dir("long");
+    for (size_t len : {250, 255}) {
+        std::string path = dir + "/" + std::string(len - 8, 'n') + ".fgmmivf";
+        ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0) << len << ": " << fgmm_get_last_error();
+        ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0) << len << ": " << fgmm_get_last_error();
+        EXPECT_EQ(entries_at(path), 128);
+        ASSERT_EQ(fgmm_ivf_write_faiss(t.h, path.c_str()), 0) << len << ": " << fgmm_get_last_error();
+    }
+    EXPECT_EQ(others(dir, {}).size(), 2u);
+}
+
+// Damaged files: any changed byte (header, FAISS section, settings, model), any truncation,
+// trailing bytes, another version and other flashgmm files are refused with a reason.
+TEST(IvfIo, DamagedFilesAreRefused) {
+    Tiny t;
+    std::string dir = fresh_dir("damaged"), path = dir + "/d.fgmmivf", bad = dir + "/bad.fgmmivf";
+    ASSERT_EQ(fgmm_ivf_write(t.h, path.c_str()), 0);
+    std::string good = slurp(path);
+    ASSERT_GT(good.size(), 92u);
+    FgmmIvf* r = nullptr;
+    int refused = 0, tries = 0;
+    for (size_t at = 0; at < good.size(); at += 7, tries++) {
+        std::string b = good;
+        b[at] ^= 0x20;
+        spit(bad, b);
+        int rc = fgmm_ivf_read(bad.c_str(), nullptr, &r);
+        refused += rc == FGMM_ERR_IO || (at < 4 && rc == FGMM_ERR_FAISS);  // not "FGMM": FAISS's to judge
+        EXPECT_EQ(r, nullptr) << at;
+    }
+    EXPECT_EQ(refused, tries);
+    for (size_t cut = 0; cut < good.size(); cut += 5) {
+        spit(bad, good.substr(0, cut));
+        EXPECT_EQ(fgmm_ivf_read(bad.c_str(), nullptr, &r), FGMM_ERR_IO) << cut;
+    }
+    spit(bad, good + "x");
+    EXPECT_EQ(fgmm_ivf_read(bad.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("after the last section"), std::string::npos) << fgmm_get_last_error();
+    std::string v2 = good;
+    v2[8] = 2;
+    spit(bad, v2);
+    EXPECT_EQ(fgmm_ivf_read(bad.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("format version 2"), std::string::npos) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_model_write(t.h->model, bad.c_str()), 0);
+    EXPECT_EQ(fgmm_ivf_read(bad.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("not a flashgmm-ivf index file"), std::string::npos);
+    // the model in a stream: exactly its bytes
+    FILE* f = fopen(bad.c_str(), "rb");
+    ASSERT_NE(f, nullptr);
+    FgmmModel* m = nullptr;
+    int64_t size = (int64_t)fs::file_size(bad);
+    EXPECT_EQ(fgmm_model_fread(f, size - 1, &m), FGMM_ERR_IO);
+    rewind(f);
+    ASSERT_EQ(fgmm_model_fread(f, size, &m), 0) << fgmm_get_last_error();
+    EXPECT_EQ(fgmm_model_k(m), FUZZ_IVF_NLIST);
+    fgmm_model_free(m);
+    fclose(f);
+    EXPECT_EQ(fgmm_model_fread(nullptr, size, &m), FGMM_ERR_NULL);
+    EXPECT_EQ(fgmm_model_fwrite(nullptr, stdout), FGMM_ERR_NULL);
+}
+
+// The seed corpus and the crashes of fuzz/fuzz_index.c (scripts/fuzz.sh), placed as the target
+// places them (fuzz_ivf_place): files named valid* read and pass the target's round trip; every
+// other one fails with a code and a message (and nothing leaks: the ASan build).
+TEST(IvfIo, FuzzRegressions) {
+    std::string dir = fresh_dir("fuzz");
+    FuzzIvfFiles F;
+    ASSERT_EQ(fuzz_ivf_setup(dir.c_str(), &F), 0) << fgmm_get_last_error();
+    int files = 0, one_file = 0;
+    for (auto& e : fs::directory_iterator(fgt::corpus("index"))) {
+        std::string name = e.path().filename().string(), bytes = slurp(e.path().string());
+        ASSERT_FALSE(bytes.empty()) << name;
+        const char* path = fuzz_ivf_place(&F, (const uint8_t*)bytes.data(), bytes.size());
+        ASSERT_NE(path, nullptr) << name;
+        one_file += path == std::string(F.index);
+        FgmmIvf* r = nullptr;
+        int rc = fgmm_ivf_read(path, nullptr, &r);
+        if (name.rfind("valid", 0) == 0) {
+            ASSERT_EQ(rc, 0) << name << ": " << fgmm_get_last_error();
+            EXPECT_EQ(fgmm_ivf_inflation(r), 2.0) << name;  // TOPM, 2 lists per vector
+            const char* bad = fuzz_ivf_roundtrip(r, &F);
+            EXPECT_EQ(bad, nullptr) << name << ": " << bad << ": " << fgmm_get_last_error();
+        } else {
+            EXPECT_LT(rc, 0) << name;
+            EXPECT_EQ(r, nullptr) << name;
+            if (rc) EXPECT_STRNE(fgmm_get_last_error(), "") << name;
+        }
+        fgmm_ivf_free(r);
+        files++;
+    }
+    EXPECT_GE(files, 16);
+    EXPECT_GE(one_file, 8);
+    // a FIFO in place of a sidecar or of the index is refused, not waited on
+    FgmmIvf* r = nullptr;
+    std::string fifo = std::string(F.settings) + ".fgmm";
+    std::remove(fifo.c_str());
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    EXPECT_EQ(fgmm_ivf_read(F.settings, nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(fgmm_ivf_read(fifo.c_str(), nullptr, &r), FGMM_ERR_IO);
+    EXPECT_EQ(r, nullptr);
+    std::remove(fifo.c_str());
+    fuzz_ivf_teardown(&F);
+}
+
+// Misuse of the write calls: codes and messages naming the call, no file left.
+TEST(IvfIo, BadArgumentsAreErrors) {
+    Tiny t;
+    std::string dir = fresh_dir("args"), path = dir + "/a.faiss";
+    for (auto* write : {fgmm_ivf_write, fgmm_ivf_write_faiss}) {
+        EXPECT_EQ(write(nullptr, path.c_str()), FGMM_ERR_NULL);
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("fgmm_ivf_write"), std::string::npos) << fgmm_get_last_error();
+        EXPECT_EQ(write(t.h, nullptr), FGMM_ERR_NULL);
+        EXPECT_EQ(write(t.h, (dir + "/no/such/dir/x").c_str()), FGMM_ERR_IO);
+        EXPECT_EQ(write(t.h, dir.c_str()), FGMM_ERR_IO);  // a directory is not replaced
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("not a regular file"), std::string::npos);
+    }
+    FaissIndex* untrained = nullptr;
+    ASSERT_EQ(faiss_index_factory(&untrained, FUZZ_IVF_D, "IVF4,Flat", METRIC_L2), 0);
+    FgmmIvf* h = nullptr;
+    ASSERT_EQ(fgmm_ivf_wrap(untrained, nullptr, &h), 0);
+    EXPECT_EQ(fgmm_ivf_write(h, path.c_str()), FGMM_ERR_STATE);
+    EXPECT_EQ(fgmm_ivf_write_faiss(h, path.c_str()), FGMM_ERR_STATE);
+    EXPECT_STREQ(fgmm_get_last_error(), "fgmm_ivf_write_faiss: the index is not trained");
+    fgmm_ivf_free(h);
+    faiss_Index_free(untrained);
+    // IVF-PQR: refused (its refinement codes are found by id)
+    FaissIndex* pqr = nullptr;
+    ASSERT_EQ(faiss_index_factory(&pqr, FUZZ_IVF_D, "IVF4,PQ2+2", METRIC_L2), 0);
+    FgmmIvfParams p;
+    fgmm_ivf_params_init(&p);
+    p.rule = FGMM_ASSIGN_HARD, p.gmm.backend = FGMM_BACKEND_CPU, p.gmm.niter = 2;
+    ASSERT_EQ(fgmm_ivf_wrap(pqr, &p, &h), 0) << fgmm_get_last_error();
+    std::vector<float> x(2000 * FUZZ_IVF_D);
+    std::mt19937 g(3);
+    for (float& v : x) v = std::normal_distribution<float>()(g);
+    ASSERT_EQ(fgmm_ivf_train(h, 2000, x.data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_add(h, 2000, x.data(), nullptr, nullptr), 0);
+    EXPECT_EQ(fgmm_ivf_write_faiss(h, path.c_str()), FGMM_ERR_FAISS);
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("IndexIVFPQR is not exported"), std::string::npos)
+        << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_write(h, path.c_str()), 0) << fgmm_get_last_error();  // its own format is fine
+    EXPECT_EQ(entries_at(path), 2000);
+    fs::remove(path);
+    fgmm_ivf_free(h);
+    faiss_Index_free(pqr);
+    EXPECT_EQ(others(dir, {}), std::vector<std::string>());
+}
