@@ -102,9 +102,9 @@ typedef struct FgmmIvf FgmmIvf;
 
 /// Wraps an IVF index (borrowed: the caller frees it after fgmm_ivf_free). The index must use the
 /// L2 metric and be exactly one of the classes the tests cover: IndexIVFFlat ("IVFn,Flat"),
-/// IndexIVFPQ ("IVFn,PQm", "IVFn,PQmxb") or IndexIVFPQR ("IVFn,PQm+m"), with a flat L2 quantizer
-/// (IndexFlatL2, or IndexFlat with METRIC_L2); any other (fast-scan PQ, scalar quantizers, HNSW
-/// quantizers, subclasses) is FGMM_ERR_STATE naming its class. params are copied.
+/// IndexIVFPQ ("IVFn,PQm", "IVFn,PQmxb"), with a flat L2 quantizer (IndexFlatL2, or IndexFlat with
+/// METRIC_L2); any other (fast-scan PQ, scalar quantizers, IndexIVFPQR, whose refinement codes FAISS
+/// finds by id, HNSW quantizers, subclasses) is FGMM_ERR_STATE naming its class. params are copied.
 int fgmm_ivf_wrap(FaissIndex* index, const FgmmIvfParams* params, FgmmIvf** out);
 
 /// Trains the quantizer (GMM or k-means, per params) on n vectors (d = the index's d) and then the
@@ -175,8 +175,7 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
 /// IVF-PQ a near tie may keep the second-nearest list's entry (PQ's coding error; docs/FORMAT.md
 /// has measurements). One entry per id: vectors added under one id count as one. The handle's
 /// index is not modified. Atomic as fgmm_ivf_write. Memory: 24 bytes per entry and the kept
-/// lists. IVF-Flat and IVF-PQ only: an IndexIVFPQR is FGMM_ERR_FAISS (FAISS finds its refinement
-/// codes by id, 0 to ntotal - 1, which the copy would not keep).
+/// lists. IVF-Flat and IVF-PQ only (the classes fgmm_ivf_wrap takes).
 int fgmm_ivf_write_faiss(const FgmmIvf* ivf, const char* path);
 
 FaissIndex* fgmm_ivf_index(const FgmmIvf* ivf);

@@ -56,9 +56,13 @@ extern "C" int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t
     if (!handle) return fail(err, errlen, "not an IndexIVF"), 0;
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
     const std::type_info& t = typeid(*ivf);
-    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ) && t != typeid(faiss::IndexIVFPQR)) {
-        std::string m = "the index is a " + class_name(t) +
-                        "; this plugin is tested on IndexIVFFlat, IndexIVFPQ and IndexIVFPQR only";
+    // IndexIVFPQR is not taken: FAISS 1.7.3 finds its refinement codes by id (refine_codes[id]), which
+    // holds only for ids 0 .. ntotal-1 added once each; a spilled add or chosen ids would be refined
+    // with another vector's code (silently wrong distances).
+    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ)) {
+        std::string m = "the index is a " + class_name(t) + "; this plugin is tested on IndexIVFFlat and IndexIVFPQ only" +
+                        (t == typeid(faiss::IndexIVFPQR) ? " (IndexIVFPQR finds its refinement codes by id, which a "
+                                                           "spilled add breaks)" : "");
         return fail(err, errlen, m.c_str()), 0;
     }
     const faiss::Index* q = ivf->quantizer;
