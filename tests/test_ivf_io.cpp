@@ -125,14 +125,18 @@ TEST(IvfIo, KilledWriterLeavesTheOldOrTheNewIndex) {
     for (int i = 0; i < 5; i++) ASSERT_EQ(fgmm_ivf_write(i % 2 ? b.h : a.h, path.c_str()), 0) << fgmm_get_last_error();
     double write_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 5;
     std::mt19937 g(7);
-    int seen[2] = {0, 0}, rounds = 60;
-    for (int round = 0; round < rounds; round++) {
+    // at least 60 rounds, more (up to 400) until both outcomes were seen: on a loaded machine the child
+    // may not finish a write within the first delays, so the range doubles every 20 rounds
+    int seen[2] = {0, 0}, rounds = 0;
+    double hi = 3 * write_us;
+    for (int round = 0; round < 400 && (round < 60 || !seen[0] || !seen[1]); round++, rounds++) {
+        if (round && round % 20 == 0 && (!seen[0] || !seen[1])) hi *= 2;
         pid_t pid = fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {  // the writer: alternates the two indexes until killed
             for (int i = round;; i++) fgmm_ivf_write(i % 2 ? b.h : a.h, path.c_str());
         }
-        usleep((useconds_t)std::uniform_real_distribution<double>(0, 3 * write_us)(g));
+        usleep((useconds_t)std::uniform_real_distribution<double>(0, hi)(g));
         kill(pid, SIGKILL);
         int st;
         ASSERT_EQ(waitpid(pid, &st, 0), pid);
