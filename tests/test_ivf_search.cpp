@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -271,4 +272,52 @@ TEST(IvfSearch, BadQueriesAndEngines) {
               FGMM_ERR_STATE);
     EXPECT_EQ(fgmm_ivf_search(pq.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr), 0);
     for (idx_t id : lab) EXPECT_TRUE(id >= 0 && id < 2000);
+}
+
+namespace {
+// IVF{nlist},Flat with d dimensions (any d), trained on n uniform random vectors and holding them
+// under the ids given.
+void build_random(Index& x, int d, int nlist, int64_t n, const std::vector<idx_t>& ids, FgmmAssignRule rule,
+                  std::vector<float>* base) {
+    std::mt19937 g(7);
+    std::uniform_real_distribution<float> u(0, 1);
+    base->resize((size_t)n * d);
+    for (float& v : *base) v = u(g);
+    FgmmIvfParams p;
+    fgmm_ivf_params_init(&p);
+    p.rule = rule;
+    p.gmm.niter = 3;
+    p.gmm.kmeans_iter = 3;
+    p.max_points_per_list = 0;
+    std::string spec = "IVF" + std::to_string(nlist) + ",Flat";
+    ASSERT_EQ(faiss_index_factory(&x.index, d, spec.c_str(), METRIC_L2), 0);
+    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_train(x.ivf, n, base->data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_add(x.ivf, n, base->data(), ids.data(), nullptr), 0) << fgmm_get_last_error();
+}
+}  // namespace
+
+// Ids added many times (each 10 times: more copies than the spill's 2 per id) and d not a multiple
+// of the 16 lanes: both engines still give the truth, an id once at its nearest copy's distance.
+TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
+    for (int d : {1, 13, 100}) {
+        Index x;
+        std::vector<float> base;
+        const int64_t n = 600;
+        std::vector<idx_t> ids(n);
+        for (int64_t i = 0; i < n; i++) ids[i] = i % 60;
+        build_random(x, d, 8, n, ids, FGMM_ASSIGN_SOAR, &base);
+        const int64_t nq = 20;
+        std::vector<float> q(base.begin(), base.begin() + nq * d);
+        for (int nprobe : {1, 3, 8, 100})
+            for (idx_t k : {1, 5, 20, 70}) {
+                Truth t = truth(x, nq, q.data(), nprobe);
+                std::string what = "d " + std::to_string(d) + " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                expect_matches(run(x, nq, q.data(), k, nprobe), t, nq, k, what);
+                expect_matches(run(x, nq, q.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
+            }
+        // one query per batch: the second pass at every batch
+        Truth t = truth(x, nq, q.data(), 3);
+        expect_matches(run(x, nq, q.data(), 20, 3, FGMM_SEARCH_FLAT, 1), t, nq, 20, "d " + std::to_string(d) + " b 1");
+    }
 }
