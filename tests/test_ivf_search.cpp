@@ -32,14 +32,9 @@ struct Data {
 const Data& data() {
     static Data s = [] {
         Data r;
-        std::string f = fgt::embedded("sift10K_byte.h5");
-        FgmmVecs b, q;
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &b), 0);
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "query", 0, &q), 0);
-        r.nb = b.n, r.nq = q.n, r.d = b.d;
-        for (size_t i = 0; i < (size_t)b.n * b.d; i++) r.base.push_back(((uint8_t*)b.data)[i]);
-        for (size_t i = 0; i < (size_t)q.n * q.d; i++) r.query.push_back(((uint8_t*)q.data)[i]);
-        fgmm_vecs_free(&b), fgmm_vecs_free(&q);
+        r.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &r.nb, &r.d);
+        r.query = fgt::embedded_u8("sift10K_byte.h5", "query", &r.nq, &r.d);
+        EXPECT_FALSE(r.base.empty() || r.query.empty());
         return r;
     }();
     return s;
