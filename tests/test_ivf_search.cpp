@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -315,4 +316,44 @@ TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
         Truth t = truth(x, nq, q.data(), 3);
         expect_matches(run(x, nq, q.data(), 20, 3, FGMM_SEARCH_FLAT, 1), t, nq, 20, "d " + std::to_string(d) + " b 1");
     }
+}
+
+// Threads at once on one handle: both engines (the list-major one on ids added many times, so its
+// second pass too) and writers of the index, each search equal to the same search alone.
+TEST(IvfSearch, ConcurrentEnginesAndWritersAgreeWithOneThread) {
+    Index x;
+    std::vector<float> base;
+    const int d = 24;
+    const int64_t n = 1200, nq = 40;
+    const idx_t k = 15;
+    std::vector<idx_t> ids(n);
+    for (int64_t i = 0; i < n; i++) ids[i] = i % 200;  // 6 copies per id
+    build_random(x, d, 16, n, ids, FGMM_ASSIGN_SOAR, &base);
+    const int engines[2] = {FGMM_SEARCH_FLAT, FGMM_SEARCH_FAISS}, probes[2] = {3, 16};
+    Result want[2][2];
+    for (int e = 0; e < 2; e++)
+        for (int p = 0; p < 2; p++) {
+            want[e][p] = run(x, nq, base.data(), k, probes[p], engines[e]);
+            expect_matches(want[e][p], truth(x, nq, base.data(), probes[p]), nq, k, "alone");
+        }
+    const int T = 6;
+    std::vector<int> bad(T, 0);
+    std::vector<std::thread> th;
+    for (int t = 0; t < T; t++)
+        th.emplace_back([&, t] {
+            std::string path = testing::TempDir() + "concurrent_search_" + std::to_string(t) + ".fgmmivf";
+            for (int rep = 0; rep < 3; rep++) {
+                if (t >= 4) {  // writers
+                    bad[t] += fgmm_ivf_write(x.ivf, path.c_str()) != 0;
+                    continue;
+                }
+                int e = t % 2, p = (t / 2 + rep) % 2;
+                Result r{std::vector<float>(nq * k), std::vector<idx_t>(nq * k), std::vector<int64_t>(nq)};
+                bad[t] += fgmm_ivf_search_with(x.ivf, nq, base.data(), k, probes[p], r.d.data(), r.l.data(),
+                                               r.dco.data(), engines[e], 0) != 0;
+                bad[t] += r.l != want[e][p].l || r.d != want[e][p].d || r.dco != want[e][p].dco;
+            }
+        });
+    for (auto& h : th) h.join();
+    for (int t = 0; t < T; t++) EXPECT_EQ(bad[t], 0) << "thread " << t;
 }
