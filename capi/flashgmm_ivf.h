@@ -136,7 +136,8 @@ double fgmm_ivf_inflation(const FgmmIvf* ivf);
 /// k nearest distinct ids for nq queries, scanning nprobe lists; distances/labels nq x k
 /// (missing results: label -1, distance +inf); dco (nq values) may be NULL. Leaves the index
 /// as it is (nprobe is passed per call), so several threads may search one handle at once.
-/// Searches k * (copies per vector) candidates so that k distinct ids survive deduplication.
+/// Searches k * (copies per vector) candidates so that k distinct ids survive deduplication; a
+/// query whose candidates an id added more than once crowds out is searched again with more.
 int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco);
 

@@ -564,8 +564,31 @@ static int search_faiss(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
             goto done;
         }
         for (idx_t i = 0; i < b; i++) {
-            fgmm_ivf_dedup_sorted(&set, ki, dd + (size_t)i * ki, ii + (size_t)i * ki, kf,
-                                  distances + (size_t)(i0 + i) * k, labels + (size_t)(i0 + i) * k);
+            float* dout = distances + (size_t)(i0 + i) * k;
+            idx_t* lout = labels + (size_t)(i0 + i) * k;
+            idx_t got = fgmm_ivf_dedup_sorted(&set, ki, dd + (size_t)i * ki, ii + (size_t)i * ki, kf, dout, lout);
+            /* a full row with fewer than kf distinct ids: ids repeated beyond the spill's copies (added
+             * more than once) hid others; this query again with twice the candidates, until done */
+            for (idx_t kr = ki; got < kf && kr < ntotal && ii[(size_t)i * ki + ki - 1] >= 0;) {
+                kr = kr < ntotal / 2 ? 2 * kr : ntotal;
+                float* rd = malloc((size_t)kr * sizeof(float));
+                idx_t* ri = malloc((size_t)kr * sizeof(idx_t));
+                if (!rd || !ri) {
+                    free(rd), free(ri);
+                    rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
+                    goto done;
+                }
+                if (fgmm_faiss_search_preassigned(h->index, 1, qb + (size_t)i * h->d, kr, nprobe, pi + (size_t)i * nprobe,
+                                                  pd + (size_t)i * nprobe, rd, ri, err, sizeof err)) {
+                    free(rd), free(ri);
+                    rc = fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_search: %s", err);
+                    goto done;
+                }
+                got = fgmm_ivf_dedup_sorted(&set, kr, rd, ri, kf, dout, lout);
+                int full = ri[kr - 1] >= 0;
+                free(rd), free(ri);
+                if (!full) break;
+            }
             for (idx_t t = kf; t < k; t++) labels[(size_t)(i0 + i) * k + t] = -1, distances[(size_t)(i0 + i) * k + t] = INFINITY;
         }
         for (idx_t i = 0; dco && i < b; i++) {

@@ -10,7 +10,9 @@
  * own (one writer, no locks), sorted by (distance, position in the list). Then each query merges
  * its nprobe sorted slots, keeps the first copy of every id (a vector sits in up to 2 lists) until
  * k distinct ids are found, computes their distances exactly (||x - q||^2 in float, as FAISS's
- * scan does; the sgemm form only ranks the candidates) and sorts them by (distance, id).
+ * scan does; the sgemm form only ranks the candidates) and sorts them by (distance, id). Where a
+ * slot holding part of its list runs out first (an id added more than once to one list), that
+ * query's lists are scanned again into larger slots.
  *
  * Work is split into tasks of (list, up to MT queries), the costliest first (OpenMP dynamic
  * schedule); sgemm runs inside the parallel region (OpenBLAS's OpenMP build then runs it on the
@@ -283,8 +285,11 @@ static int cmp_res(const void* a, const void* b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static void merge_query(const flat* f, const idx_t* assign, const slot* row, const float* qi, idx_t k, merge_buf* b,
-                        float* dout, idx_t* lout) {
+/* Returns 1, the row unfinished, where a slot that holds part of its list ran out before k ids were
+ * found: its list may hold more of the nearest ids (an id repeated within a list, beyond the spill's
+ * copies, pushes them out of the slot). 0 once the row is done. */
+static int merge_query(const flat* f, const idx_t* assign, const slot* row, const float* qi, idx_t k, merge_buf* b,
+                       float* dout, idx_t* lout) {
     int nh = 0;
     for (int r = 0; r < f->nprobe; r++) {
         b->pos[r] = 0;
@@ -309,6 +314,10 @@ static void merge_query(const flat* f, const idx_t* assign, const slot* row, con
             b->heap[0].d = s->d[p];
             b->heap[0].id = f->ids[assign[h.r]][s->off[p]];
         } else {
+            if (s->n < f->sizes[assign[h.r]] && got < k) {
+                idset_clear(&b->set, lout, got);
+                return 1;
+            }
             b->heap[0] = b->heap[--nh];
         }
         head_down(b->heap, 0, nh);
@@ -326,6 +335,44 @@ static void merge_query(const flat* f, const idx_t* assign, const slot* row, con
         for (idx_t i = 0; i < got; i++) dout[i] = t[i].d, lout[i] = t[i].id;
     }
     for (idx_t i = got; i < k; i++) lout[i] = -1, dout[i] = INFINITY;
+    return 0;
+}
+
+/* A row merge_query left unfinished: its lists scanned again for the query alone into slots of
+ * twice the capacity, until no partial slot runs out (at worst each slot holds its whole list).
+ * Nonzero where memory runs out. */
+static int redo_query(const flat* f, const idx_t* assign, const float* qi, idx_t cap, idx_t k, merge_buf* b,
+                      float* dout, idx_t* lout) {
+    slot* row = malloc((size_t)f->nprobe * sizeof(slot));
+    if (!row) return 1;
+    for (int more = 1; more;) {
+        cap = cap > ((idx_t)1 << 61) ? cap : 2 * cap;
+        size_t tot = 0;
+        for (int r = 0; r < f->nprobe; r++)
+            if (assign[r] >= 0) tot += (size_t)(cap < f->sizes[assign[r]] ? cap : f->sizes[assign[r]]);
+        float* sd = malloc((tot + 1) * sizeof(float));
+        idx_t* so = malloc((tot + 1) * sizeof(idx_t));
+        if (!sd || !so) {
+            free(sd), free(so), free(row);
+            return 1;
+        }
+        size_t used = 0;
+        for (int r = 0; r < f->nprobe; r++) {
+            idx_t n = assign[r] >= 0 ? f->sizes[assign[r]] : 0;
+            slot* s = &row[r];
+            s->d = sd + used, s->off = so + used, s->n = 0, s->cap = cap < n ? cap : n;
+            used += (size_t)s->cap;
+            for (idx_t j = 0; j < n; j++) {
+                float v = l2sq(f->codes[assign[r]] + (size_t)j * f->d, qi, f->d);
+                if (v < slot_bar(s)) slot_push(s, v, j);
+            }
+            slot_sort(s);
+        }
+        more = merge_query(f, assign, row, qi, k, b, dout, lout);
+        free(sd), free(so);
+    }
+    free(row);
+    return 0;
 }
 
 int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
@@ -426,8 +473,12 @@ int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
                 if (!ok) continue;
                 float* dout = distances + (size_t)(i0 + i) * k;
                 idx_t* lout = labels + (size_t)(i0 + i) * k;
-                merge_query(&f, assign + (size_t)i * nprobe, slots + (size_t)i * nprobe, qb + (size_t)i * d, kout, &mb,
-                            dout, lout);
+                const idx_t* as = assign + (size_t)i * nprobe;
+                if (merge_query(&f, as, slots + (size_t)i * nprobe, qb + (size_t)i * d, kout, &mb, dout, lout) &&
+                    redo_query(&f, as, qb + (size_t)i * d, kk, kout, &mb, dout, lout)) {
+#pragma omp atomic write
+                    fail = 1;
+                }
                 for (idx_t t = kout; t < k; t++) lout[t] = -1, dout[t] = INFINITY;
             }
             free(w.qb), free(w.c), free(w.xn);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "flashgmm.h"
+#include "flashgmm_io.h"
 
 namespace fgt {
 
@@ -47,6 +48,21 @@ inline std::string test_data(const char* name) { return source_tree() + "/tests/
 
 // Path of a file of datasets/embedded/.
 inline std::string embedded(const char* name) { return source_dir() + "/datasets/embedded/" + name; }
+
+// The uint8 dataset `name` of datasets/embedded/FILE as floats (*n rows of *d); empty if unreadable.
+inline std::vector<float> embedded_u8(const char* file, const char* name, int64_t* n, int* d) {
+    FgmmVecs v;
+    *n = 0, *d = 0;
+    if (fgmm_vecs_read(embedded(file).c_str(), name, 0, &v)) return {};
+    std::vector<float> out;
+    if (v.dtype == FGMM_U8) out.assign((const uint8_t*)v.data, (const uint8_t*)v.data + (size_t)v.n * v.d);
+    if (!out.empty()) *n = v.n, *d = v.d;
+    fgmm_vecs_free(&v);
+    return out;
+}
+
+#define REQUIRE_GPU() \
+    if (!fgmm_gpu_available()) GTEST_SKIP() << "no CUDA device"
 
 #ifdef FGMM_CLI
 // Runs the command-line tool (FGMM_CLI) with args; returns its exit status, output and errors in *output.

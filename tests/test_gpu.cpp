@@ -24,9 +24,6 @@ using namespace fgt;
 
 namespace {
 
-#define REQUIRE_GPU() \
-    if (!fgmm_gpu_available()) GTEST_SKIP() << "no CUDA device"
-
 // Bounds on ||gpu - ref|| / ||ref|| (Frobenius) for N_k, sum r x and sum r ||x - mu||^2.
 constexpr double kFastTol = 2e-3;   // bf16 operands, fp32 accumulation
 constexpr double kExactTol = 1e-5;  // 3x bf16 split: about fp32

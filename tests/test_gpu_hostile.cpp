@@ -21,9 +21,6 @@ using namespace fgt;
 
 namespace {
 
-#define REQUIRE_GPU() \
-    if (!fgmm_gpu_available()) GTEST_SKIP() << "no CUDA device"
-
 void expect_code(int rc, int code, const char* needle, const std::string& what = "") {
     EXPECT_EQ(rc, code) << what << ": " << fgmm_get_last_error();
     EXPECT_NE(std::string(fgmm_get_last_error()).find(needle), std::string::npos)

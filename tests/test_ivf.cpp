@@ -38,17 +38,14 @@ struct Sift {
 const Sift& sift() {
     static Sift s = [] {
         Sift r;
-        std::string f = fgt::embedded("sift10K_byte.h5");
-        FgmmVecs b, q, m;
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &b), 0);
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "query", 0, &q), 0);
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "match", 0, &m), 0);
-        r.nb = b.n, r.nq = q.n, r.d = b.d;
-        for (size_t i = 0; i < (size_t)b.n * b.d; i++) r.base.push_back(((uint8_t*)b.data)[i]);
-        for (size_t i = 0; i < (size_t)q.n * q.d; i++) r.query.push_back(((uint8_t*)q.data)[i]);
+        r.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &r.nb, &r.d);
+        r.query = fgt::embedded_u8("sift10K_byte.h5", "query", &r.nq, &r.d);
+        EXPECT_FALSE(r.base.empty() || r.query.empty());
+        FgmmVecs m;
+        EXPECT_EQ(fgmm_vecs_read(fgt::embedded("sift10K_byte.h5").c_str(), "match", 0, &m), 0);
         EXPECT_EQ(m.dtype, FGMM_I32);
         for (int64_t i = 0; i < m.n; i++) r.gt.push_back(((int32_t*)m.data)[i * m.d]);  // 1-NN
-        fgmm_vecs_free(&b), fgmm_vecs_free(&q), fgmm_vecs_free(&m);
+        fgmm_vecs_free(&m);
         return r;
     }();
     return s;

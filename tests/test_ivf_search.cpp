@@ -12,7 +12,9 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -31,14 +33,9 @@ struct Data {
 const Data& data() {
     static Data s = [] {
         Data r;
-        std::string f = fgt::embedded("sift10K_byte.h5");
-        FgmmVecs b, q;
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "dataset", 0, &b), 0);
-        EXPECT_EQ(fgmm_vecs_read(f.c_str(), "query", 0, &q), 0);
-        r.nb = b.n, r.nq = q.n, r.d = b.d;
-        for (size_t i = 0; i < (size_t)b.n * b.d; i++) r.base.push_back(((uint8_t*)b.data)[i]);
-        for (size_t i = 0; i < (size_t)q.n * q.d; i++) r.query.push_back(((uint8_t*)q.data)[i]);
-        fgmm_vecs_free(&b), fgmm_vecs_free(&q);
+        r.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &r.nb, &r.d);
+        r.query = fgt::embedded_u8("sift10K_byte.h5", "query", &r.nq, &r.d);
+        EXPECT_FALSE(r.base.empty() || r.query.empty());
         return r;
     }();
     return s;
@@ -271,4 +268,92 @@ TEST(IvfSearch, BadQueriesAndEngines) {
               FGMM_ERR_STATE);
     EXPECT_EQ(fgmm_ivf_search(pq.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr), 0);
     for (idx_t id : lab) EXPECT_TRUE(id >= 0 && id < 2000);
+}
+
+namespace {
+// IVF{nlist},Flat with d dimensions (any d), trained on n uniform random vectors and holding them
+// under the ids given.
+void build_random(Index& x, int d, int nlist, int64_t n, const std::vector<idx_t>& ids, FgmmAssignRule rule,
+                  std::vector<float>* base) {
+    std::mt19937 g(7);
+    std::uniform_real_distribution<float> u(0, 1);
+    base->resize((size_t)n * d);
+    for (float& v : *base) v = u(g);
+    FgmmIvfParams p;
+    fgmm_ivf_params_init(&p);
+    p.rule = rule;
+    p.gmm.niter = 3;
+    p.gmm.kmeans_iter = 3;
+    p.max_points_per_list = 0;
+    std::string spec = "IVF" + std::to_string(nlist) + ",Flat";
+    ASSERT_EQ(faiss_index_factory(&x.index, d, spec.c_str(), METRIC_L2), 0);
+    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_train(x.ivf, n, base->data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_add(x.ivf, n, base->data(), ids.data(), nullptr), 0) << fgmm_get_last_error();
+}
+}  // namespace
+
+// Ids added many times (each 10 times: more copies than the spill's 2 per id) and d not a multiple
+// of the 16 lanes: both engines still give the truth, an id once at its nearest copy's distance.
+TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
+    for (int d : {1, 13, 100}) {
+        Index x;
+        std::vector<float> base;
+        const int64_t n = 600;
+        std::vector<idx_t> ids(n);
+        for (int64_t i = 0; i < n; i++) ids[i] = i % 60;
+        build_random(x, d, 8, n, ids, FGMM_ASSIGN_SOAR, &base);
+        const int64_t nq = 20;
+        std::vector<float> q(base.begin(), base.begin() + nq * d);
+        for (int nprobe : {1, 3, 8, 100})
+            for (idx_t k : {1, 5, 20, 70}) {
+                Truth t = truth(x, nq, q.data(), nprobe);
+                std::string what = "d " + std::to_string(d) + " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                expect_matches(run(x, nq, q.data(), k, nprobe), t, nq, k, what);
+                expect_matches(run(x, nq, q.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
+            }
+        // one query per batch: the second pass at every batch
+        Truth t = truth(x, nq, q.data(), 3);
+        expect_matches(run(x, nq, q.data(), 20, 3, FGMM_SEARCH_FLAT, 1), t, nq, 20, "d " + std::to_string(d) + " b 1");
+    }
+}
+
+// Threads at once on one handle: both engines (the list-major one on ids added many times, so its
+// second pass too) and writers of the index, each search equal to the same search alone.
+TEST(IvfSearch, ConcurrentEnginesAndWritersAgreeWithOneThread) {
+    Index x;
+    std::vector<float> base;
+    const int d = 24;
+    const int64_t n = 1200, nq = 40;
+    const idx_t k = 15;
+    std::vector<idx_t> ids(n);
+    for (int64_t i = 0; i < n; i++) ids[i] = i % 200;  // 6 copies per id
+    build_random(x, d, 16, n, ids, FGMM_ASSIGN_SOAR, &base);
+    const int engines[2] = {FGMM_SEARCH_FLAT, FGMM_SEARCH_FAISS}, probes[2] = {3, 16};
+    Result want[2][2];
+    for (int e = 0; e < 2; e++)
+        for (int p = 0; p < 2; p++) {
+            want[e][p] = run(x, nq, base.data(), k, probes[p], engines[e]);
+            expect_matches(want[e][p], truth(x, nq, base.data(), probes[p]), nq, k, "alone");
+        }
+    const int T = 6;
+    std::vector<int> bad(T, 0);
+    std::vector<std::thread> th;
+    for (int t = 0; t < T; t++)
+        th.emplace_back([&, t] {
+            std::string path = testing::TempDir() + "concurrent_search_" + std::to_string(t) + ".fgmmivf";
+            for (int rep = 0; rep < 3; rep++) {
+                if (t >= 4) {  // writers
+                    bad[t] += fgmm_ivf_write(x.ivf, path.c_str()) != 0;
+                    continue;
+                }
+                int e = t % 2, p = (t / 2 + rep) % 2;
+                Result r{std::vector<float>(nq * k), std::vector<idx_t>(nq * k), std::vector<int64_t>(nq)};
+                bad[t] += fgmm_ivf_search_with(x.ivf, nq, base.data(), k, probes[p], r.d.data(), r.l.data(),
+                                               r.dco.data(), engines[e], 0) != 0;
+                bad[t] += r.l != want[e][p].l || r.d != want[e][p].d || r.dco != want[e][p].dco;
+            }
+        });
+    for (auto& h : th) h.join();
+    for (int t = 0; t < T; t++) EXPECT_EQ(bad[t], 0) << "thread " << t;
 }
