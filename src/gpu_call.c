@@ -30,9 +30,12 @@ int fgmm_gpu_call_begin(fgmm_gpu_call* c, const char* who, int device, int want_
         return fgmm_fail(FGMM_ERR_ARG, "%s: device = %d; %d device(s) present", who, device, ndev);
     if (cudaGetDevice(&c->prev) != cudaSuccess) c->prev = -1, cudaGetLastError();
     size_t total = 0;
-    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) ||
-        (ce = cudaMemGetInfo(&c->free_b, &total)))
+    cudaStream_t st = NULL; /* kept only once made: a failed create may leave a stale handle (compute-sanitizer
+                             * saw cudaStreamDestroy/Synchronize on one after an out-of-memory create) */
+    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)))
         return fgmm_gpu_call_cuda_fail(c, ce, "device setup");
+    c->st = st;
+    if ((ce = cudaMemGetInfo(&c->free_b, &total))) return fgmm_gpu_call_cuda_fail(c, ce, "device setup");
     cublasStatus_t bs;
     if (want_blas && ((bs = cublasCreate(&c->blas)) || (bs = cublasSetStream(c->blas, c->st))))
         return fgmm_gpu_call_blas_fail(c, bs, "cuBLAS setup");

@@ -158,9 +158,12 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     const char* op = getenv("FGMM_ONEPASS");
     g->onepass = op && !strcmp(op, "1") ? 1 : op && !strcmp(op, "0") ? 0 : -1;
     int rc = FGMM_OK;
-    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) ||
-        (ce = cudaStreamCreateWithFlags(&g->copy_st, cudaStreamNonBlocking)))
+    cudaStream_t st = NULL, copy_st = NULL; /* kept only once made (a failed create may leave a stale handle) */
+    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
+        ((g->st = st), (ce = cudaStreamCreateWithFlags(&copy_st, cudaStreamNonBlocking))))
         rc = fgmm_gpu_cuda_fail(ce, "device setup");
+    else
+        g->copy_st = copy_st;
     for (int i = 0; i < 2 && !rc; i++)
         if ((ce = cudaEventCreateWithFlags(&g->copied[i], cudaEventDisableTiming)) ||
             (ce = cudaEventCreateWithFlags(&g->consumed[i], cudaEventDisableTiming)))

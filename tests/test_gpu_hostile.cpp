@@ -31,21 +31,28 @@ void expect_code(int rc, int code, const char* needle, const std::string& what =
 int ok_or_no_gpu() { return fgmm_gpu_available() ? FGMM_OK : FGMM_ERR_NO_GPU; }
 
 // Takes all but `leave` bytes of device 0's free memory while alive (an out-of-memory device).
+// Takes the device's memory in halving chunks (1 GB down to `leave` bytes) until none of them fits: at
+// most about 2 x leave stays free. (One allocation of free - leave, shrunk by 1/64 per failure, left
+// over a GB free on an 80 GB H100, and the calls under test then succeeded.)
 struct DeviceHog {
-    void* p = nullptr;
+    void* p = nullptr; // the first chunk (non-NULL: something was taken)
+    std::vector<void*> chunks;
     explicit DeviceHog(size_t leave) {
 #ifdef FGMM_WITH_CUDA
-        size_t free_b = 0, total = 0;
-        if (cudaSetDevice(0) != cudaSuccess || cudaMemGetInfo(&free_b, &total) != cudaSuccess) return;
-        for (size_t want = free_b > leave ? free_b - leave : 0; want > leave && !p; want -= want / 64)
-            if (cudaMalloc(&p, want) != cudaSuccess) p = nullptr, cudaGetLastError();
+        if (cudaSetDevice(0) != cudaSuccess) return;
+        for (size_t chunk = (size_t)1 << 30; chunk >= leave && chunk > 0; chunk /= 2) {
+            void* q = nullptr;
+            while (cudaMalloc(&q, chunk) == cudaSuccess) chunks.push_back(q);
+            cudaGetLastError();
+        }
+        if (!chunks.empty()) p = chunks[0];
 #else
         (void)leave;
 #endif
     }
     ~DeviceHog() {
 #ifdef FGMM_WITH_CUDA
-        if (p) cudaFree(p);
+        for (void* q : chunks) cudaFree(q);
 #endif
     }
 };
