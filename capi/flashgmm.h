@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* flashgmm.h: Gaussian-mixture (EM) training of IVF coarse quantizers.
  *
  * Conventions follow FAISS's c_api: opaque handles, a params struct with an

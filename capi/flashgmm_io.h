@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* flashgmm_io.h: reading and writing vector files (fvecs, bvecs, ivecs, HDF5), and the safe file
  * opening the library's readers and writers use, for code built on it (sidecar files). */
 #ifndef FLASHGMM_IO_H

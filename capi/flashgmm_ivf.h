@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* flashgmm_ivf.h: better-trained FAISS IVF indexes (IVF-Flat, IVF-PQ) with multi-assignment.
  *
  * Works on an index made with FAISS's C API, e.g.

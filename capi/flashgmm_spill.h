@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* flashgmm_spill.h: choosing extra ("spill") lists for IVF vectors, independent of FAISS.
  *
  * SOAR (Sun et al., "SOAR: improved indexing for approximate nearest neighbor search",

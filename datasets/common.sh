@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # common.sh: helpers for the fetch scripts (sourced).
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """debian_sift1m.py ROOT OUT: builds Debian-SIFT1M (docs: DATASETS.md, "Debian-SIFT1M").
 
 ROOT holds the four wallpaper packages unpacked one per folder (ROOT/PACKAGE/usr/...,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # ann-benchmarks HDF5 sets (train / test / neighbors / distances). NOT reachable from this project's
 # machines: run where you have internet access. No checksums are published; shapes are checked.
 #   glove-100-angular      train 1,183,514 x 100, test 10,000 (angular: use --normalize)

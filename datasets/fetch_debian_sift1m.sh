@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Debian-SIFT1M: real OpenCV SIFT-128 from 37 photographs in four Debian bookworm wallpaper
 # packages, texmex-shaped (recipe: DATASETS.md, "Debian-SIFT1M"). Not texmex SIFT1M: DoG SIFT,
 # 37 photos, queries from the same photos as the base. Writes data/debian-sift1m/:

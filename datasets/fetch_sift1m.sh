@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # SIFT1M (TEXMEX ANN_SIFT1M). NOT reachable from this project's machines (only Debian and npm are):
 # run where you have internet access. The archive's checksum is not published; the script checks
 # the exact byte sizes the fvecs/ivecs format implies and prints sha256 for your records.

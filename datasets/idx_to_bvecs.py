@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """idx_to_bvecs.py IN.idx[.gz] OUT.bvecs: an IDX uint8 image file (magic 0x803) as bvecs rows (stdlib only)."""
 import gzip, struct, sys
 

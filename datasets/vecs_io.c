@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* vecs_io.c: readers and writers for TEXMEX-style .fvecs/.bvecs/.ivecs and HDF5 matrices. */
 #define _POSIX_C_SOURCE 200809L /* fseeko */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wink_to_fvecs.js IN.json OUT.fvecs: the wink embeddings JSON ({words, vectors: {w: [100 values, norm, index]}})
 // as fvecs rows in the package's word order (glove.6B frequency order).
 const fs = require("fs");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_common.h: libFuzzer targets write each input to a per-process file, then read it back
  * through the library (the readers take paths). */
 #ifndef FGMM_FUZZ_COMMON_H

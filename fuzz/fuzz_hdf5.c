@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_hdf5.c: the HDF5 reader (datasets "train", then "dataset"). */
 #include "fuzz_common.h"
 #include "flashgmm_io.h"

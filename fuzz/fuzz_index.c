@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_index.c: index files as fgmm_ivf_read takes them, then the round trip. The first byte picks
  * where the rest goes (fuzz/index_setup.h, fuzz_ivf_place): 'f' / 'g': the settings / model
  * sidecar of a three-file set (older versions' files) beside a valid FAISS file and the other

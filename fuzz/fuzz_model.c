@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_model.c: the .gmm model loader. */
 #include "fuzz_common.h"
 #include "flashgmm.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_vecs.c: the .fvecs / .bvecs / .ivecs reader. The first byte picks the extension. */
 #include "fuzz_common.h"
 #include "flashgmm_io.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* index_setup.h: what fuzz/fuzz_index.c and tests/test_ivf_io.cpp (Ivf.FuzzRegressions, the
  * three-file tests) share. The small spilled index: IVF4,Flat, d = 8, 64 vectors around 4 given
  * means (installed with fgmm_ivf_set_gmm, not trained: the centroids, hence the files in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* data_max.cu: max |x| over rows already on the device (the fp16 prescale's bound). */
 #include "kernels.h"
 #include "reduce.cuh"

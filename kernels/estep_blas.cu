@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* estep_blas.cu: the E-step around cuBLAS SGEMMs, for what the fused kernel does not
  * cover (diagonal covariance, d > FGMM_FUSED_MAX_D) and as the naive baseline when the
  * tile is all n rows. Per row tile of t rows: G = x.B^T (t x k floats, cuBLAS), then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* estep_fused.cu: the fused GMM E-step (isotropic; diagonal on rows [x', x'^2], see
  * fgmm_fused_model). No N x K buffer exists.
  *

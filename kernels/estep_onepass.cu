@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* estep_onepass.cu: the fused E-step in one pass (sm_90a; prepared fp16 rows, dp = 128, kp = 128 CL
  * components with CL = 1, 2, 4 or 8). The two-pass kernels (estep_fused.cu) serve everything else.
  *

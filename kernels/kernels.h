@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kernels.h: C signatures of the CUDA launch wrappers. Every wrapper only
  * enqueues work on `stream` and returns the launch's cudaError_t as int. */
 #ifndef FGMM_KERNELS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kmeans_assign.cu: Lloyd's assignment step after a cuBLAS G = x.c^T (the cuBLAS path: exact
  * precision, streamed rows, d > 128): nearest centroid per row (a warp per row), then counts, sums,
  * squared distances into double accumulators (t*d double atomics per tile); and k-means++ seeding

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mstep.cu: the M-step and the fused E-step's model constants on the device, so that an
  * EM iteration needs no model upload and no statistics download (train.c's mstep() is the host
  * version of the same update; both run in double). */

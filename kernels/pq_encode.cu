@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pq_encode.cu: IVF-PQ codes of (row, list) entries, as FAISS's IndexIVFPQ encodes them with 8-bit
  * sub-quantizers: the residual r = x - c_list in float, then per sub-quantizer m the nearest of its 256
  * codewords by squared L2 distance in float (ties to the lower codeword, as FAISS's strict `<`).

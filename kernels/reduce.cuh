@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* reduce.cuh: block reductions shared by the kernels. Fixed order (a tree over blockDim.x, a power
  * of two): results do not depend on scheduling. Every thread of the block must call them. */
 #ifndef FGMM_REDUCE_CUH

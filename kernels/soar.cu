@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* soar.cu: SOAR spill lists (src/spill.c's algorithm, capi/flashgmm_spill.h) around two cuBLAS SGEMMs
  * per row tile, with the CPU path's float arithmetic element by element (explicit round-to-nearest
  * operations: no FMA contraction), so that only the GEMMs' summation order differs:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* wgmma.cuh: the Hopper warpgroup MMA (sm_90a) pieces of the fused E-step.
  *
  * Operands are tiles of 64 (or 128) rows of fp16, K-major (dp contiguous), in shared memory as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // faiss_bridge.cpp: IVF operations behind a C header. FAISS's C API where it has the entry point
 // (add_core of IVF-Flat and IVF-SQ, list sizes and ids); C++ only for add_core of the other IVF
 // kinds (IVF-PQ), for appending codes encoded elsewhere (IVF-PQ on the GPU: the fields its encoder

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* faiss_bridge.h: IVF operations beyond FAISS's generic C API calls (faiss_bridge.cpp says which use
  * the C API and which need C++). */
 #ifndef FGMM_FAISS_BRIDGE_H

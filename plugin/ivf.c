@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ivf.c: quantizer training, multi-assignment (spill) and deduplicating search for FAISS IVF
  * indexes, over FAISS's C API (plus faiss_bridge for pre-assigned adds and searches). */
 #include <math.h>

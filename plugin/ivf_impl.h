@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ivf_impl.h: the FgmmIvf handle, shared by ivf.c (train, add, search) and ivf_io.c (files). The
  * plugin is built on the public headers (capi/) only, as a user's own would be. */
 #ifndef FGMM_IVF_IMPL_H

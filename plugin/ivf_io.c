@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ivf_io.c: index files (docs/FORMAT.md). One file: a header, then the FAISS index, the spill
  * settings and the model as sections, each with its CRC-32, written to a temporary file and
  * renamed once. Also reads the three-file sets written before (the FAISS file, PATH.fgmm: text

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ivf_search.c: the search engine of fgmm_ivf_search for IVF-Flat indexes, and the de-duplication
  * both engines share.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Builds the flashgmm package with the shared library inside it: $FLASHGMM_LIB if set, else the
 repository's build/libflashgmm_ivf.so (scripts/build.sh build). The package loads that copy first,
 so an installed flashgmm needs no environment variable. Metadata: pyproject.toml."""

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_build.c: end-to-end IVF build time, FAISS's own CPU build next to the project's, in one
  * process on one machine (issue 15).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_cpu.c: the CPU E-step against OpenBLAS sgemm doing the same matrix products, one run.
  *
  *   bench_cpu [NxKxD ...] [--reps R]      (default 100000x256x128 100000x1024x128)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_estep.c: ms per isotropic E-step, fused kernel vs baselines, one process, one device.
  *
  *   bench_estep [NxKxD ...] [--reps R] [--cpu-max-n N]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_search.c: search speed (QPS) at equal recall@10, FAISS's default IVF against the project's.
  *
  *   bench_search --data FILE [options]

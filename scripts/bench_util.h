@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_util.h: timing helpers shared by the benchmark programs. */
 #ifndef FGMM_BENCH_UTIL_H
 #define FGMM_BENCH_UTIL_H

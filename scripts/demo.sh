@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # What the project buys, on the embedded FLANN sift10K set (9,000 real SIFT vectors, 1,000 queries
 # with their true 10 nearest neighbours), measured in this run:
 #   1. installs what the demo needs (scripts/setup.sh --demo; scripts/test.sh installs the rest)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The GPU session script: one device call builds nothing there (the device image has no
 # FAISS/OpenBLAS/HDF5/gtest), it runs what was built here.
 #   scripts/device.sh bundle          (here) build, then copy binaries + non-system libs to .devbundle/

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* example_ivf.c: build a GMM-trained IVF-Flat index through FAISS's C API, add with
  * multi-assignment, search, save, load. A complete program: it builds against an installed copy
  * (tests/consumer/run.sh does, with CMake and with pkg-config), e.g.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Compiles the FAISS plugin (plugin/faiss_bridge.cpp, plugin/ivf.c, plugin/ivf_io.c) and the CLI's
 # FAISS part (src/cli_ivf.c) against FAISS 1.11.0's headers, compile only (-fsyntax-only): the
 # headers come from Debian trixie's libfaiss-dev 1.11.0-3 package (sha256-pinned, from the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds FAISS 1.11.0 (Debian trixie's source package; CPU only, C API on, static) into the cached
 # prefix .deps/faiss-1.11, then builds this project against it (-DFAISS_ROOT) in build-faiss-1.11/
 # and runs the plugin tests. Idempotent: a built prefix is reused. Needs root (or sudo) for apt-get.

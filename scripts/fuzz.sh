@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the libFuzzer targets in fuzz/ (clang, ASan + UBSan) and runs each for a bounded time on
 # a copy of its checked-in seed corpus (fuzz/corpus/NAME). The index target (the plugin's index files
 # reader) links FAISS: libfaiss_c.a from $FGMM_DEPS_DIR/faiss_c (default .deps, scripts/setup.sh)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ivf_curves.c: recall@10 vs distance computations (DCO) for IVF quantizers and spill rules.
  *
  *   ivf_curves --data FILE [options]

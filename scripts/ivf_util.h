@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ivf_util.h: helpers shared by the IVF benchmark programs (ivf_curves.c, bench_build.c). */
 #ifndef FGMM_IVF_UTIL_H
 #define FGMM_IVF_UTIL_H

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # plot_curves.sh DIR [TITLE]: DIR/curves.csv (from build/ivf_curves) -> DIR/curves.png: recall@10 vs
 # DCO (log x), one line per method, seed 1 (the first seed in the file), with gnuplot.
 set -euo pipefail

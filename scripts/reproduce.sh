@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Recall@10 vs DCO on the data sets reachable from Debian/npm, one command per set:
 #   scripts/reproduce.sh sift100k | debian-sift1m | fashion-mnist | glove341k | all   [ivf_curves options]
 # Every method of build/ivf_curves (FAISS's own IVF, the project's k-means and GMM, hard / tau / SOAR

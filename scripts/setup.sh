@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs every build dependency from Debian and builds FAISS's C API (libfaiss_c.a), which Debian
 # does not ship. Idempotent: a second run only checks. Needs root (or sudo) for apt-get.
 #   setup.sh          everything scripts/test.sh needs (tests, sanitizers, fuzzing, Python, MPI)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sets up, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
 # test (the Python package's and the MPI launcher's too), compiles the plugin against FAISS 1.11's
 # headers, builds and runs programs against an installed copy (CMake and pkg-config, static and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cli.c: the `flashgmm` command line. */
 #include <stdio.h>
 #include <string.h>

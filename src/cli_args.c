@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cli_args.c: the command-line programs' shared parts (cli_args.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>

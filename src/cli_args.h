@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cli_args.h: what the command-line programs (flashgmm, flashgmm-mpi) share: train's options,
  * the output checks, progress and result lines. */
 #ifndef FGMM_CLI_ARGS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cli_ivf.c: `flashgmm ivf build | search | export`: an IVF index from a vector file, its recall,
  * distance computations and queries per second, and a plain FAISS copy, through capi/flashgmm_ivf.h.
  * Train's options (--iter, --backend, ...) are parsed by cli_args.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cli_ivf.h: `flashgmm ivf build | search | export` (built where the FAISS plugin is). */
 #ifndef FGMM_CLI_IVF_H
 #define FGMM_CLI_IVF_H

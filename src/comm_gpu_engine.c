@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* comm_gpu_engine.c: the engine of a GPU rank of fgmm_train_comm ("gpu-nccl-comm"): this rank's
  * single-GPU engine, whose statistics are summed over the comm's ranks on the device with NCCL.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cpu_engine.c: the CPU backend of the engine (OpenBLAS sgemm + OpenMP).
  *
  * Rows are processed in blocks of about 64 MB of k-wide scratch: one sgemm gives

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* engine.c: picks the backend. The GPU backend exists only in CUDA builds. */
 #include <stdlib.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* error.c: the thread-local last-error message (FAISS c_api style). */
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* file.c: opening inputs (regular files only) and writing outputs atomically (temp + rename). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_call.c: one self-contained GPU call's device, stream, handle and memory (gpu_call.h). */
 #include "gpu_call.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_call.h: what the self-contained GPU helpers (gpu_spill.c, gpu_pq.c) share. Each call sets up its
  * own device, stream and (optionally) cuBLAS handle and releases them before it returns, so calls share
  * nothing and several host threads may make them at once; errors are FGMM_ERR_* codes with a message

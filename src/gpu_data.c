@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_data.c: the GPU backend's data: rows resident on the device (as given, or prepared for the
  * fused fp16 E-step) or streamed in chunks, visited range by range; the host scan behind the
  * prepared rows' centring and prescale. */

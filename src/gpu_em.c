@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_em.c: the GPU backend's em_step / em_fetch: whole EM iterations with the model kept on the
  * device (fused E-step on prepared resident rows, then the device M-step). */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_engine.c: the GPU backend of the engine (host side; kernels in kernels/): creation and
  * destruction, the operations table, device and pinned buffers, the benchmarks' controls. The rest:
  * gpu_data.c (residency, streaming, the data scan), gpu_model.c (model upload and constants),

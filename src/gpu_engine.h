@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_engine.h: GPU-backend controls used by the benchmarks (not public). */
 #ifndef FGMM_GPU_ENGINE_H
 #define FGMM_GPU_ENGINE_H

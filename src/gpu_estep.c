@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_estep.c: the GPU backend's E-step: per row range, the fused kernels' two passes or row tiles
  * around cuBLAS SGEMMs (the tiles also serve k-means and assignment); fgmm_gpu_estep_begin leaves the
  * statistics pending on the device (gpu_stats.c). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_impl.h: what the GPU backend's files share (host side; not installed, not for the tests:
  * those use gpu_engine.h). */
 #ifndef FGMM_GPU_IMPL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_kmeans_assign.c: the GPU backend's k-means statistics, pending like the E-step's (fast
  * precision on resident rows: the fused E-step at a vanishing variance; else the cuBLAS row tiles),
  * k-means++ seeding, and top-m assignment with log p(x). */

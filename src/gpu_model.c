@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_model.c: the GPU backend's model on the device: uploads, and the constants of the E-step's
  * paths (fused on prepared rows, fused on rows as given, cuBLAS row tiles). */
 #include <stdlib.h>

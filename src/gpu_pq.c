@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_pq.c: IVF-PQ codes on a CUDA device, the host side of fgmm_pq_encode_gpu (flashgmm_spill.h; spill.c
  * checks the arguments; kernel in kernels/pq_encode.cu). The coarse centroids and the PQ codebook go up
  * once, then the rows in tiles of t rows with their lists: copy up, encode every (row, list) entry,

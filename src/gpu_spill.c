@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_spill.c: SOAR spill lists on a CUDA device, the host side of fgmm_soar_assign_gpu
  * (capi/flashgmm_spill.h; kernels in kernels/soar.cu). spill.c checks the arguments and shifts the
  * centroids by their mean (the code the CPU path runs); here they go up once, then the rows in tiles

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gpu_stats.c: the GPU backend's statistics on the device: zeroed before a pass, left pending after
  * fgmm_gpu_estep_begin / fgmm_gpu_kmeans_begin (for an all-reduce), downloaded by fgmm_gpu_finish. */
 #include <stdlib.h>

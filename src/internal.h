@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* internal.h: what the library's translation units share; not installed. */
 #ifndef FGMM_INTERNAL_H
 #define FGMM_INTERNAL_H

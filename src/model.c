@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* model.c: the mixture object, its file format, data views and statistics buffers. */
 #include <errno.h>
 #include <float.h>

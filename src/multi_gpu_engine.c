@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* multi_gpu_engine.c: data-parallel EM over several GPUs driven by one process.
  *
  * Rank r holds rows [n*r/R, n*(r+1)/R) (copied to, or streamed through, its own GPU) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* nccl_api.c: NCCL loaded at run time, and the all-reduce of pending statistics (nccl_api.h). */
 #include "nccl_api.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* nccl_api.h: NCCL loaded at run time (libnccl.so.2), so that builds and machines without it still
  * work; what the engines that sum statistics over GPUs share (multi_gpu_engine.c, comm_gpu_engine.c). */
 #ifndef FGMM_NCCL_API_H

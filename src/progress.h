@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* progress.h: a training's progress line with an estimate of the time left, for the programs that
  * call fgmm_train / fgmm_ivf_train (flashgmm train, ivf_curves). Header-only: the estimate is the
  * caller's (FgmmProgressFn gives the phase and the iteration; the caller knows the plan and the

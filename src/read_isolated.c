@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* read_isolated.c: fgmm_vecs_read_isolated, HDF5 files parsed in a child process. libhdf5 parses a
  * file's metadata itself and crashes on some crafted files (README, "What is promised"); in a child
  * such a crash becomes an error naming the file and the signal, and the caller lives. The child

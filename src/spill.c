@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spill.c: SOAR spill lists (capi/flashgmm_spill.h): the CPU path (fgmm_soar_assign), and the
  * argument checks and centroid shift that the GPU path (gpu_spill.c) shares with it.
  *

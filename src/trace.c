@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* trace.c: FGMM_TRACE=1 prints the seconds of each step of a training (and of the engine's parts
  * of a step) to stderr. */
 #include <stdatomic.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* train.c: the EM driver and the public entry points. Backend-neutral: the
  * heavy passes go through the engine; seeding, M-step and re-seeding are
  * O(k*d) or O(sample*k*d) host work, done in double. Where the engine has

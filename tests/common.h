@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // common.h: float64 reference E-step, data generators and test data location shared by the tests.
 #pragma once
 #include <sys/wait.h>

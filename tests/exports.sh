@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The shared libraries export exactly the functions that capi/ declares (and FAISS's C API):
 #   tests/exports.sh SRC_DIR LIB HEADER... [-- LIB HEADER...]
 # Fails with the names that differ.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Training over several ranks (fgmm_train_comm, what flashgmm-mpi runs) with an in-process
 // communicator: one thread per rank, each with its own rows. The model must equal the one-process
 // model up to the order of the sums, and a failure on one rank must stop them all.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // CPU engine and training: agreement with float64, EM properties, determinism.
 #include <gtest/gtest.h>
 #include <omp.h>

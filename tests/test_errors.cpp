@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Every bad input gets an error code and a message, and nothing leaks (the ASan build checks that).
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // GPU backend: agreement with the float64 reference, streaming = in-memory, EM on the GPU.
 // Every test skips where no CUDA device exists.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // GPU entry points under hostile input: sizes of 0, negative, past the limits or whose products overflow,
 // NaN/Inf values, and device memory that runs out. Arguments are checked before a device is looked for,
 // so those checks run everywhere; what needs a device skips without one. Run under compute-sanitizer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Vector-file readers: round trips, and truncated / malformed files.
 #include <gtest/gtest.h>
 

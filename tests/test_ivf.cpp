@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // FAISS plugin: GMM-trained IVF-Flat / IVF-PQ on real SIFT (the embedded FLANN sift10K set).
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // test_ivf_cli.cpp: `flashgmm ivf build | search` on the embedded sift10K set, and the CLI's help and
 // bad-value messages.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Index files (plugin/ivf_io.c, docs/FORMAT.md) and the atomic outputs under them (src/file.c):
 // round trips of every int64, crashes and concurrent readers and writers, FAISS's refusal, the plain
 // FAISS export, the three-file sets of earlier versions, modes, symbolic links, stale temporary

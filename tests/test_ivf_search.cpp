@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // fgmm_ivf_search's engines (plugin/ivf_search.c, the FAISS path) against a float64 brute force over
 // the probed lists, on the embedded sift10K set.
 #include <gtest/gtest.h>

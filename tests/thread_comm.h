@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_comm.h: fgmm_train_comm's ranks as threads of this process (ThreadComm: an in-process
 // fgmm_comm), for tests/test_comm.cpp and the GPU tests of several ranks.
 #pragma once

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """flashgmm: GMM/k-means training of FAISS IVF coarse quantizers, spill (multi-assignment) and
 deduplicating search, over libflashgmm_ivf.so (found through $FLASHGMM_LIB, the installed
 package's copy, the repository's build*/ folders, or the system loader). docs/python.md.

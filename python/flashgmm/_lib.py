@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctypes bindings for libflashgmm_ivf.so: finding it, the C structs, prototypes and errors."""
 import ctypes
 import ctypes.util

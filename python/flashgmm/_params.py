@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Keyword parameters of the C params structs: one table, the defaults read from the C library's
 init functions (fgmm_params_init, fgmm_ivf_params_init), shown by help() through the signatures
 that `keywords` gives the public functions."""

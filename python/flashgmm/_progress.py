@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Per-iteration progress of a training call: the user's callable, and/or a printed line with the
 time left (verbose)."""
 import sys

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Gaussian mixtures (capi/flashgmm.h) and the vector-file reader (capi/flashgmm_io.h)."""
 import ctypes
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """GMM/k-means-trained, spilled FAISS IVF indexes (capi/flashgmm_ivf.h) for faiss-python users.
 
 faiss-python's objects live in its own FAISS (Debian's python3-faiss links FAISS statically into

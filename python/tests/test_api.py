@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The Python surface: closed objects, integer checks, progress, FAISS's attributes and search,
 keywords, the plain-FAISS export and the docs' examples (small random data: fast)."""
 import contextlib

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """flashgmm's Python package against python3-faiss objects, on the embedded sift10K set."""
 import ctypes
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """read_vecs parses HDF5 in a child process: a file that crashes libhdf5 raises, Python lives."""
 import os
 import subprocess

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* flashgmm_mpi.c: `flashgmm-mpi train FILE [options]`, GMM training over several MPI processes.
  *
  * One process per CPU engine or per GPU. With N rows to train on (the file's, or --max-rows) and P

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Run by python.sh with an installed flashgmm (no FLASHGMM_LIB, no repository on the path): the
 package and its library come from under argv[1], and a small index trains, fills and searches."""
 import os

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* consumer.c: a program outside the source tree, built against an installed flashgmm
  * (tests/consumer/run.sh): trains a GMM, then a GMM-trained IVF-Flat index through FAISS's C API,
  * then writes a sidecar of its own as a user's plugin would (data check, error channel, atomic

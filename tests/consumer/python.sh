@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The Python package installed two ways, each used with no environment variable and outside the
 # repository: by cmake --install into $1 (the library found through the generated _config.py), and
 # by pip into a venv, built offline from python/ with the library of $1 copied inside it.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds and runs consumer.c and scripts/example_ivf.c against the flashgmm installed in $1: through
 # find_package (the static and the shared library) and through pkg-config (--libs: the shared
 # library; --static --libs: the static archives, no libflashgmm*.so needed at run time); then the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Helpers of tests/mpi/run.sh (standard library only).
 
 compare A.gmm B.gmm LOG_A LOG_B: prints the largest differences between two models and between

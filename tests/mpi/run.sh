@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # flashgmm-mpi against the one-process model: CPU ranks on this machine (mpirun -np 2 and 3), each
 # reading its own shard. The models must agree up to the order of the sums (models.py's TOLERANCE);
 # the model of all rows but one must not (so a dropped, doubled or overlapping row fails the test);
