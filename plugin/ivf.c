@@ -592,12 +592,7 @@ static int search_faiss(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
             }
             for (idx_t t = kf; t < k; t++) labels[(size_t)(i0 + i) * k + t] = -1, distances[(size_t)(i0 + i) * k + t] = INFINITY;
         }
-        for (idx_t i = 0; dco && i < b; i++) {
-            int64_t c = h->nlist;
-            for (int t = 0; t < nprobe; t++)
-                if (pi[(size_t)i * nprobe + t] >= 0) c += sizes[pi[(size_t)i * nprobe + t]];
-            dco[i0 + i] = c;
-        }
+        if (dco) fgmm_ivf_dco(h->nlist, sizes, pi, b, nprobe, dco + i0);
     }
 done:
     free(dd); free(ii); free(pd); free(pi); free(sizes);

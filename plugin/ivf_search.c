@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* ivf_search.c: the search engine of fgmm_ivf_search for IVF-Flat indexes, and the de-duplication
- * both engines share.
+ * and distance-computation count both engines share.
  *
  * List-major: a batch of queries is assigned to its nprobe lists (FAISS's quantizer: one BLAS GEMM
  * for 20 queries or more), the (query, probe rank) pairs are grouped by list, and each list is read
@@ -95,6 +95,15 @@ idx_t fgmm_ivf_dedup_sorted(FgmmIvfDedup* s, idx_t n, const float* dist, const i
     idset_clear(s, lout, got);
     for (idx_t i = got; i < k; i++) lout[i] = -1, dout[i] = INFINITY;
     return got;
+}
+
+void fgmm_ivf_dco(int nlist, const int64_t* sizes, const idx_t* assign, idx_t b, int nprobe, int64_t* dco) {
+    for (idx_t i = 0; i < b; i++) {
+        int64_t c = nlist;
+        for (int r = 0; r < nprobe; r++)
+            if (assign[(size_t)i * nprobe + r] >= 0) c += sizes[assign[(size_t)i * nprobe + r]];
+        dco[i] = c;
+    }
 }
 
 /* ---- distances and per-slot heaps ---------------------------------------------------------- */
@@ -363,11 +372,11 @@ static int redo_query(const flat* f, const idx_t* assign, const float* qi, idx_t
             slot* s = &row[r];
             s->d = sd + used, s->off = so + used, s->n = 0, s->cap = cap < n ? cap : n;
             used += (size_t)s->cap;
-            for (idx_t j = 0; j < n; j++) {
-                float v = l2sq(f->codes[assign[r]] + (size_t)j * f->d, qi, f->d);
-                if (v < slot_bar(s)) slot_push(s, v, j);
-            }
-            slot_sort(s);
+            /* one pair (this query, rank r): pair r / nprobe = row 0 of qi, slots[r] = row[r]; one query
+             * takes scan_task's direct path, which needs no norms or scratch */
+            idx_t pair = r;
+            task t = {(int)assign[r], 0, 1, 0};
+            if (n) scan_task(f, &t, &pair, qi, NULL, row, NULL);
         }
         more = merge_query(f, assign, row, qi, k, b, dout, lout);
         free(sd), free(so);
@@ -489,12 +498,7 @@ int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
             rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory for a thread's buffers");
             goto done;
         }
-        for (idx_t i = 0; dco && i < b; i++) {
-            int64_t c = nlist;
-            for (int r = 0; r < nprobe; r++)
-                if (assign[(size_t)i * nprobe + r] >= 0) c += sizes[assign[(size_t)i * nprobe + r]];
-            dco[i0 + i] = c;
-        }
+        if (dco) fgmm_ivf_dco(nlist, sizes, assign, b, nprobe, dco + i0);
     }
 done:
     free(sd), free(so), free(slots), free(assign), free(cd), free(pairs), free(start), free(qn), free(tasks);

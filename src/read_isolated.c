@@ -161,12 +161,6 @@ static int is_hdf5(const char* path) {
     return dot && (!strcmp(dot, ".h5") || !strcmp(dot, ".hdf5"));
 }
 
-int fgmm_vecs_read_isolated(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out) {
-    if (path && is_hdf5(path) && fgmm_vecs_hdf5_available())
-        return read_child(path, dataset, 0, max_rows, 0, out);
-    return fgmm_vecs_read(path, dataset, max_rows, out); /* TEXMEX files: our own parser, in-process */
-}
-
 int fgmm_vecs_read_any(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
                        int isolated, FgmmVecs* out) {
     if (isolated && path && is_hdf5(path) && fgmm_vecs_hdf5_available())
@@ -178,4 +172,8 @@ int fgmm_vecs_read_any(const char* path, const char* dataset, fgmm_idx_t first, 
     int rc = fgmm_vecs_shape(path, dataset, &out->n, &out->d, &t);
     out->dtype = t;
     return rc;
+}
+
+int fgmm_vecs_read_isolated(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out) {
+    return fgmm_vecs_read_any(path, dataset, 0, max_rows, 0, 1, out);
 }
