@@ -23,7 +23,7 @@
  *                  fgmm_ivf_search before the list-major engine)
  * QPS ratios at recall r: per seed, each curve's nprobe at r is interpolated log-linearly (log nprobe
  * linear in recall between swept points) and its QPS log-log in nprobe; the table gives the mean over
- * seeds of QPS(row) / QPS(faiss).
+ * seeds of QPS(row) / QPS(faiss) and, with several seeds, its [min, max].
  */
 #include <math.h>
 #include <omp.h>
@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
     }
     const double levels[] = {0.80, 0.85, 0.90, 0.95, 0.99};
     const int nl = sizeof levels / sizeof levels[0];
-    printf("\nmean over %d seeds: train s, add s, MB; QPS ratio to faiss at recall@10 level (threads:", ns);
+    printf("\nmean over %d seeds: train s, add s, MB; QPS ratio to faiss at recall@10 level, mean [min, max] over seeds (threads:", ns);
     for (int t = 0; t < nt; t++) printf(" %d", threads[t]);
     printf("; '-' where a curve does not reach the level)\n\n| row | train s | add s | MB |");
     for (int l = 0; l < nl; l++) printf(" @%.2f |", levels[l]);
@@ -268,15 +268,18 @@ int main(int argc, char** argv) {
         for (int l = 0; l < nl; l++) {
             printf(" ");
             for (int t = 0; t < nt; t++) {
-                double s = 0;
+                double s = 0, lo = INFINITY, hi = 0;
                 int ok = 1;
                 for (int si = 0; si < ns && ok; si++) {
                     double a = qps_at(&rows[si][m], np, probes, levels[l], t);
                     double f = qps_at(&rows[si][0], np, probes, levels[l], t);
                     ok = a > 0 && f > 0;
-                    s += ok ? a / f / ns : 0;
+                    double r = ok ? a / f : 0;
+                    s += r / ns, lo = r < lo ? r : lo, hi = r > hi ? r : hi;
                 }
-                printf(ok ? "%s%.2f" : "%s-", t ? " / " : "", s);
+                if (!ok) printf("%s-", t ? " / " : "");
+                else if (ns > 1 && m > 0) printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
+                else printf("%s%.2f", t ? " / " : "", s);
             }
             printf(" |");
         }
