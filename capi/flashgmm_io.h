@@ -41,6 +41,8 @@ int fgmm_vecs_read(const char* path, const char* dataset, fgmm_idx_t max_rows, F
 /// (the child holds them too while sending). TEXMEX files are read in this process, as by
 /// fgmm_vecs_read. A hang inside libhdf5 is not bounded. The caller must not reap children it did
 /// not start (a SIGCHLD handler calling wait, or SIGCHLD ignored: the signal is then not reported).
+/// Concurrent calls from several threads are not tested (a fork while another thread is inside
+/// libhdf5 in this process may leave the child waiting on libhdf5's lock).
 int fgmm_vecs_read_isolated(const char* path, const char* dataset, fgmm_idx_t max_rows, FgmmVecs* out);
 
 /// Reads rows [first, first + max_rows) (max_rows 0 = to the last row; fewer where the file ends

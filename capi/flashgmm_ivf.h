@@ -177,7 +177,8 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
 /// IVF-PQ a near tie may keep the second-nearest list's entry (PQ's coding error; docs/FORMAT.md
 /// has measurements). One entry per id: vectors added under one id count as one. The handle's
 /// index is not modified. Atomic as fgmm_ivf_write. Memory: 24 bytes per entry and the kept
-/// lists. IVF-Flat and IVF-PQ only (the classes fgmm_ivf_wrap takes).
+/// lists. IVF-Flat and IVF-PQ only (the classes fgmm_ivf_wrap takes). Calls beside other threads'
+/// calls on the same handle are not tested.
 int fgmm_ivf_write_faiss(const FgmmIvf* ivf, const char* path);
 
 FaissIndex* fgmm_ivf_index(const FgmmIvf* ivf);
