@@ -86,7 +86,7 @@ void fgmm_trace(double* mark, const char* what);
  * any rank's is non-zero no data moves, every rank returns an error (the failing rank its own
  * status and message, the others FGMM_ERR_STATE) and sets agreed, so all stop together. A failure
  * that reaches no collective leaves agreed at 0: the launcher must then abort the other ranks.
- * The library has no MPI dependency: the launcher (src/mpi/) implements these with MPI. */
+ * The library has no MPI dependency: the launcher (tools/flashgmm_mpi.c) implements these with MPI. */
 typedef struct fgmm_comm fgmm_comm;
 struct fgmm_comm {
     int rank, size;
