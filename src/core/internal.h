@@ -166,9 +166,12 @@ int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, s
  * libnccl.so.2 (and FGMM_COMM_SUM is not "host"), *e becomes "gpu-nccl-comm", which holds it and sums the
  * statistics over the ranks on the devices (sums_ranks); otherwise *e is left as it is. */
 int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status);
-/* Picks the backend per params (NULL params: AUTO defaults). */
+/* Picks the backend per params (src/driver/engine.c). */
 int fgmm_engine_create(fgmm_engine** out, const FgmmParams* params);
-void fgmm_engine_destroy(fgmm_engine* e);
+/* Here, not in engine.c: the backends destroy the engines they hold, and stay below the driver. */
+static inline void fgmm_engine_destroy(fgmm_engine* e) {
+    if (e) e->ops->destroy(e);
+}
 
 /* Bytes per value of a dtype (FGMM_I32 included). */
 static inline size_t fgmm_dtype_size(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }

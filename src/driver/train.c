@@ -777,7 +777,9 @@ static int begin_model_call(const char* who, const FgmmModel* m, const FgmmParam
     int rc = fgmm_data_check(view, who);
     if (rc) return rc;
     if (p && (rc = check_params(p))) return rc;
-    return fgmm_engine_create(eng, p);
+    FgmmParams def;
+    if (!p) fgmm_params_init(&def);
+    return fgmm_engine_create(eng, p ? p : &def);
 }
 
 int fgmm_estep(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x,

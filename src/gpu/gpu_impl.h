@@ -155,7 +155,7 @@ typedef struct estep_run {
  * shared libraries do not export them (cmake/flashgmm_ivf.map exports fgmm_*). */
 #pragma GCC visibility push(hidden)
 
-/* ---- engine: errors, device and pinned buffers (gpu_engine.c) ---- */
+/* ---- errors, device and pinned buffers (gpu_buf.c) ---- */
 int fgmm_gpu_cuda_fail(cudaError_t e, const char* what);
 int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what);
 float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero);
