@@ -306,6 +306,8 @@ int main(int argc, char** argv) {
     c.gather = mpi_gather;
     c.bcast = mpi_bcast;
     c.impl = &w;
+    const char* cs = getenv("FGMM_COMM_SUM"); /* "host": no NCCL (e.g. two ranks on one GPU) */
+    c.host_sum = cs && !strcmp(cs, "host");
     fgmm_cli_prog = "flashgmm-mpi";
     int rc = run(argc, argv, &c);
     fflush(stdout);

@@ -96,9 +96,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
             cudaGetLastError();
         g->wg = major == 9 && minor == 0;
     }
-    g->path = prec == FGMM_PREC_EXACT ? FGMM_GPU_PATH_FUSED_EXACT : FGMM_GPU_PATH_FUSED;
-    const char* op = getenv("FGMM_ONEPASS");
-    g->onepass = op && !strcmp(op, "1") ? 1 : op && !strcmp(op, "0") ? 0 : -1;
+    fgmm_gpu_engine_options(&g->opt, prec);
     int rc = FGMM_OK;
     cudaStream_t st = NULL, copy_st = NULL; /* kept only once made (a failed create may leave a stale handle) */
     if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
@@ -126,15 +124,15 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
     gpu_impl* g = e->impl;
-    g->path = path;
-    g->tile_rows = tile_rows;
+    g->opt.path = path;
+    g->opt.tile_rows = tile_rows;
     return FGMM_OK;
 }
 
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
-    ((gpu_impl*)e->impl)->onepass = on < 0 ? -1 : on != 0;
+    ((gpu_impl*)e->impl)->opt.onepass = on < 0 ? -1 : on != 0;
     return FGMM_OK;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* gpu_impl.h: what the GPU backend's files share (host side; not installed, not for the tests:
- * those use gpu_engine.h). */
+/* gpu_impl.h: what the GPU backend's files share (host side; not installed; the tests use
+ * gpu_engine.h, but for tests/test_gpu_plan.cpp). */
 #ifndef FGMM_GPU_IMPL_H
 #define FGMM_GPU_IMPL_H
 
@@ -46,9 +46,8 @@ typedef struct gpu_impl {
     int dev;
     int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
     size_t mem_limit;
-    int path;            /* FGMM_GPU_PATH_* */
-    int onepass;         /* one-pass fused kernel: -1 where kp = 128 (faster there), 1 wherever it applies, 0 never */
-    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES (gpu_estep.c) */
+    fgmm_gpu_options opt; /* path (never -1 here), one-pass, host M-step, cuBLAS tile (gpu_engine.h) */
+    char plan_traced[256]; /* FGMM_TRACE: the last plan printed (gpu_plan.c) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
     cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
@@ -110,14 +109,19 @@ static inline int fmt_dp(const gpu_impl* g, int fmt, int d) {
     int dp = prep_dp(g, 2 * d);
     return g->wg && dp == 192 ? 256 : dp;
 }
-/* The prepared format a model's E-step uses on the fused kernels, FMT_RAW where its rows would not
- * fit their width: isotropic d <= FGMM_FUSED_MAX_D; diagonal rows [x', x'^2] are 2d wide, up to 256
- * with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
-static inline int prepared_fmt(const gpu_impl* g, const FgmmModel* m) {
-    if (m->cov != FGMM_COV_DIAGONAL) return m->d <= FGMM_FUSED_MAX_D ? FMT_F16 : FMT_RAW;
-    int width = g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D;
-    return 2 * m->d <= width ? FMT_F16_DIAG : FMT_RAW;
-}
+/* What one pass runs (fgmm_gpu_plan, gpu_plan.c: the one place that decides). */
+typedef enum { GPU_PASS_ESTEP, GPU_PASS_EM, GPU_PASS_KMEANS, GPU_PASS_ASSIGN } gpu_pass;
+typedef struct gpu_plan {
+    int fused;     /* the fused kernels (E-step; k-means: at a vanishing variance), else cuBLAS fp32 row tiles;
+                      diagonal covariance: on prepared rows only, where they fit resident (the caller's check) */
+    int mode;      /* the fused kernels' arithmetic: FGMM_FUSED_FP16, _BF16 or _EXACT (kernels.h) */
+    int fmt;       /* the prepared rows' format where they fit resident (FMT_F16, FMT_F16_DIAG); FMT_RAW: rows
+                      as given */
+    int wgmma;     /* the sm_90a wgmma kernels on prepared rows, else mma.sync */
+    int onepass;   /* the one-pass fused kernel: 1 wherever it applies, 0 never, -1 where kp = 128 */
+    int device_em; /* whole EM iterations on the device (prepared resident rows, device M-step) */
+    int tf32;      /* the cuBLAS k-means distances on TF32 tensor cores */
+} gpu_plan;
 
 /* The power of two that brings bound to about 2^12 (fp16 operands keep 11 bits above it and
  * headroom to 65504); 1 for bound 0. */
@@ -138,6 +142,7 @@ typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long row0, long long r
 /* An E-step's model on the device: which path, and the fused kernels' view of it. */
 typedef struct estep_ctx {
     const FgmmModel* m;
+    gpu_plan plan; /* in: what runs (fgmm_gpu_plan) */
     int fused, mode, kp, dp, diag;
     int prep;      /* in: use prepared rows if the model allows; out: whether it does */
     int blas_only; /* prepare the cuBLAS-path constants even where the fused kernel applies */
@@ -154,6 +159,13 @@ typedef struct estep_run {
 /* Functions shared by the backend's files (each described where it is defined): hidden, so that the
  * shared libraries do not export them (cmake/flashgmm_ivf.map exports fgmm_*). */
 #pragma GCC visibility push(hidden)
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- which path runs (gpu_plan.c) ---- */
+void fgmm_gpu_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, gpu_plan* p);
+void fgmm_gpu_engine_options(fgmm_gpu_options* o, FgmmPrecision prec);
 
 /* ---- errors, device and pinned buffers (gpu_buf.c) ---- */
 int fgmm_gpu_cuda_fail(cudaError_t e, const char* what);
@@ -209,5 +221,8 @@ int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int
                      const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
 int fgmm_gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty);
 
+#ifdef __cplusplus
+}
+#endif
 #pragma GCC visibility pop
 #endif
