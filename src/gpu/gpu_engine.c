@@ -41,10 +41,9 @@ static void gpu_destroy(fgmm_engine* e) {
     gpu_impl* g = e->impl;
     if (g) {
         cudaSetDevice(g->dev);
-        dbuf* bufs[] = {&g->data, &g->xnorm, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo, &g->chk};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            if (bufs[i]->p) cudaFree(bufs[i]->p);
+#define FREE_BUF(b) if (g->b.p) cudaFree(g->b.p);
+        FREE_BUF(data) FREE_BUF(xnorm) FREE_BUF(chunk[0]) FREE_BUF(chunk[1]) GPU_SCRATCH_BUFS(FREE_BUF)
+#undef FREE_BUF
         if (g->host_stats) cudaFreeHost(g->host_stats);
         if (g->host_up) cudaFreeHost(g->host_up);
         free(g->data_mean);
@@ -146,10 +145,10 @@ int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
     gpu_impl* g = e->impl;
     CU(cudaStreamSynchronize(g->st));
     if (scratch_bytes) {
-        dbuf* bufs[] = {&g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo, &g->chk};
-        size_t s = 0;
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) s += bufs[i]->cap;
+        size_t s = g->chunk[0].cap + g->chunk[1].cap;
+#define ADD_CAP(b) s += g->b.cap;
+        GPU_SCRATCH_BUFS(ADD_CAP)
+#undef ADD_CAP
         *scratch_bytes = s;
     }
     return FGMM_OK;

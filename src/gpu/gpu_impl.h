@@ -41,6 +41,16 @@ typedef struct dbuf {
     size_t cap;
 } dbuf;
 
+/* The engine's scratch device buffers beside the streaming chunks, listed once: declared in
+ * gpu_impl, freed by the engine's destruction, counted by fgmm_engine_gpu_sync (gpu_engine.c).
+ * mu .. shift: the model and its constants; cd: k-means++ distances; nk .. logz: statistics and
+ * log-likelihood parts; xf .. f: the cuBLAS path's row tiles; dm: em_step's model (mu k x d, var k,
+ * w k); emo: its output, [double obj][int empty k + 1]; chk: device maxima (gpu_buf.c). */
+#define GPU_SCRATCH_BUFS(X) \
+    X(mu) X(mu_hi) X(mu_lo) X(cst) X(shift) X(cd) X(nk) X(s1) X(s2) X(ll) X(llp) X(logz) X(xf) X(x2) X(xn) X(g) X(f) \
+    X(dm) X(emo) X(chk)
+#define GPU_DECLARE_BUF(b) dbuf b;
+
 /* The engine's state (fgmm_engine.impl). */
 typedef struct gpu_impl {
     int dev;
@@ -70,13 +80,9 @@ typedef struct gpu_impl {
     dbuf chunk[2];
     void* pinned[2];
     size_t pinned_cap;
-    /* model, statistics, scratch */
-    dbuf mu, mu_hi, mu_lo, cst, shift, cd;
-    dbuf nk, s1, s2, ll, llp, logz;
-    dbuf xf, x2, xn, g, f;
-    /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
-    dbuf dm, emo, chk;
-    int dm_valid, dm_k, dm_d, dm_cov;
+    /* model, statistics, scratch (GPU_SCRATCH_BUFS) */
+    GPU_SCRATCH_BUFS(GPU_DECLARE_BUF)
+    int dm_valid, dm_k, dm_d, dm_cov; /* what dm holds */
     /* statistics computed on the device and not yet downloaded (begin / finish) */
     struct {
         int active, k, d, dp, per_dim;
