@@ -10,7 +10,7 @@ base="${1:-4e24d4c6f38293cc9045cc43bf3328f0292edfd0}"
 tip="${2:-HEAD}"
 cd "$top"
 git cat-file -e "$base^{commit}" 2>/dev/null ||
-    { echo "commits: base $base is not in this clone (a shallow CI checkout? fetch more history)" >&2; exit 2; }
+    { echo "commits: skipped: base $base is not in this clone (a shallow checkout; fetch more history)" >&2; exit 0; }
 bad=0 n=0
 while IFS= read -r line; do
     n=$((n + 1))
