@@ -75,8 +75,8 @@ size_t fgmm_stats_len(const fgmm_stats* s);
 void fgmm_stats_zero(fgmm_stats* s);
 void fgmm_stats_free(fgmm_stats* s);
 
-/* FGMM_TRACE=1: fgmm_trace prints "what" and the seconds since *mark to stderr, then sets *mark to
- * now (steps of a training, and of the engine's parts of a step). */
+/* FGMM_TRACE=1: fgmm_trace prints "what", the seconds since *mark and the process's CPU seconds so
+ * far to stderr, then sets *mark to now (steps of a training, and of the engine's parts of a step). */
 double fgmm_now(void);
 void fgmm_trace(double* mark, const char* what);
 
