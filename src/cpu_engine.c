@@ -20,14 +20,6 @@
 
 #include "internal.h"
 
-/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
- * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 /* Rows per block: the two rows x k float buffers take about BLOCK_BYTES. Large blocks mean few
  * sgemm calls and OpenMP regions per E-step (each costs a thread hand-off; on a 16-vCPU VM small
  * 2048-row blocks made 16 threads slower than one). */

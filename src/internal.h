@@ -18,6 +18,14 @@ extern "C" { /* the C++ tests use the engine directly */
 void fgmm_clear_error(void);
 
 /* Limits that keep size arithmetic in range (also for hostile files). */
+/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
+ * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#else
+#define HOT_CLONES
+#endif
+
 #define FGMM_MAX_DIM (1 << 20)
 #define FGMM_MAX_K (1 << 24)
 
