@@ -184,26 +184,6 @@ static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0
     return s->xb;
 }
 
-/* exp(x) for x <= 0 in float, written so that the compiler vectorises it (Cephes' expf: x = n ln2 + r,
- * |r| <= ln2/2, a degree-6 polynomial, 2^n put in the exponent bits); relative error about 2e-7,
- * and 0 below -87 (where expf gives at most 2^-126: nothing next to the row maximum's term 1). */
-static inline float exp_nonpos(float x) {
-    const int under = !(x >= -87.0f); /* -inf, NaN and terms far below the int range (a tiny variance) */
-    x = under ? -87.0f : x;           /* never converted to int: that would be undefined */
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int e = (int)n + 127;
-    union { int i; float f; } u = {.i = (e > 0 ? e : 0) << 23};
-    return under ? 0.0f : p * u.f;
-}
-
 /* One row of distance terms g (k wide, the sgemm's -2 x.mu or the diagonal's q*2 terms): g <- q >= 0,
  * r <- log-density c_k - q_k * half_prec_k, and returns log sum_k exp(r_k); to_resp: r <- exp(r - that).
  * Isotropic q = ||x||^2 + ||mu||^2 - 2 x.mu, diagonal sum x^2/v - 2 x mu/v + mu^2/v: both >= 0 exactly,
