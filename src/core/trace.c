@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* trace.c: FGMM_TRACE=1 prints the seconds of each step of a training (and of the engine's parts
  * of a step) to stderr, with the process's CPU seconds so far. */
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,18 @@ static double cpu_now(void) {
     struct rusage u;
     getrusage(RUSAGE_SELF, &u);
     return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+int fgmm_trace_on(void) { return trace_on(); }
+
+void fgmm_trace_note(const char* fmt, ...) {
+    if (!trace_on()) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "fgmm trace: %s\n", line);
 }
 
 void fgmm_trace(double* mark, const char* what) {
