@@ -91,6 +91,10 @@ TEST(CpuAdd, SoarTop2RefusesWhatItCannotDo) {
     EXPECT_EQ(fgmm_soar_assign_top2(iso, 2, mx.x.data(), 1, p, s, nullptr, nullptr, l, nullptr), FGMM_ERR_NULL);
     EXPECT_EQ(fgmm_soar_assign_top2(diag, 2, mx.x.data(), 1, p, s, nullptr, nullptr, l, r), FGMM_ERR_ARG);
     EXPECT_EQ(fgmm_soar_assign_top2(iso, 2, mx.x.data(), -1, p, s, nullptr, nullptr, l, r), FGMM_ERR_ARG);
+    FgmmModel* one = nullptr;
+    ASSERT_EQ(fgmm_model_new(&one, 1, d, FGMM_COV_ISOTROPIC, mx.mu.data(), mx.var.data(), mx.w.data()), 0);
+    EXPECT_EQ(fgmm_soar_assign_top2(one, 2, mx.x.data(), 1, p, nullptr, nullptr, nullptr, l, r), FGMM_ERR_ARG);
+    fgmm_model_free(one);
     std::vector<float> bad(mx.x.begin(), mx.x.begin() + 2 * d);
     bad[3] = NAN;
     EXPECT_EQ(fgmm_soar_assign_top2(iso, 2, bad.data(), 1, p, s, nullptr, nullptr, l, r), FGMM_ERR_DATA);

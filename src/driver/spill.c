@@ -276,6 +276,7 @@ int fgmm_soar_assign_top2(const FgmmModel* m, fgmm_idx_t n, const float* x, floa
     if (!top2 || !resp2) return fgmm_fail(FGMM_ERR_NULL, "%s: %s is NULL", who, top2 ? "resp2" : "top2");
     if (m->cov != FGMM_COV_ISOTROPIC)
         return fgmm_fail(FGMM_ERR_ARG, "%s: the model must be isotropic (use fgmm_assign_topm)", who);
+    if (m->k < 2) return fgmm_fail(FGMM_ERR_ARG, "%s: k = %d; two components need k >= 2", who, m->k);
     const int k = m->k;
     double* lc = malloc((size_t)k * sizeof(double));
     float* f = malloc((size_t)k * 2 * sizeof(float));
