@@ -375,62 +375,42 @@ static int kmeanspp_engine(trainer* t, float* cent) {
     return rc;
 }
 
-/* Squared distance of two rows: 8 independent float partial sums in a fixed order (vectorises; one
- * serial double sum made seeding 85% of a 1M x 1024 GPU training); seeding weights need no more. */
-HOT_CLONES
-static double seed_dist(const float* restrict a, const float* restrict b, int d) {
-    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double s = 0;
-    int j = 0;
-    for (; j + 8 <= d; j += 8)
-        for (int u = 0; u < 8; u++) {
-            float df = a[j + u] - b[j + u];
-            part[u] += df * df;
-        }
-    for (; j < d; j++) {
-        float df = a[j] - b[j];
-        part[0] += df * df;
-    }
-    for (int u = 0; u < 8; u++) s += part[u];
-    return s;
-}
-
-/* k-means++ seeding on the sample (Arthur & Vassilvitskii 2007). Each draw updates every row's
- * distance to its nearest seed (d2, that seed in near); a row whose nearest seed a is at least
- * twice its distance from the new seed c (||c - a||^2 >= 4 d2, with a margin for rounding) keeps
- * its d2 unread (triangle inequality: ||x - c|| >= ||c - a|| - ||x - a|| >= ||x - a||), so the
- * same seeds come out while most rows are skipped once the seeds cover the data. */
+/* k-means++ seeding on the sample (Arthur & Vassilvitskii 2007). */
 static int kmeanspp(trainer* t, float* cent) {
     if (t->eng->ops->seed_pp) return kmeanspp_engine(t, cent);
     int k = t->k, d = t->d;
     fgmm_idx_t ns = t->ns;
     double* d2 = malloc((size_t)ns * sizeof(double));
-    int* near = malloc((size_t)ns * sizeof(int));
-    double* cc = malloc((size_t)k * sizeof(double)); /* ||new seed - seed j||^2 */
-    if (!d2 || !near || !cc) {
-        free(d2), free(near), free(cc);
-        return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-    }
+    if (!d2) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     fgmm_idx_t pick = (fgmm_idx_t)(rng_next(&t->rng) % (uint64_t)ns);
     for (int c = 0; c < k; c++) {
-        float* cx = cent + (size_t)c * d;
-        memcpy(cx, t->sample + (size_t)pick * d, (size_t)d * sizeof(float));
-#pragma omp parallel for schedule(static) if (c > 64)
-        for (int j = 0; j < c; j++) cc[j] = seed_dist(cx, cent + (size_t)j * d, d);
+        float* cc = cent + (size_t)c * d;
+        memcpy(cc, t->sample + (size_t)pick * d, (size_t)d * sizeof(float));
         double total = 0;
 #pragma omp parallel for reduction(+ : total)
         for (fgmm_idx_t i = 0; i < ns; i++) {
-            if (c > 0 && cc[near[i]] >= 4.004 * d2[i]) { /* 0.1% on the distance: far above rounding */
-                total += d2[i];
-                continue;
+            const float* xi = t->sample + (size_t)i * d;
+            /* 8 independent float partial sums in a fixed order: vectorises (one serial double sum
+             * made seeding 85% of a 1M x 1024 GPU training); seeding weights need no more */
+            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            double s = 0;
+            int j = 0;
+            for (; j + 8 <= d; j += 8)
+                for (int u = 0; u < 8; u++) {
+                    float df = xi[j + u] - cc[j + u];
+                    part[u] += df * df;
+                }
+            for (; j < d; j++) {
+                float df = xi[j] - cc[j];
+                part[0] += df * df;
             }
-            double s = seed_dist(t->sample + (size_t)i * d, cx, d);
-            if (c == 0 || s < d2[i]) d2[i] = s, near[i] = c;
+            for (int u = 0; u < 8; u++) s += part[u];
+            if (c == 0 || s < d2[i]) d2[i] = s;
             total += d2[i];
         }
         if (c + 1 == k) break;
         if (!(total > 0)) {
-            free(d2), free(near), free(cc);
+            free(d2);
             return too_few_points(k, c + 1);
         }
         double u = rng_unit(&t->rng) * total, acc = 0;
@@ -441,7 +421,7 @@ static int kmeanspp(trainer* t, float* cent) {
         }
         while (d2[pick] <= 0) pick--; /* rounding at the end of the prefix sum */
     }
-    free(d2), free(near), free(cc);
+    free(d2);
     return FGMM_OK;
 }
 
