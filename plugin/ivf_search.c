@@ -126,6 +126,8 @@ HOT_CLONES static float l2sq(const float* restrict x, const float* restrict y, i
     return s;
 }
 
+float fgmm_ivf_l2sq(const float* x, const float* y, int d) { return l2sq(x, y, d); }
+
 HOT_CLONES static void sq_norms(const float* restrict x, idx_t n, int d, float* restrict out) {
     for (idx_t i = 0; i < n; i++) {
         const float* r = x + (size_t)i * d;
