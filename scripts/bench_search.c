@@ -15,6 +15,7 @@
  *     --probe r1,r2       adaptive-probing rows (fgmm_ivf_search_ex): fixed, kth, eps (default: none)
  *     --targets a,b,...   recall@10 targets the probe rows are calibrated for (default
  *                         0.80,0.85,0.90,0.93,0.95,0.97,0.99)
+ *     --probe-on b1,b2    the indexes probe rows search: faiss, gmm-hard, default (default: all three)
  *     --min-probe N       lists every query scans before the rule (default 2)
  *     --max-probe N       lists at most for kth/eps (default: the largest of --nprobes)
  *     --holdout N         calibration vectors: the last N base vectors, not added to any index (default
@@ -145,7 +146,7 @@ static double value_at(const point* pts, int np, double lv, int t) {
 int main(int argc, char** argv) {
     const char *data = NULL, *bname = NULL, *qname = NULL, *qfile = NULL, *gt_file = NULL;
     const char *probe_s = "1,2,4,6,8,12,16,24,32,48,64,96,128", *seeds_s = "1,2,3", *threads_s = NULL;
-    const char *rules_s = "", *targets_s = "0.80,0.85,0.90,0.93,0.95,0.97,0.99", *calib = NULL;
+    const char *rules_s = "", *on_s = "faiss,gmm-hard,default", *targets_s = "0.80,0.85,0.90,0.93,0.95,0.97,0.99", *calib = NULL;
     int nlist = 1024, reps = 3, min_probe = 2, max_probe = 0;
     idx_t holdout = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -164,6 +165,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--probe")) rules_s = v;
         else if (!strcmp(o, "--targets")) targets_s = v;
         else if (!strcmp(o, "--min-probe")) min_probe = atoi(v);
+        else if (!strcmp(o, "--probe-on")) on_s = v;
         else if (!strcmp(o, "--max-probe")) max_probe = atoi(v);
         else if (!strcmp(o, "--holdout")) holdout = atoll(v);
         else if (!strcmp(o, "--calib")) calib = v;
@@ -237,7 +239,10 @@ int main(int argc, char** argv) {
                (long long)ncal, calib ? calib : "the base's last, not added", (long long)nadd, min_probe, max_probe);
     static prow prows[MAX_SEEDS][3 * NR];
     const char* bases[3] = {"faiss+search", "gmm-hard", "default"};
-    const int npr = 3 * nru;
+    int on[3], non = 0; /* the probe rows' base indexes */
+    for (int b = 0; b < 3; b++)
+        if (strstr(on_s, b == 0 ? "faiss" : b == 1 ? "gmm-hard" : "default")) on[non++] = b;
+    const int npr = non * nru;
 
     static row rows[MAX_SEEDS][NM];
     char spec[64];
@@ -313,7 +318,7 @@ int main(int argc, char** argv) {
         }
         for (int pr = 0; pr < npr; pr++) { /* calibrations */
             prow* w = &prows[si][pr];
-            w->base = pr / nru, w->rule = rules[pr % nru];
+            w->base = on[pr / nru], w->rule = rules[pr % nru];
             for (int g = 0; g < ntg; g++) {
                 FgmmIvfSearchParams sp;
                 fgmm_ivf_search_params_init(&sp);
