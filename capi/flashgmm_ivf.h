@@ -146,9 +146,10 @@ int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int n
 /// "Query-adaptive probing", has the measurements.
 typedef enum FgmmProbeRule {
     FGMM_PROBE_FIXED = 0, ///< the nprobe nearest lists (what fgmm_ivf_search does)
-    FGMM_PROBE_KTH = 1,   ///< after the first min_probe lists, list j of the nprobe nearest only while
-                          ///< (d(q,c_j)^2 + m_j - D_k) / (2 sqrt(m_j d(q,c_j)^2 / d)) <= threshold, D_k the
-                          ///< query's k-th distance so far, m_j list j's mean squared distance to c_j
+    FGMM_PROBE_KTH = 1,   ///< after the first min_probe lists, rounds of ranks [lo, 2 lo) of the nprobe
+                          ///< nearest: list j while (d(q,c_j)^2 + m_j - D_k) / (2 sqrt(m_j d(q,c_j)^2 / d))
+                          ///< <= threshold, D_k the query's k-th distance after the rounds before, m_j
+                          ///< list j's mean squared distance to c_j; a query whose round is all rejected stops
     FGMM_PROBE_EPS = 2,   ///< SPANN's rule: list j only if d(q,c_j) <= (1 + threshold) d(q,c_1)
 } FgmmProbeRule;
 
