@@ -26,10 +26,10 @@
 #include "faiss_bridge.h"
 #include "ivf_impl.h"
 
-#define SPREAD_SAMPLE 32          /* entries per list behind m_j: its relative error ~ 1/sqrt(32) x CV */
-#define CHUNK_MAX 4096            /* queries per pass at most */
+#define SPREAD_SAMPLE 32               /* entries per list behind m_j: its relative error ~ 1/sqrt(32) x CV */
+#define CHUNK_MAX 4096                 /* queries per pass at most */
 #define CHUNK_BYTES ((size_t)64 << 20) /* per-chunk result buffers at most (at least one query) */
-#define CAL_ITERS 8               /* bisection steps of a threshold: 1/256 of the bracket */
+#define CAL_ITERS 8                    /* bisection steps of a threshold: 1/256 of the bracket */
 
 void fgmm_ivf_search_params_init(FgmmIvfSearchParams* p) {
     if (!p) return;
@@ -44,11 +44,10 @@ static int check_params(const FgmmIvfSearchParams* p, const char* who) {
     if (p->rule != FGMM_PROBE_FIXED && p->rule != FGMM_PROBE_KTH && p->rule != FGMM_PROBE_EPS)
         return fgmm_set_last_error(FGMM_ERR_ARG, "%s: unknown rule %d", who, (int)p->rule);
     if (p->nprobe < 1 || p->min_probe < 1)
-        return fgmm_set_last_error(FGMM_ERR_ARG, "%s: need nprobe >= 1 and min_probe >= 1 (got %d, %d)", who,
-                                   p->nprobe, p->min_probe);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "%s: need nprobe >= 1 and min_probe >= 1 (got %d, %d)", who, p->nprobe,
+                                   p->min_probe);
     if (isnan(p->threshold) || (p->rule == FGMM_PROBE_EPS && !(p->threshold >= 0)))
-        return fgmm_set_last_error(FGMM_ERR_ARG, "%s: threshold = %g; must be a number (EPS: >= 0)", who,
-                                   p->threshold);
+        return fgmm_set_last_error(FGMM_ERR_ARG, "%s: threshold = %g; must be a number (EPS: >= 0)", who, p->threshold);
     return FGMM_OK;
 }
 
@@ -73,8 +72,9 @@ static int lists_get(const FgmmIvf* h, lists* L) {
     }
     if (!fgmm_faiss_flat_lists(h->index, L->codes, L->ids, L->sizes)) {
         lists_free(L);
-        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search_ex: adaptive probing needs an IndexIVFFlat on "
-                                                   "in-memory inverted lists");
+        return fgmm_set_last_error(FGMM_ERR_STATE,
+                                   "fgmm_ivf_search_ex: adaptive probing needs an IndexIVFFlat on "
+                                   "in-memory inverted lists");
     }
     for (int l = 0; l < h->nlist; l++) L->spread[l] = NAN;
     return FGMM_OK;
@@ -105,8 +105,8 @@ static void merge_rows(FgmmIvfDedup* set, const float* d1, const idx_t* i1, cons
                        float* td, idx_t* ti, float* dout, idx_t* lout) {
     idx_t a = 0, b = 0, n = 0;
     while ((a < k && i1[a] >= 0) || (b < k && i2[b] >= 0)) {
-        int take1 = !(b < k && i2[b] >= 0) ||
-                    (a < k && i1[a] >= 0 && (d1[a] < d2[b] || (d1[a] == d2[b] && i1[a] <= i2[b])));
+        int take1 =
+            !(b < k && i2[b] >= 0) || (a < k && i1[a] >= 0 && (d1[a] < d2[b] || (d1[a] == d2[b] && i1[a] <= i2[b])));
         if (take1) td[n] = d1[a], ti[n++] = i1[a++];
         else td[n] = d2[b], ti[n++] = i2[b++];
     }
@@ -121,9 +121,9 @@ static int scan(const FgmmIvf* h, idx_t b, const float* qb, idx_t k, int np, con
 
 /* A chunk's buffers (bmax queries). */
 typedef struct bufs {
-    float *cd, *D2, *td;   /* bmax x np centroid distances, bmax x k second results, 2k merge */
+    float *cd, *D2, *td; /* bmax x np centroid distances, bmax x k second results, 2k merge */
     idx_t *as, *a1, *I2, *ti;
-    unsigned char* done;   /* bmax: the rule rejected a whole round */
+    unsigned char* done; /* bmax: the rule rejected a whole round */
     FgmmIvfDedup set;
 } bufs;
 
@@ -197,7 +197,8 @@ int fgmm_ivf_search_ex(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, cons
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search_ex: need nq >= 0, k >= 1 (got %lld, %lld)",
                                    (long long)nq, (long long)k);
     if (nq > 0 && (uint64_t)k > (uint64_t)PTRDIFF_MAX / sizeof(idx_t) / (uint64_t)nq)
-        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search_ex: nq x k = %lld x %lld results do not fit in memory",
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "fgmm_ivf_search_ex: nq x k = %lld x %lld results do not fit in memory",
                                    (long long)nq, (long long)k);
     if (!faiss_Index_is_trained(h->index) || !h->cent)
         return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search_ex: the index is not trained");
@@ -210,10 +211,14 @@ int fgmm_ivf_search_ex(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, cons
     size_t per_q = (size_t)np * (2 * sizeof(idx_t) + sizeof(float)) + (size_t)k * 4 * (sizeof(float) + sizeof(idx_t));
     idx_t bmax = (idx_t)(CHUNK_BYTES / per_q);
     bmax = bmax < 1 ? 1 : bmax > CHUNK_MAX ? CHUNK_MAX : bmax > nq ? nq : bmax;
-    bufs w = {malloc((size_t)bmax * np * sizeof(float)), malloc((size_t)bmax * k * sizeof(float)),
-              malloc((size_t)2 * k * sizeof(float)),         malloc((size_t)bmax * np * sizeof(idx_t)),
-              malloc((size_t)bmax * np * sizeof(idx_t)),     malloc((size_t)bmax * k * sizeof(idx_t)),
-              malloc((size_t)2 * k * sizeof(idx_t)),         malloc((size_t)bmax),
+    bufs w = {malloc((size_t)bmax * np * sizeof(float)),
+              malloc((size_t)bmax * k * sizeof(float)),
+              malloc((size_t)2 * k * sizeof(float)),
+              malloc((size_t)bmax * np * sizeof(idx_t)),
+              malloc((size_t)bmax * np * sizeof(idx_t)),
+              malloc((size_t)bmax * k * sizeof(idx_t)),
+              malloc((size_t)2 * k * sizeof(idx_t)),
+              malloc((size_t)bmax),
               {NULL, 0}};
     if (!w.cd || !w.D2 || !w.td || !w.as || !w.a1 || !w.I2 || !w.ti || !w.done || fgmm_ivf_dedup_init(&w.set, k)) {
         rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search_ex: out of host memory for %lld queries",
@@ -277,8 +282,10 @@ int fgmm_ivf_calibrate(const FgmmIvf* h, idx_t n, const float* x, idx_t k, doubl
     IVF_CHECK_NULL(h);
     IVF_CHECK_NULL(x);
     if (n < 1 || k < 1 || !(target > 0 && target <= 1))
-        return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_calibrate: need n >= 1, k >= 1, target in (0, 1] "
-                                                 "(got %lld, %lld, %g)", (long long)n, (long long)k, target);
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "fgmm_ivf_calibrate: need n >= 1, k >= 1, target in (0, 1] "
+                                   "(got %lld, %lld, %g)",
+                                   (long long)n, (long long)k, target);
     if ((uint64_t)k > (uint64_t)PTRDIFF_MAX / 2 / sizeof(idx_t) / (uint64_t)n)
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_calibrate: n x k = %lld x %lld do not fit in memory",
                                    (long long)n, (long long)k);
@@ -295,7 +302,7 @@ int fgmm_ivf_calibrate(const FgmmIvf* h, idx_t n, const float* x, idx_t k, doubl
     for (idx_t i = 0; i < n; i++) qsort(gt + (size_t)i * k, (size_t)k, sizeof *gt, cmp_idx);
     c.gt = gt;
     if (p->rule == FGMM_PROBE_FIXED) { /* the smallest nprobe in [1, nlist] reaching the target */
-        int lo = 0, hi = h->nlist;      /* recall(lo) < target (lo = 0: none), recall(hi) >= target */
+        int lo = 0, hi = h->nlist;     /* recall(lo) < target (lo = 0: none), recall(hi) >= target */
         while (hi - lo > 1) {
             t.nprobe = lo + (hi - lo) / 2;
             if ((rc = cal_recall(&c, &t, &r))) goto done;
@@ -307,8 +314,10 @@ int fgmm_ivf_calibrate(const FgmmIvf* h, idx_t n, const float* x, idx_t k, doubl
         t.threshold = INFINITY;
         if ((rc = cal_recall(&c, &t, &r))) goto done;
         if (r < target) {
-            rc = fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_calibrate: recall@%lld = %.4f with all nprobe = %d "
-                                     "lists, below the target %.4f: raise nprobe", (long long)k, r, p->nprobe, target);
+            rc = fgmm_set_last_error(FGMM_ERR_ARG,
+                                     "fgmm_ivf_calibrate: recall@%lld = %.4f with all nprobe = %d "
+                                     "lists, below the target %.4f: raise nprobe",
+                                     (long long)k, r, p->nprobe, target);
             goto done;
         }
         /* bracket: recall(lo) < target <= recall(hi); KTH scores are in spreads, EPS's a distance ratio */
@@ -317,7 +326,10 @@ int fgmm_ivf_calibrate(const FgmmIvf* h, idx_t n, const float* x, idx_t k, doubl
             t.threshold = hi;
             if ((rc = cal_recall(&c, &t, &r))) goto done;
             if (r >= target) break;
-            if (hi > 1e6) { hi = INFINITY; break; } /* only +inf (all nprobe lists) reaches it */
+            if (hi > 1e6) {
+                hi = INFINITY;
+                break;
+            } /* only +inf (all nprobe lists) reaches it */
             hi *= 2;
         }
         if (hi > 1) lo = hi / 2;

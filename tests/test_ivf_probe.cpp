@@ -123,15 +123,15 @@ TEST(IvfProbe, DefaultsAndBadParamsRefused) {
     idx_t l[kK];
     EXPECT_EQ(fgmm_ivf_search_ex(h, 1, q, kK, nullptr, d, l, nullptr), FGMM_ERR_NULL);
     const FgmmIvfSearchParams bad[] = {
-        params((FgmmProbeRule)3, 4, 0),          params((FgmmProbeRule)-1, 4, 0), params(FGMM_PROBE_KTH, 0, 0),
-        params(FGMM_PROBE_KTH, 4, 0, 0),         params(FGMM_PROBE_KTH, 4, NAN),  params(FGMM_PROBE_EPS, 4, -0.1),
+        params((FgmmProbeRule)3, 4, 0),  params((FgmmProbeRule)-1, 4, 0), params(FGMM_PROBE_KTH, 0, 0),
+        params(FGMM_PROBE_KTH, 4, 0, 0), params(FGMM_PROBE_KTH, 4, NAN),  params(FGMM_PROBE_EPS, 4, -0.1),
         params(FGMM_PROBE_FIXED, -1, 0),
     };
     for (const auto& b : bad) {
         EXPECT_EQ(fgmm_ivf_search_ex(h, 1, q, kK, &b, d, l, nullptr), FGMM_ERR_ARG) << b.rule << " " << b.nprobe;
         FgmmIvfSearchParams c = b;
         EXPECT_EQ(fgmm_ivf_calibrate(h, 10, q, kK, 0.9, &c, nullptr), FGMM_ERR_ARG);
-        EXPECT_EQ(std::memcmp(&c, &b, sizeof c), 0); // refused: params untouched
+        EXPECT_EQ(std::memcmp(&c, &b, sizeof c), 0);  // refused: params untouched
     }
     FgmmIvfSearchParams k = params(FGMM_PROBE_KTH, 4, 0);
     EXPECT_EQ(fgmm_ivf_search_ex(h, 1, q, 0, &k, d, l, nullptr), FGMM_ERR_ARG);
@@ -164,7 +164,7 @@ TEST(IvfProbe, AdaptiveRulesNeedIvfFlat) {
     idx_t l[kK];
     EXPECT_EQ(fgmm_ivf_search_ex(pq.ivf, 1, data().cal(), kK, &p, d, l, nullptr), FGMM_ERR_STATE);
     EXPECT_NE(std::string(fgmm_get_last_error()).find("IndexIVFFlat"), std::string::npos) << fgmm_get_last_error();
-    p.rule = FGMM_PROBE_FIXED; // FIXED is fgmm_ivf_search: any index
+    p.rule = FGMM_PROBE_FIXED;  // FIXED is fgmm_ivf_search: any index
     EXPECT_EQ(fgmm_ivf_search_ex(pq.ivf, 1, data().cal(), kK, &p, d, l, nullptr), 0) << fgmm_get_last_error();
 }
 
@@ -201,7 +201,7 @@ TEST(IvfProbe, NeverMoreThanNprobe) {
     Result hi = plain(h, kHalf, q, np), lo = plain(h, kHalf, q, 2);
     ASSERT_EQ(hi.rc | lo.rc, 0);
     int64_t prev_tot = 0;
-    for (double t : {-3.0, -1.0, 0.0, 1.0, 3.0, 10.0}) { // KTH: more lists as the threshold grows
+    for (double t : {-3.0, -1.0, 0.0, 1.0, 3.0, 10.0}) {  // KTH: more lists as the threshold grows
         Result a = run(h, kHalf, q, params(FGMM_PROBE_KTH, np, t));
         ASSERT_EQ(a.rc, 0) << fgmm_get_last_error();
         int64_t tot = 0;
@@ -215,7 +215,7 @@ TEST(IvfProbe, NeverMoreThanNprobe) {
     }
     int64_t lo_tot = 0, hi_tot = 0;
     for (int64_t i = 0; i < kHalf; i++) lo_tot += lo.dco[i], hi_tot += hi.dco[i];
-    EXPECT_LT(lo_tot, hi_tot); // the sweep spans a real range
+    EXPECT_LT(lo_tot, hi_tot);  // the sweep spans a real range
     for (double e : {0.0, 0.05, 0.2}) {
         Result a = run(h, kHalf, q, params(FGMM_PROBE_EPS, np, e));
         ASSERT_EQ(a.rc, 0);
@@ -237,14 +237,14 @@ TEST(IvfProbe, CalibrationReachesItsTargetOnHeldOutVectors) {
             ASSERT_EQ(fgmm_ivf_calibrate(h, kHalf, s.cal(), kK, target, &p, &cal), 0) << fgmm_get_last_error();
             EXPECT_GE(cal, target);
             Result c = run(h, kHalf, s.cal(), p);
-            EXPECT_NEAR(recall(h, kHalf, s.cal(), c), cal, 1e-12); // the recall it reports
+            EXPECT_NEAR(recall(h, kHalf, s.cal(), c), cal, 1e-12);  // the recall it reports
             Result r = run(h, kHalf, s.check(), p);
             ASSERT_EQ(r.rc, 0);
             double got = recall(h, kHalf, s.check(), r);
             // the other half: within sampling error of the target (FIXED: nprobe's steps overshoot)
             EXPECT_GE(got, target - 0.015) << rule << " threshold " << p.threshold << " nprobe " << p.nprobe;
             if (rule != FGMM_PROBE_FIXED) EXPECT_LE(got, target + 0.02) << rule << " " << p.threshold;
-            else { // nprobe's steps overshoot (0.07 at nlist 32); the smallest nprobe: one less misses the target
+            else {  // nprobe's steps overshoot (0.07 at nlist 32); the smallest nprobe: one less misses the target
                 FgmmIvfSearchParams q = p;
                 q.nprobe--;
                 Result m = run(h, kHalf, s.cal(), q);
@@ -283,7 +283,7 @@ TEST(IvfProbe, AnyKAndBatchMatchOneByOne) {
     const FgmmIvf* h = shared();
     const float* q = data().cal();
     const int64_t n = 40;
-    for (int64_t k : {1, 10, 200, 20000}) { // 20,000 > entries: padded
+    for (int64_t k : {1, 10, 200, 20000}) {  // 20,000 > entries: padded
         FgmmIvfSearchParams p = params(FGMM_PROBE_KTH, 8, 0.5);
         Result all = run(h, n, q, p, k);
         ASSERT_EQ(all.rc, 0) << fgmm_get_last_error();
@@ -293,7 +293,7 @@ TEST(IvfProbe, AnyKAndBatchMatchOneByOne) {
             EXPECT_TRUE(std::equal(one.l.begin(), one.l.end(), all.l.begin() + i * k)) << k << " " << i;
             EXPECT_EQ(one.dco[0], all.dco[i]);
         }
-        for (int64_t i = 0; i < n; i++) { // sorted, distinct, padded
+        for (int64_t i = 0; i < n; i++) {  // sorted, distinct, padded
             for (int64_t a = 1; a < k; a++) {
                 if (all.l[i * k + a] < 0) {
                     EXPECT_EQ(all.d[i * k + a], INFINITY);
@@ -306,4 +306,4 @@ TEST(IvfProbe, AnyKAndBatchMatchOneByOne) {
     }
 }
 
-} // namespace
+}  // namespace
