@@ -163,6 +163,45 @@ int fgmm_ivf_search_refine(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k
 /// Bytes of the refine copy (0 without one).
 int64_t fgmm_ivf_refine_bytes(const FgmmIvf* ivf);
 
+/// Which lists a search scans beyond the first min_probe (fgmm_ivf_search_ex). docs/search.md,
+/// "Query-adaptive probing", has the measurements.
+typedef enum FgmmProbeRule {
+    FGMM_PROBE_FIXED = 0, ///< the nprobe nearest lists (what fgmm_ivf_search does)
+    FGMM_PROBE_KTH = 1,   ///< after the first min_probe lists, rounds of ranks [lo, 2 lo) of the nprobe
+                          ///< nearest: list j while (d(q,c_j)^2 + m_j - D_k) / (2 sqrt(m_j d(q,c_j)^2 / d))
+                          ///< <= threshold, D_k the query's k-th distance after the rounds before, m_j
+                          ///< list j's mean squared distance to c_j; a query whose round is all rejected stops
+    FGMM_PROBE_EPS = 2,   ///< SPANN's rule: list j only if d(q,c_j) <= (1 + threshold) d(q,c_1)
+} FgmmProbeRule;
+
+/// Search parameters, as FAISS's SearchParametersIVF (which has nprobe and max_codes).
+typedef struct FgmmIvfSearchParams {
+    int nprobe;           ///< lists scanned at most (default 1, as FAISS's); > nlist is taken as nlist
+    int min_probe;        ///< KTH, EPS: lists every query scans before the rule is asked (default 2;
+                          ///< taken as nprobe where larger)
+    FgmmProbeRule rule;   ///< default FGMM_PROBE_FIXED
+    double threshold;     ///< KTH: any value (+inf: all nprobe lists); EPS: >= 0 (default 0); FIXED: unused
+} FgmmIvfSearchParams;
+
+/// Fills every field with its default.
+void fgmm_ivf_search_params_init(FgmmIvfSearchParams* params);
+
+/// fgmm_ivf_search with params: FIXED is fgmm_ivf_search(..., params->nprobe, ...) exactly; KTH and
+/// EPS scan a subset of the nprobe nearest lists per query (the first min_probe always), chosen by
+/// the rule, and need an IVF-Flat index on in-memory lists (else FGMM_ERR_STATE). dco counts nlist +
+/// the sizes of the lists scanned. Results do not depend on the thread count.
+int fgmm_ivf_search_ex(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, const FgmmIvfSearchParams* params,
+                       float* distances, idx_t* labels, int64_t* dco);
+
+/// Picks the cheapest setting of params' rule with recall@k >= target on n calibration vectors x,
+/// which should be held out of the index (e.g. training vectors not added; never the test queries):
+/// FIXED: the smallest nprobe (params->nprobe is replaced); KTH, EPS: the smallest threshold, by
+/// bisection, with params->nprobe as the most lists (FGMM_ERR_ARG where even all nprobe lists
+/// miss the target). The truth is the exact k nearest in the index (a search of every list).
+/// recall (may be NULL) receives the recall@k reached on x. target in (0, 1].
+int fgmm_ivf_calibrate(const FgmmIvf* ivf, idx_t n, const float* x, idx_t k, double target,
+                       FgmmIvfSearchParams* params, double* recall);
+
 /// recall@k as ann-benchmarks counts it: mean over nq queries of |labels[i][0..k) ∩ gt[i][0..k)| / k,
 /// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
 double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt);

@@ -74,6 +74,11 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
  * index is not an IndexIVFFlat on in-memory lists. */
 int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                          idx_t* labels, int64_t* dco, size_t slot_bytes);
+/* The same with each query's lists given: assigned holds nq x nprobe list numbers (-1: none; a list at
+ * most once per row) in place of the quantizer's nprobe nearest. */
+int fgmm_ivf_search_flat_assigned(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe,
+                                  const idx_t* assigned, float* distances, idx_t* labels, int64_t* dco,
+                                  size_t slot_bytes);
 
 /* First copy of each id in a candidate row (sorted, nearest first; -1 ends it): a hash set of the
  * ids output, O(n) per row. */
