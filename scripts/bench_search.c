@@ -12,6 +12,7 @@
  *     --batch B           queries per search call (default: all; 1 times single-query latency)
  *     --reps R            timed runs per point, interleaved over indexes and thread counts; the best
  *                         is kept (default 3)
+ *     --list-major 1      adds the row default/list
  *
  * Rows (every index IVF<nlist>,Flat, searched with k = 10, all queries per call unless --batch):
  *   faiss          FAISS's default: IndexIVF::train's k-means (10 iterations, 256 points per list),
@@ -21,6 +22,8 @@
  *   default        fgmm_ivf_params_init's defaults (quantizer and SOAR spill), fgmm_ivf_search
  *   default/faiss  the default index searched by the FAISS engine (search_preassigned + de-duplication:
  *                  fgmm_ivf_search before the list-major engine)
+ *   default/list   (--list-major 1) the default index searched by the list-major engine alone, whatever
+ *                  the batch (fgmm_ivf_search before the per-query engine of ivf_search_one.c)
  * QPS ratios at recall r: per seed, each curve's nprobe at r is interpolated log-linearly (log nprobe
  * linear in recall between swept points) and its QPS log-log in nprobe; the table gives the mean over
  * seeds of QPS(row) / QPS(faiss) and, with several seeds, its [min, max].
@@ -45,9 +48,10 @@
 #define MAX_PROBES 24
 #define MAX_SEEDS 8
 #define MAX_THREADS 4
-#define NM 5
+#define NM 6
 
-static const char* names[NM] = {"faiss", "faiss+search", "gmm-hard", "default", "default/faiss"};
+static const char* names[NM] = {"faiss", "faiss+search", "gmm-hard", "default", "default/faiss", "default/list"};
+static int nm = 5; /* rows run: NM with --list-major */
 
 static void die(const char* what) {
     fprintf(stderr, "bench_search: %s: %s\n", what, fgmm_get_last_error());
@@ -78,7 +82,7 @@ static double search(int m, FaissIndex* fi, FgmmIvf* h, idx_t nq, const float* x
         if (m == 0) {
             if (faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)) die("faiss search");
         } else if (fgmm_ivf_search_with(h, b, q, K, np, dist + i0 * K, lab + i0 * K, dco + i0,
-                                        m == 4 ? FGMM_SEARCH_FAISS : FGMM_SEARCH_AUTO, 0)) {
+                                        m == 4 ? FGMM_SEARCH_FAISS : m == 5 ? FGMM_SEARCH_FLAT : FGMM_SEARCH_AUTO, 0)) {
             die("fgmm_ivf_search");
         }
     }
@@ -116,6 +120,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--threads")) threads_s = v;
         else if (!strcmp(o, "--reps")) reps = atoi(v);
         else if (!strcmp(o, "--batch")) batch = atoll(v);
+        else if (!strcmp(o, "--list-major")) nm = atoi(v) ? NM : 5;
         else { fprintf(stderr, "bench_search: unknown option %s (see scripts/bench_search.c)\n", o); return 2; }
     }
     if (!data || nlist < 1 || reps < 1) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
@@ -209,9 +214,10 @@ int main(int argc, char** argv) {
         rows[si][1].bytes = rows[si][0].bytes;
         rows[si][4].train_s = rows[si][3].train_s, rows[si][4].add_s = rows[si][3].add_s;
         rows[si][4].bytes = rows[si][3].bytes;
+        rows[si][5] = rows[si][4];
         for (int p = 0; p < np; p++) {
-            for (int m = 0; m < NM; m++) { /* recall and DCO */
-                int b = m == 0 || m == 1 ? 0 : m == 2 ? 1 : 2;
+            for (int m = 0; m < nm; m++) { /* recall and DCO */
+                int b = m == 0 || m == 1 ? 0 : m == 2 ? 1 : 2; /* the index */
                 search(m, fi[b], h[b], nq, xq, probes[p], dist, lab, dco);
                 point* pt = &rows[si][m].p[p];
                 pt->recall = fgmm_recall(nq, K, lab, gt_k, gt);
@@ -222,9 +228,9 @@ int main(int argc, char** argv) {
             }
             rows[si][0].p[p].dco = rows[si][1].p[p].dco; /* the same lists scanned */
             for (int rep = 0; rep < reps; rep++)
-                for (int m = 0; m < NM; m++)
+                for (int m = 0; m < nm; m++)
                     for (int t = 0; t < nt; t++) {
-                        int b = m == 0 || m == 1 ? 0 : m == 2 ? 1 : 2;
+                        int b = m == 0 || m == 1 ? 0 : m == 2 ? 1 : 2; /* the index */
                         omp_set_num_threads(threads[t]);
                         double q = nq / search(m, fi[b], h[b], nq, xq, probes[p], dist, lab, dco);
                         point* pt = &rows[si][m].p[p];
@@ -235,13 +241,13 @@ int main(int argc, char** argv) {
         for (int b = 0; b < 3; b++) fgmm_ivf_free(h[b]), faiss_Index_free(fi[b]);
         printf("seed %d: nprobe, then per row recall@10 / DCO / QPS at each thread count\n", seeds[si]);
         printf("| nprobe |");
-        for (int m = 0; m < NM; m++) printf(" %s |", names[m]);
+        for (int m = 0; m < nm; m++) printf(" %s |", names[m]);
         printf("\n|---:|");
-        for (int m = 0; m < NM; m++) printf("---|");
+        for (int m = 0; m < nm; m++) printf("---|");
         printf("\n");
         for (int p = 0; p < np; p++) {
             printf("| %d |", probes[p]);
-            for (int m = 0; m < NM; m++) {
+            for (int m = 0; m < nm; m++) {
                 const point* pt = &rows[si][m].p[p];
                 printf(" %.4f / %.0f /", pt->recall, pt->dco);
                 for (int t = 0; t < nt; t++) printf(" %.0f", pt->qps[t]);
@@ -260,7 +266,7 @@ int main(int argc, char** argv) {
     printf("\n|---|---:|---:|---:|");
     for (int l = 0; l < nl; l++) printf("---|");
     printf("\n");
-    for (int m = 0; m < NM; m++) {
+    for (int m = 0; m < nm; m++) {
         double tr = 0, ad = 0, mb = 0;
         for (int si = 0; si < ns; si++)
             tr += rows[si][m].train_s / ns, ad += rows[si][m].add_s / ns, mb += rows[si][m].bytes / 1e6 / ns;
