@@ -8,7 +8,7 @@
  * (a spilled vector sits in two lists; an id may be added many times) that copy keeps the smaller
  * distance, else the entry replaces the top. The result is the k smallest (distance of an id's
  * nearest copy, id), sorted: the list-major engine's result, bit for bit, wherever that engine's
- * distances are exact (a list scanned for fewer than GEMM_MIN queries of its batch).
+ * distances are exact (always for a list scanned for fewer than 4 queries of its batch).
  *
  * A batch with fewer queries than threads splits each query's lists into chunks of about equal
  * entries (ONE_MIN_CHUNK at least), one heap per chunk, merged by (distance, id) after; otherwise
@@ -16,9 +16,10 @@
  * over all nlist lists), two allocations, and no OpenMP region where one task is all the work.
  *
  * Engine AUTO (force 0) hands a batch to the list-major engine where that engine reads a list once
- * for many queries: more than ONE_MAX_NQ queries, or, after the quantizer, at least half of the
- * batch's distance computations in lists that GEMM_MIN or more of its queries probe (its sgemm
- * path); also k > ONE_MAX_K (the heap's id check is a linear search: O(k) per entering entry).
+ * for enough queries to be faster: where, after the quantizer, a distance computation of the batch
+ * is on average in a list that ONE_SHARED or more of its queries probe (measured on sift100K: the
+ * list-major engine 0.92x at 7, 1.09x at 9; docs/results/single.md); also where k > ONE_MAX_K
+ * (the heap's id check is a linear search: O(k) per entering entry).
  */
 #include <math.h>
 #include <stdint.h>
@@ -33,12 +34,11 @@
 #include "ivf_dist.h"
 #include "ivf_impl.h"
 
-#define ONE_MAX_NQ 64        /* AUTO: larger batches go to the list-major engine */
 #define ONE_MAX_K 64         /* AUTO: larger k goes to the list-major engine */
 #define ONE_PAIRS 65536      /* (query, list) pairs per batch at most */
 #define ONE_MIN_CHUNK 4096   /* entries per chunk at least where a query's lists are split */
 #define ONE_AHEAD 8192      /* bytes of a list prefetched ahead of the scan */
-#define GEMM_MIN 4           /* ivf_search.c's: queries of one list from which it uses sgemm */
+#define ONE_SHARED 8         /* AUTO: batches whose queries share lists more go to the list-major engine */
 
 #if defined(__GNUC__)
 #define NOINLINE __attribute__((noinline))
@@ -178,32 +178,31 @@ static int cmp_res(const void* a, const void* b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* Whether the list-major engine should take this batch: half its distance computations or more in
- * lists that GEMM_MIN or more of its queries probe. cnt: 2 x pow2 >= 2 np scratch. */
-static int lists_shared(const idx_t* assign, const int64_t* sizes, size_t np, idx_t* cnt, size_t cap) {
+/* The batch's sharing: the mean, over its distance computations, of the number of its queries that
+ * probe the same list. cnt: 2 x cap scratch, cap a power of 2 >= 2 np. */
+static double sharing(const idx_t* assign, const int64_t* sizes, size_t np, idx_t* cnt, size_t cap) {
     idx_t* key = cnt + cap;
     for (size_t h = 0; h < cap; h++) key[h] = -1, cnt[h] = 0;
     double all = 0, shared = 0;
-    for (size_t p = 0; p < np; p++) {
-        if (assign[p] < 0) continue;
-        size_t h = ((uint64_t)assign[p] * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
-        while (key[h] >= 0 && key[h] != assign[p]) h = (h + 1) & (cap - 1);
-        key[h] = assign[p], cnt[h]++;
-    }
-    for (size_t p = 0; p < np; p++) {
-        if (assign[p] < 0) continue;
-        size_t h = ((uint64_t)assign[p] * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
-        while (key[h] != assign[p]) h = (h + 1) & (cap - 1);
-        all += (double)sizes[p];
-        if (cnt[h] >= GEMM_MIN) shared += (double)sizes[p];
-    }
-    return 2 * shared >= all && shared > 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t p = 0; p < np; p++) {
+            if (assign[p] < 0) continue;
+            size_t h = ((uint64_t)assign[p] * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
+            while (key[h] >= 0 && key[h] != assign[p]) h = (h + 1) & (cap - 1);
+            if (pass == 0) {
+                key[h] = assign[p], cnt[h]++;
+            } else {
+                all += (double)sizes[p];
+                shared += (double)sizes[p] * (double)cnt[h];
+            }
+        }
+    return all > 0 ? shared / all : 0;
 }
 
 int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                         idx_t* labels, int64_t* dco, int force) {
     if (!fgmm_faiss_flat_lists_of(h->index, 0, NULL, NULL, NULL, NULL)) return 1;
-    if (!force && (nq > ONE_MAX_NQ || k > ONE_MAX_K))
+    if (!force && k > ONE_MAX_K)
         return fgmm_ivf_search_flat(h, nq, q, k, nprobe, distances, labels, dco, 0, NULL);
     const int d = h->d;
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -248,10 +247,11 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
         for (size_t p = 0; p < npb; p++)
             if (assign[p] >= h->nlist) assign[p] = -1;
         fgmm_faiss_flat_lists_of(h->index, (int64_t)npb, assign, codes, ids, sizes);
-        if (!force && bq > 1 && lists_shared(assign, sizes, npb, cnt, hcap)) {
-            rc = fgmm_ivf_search_flat(h, bq, qb, k, nprobe, distances + (size_t)i0 * k, labels + (size_t)i0 * k,
-                                      dco ? dco + i0 : NULL, 0, assign);
-            continue;
+        if (!force && bq > 1 && sharing(assign, sizes, npb, cnt, hcap) >= ONE_SHARED) {
+            /* this batch and the rest to the list-major engine (the quantizer's answer where it is all) */
+            rc = fgmm_ivf_search_flat(h, nq - i0, qb, k, nprobe, distances + (size_t)i0 * k, labels + (size_t)i0 * k,
+                                      dco ? dco + i0 : NULL, 0, nq - i0 == bq ? assign : NULL);
+            break;
         }
         /* units: each query's ranks in chunks of about equal entries (rank order kept in a chunk) */
         int nu = 0, split = 0;
