@@ -91,6 +91,12 @@ void fgmm_ivf_dedup_free(FgmmIvfDedup* s);
  * k-row padded with -1 / +inf; returns how many were found. The set is left empty. */
 idx_t fgmm_ivf_dedup_sorted(FgmmIvfDedup* s, idx_t n, const float* dist, const idx_t* ids, idx_t k, float* dout,
                             idx_t* lout);
+/* A result: its distance and id; fgmm_ivf_cmp_res orders them by (distance, id) for qsort. */
+typedef struct FgmmIvfRes {
+    float d;
+    idx_t id;
+} FgmmIvfRes;
+int fgmm_ivf_cmp_res(const void* a, const void* b);
 /* Distance computations of b queries (both engines count them so): nlist + the sizes of the lists in
  * their rows of assign (b x nprobe; entries < 0 are no list). */
 void fgmm_ivf_dco(int nlist, const int64_t* sizes, const idx_t* assign, idx_t b, int nprobe, int64_t* dco);

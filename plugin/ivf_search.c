@@ -269,12 +269,9 @@ typedef struct merge_buf {
     idset set;
 } merge_buf;
 
-typedef struct res {
-    float d;
-    idx_t id;
-} res;
+typedef FgmmIvfRes res;
 
-static int cmp_res(const void* a, const void* b) {
+int fgmm_ivf_cmp_res(const void* a, const void* b) {
     const res *x = a, *y = b;
     if (x->d != y->d) return x->d < y->d ? -1 : 1;
     return (x->id > y->id) - (x->id < y->id);
@@ -326,7 +323,7 @@ static int merge_query(const flat* f, const idx_t* assign, const slot* row, cons
     if (!sorted) {
         res* t = (res*)b->wl; /* the lists and offsets are used: 2k idx_t hold k pairs */
         for (idx_t i = 0; i < got; i++) t[i].d = dout[i], t[i].id = lout[i];
-        qsort(t, (size_t)got, sizeof *t, cmp_res);
+        qsort(t, (size_t)got, sizeof *t, fgmm_ivf_cmp_res);
         for (idx_t i = 0; i < got; i++) dout[i] = t[i].d, lout[i] = t[i].id;
     }
     for (idx_t i = got; i < k; i++) lout[i] = -1, dout[i] = INFINITY;

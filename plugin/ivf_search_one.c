@@ -167,16 +167,7 @@ static void run_unit(const batch* b, unit* u) {
     if (u->last) write_row(&u->t, b->k, b->dist + (size_t)u->q * b->k, b->lab + (size_t)u->q * b->k);
 }
 
-typedef struct res {
-    float d;
-    idx_t id;
-} res;
-
-static int cmp_res(const void* a, const void* b) {
-    const res *x = a, *y = b;
-    if (x->d != y->d) return x->d < y->d ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
+typedef FgmmIvfRes res;
 
 /* The batch's sharing: the mean, over its distance computations, of the number of its queries that
  * probe the same list. cnt: 2 x cap scratch, cap a power of 2 >= 2 np. */
@@ -337,7 +328,7 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
                 m = 0;
                 for (int u = u0; u < u1; u++)
                     for (idx_t e = 0; e < units[u].t.n; e++) mbuf[m].d = units[u].t.d[e], mbuf[m++].id = units[u].t.id[e];
-                qsort(mbuf, m, sizeof *mbuf, cmp_res);
+                qsort(mbuf, m, sizeof *mbuf, fgmm_ivf_cmp_res);
                 idx_t* mi = (idx_t*)(mbuf + m);
                 float* md = (float*)(mi + m);
                 for (size_t e = 0; e < m; e++) md[e] = mbuf[e].d, mi[e] = mbuf[e].id;
