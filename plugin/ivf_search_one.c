@@ -11,9 +11,10 @@
  * distances are exact (always for a list scanned for fewer than 4 queries of its batch).
  *
  * A batch with fewer queries than threads splits each query's lists into chunks of about equal
- * entries (ONE_MIN_CHUNK at least), one heap per chunk, merged by (distance, id) after; otherwise
- * each query is one task. Per call: one quantizer search, the probed lists' pointers only (no pass
- * over all nlist lists), two allocations, and no OpenMP region where one task is all the work.
+ * entries (ONE_MIN_CHUNK at least: large queries only), one heap per chunk, merged by (distance,
+ * id) after; otherwise each query is one task. Per call: one quantizer search, the probed lists'
+ * pointers only (no pass over all nlist lists), two allocations, and no OpenMP region where one
+ * task is all the work.
  *
  * Engine AUTO (force 0) hands a batch to the list-major engine where that engine reads a list once
  * for enough queries to be faster: where, after the quantizer, a distance computation of the batch
@@ -36,7 +37,11 @@
 
 #define ONE_MAX_K 64         /* AUTO: larger k goes to the list-major engine */
 #define ONE_PAIRS 65536      /* (query, list) pairs per batch at most */
-#define ONE_MIN_CHUNK 4096   /* entries per chunk at least where a query's lists are split */
+/* Entries per chunk at least where a query's lists are split over threads (about 1 ms of scan at d
+ * 128): an OpenMP region waits for its slowest thread, and on a loaded machine a descheduled one
+ * costs milliseconds (docs/results/single.md: at 4096, one query per call on 2 threads fell to 116
+ * QPS against 3410 on 1). FAISS never splits a query. */
+#define ONE_MIN_CHUNK 65536
 #define ONE_AHEAD 8192      /* bytes of a list prefetched ahead of the scan */
 #define ONE_SHARED 8         /* AUTO: batches whose queries share lists more go to the list-major engine */
 
@@ -203,7 +208,8 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
     while (hcap < 2 * np) hcap <<= 1;
     /* per pair: assign, centroid distance, codes, ids, size, rank order; units; per chunk a load and a
      * fill position; hash counts; a query's ranks */
-    size_t bytes = np * (sizeof(idx_t) + sizeof(float) + sizeof(float*) + sizeof(idx_t*) + sizeof(int64_t) + sizeof(int)) +
+    size_t bytes = np * (sizeof(idx_t) + sizeof(float) + sizeof(float*) + sizeof(idx_t*) + sizeof(int64_t) +
+                         sizeof(int)) +
                    (np + (size_t)bmax) * sizeof(unit) + (size_t)nt * (sizeof(double) + sizeof(int)) +
                    2 * hcap * sizeof(idx_t) + (size_t)nprobe * sizeof(int);
     char* mem = malloc(bytes + 64);
@@ -295,7 +301,8 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
             }
         }
         size_t used = 0;
-        for (int u = 0; u < nu; u++) units[u].t.d = hd + used, units[u].t.id = hi + used, used += (size_t)units[u].t.cap;
+        for (int u = 0; u < nu; u++)
+            units[u].t.d = hd + used, units[u].t.id = hi + used, used += (size_t)units[u].t.cap;
         batch b = {d, nprobe, k, qb, codes, ids, sizes, ord, distances + (size_t)i0 * k, labels + (size_t)i0 * k};
         if (nu == 1 || nt == 1) {
             for (int u = 0; u < nu; u++) run_unit(&b, &units[u]);
@@ -327,7 +334,8 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
                 }
                 m = 0;
                 for (int u = u0; u < u1; u++)
-                    for (idx_t e = 0; e < units[u].t.n; e++) mbuf[m].d = units[u].t.d[e], mbuf[m++].id = units[u].t.id[e];
+                    for (idx_t e = 0; e < units[u].t.n; e++)
+                        mbuf[m].d = units[u].t.d[e], mbuf[m++].id = units[u].t.id[e];
                 qsort(mbuf, m, sizeof *mbuf, fgmm_ivf_cmp_res);
                 idx_t* mi = (idx_t*)(mbuf + m);
                 float* md = (float*)(mi + m);
