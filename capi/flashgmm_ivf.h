@@ -142,6 +142,27 @@ double fgmm_ivf_inflation(const FgmmIvf* ivf);
 int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco);
 
+/// Exact re-ranking, as FAISS's IndexRefineFlat: from now on the handle keeps a float copy of every
+/// vector added (d x 4 bytes each, owned by the handle and saved by fgmm_ivf_write as a section of
+/// its own), and fgmm_ivf_search takes the k x k_factor nearest distinct ids by the index's own
+/// distances (PQ's for IVF-PQ), computes their exact squared L2 distances to the stored vectors and
+/// returns the k best, sorted by (distance, id). k_factor: finite, >= 1 (FGMM_ERR_ARG otherwise);
+/// k x k_factor is rounded down as FAISS does. The index must hold no vectors yet (FGMM_ERR_STATE;
+/// IndexRefineFlat's rule too) and its ids are then 0, 1, ... in add order: an fgmm_ivf_add with ids
+/// other than the next ones in order is FGMM_ERR_ARG. Calling it again changes k_factor only (not
+/// beside searches of the handle). DCO of a re-ranked search: the index's (nlist + the probed lists'
+/// sizes) + the exact distances computed (<= k x k_factor per query).
+int fgmm_ivf_refine_flat(FgmmIvf* ivf, float k_factor);
+
+/// fgmm_ivf_search of a handle with a refine copy (fgmm_ivf_refine_flat), with k_factor for this
+/// call instead of the handle's (several threads may search with different k_factors at once).
+/// FGMM_ERR_STATE where the handle has no refine copy.
+int fgmm_ivf_search_refine(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float k_factor,
+                           float* distances, idx_t* labels, int64_t* dco);
+
+/// Bytes of the refine copy (0 without one).
+int64_t fgmm_ivf_refine_bytes(const FgmmIvf* ivf);
+
 /// recall@k as ann-benchmarks counts it: mean over nq queries of |labels[i][0..k) ∩ gt[i][0..k)| / k,
 /// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
 double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt);

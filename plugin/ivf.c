@@ -153,6 +153,7 @@ void fgmm_ivf_free(FgmmIvf* h) {
     if (!h) return;
     fgmm_model_free(h->model);
     free(h->cent);
+    free(h->refine);
     if (h->owns_index) faiss_Index_free(h->index);
     free(h);
 }
@@ -314,6 +315,15 @@ static int soar_lists(const FgmmIvf* h, idx_t b, const float* x, idx_t* prim, id
     return fgmm_soar_assign(b, h->d, x, h->nlist, h->cent, h->p.soar_lambda, prim, soar, d1, d2);
 }
 
+/* On the CPU, the SOAR lists and the top-2 responsibilities from one pass (fgmm_soar_assign_top2):
+ * where both are needed, the model is isotropic and the centroids are its means. */
+static int fused_top2(const FgmmIvf* h, int need_resp, int m) {
+    const FgmmModel* g = h->model;
+    return !on_gpu(h) && need_resp && m == 2 && h->p.rule == FGMM_ASSIGN_SOAR && h->nlist > 1 &&
+           fgmm_model_covariance(g) == FGMM_COV_ISOTROPIC && fgmm_model_k(g) == h->nlist &&
+           !memcmp(fgmm_model_means(g), h->cent, (size_t)h->nlist * h->d * sizeof(float));
+}
+
 /* Buffers of one batch plan. */
 typedef struct plan_buf {
     idx_t *prim, *soar, *rl, *qi;
@@ -358,8 +368,13 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
         rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
-    if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
+    if (fused_top2(h, need_resp, m)) {
+        if ((rc = fgmm_soar_assign_top2(h->model, b, x, p->soar_lambda, s.prim, s.soar, s.d1, s.d2, s.rl, s.rr)))
+            goto done;
+    } else {
+        if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
+        if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
+    }
     if (p->rule == FGMM_ASSIGN_TOPM &&
         faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, ma, s.qd, s.qi)) {
         rc = fgmm_ivf_faiss_failed("fgmm_ivf_add: quantizer search");
@@ -458,6 +473,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     } else {
         next_id = h->next_id + n;
     }
+    if (h->refine_on && (rc = fgmm_ivf_refine_reserve(h, n, ids))) return rc;
     int ma = fgmm_ivf_lists_per_vector(h), d = h->d;
     int budget = one_extra(h->p.rule) && h->p.spill_target > 0 && ma == 2;
     if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
@@ -520,6 +536,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
         }
         if (gpu_pq) h->add_pq_gpu_s += omp_get_wtime() - t0;
     }
+    if (h->refine_on) fgmm_ivf_refine_append(h, n, x);
     h->n_vectors += n;
     h->next_id = next_id;
     if (lists_added) *lists_added = total;
@@ -636,6 +653,7 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
 
 int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco) {
+    if (h && h->refine_on) return fgmm_ivf_search_refine(h, nq, q, k, nprobe, h->k_factor, distances, labels, dco);
     return fgmm_ivf_search_with(h, nq, q, k, nprobe, distances, labels, dco, FGMM_SEARCH_AUTO, 0);
 }
 

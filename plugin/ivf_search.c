@@ -103,6 +103,8 @@ void fgmm_ivf_dco(int nlist, const int64_t* sizes, const idx_t* assign, idx_t b,
 
 HOT_CLONES static float l2sq(const float* restrict x, const float* restrict y, int d) { return ivf_l2sq(x, y, d); }
 
+float fgmm_ivf_l2sq(const float* x, const float* y, int d) { return l2sq(x, y, d); }
+
 HOT_CLONES static void sq_norms(const float* restrict x, idx_t n, int d, float* restrict out) {
     for (idx_t i = 0; i < n; i++) {
         const float* r = x + (size_t)i * d;

@@ -46,7 +46,7 @@ TEST(Comm, ConcurrentRanksGiveTheOneProcessModel) {
 
 TEST(Comm, ConcurrentAutoRanksWithoutGpusSumOnTheHost) {
     // The AUTO backend: where no rank has a GPU engine the ranks agree (fgmm_engine_comm_wrap) to sum
-    // through the comm, as CPU ranks do. GPU ranks: GpuNccl.Comm* in test_gpu.cpp.
+    // through the comm, as CPU ranks do. GPU ranks: GpuNccl.Comm* in test_gpu_nccl.cpp.
     if (fgmm_gpu_available()) GTEST_SKIP() << "a CUDA device: AUTO ranks are GPU ranks";
     const int64_t n = 3001;
     const int d = 8, k = 6;
