@@ -16,6 +16,7 @@
  *                         takes minutes and search does not use it), below
  *     --kfactors a,b,...  --pq: the re-ranking k_factors (default 2,4,8)
  *     --wide a,b,...      IVF-Flat: FAISS's default at nlist x a, x b (default 2,4; 0: none)
+ *     --list-major 1      IVF-Flat: adds the row default/list
  *
  * Rows (every index IVF<nlist>,Flat, searched with k = 10, all queries per call unless --batch):
  *   faiss          FAISS's default: IndexIVF::train's k-means (10 iterations, 256 points per list),
@@ -26,6 +27,8 @@
  *   default/faiss  the default index searched by the FAISS engine (search_preassigned + de-duplication:
  *                  fgmm_ivf_search before the list-major engine)
  *   faiss-<a>x     FAISS's default at nlist x a (--wide): what a FAISS user gets for more training, the same bytes
+ *   default/list   (--list-major 1) the default index searched by the list-major engine alone, whatever
+ *                  the batch (fgmm_ivf_search before the per-query engine of plugin/ivf_search_one.c)
  * IVF-PQ rows (--pq M; every index IVF<nlist>,PQ<M>np):
  *   faiss-pq       FAISS's default IVF-PQ, faiss_Index_search
  *   faiss-pq+R<f>  the same inside FAISS's IndexRefineFlat (C API), k_factor f: its exact re-ranking;
@@ -188,7 +191,7 @@ int main(int argc, char** argv) {
     const char *data = NULL, *bname = NULL, *qname = NULL, *qfile = NULL, *gt_file = NULL;
     const char *probe_s = "1,2,4,6,8,12,16,24,32,48,64,96,128", *seeds_s = "1,2,3", *threads_s = NULL;
     const char *kf_s = "2,4,8", *wide_s = "2,4";
-    int nlist = 1024, reps = 3, pq = 0;
+    int nlist = 1024, reps = 3, pq = 0, list_major = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
         if (!strcmp(o, "--data")) data = v;
@@ -205,6 +208,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--pq")) pq = atoi(v);
         else if (!strcmp(o, "--kfactors")) kf_s = v;
         else if (!strcmp(o, "--wide")) wide_s = v;
+        else if (!strcmp(o, "--list-major")) list_major = atoi(v);
         else { fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o); return 2; }
     }
     if (!data || nlist < 1 || reps < 1 || pq < 0) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
@@ -231,6 +235,7 @@ int main(int argc, char** argv) {
         add_row("gmm-hard", B_HARD, 0, FGMM_SEARCH_AUTO, 0);
         add_row("default", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0);
         add_row("default/faiss", B_DEFAULT, 0, FGMM_SEARCH_FAISS, 0);
+        if (list_major) add_row("default/list", B_DEFAULT, 0, FGMM_SEARCH_FLAT, 0);
         for (int w = 0; w < nw; w++) snprintf(nm, sizeof nm, "faiss-%gx", wide[w]), add_row(nm, B_WIDE + w, 1, 0, 0);
     } else {
         add_row("faiss-pq", B_FAISS, 1, 0, 0);

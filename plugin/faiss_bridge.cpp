@@ -171,19 +171,42 @@ extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n,
     return error.empty() ? 0 : fail(err, errlen, error.c_str());
 }
 
-extern "C" int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids,
-                                     int64_t* sizes) {
+namespace {
+// The lists of an index that is exactly an IndexIVFFlat on in-memory ArrayInvertedLists; else null.
+const faiss::ArrayInvertedLists* flat_lists(const FaissIndex* index) {
     FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
-    if (!handle) return 0;
+    if (!handle) return nullptr;
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
     // exactly IndexIVFFlat: its subclasses (IndexIVFFlatDedup) store or search differently
-    if (typeid(*ivf) != typeid(faiss::IndexIVFFlat) || ivf->code_size != sizeof(float) * ivf->d) return 0;
+    if (typeid(*ivf) != typeid(faiss::IndexIVFFlat) || ivf->code_size != sizeof(float) * ivf->d) return nullptr;
     const auto* al = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists);
-    if (!al || al->code_size != ivf->code_size || al->nlist != ivf->nlist) return 0;
+    if (!al || al->code_size != ivf->code_size || al->nlist != ivf->nlist) return nullptr;
+    return al;
+}
+}  // namespace
+
+extern "C" int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids,
+                                     int64_t* sizes) {
+    const faiss::ArrayInvertedLists* al = flat_lists(index);
+    if (!al) return 0;
     for (size_t l = 0; l < al->nlist; l++) {
         codes[l] = reinterpret_cast<const float*>(al->codes[l].data());
         ids[l] = al->ids[l].data();
         sizes[l] = (int64_t)al->ids[l].size();
+    }
+    return 1;
+}
+
+extern "C" int fgmm_faiss_flat_lists_of(const FaissIndex* index, int64_t n, const int64_t* lists,
+                                        const float** codes, const int64_t** ids, int64_t* sizes) {
+    const faiss::ArrayInvertedLists* al = flat_lists(index);
+    if (!al) return 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t l = lists[i];
+        bool ok = l >= 0 && (size_t)l < al->nlist;
+        codes[i] = ok ? reinterpret_cast<const float*>(al->codes[l].data()) : nullptr;
+        ids[i] = ok ? al->ids[l].data() : nullptr;
+        sizes[i] = ok ? (int64_t)al->ids[l].size() : 0;
     }
     return 1;
 }

@@ -47,6 +47,11 @@ int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const floa
  * index (valid until it is modified); else 0 (nothing set). Arrays of nlist entries. */
 int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids, int64_t* sizes);
 
+/* The same for the n lists lists[0..n) only (an entry < 0 or >= nlist: NULL, NULL, size 0), into arrays
+ * of n entries: what one search call reads, without a pass over every list. */
+int fgmm_faiss_flat_lists_of(const FaissIndex* index, int64_t n, const int64_t* lists, const float** codes,
+                             const int64_t** ids, int64_t* sizes);
+
 /* Largest id stored in any inverted list (-1 if empty). */
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
 

@@ -631,7 +631,7 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
     if (nq > 0 && (uint64_t)k > (uint64_t)PTRDIFF_MAX / sizeof(idx_t) / (uint64_t)nq)
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search: nq x k = %lld x %lld results do not fit in memory",
                                    (long long)nq, (long long)k);
-    if (engine < FGMM_SEARCH_AUTO || engine > FGMM_SEARCH_FLAT)
+    if (engine < FGMM_SEARCH_AUTO || engine > FGMM_SEARCH_ONE)
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_search: unknown engine %d", engine);
     if (!faiss_Index_is_trained(h->index))
         return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the index is not trained");
@@ -640,10 +640,12 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
     if (rc) return rc;
     if (nprobe > h->nlist) nprobe = h->nlist;
     if (engine != FGMM_SEARCH_FAISS) {
-        rc = fgmm_ivf_search_flat(h, nq, q, k, nprobe, distances, labels, dco, slot_bytes);
+        rc = engine == FGMM_SEARCH_FLAT
+                 ? fgmm_ivf_search_flat(h, nq, q, k, nprobe, distances, labels, dco, slot_bytes, NULL)
+                 : fgmm_ivf_search_one(h, nq, q, k, nprobe, distances, labels, dco, engine == FGMM_SEARCH_ONE);
         if (rc != 1) return rc;
-        if (engine == FGMM_SEARCH_FLAT)
-            return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the list-major engine needs an IndexIVFFlat "
+        if (engine != FGMM_SEARCH_AUTO)
+            return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the IVF-Flat engines need an IndexIVFFlat "
                                                        "on in-memory inverted lists");
     }
     return search_faiss(h, nq, q, k, nprobe, distances, labels, dco);

@@ -62,23 +62,27 @@ typedef struct FgmmIvfLayout {
  * the reason otherwise). Also for fuzz/fuzz_index.c, which keeps the FAISS section FAISS's own. */
 int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out);
 
-/* Search engines of fgmm_ivf_search: AUTO takes FLAT where the index allows it, else FAISS. */
-enum { FGMM_SEARCH_AUTO = 0, FGMM_SEARCH_FAISS = 1, FGMM_SEARCH_FLAT = 2 };
+/* Search engines of fgmm_ivf_search: AUTO takes ONE where the index allows it (which hands large or
+ * list-sharing batches to FLAT), else FAISS. */
+enum { FGMM_SEARCH_AUTO = 0, FGMM_SEARCH_FAISS = 1, FGMM_SEARCH_FLAT = 2, FGMM_SEARCH_ONE = 3 };
 /* FAISS: IndexIVF::search_preassigned for k x copies candidates, then de-duplication.
  * FLAT: the list-major engine of ivf_search.c, for an IndexIVFFlat on in-memory lists (else
  * FGMM_ERR_STATE). slot_bytes bounds a batch's candidate buffers (0: the default; tests make
- * batches small with it). fgmm_ivf_search is engine AUTO, slot_bytes 0. */
+ * batches small with it). ONE: the per-query engine of ivf_search_one.c for every batch, on the same
+ * indexes. fgmm_ivf_search is engine AUTO, slot_bytes 0. */
 int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                          idx_t* labels, int64_t* dco, int engine, size_t slot_bytes);
 /* The FLAT engine on validated arguments (nprobe <= nlist); returns 1, doing nothing, where the
- * index is not an IndexIVFFlat on in-memory lists. */
+ * index is not an IndexIVFFlat on in-memory lists. pre: the quantizer's nq x nprobe lists when the
+ * caller has them (NULL: the engine asks the quantizer). */
 int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
-                         idx_t* labels, int64_t* dco, size_t slot_bytes);
-/* The same with each query's lists given: assigned holds nq x nprobe list numbers (-1: none; a list at
- * most once per row) in place of the quantizer's nprobe nearest. */
-int fgmm_ivf_search_flat_assigned(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe,
-                                  const idx_t* assigned, float* distances, idx_t* labels, int64_t* dco,
-                                  size_t slot_bytes);
+                         idx_t* labels, int64_t* dco, size_t slot_bytes, const idx_t* pre);
+/* The ONE engine on validated arguments: each query's k best ids in one heap over its lists, one
+ * query's lists split over threads where queries are fewer than threads. With force 0 (engine AUTO)
+ * it hands batches whose lists are shared by many queries, and large ones, to the FLAT engine.
+ * Returns 1, doing nothing, where the index is not an IndexIVFFlat on in-memory lists. */
+int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                        idx_t* labels, int64_t* dco, int force);
 
 /* First copy of each id in a candidate row (sorted, nearest first; -1 ends it): a hash set of the
  * ids output, O(n) per row. */
@@ -93,6 +97,12 @@ void fgmm_ivf_dedup_free(FgmmIvfDedup* s);
  * k-row padded with -1 / +inf; returns how many were found. The set is left empty. */
 idx_t fgmm_ivf_dedup_sorted(FgmmIvfDedup* s, idx_t n, const float* dist, const idx_t* ids, idx_t k, float* dout,
                             idx_t* lout);
+/* A result: its distance and id; fgmm_ivf_cmp_res orders them by (distance, id) for qsort. */
+typedef struct FgmmIvfRes {
+    float d;
+    idx_t id;
+} FgmmIvfRes;
+int fgmm_ivf_cmp_res(const void* a, const void* b);
 /* Distance computations of b queries (both engines count them so): nlist + the sizes of the lists in
  * their rows of assign (b x nprobe; entries < 0 are no list). */
 void fgmm_ivf_dco(int nlist, const int64_t* sizes, const idx_t* assign, idx_t b, int nprobe, int64_t* dco);

@@ -115,7 +115,7 @@ static void merge_rows(FgmmIvfDedup* set, const float* d1, const idx_t* i1, cons
 
 /* The list-major engine on the given lists (np per query). */
 static int scan(const FgmmIvf* h, idx_t b, const float* qb, idx_t k, int np, const idx_t* as, float* D, idx_t* I) {
-    int rc = fgmm_ivf_search_flat_assigned(h, b, qb, k, np, as, D, I, NULL, 0);
+    int rc = fgmm_ivf_search_flat(h, b, qb, k, np, D, I, NULL, 0, as);
     return rc == 1 ? fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search_ex: the index is not IVF-Flat") : rc;
 }
 

@@ -240,7 +240,7 @@ int fgmm_data_check(const fgmm_data* x, const char* who) {
     const float* v = x->x;
     size_t total = (size_t)x->n * x->d;
     size_t bad = (size_t)-1;
-#pragma omp parallel for reduction(min : bad)
+#pragma omp parallel for reduction(min : bad) if (total >= 65536) /* a search of one query: no thread start */
     for (size_t i = 0; i < total; i++)
         if (!isfinite(v[i]) && i < bad) bad = i;
     if (bad != (size_t)-1)
