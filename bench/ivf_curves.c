@@ -45,7 +45,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -97,13 +96,6 @@ typedef struct curve {
     double train_s, add_s, search_s, inflation, bytes;
     double train_cpu_s; /* the quantizer's training in CPU seconds of the process (all threads) */
 } curve;
-
-/* CPU seconds of the process so far: beside wall seconds on a machine shared with other work. */
-static double cpu_s(void) {
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-}
 
 /* The progress line of one training (an FgmmProgressFn's user data). */
 typedef struct progress {

@@ -26,6 +26,14 @@ extern "C" {
 int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* centroids, float lambda,
                      fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
+/// fgmm_soar_assign with the means of the isotropic GMM m as the centroids, and from the same
+/// distances the two components most responsible for each row, in top2[2i], top2[2i + 1] (the more
+/// responsible first; ties to the lower index), with their responsibilities in resp2 (n x 2): what
+/// fgmm_assign_topm(m, ..., 2, ...) gives up to float rounding, in one pass over the rows instead of
+/// two (the CPU add's list choice). FGMM_ERR_ARG for a diagonal model or k < 2; CPU only.
+int fgmm_soar_assign_top2(const FgmmModel* m, fgmm_idx_t n, const float* x, float lambda, fgmm_idx_t* primary,
+                          fgmm_idx_t* spill, float* d1, float* d2, fgmm_idx_t* top2, float* resp2);
+
 /// fgmm_soar_assign on CUDA device `device`: the same outputs, ties and shift, with the products in
 /// fp32 cuBLAS GEMMs over row tiles (device memory: the centroids plus at most 256 MB of tiles, less
 /// where the device has less free). Choices differ from the CPU's only where two distances or two

@@ -314,6 +314,15 @@ static int soar_lists(const FgmmIvf* h, idx_t b, const float* x, idx_t* prim, id
     return fgmm_soar_assign(b, h->d, x, h->nlist, h->cent, h->p.soar_lambda, prim, soar, d1, d2);
 }
 
+/* On the CPU, the SOAR lists and the top-2 responsibilities from one pass (fgmm_soar_assign_top2):
+ * where both are needed, the model is isotropic and the centroids are its means. */
+static int fused_top2(const FgmmIvf* h, int need_resp, int m) {
+    const FgmmModel* g = h->model;
+    return !on_gpu(h) && need_resp && m == 2 && h->p.rule == FGMM_ASSIGN_SOAR && h->nlist > 1 &&
+           fgmm_model_covariance(g) == FGMM_COV_ISOTROPIC && fgmm_model_k(g) == h->nlist &&
+           !memcmp(fgmm_model_means(g), h->cent, (size_t)h->nlist * h->d * sizeof(float));
+}
+
 /* Buffers of one batch plan. */
 typedef struct plan_buf {
     idx_t *prim, *soar, *rl, *qi;
@@ -358,8 +367,13 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
         rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
-    if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
+    if (fused_top2(h, need_resp, m)) {
+        if ((rc = fgmm_soar_assign_top2(h->model, b, x, p->soar_lambda, s.prim, s.soar, s.d1, s.d2, s.rl, s.rr)))
+            goto done;
+    } else {
+        if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
+        if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
+    }
     if (p->rule == FGMM_ASSIGN_TOPM &&
         faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, ma, s.qd, s.qi)) {
         rc = fgmm_ivf_faiss_failed("fgmm_ivf_add: quantizer search");

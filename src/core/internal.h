@@ -18,6 +18,34 @@ extern "C" { /* the C++ tests use the engine directly */
 void fgmm_clear_error(void);
 
 /* Limits that keep size arithmetic in range (also for hostile files). */
+/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
+ * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+/* exp(x) for x <= 0 in float, written so that the compiler vectorises it (Cephes' expf: x = n ln2 + r,
+ * |r| <= ln2/2, a degree-6 polynomial, 2^n put in the exponent bits); relative error about 2e-7,
+ * and 0 below -87 (where expf gives at most 2^-126: nothing next to the row maximum's term 1). */
+static inline float fgmm_exp_nonpos(float x) {
+    const int under = !(x >= -87.0f); /* -inf, NaN and terms far below the int range (a tiny variance) */
+    x = under ? -87.0f : x;           /* never converted to int: that would be undefined */
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int e = (int)n + 127;
+    union { int i; float f; } u = {.i = (e > 0 ? e : 0) << 23};
+    return under ? 0.0f : p * u.f;
+}
+
 #define FGMM_MAX_DIM (1 << 20)
 #define FGMM_MAX_K (1 << 24)
 
@@ -75,8 +103,8 @@ size_t fgmm_stats_len(const fgmm_stats* s);
 void fgmm_stats_zero(fgmm_stats* s);
 void fgmm_stats_free(fgmm_stats* s);
 
-/* FGMM_TRACE=1: fgmm_trace prints "what" and the seconds since *mark to stderr, then sets *mark to
- * now (steps of a training, and of the engine's parts of a step). */
+/* FGMM_TRACE=1: fgmm_trace prints "what", the seconds since *mark and the process's CPU seconds so
+ * far to stderr, then sets *mark to now (steps of a training, and of the engine's parts of a step). */
 double fgmm_now(void);
 void fgmm_trace(double* mark, const char* what);
 /* FGMM_TRACE=1: whether tracing is on; fgmm_trace_note prints a line (printf format) to stderr. */

@@ -20,14 +20,6 @@
 
 #include "internal.h"
 
-/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
- * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 /* Rows per block: the two rows x k float buffers take about BLOCK_BYTES. Large blocks mean few
  * sgemm calls and OpenMP regions per E-step (each costs a thread hand-off; on a 16-vCPU VM small
  * 2048-row blocks made 16 threads slower than one). */
@@ -192,26 +184,6 @@ static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0
     return s->xb;
 }
 
-/* exp(x) for x <= 0 in float, written so that the compiler vectorises it (Cephes' expf: x = n ln2 + r,
- * |r| <= ln2/2, a degree-6 polynomial, 2^n put in the exponent bits); relative error about 2e-7,
- * and 0 below -87 (where expf gives at most 2^-126: nothing next to the row maximum's term 1). */
-static inline float exp_nonpos(float x) {
-    const int under = !(x >= -87.0f); /* -inf, NaN and terms far below the int range (a tiny variance) */
-    x = under ? -87.0f : x;           /* never converted to int: that would be undefined */
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int e = (int)n + 127;
-    union { int i; float f; } u = {.i = (e > 0 ? e : 0) << 23};
-    return under ? 0.0f : p * u.f;
-}
-
 /* One row of distance terms g (k wide, the sgemm's -2 x.mu or the diagonal's q*2 terms): g <- q >= 0,
  * r <- log-density c_k - q_k * half_prec_k, and returns log sum_k exp(r_k); to_resp: r <- exp(r - that).
  * Isotropic q = ||x||^2 + ||mu||^2 - 2 x.mu, diagonal sum x^2/v - 2 x mu/v + mu^2/v: both >= 0 exactly,
@@ -228,19 +200,28 @@ static double row_lse(float* restrict g, float* restrict r, const float* restric
         r[j] = c[j] - q * hp[j];
         mx = r[j] > mx ? r[j] : mx;
     }
-    double sum = 0; /* terms in float (each <= 1), their sum in double */
-    if (to_resp) {
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < k; j++) {
-            r[j] = exp_nonpos(r[j] - mx);
-            sum += r[j];
+    /* terms in float (each <= 1), summed in float over chunks of 64, the chunks in double: a float
+     * reduction, which GCC 12 vectorises in the AVX2 clone (a double one it did not: scalar exps) */
+    double sum = 0;
+    for (int j0 = 0; j0 < k; j0 += 64) {
+        const int j1 = j0 + 64 < k ? j0 + 64 : k;
+        float part = 0;
+        if (to_resp) {
+#pragma omp simd reduction(+ : part)
+            for (int j = j0; j < j1; j++) {
+                r[j] = fgmm_exp_nonpos(r[j] - mx);
+                part += r[j];
+            }
+        } else {
+#pragma omp simd reduction(+ : part)
+            for (int j = j0; j < j1; j++) part += fgmm_exp_nonpos(r[j] - mx);
         }
+        sum += part;
+    }
+    if (to_resp) {
         float inv = (float)(1.0 / sum);
 #pragma omp simd
         for (int j = 0; j < k; j++) r[j] *= inv;
-    } else {
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < k; j++) sum += exp_nonpos(r[j] - mx);
     }
     return mx + log(sum);
 }

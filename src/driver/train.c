@@ -212,8 +212,9 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
                       : fgmm_fail(FGMM_ERR_ARG, "fgmm_train: k = %d > n = %lld rows", p->k, (long long)t.n_all);
         goto done;
     }
-    engine_begin(&es, p);
     double mark = t0;
+    fgmm_trace(&mark, "start");
+    engine_begin(&es, p);
     rc = fgmm_data_check_shape(&t.x, "fgmm_train");
     if ((rc = fgmm_tr_mean_var(&t, rc))) goto done;
     fgmm_trace(&mark, "data variance (and finite values)");
