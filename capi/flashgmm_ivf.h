@@ -142,6 +142,66 @@ double fgmm_ivf_inflation(const FgmmIvf* ivf);
 int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco);
 
+/// Exact re-ranking, as FAISS's IndexRefineFlat: from now on the handle keeps a float copy of every
+/// vector added (d x 4 bytes each, owned by the handle and saved by fgmm_ivf_write as a section of
+/// its own), and fgmm_ivf_search takes the k x k_factor nearest distinct ids by the index's own
+/// distances (PQ's for IVF-PQ), computes their exact squared L2 distances to the stored vectors and
+/// returns the k best, sorted by (distance, id). k_factor: finite, >= 1 (FGMM_ERR_ARG otherwise);
+/// k x k_factor is rounded down as FAISS does. The index must hold no vectors yet (FGMM_ERR_STATE;
+/// IndexRefineFlat's rule too) and its ids are then 0, 1, ... in add order: an fgmm_ivf_add with ids
+/// other than the next ones in order is FGMM_ERR_ARG. Calling it again changes k_factor only (not
+/// beside searches of the handle). DCO of a re-ranked search: the index's (nlist + the probed lists'
+/// sizes) + the exact distances computed (<= k x k_factor per query).
+int fgmm_ivf_refine_flat(FgmmIvf* ivf, float k_factor);
+
+/// fgmm_ivf_search of a handle with a refine copy (fgmm_ivf_refine_flat), with k_factor for this
+/// call instead of the handle's (several threads may search with different k_factors at once).
+/// FGMM_ERR_STATE where the handle has no refine copy.
+int fgmm_ivf_search_refine(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float k_factor,
+                           float* distances, idx_t* labels, int64_t* dco);
+
+/// Bytes of the refine copy (0 without one).
+int64_t fgmm_ivf_refine_bytes(const FgmmIvf* ivf);
+
+/// Which lists a search scans beyond the first min_probe (fgmm_ivf_search_ex). docs/search.md,
+/// "Query-adaptive probing", has the measurements.
+typedef enum FgmmProbeRule {
+    FGMM_PROBE_FIXED = 0, ///< the nprobe nearest lists (what fgmm_ivf_search does)
+    FGMM_PROBE_KTH = 1,   ///< after the first min_probe lists, rounds of ranks [lo, 2 lo) of the nprobe
+                          ///< nearest: list j while (d(q,c_j)^2 + m_j - D_k) / (2 sqrt(m_j d(q,c_j)^2 / d))
+                          ///< <= threshold, D_k the query's k-th distance after the rounds before, m_j
+                          ///< list j's mean squared distance to c_j; a query whose round is all rejected stops
+    FGMM_PROBE_EPS = 2,   ///< SPANN's rule: list j only if d(q,c_j) <= (1 + threshold) d(q,c_1)
+} FgmmProbeRule;
+
+/// Search parameters, as FAISS's SearchParametersIVF (which has nprobe and max_codes).
+typedef struct FgmmIvfSearchParams {
+    int nprobe;           ///< lists scanned at most (default 1, as FAISS's); > nlist is taken as nlist
+    int min_probe;        ///< KTH, EPS: lists every query scans before the rule is asked (default 2;
+                          ///< taken as nprobe where larger)
+    FgmmProbeRule rule;   ///< default FGMM_PROBE_FIXED
+    double threshold;     ///< KTH: any value (+inf: all nprobe lists); EPS: >= 0 (default 0); FIXED: unused
+} FgmmIvfSearchParams;
+
+/// Fills every field with its default.
+void fgmm_ivf_search_params_init(FgmmIvfSearchParams* params);
+
+/// fgmm_ivf_search with params: FIXED is fgmm_ivf_search(..., params->nprobe, ...) exactly; KTH and
+/// EPS scan a subset of the nprobe nearest lists per query (the first min_probe always), chosen by
+/// the rule, and need an IVF-Flat index on in-memory lists (else FGMM_ERR_STATE). dco counts nlist +
+/// the sizes of the lists scanned. Results do not depend on the thread count.
+int fgmm_ivf_search_ex(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, const FgmmIvfSearchParams* params,
+                       float* distances, idx_t* labels, int64_t* dco);
+
+/// Picks the cheapest setting of params' rule with recall@k >= target on n calibration vectors x,
+/// which should be held out of the index (e.g. training vectors not added; never the test queries):
+/// FIXED: the smallest nprobe (params->nprobe is replaced); KTH, EPS: the smallest threshold, by
+/// bisection, with params->nprobe as the most lists (FGMM_ERR_ARG where even all nprobe lists
+/// miss the target). The truth is the exact k nearest in the index (a search of every list).
+/// recall (may be NULL) receives the recall@k reached on x. target in (0, 1].
+int fgmm_ivf_calibrate(const FgmmIvf* ivf, idx_t n, const float* x, idx_t k, double target,
+                       FgmmIvfSearchParams* params, double* recall);
+
 /// recall@k as ann-benchmarks counts it: mean over nq queries of |labels[i][0..k) ∩ gt[i][0..k)| / k,
 /// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
 double fgmm_recall(idx_t nq, int k, const idx_t* labels, int gt_k, const int32_t* gt);

@@ -153,6 +153,7 @@ void fgmm_ivf_free(FgmmIvf* h) {
     if (!h) return;
     fgmm_model_free(h->model);
     free(h->cent);
+    free(h->refine);
     if (h->owns_index) faiss_Index_free(h->index);
     free(h);
 }
@@ -472,6 +473,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     } else {
         next_id = h->next_id + n;
     }
+    if (h->refine_on && (rc = fgmm_ivf_refine_reserve(h, n, ids))) return rc;
     int ma = fgmm_ivf_lists_per_vector(h), d = h->d;
     int budget = one_extra(h->p.rule) && h->p.spill_target > 0 && ma == 2;
     if ((uint64_t)n > SIZE_MAX / (sizeof(idx_t) * ma))
@@ -534,6 +536,7 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
         }
         if (gpu_pq) h->add_pq_gpu_s += omp_get_wtime() - t0;
     }
+    if (h->refine_on) fgmm_ivf_refine_append(h, n, x);
     h->n_vectors += n;
     h->next_id = next_id;
     if (lists_added) *lists_added = total;
@@ -648,6 +651,7 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
 
 int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                     idx_t* labels, int64_t* dco) {
+    if (h && h->refine_on) return fgmm_ivf_search_refine(h, nq, q, k, nprobe, h->k_factor, distances, labels, dco);
     return fgmm_ivf_search_with(h, nq, q, k, nprobe, distances, labels, dco, FGMM_SEARCH_AUTO, 0);
 }
 

@@ -36,6 +36,10 @@ struct FgmmIvf {
     double threshold;
     double add_pq_gpu_s; /* the last fgmm_ivf_add's seconds in IVF-PQ encoding on the GPU and appending the
                           * codes (0: FAISS's add_core encoded; read by scripts/bench_build.c) */
+    int refine_on;       /* fgmm_ivf_refine_flat: exact re-ranking from the rows below (ivf_refine.c) */
+    float k_factor;      /* fgmm_ivf_search's k_factor where refine_on */
+    float* refine;       /* refine_n x d floats, row = id; capacity refine_cap rows */
+    int64_t refine_n, refine_cap;
 };
 
 /* FGMM_ERR_FAISS with FAISS's last message, prefixed by what. */
@@ -45,11 +49,13 @@ int fgmm_ivf_lists_per_vector(const FgmmIvf* h);
 /* FGMM_ERR_ARG with a message if a field of p is out of range. */
 int fgmm_ivf_check_params(const FgmmIvfParams* p);
 
-/* An index file's sections (docs/FORMAT.md): the FAISS index, the settings, the model. */
-enum { FGMM_IVF_SECTIONS = 3 };
+/* An index file's sections (docs/FORMAT.md): the FAISS index, the settings, the model (version 1);
+ * version 2 adds the refine copy. */
+enum { FGMM_IVF_SECTIONS = 3, FGMM_IVF_SECTIONS_MAX = 4 };
 typedef struct FgmmIvfLayout {
-    int64_t off[FGMM_IVF_SECTIONS], len[FGMM_IVF_SECTIONS];
-    uint32_t crc[FGMM_IVF_SECTIONS];
+    int nsec; /* 3 (version 1) or 4 (version 2) */
+    int64_t off[FGMM_IVF_SECTIONS_MAX], len[FGMM_IVF_SECTIONS_MAX];
+    uint32_t crc[FGMM_IVF_SECTIONS_MAX];
 } FgmmIvfLayout;
 /* The header of the index file f (size bytes, named name in messages): its sections, checked to be
  * back to back, within the file, of sane lengths, and to match their CRC-32s (FGMM_ERR_IO with
@@ -68,6 +74,11 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
  * index is not an IndexIVFFlat on in-memory lists. */
 int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                          idx_t* labels, int64_t* dco, size_t slot_bytes);
+/* The same with each query's lists given: assigned holds nq x nprobe list numbers (-1: none; a list at
+ * most once per row) in place of the quantizer's nprobe nearest. */
+int fgmm_ivf_search_flat_assigned(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe,
+                                  const idx_t* assigned, float* distances, idx_t* labels, int64_t* dco,
+                                  size_t slot_bytes);
 
 /* First copy of each id in a candidate row (sorted, nearest first; -1 ends it): a hash set of the
  * ids output, O(n) per row. */
@@ -85,6 +96,17 @@ idx_t fgmm_ivf_dedup_sorted(FgmmIvfDedup* s, idx_t n, const float* dist, const i
 /* Distance computations of b queries (both engines count them so): nlist + the sizes of the lists in
  * their rows of assign (b x nprobe; entries < 0 are no list). */
 void fgmm_ivf_dco(int nlist, const int64_t* sizes, const idx_t* assign, idx_t b, int nprobe, int64_t* dco);
+
+/* ||x - y||^2 in float, as the FLAT engine computes its exact distances. */
+float fgmm_ivf_l2sq(const float* x, const float* y, int d);
+
+/* The refine copy (ivf_refine.c). Before an add of n vectors (ids may be NULL) to a handle with
+ * refine_on: the ids must continue the rows (next_id, next_id + 1, ...; FGMM_ERR_ARG otherwise) and
+ * room for n more rows is reserved. After the add succeeded, append stores the rows. */
+int fgmm_ivf_refine_reserve(FgmmIvf* h, idx_t n, const idx_t* ids);
+void fgmm_ivf_refine_append(FgmmIvf* h, idx_t n, const float* x);
+/* FGMM_ERR_ARG where k_factor is not finite or < 1 (who names the caller). */
+int fgmm_ivf_check_k_factor(float k_factor, const char* who);
 
 #ifdef __cplusplus
 }

@@ -104,13 +104,15 @@ static double get_f64(const uint8_t* p) {
 /* ---- the index file: header and settings (docs/FORMAT.md) ----------------------------------- */
 
 #define FILE_MAGIC "FGMM-IVF" /* FAISS reads the first 4 bytes as an index type: 'Index type 0x4d4d4746 ("FGMM")' */
-#define FILE_VERSION 1
+#define FILE_VERSION 2        /* the newest read; written only with a refine copy, else version 1 */
 #define TABLE_AT 16          /* the section table: tag, CRC-32, offset, length per section */
 #define SECTION_ENTRY 24
-#define HEADER_BYTES (TABLE_AT + FGMM_IVF_SECTIONS * SECTION_ENTRY + 4) /* + the header's own CRC-32 */
+#define HEADER_BYTES(nsec) (TABLE_AT + (nsec) * SECTION_ENTRY + 4) /* + the header's own CRC-32 */
+#define HEADER_MAX HEADER_BYTES(FGMM_IVF_SECTIONS_MAX)
 #define SETTINGS_BYTES 88     /* version 1's fields; later writers may append fields a reader ignores */
 #define SETTINGS_MAX 4096
-static const char section_tag[FGMM_IVF_SECTIONS][5] = {"FAIS", "SETS", "GMM "};
+#define REFINE_HEAD 16        /* the refine section: u64 rows, u32 d, f32 k_factor, then rows x d f32 */
+static const char section_tag[FGMM_IVF_SECTIONS_MAX][5] = {"FAIS", "SETS", "GMM ", "RFLT"};
 
 static void encode_settings(const FgmmIvf* h, uint8_t* s) {
     const FgmmIvfParams* p = &h->p;
@@ -190,14 +192,28 @@ static int io_failed(const char* what, const char* path) {
     return fgmm_set_last_error(FGMM_ERR_IO, "%s '%s': %s", what, path, errno ? strerror(errno) : "short read or write");
 }
 
-/* The sections after a zeroed header, then the header with their CRCs. */
+/* The refine section (version 2): its head, then the rows. */
+static int write_refine(const FgmmIvf* h, FILE* f) {
+    uint8_t head[REFINE_HEAD];
+    uint32_t kf;
+    memcpy(&kf, &h->k_factor, 4);
+    put_u64(head, (uint64_t)h->refine_n);
+    put_u32(head + 8, (uint32_t)h->d);
+    put_u32(head + 12, kf);
+    size_t n = (size_t)h->refine_n * h->d;
+    return fwrite(head, sizeof head, 1, f) != 1 || (n && fwrite(h->refine, sizeof(float), n, f) != n);
+}
+
+/* The sections after a zeroed header, then the header with their CRCs. Version 1 (3 sections)
+ * without a refine copy, so that readers of version 1 read the file; version 2 (4) with one. */
 static int write_sections(const FgmmIvf* h, FILE* f, const char* path) {
-    uint8_t hdr[HEADER_BYTES] = {0}, set[SETTINGS_BYTES];
-    int64_t off[FGMM_IVF_SECTIONS + 1];
-    uint32_t crc[FGMM_IVF_SECTIONS];
+    const int nsec = h->refine_on ? FGMM_IVF_SECTIONS_MAX : FGMM_IVF_SECTIONS, hbytes = HEADER_BYTES(nsec);
+    uint8_t hdr[HEADER_MAX] = {0}, set[SETTINGS_BYTES];
+    int64_t off[FGMM_IVF_SECTIONS_MAX + 1];
+    uint32_t crc[FGMM_IVF_SECTIONS_MAX];
     errno = 0;
-    if (fwrite(hdr, sizeof hdr, 1, f) != 1) return io_failed("fgmm_ivf_write: cannot write", path);
-    off[0] = HEADER_BYTES;
+    if (fwrite(hdr, (size_t)hbytes, 1, f) != 1) return io_failed("fgmm_ivf_write: cannot write", path);
+    off[0] = hbytes;
     if (faiss_write_index(h->index, f)) return fgmm_ivf_faiss_failed("fgmm_ivf_write");
     encode_settings(h, set);
     crc[1] = crc32_update(0, set, sizeof set);
@@ -206,25 +222,30 @@ static int write_sections(const FgmmIvf* h, FILE* f, const char* path) {
         return io_failed("fgmm_ivf_write: cannot write", path);
     if (h->model && fgmm_model_fwrite(h->model, f)) return io_failed("fgmm_ivf_write: cannot write", path);
     errno = 0;
-    if ((off[3] = ftello(f)) < 0 || fflush(f)) return io_failed("fgmm_ivf_write: cannot write", path);
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s += 2) { /* the FAISS index and the model, read back */
+    if ((off[3] = ftello(f)) < 0) return io_failed("fgmm_ivf_write: cannot write", path);
+    errno = 0;
+    if (nsec > 3 && (write_refine(h, f) || (off[4] = ftello(f)) < 0))
+        return io_failed("fgmm_ivf_write: cannot write", path);
+    if (fflush(f)) return io_failed("fgmm_ivf_write: cannot write", path);
+    for (int s = 0; s < nsec; s += 1 + (s == 0)) { /* all but the settings, read back */
         int64_t c = crc32_range(fileno(f), off[s], off[s + 1] - off[s]);
         if (c < 0) return io_failed("fgmm_ivf_write: cannot read back", path);
         crc[s] = (uint32_t)c;
     }
     memcpy(hdr, FILE_MAGIC, 8);
-    put_u32(hdr + 8, FILE_VERSION);
-    put_u32(hdr + 12, FGMM_IVF_SECTIONS);
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s++) {
+    put_u32(hdr + 8, nsec > 3 ? 2 : 1);
+    put_u32(hdr + 12, (uint32_t)nsec);
+    for (int s = 0; s < nsec; s++) {
         uint8_t* e = hdr + TABLE_AT + s * SECTION_ENTRY;
         memcpy(e, section_tag[s], 4);
         put_u32(e + 4, crc[s]);
         put_u64(e + 8, (uint64_t)off[s]);
         put_u64(e + 16, (uint64_t)(off[s + 1] - off[s]));
     }
-    put_u32(hdr + HEADER_BYTES - 4, crc32_update(0, hdr, HEADER_BYTES - 4));
+    put_u32(hdr + hbytes - 4, crc32_update(0, hdr, (size_t)hbytes - 4));
     errno = 0;
-    if (fseeko(f, 0, SEEK_SET) || fwrite(hdr, sizeof hdr, 1, f) != 1) return io_failed("fgmm_ivf_write: cannot write", path);
+    if (fseeko(f, 0, SEEK_SET) || fwrite(hdr, (size_t)hbytes, 1, f) != 1)
+        return io_failed("fgmm_ivf_write: cannot write", path);
     return FGMM_OK;
 }
 
@@ -277,23 +298,25 @@ int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
 }
 
 int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out) {
-    uint8_t hdr[HEADER_BYTES];
+    uint8_t hdr[HEADER_MAX];
     ssize_t got = pread(fileno(f), hdr, sizeof hdr, 0);
     if (got < 8 || memcmp(hdr, FILE_MAGIC, 8))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf index file (magic)", name);
-    if (got != (ssize_t)sizeof hdr || size < HEADER_BYTES)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': truncated header (%lld bytes)", name, (long long)size);
-    uint32_t version = get_u32(hdr + 8);
-    if (version != FILE_VERSION)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': format version %u; this build reads version %d (a newer flashgmm wrote it?)",
+    uint32_t version = got >= 12 ? get_u32(hdr + 8) : 0;
+    if (got >= 12 && (version < 1 || version > FILE_VERSION))
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': format version %u; this build reads versions 1 to %d (a newer flashgmm wrote it?)",
                                    name, version, FILE_VERSION);
-    if (get_u32(hdr + HEADER_BYTES - 4) != crc32_update(0, hdr, HEADER_BYTES - 4))
+    const int nsec = version == 1 ? FGMM_IVF_SECTIONS : FGMM_IVF_SECTIONS_MAX, hbytes = HEADER_BYTES(nsec);
+    if (got < hbytes || size < hbytes)
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': truncated header (%lld bytes)", name, (long long)size);
+    if (get_u32(hdr + hbytes - 4) != crc32_update(0, hdr, (size_t)hbytes - 4))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': header checksum mismatch (damaged file)", name);
-    if (get_u32(hdr + 12) != FGMM_IVF_SECTIONS)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %u sections; version %d has %d", name, get_u32(hdr + 12),
-                                   FILE_VERSION, FGMM_IVF_SECTIONS);
-    int64_t at = HEADER_BYTES;
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s++) {
+    if (get_u32(hdr + 12) != (uint32_t)nsec)
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %u sections; version %u has %d", name, get_u32(hdr + 12),
+                                   version, nsec);
+    out->nsec = nsec;
+    int64_t at = hbytes;
+    for (int s = 0; s < nsec; s++) {
         const uint8_t* e = hdr + TABLE_AT + s * SECTION_ENTRY;
         uint64_t off = get_u64(e + 8), len = get_u64(e + 16);
         if (memcmp(e, section_tag[s], 4))
@@ -313,13 +336,56 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
     if (out->len[0] == 0 || out->len[1] < SETTINGS_BYTES || out->len[1] > SETTINGS_MAX)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': bad section lengths (index %lld, settings %lld bytes)", name,
                                    (long long)out->len[0], (long long)out->len[1]);
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s++) {
+    for (int s = 0; s < nsec; s++) {
         int64_t c = crc32_range(fileno(f), out->off[s], out->len[s]);
         if (c < 0) return io_failed("cannot read", name);
         if ((uint32_t)c != out->crc[s])
             return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section '%s' checksum mismatch (damaged file)", name,
                                        section_tag[s]);
     }
+    return FGMM_OK;
+}
+
+/* The refine section (len bytes at off) into h, whose settings are installed: one row per vector,
+ * ids 0 .. vectors - 1 (the settings' next_id), h's d, a valid k_factor; the length exact. */
+static int read_refine(FgmmIvf* h, FILE* f, int64_t off, int64_t len, const char* path) {
+    uint8_t head[REFINE_HEAD];
+    errno = 0;
+    if (len < REFINE_HEAD) return fgmm_set_last_error(FGMM_ERR_IO, "'%s': refine section of %lld bytes", path, (long long)len);
+    if (pread(fileno(f), head, sizeof head, off) != (ssize_t)sizeof head) return io_failed("cannot read", path);
+    uint64_t rows = get_u64(head);
+    uint32_t d = get_u32(head + 8), kfu = get_u32(head + 12);
+    float kf;
+    memcpy(&kf, &kfu, 4);
+    /* rows x d x 4 must be the section's length, itself bounded by the file's size */
+    if (d != (uint32_t)h->d || rows != (uint64_t)h->n_vectors || rows != (uint64_t)h->next_id ||
+        rows > (uint64_t)(len - REFINE_HEAD) / (4ull * d) || (uint64_t)(len - REFINE_HEAD) != rows * 4ull * d)
+        return fgmm_set_last_error(FGMM_ERR_IO,
+                                   "'%s': the refine copy (%llu rows of d = %u, %lld bytes) does not belong to the "
+                                   "index (%lld vectors, next id %lld, d = %d)",
+                                   path, (unsigned long long)rows, d, (long long)len, (long long)h->n_vectors,
+                                   (long long)h->next_id, h->d);
+    if (fgmm_ivf_check_k_factor(kf, "refine section")) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", fgmm_get_last_error());
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %s", path, why);
+    }
+    size_t bytes = (size_t)(len - REFINE_HEAD);
+    float* r = malloc(bytes ? bytes : 1);
+    if (!r) return fgmm_set_last_error(FGMM_ERR_NOMEM, "'%s': out of host memory for the refine copy", path);
+    for (size_t at = 0; at < bytes;) {
+        ssize_t got = pread(fileno(f), (char*)r + at, bytes - at, (off_t)(off + REFINE_HEAD + (int64_t)at));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            free(r);
+            return io_failed("cannot read", path);
+        }
+        at += (size_t)got;
+    }
+    h->refine_on = 1;
+    h->k_factor = kf;
+    h->refine = r;
+    h->refine_n = h->refine_cap = (int64_t)rows;
     return FGMM_OK;
 }
 
@@ -356,6 +422,7 @@ static int read_index_file(FILE* f, int64_t size, const char* path, const FgmmIv
         }
         if (!rc) rc = install_model(h, m, path);
     }
+    if (!rc && L.nsec > 3) rc = read_refine(h, f, L.off[3], L.len[3], path);
     if (rc) {
         fgmm_ivf_free(h);
         return rc;

@@ -126,6 +126,8 @@ HOT_CLONES static float l2sq(const float* restrict x, const float* restrict y, i
     return s;
 }
 
+float fgmm_ivf_l2sq(const float* x, const float* y, int d) { return l2sq(x, y, d); }
+
 HOT_CLONES static void sq_norms(const float* restrict x, idx_t n, int d, float* restrict out) {
     for (idx_t i = 0; i < n; i++) {
         const float* r = x + (size_t)i * d;
@@ -385,8 +387,9 @@ static int redo_query(const flat* f, const idx_t* assign, const float* qi, idx_t
     return 0;
 }
 
-int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
-                         idx_t* labels, int64_t* dco, size_t slot_bytes) {
+int fgmm_ivf_search_flat_assigned(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe,
+                                  const idx_t* assigned, float* distances, idx_t* labels, int64_t* dco,
+                                  size_t slot_bytes) {
     const int d = h->d, nlist = h->nlist;
     flat f = {d, nlist, nprobe, NULL, NULL, NULL};
     const float** codes = malloc((size_t)nlist * sizeof *codes);
@@ -433,7 +436,9 @@ int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
     for (idx_t i0 = 0; i0 < nq; i0 += bmax) {
         idx_t b = nq - i0 < bmax ? nq - i0 : bmax;
         const float* qb = q + (size_t)i0 * d;
-        if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, qb, nprobe, cd, assign)) {
+        if (assigned) /* the caller's lists (ivf_probe.c) */
+            memcpy(assign, assigned + (size_t)i0 * nprobe, (size_t)b * nprobe * sizeof(idx_t));
+        else if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, qb, nprobe, cd, assign)) {
             rc = fgmm_ivf_faiss_failed("fgmm_ivf_search: quantizer");
             goto done;
         }
@@ -504,4 +509,9 @@ done:
     free(sd), free(so), free(slots), free(assign), free(cd), free(pairs), free(start), free(qn), free(tasks);
     free(codes), free(ids), free(sizes);
     return rc;
+}
+
+int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
+                         idx_t* labels, int64_t* dco, size_t slot_bytes) {
+    return fgmm_ivf_search_flat_assigned(h, nq, q, k, nprobe, NULL, distances, labels, dco, slot_bytes);
 }
