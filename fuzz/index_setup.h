@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* index_setup.h: what fuzz/fuzz_index.c and tests/test_ivf_io.cpp (Ivf.FuzzRegressions, the
- * three-file tests) share. The small spilled index: IVF4,Flat, d = 8, 64 vectors around 4 given
- * means (installed with fgmm_ivf_set_gmm, not trained: the centroids, hence the files in
- * fuzz/corpus/index, are the same bytes on every build and thread count), the TOPM rule with 2
- * lists per vector (128 entries), the CPU backend. How an input becomes files (fuzz_ivf_place) and
- * the oracle for an index read from one (fuzz_ivf_roundtrip). C and C++; one translation unit per
- * program includes it. */
+/* index_setup.h: what fuzz/fuzz_index.c and tests/test_ivf_io*.cpp (through tests/ivf_io_common.h:
+ * IvfIo.FuzzRegressions, the three-file tests) share. The small spilled index: IVF4,Flat, d = 8, 64
+ * vectors around 4 given means (installed with fgmm_ivf_set_gmm, not trained: the centroids, hence
+ * the files in fuzz/corpus/index, are the same bytes on every build and thread count), the TOPM rule
+ * with 2 lists per vector (128 entries), the CPU backend. How an input becomes files (fuzz_ivf_place)
+ * and the oracle for an index read from one (fuzz_ivf_roundtrip). C and C++; its functions are
+ * static: each translation unit that includes it gets its own copy. */
 #ifndef FGMM_FUZZ_INDEX_SETUP_H
 #define FGMM_FUZZ_INDEX_SETUP_H
 #include <inttypes.h>

@@ -169,7 +169,7 @@ typedef struct fgmm_engine_ops {
     int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
                    const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
     int (*em_fetch)(fgmm_engine* e, FgmmModel* m, int* empty /* k flags, or NULL */);
-    /* Optional: k-means++ on ns host rows (ns x d floats) with train.c's arithmetic: picks[0] =
+    /* Optional: k-means++ on ns host rows (ns x d floats) with seed.c's arithmetic: picks[0] =
      * first, then picks[c] (c = 1..k-1) by D^2 sampling at u[c - 1] * total. Fewer than k distinct
      * rows: FGMM_ERR_DATA, *found = how many. */
     int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
