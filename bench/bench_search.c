@@ -11,12 +11,21 @@
  *     --threads a,b       thread counts timed (default 1 and omp_get_max_threads())
  *     --batch B           queries per search call (default: all; 1 times single-query latency)
  *     --reps R            timed runs per point, interleaved over indexes and thread counts; the best
- *                         is kept (default 3)
+ *                         is kept (default 3; 0: recall and DCO only)
  *     --pq M              IVF<nlist>,PQ<M>np rows instead (8-bit codes, no polysemous training: it
  *                         takes minutes and search does not use it), below
  *     --kfactors a,b,...  --pq: the re-ranking k_factors (default 2,4,8)
  *     --wide a,b,...      IVF-Flat: FAISS's default at nlist x a, x b (default 2,4; 0: none)
  *     --list-major 1      IVF-Flat: adds the row default/list
+ *     --probe r1,r2       IVF-Flat: adaptive-probing rows (fgmm_ivf_search_ex): fixed, kth, eps (default: none)
+ *     --targets a,b,...   recall@10 targets the probe rows are calibrated for (default
+ *                         0.80,0.85,0.90,0.93,0.95,0.97,0.99)
+ *     --probe-on b1,b2    the indexes probe rows search: faiss, gmm-hard, default (default: all three)
+ *     --min-probe N       lists every query scans before the rule (default 2)
+ *     --max-probe N       lists at most for kth/eps (default: the largest of --nprobes)
+ *     --holdout N         calibration vectors: the last N base vectors, not added to any index (default
+ *                         1000 with --probe, else 0; the ground truth is then over the others)
+ *     --calib FILE        calibration vectors from FILE instead (its first --holdout rows; all base added)
  *
  * Rows (every index IVF<nlist>,Flat, searched with k = 10, all queries per call unless --batch):
  *   faiss          FAISS's default: IndexIVF::train's k-means (10 iterations, 256 points per list),
@@ -29,6 +38,10 @@
  *   faiss-<a>x     FAISS's default at nlist x a (--wide): what a FAISS user gets for more training, the same bytes
  *   default/list   (--list-major 1) the default index searched by the list-major engine alone, whatever
  *                  the batch (fgmm_ivf_search before the per-query engine of plugin/ivf_search_one.c)
+ *   BASE+RULE      (--probe) for BASE in faiss+search, gmm-hard, default: fgmm_ivf_calibrate picks the
+ *                  rule's setting (nprobe for fixed, the threshold for kth/eps) for each target on the
+ *                  calibration vectors; recall, DCO and QPS are then measured on the queries (one point
+ *                  per target reached, instead of one per nprobe)
  * IVF-PQ rows (--pq M; every index IVF<nlist>,PQ<M>np):
  *   faiss-pq       FAISS's default IVF-PQ, faiss_Index_search
  *   faiss-pq+R<f>  the same inside FAISS's IndexRefineFlat (C API), k_factor f: its exact re-ranking;
@@ -41,10 +54,14 @@
  * entries scanned); ours: the distinct candidates). A PQ code distance costs M table look-ups, an
  * exact one d multiply-adds: the sum is a count, not a cost.
  * QPS ratios at recall r: per seed, each curve's nprobe at r is interpolated log-linearly (log nprobe
- * linear in recall between swept points) and its QPS log-log in nprobe; the table gives the mean over
- * seeds of QPS(row) / QPS(faiss) (with --pq: FAISS's row of the same k_factor) and, with several
- * seeds, its [min, max]. A second table divides each of the project's rows by FAISS's best row (highest QPS at that recall, per
- * seed and thread count) among those of at most its bytes: what the memory buys.
+ * linear in recall between swept points) and its QPS log-log in nprobe (probe rows: log QPS linear in
+ * recall between the targets reached, read only from the lowest to the highest); the table gives the
+ * mean over seeds of QPS(row) / QPS(faiss) (with --pq: FAISS's row of the same k_factor) and, with
+ * several seeds, its [min, max]. A second table divides each of the project's rows by FAISS's best row
+ * (highest QPS at that recall, per seed and thread count) among those of at most its bytes: what the
+ * memory buys. A third divides DCO as the first does QPS (FAISS's row scans the same lists as
+ * faiss+search). With --probe, a last table gives how far the queries' recall lands from each
+ * calibrated target. --reps 0 prints only the DCO tables.
  */
 #include <math.h>
 #include <omp.h>
@@ -67,8 +84,10 @@
 #define MAX_PROBES 24
 #define MAX_SEEDS 8
 #define MAX_THREADS 4
-#define MAX_ROWS 16
+#define MAX_ROWS 24
 #define MAX_KF 6
+#define MAX_TARGETS 12
+#define NR 3 /* probe rules: FgmmProbeRule's values */
 
 enum { B_FAISS, B_HARD, B_DEFAULT, B_WIDE }; /* builds: FAISS's, gmm-hard, default, FAISS at wider nlists */
 #define MAX_BUILDS (B_WIDE + 4)
@@ -78,15 +97,16 @@ typedef struct rowspec {
     int build, api; /* api: searched by FAISS's C API (else fgmm_ivf_search*) */
     int engine;     /* ours: FGMM_SEARCH_* */
     float kf;       /* re-ranking k_factor (0: none) */
+    int rule;       /* -1: swept over --nprobes; else the FgmmProbeRule calibrated for each --targets */
 } rowspec;
 
 static rowspec rs[MAX_ROWS];
 static int nrows = 0;
 
-static void add_row(const char* name, int build, int api, int engine, float kf) {
+static void add_row(const char* name, int build, int api, int engine, float kf, int rule) {
     rowspec* r = &rs[nrows++];
     snprintf(r->name, sizeof r->name, "%s", name);
-    r->build = build, r->api = api, r->engine = engine, r->kf = kf;
+    r->build = build, r->api = api, r->engine = engine, r->kf = kf, r->rule = rule;
 }
 
 static void die(const char* what) {
@@ -96,21 +116,36 @@ static void die(const char* what) {
 
 typedef struct point {
     double recall, dco, qps[MAX_THREADS];
+    double setting, cal_recall; /* nprobe, or a probe row's calibrated setting and its calibration recall */
 } point;
 
 typedef struct row {
-    double train_s, add_s, bytes;
-    point p[MAX_PROBES];
+    double train_s, add_s, bytes, cal_s; /* cal_s: seconds of a probe row's calibrations */
+    point p[MAX_PROBES];                 /* per nprobe, or per target (probe rows; recall -1: not reached) */
 } row;
 
-static idx_t batch = 0; /* queries per search call (0: all) */
+static idx_t batch = 0;                 /* queries per search call (0: all) */
+static int min_probe = 2, max_probe = 0; /* probe rows' FgmmIvfSearchParams */
+static const char* const rule_names[NR] = {"fixed", "kth", "eps"};
 
-/* A search of all queries, `batch` per call, by row r at nprobe np; seconds. fi: the FAISS index the
- * row searches (IndexRefineFlat for FAISS's re-ranking rows), base: its IVF. */
+/* The search params of probe row r at setting s (nprobe for FIXED, else the threshold). */
+static FgmmIvfSearchParams probe_params(const rowspec* r, double s) {
+    FgmmIvfSearchParams sp;
+    fgmm_ivf_search_params_init(&sp);
+    sp.rule = (FgmmProbeRule)r->rule, sp.nprobe = max_probe, sp.min_probe = min_probe;
+    if (r->rule == FGMM_PROBE_FIXED) sp.nprobe = (int)s;
+    else sp.threshold = s;
+    return sp;
+}
+
+/* A search of all queries, `batch` per call, by row r at setting s (nprobe, or a probe row's
+ * setting); seconds. fi: the FAISS index the row searches (IndexRefineFlat for FAISS's re-ranking
+ * rows), base: its IVF. */
 static double search(const rowspec* r, FaissIndex* fi, FaissIndex* base, FgmmIvf* h, idx_t nq, const float* xq,
-                     int np, float* dist, idx_t* lab, int64_t* dco) {
+                     double s, float* dist, idx_t* lab, int64_t* dco) {
     idx_t bs = batch > 0 && batch < nq ? batch : nq;
-    int d = faiss_Index_d(base);
+    int d = faiss_Index_d(base), np = (int)s;
+    FgmmIvfSearchParams sp = probe_params(r, s);
     if (r->api) {
         faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(base), (size_t)np);
         if (r->kf > 0) faiss_IndexRefineFlat_set_k_factor(faiss_IndexRefineFlat_cast(fi), r->kf);
@@ -119,8 +154,9 @@ static double search(const rowspec* r, FaissIndex* fi, FaissIndex* base, FgmmIvf
     for (idx_t i0 = 0; i0 < nq; i0 += bs) {
         idx_t b = nq - i0 < bs ? nq - i0 : bs;
         const float* q = xq + (size_t)i0 * d;
-        int rc = r->api  ? faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)
-                 : r->kf ? fgmm_ivf_search_refine(h, b, q, K, np, r->kf, dist + i0 * K, lab + i0 * K, dco + i0)
+        int rc = r->api        ? faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)
+                 : r->rule >= 0 ? fgmm_ivf_search_ex(h, b, q, K, &sp, dist + i0 * K, lab + i0 * K, dco + i0)
+                 : r->kf       ? fgmm_ivf_search_refine(h, b, q, K, np, r->kf, dist + i0 * K, lab + i0 * K, dco + i0)
                          : fgmm_ivf_search_with(h, b, q, K, np, dist + i0 * K, lab + i0 * K, dco + i0, r->engine, 0);
         if (rc) die(r->name);
     }
@@ -146,17 +182,33 @@ static double faiss_dco(FaissIndex* base, idx_t nq, const float* xq, int np, flo
     return s / nq;
 }
 
-/* QPS of row r at recall level lv, thread index t: -1 if the sweep does not reach it. */
-static double qps_at(const row* r, int np, const int* probes, double lv, int t) {
-    for (int p = 0; p < np; p++) {
-        if (r->p[p].recall < lv) continue;
-        if (p == 0) return r->p[0].qps[t];
-        const point *a = &r->p[p - 1], *b = &r->p[p];
-        double f = (lv - a->recall) / (b->recall - a->recall);
-        double lp = log(probes[p - 1]) + f * (log(probes[p]) - log(probes[p - 1]));
-        double g = (lp - log(probes[p - 1])) / (log(probes[p]) - log(probes[p - 1]));
-        return exp(log(a->qps[t]) + g * (log(b->qps[t]) - log(a->qps[t])));
+/* QPS (t >= 0: thread index t) or DCO (t = -1) of a sweep of n points at recall level lv: -1 if the
+ * sweep does not reach it (bracket: nor starts at or below it; else the first point's value serves).
+ * Log-linear in recall between the points that bracket lv (the same as log nprobe linear in recall,
+ * log QPS linear in log nprobe). */
+static double value_at(const point* pts, int n, double lv, int t, int bracket) {
+    for (int p = 0; p < n; p++) {
+        if (pts[p].recall < lv) continue;
+        double vb = t < 0 ? pts[p].dco : pts[p].qps[t];
+        if (p == 0) return bracket && pts[0].recall > lv ? -1 : vb;
+        double va = t < 0 ? pts[p - 1].dco : pts[p - 1].qps[t];
+        if (!(pts[p].recall > pts[p - 1].recall)) return vb;
+        double f = (lv - pts[p - 1].recall) / (pts[p].recall - pts[p - 1].recall);
+        return exp(log(va) + f * (log(vb) - log(va)));
     }
+    return -1;
+}
+
+static int cmp_point(const void* a, const void* b) {
+    const point *x = a, *y = b;
+    return (x->recall > y->recall) - (x->recall < y->recall);
+}
+
+/* The index of the comma-separated token at s among names[0..n), or -1. */
+static int token(const char* s, const char* const* names, int n) {
+    size_t len = strcspn(s, ",");
+    for (int i = 0; i < n; i++)
+        if (strlen(names[i]) == len && !strncmp(s, names[i], len)) return i;
     return -1;
 }
 
@@ -187,11 +239,43 @@ static void faiss_train(FaissIndex* fi, int d, int nlist, int seed, idx_t nb, co
     faiss_Clustering_free(cl);
 }
 
+/* Seed table of the swept rows (probe 0: per nprobe) or of the probe rows (probe 1: per target, each
+ * point with its setting and calibration recall first); xs: the n nprobes or targets. */
+static void print_seed(int seed, const row* rw, int probe, int n, const double* xs, int nt) {
+    int any = 0;
+    for (int m = 0; m < nrows; m++) any |= (rs[m].rule >= 0) == probe;
+    if (!any) return;
+    printf("seed %d%s, then per row %srecall@10 / DCO / QPS at each thread count\n", seed,
+           probe ? " probe rows: target" : ": nprobe", probe ? "setting / calibration recall / " : "");
+    printf(probe ? "| target |" : "| nprobe |");
+    for (int m = 0; m < nrows; m++)
+        if ((rs[m].rule >= 0) == probe) printf(" %s |", rs[m].name);
+    printf("\n|---:|");
+    for (int m = 0; m < nrows; m++)
+        if ((rs[m].rule >= 0) == probe) printf("---|");
+    printf("\n");
+    for (int p = 0; p < n; p++) {
+        printf("| %g |", xs[p]);
+        for (int m = 0; m < nrows; m++) {
+            if ((rs[m].rule >= 0) != probe) continue;
+            const point* pt = &rw[m].p[p];
+            if (pt->recall < 0) { printf(" - |"); continue; }
+            if (probe) printf(" %.4g / %.4f /", pt->setting, pt->cal_recall);
+            printf(" %.4f / %.0f /", pt->recall, pt->dco);
+            for (int t = 0; t < nt; t++) printf(" %.0f", pt->qps[t]);
+            printf(" |");
+        }
+        printf("\n");
+    }
+}
+
 int main(int argc, char** argv) {
     const char *data = NULL, *bname = NULL, *qname = NULL, *qfile = NULL, *gt_file = NULL;
     const char *probe_s = "1,2,4,6,8,12,16,24,32,48,64,96,128", *seeds_s = "1,2,3", *threads_s = NULL;
-    const char *kf_s = "2,4,8", *wide_s = "2,4";
+    const char *kf_s = "2,4,8", *wide_s = "2,4", *rules_s = "", *on_s = "faiss,gmm-hard,default";
+    const char *targets_s = "0.80,0.85,0.90,0.93,0.95,0.97,0.99", *calib = NULL;
     int nlist = 1024, reps = 3, pq = 0, list_major = 0;
+    idx_t holdout = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
         if (!strcmp(o, "--data")) data = v;
@@ -209,10 +293,18 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--kfactors")) kf_s = v;
         else if (!strcmp(o, "--wide")) wide_s = v;
         else if (!strcmp(o, "--list-major")) list_major = atoi(v);
+        else if (!strcmp(o, "--probe")) rules_s = v;
+        else if (!strcmp(o, "--targets")) targets_s = v;
+        else if (!strcmp(o, "--probe-on")) on_s = v;
+        else if (!strcmp(o, "--min-probe")) min_probe = atoi(v);
+        else if (!strcmp(o, "--max-probe")) max_probe = atoi(v);
+        else if (!strcmp(o, "--holdout")) holdout = atoll(v);
+        else if (!strcmp(o, "--calib")) calib = v;
         else { fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o); return 2; }
     }
-    if (!data || nlist < 1 || reps < 1 || pq < 0) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
-    int probes[MAX_PROBES], np = 0, seeds[MAX_SEEDS], ns = 0, threads[MAX_THREADS], nt = 0;
+    if (!data || nlist < 1 || reps < 0 || pq < 0) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
+    double probes[MAX_PROBES], targets[MAX_TARGETS];
+    int np = 0, seeds[MAX_SEEDS], ns = 0, threads[MAX_THREADS], nt = 0;
     for (const char* s = probe_s; *s && np < MAX_PROBES; s += strcspn(s, ","), s += *s == ',')
         if (atoi(s) > 0 && atoi(s) <= nlist) probes[np++] = atoi(s);
     for (const char* s = seeds_s; *s && ns < MAX_SEEDS; s += strcspn(s, ","), s += *s == ',') seeds[ns++] = atoi(s);
@@ -224,25 +316,54 @@ int main(int argc, char** argv) {
         threads[nt++] = 1;
         if (maxt > 1) threads[nt++] = maxt;
     }
+    /* probe rows: their rules and base indexes */
+    const char* const on_names[3] = {"faiss", "gmm-hard", "default"};
+    const char* const base_names[3] = {"faiss+search", "gmm-hard", "default"};
+    const int on_builds[3] = {B_FAISS, B_HARD, B_DEFAULT};
+    int rules[NR], nru = 0, on[3], non = 0, ntg = parse_list(targets_s, targets, MAX_TARGETS);
+    for (const char* s = rules_s; *s && nru < NR; s += strcspn(s, ","), s += *s == ',')
+        if ((rules[nru++] = token(s, rule_names, NR)) < 0) {
+            fprintf(stderr, "bench_search: --probe %s: unknown rule\n", s);
+            return 2;
+        }
+    for (const char* s = on_s; nru && *s && non < 3; s += strcspn(s, ","), s += *s == ',')
+        if ((on[non++] = token(s, on_names, 3)) < 0) {
+            fprintf(stderr, "bench_search: --probe-on %s: unknown index\n", s);
+            return 2;
+        }
+    if (nru && (pq || !ntg || min_probe < 1)) {
+        fprintf(stderr, "bench_search: --probe needs IVF-Flat (no --pq), --targets and --min-probe >= 1\n");
+        return 2;
+    }
+    if (!max_probe)
+        for (int p = 0; p < np; p++) max_probe = probes[p] > max_probe ? (int)probes[p] : max_probe;
     double kfs[MAX_KF], wide[MAX_BUILDS - B_WIDE];
     int nkf = pq ? parse_list(kf_s, kfs, MAX_KF) : 0, nw = pq ? 0 : parse_list(wide_s, wide, MAX_BUILDS - B_WIDE);
     for (int w = 0; w < nw; w++)
         if (wide[w] < 2) nw = w; /* 0 (or junk): no wider rows */
     char nm[32];
     if (!pq) {
-        add_row("faiss", B_FAISS, 1, 0, 0);
-        add_row("faiss+search", B_FAISS, 0, FGMM_SEARCH_AUTO, 0);
-        add_row("gmm-hard", B_HARD, 0, FGMM_SEARCH_AUTO, 0);
-        add_row("default", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0);
-        add_row("default/faiss", B_DEFAULT, 0, FGMM_SEARCH_FAISS, 0);
-        if (list_major) add_row("default/list", B_DEFAULT, 0, FGMM_SEARCH_FLAT, 0);
-        for (int w = 0; w < nw; w++) snprintf(nm, sizeof nm, "faiss-%gx", wide[w]), add_row(nm, B_WIDE + w, 1, 0, 0);
+        add_row("faiss", B_FAISS, 1, 0, 0, -1);
+        add_row("faiss+search", B_FAISS, 0, FGMM_SEARCH_AUTO, 0, -1);
+        add_row("gmm-hard", B_HARD, 0, FGMM_SEARCH_AUTO, 0, -1);
+        add_row("default", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0, -1);
+        add_row("default/faiss", B_DEFAULT, 0, FGMM_SEARCH_FAISS, 0, -1);
+        if (list_major) add_row("default/list", B_DEFAULT, 0, FGMM_SEARCH_FLAT, 0, -1);
+        for (int w = 0; w < nw; w++)
+            snprintf(nm, sizeof nm, "faiss-%gx", wide[w]), add_row(nm, B_WIDE + w, 1, 0, 0, -1);
+        for (int o = 0; o < non; o++)
+            for (int r = 0; r < nru; r++) {
+                snprintf(nm, sizeof nm, "%s+%s", base_names[on[o]], rule_names[rules[r]]);
+                add_row(nm, on_builds[on[o]], 0, FGMM_SEARCH_AUTO, 0, rules[r]);
+            }
     } else {
-        add_row("faiss-pq", B_FAISS, 1, 0, 0);
-        for (int f = 0; f < nkf; f++) snprintf(nm, sizeof nm, "faiss-pq+R%g", kfs[f]), add_row(nm, B_FAISS, 1, 0, (float)kfs[f]);
-        add_row("default-pq", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0);
+        add_row("faiss-pq", B_FAISS, 1, 0, 0, -1);
         for (int f = 0; f < nkf; f++)
-            snprintf(nm, sizeof nm, "default-pq+R%g", kfs[f]), add_row(nm, B_DEFAULT, 0, FGMM_SEARCH_AUTO, (float)kfs[f]);
+            snprintf(nm, sizeof nm, "faiss-pq+R%g", kfs[f]), add_row(nm, B_FAISS, 1, 0, (float)kfs[f], -1);
+        add_row("default-pq", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0, -1);
+        for (int f = 0; f < nkf; f++)
+            snprintf(nm, sizeof nm, "default-pq+R%g", kfs[f]),
+                add_row(nm, B_DEFAULT, 0, FGMM_SEARCH_AUTO, (float)kfs[f], -1);
     }
     int nbuild = pq ? 3 : B_WIDE + nw;
 
@@ -257,9 +378,24 @@ int main(int argc, char** argv) {
     if (fgmm_vecs_read(qfile ? qfile : data, qn, 0, &vq)) die("queries");
     float *xb = vecs_to_float(&vb), *xq = vecs_to_float(&vq);
     if (!xb || !xq) die("out of memory");
-    idx_t nb = vb.n, nq = vq.n;
+    idx_t nb = vb.n, nq = vq.n, nadd = nb, ncal = 0;
     int d = vb.d;
     if (vq.d != d) { fprintf(stderr, "bench_search: queries have d = %d, base d = %d\n", vq.d, d); return 1; }
+    float* xcal = NULL; /* calibration vectors: never the queries */
+    FgmmVecs vc;
+    if (nru) {
+        ncal = holdout < 0 ? 1000 : holdout;
+        if (calib) {
+            if (fgmm_vecs_read(calib, NULL, 0, &vc) || vc.d != d) die("--calib");
+            ncal = ncal < vc.n ? ncal : vc.n;
+            if (!(xcal = vecs_to_float(&vc))) die("out of memory");
+        } else {
+            if (gt_file && ncal) { fprintf(stderr, "bench_search: --gt needs --calib (the base is held out of)\n"); return 2; }
+            if (ncal >= nb) { fprintf(stderr, "bench_search: --holdout %lld >= base\n", (long long)ncal); return 2; }
+            nadd = nb - ncal, xcal = xb + (size_t)nadd * d;
+        }
+        if (ncal < 1) { fprintf(stderr, "bench_search: --probe needs --holdout >= 1\n"); return 2; }
+    }
     int32_t* gt;
     int gt_k = GT_K;
     if (gt_file) {
@@ -267,24 +403,30 @@ int main(int argc, char** argv) {
         if (fgmm_vecs_read(gt_file, NULL, 0, &gv) || gv.n != nq || gv.d < K || gv.dtype != FGMM_I32) die("--gt");
         gt = gv.data, gt_k = gv.d;
     } else {
-        gt = ground_truth(xb, nb, xq, nq, d);
+        gt = ground_truth(xb, nadd, xq, nq, d);
     }
     char codes[32];
     snprintf(codes, sizeof codes, pq ? "PQ%dnp" : "Flat", pq);
     printf("%s: base %lld x %d, %lld queries, IVF%d,%s, k = %d, seeds %s, threads", data, (long long)nb, d,
            (long long)nq, nlist, codes, K, seeds_s);
     for (int t = 0; t < nt; t++) printf(" %d", threads[t]);
-    printf(", best of %d interleaved runs, %lld queries per call\n", reps, (long long)(batch > 0 && batch < nq ? batch : nq));
+    if (reps) printf(", best of %d interleaved runs", reps);
+    else printf(", recall and DCO only (--reps 0)");
+    printf(", %lld queries per call\n", (long long)(batch > 0 && batch < nq ? batch : nq));
+    if (nru)
+        printf("probe rows: %lld calibration vectors (%s), %lld base vectors added, min_probe %d, max nprobe %d\n",
+               (long long)ncal, calib ? calib : "the base's last, not added", (long long)nadd, min_probe, max_probe);
 
     static row rows[MAX_SEEDS][MAX_ROWS];
     float* dist = malloc((size_t)nq * K * sizeof(float));
     idx_t* lab = malloc((size_t)nq * K * sizeof(idx_t));
     int64_t* dco = malloc((size_t)nq * sizeof(int64_t));
+    const int npts = nru && ntg > np ? ntg : np; /* points of the longest row */
     for (int si = 0; si < ns; si++) {
         FaissIndex* fi[MAX_BUILDS] = {NULL};
         FaissIndexRefineFlat* refine = NULL; /* --pq: FAISS's re-ranking over fi[B_FAISS] */
         FgmmIvf* h[MAX_BUILDS] = {NULL};
-        double train_s[MAX_BUILDS], add_s[MAX_BUILDS], bytes[MAX_BUILDS], copy_bytes = (double)nb * d * sizeof(float);
+        double train_s[MAX_BUILDS], add_s[MAX_BUILDS], bytes[MAX_BUILDS], copy_bytes = (double)nadd * d * sizeof(float);
         const int order[MAX_BUILDS] = {B_FAISS, B_DEFAULT, B_HARD, B_WIDE, B_WIDE + 1, B_WIDE + 2, B_WIDE + 3};
         for (int o = 0; o < nbuild; o++) { /* gmm-hard reuses the default's GMM: built after it */
             int b = order[o];
@@ -298,7 +440,7 @@ int main(int argc, char** argv) {
             p.gmm.seed = (uint64_t)seeds[si];
             if (b != B_DEFAULT) p.rule = FGMM_ASSIGN_HARD;
             double t0 = now_s();
-            if (b == B_FAISS || b >= B_WIDE) {
+            if (b == B_FAISS || b >= B_WIDE) { /* trained on the whole base, filled with the nadd first */
                 faiss_train(fi[b], d, nl, seeds[si], nb, xb);
                 train_s[b] = now_s() - t0;
                 FaissIndex* into = fi[b];
@@ -307,7 +449,7 @@ int main(int argc, char** argv) {
                     into = (FaissIndex*)refine;
                 }
                 t0 = now_s();
-                if (faiss_Index_add(into, nb, xb)) die("faiss add");
+                if (faiss_Index_add(into, nadd, xb)) die("faiss add");
                 add_s[b] = now_s() - t0;
                 if (fgmm_ivf_wrap(fi[b], &p, &h[b])) die("wrap");
             } else {
@@ -317,7 +459,7 @@ int main(int argc, char** argv) {
                 train_s[b] = b == B_DEFAULT ? now_s() - t0 : train_s[B_DEFAULT];
                 if (pq && fgmm_ivf_refine_flat(h[b], 1.0f)) die("refine");
                 t0 = now_s();
-                if (fgmm_ivf_add(h[b], nb, xb, NULL, NULL)) die("add");
+                if (fgmm_ivf_add(h[b], nadd, xb, NULL, NULL)) die("add");
                 add_s[b] = now_s() - t0;
             }
             bytes[b] = index_bytes(fi[b], pq ? codes : "Flat", nl, d);
@@ -328,82 +470,97 @@ int main(int argc, char** argv) {
             rows[si][m].bytes = bytes[b] + (rs[m].kf > 0 ? copy_bytes : 0);
         }
 #define FI(m) (rs[m].api && rs[m].kf > 0 ? (FaissIndex*)refine : fi[rs[m].build])
-        for (int p = 0; p < np; p++) {
-            for (int m = 0; m < nrows; m++) { /* recall and DCO */
+#define NPTS(m) (rs[m].rule >= 0 ? ntg : np)
+        for (int p = 0; p < npts; p++) {
+            for (int m = 0; m < nrows; m++) { /* setting (probe rows: calibrated), recall and DCO */
+                if (p >= NPTS(m)) continue;
                 int b = rs[m].build;
-                search(&rs[m], FI(m), fi[b], h[b], nq, xq, probes[p], dist, lab, dco);
                 point* pt = &rows[si][m].p[p];
+                memset(pt, 0, sizeof *pt);
+                if (rs[m].rule < 0) pt->setting = probes[p];
+                else {
+                    FgmmIvfSearchParams sp = probe_params(&rs[m], max_probe);
+                    double t0 = now_s();
+                    int rc = fgmm_ivf_calibrate(h[b], ncal, xcal, K, targets[p], &sp, &pt->cal_recall);
+                    rows[si][m].cal_s += now_s() - t0;
+                    if (rc && rc != FGMM_ERR_ARG) die("fgmm_ivf_calibrate");
+                    pt->recall = -1;
+                    if (rc) continue; /* the target is beyond max nprobe */
+                    pt->setting = sp.rule == FGMM_PROBE_FIXED ? sp.nprobe : sp.threshold;
+                }
+                search(&rs[m], FI(m), fi[b], h[b], nq, xq, pt->setting, dist, lab, dco);
                 pt->recall = fgmm_recall(nq, K, lab, gt_k, gt);
                 double s = 0;
                 for (idx_t i = 0; i < nq && !rs[m].api; i++) s += dco[i];
-                pt->dco = rs[m].api ? faiss_dco(fi[b], nq, xq, probes[p], rs[m].kf) : s / nq;
-                for (int t = 0; t < nt; t++) pt->qps[t] = 0;
+                pt->dco = rs[m].api ? faiss_dco(fi[b], nq, xq, (int)probes[p], rs[m].kf) : s / nq;
             }
             for (int rep = 0; rep < reps; rep++)
                 for (int m = 0; m < nrows; m++)
                     for (int t = 0; t < nt; t++) {
                         int b = rs[m].build;
-                        omp_set_num_threads(threads[t]);
-                        double q = nq / search(&rs[m], FI(m), fi[b], h[b], nq, xq, probes[p], dist, lab, dco);
                         point* pt = &rows[si][m].p[p];
+                        if (p >= NPTS(m) || pt->recall < 0) continue;
+                        omp_set_num_threads(threads[t]);
+                        double q = nq / search(&rs[m], FI(m), fi[b], h[b], nq, xq, pt->setting, dist, lab, dco);
                         if (q > pt->qps[t]) pt->qps[t] = q;
                     }
             omp_set_num_threads(maxt);
         }
         if (refine) faiss_IndexRefineFlat_free(refine); /* own_fields 0: the IVF is freed below */
         for (int b = 0; b < MAX_BUILDS; b++) fgmm_ivf_free(h[b]), faiss_Index_free(fi[b]);
-        printf("seed %d: nprobe, then per row recall@10 / DCO / QPS at each thread count\n", seeds[si]);
-        printf("| nprobe |");
-        for (int m = 0; m < nrows; m++) printf(" %s |", rs[m].name);
-        printf("\n|---:|");
-        for (int m = 0; m < nrows; m++) printf("---|");
-        printf("\n");
-        for (int p = 0; p < np; p++) {
-            printf("| %d |", probes[p]);
-            for (int m = 0; m < nrows; m++) {
-                const point* pt = &rows[si][m].p[p];
-                printf(" %.4f / %.0f /", pt->recall, pt->dco);
-                for (int t = 0; t < nt; t++) printf(" %.0f", pt->qps[t]);
-                printf(" |");
-            }
-            printf("\n");
-        }
+        print_seed(seeds[si], rows[si], 1, ntg, targets, nt);
+        print_seed(seeds[si], rows[si], 0, np, probes, nt);
         fflush(stdout);
     }
+    /* every row's points per seed; a probe row's: the targets reached, sorted by recall */
+    static point sw[MAX_SEEDS][MAX_ROWS][MAX_PROBES];
+    static int nsw[MAX_SEEDS][MAX_ROWS];
+    for (int si = 0; si < ns; si++)
+        for (int m = 0; m < nrows; m++) {
+            int n = 0;
+            for (int p = 0; p < NPTS(m); p++)
+                if (rows[si][m].p[p].recall >= 0) sw[si][m][n++] = rows[si][m].p[p];
+            if (rs[m].rule >= 0) qsort(sw[si][m], (size_t)n, sizeof(point), cmp_point);
+            nsw[si][m] = n;
+        }
     const double levels[] = {0.50, 0.60, 0.70, 0.80, 0.85, 0.90, 0.95, 0.99};
     const int nl = sizeof levels / sizeof levels[0], l0 = pq ? 0 : 3; /* PQ alone tops out low */
     double mb[MAX_ROWS] = {0};
     for (int m = 0; m < nrows; m++)
         for (int si = 0; si < ns; si++) mb[m] += rows[si][m].bytes / 1e6 / ns;
-    for (int vs_best = 0; vs_best < 2; vs_best++) {
-        if (!vs_best) {
+    for (int table = reps ? 0 : 2; table < 3; table++) { /* QPS to the base row, to FAISS's best; DCO */
+        if (table == 0) {
             printf("\nmean over %d seeds: train s, add s, MB; QPS ratio to %s at recall@10 level, mean [min, max] over seeds "
                    "(threads:", ns, pq ? "FAISS's row of the same k_factor" : rs[0].name);
-        } else {
+        } else if (table == 1) {
             printf("\nQPS ratio to FAISS's best row of at most the row's MB (the highest QPS at the level among FAISS's "
                    "rows, per seed and thread count), mean [min, max] over seeds (threads:");
+        } else {
+            printf("\nDCO ratio to %s at recall@10 level, mean [min, max] over seeds (< 1: fewer distance computations",
+                   pq ? "FAISS's row of the same k_factor" : rs[0].name);
         }
-        for (int t = 0; t < nt; t++) printf(" %d", threads[t]);
+        for (int t = 0; t < nt && table < 2; t++) printf(" %d", threads[t]);
         printf("; '-' where a curve does not reach the level)\n\n| row | train s | add s | MB |");
         for (int l = l0; l < nl; l++) printf(" @%.2f |", levels[l]);
         printf("\n|---|---:|---:|---:|");
         for (int l = l0; l < nl; l++) printf("---|");
         printf("\n");
         for (int m = 0; m < nrows; m++) {
-            if (vs_best && rs[m].api) continue;
+            if (table == 1 && rs[m].api) continue;
             double tr = 0, ad = 0;
             for (int si = 0; si < ns; si++) tr += rows[si][m].train_s / ns, ad += rows[si][m].add_s / ns;
             printf("| %s | %.2f | %.2f | %.1f |", rs[m].name, tr, ad, mb[m]);
             for (int l = l0; l < nl; l++) {
                 printf(" ");
-                for (int t = 0; t < nt; t++) {
+                for (int t = 0; t < (table < 2 ? nt : 1); t++) {
+                    int tt = table < 2 ? t : -1;
                     double s = 0, lo = INFINITY, hi = 0;
                     int ok = 1;
                     for (int si = 0; si < ns && ok; si++) {
-                        double a = qps_at(&rows[si][m], np, probes, levels[l], t), f = -1;
+                        double a = value_at(sw[si][m], nsw[si][m], levels[l], tt, rs[m].rule >= 0), f = -1;
                         for (int c = 0; c < nrows; c++) /* the baseline: faiss, or FAISS's best of <= MB */
-                            if (vs_best ? rs[c].api && mb[c] <= mb[m] * 1.0001 : c == base_row(m)) {
-                                double v = qps_at(&rows[si][c], np, probes, levels[l], t);
+                            if (table == 1 ? rs[c].api && mb[c] <= mb[m] * 1.0001 : c == base_row(m)) {
+                                double v = value_at(sw[si][c], nsw[si][c], levels[l], tt, rs[c].rule >= 0);
                                 f = v > f ? v : f;
                             }
                         ok = a > 0 && f > 0;
@@ -411,7 +568,7 @@ int main(int argc, char** argv) {
                         s += r / ns, lo = r < lo ? r : lo, hi = r > hi ? r : hi;
                     }
                     if (!ok) printf("%s-", t ? " / " : "");
-                    else if (ns > 1 && (m != base_row(m) || vs_best)) printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
+                    else if (ns > 1 && (m != base_row(m) || table == 1)) printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
                     else printf("%s%.2f", t ? " / " : "", s);
                 }
                 printf(" |");
@@ -419,7 +576,26 @@ int main(int argc, char** argv) {
             printf("\n");
         }
     }
+    if (nru) { /* how well the calibration transfers to the queries */
+        printf("\ncalibration: recall@10 on the queries minus the target, mean [min, max] over targets and seeds; "
+               "seconds per calibration\n\n| row | recall - target | s |\n|---|---|---:|\n");
+        for (int m = 0; m < nrows; m++) {
+            if (rs[m].rule < 0) continue;
+            double s = 0, lo = INFINITY, hi = -INFINITY, cs = 0;
+            int n = 0;
+            for (int si = 0; si < ns; si++) {
+                cs += rows[si][m].cal_s / ntg / ns;
+                for (int g = 0; g < ntg; g++) {
+                    if (rows[si][m].p[g].recall < 0) continue;
+                    double e = rows[si][m].p[g].recall - targets[g];
+                    s += e, n++, lo = e < lo ? e : lo, hi = e > hi ? e : hi;
+                }
+            }
+            printf("| %s | %+.4f [%+.4f, %+.4f] | %.2f |\n", rs[m].name, n ? s / n : 0, lo, hi, cs);
+        }
+    }
     free(dist), free(lab), free(dco), free(xb), free(xq);
+    if (calib) free(xcal), fgmm_vecs_free(&vc);
     fgmm_vecs_free(&vb), fgmm_vecs_free(&vq);
     return 0;
 }
