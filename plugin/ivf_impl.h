@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* ivf_impl.h: the FgmmIvf handle, shared by ivf.c (train, add, search) and ivf_io.c (files). The
- * plugin is built on the public headers (capi/) only, as a user's own would be. */
+/* ivf_impl.h: the FgmmIvf handle, shared by ivf.c (lifetime), ivf_train.c, ivf_add.c, the search
+ * engines and ivf_io.c (files). The plugin is built on the public headers (capi/) only, as a user's
+ * own would be. */
 #ifndef FGMM_IVF_IMPL_H
 #define FGMM_IVF_IMPL_H
 
@@ -42,12 +43,25 @@ struct FgmmIvf {
     int64_t refine_n, refine_cap;
 };
 
+/* Vectors per add/search batch: bounds the temporary copies (batch x lists x d floats). */
+#define IVF_BATCH 16384
+
+/* SOAR and RESP add at most one list per vector, chosen by a selector under a budget. */
+static inline int fgmm_ivf_one_extra(FgmmAssignRule r) { return r == FGMM_ASSIGN_SOAR || r == FGMM_ASSIGN_RESP; }
+
+/* Caches the trained quantizer's centroids (nlist x d) in h->cent. */
+int fgmm_ivf_load_centroids(FgmmIvf* h);
 /* FGMM_ERR_FAISS with FAISS's last message, prefixed by what. */
 int fgmm_ivf_faiss_failed(const char* what);
 /* Lists a vector sits in at most under the handle's rule (capped at nlist). */
 int fgmm_ivf_lists_per_vector(const FgmmIvf* h);
 /* FGMM_ERR_ARG with a message if a field of p is out of range. */
 int fgmm_ivf_check_params(const FgmmIvfParams* p);
+
+/* crc continues a CRC-32 (0 to start), as zlib's crc32(crc, p, n) (ivf_crc.c). */
+uint32_t fgmm_ivf_crc32(uint32_t crc, const void* p, size_t n);
+/* CRC-32 of bytes [off, off + len) of the file fd; -1 if they cannot all be read. */
+int64_t fgmm_ivf_crc32_range(int fd, int64_t off, int64_t len);
 
 /* An index file's sections (docs/FORMAT.md): the FAISS index, the settings, the model (version 1);
  * version 2 adds the refine copy. */

@@ -9,7 +9,6 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,55 +20,6 @@
 #include "faiss_bridge.h"
 #include "flashgmm_io.h"
 #include "ivf_impl.h"
-
-/* ---- CRC-32 (IEEE 802.3, zlib's crc32), slicing by 8 ---------------------------------------- */
-
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 255];
-}
-
-/* crc continues a CRC-32 (0 to start), as zlib's crc32(crc, p, n). */
-static uint32_t crc32_update(uint32_t crc, const void* p, size_t n) {
-    pthread_once(&crc_once, crc_init);
-    const uint8_t* b = p;
-    uint32_t c = ~crc;
-    for (; n >= 8; n -= 8, b += 8) {
-        uint32_t lo = c ^ ((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
-        c = crc_table[7][lo & 255] ^ crc_table[6][lo >> 8 & 255] ^ crc_table[5][lo >> 16 & 255] ^ crc_table[4][lo >> 24] ^
-            crc_table[3][b[4]] ^ crc_table[2][b[5]] ^ crc_table[1][b[6]] ^ crc_table[0][b[7]];
-    }
-    while (n--) c = crc_table[0][(c ^ *b++) & 255] ^ (c >> 8);
-    return ~c;
-}
-
-/* CRC-32 of bytes [off, off + len) of the file fd; -1 if they cannot all be read. */
-static int64_t crc32_range(int fd, int64_t off, int64_t len) {
-    enum { CHUNK = 1 << 20 };
-    uint8_t* buf = malloc(CHUNK);
-    if (!buf) return -1;
-    uint32_t c = 0;
-    while (len > 0) {
-        ssize_t got = pread(fd, buf, len < CHUNK ? (size_t)len : CHUNK, (off_t)off);
-        if (got <= 0) {
-            if (got < 0 && errno == EINTR) continue;
-            free(buf);
-            return -1;
-        }
-        c = crc32_update(c, buf, (size_t)got);
-        off += got, len -= got;
-    }
-    free(buf);
-    return c;
-}
 
 /* ---- little-endian fields -------------------------------------------------------------------- */
 
@@ -216,7 +166,7 @@ static int write_sections(const FgmmIvf* h, FILE* f, const char* path) {
     off[0] = hbytes;
     if (faiss_write_index(h->index, f)) return fgmm_ivf_faiss_failed("fgmm_ivf_write");
     encode_settings(h, set);
-    crc[1] = crc32_update(0, set, sizeof set);
+    crc[1] = fgmm_ivf_crc32(0, set, sizeof set);
     errno = 0;
     if ((off[1] = ftello(f)) < 0 || fwrite(set, sizeof set, 1, f) != 1 || (off[2] = ftello(f)) < 0)
         return io_failed("fgmm_ivf_write: cannot write", path);
@@ -228,7 +178,7 @@ static int write_sections(const FgmmIvf* h, FILE* f, const char* path) {
         return io_failed("fgmm_ivf_write: cannot write", path);
     if (fflush(f)) return io_failed("fgmm_ivf_write: cannot write", path);
     for (int s = 0; s < nsec; s += 1 + (s == 0)) { /* all but the settings, read back */
-        int64_t c = crc32_range(fileno(f), off[s], off[s + 1] - off[s]);
+        int64_t c = fgmm_ivf_crc32_range(fileno(f), off[s], off[s + 1] - off[s]);
         if (c < 0) return io_failed("fgmm_ivf_write: cannot read back", path);
         crc[s] = (uint32_t)c;
     }
@@ -242,7 +192,7 @@ static int write_sections(const FgmmIvf* h, FILE* f, const char* path) {
         put_u64(e + 8, (uint64_t)off[s]);
         put_u64(e + 16, (uint64_t)(off[s + 1] - off[s]));
     }
-    put_u32(hdr + hbytes - 4, crc32_update(0, hdr, (size_t)hbytes - 4));
+    put_u32(hdr + hbytes - 4, fgmm_ivf_crc32(0, hdr, (size_t)hbytes - 4));
     errno = 0;
     if (fseeko(f, 0, SEEK_SET) || fwrite(hdr, (size_t)hbytes, 1, f) != 1)
         return io_failed("fgmm_ivf_write: cannot write", path);
@@ -309,7 +259,7 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
     const int nsec = version == 1 ? FGMM_IVF_SECTIONS : FGMM_IVF_SECTIONS_MAX, hbytes = HEADER_BYTES(nsec);
     if (got < hbytes || size < hbytes)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': truncated header (%lld bytes)", name, (long long)size);
-    if (get_u32(hdr + hbytes - 4) != crc32_update(0, hdr, (size_t)hbytes - 4))
+    if (get_u32(hdr + hbytes - 4) != fgmm_ivf_crc32(0, hdr, (size_t)hbytes - 4))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': header checksum mismatch (damaged file)", name);
     if (get_u32(hdr + 12) != (uint32_t)nsec)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %u sections; version %u has %d", name, get_u32(hdr + 12),
@@ -337,7 +287,7 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': bad section lengths (index %lld, settings %lld bytes)", name,
                                    (long long)out->len[0], (long long)out->len[1]);
     for (int s = 0; s < nsec; s++) {
-        int64_t c = crc32_range(fileno(f), out->off[s], out->len[s]);
+        int64_t c = fgmm_ivf_crc32_range(fileno(f), out->off[s], out->len[s]);
         if (c < 0) return io_failed("cannot read", name);
         if ((uint32_t)c != out->crc[s])
             return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section '%s' checksum mismatch (damaged file)", name,
