@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* soar.cu: SOAR spill lists (src/spill.c's algorithm, capi/flashgmm_spill.h) around two cuBLAS SGEMMs
+/* soar.cu: SOAR spill lists (src/driver/spill.c's algorithm, capi/flashgmm_spill.h) around two cuBLAS SGEMMs
  * per row tile, with the CPU path's float arithmetic element by element (explicit round-to-nearest
  * operations: no FMA contraction), so that only the GEMMs' summation order differs:
  *   soar_rows   rows shifted in place by the centroids' mean (in double, then rounded), ||xs||^2;

@@ -36,7 +36,7 @@ struct FgmmIvf {
     int has_threshold; /* spill_target: the score threshold, set by the first add */
     double threshold;
     double add_pq_gpu_s; /* the last fgmm_ivf_add's seconds in IVF-PQ encoding on the GPU and appending the
-                          * codes (0: FAISS's add_core encoded; read by scripts/bench_build.c) */
+                          * codes (0: FAISS's add_core encoded; read by bench/bench_build.c) */
     int refine_on;       /* fgmm_ivf_refine_flat: exact re-ranking from the rows below (ivf_refine.c) */
     float k_factor;      /* fgmm_ivf_search's k_factor where refine_on */
     float* refine;       /* refine_n x d floats, row = id; capacity refine_cap rows */
