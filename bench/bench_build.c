@@ -111,7 +111,7 @@ typedef struct build_row {
     char method[24], factory[64], where[48];
     double train_s, add_s, entries, bytes, recall, dco;
     double train_cpu, add_cpu; /* the same in CPU seconds of the process (all threads) */
-    double pq_gpu_s; /* the add's IVF-PQ encoding on the GPU and appending (0: FAISS's add_core encoded) */
+    double pq_gpu_s;           /* the add's IVF-PQ encoding on the GPU and appending (0: FAISS's add_core encoded) */
 } build_row;
 
 typedef struct bench {
@@ -147,7 +147,9 @@ static void search(const bench* b, const FgmmIvf* ivf, build_row* r) {
     for (idx_t i = 0; i < b->nq; i++) s += (double)dco[i];
     r->recall = fgmm_recall(b->nq, K, lab, b->gt_k, b->gt);
     r->dco = s / b->nq;
-    free(lab); free(dist); free(dco);
+    free(lab);
+    free(dist);
+    free(dco);
 }
 
 static void finish(const bench* b, FaissIndex* index, build_row* r) {
@@ -297,14 +299,21 @@ static void time_list_choice(const bench* b, const FgmmModel* gmm, idx_t cpu_row
     out->resp = now_s() - t0;
     out->resp_where = p.gmm.backend == FGMM_BACKEND_CPU || !fgmm_gpu_available() ? "cpu" : "gpu";
 done:
-    free(prim); free(sp); free(lab); free(d1); free(d2); free(resp);
+    free(prim);
+    free(sp);
+    free(lab);
+    free(d1);
+    free(d2);
+    free(resp);
 }
 
 /* ---- main ---- */
 
 static void print_tables(const bench* b, const build_row* rows, int nr, const breakdown* bd, int have_bd) {
-    printf("\n| method | factory | where | train s | add s | total s | train CPU-s | add CPU-s | entries/vector | index MB "
-           "| vs FAISS |%s\n", b->nq ? " recall@10 | DCO |" : "");
+    printf(
+        "\n| method | factory | where | train s | add s | total s | train CPU-s | add CPU-s | entries/vector | index MB "
+        "| vs FAISS |%s\n",
+        b->nq ? " recall@10 | DCO |" : "");
     printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|%s\n", b->nq ? "---:|---:|" : "");
     for (int i = 0; i < nr; i++) {
         const build_row* r = &rows[i];
@@ -323,8 +332,10 @@ static void print_tables(const bench* b, const build_row* rows, int nr, const br
         printf("\n");
     }
     if (!have_bd) return;
-    printf("\nThe default build's add, %lld rows: its list choice timed alone (batches of 2^20 rows, as the add "
-           "runs it)\n\n| piece | where | s |\n|---|---|---:|\n", (long long)b->n);
+    printf(
+        "\nThe default build's add, %lld rows: its list choice timed alone (batches of 2^20 rows, as the add "
+        "runs it)\n\n| piece | where | s |\n|---|---|---:|\n",
+        (long long)b->n);
     if (bd->soar_gpu >= 0) printf("| nearest + SOAR lists (fgmm_soar_assign_gpu) | gpu | %.2f |\n", bd->soar_gpu);
     if (bd->cpu_rows > 0)
         printf("| nearest + SOAR lists%s | cpu (%d threads; %lld rows timed, scaled) | %.2f |\n",
@@ -366,7 +377,8 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--methods")) methods = v;
         else if (!strcmp(o, "--seed")) b.seed = (uint64_t)atoll(v);
         else if (!strcmp(o, "--blobs")) blobs = atoi(v);
-        else if (!strcmp(o, "--backend")) b.backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
+        else if (!strcmp(o, "--backend"))
+            b.backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else if (!strcmp(o, "--gmm-iter")) b.gmm_iter = atoi(v);
         else if (!strcmp(o, "--kmeans-iter")) b.kmeans_iter = atoi(v);
         else if (!strcmp(o, "--threads")) threads = atoi(v);
@@ -375,7 +387,10 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--nq")) nq_synth = atoll(v);
         else if (!strcmp(o, "--nprobe")) b.nprobe = atoi(v);
         else if (!strcmp(o, "--cpu-slice")) cpu_slice = atoll(v);
-        else { fprintf(stderr, "bench_build: unknown option %s (see the header of bench/bench_build.c)\n", o); return 2; }
+        else {
+            fprintf(stderr, "bench_build: unknown option %s (see the header of bench/bench_build.c)\n", o);
+            return 2;
+        }
     }
     if (!data == !synth_n || (synth_n && (synth_n < 1 || synth_d < 1 || blobs < 1)) || nlist < 1 || b.nprobe < 1) {
         fprintf(stderr, "usage: bench_build (--data FILE | --synthetic N D) [--factory SPEC]... [--nlist N] ...\n");
@@ -422,7 +437,10 @@ int main(int argc, char** argv) {
         fgmm_vecs_free(&vb);
         if (qfile) {
             if (fgmm_vecs_read(qfile, NULL, 0, &vq)) die(qfile);
-            if (vq.d != b.d) { fprintf(stderr, "bench_build: queries have d = %d, base d = %d\n", vq.d, b.d); return 1; }
+            if (vq.d != b.d) {
+                fprintf(stderr, "bench_build: queries have d = %d, base d = %d\n", vq.d, b.d);
+                return 1;
+            }
             if (!(xq = vecs_to_float(&vq))) die("out of memory");
             b.nq = vq.n;
             fgmm_vecs_free(&vq);
@@ -446,11 +464,14 @@ int main(int argc, char** argv) {
         if (fgmm_soar_assign_gpu(0, 2, 1, one, 2, one, 1.0f, lab, NULL, NULL, NULL)) die("CUDA start-up");
         cuda_start = now_s() - t0;
     }
-    printf("bench_build: %s, %lld x %d, %d CPU threads, GPU %s; FAISS k-means with its defaults; project: "
-           "fgmm_ivf_params_init (GMM backend %s)\n",
-           synth_n ? "synthetic mixture" : data, (long long)b.n, b.d, omp_get_max_threads(),
-           fgmm_gpu_available() ? "present" : "absent (the project's build runs on the CPU)",
-           b.backend == FGMM_BACKEND_CPU ? "cpu" : b.backend == FGMM_BACKEND_GPU ? "gpu" : "auto");
+    printf(
+        "bench_build: %s, %lld x %d, %d CPU threads, GPU %s; FAISS k-means with its defaults; project: "
+        "fgmm_ivf_params_init (GMM backend %s)\n",
+        synth_n ? "synthetic mixture" : data, (long long)b.n, b.d, omp_get_max_threads(),
+        fgmm_gpu_available() ? "present" : "absent (the project's build runs on the CPU)",
+        b.backend == FGMM_BACKEND_CPU   ? "cpu"
+        : b.backend == FGMM_BACKEND_GPU ? "gpu"
+                                        : "auto");
     if (cuda_start >= 0) printf("CUDA start-up before the builds (not in the tables): %.2f s\n", cuda_start);
     fflush(stdout);
 
@@ -472,6 +493,8 @@ int main(int argc, char** argv) {
     }
     print_tables(&b, rows, nr, &bd, have_bd);
     progress("done");
-    free(x); free(xq); free(gt);
+    free(x);
+    free(xq);
+    free(gt);
     return 0;
 }

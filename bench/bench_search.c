@@ -124,7 +124,7 @@ typedef struct row {
     point p[MAX_PROBES];                 /* per nprobe, or per target (probe rows; recall -1: not reached) */
 } row;
 
-static idx_t batch = 0;                 /* queries per search call (0: all) */
+static idx_t batch = 0;                  /* queries per search call (0: all) */
 static int min_probe = 2, max_probe = 0; /* probe rows' FgmmIvfSearchParams */
 static const char* const rule_names[NR] = {"fixed", "kth", "eps"};
 
@@ -154,9 +154,9 @@ static double search(const rowspec* r, FaissIndex* fi, FaissIndex* base, FgmmIvf
     for (idx_t i0 = 0; i0 < nq; i0 += bs) {
         idx_t b = nq - i0 < bs ? nq - i0 : bs;
         const float* q = xq + (size_t)i0 * d;
-        int rc = r->api        ? faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)
+        int rc = r->api         ? faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)
                  : r->rule >= 0 ? fgmm_ivf_search_ex(h, b, q, K, &sp, dist + i0 * K, lab + i0 * K, dco + i0)
-                 : r->kf       ? fgmm_ivf_search_refine(h, b, q, K, np, r->kf, dist + i0 * K, lab + i0 * K, dco + i0)
+                 : r->kf        ? fgmm_ivf_search_refine(h, b, q, K, np, r->kf, dist + i0 * K, lab + i0 * K, dco + i0)
                          : fgmm_ivf_search_with(h, b, q, K, np, dist + i0 * K, lab + i0 * K, dco + i0, r->engine, 0);
         if (rc) die(r->name);
     }
@@ -175,7 +175,8 @@ static double faiss_dco(FaissIndex* base, idx_t nq, const float* xq, int np, flo
     for (idx_t i = 0; i < nq; i++) {
         double e = 0;
         for (int r = 0; r < np; r++)
-            if (as[(size_t)i * np + r] >= 0) e += (double)faiss_IndexIVF_get_list_size(ivf, (size_t)as[(size_t)i * np + r]);
+            if (as[(size_t)i * np + r] >= 0)
+                e += (double)faiss_IndexIVF_get_list_size(ivf, (size_t)as[(size_t)i * np + r]);
         s += (double)nlist + e + (kf > 0 ? (e < kb ? e : kb) : 0);
     }
     free(cd), free(as);
@@ -259,7 +260,10 @@ static void print_seed(int seed, const row* rw, int probe, int n, const double* 
         for (int m = 0; m < nrows; m++) {
             if ((rs[m].rule >= 0) != probe) continue;
             const point* pt = &rw[m].p[p];
-            if (pt->recall < 0) { printf(" - |"); continue; }
+            if (pt->recall < 0) {
+                printf(" - |");
+                continue;
+            }
             if (probe) printf(" %.4g / %.4f /", pt->setting, pt->cal_recall);
             printf(" %.4f / %.0f /", pt->recall, pt->dco);
             for (int t = 0; t < nt; t++) printf(" %.0f", pt->qps[t]);
@@ -300,9 +304,15 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--max-probe")) max_probe = atoi(v);
         else if (!strcmp(o, "--holdout")) holdout = atoll(v);
         else if (!strcmp(o, "--calib")) calib = v;
-        else { fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o); return 2; }
+        else {
+            fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o);
+            return 2;
+        }
     }
-    if (!data || nlist < 1 || reps < 0 || pq < 0) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
+    if (!data || nlist < 1 || reps < 0 || pq < 0) {
+        fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n");
+        return 2;
+    }
     double probes[MAX_PROBES], targets[MAX_TARGETS];
     int np = 0, seeds[MAX_SEEDS], ns = 0, threads[MAX_THREADS], nt = 0;
     for (const char* s = probe_s; *s && np < MAX_PROBES; s += strcspn(s, ","), s += *s == ',')
@@ -380,7 +390,10 @@ int main(int argc, char** argv) {
     if (!xb || !xq) die("out of memory");
     idx_t nb = vb.n, nq = vq.n, nadd = nb, ncal = 0;
     int d = vb.d;
-    if (vq.d != d) { fprintf(stderr, "bench_search: queries have d = %d, base d = %d\n", vq.d, d); return 1; }
+    if (vq.d != d) {
+        fprintf(stderr, "bench_search: queries have d = %d, base d = %d\n", vq.d, d);
+        return 1;
+    }
     float* xcal = NULL; /* calibration vectors: never the queries */
     FgmmVecs vc;
     if (nru) {
@@ -390,11 +403,20 @@ int main(int argc, char** argv) {
             ncal = ncal < vc.n ? ncal : vc.n;
             if (!(xcal = vecs_to_float(&vc))) die("out of memory");
         } else {
-            if (gt_file && ncal) { fprintf(stderr, "bench_search: --gt needs --calib (the base is held out of)\n"); return 2; }
-            if (ncal >= nb) { fprintf(stderr, "bench_search: --holdout %lld >= base\n", (long long)ncal); return 2; }
+            if (gt_file && ncal) {
+                fprintf(stderr, "bench_search: --gt needs --calib (the base is held out of)\n");
+                return 2;
+            }
+            if (ncal >= nb) {
+                fprintf(stderr, "bench_search: --holdout %lld >= base\n", (long long)ncal);
+                return 2;
+            }
             nadd = nb - ncal, xcal = xb + (size_t)nadd * d;
         }
-        if (ncal < 1) { fprintf(stderr, "bench_search: --probe needs --holdout >= 1\n"); return 2; }
+        if (ncal < 1) {
+            fprintf(stderr, "bench_search: --probe needs --holdout >= 1\n");
+            return 2;
+        }
     }
     int32_t* gt;
     int gt_k = GT_K;
@@ -530,11 +552,14 @@ int main(int argc, char** argv) {
         for (int si = 0; si < ns; si++) mb[m] += rows[si][m].bytes / 1e6 / ns;
     for (int table = reps ? 0 : 2; table < 3; table++) { /* QPS to the base row, to FAISS's best; DCO */
         if (table == 0) {
-            printf("\nmean over %d seeds: train s, add s, MB; QPS ratio to %s at recall@10 level, mean [min, max] over seeds "
-                   "(threads:", ns, pq ? "FAISS's row of the same k_factor" : rs[0].name);
+            printf(
+                "\nmean over %d seeds: train s, add s, MB; QPS ratio to %s at recall@10 level, mean [min, max] over seeds "
+                "(threads:",
+                ns, pq ? "FAISS's row of the same k_factor" : rs[0].name);
         } else if (table == 1) {
-            printf("\nQPS ratio to FAISS's best row of at most the row's MB (the highest QPS at the level among FAISS's "
-                   "rows, per seed and thread count), mean [min, max] over seeds (threads:");
+            printf(
+                "\nQPS ratio to FAISS's best row of at most the row's MB (the highest QPS at the level among FAISS's "
+                "rows, per seed and thread count), mean [min, max] over seeds (threads:");
         } else {
             printf("\nDCO ratio to %s at recall@10 level, mean [min, max] over seeds (< 1: fewer distance computations",
                    pq ? "FAISS's row of the same k_factor" : rs[0].name);
@@ -568,7 +593,8 @@ int main(int argc, char** argv) {
                         s += r / ns, lo = r < lo ? r : lo, hi = r > hi ? r : hi;
                     }
                     if (!ok) printf("%s-", t ? " / " : "");
-                    else if (ns > 1 && (m != base_row(m) || table == 1)) printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
+                    else if (ns > 1 && (m != base_row(m) || table == 1))
+                        printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
                     else printf("%s%.2f", t ? " / " : "", s);
                 }
                 printf(" |");
@@ -577,8 +603,9 @@ int main(int argc, char** argv) {
         }
     }
     if (nru) { /* how well the calibration transfers to the queries */
-        printf("\ncalibration: recall@10 on the queries minus the target, mean [min, max] over targets and seeds; "
-               "seconds per calibration\n\n| row | recall - target | s |\n|---|---|---:|\n");
+        printf(
+            "\ncalibration: recall@10 on the queries minus the target, mean [min, max] over targets and seeds; "
+            "seconds per calibration\n\n| row | recall - target | s |\n|---|---|---:|\n");
         for (int m = 0; m < nrows; m++) {
             if (rs[m].rule < 0) continue;
             double s = 0, lo = INFINITY, hi = -INFINITY, cs = 0;

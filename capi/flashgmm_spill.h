@@ -41,8 +41,8 @@ int fgmm_soar_assign_top2(const FgmmModel* m, fgmm_idx_t n, const float* x, floa
 /// FGMM_ERR_ARG for a device ordinal out of range, FGMM_ERR_GPU_NOMEM / FGMM_ERR_CUDA from the device;
 /// arguments are checked first, as fgmm_soar_assign checks them. Each call has its own stream, cuBLAS
 /// handle and buffers: safe to call from several threads; the calling thread's current device is restored.
-int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* centroids,
-                         float lambda, fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
+int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* centroids, float lambda,
+                         fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
 /// IVF-PQ codes of spilled entries on CUDA device `device`: for n rows x (n x d floats) with ma lists
 /// each (lists: n x ma, -1 = none), the 8-bit code of each entry's residual x_i - cent[list] (cent:

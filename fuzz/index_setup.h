@@ -118,7 +118,8 @@ static int fuzz_ivf_setup(const char* dir, FuzzIvfFiles* F) {
     if (!rc) {
         F->faiss_len = L.len[0];
         F->faiss = (uint8_t*)malloc((size_t)L.len[0]);
-        if (!F->faiss || fseek(f, (long)L.off[0], SEEK_SET) || fread(F->faiss, 1, (size_t)L.len[0], f) != (size_t)L.len[0])
+        if (!F->faiss || fseek(f, (long)L.off[0], SEEK_SET) ||
+            fread(F->faiss, 1, (size_t)L.len[0], f) != (size_t)L.len[0])
             rc = FGMM_ERR_IO;
     }
     if (f) fclose(f);
@@ -209,7 +210,8 @@ static const char* fuzz_ivf_place(FuzzIvfFiles* F, const uint8_t* data, size_t s
         uint8_t buf[4096];
         for (int64_t at = 0; !skip && at < L.len[0]; at += (int64_t)sizeof buf) {
             size_t n = L.len[0] - at < (int64_t)sizeof buf ? (size_t)(L.len[0] - at) : sizeof buf;
-            skip = fseek(f, (long)(L.off[0] + at), SEEK_SET) || fread(buf, 1, n, f) != n || memcmp(buf, F->faiss + at, n);
+            skip =
+                fseek(f, (long)(L.off[0] + at), SEEK_SET) || fread(buf, 1, n, f) != n || memcmp(buf, F->faiss + at, n);
         }
     }
     fclose(f);

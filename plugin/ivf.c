@@ -55,7 +55,8 @@ int fgmm_ivf_check_params(const FgmmIvfParams* p) {
     if (p->select != FGMM_SELECT_RESP2 && p->select != FGMM_SELECT_DIST_RATIO)
         return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: unknown select %d", (int)p->select);
     if (p->max_points_per_list < FGMM_IVF_POINTS_AUTO)
-        return fgmm_set_last_error(FGMM_ERR_ARG, "ivf params: max_points_per_list = %d; must be >= 0 or "
+        return fgmm_set_last_error(FGMM_ERR_ARG,
+                                   "ivf params: max_points_per_list = %d; must be >= 0 or "
                                    "FGMM_IVF_POINTS_AUTO (-1)",
                                    p->max_points_per_list);
     return FGMM_OK;

@@ -49,8 +49,14 @@ typedef struct plan_buf {
 } plan_buf;
 
 static void plan_free(plan_buf* s) {
-    free(s->prim); free(s->soar); free(s->rl); free(s->qi);
-    free(s->d1); free(s->d2); free(s->rr); free(s->qd);
+    free(s->prim);
+    free(s->soar);
+    free(s->rl);
+    free(s->qi);
+    free(s->d1);
+    free(s->d2);
+    free(s->rr);
+    free(s->qd);
 }
 
 /* Lists for a batch of b vectors: ma per vector in lists[i*ma..] (primary first, -1 padded)
@@ -93,8 +99,7 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
         if ((rc = soar_lists(h, b, x, s.prim, s.soar, s.d1, s.d2))) goto done;
         if (need_resp && (rc = fgmm_assign_topm(h->model, &p->gmm, b, FGMM_F32, x, m, s.rl, s.rr))) goto done;
     }
-    if (p->rule == FGMM_ASSIGN_TOPM &&
-        faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, ma, s.qd, s.qi)) {
+    if (p->rule == FGMM_ASSIGN_TOPM && faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, x, ma, s.qd, s.qi)) {
         rc = fgmm_ivf_faiss_failed("fgmm_ivf_add: quantizer search");
         goto done;
     }
@@ -120,8 +125,8 @@ static int plan_batch(const FgmmIvf* h, idx_t b, const float* x, int ma, idx_t* 
         while (need_resp && t2 < m && rl[t2] == out[0]) t2++;
         out[1] = p->rule == FGMM_ASSIGN_SOAR ? s.soar[i] : t2 < m ? rl[t2] : -1;
         if (score)
-            score[i] = p->select == FGMM_SELECT_RESP2 ? (t2 < m ? rr[t2] : 0.0f)
-                                                      : (s.d2[i] > 0 ? s.d1[i] / s.d2[i] : 1.0f);
+            score[i] =
+                p->select == FGMM_SELECT_RESP2 ? (t2 < m ? rr[t2] : 0.0f) : (s.d2[i] > 0 ? s.d1[i] / s.d2[i] : 1.0f);
     }
 done:
     plan_free(&s);
@@ -235,10 +240,8 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
                 for (idx_t i = i0; i < i0 + b; i++) {
                     idx_t l = lists[(size_t)i * ma + t];
                     if (l < 0) continue;
-                    if (gpu_pq)
-                        memcpy(cr + (size_t)m * M, codes + ((size_t)(i - c0) * ma + t) * M, (size_t)M);
-                    else
-                        memcpy(xr + (size_t)m * d, x + (size_t)i * d, (size_t)d * sizeof(float));
+                    if (gpu_pq) memcpy(cr + (size_t)m * M, codes + ((size_t)(i - c0) * ma + t) * M, (size_t)M);
+                    else memcpy(xr + (size_t)m * d, x + (size_t)i * d, (size_t)d * sizeof(float));
                     ir[m] = ids ? ids[i] : h->next_id + i;
                     lr[m] = l;
                     m++;
@@ -259,6 +262,12 @@ int fgmm_ivf_add(FgmmIvf* h, idx_t n, const float* x, const idx_t* ids, idx_t* l
     h->next_id = next_id;
     if (lists_added) *lists_added = total;
 done:
-    free(lists); free(score); free(xr); free(codes); free(cr); free(ir); free(lr);
+    free(lists);
+    free(score);
+    free(xr);
+    free(codes);
+    free(cr);
+    free(ir);
+    free(lr);
     return rc;
 }

@@ -19,7 +19,8 @@ static void crc_init(void) {
         crc_table[0][i] = c;
     }
     for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 255];
+        for (int i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 255];
 }
 
 uint32_t fgmm_ivf_crc32(uint32_t crc, const void* p, size_t n) {
@@ -28,8 +29,8 @@ uint32_t fgmm_ivf_crc32(uint32_t crc, const void* p, size_t n) {
     uint32_t c = ~crc;
     for (; n >= 8; n -= 8, b += 8) {
         uint32_t lo = c ^ ((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
-        c = crc_table[7][lo & 255] ^ crc_table[6][lo >> 8 & 255] ^ crc_table[5][lo >> 16 & 255] ^ crc_table[4][lo >> 24] ^
-            crc_table[3][b[4]] ^ crc_table[2][b[5]] ^ crc_table[1][b[6]] ^ crc_table[0][b[7]];
+        c = crc_table[7][lo & 255] ^ crc_table[6][lo >> 8 & 255] ^ crc_table[5][lo >> 16 & 255] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][b[4]] ^ crc_table[2][b[5]] ^ crc_table[1][b[6]] ^ crc_table[0][b[7]];
     }
     while (n--) c = crc_table[0][(c ^ *b++) & 255] ^ (c >> 8);
     return ~c;

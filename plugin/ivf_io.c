@@ -55,19 +55,19 @@ static double get_f64(const uint8_t* p) {
 
 #define FILE_MAGIC "FGMM-IVF" /* FAISS reads the first 4 bytes as an index type: 'Index type 0x4d4d4746 ("FGMM")' */
 #define FILE_VERSION 2        /* the newest read; written only with a refine copy, else version 1 */
-#define TABLE_AT 16          /* the section table: tag, CRC-32, offset, length per section */
+#define TABLE_AT 16           /* the section table: tag, CRC-32, offset, length per section */
 #define SECTION_ENTRY 24
-#define HEADER_BYTES(nsec) (TABLE_AT + (nsec) * SECTION_ENTRY + 4) /* + the header's own CRC-32 */
+#define HEADER_BYTES(nsec) (TABLE_AT + (nsec)*SECTION_ENTRY + 4) /* + the header's own CRC-32 */
 #define HEADER_MAX HEADER_BYTES(FGMM_IVF_SECTIONS_MAX)
-#define SETTINGS_BYTES 88     /* version 1's fields; later writers may append fields a reader ignores */
+#define SETTINGS_BYTES 88 /* version 1's fields; later writers may append fields a reader ignores */
 #define SETTINGS_MAX 4096
-#define REFINE_HEAD 16        /* the refine section: u64 rows, u32 d, f32 k_factor, then rows x d f32 */
+#define REFINE_HEAD 16 /* the refine section: u64 rows, u32 d, f32 k_factor, then rows x d f32 */
 static const char section_tag[FGMM_IVF_SECTIONS_MAX][5] = {"FAIS", "SETS", "GMM ", "RFLT"};
 
 static void encode_settings(const FgmmIvf* h, uint8_t* s) {
     const FgmmIvfParams* p = &h->p;
     memset(s, 0, SETTINGS_BYTES);
-    int32_t ints[8] = {h->nlist, h->d, (int32_t)p->quantizer, (int32_t)p->rule, (int32_t)p->primary,
+    int32_t ints[8] = {h->nlist,           h->d,          (int32_t)p->quantizer, (int32_t)p->rule, (int32_t)p->primary,
                        (int32_t)p->select, p->max_assign, h->has_threshold};
     for (int i = 0; i < 8; i++) put_u32(s + 4 * i, (uint32_t)ints[i]);
     uint32_t lambda;
@@ -109,8 +109,8 @@ static int apply_settings(FgmmIvf* h, const settings* s, const char* name) {
     if (!h->cent || s->nlist != h->nlist || s->d != h->d || s->entries != faiss_Index_ntotal(h->index))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': the settings do not belong to the index (nlist, d or entries)",
                                    name);
-    if (s->vectors < 0 || s->entries < s->vectors || s->next_id < 0 || (s->has_threshold != 0 && s->has_threshold != 1) ||
-        isnan(s->threshold))
+    if (s->vectors < 0 || s->entries < s->vectors || s->next_id < 0 ||
+        (s->has_threshold != 0 && s->has_threshold != 1) || isnan(s->threshold))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': inconsistent counts", name);
     if (fgmm_ivf_check_params(&s->p)) {
         char why[256]; /* copied: the message buffer cannot be formatted into itself */
@@ -254,8 +254,9 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf index file (magic)", name);
     uint32_t version = got >= 12 ? get_u32(hdr + 8) : 0;
     if (got >= 12 && (version < 1 || version > FILE_VERSION))
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': format version %u; this build reads versions 1 to %d (a newer flashgmm wrote it?)",
-                                   name, version, FILE_VERSION);
+        return fgmm_set_last_error(
+            FGMM_ERR_IO, "'%s': format version %u; this build reads versions 1 to %d (a newer flashgmm wrote it?)",
+            name, version, FILE_VERSION);
     const int nsec = version == 1 ? FGMM_IVF_SECTIONS : FGMM_IVF_SECTIONS_MAX, hbytes = HEADER_BYTES(nsec);
     if (got < hbytes || size < hbytes)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': truncated header (%lld bytes)", name, (long long)size);
@@ -273,7 +274,8 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
             return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section %d is not '%s'", name, s, section_tag[s]);
         /* in order, back to back, within the file: every length is bounded by the file's size */
         if (off != (uint64_t)at || len > (uint64_t)(size - at))
-            return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section '%s' (%" PRIu64 " bytes at %" PRIu64
+            return fgmm_set_last_error(FGMM_ERR_IO,
+                                       "'%s': section '%s' (%" PRIu64 " bytes at %" PRIu64
                                        ") lies outside the file's %lld bytes: truncated or damaged",
                                        name, section_tag[s], len, off, (long long)size);
         out->off[s] = at;
@@ -282,7 +284,8 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
         at += (int64_t)len;
     }
     if (at != size)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %lld bytes after the last section", name, (long long)(size - at));
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %lld bytes after the last section", name,
+                                   (long long)(size - at));
     if (out->len[0] == 0 || out->len[1] < SETTINGS_BYTES || out->len[1] > SETTINGS_MAX)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': bad section lengths (index %lld, settings %lld bytes)", name,
                                    (long long)out->len[0], (long long)out->len[1]);
@@ -301,7 +304,8 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
 static int read_refine(FgmmIvf* h, FILE* f, int64_t off, int64_t len, const char* path) {
     uint8_t head[REFINE_HEAD];
     errno = 0;
-    if (len < REFINE_HEAD) return fgmm_set_last_error(FGMM_ERR_IO, "'%s': refine section of %lld bytes", path, (long long)len);
+    if (len < REFINE_HEAD)
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': refine section of %lld bytes", path, (long long)len);
     if (pread(fileno(f), head, sizeof head, off) != (ssize_t)sizeof head) return io_failed("cannot read", path);
     uint64_t rows = get_u64(head);
     uint32_t d = get_u32(head + 8), kfu = get_u32(head + 12);
@@ -352,7 +356,8 @@ static int read_index_file(FILE* f, int64_t size, const char* path, const FgmmIv
     if (faiss_read_index(f, 0, &index)) return fgmm_ivf_faiss_failed("fgmm_ivf_read");
     FgmmIvf* h = NULL;
     if (ftello(f) != L.off[1]) /* FAISS read less or more than its section */
-        rc = fgmm_set_last_error(FGMM_ERR_IO, "'%s': the FAISS index is not %lld bytes long", path, (long long)L.len[0]);
+        rc =
+            fgmm_set_last_error(FGMM_ERR_IO, "'%s': the FAISS index is not %lld bytes long", path, (long long)L.len[0]);
     if (!rc) rc = fgmm_ivf_wrap(index, params, &h);
     if (rc) {
         faiss_Index_free(index);
@@ -401,9 +406,9 @@ static int parse_settings(FILE* f, const char* name, settings* s, uint64_t* cent
     if (!fgets(line, sizeof line, f) || strncmp(line, SIDECAR_MAGIC "\n", sizeof SIDECAR_MAGIC))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf sidecar (first line)", name);
     unsigned seen = 0;
-    static const char* keys[] = {"centroids", "nlist", "d", "quantizer", "rule", "primary", "tau", "max_assign",
-                                 "soar_lambda", "spill_target", "select", "has_threshold", "threshold",
-                                 "vectors", "entries", "next_id", "model"};
+    static const char* keys[] = {"centroids", "nlist",      "d",           "quantizer",    "rule",   "primary",
+                                 "tau",       "max_assign", "soar_lambda", "spill_target", "select", "has_threshold",
+                                 "threshold", "vectors",    "entries",     "next_id",      "model"};
     const unsigned all = (1u << (sizeof keys / sizeof *keys)) - 1;
     int ended = 0;
     long bytes = 0;
@@ -527,8 +532,7 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) 
         rc = fgmm_set_last_error(FGMM_ERR_IO, "'%s': %lld bytes is too short for an index file", path, (long long)size);
     else if (!memcmp(magic, FILE_MAGIC, 4))
         rc = read_index_file(f, size, path, params, out); /* "FGMM": ours, never FAISS's */
-    else
-        rc = fseeko(f, 0, SEEK_SET) ? io_failed("cannot read", path) : read_three_files(f, path, params, out);
+    else rc = fseeko(f, 0, SEEK_SET) ? io_failed("cannot read", path) : read_three_files(f, path, params, out);
     fclose(f);
     return rc;
 }

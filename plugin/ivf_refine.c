@@ -53,10 +53,11 @@ int fgmm_ivf_refine_reserve(FgmmIvf* h, idx_t n, const idx_t* ids) {
                                    (long long)h->refine_n, (long long)h->next_id);
     for (idx_t i = 0; ids && i < n; i++)
         if (ids[i] != h->refine_n + i)
-            return fgmm_set_last_error(FGMM_ERR_ARG,
-                                       "fgmm_ivf_add: ids[%lld] = %lld; an index with a refine copy numbers its vectors "
-                                       "0, 1, ... in add order (pass ids = NULL or %lld)",
-                                       (long long)i, (long long)ids[i], (long long)(h->refine_n + i));
+            return fgmm_set_last_error(
+                FGMM_ERR_ARG,
+                "fgmm_ivf_add: ids[%lld] = %lld; an index with a refine copy numbers its vectors "
+                "0, 1, ... in add order (pass ids = NULL or %lld)",
+                (long long)i, (long long)ids[i], (long long)(h->refine_n + i));
     const size_t row = (size_t)h->d * sizeof(float);
     if (n > INT64_MAX - h->refine_n || (uint64_t)(h->refine_n + n) > SIZE_MAX / row)
         return fgmm_set_last_error(FGMM_ERR_ARG, "fgmm_ivf_add: %lld more rows do not fit in the refine copy",
@@ -93,8 +94,8 @@ static int cmp_cand(const void* a, const void* b) {
 /* One query: its kb candidate ids (-1 ends them) re-ranked into the k-row dout / lout; c holds kb.
  * Returns the exact distances computed. Ids without a row (entries of an add that failed part-way)
  * are dropped. */
-static int64_t refine_query(const FgmmIvf* h, const float* q, idx_t kb, const idx_t* ids, idx_t k, cand* c,
-                            float* dout, idx_t* lout) {
+static int64_t refine_query(const FgmmIvf* h, const float* q, idx_t kb, const idx_t* ids, idx_t k, cand* c, float* dout,
+                            idx_t* lout) {
     idx_t m = 0;
     for (idx_t j = 0; j < kb && ids[j] >= 0; j++)
         if (ids[j] < h->refine_n) {
@@ -116,8 +117,9 @@ int fgmm_ivf_search_refine(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, 
     IVF_CHECK_NULL(distances);
     IVF_CHECK_NULL(labels);
     if (!h->refine_on)
-        return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search_refine: the handle has no refine copy "
-                                                   "(fgmm_ivf_refine_flat before the first add)");
+        return fgmm_set_last_error(FGMM_ERR_STATE,
+                                   "fgmm_ivf_search_refine: the handle has no refine copy "
+                                   "(fgmm_ivf_refine_flat before the first add)");
     int rc = fgmm_ivf_check_k_factor(k_factor, "fgmm_ivf_search");
     if (rc) return rc;
     if (nq < 0 || k < 1 || nprobe < 1)
@@ -164,7 +166,8 @@ int fgmm_ivf_search_refine(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, 
             }
             free(c);
         }
-        if (fail) rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory for a thread's buffers");
+        if (fail)
+            rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory for a thread's buffers");
     }
     free(bd), free(bl);
     return rc;

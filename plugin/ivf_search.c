@@ -36,10 +36,10 @@
 #include "ivf_dist.h"
 #include "ivf_impl.h"
 
-#define MT 128               /* queries per task (rows of one sgemm) */
-#define NT 512               /* list entries per sgemm tile */
-#define GEMM_MIN 4           /* queries of one list from which sgemm beats direct distances */
-#define MAX_BATCH 16384      /* queries per batch at most */
+#define MT 128                         /* queries per task (rows of one sgemm) */
+#define NT 512                         /* list entries per sgemm tile */
+#define GEMM_MIN 4                     /* queries of one list from which sgemm beats direct distances */
+#define MAX_BATCH 16384                /* queries per batch at most */
 #define SLOT_BYTES ((size_t)128 << 20) /* default budget of a batch's candidates */
 
 /* ---- de-duplication: a hash set of the ids already output --------------------------------- */
@@ -137,8 +137,12 @@ static void sift_down(const idx_t* lid, float* d, idx_t* o, idx_t i, idx_t n) {
         if (c >= n) return;
         if (c + 1 < n && worse(lid, d[c + 1], o[c + 1], d[c], o[c])) c++;
         if (!worse(lid, d[c], o[c], d[i], o[i])) return;
-        float td = d[i]; d[i] = d[c]; d[c] = td;
-        idx_t to = o[i]; o[i] = o[c]; o[c] = to;
+        float td = d[i];
+        d[i] = d[c];
+        d[c] = td;
+        idx_t to = o[i];
+        o[i] = o[c];
+        o[c] = to;
         i = c;
     }
 }
@@ -170,8 +174,12 @@ static int slot_takes(const slot* s, const idx_t* lid, float v, idx_t off) {
 
 static void slot_sort(slot* s, const idx_t* lid) {
     for (idx_t e = s->n - 1; e > 0; e--) {
-        float td = s->d[0]; s->d[0] = s->d[e]; s->d[e] = td;
-        idx_t to = s->off[0]; s->off[0] = s->off[e]; s->off[e] = to;
+        float td = s->d[0];
+        s->d[0] = s->d[e];
+        s->d[e] = td;
+        idx_t to = s->off[0];
+        s->off[0] = s->off[e];
+        s->off[e] = to;
         sift_down(lid, s->d, s->off, 0, e);
     }
 }
@@ -202,8 +210,8 @@ typedef struct scratch {
 } scratch;
 
 /* One task: list t->list for the pairs (query i, rank r) = pairs[p0..p1) as i * nprobe + r. */
-static void scan_task(const flat* f, const task* t, const idx_t* pairs, const float* q, const float* qn,
-                      slot* slots, scratch* w) {
+static void scan_task(const flat* f, const task* t, const idx_t* pairs, const float* q, const float* qn, slot* slots,
+                      scratch* w) {
     const int d = f->d;
     const idx_t n = f->sizes[t->list], m = t->p1 - t->p0;
     const float* x = f->codes[t->list];
@@ -259,15 +267,17 @@ static void head_down(head* h, int i, int n) {
         if (c >= n) return;
         if (c + 1 < n && head_less(&h[c + 1], &h[c])) c++;
         if (!head_less(&h[c], &h[i])) return;
-        head t = h[i]; h[i] = h[c]; h[c] = t;
+        head t = h[i];
+        h[i] = h[c];
+        h[c] = t;
         i = c;
     }
 }
 
 typedef struct merge_buf {
-    head* heap;   /* nprobe: the next entry of each slot */
-    idx_t* pos;   /* nprobe: that entry's index in its slot */
-    idx_t* wl;    /* 2k: each result's list in [0, k), its offset in [k, 2k); then (distance, id) pairs to sort */
+    head* heap; /* nprobe: the next entry of each slot */
+    idx_t* pos; /* nprobe: that entry's index in its slot */
+    idx_t* wl;  /* 2k: each result's list in [0, k), its offset in [k, 2k); then (distance, id) pairs to sort */
     idset set;
 } merge_buf;
 
@@ -454,8 +464,10 @@ int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
         {
             scratch w = {malloc((size_t)MT * d * sizeof(float)), malloc((size_t)MT * NT * sizeof(float)),
                          malloc((size_t)NT * sizeof(float))};
-            merge_buf mb = {malloc((size_t)nprobe * sizeof(head)), malloc((size_t)nprobe * sizeof(idx_t)),
-                            malloc((size_t)(2 * kout + 1) * sizeof(idx_t)), {NULL, 0}};
+            merge_buf mb = {malloc((size_t)nprobe * sizeof(head)),
+                            malloc((size_t)nprobe * sizeof(idx_t)),
+                            malloc((size_t)(2 * kout + 1) * sizeof(idx_t)),
+                            {NULL, 0}};
             int ok = w.qb && w.c && w.xn && mb.heap && mb.pos && mb.wl && !idset_init(&mb.set, kout);
             if (!ok) {
 #pragma omp atomic write

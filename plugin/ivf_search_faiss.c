@@ -65,8 +65,9 @@ static int search_faiss(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
                     rc = fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
                     goto done;
                 }
-                if (fgmm_faiss_search_preassigned(h->index, 1, qb + (size_t)i * h->d, kr, nprobe, pi + (size_t)i * nprobe,
-                                                  pd + (size_t)i * nprobe, rd, ri, err, sizeof err)) {
+                if (fgmm_faiss_search_preassigned(h->index, 1, qb + (size_t)i * h->d, kr, nprobe,
+                                                  pi + (size_t)i * nprobe, pd + (size_t)i * nprobe, rd, ri, err,
+                                                  sizeof err)) {
                     free(rd), free(ri);
                     rc = fgmm_set_last_error(FGMM_ERR_FAISS, "fgmm_ivf_search: %s", err);
                     goto done;
@@ -76,12 +77,17 @@ static int search_faiss(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
                 free(rd), free(ri);
                 if (!full) break;
             }
-            for (idx_t t = kf; t < k; t++) labels[(size_t)(i0 + i) * k + t] = -1, distances[(size_t)(i0 + i) * k + t] = INFINITY;
+            for (idx_t t = kf; t < k; t++)
+                labels[(size_t)(i0 + i) * k + t] = -1, distances[(size_t)(i0 + i) * k + t] = INFINITY;
         }
         if (dco) fgmm_ivf_dco(h->nlist, sizes, pi, b, nprobe, dco + i0);
     }
 done:
-    free(dd); free(ii); free(pd); free(pi); free(sizes);
+    free(dd);
+    free(ii);
+    free(pd);
+    free(pi);
+    free(sizes);
     fgmm_ivf_dedup_free(&set);
     return rc;
 }
@@ -114,14 +120,15 @@ int fgmm_ivf_search_with(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
                  : fgmm_ivf_search_one(h, nq, q, k, nprobe, distances, labels, dco, engine == FGMM_SEARCH_ONE);
         if (rc != 1) return rc;
         if (engine != FGMM_SEARCH_AUTO)
-            return fgmm_set_last_error(FGMM_ERR_STATE, "fgmm_ivf_search: the IVF-Flat engines need an IndexIVFFlat "
-                                                       "on in-memory inverted lists");
+            return fgmm_set_last_error(FGMM_ERR_STATE,
+                                       "fgmm_ivf_search: the IVF-Flat engines need an IndexIVFFlat "
+                                       "on in-memory inverted lists");
     }
     return search_faiss(h, nq, q, k, nprobe, distances, labels, dco);
 }
 
-int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
-                    idx_t* labels, int64_t* dco) {
+int fgmm_ivf_search(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances, idx_t* labels,
+                    int64_t* dco) {
     if (h && h->refine_on) return fgmm_ivf_search_refine(h, nq, q, k, nprobe, h->k_factor, distances, labels, dco);
     return fgmm_ivf_search_with(h, nq, q, k, nprobe, distances, labels, dco, FGMM_SEARCH_AUTO, 0);
 }

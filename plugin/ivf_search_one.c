@@ -35,15 +35,15 @@
 #include "ivf_dist.h"
 #include "ivf_impl.h"
 
-#define ONE_MAX_K 64         /* AUTO: larger k goes to the list-major engine */
-#define ONE_PAIRS 65536      /* (query, list) pairs per batch at most */
+#define ONE_MAX_K 64    /* AUTO: larger k goes to the list-major engine */
+#define ONE_PAIRS 65536 /* (query, list) pairs per batch at most */
 /* Entries per chunk at least where a query's lists are split over threads (about 1 ms of scan at d
  * 128): an OpenMP region waits for its slowest thread, and on a loaded machine a descheduled one
  * costs milliseconds (docs/results/single.md: at 4096, one query per call on 2 threads fell to 116
  * QPS against 3410 on 1). FAISS never splits a query. */
 #define ONE_MIN_CHUNK 65536
-#define ONE_AHEAD 8192      /* bytes of a list prefetched ahead of the scan */
-#define ONE_SHARED 8         /* AUTO: batches whose queries share lists more go to the list-major engine */
+#define ONE_AHEAD 8192 /* bytes of a list prefetched ahead of the scan */
+#define ONE_SHARED 8   /* AUTO: batches whose queries share lists more go to the list-major engine */
 
 #if defined(__GNUC__)
 #define NOINLINE __attribute__((noinline))
@@ -69,8 +69,12 @@ static void tk_down(topk* t, idx_t i, idx_t n) {
         if (c >= n) return;
         if (c + 1 < n && tk_worse(t->d[c + 1], t->id[c + 1], t->d[c], t->id[c])) c++;
         if (!tk_worse(t->d[c], t->id[c], t->d[i], t->id[i])) return;
-        float td = t->d[i]; t->d[i] = t->d[c]; t->d[c] = td;
-        idx_t ti = t->id[i]; t->id[i] = t->id[c]; t->id[c] = ti;
+        float td = t->d[i];
+        t->d[i] = t->d[c];
+        t->d[c] = td;
+        idx_t ti = t->id[i];
+        t->id[i] = t->id[c];
+        t->id[c] = ti;
         i = c;
     }
 }
@@ -111,8 +115,12 @@ static NOINLINE float tk_offer(topk* t, float v, idx_t id) {
 /* Ascending by (distance, id), in place. */
 static void tk_sort(topk* t) {
     for (idx_t e = t->n - 1; e > 0; e--) {
-        float td = t->d[0]; t->d[0] = t->d[e]; t->d[e] = td;
-        idx_t ti = t->id[0]; t->id[0] = t->id[e]; t->id[e] = ti;
+        float td = t->d[0];
+        t->d[0] = t->d[e];
+        t->d[e] = td;
+        idx_t ti = t->id[0];
+        t->id[0] = t->id[e];
+        t->id[e] = ti;
         tk_down(t, 0, e);
     }
 }
@@ -137,21 +145,21 @@ HOT_CLONES static void scan_list(const float* restrict x, const idx_t* restrict 
 /* ---- a batch ------------------------------------------------------------------------------- */
 
 typedef struct unit {
-    idx_t q;      /* query in the batch */
-    int r0, r1;   /* its ranks ord[q * nprobe + r0 .. r1) */
-    int last;     /* 1 for a query's only chunk: the unit writes the output row */
+    idx_t q;    /* query in the batch */
+    int r0, r1; /* its ranks ord[q * nprobe + r0 .. r1) */
+    int last;   /* 1 for a query's only chunk: the unit writes the output row */
     topk t;
 } unit;
 
 typedef struct batch {
     int d, nprobe;
     idx_t k;
-    const float* q;         /* the batch's queries */
-    const float** codes;    /* per pair (query, rank): its list */
+    const float* q;      /* the batch's queries */
+    const float** codes; /* per pair (query, rank): its list */
     const idx_t** ids;
     const int64_t* sizes;
-    const int* ord;         /* per query: its ranks, grouped by chunk */
-    float* dist;            /* the batch's output rows */
+    const int* ord; /* per query: its ranks, grouped by chunk */
+    float* dist;    /* the batch's output rows */
     idx_t* lab;
 } batch;
 
@@ -198,8 +206,7 @@ static double sharing(const idx_t* assign, const int64_t* sizes, size_t np, idx_
 int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
                         idx_t* labels, int64_t* dco, int force) {
     if (!fgmm_faiss_flat_lists_of(h->index, 0, NULL, NULL, NULL, NULL)) return 1;
-    if (!force && k > ONE_MAX_K)
-        return fgmm_ivf_search_flat(h, nq, q, k, nprobe, distances, labels, dco, 0, NULL);
+    if (!force && k > ONE_MAX_K) return fgmm_ivf_search_flat(h, nq, q, k, nprobe, distances, labels, dco, 0, NULL);
     const int d = h->d;
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     idx_t bmax = ONE_PAIRS / nprobe;
@@ -208,10 +215,10 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
     while (hcap < 2 * np) hcap <<= 1;
     /* per pair: assign, centroid distance, codes, ids, size, rank order; units; per chunk a load and a
      * fill position; hash counts; a query's ranks */
-    size_t bytes = np * (sizeof(idx_t) + sizeof(float) + sizeof(float*) + sizeof(idx_t*) + sizeof(int64_t) +
-                         sizeof(int)) +
-                   (np + (size_t)bmax) * sizeof(unit) + (size_t)nt * (sizeof(double) + sizeof(int)) +
-                   2 * hcap * sizeof(idx_t) + (size_t)nprobe * sizeof(int);
+    size_t bytes =
+        np * (sizeof(idx_t) + sizeof(float) + sizeof(float*) + sizeof(idx_t*) + sizeof(int64_t) + sizeof(int)) +
+        (np + (size_t)bmax) * sizeof(unit) + (size_t)nt * (sizeof(double) + sizeof(int)) + 2 * hcap * sizeof(idx_t) +
+        (size_t)nprobe * sizeof(int);
     char* mem = malloc(bytes + 64);
     if (!mem) return fgmm_set_last_error(FGMM_ERR_NOMEM, "fgmm_ivf_search: out of host memory");
     idx_t* assign = (idx_t*)mem;
@@ -225,10 +232,10 @@ int fgmm_ivf_search_one(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int
     int* ord = (int*)(cd + np);
     int* fill = ord + np;
     int* tmp = fill + nt;
-    float* hd = NULL;  /* the units' heaps: grown as needed */
+    float* hd = NULL; /* the units' heaps: grown as needed */
     idx_t* hi = NULL;
     size_t hsize = 0;
-    res* mbuf = NULL;  /* merge of a split query's chunks */
+    res* mbuf = NULL; /* merge of a split query's chunks */
     size_t msize = 0;
     FgmmIvfDedup set = {NULL, 0};
     idx_t set_n = 0; /* ids the set is sized for */

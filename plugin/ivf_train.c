@@ -61,7 +61,8 @@ static int training_sample(const FgmmIvf* h, int ppl, idx_t n, const float* x, f
         r = r * 6364136223846793005ull + 1442695040888963407ull;
     }
     qsort(ids, (size_t)cap, sizeof *ids, cmp_idx);
-    for (idx_t i = 0; i < cap; i++) memcpy(s + (size_t)i * h->d, x + (size_t)ids[i] * h->d, (size_t)h->d * sizeof(float));
+    for (idx_t i = 0; i < cap; i++)
+        memcpy(s + (size_t)i * h->d, x + (size_t)ids[i] * h->d, (size_t)h->d * sizeof(float));
     free(ids);
     *out = s;
     *ns = cap;

@@ -80,7 +80,7 @@ inline void expect_close(const Got& g, const RefStats& r, double tol, const char
 // One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory;
 // onepass: 1 the one-pass kernel wherever it applies, 0 never, -1 the engine's default.
 inline Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x,
-                 int onepass = -1) {
+                        int onepass = -1) {
     int k = fgmm_model_k(m), d = fgmm_model_d(m);
     bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
     Got g;

@@ -18,9 +18,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <thread>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common.h"

@@ -83,7 +83,8 @@ TEST(Comm, ConcurrentRanksWidenTheSampleAcrossShards) {
             EXPECT_EQ(res[r].rc, rc1) << "rank " << r << ": " << res[r].err;
             if (distinct == 20 && res[r].m && one) EXPECT_LT(model_diff(one, res[r].m), 1e-4);
             if (distinct == 5)
-                EXPECT_NE(res[r].err.find("fewer than k = 8 distinct points (found 6)"), std::string::npos) << res[r].err;
+                EXPECT_NE(res[r].err.find("fewer than k = 8 distinct points (found 6)"), std::string::npos)
+                    << res[r].err;
         }
         free_all(res);
         fgmm_model_free(one);

@@ -50,10 +50,14 @@ TEST(CpuAdd, SoarTop2EqualsSoarAssignAndAssignTopm) {
             std::vector<fgmm_idx_t> prim(n), sp(n), fprim(n), fsp(n), lab(2 * n), flab(2 * n);
             std::vector<float> d1(n), d2(n), fd1(n), fd2(n), resp(2 * n), fresp(2 * n);
             ASSERT_EQ(fgmm_soar_assign(n, d, mx.x.data(), k, mx.mu.data(), lambda, prim.data(), sp.data(), d1.data(),
-                                       d2.data()), 0) << fgmm_get_last_error();
+                                       d2.data()),
+                      0)
+                << fgmm_get_last_error();
             ASSERT_EQ(fgmm_assign_topm(m, &p, n, FGMM_F32, mx.x.data(), 2, lab.data(), resp.data()), 0);
-            ASSERT_EQ(fgmm_soar_assign_top2(m, n, mx.x.data(), lambda, fprim.data(), fsp.data(), fd1.data(),
-                                            fd2.data(), flab.data(), fresp.data()), 0) << fgmm_get_last_error();
+            ASSERT_EQ(fgmm_soar_assign_top2(m, n, mx.x.data(), lambda, fprim.data(), fsp.data(), fd1.data(), fd2.data(),
+                                            flab.data(), fresp.data()),
+                      0)
+                << fgmm_get_last_error();
             int same_lab = 0;
             for (int i = 0; i < n; i++) {
                 EXPECT_EQ(fprim[i], prim[i]) << "row " << i;

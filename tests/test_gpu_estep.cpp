@@ -98,11 +98,14 @@ TEST(GpuEstep, FusedDiagonalMatchesFloat64) {
     std::vector<uint8_t> xb((size_t)v.n * d);
     std::vector<float> xf(xb.size());
     for (int64_t i = 0; i < v.n; i++)
-        for (int j = 0; j < d; j++) xf[(size_t)i * d + j] = xb[(size_t)i * d + j] = ((uint8_t*)v.data)[(size_t)i * v.d + j];
+        for (int j = 0; j < d; j++)
+            xf[(size_t)i * d + j] = xb[(size_t)i * d + j] = ((uint8_t*)v.data)[(size_t)i * v.d + j];
     FgmmModel* m = model_from_rows(xf.data(), v.n, d, 128, FGMM_COV_DIAGONAL, 300.0, 302);
     auto ref = ref_estep(m, v.n, xb.data());
-    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, v.n, FGMM_U8, xb.data()), ref, kFastTol, "fused diagonal, SIFT u8");
-    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, v.n, FGMM_F32, xf.data()), ref, kFastTol, "fused diagonal, SIFT f32");
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, v.n, FGMM_U8, xb.data()), ref, kFastTol,
+                 "fused diagonal, SIFT u8");
+    expect_close(engine_estep(m, FGMM_GPU_PATH_FUSED, 0, v.n, FGMM_F32, xf.data()), ref, kFastTol,
+                 "fused diagonal, SIFT f32");
     fgmm_model_free(m);
     fgmm_vecs_free(&v);
 }
@@ -128,7 +131,10 @@ TEST(GpuEstep, PreparedAndRawRowsAgree) {
         auto refb = ref_estep(mb, n, xb.data());
         std::string at = " d=" + std::to_string(d);
         for (int path : {FGMM_GPU_PATH_FUSED, FGMM_GPU_PATH_FUSED_MMA, FGMM_GPU_PATH_FUSED_RAW}) {
-            std::string what = (path == FGMM_GPU_PATH_FUSED ? "prepared" : path == FGMM_GPU_PATH_FUSED_MMA ? "mma" : "raw") + at;
+            std::string what = (path == FGMM_GPU_PATH_FUSED       ? "prepared"
+                                : path == FGMM_GPU_PATH_FUSED_MMA ? "mma"
+                                                                  : "raw") +
+                               at;
             expect_close(engine_estep(m, path, 0, n, FGMM_F32, x.data()), ref, kFastTol, (what + " f32").c_str());
             expect_close(engine_estep(mb, path, 0, n, FGMM_U8, xb.data()), refb, kFastTol, (what + " u8").c_str());
         }
@@ -239,7 +245,8 @@ TEST(GpuAssign, TopmAndLoglikMatchCpu) {
         std::vector<fgmm_idx_t> lc(n * m), lg(n * m), ls(n * m);
         std::vector<float> rc(n * m), rg(n * m), rs(n * m), llc(n), llg(n);
         ASSERT_EQ(fgmm_assign_topm(mod, &pc, n, FGMM_F32, x.data(), m, lc.data(), rc.data()), 0);
-        ASSERT_EQ(fgmm_assign_topm(mod, &pg, n, FGMM_F32, x.data(), m, lg.data(), rg.data()), 0) << fgmm_get_last_error();
+        ASSERT_EQ(fgmm_assign_topm(mod, &pg, n, FGMM_F32, x.data(), m, lg.data(), rg.data()), 0)
+            << fgmm_get_last_error();
         ASSERT_EQ(fgmm_loglik(mod, &pc, n, FGMM_F32, x.data(), llc.data()), 0);
         ASSERT_EQ(fgmm_loglik(mod, &pg, n, FGMM_F32, x.data(), llg.data()), 0);
         pg.gpu_mem_limit = 4 << 20;  // streamed in chunks: same results
@@ -252,7 +259,8 @@ TEST(GpuAssign, TopmAndLoglikMatchCpu) {
             for (int t = 0; t < m; t++) {
                 EXPECT_NEAR(rg[i * m + t], rc[i * m + t], 1e-4);
                 // labels agree unless two responsibilities are within rounding of each other
-                differ += lg[i * m + t] != lc[i * m + t] && std::fabs(rc[i * m + t] - rc[i * m + std::min(t + 1, m - 1)]) > 1e-4 &&
+                differ += lg[i * m + t] != lc[i * m + t] &&
+                          std::fabs(rc[i * m + t] - rc[i * m + std::min(t + 1, m - 1)]) > 1e-4 &&
                           (t == 0 || std::fabs(rc[i * m + t] - rc[i * m + t - 1]) > 1e-4);
             }
         }

@@ -70,6 +70,6 @@ TEST(GpuKmeans, StatisticsMatchFloat64) {
 
 TEST(GpuKmeans, FastPrecisionMovesOnlyNearTiesOnBothPaths) {
     REQUIRE_GPU();
-    kmeans_pass_vs_float64(FGMM_PREC_FAST, 0);        // resident rows: the fp16 E-step
+    kmeans_pass_vs_float64(FGMM_PREC_FAST, 0);         // resident rows: the fp16 E-step
     kmeans_pass_vs_float64(FGMM_PREC_FAST, 1u << 20);  // streamed rows: TF32 GEMMs
 }

@@ -49,7 +49,8 @@ TEST(GpuNccl, OneRankEqualsSingleGpu) {
     ASSERT_EQ(fgmm_train(&one, n, d, FGMM_F32, x.data(), &ta, &ia), 0) << fgmm_get_last_error();
     ASSERT_EQ(fgmm_train(&nccl, n, d, FGMM_F32, x.data(), &tb, &ib), 0) << fgmm_get_last_error();
     EXPECT_STREQ(ib.backend, "gpu-nccl");
-    std::vector<double> ma(fgmm_model_means(ta), fgmm_model_means(ta) + k * d), mb(fgmm_model_means(tb), fgmm_model_means(tb) + k * d);
+    std::vector<double> ma(fgmm_model_means(ta), fgmm_model_means(ta) + k * d),
+        mb(fgmm_model_means(tb), fgmm_model_means(tb) + k * d);
     EXPECT_LT(rel_err(mb.data(), ma.data(), ma.size()), 1e-6);
     EXPECT_NEAR(ib.mean_loglik, ia.mean_loglik, 1e-9 * std::fabs(ia.mean_loglik));
     fgmm_model_free(ta);
@@ -87,7 +88,8 @@ TEST(GpuNccl, MoreRanksThanDevicesIsAClearError) {
     REQUIRE_GPU();
     std::string why;
     EXPECT_FALSE(nccl_ranks_available(64, &why));
-    EXPECT_TRUE(why.find("CUDA device(s) present") != std::string::npos || why.find("NCCL") != std::string::npos) << why;
+    EXPECT_TRUE(why.find("CUDA device(s) present") != std::string::npos || why.find("NCCL") != std::string::npos)
+        << why;
 }
 
 namespace {
@@ -95,7 +97,8 @@ namespace {
 std::string comm_nccl_missing(int devices) {
 #ifdef FGMM_WITH_CUDA
     fgmm_engine* e = nullptr;
-    if (fgmm_engine_gpu_create(&e, devices - 1, 0, FGMM_PREC_FAST)) return fgmm_get_last_error();  // e.g. "gpu_device = 1; 1 device(s) present"
+    if (fgmm_engine_gpu_create(&e, devices - 1, 0, FGMM_PREC_FAST))
+        return fgmm_get_last_error();  // e.g. "gpu_device = 1; 1 device(s) present"
     fgmm_engine_destroy(e);
     void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!lib) return std::string("libnccl.so.2: ") + dlerror();

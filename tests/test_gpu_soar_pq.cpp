@@ -43,7 +43,8 @@ int64_t expect_soar_agrees(const SoarOut& gpu, const SoarOut& cpu, int64_t n, in
         const float* cp = c + (size_t)cpu.prim[i] * d;
         double lg = fgmm_soar_loss(d, xi, cp, c + (size_t)gpu.spill[i] * d, lambda);
         double lc = fgmm_soar_loss(d, xi, cp, c + (size_t)cpu.spill[i] * d, lambda);
-        EXPECT_LE(std::fabs(lg - lc), kLossTol * lc) << what << " row " << i << ": spill differs, losses " << lg << " vs " << lc;
+        EXPECT_LE(std::fabs(lg - lc), kLossTol * lc)
+            << what << " row " << i << ": spill differs, losses " << lg << " vs " << lc;
     }
     return differ;
 }
@@ -66,17 +67,24 @@ TEST(GpuSoar, MatchesCpuUpToNearTies) {
             if (cs.n > 50000 && lambda != 1.0f) continue;
             SoarOut g(cs.n), h(cs.n);
             ASSERT_EQ(fgmm_soar_assign(cs.n, cs.d, x.data(), cs.k, c.data(), lambda, h.prim.data(), h.spill.data(),
-                                       h.d1.data(), h.d2.data()), 0) << fgmm_get_last_error();
-            ASSERT_EQ(fgmm_soar_assign_gpu(0, cs.n, cs.d, x.data(), cs.k, c.data(), lambda, g.prim.data(), g.spill.data(),
-                                           g.d1.data(), g.d2.data()), 0) << fgmm_get_last_error();
-            std::string what = "n " + std::to_string(cs.n) + " d " + std::to_string(cs.d) + " k " + std::to_string(cs.k) +
-                               " offset " + std::to_string(cs.offset) + " lambda " + std::to_string(lambda);
+                                       h.d1.data(), h.d2.data()),
+                      0)
+                << fgmm_get_last_error();
+            ASSERT_EQ(fgmm_soar_assign_gpu(0, cs.n, cs.d, x.data(), cs.k, c.data(), lambda, g.prim.data(),
+                                           g.spill.data(), g.d1.data(), g.d2.data()),
+                      0)
+                << fgmm_get_last_error();
+            std::string what = "n " + std::to_string(cs.n) + " d " + std::to_string(cs.d) + " k " +
+                               std::to_string(cs.k) + " offset " + std::to_string(cs.offset) + " lambda " +
+                               std::to_string(lambda);
             int64_t differ = expect_soar_agrees(g, h, cs.n, cs.d, x.data(), c.data(), lambda, what.c_str());
             EXPECT_LE(differ, cs.n / 1000) << what;  // near-ties are rare in random data
             // without the optional outputs (other tile sizes, so other GEMM shapes): the same primaries but for ties
             std::vector<fgmm_idx_t> p2(cs.n);
             ASSERT_EQ(fgmm_soar_assign_gpu(0, cs.n, cs.d, x.data(), cs.k, c.data(), lambda, p2.data(), nullptr, nullptr,
-                                           nullptr), 0) << fgmm_get_last_error();
+                                           nullptr),
+                      0)
+                << fgmm_get_last_error();
             for (int64_t i = 0; i < cs.n; i++)
                 if (p2[i] != g.prim[i]) EXPECT_LE(h.d2[i] - h.d1[i], kTie * h.d2[i]) << what << " row " << i;
         }
@@ -85,8 +93,10 @@ TEST(GpuSoar, MatchesCpuUpToNearTies) {
     std::vector<float> x, c;
     soar_data(1000, 8, 1, 0.0f, 5, &x, &c);
     SoarOut g(1000);
-    ASSERT_EQ(fgmm_soar_assign_gpu(0, 1000, 8, x.data(), 1, c.data(), 1.0f, g.prim.data(), nullptr, g.d1.data(),
-                                   g.d2.data()), 0) << fgmm_get_last_error();
+    ASSERT_EQ(
+        fgmm_soar_assign_gpu(0, 1000, 8, x.data(), 1, c.data(), 1.0f, g.prim.data(), nullptr, g.d1.data(), g.d2.data()),
+        0)
+        << fgmm_get_last_error();
     for (int i = 0; i < 1000; i++) {
         EXPECT_EQ(g.prim[i], 0);
         EXPECT_TRUE(std::isinf(g.d2[i]));
@@ -102,7 +112,9 @@ TEST(GpuSoar, ConcurrentCallsAgree) {
     soar_data(n, d, k, 0.0f, 77, &x, &c);
     SoarOut alone(n);
     ASSERT_EQ(fgmm_soar_assign_gpu(0, n, d, x.data(), k, c.data(), 1.0f, alone.prim.data(), alone.spill.data(),
-                                   alone.d1.data(), alone.d2.data()), 0) << fgmm_get_last_error();
+                                   alone.d1.data(), alone.d2.data()),
+              0)
+        << fgmm_get_last_error();
     std::vector<SoarOut> got(4, SoarOut(n));
     int rc[4];
     std::vector<std::thread> th;
@@ -133,7 +145,7 @@ TEST(GpuSoar, BadInputIsACodeNotACrash) {
     EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 2, x, 1, c, 1, p, s, nullptr, nullptr), FGMM_ERR_ARG);  // spill needs k >= 2
     EXPECT_NE(std::string(fgmm_get_last_error()).find("k >= 2"), std::string::npos);
     EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 2, x, 0, c, 1, p, nullptr, nullptr, nullptr), FGMM_ERR_ARG);
-    EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 0, x, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_ARG);   // d < 1
+    EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 0, x, 2, c, 1, p, s, nullptr, nullptr), FGMM_ERR_ARG);  // d < 1
     EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 2, x, 2, c, NAN, p, s, nullptr, nullptr), FGMM_ERR_ARG);
     EXPECT_EQ(fgmm_soar_assign_gpu(0, 2, 2, x, 2, c, -1, p, s, nullptr, nullptr), FGMM_ERR_ARG);
     EXPECT_EQ(fgmm_soar_assign_gpu(0, 0, 2, x, 2, c, 1, p, s, nullptr, nullptr), 0);  // nothing to do
@@ -187,8 +199,8 @@ TEST(GpuPq, MatchesReferenceUpToNearTies) {
     struct Case {
         int64_t n;
         int d, M, ma, nlist;
-    } cases[] = {{20011, 32, 8, 2, 64}, {20011, 96, 16, 2, 300}, {7001, 128, 16, 3, 64}, {5003, 48, 4, 1, 7},
-                 {3001, 64, 2, 2, 5}, {3001, 20, 20, 2, 9}};
+    } cases[] = {{20011, 32, 8, 2, 64}, {20011, 96, 16, 2, 300}, {7001, 128, 16, 3, 64},
+                 {5003, 48, 4, 1, 7},   {3001, 64, 2, 2, 5},     {3001, 20, 20, 2, 9}};
     for (const Case& cs : cases) {
         std::vector<float> x, c, cb;
         soar_data(cs.n, cs.d, cs.nlist, 0.0f, 11 + cs.d, &x, &c);
@@ -201,7 +213,9 @@ TEST(GpuPq, MatchesReferenceUpToNearTies) {
             lists[i] = i % cs.ma && g() % 3 == 0 ? -1 : (fgmm_idx_t)(g() % cs.nlist);  // some spilled copies absent
         std::vector<uint8_t> codes(lists.size() * cs.M, 0xAB);
         ASSERT_EQ(fgmm_pq_encode_gpu(0, cs.n, cs.d, x.data(), cs.ma, lists.data(), cs.nlist, c.data(), cs.M, cb.data(),
-                                     codes.data()), 0) << fgmm_get_last_error();
+                                     codes.data()),
+                  0)
+            << fgmm_get_last_error();
         PqRef ref{cs.d, cs.M, cs.d / cs.M, cb.data()};
         std::vector<float> r(cs.d);
         int64_t differ = 0, zeros = 0;
@@ -243,9 +257,9 @@ TEST(GpuPq, BadInputIsACodeNotACrash) {
               FGMM_ERR_ARG);  // list out of range
     EXPECT_NE(std::string(fgmm_get_last_error()).find("nlist = 2"), std::string::npos);
     lists[1] = 1;
-    EXPECT_EQ(fgmm_pq_encode_gpu(0, INT64_MAX / 2 + 1, 8, x.data(), 2, lists.data(), 2, c.data(), 4, cb.data(),
-                                 codes.data()),
-              FGMM_ERR_ARG);  // n x ma overflows: refused before any list is read
+    EXPECT_EQ(
+        fgmm_pq_encode_gpu(0, INT64_MAX / 2 + 1, 8, x.data(), 2, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),
+        FGMM_ERR_ARG);  // n x ma overflows: refused before any list is read
     EXPECT_EQ(fgmm_pq_encode_gpu(0, 0, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()), 0);
     if (fgmm_gpu_available()) {
         EXPECT_EQ(fgmm_pq_encode_gpu(99, 2, 8, x.data(), 1, lists.data(), 2, c.data(), 4, cb.data(), codes.data()),

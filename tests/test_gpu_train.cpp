@@ -17,7 +17,10 @@ TEST(GpuTrain, MonotoneAndAgreesWithCpu) {
         FgmmParams p = gpu_params(k, diag ? FGMM_PREC_FAST : FGMM_PREC_EXACT);
         p.covariance = cov;
         p.niter = 15;
-        struct Trace { std::vector<double> ll; int re = 0; } tr;
+        struct Trace {
+            std::vector<double> ll;
+            int re = 0;
+        } tr;
         p.progress_user = &tr;
         p.progress = [](void* u, FgmmPhase ph, int, double obj, int re) {
             if (ph == FGMM_PHASE_EM) ((Trace*)u)->ll.push_back(obj), ((Trace*)u)->re += re;

@@ -239,7 +239,7 @@ TEST(Ivf, RecallAndDcoOnAHandCheckedCase) {
     EXPECT_EQ(out[0], 1);      // 1.2 -> point 1 (0.04), then point 2 (0.64)
     EXPECT_EQ(out[1], 2);
     EXPECT_NEAR(dist[0], 0.04f, 1e-6);
-    EXPECT_EQ(out[2], 3);      // 10.4 -> 10 (0.16), 11 (0.36)
+    EXPECT_EQ(out[2], 3);  // 10.4 -> 10 (0.16), 11 (0.36)
     ASSERT_EQ(fgmm_ivf_search(ivf, 2, q, 2, 2, dist, out, dco), 0);
     EXPECT_EQ(dco[0], 2 + 5);  // both lists scanned
     fgmm_ivf_free(ivf);
@@ -409,7 +409,8 @@ TEST(Ivf, WrapTakesTestedIndexClassesOnly) {
         for (int64_t i = 0; i < 20; i++) found += nearest_id(b, x, d, i) == i;
         EXPECT_GE(found, 15) << spec;
     }
-    for (auto [spec, cls] : {std::pair{"IVF8,PQ4x4fs", "IndexIVFPQFastScan"}, {"IVF8,SQ8", "IndexIVFScalarQuantizer"},
+    for (auto [spec, cls] : {std::pair{"IVF8,PQ4x4fs", "IndexIVFPQFastScan"},
+                             {"IVF8,SQ8", "IndexIVFScalarQuantizer"},
                              {"IVF8_HNSW4,Flat", "IndexHNSW"},
                              {"IVF8,PQ2+2", "IndexIVFPQR finds its refinement codes by id"}}) {
         FaissIndex* index = nullptr;

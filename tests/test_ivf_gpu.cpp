@@ -53,8 +53,10 @@ TEST(Ivf, PqCodesAppendedEqualFaissAddCore) {
     ASSERT_EQ(fgmm_faiss_pq_codebook(a, &M, &cb), 1);
     EXPECT_EQ(M, 8);
     EXPECT_EQ(cb, dynamic_cast<faiss::IndexIVFPQ*>(cxx(a))->pq.centroids.data());
-    for (auto [spec, metric] : {std::pair{"IVF16,Flat", METRIC_L2}, {"IVF16,PQ8x4", METRIC_L2},
-                                {"IVF16,PQ8+8", METRIC_L2}, {"IVF16,PQ8", METRIC_INNER_PRODUCT}}) {
+    for (auto [spec, metric] : {std::pair{"IVF16,Flat", METRIC_L2},
+                                {"IVF16,PQ8x4", METRIC_L2},
+                                {"IVF16,PQ8+8", METRIC_L2},
+                                {"IVF16,PQ8", METRIC_INNER_PRODUCT}}) {
         FaissIndex* o = trained(spec, metric);
         EXPECT_EQ(fgmm_faiss_pq_codebook(o, &M, &cb), 0) << spec;
         faiss_Index_free(o);
@@ -128,8 +130,7 @@ void build_gpu(Built& b, const char* spec, const Built* from, FaissIndex** twin)
     ASSERT_EQ(fgmm_ivf_wrap(b.index, &p, &b.ivf), 0);
     if (from)
         ASSERT_EQ(fgmm_ivf_set_gmm(b.ivf, fgmm_ivf_model(from->ivf), s.nb, s.base.data()), 0) << fgmm_get_last_error();
-    else
-        ASSERT_EQ(fgmm_ivf_train(b.ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+    else ASSERT_EQ(fgmm_ivf_train(b.ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
     if (twin) ASSERT_EQ(faiss_clone_index(b.index, twin), 0);
     ASSERT_EQ(fgmm_ivf_add(b.ivf, s.nb, s.base.data(), nullptr, nullptr), 0) << fgmm_get_last_error();
 }
@@ -155,7 +156,9 @@ TEST(IvfGpu, PqEncodingOnTheGpuMatchesFaiss) {
         std::vector<int64_t> ll(gl[l].ids.size(), (int64_t)l);
         char err[256];
         ASSERT_EQ(fgmm_faiss_add_preassigned(cpu.index, (int64_t)ll.size(), xl.data(), gl[l].ids.data(), ll.data(), err,
-                                             sizeof err), 0) << err;
+                                             sizeof err),
+                  0)
+            << err;
     }
     std::vector<ListView> cl = lists_of(cpu.index);
     const faiss::IndexIVFPQ* pq = dynamic_cast<const faiss::IndexIVFPQ*>(cxx(g.index));
@@ -175,10 +178,12 @@ TEST(IvfGpu, PqEncodingOnTheGpuMatchesFaiss) {
                 double dg = 0, dc = 0;
                 for (int k = 0; k < dsub; k++) {
                     float r = xi[m * dsub + k] - c[m * dsub + k];
-                    double eg = (double)r - pq->pq.get_centroids(m, cg)[k], ec = (double)r - pq->pq.get_centroids(m, cc)[k];
+                    double eg = (double)r - pq->pq.get_centroids(m, cg)[k],
+                           ec = (double)r - pq->pq.get_centroids(m, cc)[k];
                     dg += eg * eg, dc += ec * ec;
                 }
-                EXPECT_LE(std::fabs(dg - dc), 1e-4 * std::max(dg, dc) + 1e-6) << "list " << l << " entry " << e << " m " << m;
+                EXPECT_LE(std::fabs(dg - dc), 1e-4 * std::max(dg, dc) + 1e-6)
+                    << "list " << l << " entry " << e << " m " << m;
             }
         }
     }

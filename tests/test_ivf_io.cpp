@@ -124,7 +124,8 @@ double faiss_recall(FaissIndex* index, int* dup) {
     int hit = 0;
     *dup = 0;
     for (int64_t i = 0; i < s.nq; i++) {
-        std::set<int64_t> row(lab.begin() + i * k, lab.begin() + (i + 1) * k), truth(s.gt.begin() + i * k, s.gt.begin() + (i + 1) * k);
+        std::set<int64_t> row(lab.begin() + i * k, lab.begin() + (i + 1) * k),
+            truth(s.gt.begin() + i * k, s.gt.begin() + (i + 1) * k);
         *dup += row.size() != (size_t)k;
         for (int64_t id : row) hit += truth.count(id);
     }
@@ -143,7 +144,7 @@ TEST(IvfIo, ExportIsAPlainFaissIndexWithEachVectorOnce) {
         const char* spec;
         FgmmAssignRule rule;
         FgmmPrimary primary;
-        double same_list;  // the least share of vectors in the hard index's list
+        double same_list;   // the least share of vectors in the hard index's list
         double recall_tol;  // |recall@10 - the hard index's| at most
     } cases[] = {{"IVF64,Flat", FGMM_ASSIGN_SOAR, FGMM_PRIMARY_NEAREST, 1.0, 0.0},
                  {"IVF64,Flat", FGMM_ASSIGN_TAU, FGMM_PRIMARY_RESPONSIBILITY, 1.0, 0.0},
@@ -183,13 +184,15 @@ TEST(IvfIo, ExportIsAPlainFaissIndexWithEachVectorOnce) {
         for (int64_t i = 0; i < s.nb; i++) same += le[i] == lh[i] && le[i] >= 0;
         EXPECT_GE(same, c.same_list * s.nb) << same << " of " << s.nb << " vectors in the hard index's list";
         int dup_e, dup_h, dup_s;
-        double re = faiss_recall(plain, &dup_e), rh = faiss_recall(plain_hard, &dup_h), rs = faiss_recall(spilled, &dup_s);
+        double re = faiss_recall(plain, &dup_e), rh = faiss_recall(plain_hard, &dup_h),
+               rs = faiss_recall(spilled, &dup_s);
         EXPECT_EQ(dup_e, 0);
         EXPECT_GT(dup_s, 0);  // what the export avoids: FAISS's search of the spilled index itself
         EXPECT_NEAR(re, rh, c.recall_tol + 1e-9) << "recall@10: export " << re << ", hard " << rh;
-        std::printf("[          ] %s: recall@10 at nprobe 8: export %.4f, hard %.4f; %lld of %lld vectors in the hard "
-                    "index's list; the spilled index through FAISS: %d of %lld rows with duplicates\n",
-                    c.spec, re, rh, (long long)same, (long long)s.nb, dup_s, (long long)s.nq);
+        std::printf(
+            "[          ] %s: recall@10 at nprobe 8: export %.4f, hard %.4f; %lld of %lld vectors in the hard "
+            "index's list; the spilled index through FAISS: %d of %lld rows with duplicates\n",
+            c.spec, re, rh, (long long)same, (long long)s.nb, dup_s, (long long)s.nq);
         fgmm_ivf_free(hs), fgmm_ivf_free(hh);
         for (FaissIndex* i : {spilled, hard, plain, plain_hard}) faiss_Index_free(i);
     }
@@ -288,7 +291,8 @@ TEST(IvfIo, DamagedFilesAreRefused) {
     }
     spit(bad, good + "x");
     EXPECT_EQ(fgmm_ivf_read(bad.c_str(), nullptr, &r), FGMM_ERR_IO);
-    EXPECT_NE(std::string(fgmm_get_last_error()).find("after the last section"), std::string::npos) << fgmm_get_last_error();
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("after the last section"), std::string::npos)
+        << fgmm_get_last_error();
     std::string v2 = good;
     v2[8] = 3;  // version 2 is a file with a refine copy (tests/test_ivf_refine.cpp)
     spit(bad, v2);
@@ -361,7 +365,8 @@ TEST(IvfIo, BadArgumentsAreErrors) {
     std::string dir = fresh_dir("args"), path = dir + "/a.faiss";
     for (auto* write : {fgmm_ivf_write, fgmm_ivf_write_faiss}) {
         EXPECT_EQ(write(nullptr, path.c_str()), FGMM_ERR_NULL);
-        EXPECT_NE(std::string(fgmm_get_last_error()).find("fgmm_ivf_write"), std::string::npos) << fgmm_get_last_error();
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("fgmm_ivf_write"), std::string::npos)
+            << fgmm_get_last_error();
         EXPECT_EQ(write(t.h, nullptr), FGMM_ERR_NULL);
         EXPECT_EQ(write(t.h, (dir + "/no/such/dir/x").c_str()), FGMM_ERR_IO);
         EXPECT_EQ(write(t.h, dir.c_str()), FGMM_ERR_IO);  // a directory is not replaced

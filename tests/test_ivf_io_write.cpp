@@ -222,4 +222,3 @@ TEST(IvfIo, LongNamesWork) {
     }
     EXPECT_EQ(others(dir, {}).size(), 2u);
 }
-

@@ -154,8 +154,8 @@ void expect_matches(const Result& r, const Truth& t, int64_t nq, idx_t k, const 
             ASSERT_TRUE(id == t.order[i][a].second || close(it->second, want))
                 << what << " query " << i << " rank " << a << ": id " << id << " at " << it->second << ", truth "
                 << t.order[i][a].second << " at " << want;
-            ASSERT_TRUE(close(dd, it->second)) << what << " query " << i << " rank " << a << ": " << dd << " vs "
-                                               << it->second;
+            ASSERT_TRUE(close(dd, it->second))
+                << what << " query " << i << " rank " << a << ": " << dd << " vs " << it->second;
             seen.push_back(id);
         }
         std::sort(seen.begin(), seen.end());
@@ -174,8 +174,8 @@ TEST(IvfSearch, EqualsBruteForceOverTheProbedLists) {
         for (int nprobe : {1, 3, 32})
             for (idx_t k : {1, 10, 100, 1000}) {  // 1000 > every list's size (about 300-500 entries)
                 Truth t = truth(x, nq, s.query.data(), nprobe);
-                std::string what = std::string(rule == FGMM_ASSIGN_SOAR ? "soar" : "hard") +
-                                   " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                std::string what = std::string(rule == FGMM_ASSIGN_SOAR ? "soar" : "hard") + " nprobe " +
+                                   std::to_string(nprobe) + " k " + std::to_string(k);
                 expect_matches(run(x, nq, s.query.data(), k, nprobe), t, nq, k, what);
                 expect_matches(run(x, nq, s.query.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
             }
@@ -309,7 +309,8 @@ TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
         for (int nprobe : {1, 3, 8, 100})
             for (idx_t k : {1, 5, 20, 70}) {
                 Truth t = truth(x, nq, q.data(), nprobe);
-                std::string what = "d " + std::to_string(d) + " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                std::string what =
+                    "d " + std::to_string(d) + " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
                 expect_matches(run(x, nq, q.data(), k, nprobe), t, nq, k, what);
                 expect_matches(run(x, nq, q.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
             }

@@ -15,8 +15,9 @@ TEST(Soar, ChoiceMinimisesItsLossByBruteForce) {
         for (float lambda : {0.0f, 1.0f, 4.0f}) {
             std::vector<idx_t> prim(n), sp(n);
             std::vector<float> d1(n), d2(n);
-            ASSERT_EQ(fgmm_soar_assign(n, d, x.data(), k, c.data(), lambda, prim.data(), sp.data(), d1.data(), d2.data()),
-                      0) << fgmm_get_last_error();
+            ASSERT_EQ(
+                fgmm_soar_assign(n, d, x.data(), k, c.data(), lambda, prim.data(), sp.data(), d1.data(), d2.data()), 0)
+                << fgmm_get_last_error();
             for (int i = 0; i < n; i++) {
                 const float* xi = &x[(size_t)i * d];
                 std::vector<double> dist(k);

@@ -42,7 +42,10 @@ static inline float fgmm_exp_nonpos(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     int e = (int)n + 127;
-    union { int i; float f; } u = {.i = (e > 0 ? e : 0) << 23};
+    union {
+        int i;
+        float f;
+    } u = {.i = (e > 0 ? e : 0) << 23};
     return under ? 0.0f : p * u.f;
 }
 
@@ -62,8 +65,8 @@ int fgmm_vecs_read_any(const char* path, const char* dataset, fgmm_idx_t first, 
 /* Tests only: when set, the child process of an isolated read calls it first (to die by a signal). */
 extern void (*fgmm_isolated_child_hook)(void);
 
-#define FGMM_CHECK_NULL(p)                                                       \
-    do {                                                                         \
+#define FGMM_CHECK_NULL(p)                                                         \
+    do {                                                                           \
         if (!(p)) return fgmm_fail(FGMM_ERR_NULL, "%s: %s is NULL", __func__, #p); \
     } while (0)
 
@@ -156,24 +159,23 @@ typedef struct fgmm_mstep_cfg {
 typedef struct fgmm_engine_ops {
     const char* name;
     int (*estep)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out);
-    int (*kmeans)(fgmm_engine* e, const fgmm_data* x, const float* centroids, int k,
-                  fgmm_stats* out);
-    int (*assign)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
-                  fgmm_idx_t* labels, float* resp, float* loglik);
+    int (*kmeans)(fgmm_engine* e, const fgmm_data* x, const float* centroids, int k, fgmm_stats* out);
+    int (*assign)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                  float* loglik);
     void (*destroy)(fgmm_engine* e);
     /* Optional (NULL where a backend has none): a whole EM iteration with the model kept on the
      * device. em_step uploads m if model_changed (else continues from its own copy), runs the
      * E-step and the M-step there; obj = sum log p(x) under the model it started from,
      * nempty = components left empty (flags and the model: em_fetch). *handled = 0 when it does
      * not apply (covariance, d, precision, data not resident), and nothing was done. */
-    int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
-                   const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
+    int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed, const fgmm_mstep_cfg* cfg,
+                   int* handled, double* obj, int* nempty);
     int (*em_fetch)(fgmm_engine* e, FgmmModel* m, int* empty /* k flags, or NULL */);
     /* Optional: k-means++ on ns host rows (ns x d floats) with seed.c's arithmetic: picks[0] =
      * first, then picks[c] (c = 1..k-1) by D^2 sampling at u[c - 1] * total. Fewer than k distinct
      * rows: FGMM_ERR_DATA, *found = how many. */
-    int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
-                   const double* u, fgmm_idx_t* picks, int* found);
+    int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first, const double* u,
+                   fgmm_idx_t* picks, int* found);
     /* Optional: x's column means (d) from the caller's own pass over x, so that the backend need
      * not read x on the host again for them (the GPU's centring shift). */
     int (*set_scan)(fgmm_engine* e, const fgmm_data* x, const double* mean);

@@ -31,28 +31,34 @@
 
 typedef struct cpu_scratch {
     int rows;
-    float* xb;  /* rows x d: the block as float (u8 input, or diagonal x) */
-    float* x2b; /* rows x d: squares (diagonal only) */
-    float* xn;  /* rows: ||x||^2 */
-    float* g;   /* rows x k: distances / q */
-    float* r;   /* rows x k: log-densities, then responsibilities */
-    float* acc; /* k x d: one sgemm result */
+    float* xb;    /* rows x d: the block as float (u8 input, or diagonal x) */
+    float* x2b;   /* rows x d: squares (diagonal only) */
+    float* xn;    /* rows: ||x||^2 */
+    float* g;     /* rows x k: distances / q */
+    float* r;     /* rows x k: log-densities, then responsibilities */
+    float* acc;   /* k x d: one sgemm result */
     double* logz; /* rows */
 } cpu_scratch;
 
 /* Per-model constants: log w_k + log p(x|k) = c_k - q_k(x). */
 typedef struct cpu_model {
     int k, d, diag;
-    float* ctr;  /* d: the centre subtracted from rows and means */
-    float* b1;   /* isotropic: mu (k x d); diagonal: 1/var (k x d) */
-    float* b2;   /* diagonal: -2 mu / var (k x d) */
-    float* kn;   /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
+    float* ctr;       /* d: the centre subtracted from rows and means */
+    float* b1;        /* isotropic: mu (k x d); diagonal: 1/var (k x d) */
+    float* b2;        /* diagonal: -2 mu / var (k x d) */
+    float* kn;        /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
     float* half_prec; /* isotropic: 1/(2 var_k) */
-    float* c;    /* log w_k + the log-density's constant, in float (what the row pass reads) */
+    float* c;         /* log w_k + the log-density's constant, in float (what the row pass reads) */
 } cpu_model;
 
 static void scratch_free(cpu_scratch* s) {
-    free(s->xb); free(s->x2b); free(s->xn); free(s->g); free(s->r); free(s->acc); free(s->logz);
+    free(s->xb);
+    free(s->x2b);
+    free(s->xn);
+    free(s->g);
+    free(s->r);
+    free(s->acc);
+    free(s->logz);
     memset(s, 0, sizeof *s);
 }
 
@@ -96,7 +102,12 @@ static int scratch_get(fgmm_engine* e, int k, int d, int diag, cpu_scratch** out
 }
 
 static void model_free(cpu_model* m) {
-    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
+    free(m->ctr);
+    free(m->b1);
+    free(m->b2);
+    free(m->kn);
+    free(m->half_prec);
+    free(m->c);
     memset(m, 0, sizeof *m);
 }
 
@@ -113,7 +124,9 @@ static int model_prepare(cpu_model* cm, const FgmmModel* m) {
     memset(cm, 0, sizeof *cm);
     int k = m->k, d = m->d;
     size_t kd = (size_t)k * d;
-    cm->k = k; cm->d = d; cm->diag = m->cov == FGMM_COV_DIAGONAL;
+    cm->k = k;
+    cm->d = d;
+    cm->diag = m->cov == FGMM_COV_DIAGONAL;
     cm->ctr = malloc((size_t)d * sizeof(float));
     cm->b1 = malloc(kd * sizeof(float));
     cm->b2 = cm->diag ? malloc(kd * sizeof(float)) : NULL;
@@ -295,7 +308,7 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
         const float* xb = load_block(s, x, i0, b, cm.diag, cm.ctr);
         block_rows(s, &cm, xb, b, 1);
         for (int i = 0; i < b; i++) out->obj += s->logz[i];
-        /* nk and (isotropic) sum r ||x - mu||^2: column chunks, rows in order. */
+            /* nk and (isotropic) sum r ||x - mu||^2: column chunks, rows in order. */
 #pragma omp parallel for schedule(static)
         for (int j0 = 0; j0 < k; j0 += COL_CHUNK)
             col_sums(s->r + j0, s->g + j0, k, b, j0 + COL_CHUNK < k ? COL_CHUNK : k - j0, out->nk + j0,
@@ -355,7 +368,11 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     float* ctr = malloc((size_t)d * sizeof(float));
     float* cc = malloc((size_t)k * d * sizeof(float)); /* centred centroids */
     if (!cn || !lab || !dist || !ctr || !cc) {
-        free(cn); free(lab); free(dist); free(ctr); free(cc);
+        free(cn);
+        free(lab);
+        free(dist);
+        free(ctr);
+        free(cc);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
     centre_of(cent, NULL, k, d, ctr);
@@ -393,12 +410,16 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
         }
     }
     unshift_stats(out, ctr, 0);
-    free(cn); free(lab); free(dist); free(ctr); free(cc);
+    free(cn);
+    free(lab);
+    free(dist);
+    free(ctr);
+    free(cc);
     return FGMM_OK;
 }
 
-static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
-                      fgmm_idx_t* labels, float* resp, float* loglik) {
+static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                      float* loglik) {
     cpu_model cm;
     cpu_scratch* s;
     int rc = begin_pass(e, &cm, &s, m);
@@ -447,8 +468,8 @@ static void cpu_destroy(fgmm_engine* e) {
     free(e);
 }
 
-static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL, NULL,
-                                        cpu_loglik_sum};
+static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy,
+                                        NULL,  NULL,      NULL,       NULL,       cpu_loglik_sum};
 
 int fgmm_engine_cpu_create(fgmm_engine** out) {
     FGMM_CHECK_NULL(out);

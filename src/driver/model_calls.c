@@ -6,8 +6,8 @@
 #include "trainer.h"
 
 /* Shared checks of the model-based entry points; makes the engine. */
-static int begin_model_call(const char* who, const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n,
-                            FgmmDtype dtype, const void* x, fgmm_data* view, fgmm_engine** eng) {
+static int begin_model_call(const char* who, const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype,
+                            const void* x, fgmm_data* view, fgmm_engine** eng) {
     if (!m) return fgmm_fail(FGMM_ERR_NULL, "%s: model is NULL", who);
     *view = (fgmm_data){x, n, m->d, dtype};
     int rc = fgmm_data_check(view, who);
@@ -18,8 +18,8 @@ static int begin_model_call(const char* who, const FgmmModel* m, const FgmmParam
     return fgmm_engine_create(eng, p ? p : &def);
 }
 
-int fgmm_estep(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x,
-               double* nk, double* mu_acc, double* sig_acc, double* loglik) {
+int fgmm_estep(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x, double* nk,
+               double* mu_acc, double* sig_acc, double* loglik) {
     FGMM_CHECK_NULL(nk);
     fgmm_data v;
     fgmm_engine* e = NULL;
@@ -43,8 +43,7 @@ int fgmm_estep(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype 
     return rc;
 }
 
-int fgmm_loglik(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x,
-                float* out) {
+int fgmm_loglik(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x, float* out) {
     FGMM_CHECK_NULL(out);
     fgmm_data v;
     fgmm_engine* e = NULL;
@@ -55,8 +54,8 @@ int fgmm_loglik(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype
     return rc;
 }
 
-int fgmm_assign_topm(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype,
-                     const void* x, int topm, fgmm_idx_t* labels, float* resp) {
+int fgmm_assign_topm(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x, int topm,
+                     fgmm_idx_t* labels, float* resp) {
     FGMM_CHECK_NULL(labels);
     if (m && (topm < 1 || topm > m->k))
         return fgmm_fail(FGMM_ERR_ARG, "fgmm_assign_topm: m = %d out of range [1, k = %d]", topm, m->k);

@@ -34,6 +34,7 @@ int fgmm_check_params(const FgmmParams* p) {
     if (!(p->tol >= 0) || !(p->var_floor > 0) || !(p->min_count >= 0) || !isfinite(p->tol) || !isfinite(p->var_floor))
         return fgmm_fail(FGMM_ERR_ARG, "params: need tol >= 0, var_floor > 0, min_count >= 0");
     if (p->max_init_points < 0) return fgmm_fail(FGMM_ERR_ARG, "params: max_init_points < 0");
-    if (p->n_gpus < 0 || p->n_gpus > 64) return fgmm_fail(FGMM_ERR_ARG, "params: n_gpus = %d out of range [0, 64]", p->n_gpus);
+    if (p->n_gpus < 0 || p->n_gpus > 64)
+        return fgmm_fail(FGMM_ERR_ARG, "params: n_gpus = %d out of range [0, 64]", p->n_gpus);
     return FGMM_OK;
 }

@@ -171,15 +171,18 @@ static int kmeanspp_engine(trainer* t, float* cent) {
     fgmm_idx_t* picks = malloc((size_t)k * sizeof *picks);
     double* u = malloc((size_t)k * sizeof *u);
     if (!picks || !u) {
-        free(picks); free(u);
+        free(picks);
+        free(u);
         return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     }
     fgmm_idx_t first = (fgmm_idx_t)(rng_next(&t->rng) % (uint64_t)t->ns);
     for (int c = 0; c + 1 < k; c++) u[c] = rng_unit(&t->rng);
     int rc = t->eng->ops->seed_pp(t->eng, t->sample, t->ns, d, k, first, u, picks, &found);
     if (rc == FGMM_ERR_DATA && found) rc = too_few_points(k, found);
-    for (int c = 0; c < k && !rc; c++) memcpy(cent + (size_t)c * d, t->sample + (size_t)picks[c] * d, (size_t)d * sizeof(float));
-    free(picks); free(u);
+    for (int c = 0; c < k && !rc; c++)
+        memcpy(cent + (size_t)c * d, t->sample + (size_t)picks[c] * d, (size_t)d * sizeof(float));
+    free(picks);
+    free(u);
     return rc;
 }
 
@@ -225,7 +228,10 @@ int fgmm_tr_kmeanspp(trainer* t, float* cent) {
         pick = ns - 1;
         for (fgmm_idx_t i = 0; i < ns; i++) {
             acc += d2[i];
-            if (acc > u && d2[i] > 0) { pick = i; break; }
+            if (acc > u && d2[i] > 0) {
+                pick = i;
+                break;
+            }
         }
         while (d2[pick] <= 0) pick--; /* rounding at the end of the prefix sum */
     }
@@ -233,7 +239,10 @@ int fgmm_tr_kmeanspp(trainer* t, float* cent) {
     return FGMM_OK;
 }
 
-typedef struct ll_row { float ll; fgmm_idx_t row; } ll_row;
+typedef struct ll_row {
+    float ll;
+    fgmm_idx_t row;
+} ll_row;
 static int cmp_ll_row(const void* a, const void* b) {
     const ll_row *x = a, *y = b;
     if (x->ll != y->ll) return (x->ll > y->ll) - (x->ll < y->ll);

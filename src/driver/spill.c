@@ -33,7 +33,9 @@ double fgmm_soar_loss(int d, const float* x, const float* cp, const float* c, fl
 }
 
 static void cents_free(fgmm_soar_cents* sc) {
-    free(sc->mean); free(sc->cs); free(sc->cn);
+    free(sc->mean);
+    free(sc->cs);
+    free(sc->cn);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -72,8 +74,7 @@ static int soar_begin(const char* who, fgmm_idx_t n, int d, const float* x, int 
     if (!c) return fgmm_fail(FGMM_ERR_NULL, "%s: centroids is NULL", who);
     if (!primary) return fgmm_fail(FGMM_ERR_NULL, "%s: primary is NULL", who);
     if (n < 0) return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld", who, (long long)n);
-    if (k < (want_spill ? 2 : 1))
-        return fgmm_fail(FGMM_ERR_ARG, "%s: k = %d; a spill list needs k >= 2", who, k);
+    if (k < (want_spill ? 2 : 1)) return fgmm_fail(FGMM_ERR_ARG, "%s: k = %d; a spill list needs k >= 2", who, k);
     if (!(lambda >= 0) || !isfinite(lambda))
         return fgmm_fail(FGMM_ERR_ARG, "%s: lambda = %g; must be finite and >= 0", who, lambda);
     char what[96];
@@ -215,10 +216,10 @@ static int soar_rows(const char* who, fgmm_idx_t n, int d, const float* x, int k
     nt = omp_get_max_threads();
 #endif
     const double* mean = sc.mean;
-    const float *cs = sc.cs, *cn = sc.cn;                /* centroids - mean, ||cs||^2 */
-    float* xs = malloc(rows * d * sizeof(float));        /* block rows - mean, then unit residuals */
+    const float *cs = sc.cs, *cn = sc.cn;         /* centroids - mean, ||cs||^2 */
+    float* xs = malloc(rows * d * sizeof(float)); /* block rows - mean, then unit residuals */
     float* xn = malloc(rows * sizeof(float));
-    float* g = malloc(rows * (size_t)k * sizeof(float)); /* <xs, cs> */
+    float* g = malloc(rows * (size_t)k * sizeof(float));    /* <xs, cs> */
     float* tb = malloc((size_t)nt * 2 * k * sizeof(float)); /* per thread: a row's distances, log-densities */
     if (!xs || !xn || !g || !tb) {
         rc0 = fgmm_fail(FGMM_ERR_NOMEM, "%s: out of host memory (k = %d, d = %d)", who, k, d);
@@ -260,7 +261,10 @@ static int soar_rows(const char* who, fgmm_idx_t n, int d, const float* x, int k
     }
 done:
     cents_free(&sc);
-    free(xs); free(xn); free(g); free(tb);
+    free(xs);
+    free(xn);
+    free(g);
+    free(tb);
     return rc0;
 }
 
@@ -307,8 +311,10 @@ int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, 
     static const char* who = "fgmm_pq_encode_gpu";
     if (!x || !lists || !cent || !codebook || !codes) return fgmm_fail(FGMM_ERR_NULL, "%s: a NULL argument", who);
     if (n < 0 || d < 1 || ma < 1 || nlist < 1 || M < 1 || d % M || d / M > FGMM_PQ_GPU_MAX_DSUB || n > INT64_MAX / ma)
-        return fgmm_fail(FGMM_ERR_ARG, "%s: n = %lld, d = %d, ma = %d, nlist = %d, M = %d (need d = M x dsub, "
-                         "dsub <= %d)", who, (long long)n, d, ma, nlist, M, FGMM_PQ_GPU_MAX_DSUB);
+        return fgmm_fail(FGMM_ERR_ARG,
+                         "%s: n = %lld, d = %d, ma = %d, nlist = %d, M = %d (need d = M x dsub, "
+                         "dsub <= %d)",
+                         who, (long long)n, d, ma, nlist, M, FGMM_PQ_GPU_MAX_DSUB);
     if ((uint64_t)(n * ma) > (uint64_t)PTRDIFF_MAX / (uint64_t)M)
         return fgmm_fail(FGMM_ERR_ARG, "%s: n x ma = %lld entries of %d bytes overflow the address space", who,
                          (long long)(n * ma), M);
@@ -329,14 +335,31 @@ int fgmm_pq_encode_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, 
 #ifndef FGMM_WITH_CUDA
 int fgmm_pq_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const fgmm_idx_t* lists, int nlist,
                 const float* cent, int M, const float* codebook, uint8_t* codes) {
-    (void)device; (void)n; (void)d; (void)x; (void)ma; (void)lists; (void)nlist; (void)cent; (void)M; (void)codebook;
+    (void)device;
+    (void)n;
+    (void)d;
+    (void)x;
+    (void)ma;
+    (void)lists;
+    (void)nlist;
+    (void)cent;
+    (void)M;
+    (void)codebook;
     (void)codes;
     return fgmm_fail(FGMM_ERR_NO_GPU, "fgmm_pq_encode_gpu: this build of flashgmm has no CUDA support");
 }
 
 int fgmm_soar_gpu(int device, fgmm_idx_t n, const float* x, const fgmm_soar_cents* sc, float lambda,
                   fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2) {
-    (void)device; (void)n; (void)x; (void)sc; (void)lambda; (void)primary; (void)spill; (void)d1; (void)d2;
+    (void)device;
+    (void)n;
+    (void)x;
+    (void)sc;
+    (void)lambda;
+    (void)primary;
+    (void)spill;
+    (void)d1;
+    (void)d2;
     return fgmm_fail(FGMM_ERR_NO_GPU, "fgmm_soar_assign_gpu: this build of flashgmm has no CUDA support");
 }
 #endif

@@ -23,7 +23,10 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
     int* empty = calloc((size_t)k, sizeof(int));
     fgmm_stats st;
     if (!empty) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
-    if ((rc = fgmm_stats_alloc(&st, k, d, 0))) { free(empty); return rc; }
+    if ((rc = fgmm_stats_alloc(&st, k, d, 0))) {
+        free(empty);
+        return rc;
+    }
     /* Every rank seeds on the same sample, and whether it holds k distinct rows (FGMM_ERR_DATA) does
      * not depend on rounding: all ranks widen it or none. */
     rc = fgmm_tr_kmeanspp(t, cent);
@@ -56,7 +59,10 @@ static int run_kmeans(trainer* t, FgmmModel* g, FgmmTrainInfo* info) {
             /* Worst fit = farthest from its centroid: an isotropic unit-variance model ranks the same. */
             FgmmModel tmp = {k, d, FGMM_COV_ISOTROPIC, cent, NULL, NULL};
             float* ones = malloc((size_t)k * 2 * sizeof(float));
-            if (!ones) { rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); goto done; }
+            if (!ones) {
+                rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+                goto done;
+            }
             for (int j = 0; j < 2 * k; j++) ones[j] = j < k ? 1.0f : 1.0f / k;
             tmp.var = ones;
             tmp.w = ones + k;
@@ -134,8 +140,8 @@ static int mstep(trainer* t, FgmmModel* g, const fgmm_stats* st, int* nreseeded)
     return rc;
 }
 
-int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x,
-               FgmmModel** out, FgmmTrainInfo* info) {
+int fgmm_train(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, FgmmModel** out,
+               FgmmTrainInfo* info) {
     return fgmm_train_comm(p, n, d, dtype, x, NULL, out, info);
 }
 
@@ -226,13 +232,17 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     /* The model's float32 variances (down to var_floor times this) and squared distances must be
      * normal floats: refuse rather than return NaN or merge distinct points. */
     if (t.mean_var < FGMM_MIN_DATA_VAR || t.mean_var > FGMM_MAX_DATA_VAR) {
-        fgmm_fail(rc, "fgmm_train: the data's mean per-dimension variance is %g, outside [%g, %g] that float32 "
-                  "models hold; rescale the data", t.mean_var, FGMM_MIN_DATA_VAR, FGMM_MAX_DATA_VAR);
+        fgmm_fail(rc,
+                  "fgmm_train: the data's mean per-dimension variance is %g, outside [%g, %g] that float32 "
+                  "models hold; rescale the data",
+                  t.mean_var, FGMM_MIN_DATA_VAR, FGMM_MAX_DATA_VAR);
         goto done;
     }
     if (p->var_floor * t.mean_var < FGMM_MIN_DATA_VAR * 1e-6) {
-        fgmm_fail(rc, "fgmm_train: var_floor = %g times the data's variance %g is below %g; raise var_floor or "
-                  "rescale the data", p->var_floor, t.mean_var, FGMM_MIN_DATA_VAR * 1e-6);
+        fgmm_fail(rc,
+                  "fgmm_train: var_floor = %g times the data's variance %g is below %g; raise var_floor or "
+                  "rescale the data",
+                  p->var_floor, t.mean_var, FGMM_MIN_DATA_VAR * 1e-6);
         goto done;
     }
     FgmmTrainInfo local;
@@ -248,7 +258,9 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     if (ranks > 1 && p->backend != FGMM_BACKEND_CPU) rc = fgmm_engine_comm_wrap(&t.eng, comm, rc);
     if (rc) goto done;
     if (t.eng->ops->set_scan && (rc = t.eng->ops->set_scan(t.eng, &t.x, t.col_mean))) goto done;
-    fgmm_trace(&mark, ranks == 1 ? "engine (the rest of its start)" : t.eng->sums_ranks ? "engine, ranks sum with NCCL" : "engine, ranks sum on the host");
+    fgmm_trace(&mark, ranks == 1          ? "engine (the rest of its start)"
+                      : t.eng->sums_ranks ? "engine, ranks sum with NCCL"
+                                          : "engine, ranks sum on the host");
     info->backend = t.eng->ops->name;
     t.mark = &mark;
     if ((rc = run_kmeans(&t, g, info))) goto done;
@@ -284,7 +296,10 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
             if ((rc = mstep(&t, g, &st, &nre))) goto done;
         } else if (nempty) { /* re-seeding is host work: bring the model back, then send it again */
             int* empty = malloc((size_t)p->k * sizeof(int));
-            if (!empty) { rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory"); goto done; }
+            if (!empty) {
+                rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+                goto done;
+            }
             if (!(rc = t.eng->ops->em_fetch(t.eng, g, empty))) rc = fgmm_tr_reseed_worst(&t, g, empty, g->mu, &nre);
             free(empty);
             if (rc) goto done;
@@ -303,7 +318,8 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     }
     fgmm_trace(&mark, "EM iterations");
     if (stale && (rc = t.eng->ops->em_fetch(t.eng, g, NULL))) goto done;
-    rc = t.eng->ops->loglik_sum ? t.eng->ops->loglik_sum(t.eng, &t.x, g, &st.obj) : t.eng->ops->estep(t.eng, &t.x, g, &st);
+    rc = t.eng->ops->loglik_sum ? t.eng->ops->loglik_sum(t.eng, &t.x, g, &st.obj)
+                                : t.eng->ops->estep(t.eng, &t.x, g, &st);
     if ((rc = fgmm_tr_sum(&t, &st.obj, 1, rc))) goto done;
     info->mean_loglik = st.obj / t.n_all;
     fgmm_trace(&mark, "final E-step");

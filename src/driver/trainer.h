@@ -15,10 +15,10 @@ typedef struct trainer {
     int k, d;
     float* sample; /* ns x d rows, sorted sampled ids: seeding and re-seeding pool */
     fgmm_idx_t ns;
-    double mean_var; /* data's mean per-dimension variance */
+    double mean_var;  /* data's mean per-dimension variance */
     double* col_mean; /* this rank's rows' column means (d), for the engine's set_scan */
-    double* mark;    /* FGMM_TRACE: the time of the last traced step */
-    float* tmp_ll;   /* ns */
+    double* mark;     /* FGMM_TRACE: the time of the last traced step */
+    float* tmp_ll;    /* ns */
     uint64_t rng;
 } trainer;
 
