@@ -55,12 +55,27 @@ inline const Sift& sift() {
     return s;
 }
 
-inline FgmmIvfParams params(FgmmAssignRule rule) {
+// sift() with its first max_nq queries only (query rows and gt cut to match).
+inline Sift sift_head(int64_t max_nq) {
+    Sift r = sift();
+    r.nq = std::min(r.nq, max_nq);
+    r.query.resize((size_t)r.nq * r.d);
+    r.gt.resize((size_t)r.nq);
+    return r;
+}
+
+// The defaults but the rule and a short GMM: niter EM iterations after kmeans_iter k-means ones.
+inline FgmmIvfParams params(FgmmAssignRule rule, int niter, int kmeans_iter) {
     FgmmIvfParams p;
     fgmm_ivf_params_init(&p);
     p.rule = rule;
-    p.gmm.niter = 8;
-    p.gmm.kmeans_iter = 5;
+    p.gmm.niter = niter;
+    p.gmm.kmeans_iter = kmeans_iter;
+    return p;
+}
+
+inline FgmmIvfParams params(FgmmAssignRule rule) {
+    FgmmIvfParams p = params(rule, 8, 5);
     p.max_points_per_list = 0;  // all points, gmm as given on every backend (not the CPU schedule)
     return p;
 }
@@ -74,11 +89,16 @@ struct Built {
     }
 };
 
+// b: the index spec makes (d dimensions, L2), wrapped with p, trained on the n rows of x; nothing added.
+inline void train_on(Built& b, int d, const char* spec, const FgmmIvfParams& p, int64_t n, const float* x) {
+    ASSERT_EQ(faiss_index_factory(&b.index, d, spec, METRIC_L2), 0);
+    ASSERT_EQ(fgmm_ivf_wrap(b.index, &p, &b.ivf), 0) << fgmm_get_last_error();
+    ASSERT_EQ(fgmm_ivf_train(b.ivf, n, x, nullptr), 0) << fgmm_get_last_error();
+}
+
 inline void build(Built& b, const char* spec, const FgmmIvfParams& p) {
     const Sift& s = sift();
-    ASSERT_EQ(faiss_index_factory(&b.index, s.d, spec, METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(b.index, &p, &b.ivf), 0) << fgmm_get_last_error();
-    ASSERT_EQ(fgmm_ivf_train(b.ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_NO_FATAL_FAILURE(train_on(b, s.d, spec, p, s.nb, s.base.data()));
     ASSERT_EQ(fgmm_ivf_add(b.ivf, s.nb, s.base.data(), nullptr, nullptr), 0) << fgmm_get_last_error();
 }
 

@@ -14,54 +14,34 @@
 
 #include "common.h"
 #include "flashgmm_ivf.h"
+#include "ivf_common.h"
 
 namespace {
 
 constexpr int64_t kAdded = 8000, kHalf = 500;
 constexpr int kK = 10;
 
-struct Data {
-    std::vector<float> base;
-    int64_t nb = 0;
-    int d = 0;
-    const float* cal() const { return base.data() + (size_t)kAdded * d; }
-    const float* check() const { return base.data() + (size_t)(kAdded + kHalf) * d; }
-};
-
-const Data& data() {
-    static Data s = [] {
-        Data r;
-        r.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &r.nb, &r.d);
+// sift10K's base: the first kAdded indexed, the next kHalf calibrate, the last kHalf check.
+const fgt::Sift& data() {
+    static const fgt::Sift& s = []() -> const fgt::Sift& {
+        const fgt::Sift& r = fgt::sift();
         EXPECT_EQ(r.nb, kAdded + 2 * kHalf);
         return r;
     }();
     return s;
 }
+const float* cal_queries() { return data().base.data() + (size_t)kAdded * data().d; }
+const float* check_queries() { return data().base.data() + (size_t)(kAdded + kHalf) * data().d; }
 
-struct Index {
-    FaissIndex* index = nullptr;
-    FgmmIvf* ivf = nullptr;
-    ~Index() {
-        fgmm_ivf_free(ivf);
-        faiss_Index_free(index);
-    }
-};
-
-void build(Index& x, const char* spec) {
-    const Data& s = data();
-    FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);
-    p.gmm.niter = 5;
-    p.gmm.kmeans_iter = 5;
-    ASSERT_EQ(faiss_index_factory(&x.index, s.d, spec, METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
-    ASSERT_EQ(fgmm_ivf_train(x.ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+void build(fgt::Built& x, const char* spec) {
+    const fgt::Sift& s = data();
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(x, s.d, spec, fgt::params(FGMM_ASSIGN_SOAR, 5, 5), s.nb, s.base.data()));
     ASSERT_EQ(fgmm_ivf_add(x.ivf, kAdded, s.base.data(), nullptr, nullptr), 0) << fgmm_get_last_error();
 }
 
 // The default build (SOAR spill), built once.
 const FgmmIvf* shared() {
-    static Index x;
+    static fgt::Built x;
     if (!x.ivf) build(x, "IVF32,Flat");
     return x.ivf;
 }
@@ -118,7 +98,7 @@ TEST(IvfProbe, DefaultsAndBadParamsRefused) {
     EXPECT_EQ(p.rule, FGMM_PROBE_FIXED);
     EXPECT_EQ(p.threshold, 0.0);
     const FgmmIvf* h = shared();
-    const float* q = data().cal();
+    const float* q = cal_queries();
     float d[kK];
     idx_t l[kK];
     EXPECT_EQ(fgmm_ivf_search_ex(h, 1, q, kK, nullptr, d, l, nullptr), FGMM_ERR_NULL);
@@ -157,20 +137,20 @@ TEST(IvfProbe, DefaultsAndBadParamsRefused) {
 }
 
 TEST(IvfProbe, AdaptiveRulesNeedIvfFlat) {
-    Index pq;
+    fgt::Built pq;
     build(pq, "IVF32,PQ16x4");
     FgmmIvfSearchParams p = params(FGMM_PROBE_KTH, 4, 1);
     float d[kK];
     idx_t l[kK];
-    EXPECT_EQ(fgmm_ivf_search_ex(pq.ivf, 1, data().cal(), kK, &p, d, l, nullptr), FGMM_ERR_STATE);
+    EXPECT_EQ(fgmm_ivf_search_ex(pq.ivf, 1, cal_queries(), kK, &p, d, l, nullptr), FGMM_ERR_STATE);
     EXPECT_NE(std::string(fgmm_get_last_error()).find("IndexIVFFlat"), std::string::npos) << fgmm_get_last_error();
     p.rule = FGMM_PROBE_FIXED;  // FIXED is fgmm_ivf_search: any index
-    EXPECT_EQ(fgmm_ivf_search_ex(pq.ivf, 1, data().cal(), kK, &p, d, l, nullptr), 0) << fgmm_get_last_error();
+    EXPECT_EQ(fgmm_ivf_search_ex(pq.ivf, 1, cal_queries(), kK, &p, d, l, nullptr), 0) << fgmm_get_last_error();
 }
 
 TEST(IvfProbe, RuleOffIsFixedNprobe) {
     const FgmmIvf* h = shared();
-    const float* q = data().cal();
+    const float* q = cal_queries();
     for (int np : {1, 3, 8, 40}) {
         Result f = plain(h, kHalf, q, np);
         ASSERT_EQ(f.rc, 0);
@@ -196,7 +176,7 @@ TEST(IvfProbe, RuleOffIsFixedNprobe) {
 
 TEST(IvfProbe, NeverMoreThanNprobe) {
     const FgmmIvf* h = shared();
-    const float* q = data().cal();
+    const float* q = cal_queries();
     const int np = 12;
     Result hi = plain(h, kHalf, q, np), lo = plain(h, kHalf, q, 2);
     ASSERT_EQ(hi.rc | lo.rc, 0);
@@ -229,26 +209,25 @@ TEST(IvfProbe, NeverMoreThanNprobe) {
 
 TEST(IvfProbe, CalibrationReachesItsTargetOnHeldOutVectors) {
     const FgmmIvf* h = shared();
-    const Data& s = data();
     for (FgmmProbeRule rule : {FGMM_PROBE_FIXED, FGMM_PROBE_KTH, FGMM_PROBE_EPS}) {
         for (double target : {0.85, 0.95}) {
             FgmmIvfSearchParams p = params(rule, 16, 0);
             double cal = -1;
-            ASSERT_EQ(fgmm_ivf_calibrate(h, kHalf, s.cal(), kK, target, &p, &cal), 0) << fgmm_get_last_error();
+            ASSERT_EQ(fgmm_ivf_calibrate(h, kHalf, cal_queries(), kK, target, &p, &cal), 0) << fgmm_get_last_error();
             EXPECT_GE(cal, target);
-            Result c = run(h, kHalf, s.cal(), p);
-            EXPECT_NEAR(recall(h, kHalf, s.cal(), c), cal, 1e-12);  // the recall it reports
-            Result r = run(h, kHalf, s.check(), p);
+            Result c = run(h, kHalf, cal_queries(), p);
+            EXPECT_NEAR(recall(h, kHalf, cal_queries(), c), cal, 1e-12);  // the recall it reports
+            Result r = run(h, kHalf, check_queries(), p);
             ASSERT_EQ(r.rc, 0);
-            double got = recall(h, kHalf, s.check(), r);
+            double got = recall(h, kHalf, check_queries(), r);
             // the other half: within sampling error of the target (FIXED: nprobe's steps overshoot)
             EXPECT_GE(got, target - 0.015) << rule << " threshold " << p.threshold << " nprobe " << p.nprobe;
             if (rule != FGMM_PROBE_FIXED) EXPECT_LE(got, target + 0.02) << rule << " " << p.threshold;
             else {  // nprobe's steps overshoot (0.07 at nlist 32); the smallest nprobe: one less misses the target
                 FgmmIvfSearchParams q = p;
                 q.nprobe--;
-                Result m = run(h, kHalf, s.cal(), q);
-                EXPECT_LT(recall(h, kHalf, s.cal(), m), target) << q.nprobe;
+                Result m = run(h, kHalf, cal_queries(), q);
+                EXPECT_LT(recall(h, kHalf, cal_queries(), m), target) << q.nprobe;
             }
         }
     }
@@ -256,7 +235,7 @@ TEST(IvfProbe, CalibrationReachesItsTargetOnHeldOutVectors) {
 
 TEST(IvfProbe, ThreadCountIndependent) {
     const FgmmIvf* h = shared();
-    const float* q = data().cal();
+    const float* q = cal_queries();
     int saved = omp_get_max_threads();
     for (const auto& p : {params(FGMM_PROBE_KTH, 16, 0.5), params(FGMM_PROBE_EPS, 16, 0.1)}) {
         std::vector<Result> r;
@@ -281,7 +260,7 @@ TEST(IvfProbe, ThreadCountIndependent) {
 
 TEST(IvfProbe, AnyKAndBatchMatchOneByOne) {
     const FgmmIvf* h = shared();
-    const float* q = data().cal();
+    const float* q = cal_queries();
     const int64_t n = 40;
     for (int64_t k : {1, 10, 200, 20000}) {  // 20,000 > entries: padded
         FgmmIvfSearchParams p = params(FGMM_PROBE_KTH, 8, 0.5);

@@ -24,60 +24,35 @@
 #include "common.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
+#include "ivf_common.h"
 #include "ivf_impl.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Data {
-    std::vector<float> base, query;
-    int64_t nb = 0, nq = 0;
-    int d = 0;
-};
-
-const Data& data() {
-    static Data s = [] {
-        Data r;
-        r.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &r.nb, &r.d);
-        r.query = fgt::embedded_u8("sift10K_byte.h5", "query", &r.nq, &r.d);
-        EXPECT_FALSE(r.base.empty() || r.query.empty());
-        r.nq = std::min<int64_t>(r.nq, 100);
-        return r;
-    }();
+// sift10K, its first 100 queries.
+const fgt::Sift& data() {
+    static const fgt::Sift s = fgt::sift_head(100);
     return s;
 }
 
 constexpr int NLIST = 16;
 constexpr idx_t K = 10;
 
-struct Index {
-    FaissIndex* index = nullptr;
-    FgmmIvf* ivf = nullptr;
-    ~Index() {
-        fgmm_ivf_free(ivf);
-        faiss_Index_free(index);
-    }
-};
-
 // IVF16,PQ8np (no polysemous training: slow, and unused by search; PQ8 alone ranks badly), SOAR
 // spill, trained on the first ntrain vectors (0: all); a refine copy (k_factor kf) where kf > 0; n
 // vectors added without ids.
-void build(Index& x, float kf, int64_t n, int64_t ntrain = 0) {
-    const Data& s = data();
-    FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);
-    p.gmm.niter = 5;
-    p.gmm.kmeans_iter = 5;
-    ASSERT_EQ(faiss_index_factory(&x.index, s.d, "IVF16,PQ8np", METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
-    ASSERT_EQ(fgmm_ivf_train(x.ivf, ntrain ? ntrain : s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+void build(fgt::Built& x, float kf, int64_t n, int64_t ntrain = 0) {
+    const fgt::Sift& s = data();
+    FgmmIvfParams p = fgt::params(FGMM_ASSIGN_SOAR, 5, 5);
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(x, s.d, "IVF16,PQ8np", p, ntrain ? ntrain : s.nb, s.base.data()));
     if (kf > 0) ASSERT_EQ(fgmm_ivf_refine_flat(x.ivf, kf), 0) << fgmm_get_last_error();
     ASSERT_EQ(fgmm_ivf_add(x.ivf, n, s.base.data(), nullptr, nullptr), 0) << fgmm_get_last_error();
 }
 
-const Index& shared() {
-    static Index x;
+const fgt::Built& shared() {
+    static fgt::Built x;
     if (!x.ivf) build(x, 4.0f, data().nb);
     return x;
 }
@@ -89,7 +64,7 @@ struct Result {
 };
 
 Result refine(const FgmmIvf* h, idx_t k, int nprobe, float kf) {
-    const Data& s = data();
+    const fgt::Sift& s = data();
     Result r{std::vector<float>(s.nq * k), std::vector<idx_t>(s.nq * k), std::vector<int64_t>(s.nq)};
     EXPECT_EQ(fgmm_ivf_search_refine(h, s.nq, s.query.data(), k, nprobe, kf, r.d.data(), r.l.data(), r.dco.data()), 0)
         << fgmm_get_last_error();
@@ -97,7 +72,7 @@ Result refine(const FgmmIvf* h, idx_t k, int nprobe, float kf) {
 }
 
 double exact(int64_t id, int64_t qi) {
-    const Data& s = data();
+    const fgt::Sift& s = data();
     double t = 0;
     for (int c = 0; c < s.d; c++) {
         double e = (double)s.base[id * s.d + c] - s.query[qi * s.d + c];
@@ -110,7 +85,7 @@ bool close(double a, double b) { return std::fabs(a - b) <= 1e-4 * std::max(std:
 
 // Every row: k distinct ids whose distances are their exact distances, ascending.
 void expect_exact_rows(const Result& r, idx_t k) {
-    const Data& s = data();
+    const fgt::Sift& s = data();
     for (int64_t i = 0; i < s.nq; i++) {
         std::set<idx_t> seen;
         for (idx_t t = 0; t < k; t++) {
@@ -124,8 +99,8 @@ void expect_exact_rows(const Result& r, idx_t k) {
 }
 
 TEST(IvfRefine, AllCandidatesEqualsBruteForce) {
-    const Data& s = data();
-    const Index& x = shared();
+    const fgt::Sift& s = data();
+    const fgt::Built& x = shared();
     // every list probed and k x k_factor >= all vectors: the exact top k of the whole base
     float kf = (float)s.nb / K + 1;
     Result r = refine(x.ivf, K, NLIST, kf);
@@ -143,8 +118,8 @@ TEST(IvfRefine, AllCandidatesEqualsBruteForce) {
 }
 
 TEST(IvfRefine, KeepsTheBestOfTheIndexCandidates) {
-    const Data& s = data();
-    const Index& x = shared();
+    const fgt::Sift& s = data();
+    const fgt::Built& x = shared();
     const int nprobe = 2;
     const float kf = 3.5f;  // 35 candidates
     const idx_t kb = 35;
@@ -167,8 +142,8 @@ TEST(IvfRefine, KeepsTheBestOfTheIndexCandidates) {
 }
 
 TEST(IvfRefine, RaisesRecallOverPqAlone) {
-    const Data& s = data();
-    const Index& x = shared();
+    const fgt::Sift& s = data();
+    const fgt::Built& x = shared();
     std::vector<int32_t> gt(s.nq * K);
     for (int64_t i = 0; i < s.nq; i++) {
         std::vector<std::pair<double, idx_t>> all;
@@ -193,7 +168,7 @@ TEST(IvfRefine, RaisesRecallOverPqAlone) {
 }
 
 TEST(IvfRefine, ThreadCountDoesNotChangeResults) {
-    const Index& x = shared();
+    const fgt::Built& x = shared();
     int nt = omp_get_max_threads();
     omp_set_num_threads(1);
     Result a = refine(x.ivf, K, 4, 3.0f);
@@ -206,8 +181,8 @@ TEST(IvfRefine, ThreadCountDoesNotChangeResults) {
 }
 
 TEST(IvfRefine, BadArgumentsAreRefused) {
-    const Data& s = data();
-    const Index& x = shared();
+    const fgt::Sift& s = data();
+    const fgt::Built& x = shared();
     float d[K];
     idx_t l[K];
     for (float kf : {0.0f, 0.5f, -1.0f, NAN, INFINITY}) {
@@ -219,7 +194,7 @@ TEST(IvfRefine, BadArgumentsAreRefused) {
     EXPECT_EQ(fgmm_ivf_search_refine(x.ivf, 1, s.query.data(), 0, 2, 2.0f, d, l, nullptr), FGMM_ERR_ARG);
     EXPECT_EQ(fgmm_ivf_search_refine(nullptr, 1, s.query.data(), K, 2, 2.0f, d, l, nullptr), FGMM_ERR_NULL);
 
-    Index plain;
+    fgt::Built plain;
     build(plain, 0, 500, 3000);
     EXPECT_EQ(fgmm_ivf_search_refine(plain.ivf, 1, s.query.data(), K, 2, 2.0f, d, l, nullptr), FGMM_ERR_STATE);
     EXPECT_EQ(fgmm_ivf_refine_bytes(plain.ivf), 0);
@@ -229,7 +204,7 @@ TEST(IvfRefine, BadArgumentsAreRefused) {
     EXPECT_EQ(fgmm_ivf_refine_flat(nullptr, 2.0f), FGMM_ERR_NULL);
 
     // ids other than the next ones in order: refused, nothing added
-    Index r;
+    fgt::Built r;
     build(r, 2.0f, 100, 3000);
     int64_t entries = faiss_Index_ntotal(r.index);
     std::vector<idx_t> ids = {100, 101, 103};
@@ -258,8 +233,8 @@ uint32_t le32(const std::string& b, size_t at) {
 }
 
 TEST(IvfRefine, RoundTripsThroughTheIndexFile) {
-    const Data& s = data();
-    const Index& x = shared();
+    const fgt::Sift& s = data();
+    const fgt::Built& x = shared();
     fs::path dir = fs::temp_directory_path() / ("fgmm_refine_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     std::string path = (dir / "r.fgmmivf").string(), plain_path = (dir / "p.fgmmivf").string();
@@ -295,7 +270,7 @@ TEST(IvfRefine, RoundTripsThroughTheIndexFile) {
     fgmm_ivf_free(r);
 
     // an index without a refine copy stays version 1 (3 sections): readers of version 1 read it
-    Index plain;
+    fgt::Built plain;
     build(plain, 0, 300, 3000);
     ASSERT_EQ(fgmm_ivf_write(plain.ivf, plain_path.c_str()), 0);
     std::string p = slurp(plain_path);

@@ -21,34 +21,24 @@
 #include "common.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
+#include "ivf_common.h"
 #include "ivf_impl.h"
 
 namespace {
 
-struct Index {
-    FaissIndex* index = nullptr;
-    FgmmIvf* ivf = nullptr;
+// An index with its own base vectors (n x d).
+struct Index : fgt::Built {
     std::vector<float> base;
     int d = 0;
-    ~Index() {
-        fgmm_ivf_free(ivf);
-        faiss_Index_free(index);
-    }
 };
 
 // IVF{nlist},Flat over base (n x d), the rule given, the vectors added under ids (empty: 0..n-1).
 void build(Index& x, int nlist, FgmmAssignRule rule, const std::vector<idx_t>& ids) {
     int64_t n = (int64_t)x.base.size() / x.d;
-    FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);
-    p.rule = rule;
-    p.gmm.niter = 4;
-    p.gmm.kmeans_iter = 4;
+    FgmmIvfParams p = fgt::params(rule, 4, 4);
     p.max_points_per_list = 0;
     std::string spec = "IVF" + std::to_string(nlist) + ",Flat";
-    ASSERT_EQ(faiss_index_factory(&x.index, x.d, spec.c_str(), METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
-    ASSERT_EQ(fgmm_ivf_train(x.ivf, n, x.base.data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(x, x.d, spec.c_str(), p, n, x.base.data()));
     ASSERT_EQ(fgmm_ivf_add(x.ivf, n, x.base.data(), ids.empty() ? nullptr : ids.data(), nullptr), 0)
         << fgmm_get_last_error();
 }
@@ -58,21 +48,12 @@ const Index& sift(FgmmAssignRule rule) {
     static Index soar, hard;
     Index& x = rule == FGMM_ASSIGN_SOAR ? soar : hard;
     if (!x.ivf) {
-        int64_t n = 0;
-        x.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &n, &x.d);
-        EXPECT_GT(n, 0);
+        x.base = fgt::sift().base;
+        x.d = fgt::sift().d;
+        EXPECT_GT(fgt::sift().nb, 0);
         build(x, 32, rule, {});
     }
     return x;
-}
-
-const std::vector<float>& sift_queries() {
-    static std::vector<float> q = [] {
-        int64_t n = 0;
-        int d = 0;
-        return fgt::embedded_u8("sift10K_byte.h5", "query", &n, &d);
-    }();
-    return q;
 }
 
 // n vectors of d values in {0, 1, 2}: many equal vectors and equal distances.
@@ -158,7 +139,7 @@ void expect_all_exact(const Index& x, int64_t nq, const float* q, idx_t k, int n
 }  // namespace
 
 TEST(IvfSingle, EnginesEqualTheExactTruthOnSift) {
-    const std::vector<float>& q = sift_queries();
+    const std::vector<float>& q = fgt::sift().query;
     for (FgmmAssignRule rule : {FGMM_ASSIGN_SOAR, FGMM_ASSIGN_HARD}) {
         const Index& x = sift(rule);
         for (int nprobe : {1, 3, 8, 32})
@@ -173,7 +154,7 @@ TEST(IvfSingle, EnginesEqualTheExactTruthOnSift) {
 // the quantizer's batch size, GEMM or not, cannot change the lists): the list-major engine's sgemm
 // ranking on shared lists, the per-query engine's direct distances, the same answer.
 TEST(IvfSingle, OneQueryPerCallEqualsOneCallOfAll) {
-    const std::vector<float>& q = sift_queries();
+    const std::vector<float>& q = fgt::sift().query;
     const Index& x = sift(FGMM_ASSIGN_SOAR);
     const int64_t nq = 200;
     ASSERT_GE((int64_t)q.size(), nq * x.d);
@@ -250,7 +231,7 @@ TEST(IvfSingle, SplitOverThreadsEqualsOneThread) {
 }
 
 TEST(IvfSingle, EdgesAndErrors) {
-    const std::vector<float>& q = sift_queries();
+    const std::vector<float>& q = fgt::sift().query;
     const Index& x = sift(FGMM_ASSIGN_SOAR);
     std::vector<float> dist(5000);
     std::vector<idx_t> lab(5000);
@@ -264,9 +245,7 @@ TEST(IvfSingle, EdgesAndErrors) {
     FgmmIvfParams p;
     fgmm_ivf_params_init(&p);
     p.gmm.niter = 2;
-    ASSERT_EQ(faiss_index_factory(&empty.index, 6, "IVF4,Flat", METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(empty.index, &p, &empty.ivf), 0);
-    ASSERT_EQ(fgmm_ivf_train(empty.ivf, 500, empty.base.data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(empty, 6, "IVF4,Flat", p, 500, empty.base.data()));
     Result none = run(empty, 1, empty.base.data(), 7, 4, FGMM_SEARCH_AUTO);
     for (idx_t l : none.l) EXPECT_EQ(l, -1);
     for (float v : none.d) EXPECT_TRUE(std::isinf(v));
@@ -284,9 +263,7 @@ TEST(IvfSingle, EdgesAndErrors) {
     FgmmIvfParams pp;
     fgmm_ivf_params_init(&pp);
     pp.gmm.niter = 3;
-    ASSERT_EQ(faiss_index_factory(&pq.index, x.d, "IVF16,PQ8np", METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(pq.index, &pp, &pq.ivf), 0);
-    ASSERT_EQ(fgmm_ivf_train(pq.ivf, 2000, pq.base.data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(pq, x.d, "IVF16,PQ8np", pp, 2000, pq.base.data()));
     ASSERT_EQ(fgmm_ivf_add(pq.ivf, 2000, pq.base.data(), nullptr, nullptr), 0) << fgmm_get_last_error();
     EXPECT_EQ(fgmm_ivf_search_with(pq.ivf, 1, q.data(), 10, 4, dist.data(), lab.data(), nullptr, FGMM_SEARCH_ONE, 0),
               FGMM_ERR_STATE);
@@ -297,7 +274,7 @@ TEST(IvfSingle, EdgesAndErrors) {
 
 // Threads of the caller's own searching one handle one query at a time: each equals the search alone.
 TEST(IvfSingle, ConcurrentCallersAgree) {
-    const std::vector<float>& q = sift_queries();
+    const std::vector<float>& q = fgt::sift().query;
     const Index& x = sift(FGMM_ASSIGN_SOAR);
     const Result want = run(x, 19, q.data(), 10, 8, FGMM_SEARCH_ONE);
     std::vector<int> bad(4, 0);
