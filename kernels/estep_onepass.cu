@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* estep_onepass.cu: the fused E-step in one pass (sm_90a; prepared fp16 rows, dp = 128, kp = 128 CL
- * components with CL = 1, 2, 4 or 8). The two-pass kernels (estep_fused.cu) serve everything else.
+ * components with CL = 1, 2, 4 or 8). The two-pass kernels (estep_fused.cuh) serve everything else.
  *
  * A thread-block cluster of CL blocks walks 128-row tiles; block q owns components [128 q, 128 q + 128),
  * whose means stay in its shared memory. Per tile, each block (two warpgroups of 64 rows):

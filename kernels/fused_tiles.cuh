@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* fused_tiles.cuh: shared-memory tiles of the fused E-step kernels (estep_fused.cu, estep_onepass.cu):
+/* fused_tiles.cuh: shared-memory tiles of the fused E-step kernels (estep_fused*.cu, estep_onepass.cu):
  * operand types, async copies of prepared rows and component tiles into plain or wgmma-panelled
  * tiles. */
 #ifndef FGMM_FUSED_TILES_CUH
