@@ -79,29 +79,10 @@
 #include "flashgmm_ivf.h"
 #include "ivf_impl.h"
 #include "ivf_util.h"
+#include "search_report.h"
 
-#define K 10
-#define MAX_PROBES 24
-#define MAX_SEEDS 8
-#define MAX_THREADS 4
-#define MAX_ROWS 24
-#define MAX_KF 6
-#define MAX_TARGETS 12
-#define NR 3 /* probe rules: FgmmProbeRule's values */
-
-enum { B_FAISS, B_HARD, B_DEFAULT, B_WIDE }; /* builds: FAISS's, gmm-hard, default, FAISS at wider nlists */
-#define MAX_BUILDS (B_WIDE + 4)
-
-typedef struct rowspec {
-    char name[32];
-    int build, api; /* api: searched by FAISS's C API (else fgmm_ivf_search*) */
-    int engine;     /* ours: FGMM_SEARCH_* */
-    float kf;       /* re-ranking k_factor (0: none) */
-    int rule;       /* -1: swept over --nprobes; else the FgmmProbeRule calibrated for each --targets */
-} rowspec;
-
-static rowspec rs[MAX_ROWS];
-static int nrows = 0;
+rowspec rs[MAX_ROWS];
+int nrows = 0;
 
 static void add_row(const char* name, int build, int api, int engine, float kf, int rule) {
     rowspec* r = &rs[nrows++];
@@ -113,16 +94,6 @@ static void die(const char* what) {
     fprintf(stderr, "bench_search: %s: %s\n", what, fgmm_get_last_error());
     exit(1);
 }
-
-typedef struct point {
-    double recall, dco, qps[MAX_THREADS];
-    double setting, cal_recall; /* nprobe, or a probe row's calibrated setting and its calibration recall */
-} point;
-
-typedef struct row {
-    double train_s, add_s, bytes, cal_s; /* cal_s: seconds of a probe row's calibrations */
-    point p[MAX_PROBES];                 /* per nprobe, or per target (probe rows; recall -1: not reached) */
-} row;
 
 static idx_t batch = 0;                  /* queries per search call (0: all) */
 static int min_probe = 2, max_probe = 0; /* probe rows' FgmmIvfSearchParams */
@@ -183,28 +154,6 @@ static double faiss_dco(FaissIndex* base, idx_t nq, const float* xq, int np, flo
     return s / nq;
 }
 
-/* QPS (t >= 0: thread index t) or DCO (t = -1) of a sweep of n points at recall level lv: -1 if the
- * sweep does not reach it (bracket: nor starts at or below it; else the first point's value serves).
- * Log-linear in recall between the points that bracket lv (the same as log nprobe linear in recall,
- * log QPS linear in log nprobe). */
-static double value_at(const point* pts, int n, double lv, int t, int bracket) {
-    for (int p = 0; p < n; p++) {
-        if (pts[p].recall < lv) continue;
-        double vb = t < 0 ? pts[p].dco : pts[p].qps[t];
-        if (p == 0) return bracket && pts[0].recall > lv ? -1 : vb;
-        double va = t < 0 ? pts[p - 1].dco : pts[p - 1].qps[t];
-        if (!(pts[p].recall > pts[p - 1].recall)) return vb;
-        double f = (lv - pts[p - 1].recall) / (pts[p].recall - pts[p - 1].recall);
-        return exp(log(va) + f * (log(vb) - log(va)));
-    }
-    return -1;
-}
-
-static int cmp_point(const void* a, const void* b) {
-    const point *x = a, *y = b;
-    return (x->recall > y->recall) - (x->recall < y->recall);
-}
-
 /* The index of the comma-separated token at s among names[0..n), or -1. */
 static int token(const char* s, const char* const* names, int n) {
     size_t len = strcspn(s, ",");
@@ -219,13 +168,6 @@ static int parse_list(const char* s, double* out, int max) {
     return n;
 }
 
-/* The row row m is divided by in the first summary: FAISS's row of the same k_factor (--pq), else row 0. */
-static int base_row(int m) {
-    for (int c = 0; c < nrows; c++)
-        if (rs[c].api && rs[c].kf == rs[m].kf && (rs[c].build == B_FAISS)) return c;
-    return 0;
-}
-
 /* FAISS's IndexIVF::train: its k-means (Clustering's defaults, niter 10; the seed), then the rest. */
 static void faiss_train(FaissIndex* fi, int d, int nlist, int seed, idx_t nb, const float* xb) {
     FaissClusteringParameters cp;
@@ -238,39 +180,6 @@ static void faiss_train(FaissIndex* fi, int d, int nlist, int seed, idx_t nb, co
         faiss_Index_train(fi, nb, xb))
         die("faiss train");
     faiss_Clustering_free(cl);
-}
-
-/* Seed table of the swept rows (probe 0: per nprobe) or of the probe rows (probe 1: per target, each
- * point with its setting and calibration recall first); xs: the n nprobes or targets. */
-static void print_seed(int seed, const row* rw, int probe, int n, const double* xs, int nt) {
-    int any = 0;
-    for (int m = 0; m < nrows; m++) any |= (rs[m].rule >= 0) == probe;
-    if (!any) return;
-    printf("seed %d%s, then per row %srecall@10 / DCO / QPS at each thread count\n", seed,
-           probe ? " probe rows: target" : ": nprobe", probe ? "setting / calibration recall / " : "");
-    printf(probe ? "| target |" : "| nprobe |");
-    for (int m = 0; m < nrows; m++)
-        if ((rs[m].rule >= 0) == probe) printf(" %s |", rs[m].name);
-    printf("\n|---:|");
-    for (int m = 0; m < nrows; m++)
-        if ((rs[m].rule >= 0) == probe) printf("---|");
-    printf("\n");
-    for (int p = 0; p < n; p++) {
-        printf("| %g |", xs[p]);
-        for (int m = 0; m < nrows; m++) {
-            if ((rs[m].rule >= 0) != probe) continue;
-            const point* pt = &rw[m].p[p];
-            if (pt->recall < 0) {
-                printf(" - |");
-                continue;
-            }
-            if (probe) printf(" %.4g / %.4f /", pt->setting, pt->cal_recall);
-            printf(" %.4f / %.0f /", pt->recall, pt->dco);
-            for (int t = 0; t < nt; t++) printf(" %.0f", pt->qps[t]);
-            printf(" |");
-        }
-        printf("\n");
-    }
 }
 
 int main(int argc, char** argv) {
@@ -534,93 +443,7 @@ int main(int argc, char** argv) {
         print_seed(seeds[si], rows[si], 0, np, probes, nt);
         fflush(stdout);
     }
-    /* every row's points per seed; a probe row's: the targets reached, sorted by recall */
-    static point sw[MAX_SEEDS][MAX_ROWS][MAX_PROBES];
-    static int nsw[MAX_SEEDS][MAX_ROWS];
-    for (int si = 0; si < ns; si++)
-        for (int m = 0; m < nrows; m++) {
-            int n = 0;
-            for (int p = 0; p < NPTS(m); p++)
-                if (rows[si][m].p[p].recall >= 0) sw[si][m][n++] = rows[si][m].p[p];
-            if (rs[m].rule >= 0) qsort(sw[si][m], (size_t)n, sizeof(point), cmp_point);
-            nsw[si][m] = n;
-        }
-    const double levels[] = {0.50, 0.60, 0.70, 0.80, 0.85, 0.90, 0.95, 0.99};
-    const int nl = sizeof levels / sizeof levels[0], l0 = pq ? 0 : 3; /* PQ alone tops out low */
-    double mb[MAX_ROWS] = {0};
-    for (int m = 0; m < nrows; m++)
-        for (int si = 0; si < ns; si++) mb[m] += rows[si][m].bytes / 1e6 / ns;
-    for (int table = reps ? 0 : 2; table < 3; table++) { /* QPS to the base row, to FAISS's best; DCO */
-        if (table == 0) {
-            printf(
-                "\nmean over %d seeds: train s, add s, MB; QPS ratio to %s at recall@10 level, mean [min, max] over seeds "
-                "(threads:",
-                ns, pq ? "FAISS's row of the same k_factor" : rs[0].name);
-        } else if (table == 1) {
-            printf(
-                "\nQPS ratio to FAISS's best row of at most the row's MB (the highest QPS at the level among FAISS's "
-                "rows, per seed and thread count), mean [min, max] over seeds (threads:");
-        } else {
-            printf("\nDCO ratio to %s at recall@10 level, mean [min, max] over seeds (< 1: fewer distance computations",
-                   pq ? "FAISS's row of the same k_factor" : rs[0].name);
-        }
-        for (int t = 0; t < nt && table < 2; t++) printf(" %d", threads[t]);
-        printf("; '-' where a curve does not reach the level)\n\n| row | train s | add s | MB |");
-        for (int l = l0; l < nl; l++) printf(" @%.2f |", levels[l]);
-        printf("\n|---|---:|---:|---:|");
-        for (int l = l0; l < nl; l++) printf("---|");
-        printf("\n");
-        for (int m = 0; m < nrows; m++) {
-            if (table == 1 && rs[m].api) continue;
-            double tr = 0, ad = 0;
-            for (int si = 0; si < ns; si++) tr += rows[si][m].train_s / ns, ad += rows[si][m].add_s / ns;
-            printf("| %s | %.2f | %.2f | %.1f |", rs[m].name, tr, ad, mb[m]);
-            for (int l = l0; l < nl; l++) {
-                printf(" ");
-                for (int t = 0; t < (table < 2 ? nt : 1); t++) {
-                    int tt = table < 2 ? t : -1;
-                    double s = 0, lo = INFINITY, hi = 0;
-                    int ok = 1;
-                    for (int si = 0; si < ns && ok; si++) {
-                        double a = value_at(sw[si][m], nsw[si][m], levels[l], tt, rs[m].rule >= 0), f = -1;
-                        for (int c = 0; c < nrows; c++) /* the baseline: faiss, or FAISS's best of <= MB */
-                            if (table == 1 ? rs[c].api && mb[c] <= mb[m] * 1.0001 : c == base_row(m)) {
-                                double v = value_at(sw[si][c], nsw[si][c], levels[l], tt, rs[c].rule >= 0);
-                                f = v > f ? v : f;
-                            }
-                        ok = a > 0 && f > 0;
-                        double r = ok ? a / f : 0;
-                        s += r / ns, lo = r < lo ? r : lo, hi = r > hi ? r : hi;
-                    }
-                    if (!ok) printf("%s-", t ? " / " : "");
-                    else if (ns > 1 && (m != base_row(m) || table == 1))
-                        printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
-                    else printf("%s%.2f", t ? " / " : "", s);
-                }
-                printf(" |");
-            }
-            printf("\n");
-        }
-    }
-    if (nru) { /* how well the calibration transfers to the queries */
-        printf(
-            "\ncalibration: recall@10 on the queries minus the target, mean [min, max] over targets and seeds; "
-            "seconds per calibration\n\n| row | recall - target | s |\n|---|---|---:|\n");
-        for (int m = 0; m < nrows; m++) {
-            if (rs[m].rule < 0) continue;
-            double s = 0, lo = INFINITY, hi = -INFINITY, cs = 0;
-            int n = 0;
-            for (int si = 0; si < ns; si++) {
-                cs += rows[si][m].cal_s / ntg / ns;
-                for (int g = 0; g < ntg; g++) {
-                    if (rows[si][m].p[g].recall < 0) continue;
-                    double e = rows[si][m].p[g].recall - targets[g];
-                    s += e, n++, lo = e < lo ? e : lo, hi = e > hi ? e : hi;
-                }
-            }
-            printf("| %s | %+.4f [%+.4f, %+.4f] | %.2f |\n", rs[m].name, n ? s / n : 0, lo, hi, cs);
-        }
-    }
+    print_summary(rows, ns, threads, nt, pq, reps, np, ntg, targets, nru);
     free(dist), free(lab), free(dco), free(xb), free(xq);
     if (calib) free(xcal), fgmm_vecs_free(&vc);
     fgmm_vecs_free(&vb), fgmm_vecs_free(&vq);
