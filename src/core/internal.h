@@ -17,7 +17,6 @@ extern "C" { /* the C++ tests use the engine directly */
 #define fgmm_fail fgmm_set_last_error
 void fgmm_clear_error(void);
 
-/* Limits that keep size arithmetic in range (also for hostile files). */
 /* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
  * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
@@ -49,6 +48,7 @@ static inline float fgmm_exp_nonpos(float x) {
     return under ? 0.0f : p * u.f;
 }
 
+/* Limits that keep size arithmetic in range (also for hostile files). */
 #define FGMM_MAX_DIM (1 << 20)
 #define FGMM_MAX_K (1 << 24)
 
