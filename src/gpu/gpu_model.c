@@ -20,6 +20,27 @@ int fgmm_gpu_upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst) {
     return FGMM_OK;
 }
 
+/* The fused kernels' model over g's device buffers (shift, mu_hi, mu_lo; b2, h2, mn in cst). */
+static fgmm_fused_model fused_model(const gpu_impl* g, int k, int kp, int d, int dp, double scale, float inv_scale2,
+                                    float inv_scale, int wgmma) {
+    const float* cst = g->cst.p;
+    return (fgmm_fused_model){.k = k,
+                              .kp = kp,
+                              .d = d,
+                              .dp = dp,
+                              .shift = g->shift.p,
+                              .mu_hi = g->mu_hi.p,
+                              .mu_lo = g->mu_lo.p,
+                              .b2 = cst,
+                              .h2 = cst + kp,
+                              .mn = cst + 2 * kp,
+                              .scale = (float)scale,
+                              .inv_scale2 = inv_scale2,
+                              .inv_scale = inv_scale,
+                              .xnorm = NULL,
+                              .wgmma = wgmma};
+}
+
 /* The prepared path's model constants, computed on the device from a device model (mu k x d, var k
  * or k x d, w k) with the data mean as shift; fills c for fgmm_gpu_estep_chunk. Isotropic: with check,
  * *in_range says whether the rows' fixed fp16 prescale holds the means (|mu - mean| * scale <= 2^15:
@@ -49,27 +70,13 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
             *in_range = amax <= 32768.0f;
         }
     }
-    const float* cst = g->cst.p;
     c->fused = c->prep = 1;
     c->mode = FGMM_FUSED_FP16;
     c->kp = kp;
     c->dp = dp;
     /* diagonal: dot products of [x', x'^2] rows, already in log2 units once h2 applies (see kernels.h) */
-    c->fm = (fgmm_fused_model){k,
-                               kp,
-                               diag ? 2 * d : d,
-                               dp,
-                               g->shift.p,
-                               g->mu_hi.p,
-                               g->mu_lo.p,
-                               cst,
-                               cst + kp,
-                               cst + 2 * kp,
-                               (float)scale,
-                               diag ? 0.5f : (float)(1.0 / (scale * scale)),
-                               diag ? 1.0f : (float)(1.0 / scale),
-                               NULL,
-                               c->plan.wgmma};
+    c->fm = fused_model(g, k, kp, diag ? 2 * d : d, dp, scale, diag ? 0.5f : (float)(1.0 / (scale * scale)),
+                        diag ? 1.0f : (float)(1.0 / scale), c->plan.wgmma);
     return FGMM_OK;
 }
 
@@ -147,22 +154,7 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         c->mode = c->plan.mode;
         double scale = c->mode == FGMM_FUSED_FP16 ? pow2_prescale(fmax(g->amax + ash, amu)) : 1.0;
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
-        const float* cst = g->cst.p;
-        c->fm = (fgmm_fused_model){k,
-                                   kp,
-                                   d,
-                                   dp,
-                                   g->shift.p,
-                                   g->mu_hi.p,
-                                   g->mu_lo.p,
-                                   cst,
-                                   cst + kp,
-                                   cst + 2 * kp,
-                                   (float)scale,
-                                   (float)(1.0 / (scale * scale)),
-                                   (float)(1.0 / scale),
-                                   NULL,
-                                   0};
+        c->fm = fused_model(g, k, kp, d, dp, scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), 0);
         return FGMM_OK;
     }
     /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
