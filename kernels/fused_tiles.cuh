@@ -167,6 +167,63 @@ __device__ __forceinline__ void log_densities(float (&a)[NJ][4], const float* cs
     }
 }
 
+/* Pass 2's tile math for one warp: st holds S^T (this warp's components g and g + 8 of an m16 C fragment
+ * against 8 NJ rows: x'.mu', prescaled); into rt (st itself, or another array), the responsibilities
+ * r = exp2(b2 - h2 t - logz2) with
+ * t = ||x'||^2 - 2 x'.mu' (xnt, lzt: the rows' norms and logz2); nk += r, s2 += r (t + ||mu'||^2) (no clamp of
+ * the distance at 0: pass 1 has none either, and the M-step floors the variance). cb, ch, cm: the two
+ * components' b2, h2, ||mu'||^2. */
+template <int NJ>
+__device__ __forceinline__ void tile_responsibilities(const float (&st)[NJ][4], float (&rt)[NJ][4], const float* xnt, const float* lzt, float m2,
+                                                      const float (&cb)[2], const float (&ch)[2], const float (&cm)[2],
+                                                      float (&nk)[2], float (&s2)[2]) {
+    const int c = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const float2 xv = *(const float2*)(xnt + j * 8 + 2 * c), lv = *(const float2*)(lzt + j * 8 + 2 * c);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int h = e >> 1;
+            float t = fmaf(m2, st[j][e], e & 1 ? xv.y : xv.x); /* ||x'||^2 - 2 x'.mu' */
+            float r = exp2f(fmaf(-ch[h], t, cb[h]) - (e & 1 ? lv.y : lv.x));
+            nk[h] += r;
+            s2[h] = fmaf(r, t + cm[h], s2[h]);
+            rt[j][e] = r;
+        }
+    }
+}
+
+/* Pass 2's one write per block: quad-reduces this warp's per-component sums nk, s2 (components kw + g and
+ * kw + g + 8) and adds them, and the R^T x accumulators acc (NH x 128 columns, scaled by inv_scale; s1 rows dp
+ * wide), to the double outputs with atomics; components >= k and columns >= d are skipped. */
+template <int NH>
+__device__ __forceinline__ void flush_stats(float (&nk)[2], float (&s2)[2], const float (&acc)[NH][DP_MAX / 8][4],
+                                            int kw, int k, int d, int dp, float inv_scale, double* __restrict__ nk_out,
+                                            double* __restrict__ s1_out, double* __restrict__ s2_out) {
+    const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 1);
+        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 2);
+        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 1);
+        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 2);
+        int kk = kw + g + 8 * h;
+        if (c == 0 && kk < k) {
+            atomicAdd(nk_out + kk, (double)nk[h]);
+            atomicAdd(s2_out + kk, (double)s2[h]);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < NH; h++)
+#pragma unroll
+        for (int j = 0; j < DP_MAX / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int kk = kw + g + 8 * (e >> 1), col = h * DP_MAX + j * 8 + 2 * c + (e & 1);
+                if (kk < k && col < d) atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[h][j][e] * inv_scale));
+            }
+}
+
 /* The dynamic smem base rounded up to 1024 B (panelled wgmma tiles need it; +1024 B is allocated). */
 __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg) {
     if (!wg) return raw;

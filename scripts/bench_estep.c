@@ -23,6 +23,9 @@
  * "extra MB" is device memory the engine holds besides the data (fp32 rows, or the prepared copy). The relative error of
  * each GPU path's N_k and sum r x against the exact path is printed too.
  *
+ *   bench_estep --ws [NxKxD ...] [--reps R]   pass 2 on the warp-specialised sm_90a kernel (kernels/estep_ws.cu)
+ *       against the default two passes, same engine and rows, interleaved: two passes, pipelined, plain, two
+ *       passes again; ms, kernel times, kernel launches, and each one's N_k / sum r x error against fused-exact.
  *   bench_estep --stream NxKxD [--mem-limit-mb M]   uint8 data streamed from host memory through a
  *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
  *       resident 10M-row slice.
@@ -360,6 +363,33 @@ static int diag_mode(const char* shape) {
     return 0;
 }
 
+/* --ws: one table row per shape (see the header); st: 5 statistics of k x d. */
+static void ws_row(fgmm_engine* e, const fgmm_data* xd, const FgmmModel* m, fgmm_stats* st, int reps) {
+    const int k = m->k, d = m->d;
+    fgmm_engine_gpu_set_onepass(e, 0);
+    static const int variant[4] = {FGMM_GPU_WS_OFF, FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN, FGMM_GPU_WS_OFF};
+    result r[4];
+    long long launches[4];
+    for (int v = 0; v < 4; v++) {
+        long long before = fgmm_engine_gpu_ws_launches(e);
+        fgmm_engine_gpu_set_ws(e, variant[v]);
+        r[v] = time_engine(e, xd, m, &st[v], reps);
+        launches[v] = fgmm_engine_gpu_ws_launches(e) - before;
+    }
+    fgmm_engine_gpu_set_ws(e, FGMM_GPU_WS_OFF);
+    fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_EXACT, 0);
+    time_engine(e, xd, m, &st[4], 1);
+    fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED, 0);
+    fgmm_engine_gpu_set_onepass(e, -1);
+    printf("| %lld x %d x %d |", (long long)xd->n, k, d);
+    for (int v = 0; v < 4; v++) printf(" %.3f (%.2f + %.2f) |", r[v].ms, r[v].lse_ms, r[v].acc_ms);
+    printf(" %lld, %lld |", launches[1], launches[2]);
+    for (int v = 0; v < 3; v++)
+        printf(" %.1e, %.1e |", rel(st[v].nk, st[4].nk, (size_t)k), rel(st[v].s1, st[4].s1, (size_t)k * d));
+    printf("\n");
+    fflush(stdout);
+}
+
 int main(int argc, char** argv) {
     size_t mem_mb = 2048;
     for (int i = 1; i + 1 < argc; i++)
@@ -375,10 +405,11 @@ int main(int argc, char** argv) {
     const char* defaults[] = {"100000x1024x128", "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
                               "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};
     const char* shapes[32];
-    int ns = 0, reps = 10;
+    int ns = 0, reps = 10, ws = 0;
     long long cpu_max = 100000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ws")) ws = 1;
         else if (!strcmp(argv[i], "--cpu-max-n") && i + 1 < argc) cpu_max = atoll(argv[++i]);
         else if (ns < 32) shapes[ns++] = argv[i];
     }
@@ -390,6 +421,11 @@ int main(int argc, char** argv) {
         fprintf(stderr, "bench_estep: no CUDA device\n");
         return 1;
     }
+    if (ws)
+        printf("| N x K x D | two passes ms (pass 1 + pass 2) | pass 2 warp-specialised, pipelined | plain | two passes "
+               "again | launches (pipelined, plain) | err vs exact (Nk, s1): two passes | pipelined | plain |\n"
+               "|---|---|---|---|---|---|---|---|---|\n");
+    else
     printf("| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
            "extra MB | mma.sync ms | "
            "(pass 1 + pass 2) | fp16 raw rows ms | (pass 1 + pass 2) | fused-bf16 ms | fused-exact ms | blas-tiled ms | "
@@ -433,6 +469,15 @@ int main(int argc, char** argv) {
         if (fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST)) {
             fprintf(stderr, "%s\n", fgmm_get_last_error());
             return 1;
+        }
+        if (ws) {
+            ws_row(e, &xd, m, st, reps);
+            fgmm_engine_destroy(e);
+            for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
+            fgmm_model_free(m);
+            free(x);
+            free(c);
+            continue;
         }
         result fast = time_engine(e, &xd, m, &st[0], reps); /* prepared fp16 rows (wgmma on sm_90) */
         fgmm_engine_gpu_set_onepass(e, 1);

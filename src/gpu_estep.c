@@ -77,8 +77,12 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
         CU(cudaEventRecord(g->tev[1], g->st));
         KL(fgmm_accumulate_d(g->llp.p, g->ll.p, nb, g->st)); /* ll: per-block sums, in a fixed order */
-        KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p,
-                                 g->s1.p, g->s2.p, 0, g->st));
+        if (g->ws && c->prep && fgmm_fused_ws_ok(&c->fm)) {
+            KL(fgmm_fused_accumulate_ws(dx, rows, &c->fm, g->logz.p, g->nk.p, g->s1.p, g->s2.p, g->ws, 0, g->st));
+            g->ws_launches++;
+        } else
+            KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p,
+                                     g->s1.p, g->s2.p, 0, g->st));
         CU(cudaEventRecord(g->tev[2], g->st));
         g->timed = 1;
         return FGMM_OK;
