@@ -169,14 +169,14 @@ __device__ __forceinline__ void log_densities(float (&a)[NJ][4], const float* cs
 
 /* Pass 2's tile math for one warp: st holds S^T (this warp's components g and g + 8 of an m16 C fragment
  * against 8 NJ rows: x'.mu', prescaled); into rt (st itself, or another array), the responsibilities
- * r = exp2(b2 - h2 t - logz2) with
- * t = ||x'||^2 - 2 x'.mu' (xnt, lzt: the rows' norms and logz2); nk += r, s2 += r (t + ||mu'||^2) (no clamp of
- * the distance at 0: pass 1 has none either, and the M-step floors the variance). cb, ch, cm: the two
- * components' b2, h2, ||mu'||^2. */
+ * r = exp2(b2 - h2 t - logz2) with t = ||x'||^2 - 2 x'.mu' (xnt, lzt: the rows' norms and logz2);
+ * nk += r, s2 += r (t + ||mu'||^2) (no clamp of the distance at 0: pass 1 has none either, and the M-step
+ * floors the variance). cb, ch, cm: the two components' b2, h2, ||mu'||^2. */
 template <int NJ>
-__device__ __forceinline__ void tile_responsibilities(const float (&st)[NJ][4], float (&rt)[NJ][4], const float* xnt, const float* lzt, float m2,
-                                                      const float (&cb)[2], const float (&ch)[2], const float (&cm)[2],
-                                                      float (&nk)[2], float (&s2)[2]) {
+__device__ __forceinline__ void tile_responsibilities(const float (&st)[NJ][4], float (&rt)[NJ][4], const float* xnt,
+                                                      const float* lzt, float m2, const float (&cb)[2],
+                                                      const float (&ch)[2], const float (&cm)[2], float (&nk)[2],
+                                                      float (&s2)[2]) {
     const int c = threadIdx.x % 4;
 #pragma unroll
     for (int j = 0; j < NJ; j++) {

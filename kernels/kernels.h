@@ -81,6 +81,9 @@ int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fuse
  * fgmm_fused_accumulate in fp16 mode. Variants: */
 #define FGMM_WS_PIPE2 1  /* 2 consumer warpgroups, each running a tile's exponentials under the previous R^T x */
 #define FGMM_WS_PLAIN2 2 /* 2 consumer warpgroups, one tile at a time each (R^T x waited for at the next tile) */
+/* Pass 1 warp-specialised likewise (same conditions): the same logz2 and ll_part bits as fgmm_fused_lse. */
+int fgmm_fused_lse_ws(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
+                      cudaStream_t stream);
 /* 1 where the kernel applies (sm_90 model, dp = 128, the driver's tensor-map encoder present). */
 int fgmm_fused_ws_ok(const fgmm_fused_model* m);
 /* splits: row-range blocks per component tile (0 = one block per SM). cudaErrorInvalidValue where

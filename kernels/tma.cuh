@@ -16,7 +16,9 @@ __device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
 }
 /* Makes initialised mbarriers visible to the async proxy (the copy engine) and the other threads
  * (with the __syncthreads that follows). */
-__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbar_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
 /* One arrival that also announces `bytes` of asynchronous copies completing on this phase. */
 __device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
@@ -31,18 +33,19 @@ __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
     const uint32_t a = smem_u32(b);
     uint32_t ok;
     do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(ok)
-                     : "r"(a), "r"(parity)
-                     : "memory");
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(ok)
+            : "r"(a), "r"(parity)
+            : "memory");
     } while (!ok);
 }
 /* The copy engine: box (c0, c1) of the 2-D tensor map (a __grid_constant__ kernel parameter) into
  * shared memory at dst (the map's swizzle applied), completing on bar. */
 __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
     asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
-            smem_u32(dst)),
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+        "[%4];\n" ::"r"(smem_u32(dst)),
         "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(smem_u32(bar))
         : "memory");
 }

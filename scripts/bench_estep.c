@@ -23,9 +23,10 @@
  * "extra MB" is device memory the engine holds besides the data (fp32 rows, or the prepared copy). The relative error of
  * each GPU path's N_k and sum r x against the exact path is printed too.
  *
- *   bench_estep --ws [NxKxD ...] [--reps R]   pass 2 on the warp-specialised sm_90a kernel (kernels/estep_ws.cu)
- *       against the default two passes, same engine and rows, interleaved: two passes, pipelined, plain, two
- *       passes again; ms, kernel times, kernel launches, and each one's N_k / sum r x error against fused-exact.
+ *   bench_estep --ws [NxKxD ...] [--reps R]   the warp-specialised sm_90a kernels (kernels/estep_ws.cu) against
+ *       the default two passes, same engine and rows, interleaved: two passes, pass 2 pipelined, plain, pipelined
+ *       with pass 1 warp-specialised, two passes again; ms, kernel times, chunks that ran them, and each one's
+ *       N_k / sum r x error against fused-exact.
  *   bench_estep --stream NxKxD [--mem-limit-mb M]   uint8 data streamed from host memory through a
  *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
  *       resident 10M-row slice.
@@ -363,14 +364,15 @@ static int diag_mode(const char* shape) {
     return 0;
 }
 
-/* --ws: one table row per shape (see the header); st: 5 statistics of k x d. */
+/* --ws: one table row per shape (see the header); st: 6 statistics of k x d. */
 static void ws_row(fgmm_engine* e, const fgmm_data* xd, const FgmmModel* m, fgmm_stats* st, int reps) {
     const int k = m->k, d = m->d;
     fgmm_engine_gpu_set_onepass(e, 0);
-    static const int variant[4] = {FGMM_GPU_WS_OFF, FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN, FGMM_GPU_WS_OFF};
-    result r[4];
-    long long launches[4];
-    for (int v = 0; v < 4; v++) {
+    static const int variant[5] = {FGMM_GPU_WS_OFF, FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN,
+                                   FGMM_GPU_WS_PIPE | FGMM_GPU_WS_LSE, FGMM_GPU_WS_OFF};
+    result r[5];
+    long long launches[5];
+    for (int v = 0; v < 5; v++) {
         long long before = fgmm_engine_gpu_ws_launches(e);
         fgmm_engine_gpu_set_ws(e, variant[v]);
         r[v] = time_engine(e, xd, m, &st[v], reps);
@@ -378,14 +380,14 @@ static void ws_row(fgmm_engine* e, const fgmm_data* xd, const FgmmModel* m, fgmm
     }
     fgmm_engine_gpu_set_ws(e, FGMM_GPU_WS_OFF);
     fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_EXACT, 0);
-    time_engine(e, xd, m, &st[4], 1);
+    time_engine(e, xd, m, &st[5], 1);
     fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED, 0);
     fgmm_engine_gpu_set_onepass(e, -1);
     printf("| %lld x %d x %d |", (long long)xd->n, k, d);
-    for (int v = 0; v < 4; v++) printf(" %.3f (%.2f + %.2f) |", r[v].ms, r[v].lse_ms, r[v].acc_ms);
-    printf(" %lld, %lld |", launches[1], launches[2]);
-    for (int v = 0; v < 3; v++)
-        printf(" %.1e, %.1e |", rel(st[v].nk, st[4].nk, (size_t)k), rel(st[v].s1, st[4].s1, (size_t)k * d));
+    for (int v = 0; v < 5; v++) printf(" %.3f (%.2f + %.2f) |", r[v].ms, r[v].lse_ms, r[v].acc_ms);
+    printf(" %lld, %lld, %lld |", launches[1], launches[2], launches[3]);
+    for (int v = 0; v < 4; v++)
+        printf(" %.1e, %.1e |", rel(st[v].nk, st[5].nk, (size_t)k), rel(st[v].s1, st[5].s1, (size_t)k * d));
     printf("\n");
     fflush(stdout);
 }
@@ -422,9 +424,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     if (ws)
-        printf("| N x K x D | two passes ms (pass 1 + pass 2) | pass 2 warp-specialised, pipelined | plain | two passes "
-               "again | launches (pipelined, plain) | err vs exact (Nk, s1): two passes | pipelined | plain |\n"
-               "|---|---|---|---|---|---|---|---|---|\n");
+        printf("| N x K x D | two passes ms (pass 1 + pass 2) | pass 2 warp-specialised, pipelined | plain | pipelined "
+               "+ pass 1 warp-specialised | two passes again | launches (the three) | err vs exact (Nk, s1): two passes "
+               "| pipelined | plain | both passes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     else
     printf("| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
            "extra MB | mma.sync ms | "

@@ -23,16 +23,18 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
  * never, -1 (the default; FGMM_ONEPASS=1 / 0 set the others) only for kp = 128 components, where it
  * is faster than the two passes (clusters of more blocks are slower). */
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on);
-/* Pass 2 of the two-pass fused E-step on the warp-specialised sm_90a kernel (kernels/estep_ws.cu) wherever
- * it applies (prepared rows 128 wide on an sm_90 device; elsewhere the usual kernel runs). Not measured
- * faster yet: off by default. */
+/* The two-pass fused E-step on the warp-specialised sm_90a kernels (kernels/estep_ws.cu) wherever they
+ * apply (prepared rows 128 wide on an sm_90 device; elsewhere the usual kernels run): variant = pass 2's
+ * (PIPE or PLAIN, or none), optionally | FGMM_GPU_WS_LSE for pass 1. Not measured faster yet: off by default. */
 enum {
     FGMM_GPU_WS_OFF = 0,   /* the default */
-    FGMM_GPU_WS_PIPE = 1,  /* kernels.h's FGMM_WS_PIPE2 */
-    FGMM_GPU_WS_PLAIN = 2, /* FGMM_WS_PLAIN2 */
+    FGMM_GPU_WS_PIPE = 1,  /* pass 2: kernels.h's FGMM_WS_PIPE2 */
+    FGMM_GPU_WS_PLAIN = 2, /* pass 2: FGMM_WS_PLAIN2 */
+    FGMM_GPU_WS_ACC = 3,   /* (the bits of pass 2's variant) */
+    FGMM_GPU_WS_LSE = 4,   /* pass 1 */
 };
 int fgmm_engine_gpu_set_ws(fgmm_engine* e, int variant);
-/* Launches of that kernel so far (0 where it does not apply); -1 for another engine. */
+/* E-step chunks that ran a warp-specialised kernel so far (0 where they do not apply); -1 for another engine. */
 long long fgmm_engine_gpu_ws_launches(const fgmm_engine* e);
 /* The CUDA device of a single-GPU engine; -1 for another engine. */
 int fgmm_engine_gpu_device(const fgmm_engine* e);

@@ -48,8 +48,8 @@ typedef struct gpu_impl {
     size_t mem_limit;
     int path;            /* FGMM_GPU_PATH_* */
     int onepass;         /* one-pass fused kernel: -1 where kp = 128 (faster there), 1 wherever it applies, 0 never */
-    int ws;              /* pass 2 on the warp-specialised kernel (FGMM_WS_* variant) where it applies; 0: never */
-    long long ws_launches; /* launches of that kernel (tests and benchmarks check that it ran) */
+    int ws;              /* the warp-specialised kernels where they apply (FGMM_GPU_WS_*); 0: never */
+    long long ws_launches; /* E-step chunks that ran them (tests and benchmarks check that they ran) */
     long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES (gpu_estep.c) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];

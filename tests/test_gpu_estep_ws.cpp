@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-// The warp-specialised pass 2 (kernels/estep_ws.cu: copy-engine loads, mbarriers, consumer warpgroups)
-// against the float64 reference and against the default pass 2 on the same prepared rows. Skips
+// The warp-specialised passes (kernels/estep_ws.cu: copy-engine loads, mbarriers, consumer warpgroups)
+// against the float64 reference and against the default passes on the same prepared rows. Skips
 // without a CUDA device, and after its checks where the kernel does not apply (not sm_90).
 #include <gtest/gtest.h>
 
@@ -29,7 +29,7 @@ struct Stats {
     long long ws_launches = 0;
 };
 
-// One E-step of the engine's fast fused path (two passes), pass 2 on variant ws (FGMM_GPU_WS_*).
+// One E-step of the engine's fast fused path (two passes) on variant ws (FGMM_GPU_WS_*).
 Stats engine_stats(const FgmmModel* m, int64_t n, const float* x, int ws) {
     const int k = fgmm_model_k(m), d = fgmm_model_d(m);
     const bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
@@ -57,8 +57,8 @@ double rel(const std::vector<double>& a, const std::vector<double>& b) {
     return a.size() == b.size() && !a.empty() ? rel_err(a.data(), b.data(), a.size()) : INFINITY;
 }
 
-// Both variants against the default pass 2 (tight) and, for isotropic models, against float64; returns
-// whether the kernel ran.
+// The variants against the default passes (tight) and, for isotropic models, against float64; returns
+// whether the kernels ran.
 bool check_shape(int64_t n, int k, int d, FgmmCovariance cov, uint64_t seed) {
     auto x = planted(n, d, k, 0.6, seed);
     FgmmModel* m = model_from_rows(x.data(), n, d, k, cov, 1.2, seed + 1);
@@ -69,14 +69,15 @@ bool check_shape(int64_t n, int k, int d, FgmmCovariance cov, uint64_t seed) {
     RefStats ref;
     if (cov == FGMM_COV_ISOTROPIC) ref = ref_estep(m, n, x.data());
     bool ran = true;
-    for (int ws : {FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN}) {
-        const std::string w = (ws == FGMM_GPU_WS_PIPE ? " pipelined" : " plain") + at;
+    for (int ws :
+         std::vector<int>{FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN, FGMM_GPU_WS_LSE, FGMM_GPU_WS_LSE | FGMM_GPU_WS_PIPE}) {
+        const std::string w = " variant " + std::to_string(ws) + at;
         Stats got = engine_stats(m, n, x.data(), ws);
         ran = ran && got.ws_launches > 0;
         EXPECT_LT(rel(got.nk, def.nk), kSameTol) << "N_k vs default" << w;
         EXPECT_LT(rel(got.s1, def.s1), kSameTol) << "sum r x vs default" << w;
         EXPECT_LT(rel(got.s2, def.s2), kSameTol) << "s2 vs default" << w;
-        EXPECT_EQ(got.obj, def.obj) << "log-likelihood (pass 1, unchanged)" << w;
+        EXPECT_EQ(got.obj, def.obj) << "log-likelihood (pass 1: the same bits either way)" << w;
         if (cov == FGMM_COV_ISOTROPIC) {
             EXPECT_LT(rel(got.nk, ref.nk), kFastTol) << "N_k vs float64" << w;
             EXPECT_LT(rel(got.s1, ref.mu_acc), kFastTol) << "sum r x vs float64" << w;
@@ -93,7 +94,8 @@ TEST(GpuEstepWs, MatchesFloat64AndDefault) {
     REQUIRE_GPU();
     // k not a multiple of 128; d = 96 and 100 padded to 128; a partial last row tile
     bool ran = true;
-    for (auto kd : {std::pair<int, int>{200, 128}, {1000, 96}, {64, 100}}) ran &= check_shape(20011, kd.first, kd.second, FGMM_COV_ISOTROPIC, 301 + kd.first);
+    for (auto kd : {std::pair<int, int>{200, 128}, {1000, 96}, {64, 100}})
+        ran &= check_shape(20011, kd.first, kd.second, FGMM_COV_ISOTROPIC, 301 + kd.first);
     if (!ran) GTEST_SKIP() << "the warp-specialised kernel does not apply on this device (sm_90 only)";
 }
 
@@ -110,8 +112,9 @@ TEST(GpuEstepWs, SmallAndPartialTiles) {
 
 TEST(GpuEstepWs, StagesWrapAround) {
     REQUIRE_GPU();
-    // 1,563 row tiles over 66 blocks per component tile: 24 tiles per block, three times round the 8
-    // stages (each mbarrier's phase flips)
+    // pass 2: 1,563 row tiles over at most 66 blocks per component tile (132 SMs): 24 or more tiles per
+    // block, round the 8 stages three times (each mbarrier's phase flips); pass 1 has 2 component tiles
+    // (4 stages), so k = 1000 (8 tiles) wraps its stages in the first case of MatchesFloat64AndDefault
     if (!check_shape(100003, 130, 128, FGMM_COV_ISOTROPIC, 501))
         GTEST_SKIP() << "the warp-specialised kernel does not apply on this device (sm_90 only)";
 }
