@@ -137,6 +137,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
         return fgmm_fail(FGMM_ERR_NO_GPU, "no CUDA device available (%s)", ce ? cudaGetErrorString(ce) : "0 devices");
     }
     if (device < 0 || device >= n) return fgmm_fail(FGMM_ERR_ARG, "gpu_device = %d; %d device(s) present", device, n);
+    fgmm_trace(&mark, "  gpu: CUDA driver (device count)");
     fgmm_engine* e = calloc(1, sizeof *e);
     gpu_impl* g = calloc(1, sizeof *g);
     if (!e || !g) {
@@ -160,7 +161,9 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     g->onepass = op && !strcmp(op, "1") ? 1 : op && !strcmp(op, "0") ? 0 : -1;
     int rc = FGMM_OK;
     cudaStream_t st = NULL, copy_st = NULL; /* kept only once made (a failed create may leave a stale handle) */
-    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
+    ce = cudaSetDevice(device); /* makes the primary context */
+    fgmm_trace(&mark, "  gpu: context (cudaSetDevice)");
+    if (ce || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
         ((g->st = st), (ce = cudaStreamCreateWithFlags(&copy_st, cudaStreamNonBlocking))))
         rc = fgmm_gpu_cuda_fail(ce, "device setup");
     else
@@ -171,7 +174,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
             rc = fgmm_gpu_cuda_fail(ce, "event setup");
     for (int i = 0; i < 3 && !rc; i++)
         if ((ce = cudaEventCreate(&g->tev[i]))) rc = fgmm_gpu_cuda_fail(ce, "event setup");
-    fgmm_trace(&mark, "  gpu: CUDA driver, context, streams, events"); /* cuBLAS: at its first use (fgmm_gpu_blas_tile) */
+    fgmm_trace(&mark, "  gpu: streams, events"); /* cuBLAS: at its first use (fgmm_gpu_blas_tile) */
     if (!rc) rc = fgmm_engine_cpu_create(&g->cpu);
     if (rc) {
         gpu_destroy(e);
