@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "reduce.cuh"
 
 #define RESP_ROWS 64   /* rows per block in resp_kernel: amortises the column atomics */
 #define NTHREADS 256
@@ -24,7 +25,7 @@ __global__ void load_tile(const T* __restrict__ x, int t, int d, float* xf, floa
         if (x2) x2[(long long)warp * d + j] = v * v;
         ss += v * v;
     }
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    ss = warp_sum(ss);
     if (lane == 0) xn[warp] = ss;
 }
 
@@ -47,9 +48,9 @@ __device__ __forceinline__ float warp_row_lse(const float* gr, float x2, int k, 
                                               const double* c, int diag, int lane) {
     float mx = -INFINITY, s = 0, dist;
     for (int j = lane; j < k; j += 32) mx = fmaxf(mx, logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist));
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    mx = warp_max(mx);
     for (int j = lane; j < k; j += 32) s += expf(logdens(gr[j], x2, kn[j], hp[j], c[j], diag, &dist) - mx);
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    s = warp_sum(s);
     return mx + logf(s);
 }
 
@@ -116,11 +117,7 @@ __global__ void topm_kernel(const float* __restrict__ g, int t, int k, const flo
             bool after = v < pv || (v == pv && j > pj);
             if (after && (v > bv || (v == bv && j < bj))) bv = v, bj = j;
         }
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oj = __shfl_xor_sync(0xffffffffu, bj, o);
-            if (ov > bv || (ov == bv && oj < bj)) bv = ov, bj = oj;
-        }
+        warp_arg_best<true>(bv, bj);
         if (lane == 0) {
             labels[(long long)row * m + sel] = bj < k ? bj : -1;
             if (resp) resp[(long long)row * m + sel] = bj < k ? expf(bv - lz) : 0.f;

@@ -23,6 +23,7 @@
  * pass-2 accumulators per thread and one block per SM.
  */
 #include "fused_tiles.cuh"
+#include "reduce.cuh"
 
 #define P1_BM 128
 #define P1_BN 64
@@ -262,8 +263,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
             part += lz;
         }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+    part = warp_sum(part);
     if (lane == 0) warp_ll[warp] = part;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -594,8 +594,7 @@ __global__ void prepare_rows(const T* __restrict__ x, long long n, int d, int dp
             ss = fmaf(v, v, ss);
             out[i * dp + c] = __float2half_rn(scale2 > 0.f && c >= d ? v * v * scale2 : v * scale);
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        ss = warp_sum(ss);
         if (lane == 0) xn[i] = scale2 > 0.f ? 0.f : ss;
     }
 }

@@ -26,6 +26,7 @@
 #include <limits.h>
 
 #include "fused_tiles.cuh"
+#include "reduce.cuh"
 
 #define OP_BM 128                           /* rows per tile */
 #define OP_BN FGMM_FUSED_KTILE              /* components per block (128) */
@@ -301,8 +302,7 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int
         }
     if (rank == 0) {
         double ll = dsum[4 * NTHREADS];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ll += __shfl_xor_sync(0xffffffffu, ll, o);
+        ll = warp_sum(ll);
         if (lane == 0) warp_ll[warp] = ll;
         __syncthreads();
         if (threadIdx.x == 0) {

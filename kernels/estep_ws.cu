@@ -20,6 +20,7 @@
  * Launched only where the device is sm_90 (m->wgmma) and dp = 128; elsewhere the caller runs fused_acc. */
 #include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
 
+#include "reduce.cuh"
 #include "tma.cuh"
 
 #define WS_BM 64                      /* rows per tile */
@@ -305,8 +306,7 @@ fused_lse_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUt
             part += lz;
         }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+    part = warp_sum(part);
     if (lane == 0) warp_ll[warp] = part;
     asm volatile("bar.sync 1, %0;\n" ::"n"(L1_NW * 128) : "memory"); /* the consumers only */
     if (threadIdx.x % 256 == 0) { /* one partial per 128 rows (fgmm_fused_lse_blocks), as fused_lse sums them */

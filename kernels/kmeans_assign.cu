@@ -25,11 +25,7 @@ __global__ void kmeans_acc(const float* __restrict__ g, const float* __restrict_
             float v = cn[j] - 2.f * gr[j];
             if (v < best) best = v, bj = j;
         }
-        for (int o = 16; o > 0; o >>= 1) { /* ties: lowest index, as on the CPU */
-            float ov = __shfl_xor_sync(0xffffffffu, best, o);
-            int oj = __shfl_xor_sync(0xffffffffu, bj, o);
-            if (ov < best || (ov == best && oj < bj)) best = ov, bj = oj;
-        }
+        warp_arg_best<false>(best, bj); /* ties: lowest index, as on the CPU */
         /* the chosen centroid's distance from the rows themselves: G (TF32 in fast mode) only picks it */
         const float *xr = xf + (long long)row * d, *cr = cent + (long long)bj * d;
         float dist = 0.f;
@@ -38,7 +34,7 @@ __global__ void kmeans_acc(const float* __restrict__ g, const float* __restrict_
             dist = fmaf(df, df, dist);
             atomicAdd(sums + (long long)bj * d + j, (double)xr[j]);
         }
-        for (int o = 16; o > 0; o >>= 1) dist += __shfl_xor_sync(0xffffffffu, dist, o);
+        dist = warp_sum(dist);
         if (lane == 0) {
             atomicAdd(counts + bj, 1.0);
             atomicAdd(sq + bj, (double)dist);

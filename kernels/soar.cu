@@ -16,13 +16,9 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "reduce.cuh"
 
 #define NTHREADS 256 /* 8 rows (warps) per block */
-
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 __global__ void soar_rows(float* __restrict__ xs, int t, int d, const double* __restrict__ mean,
                           float* __restrict__ xn) {
@@ -35,7 +31,7 @@ __global__ void soar_rows(float* __restrict__ xs, int t, int d, const double* __
         r[j] = v;
         s += (double)v * v;
     }
-    s = warp_sum_d(s);
+    s = warp_sum(s);
     if (lane == 0) xn[row] = (float)s;
 }
 
@@ -82,14 +78,14 @@ __global__ void soar_top2(float* __restrict__ g, int t, int k, int d, const floa
         double r = (double)xr[j] - cp[j];
         rr += r * r;
     }
-    rr = warp_sum_d(rr);
+    rr = warp_sum(rr);
     double inv = rr > 0 ? 1.0 / sqrt(rr) : 0.0;
     for (int j = lane; j < d; j += 32) {
         float u = (float)(((double)xr[j] - cp[j]) * inv);
         px += (double)u * xr[j];
         xr[j] = u;
     }
-    px = warp_sum_d(px);
+    px = warp_sum(px);
     if (lane == 0) rx[row] = (float)px;
 }
 
@@ -117,11 +113,7 @@ __global__ void soar_pick(const float* __restrict__ g, const float* __restrict__
         float v = __fadd_rn(gr[j], __fmul_rn(__fmul_rn(lambda, e), e));
         if (v < best) best = v, arg = j;
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ob = __shfl_xor_sync(0xffffffffu, best, o);
-        int oa = __shfl_xor_sync(0xffffffffu, arg, o);
-        if (ob < best || (ob == best && oa < arg)) best = ob, arg = oa;
-    }
+    warp_arg_best<false>(best, arg);
     if (lane == 0) spill[row] = arg != INT_MAX ? arg : p == 0 ? 1 : 0; /* no finite loss: the CPU's default */
 }
 

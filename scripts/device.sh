@@ -87,28 +87,29 @@ sanitize)
     echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED" "$out/racecheck.log"
     ;;
 ws)
-    # (on the device) the warp-specialised pass 2 (kernels/estep_ws.cu, issue 26): a cold training traced
-    # (this machine's first CUDA process), its tests, memcheck and racecheck on the small ones, the kernels
+    # (on the device) the warp-specialised passes (kernels/estep_ws.cu, issue 26): a cold training traced
+    # (this machine's first CUDA process), their tests and those of the kernels using reduce.cuh's warp
+    # reductions, memcheck and racecheck on the small ones, the kernels
     # old vs new at the issue's three shapes, then a second cold training (a fresh process, warm machine) and
-    # a third with eager module loading (at most 295 s of timeouts in all)
+    # a third with eager module loading (300 s of timeouts in all)
     bundle_env flashgmm_tests; cd "$top"
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$out/gpu.txt"
-    FGMM_TRACE=1 timeout 20 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold1.log" 2>&1
+    FGMM_TRACE=1 timeout 15 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold1.log" 2>&1
     awk '/fgmm trace/; /^\| GPU/ {print; exit}' "$out/train_cold1.log" # the first training's steps
-    timeout 70 "$b/flashgmm_tests" --gtest_filter='GpuEstepWs.*:GpuEstep.SmallPreparedTiles:GpuEstep.FusedMatchesFloat64Random' \
+    timeout 110 "$b/flashgmm_tests" --gtest_filter='GpuEstepWs.*:GpuEstep.*:GpuKmeans.*:GpuSoar.*:GpuAssign.*' \
         > "$out/ws_tests.log" 2>&1
     echo "tests rc=$?"; grep -E '^\[  (FAILED|PASSED|  OK|SKIPPED)|Failure|Expected|Which|actual|rror' "$out/ws_tests.log" | head -40
-    timeout 60 compute-sanitizer --tool memcheck --error-exitcode 3 "$b/flashgmm_tests" \
+    timeout 50 compute-sanitizer --tool memcheck --error-exitcode 3 "$b/flashgmm_tests" \
         --gtest_filter='GpuEstepWs.SmallAndPartialTiles:GpuEstepWs.StagesWrapAround' > "$out/ws_memcheck.log" 2>&1
     echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|FAILED|Invalid|out of bounds" "$out/ws_memcheck.log" | head -8
-    timeout 30 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
+    timeout 25 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
         --gtest_filter='GpuEstepWs.SmallAndPartialTiles' > "$out/ws_racecheck.log" 2>&1
     echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED|hazard" "$out/ws_racecheck.log" | head -8
-    timeout 75 "$b/bench_estep" --ws --reps 10 ${FGMM_WS_SHAPES:-1000000x1024x128 10000000x1024x96 1000000x4096x128} 2>&1 | tee "$out/ws_bench.log"
-    FGMM_TRACE=1 timeout 20 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold2.log" 2>&1
+    timeout 70 "$b/bench_estep" --ws --reps 10 ${FGMM_WS_SHAPES:-1000000x1024x128 10000000x1024x96 1000000x4096x128} 2>&1 | tee "$out/ws_bench.log"
+    FGMM_TRACE=1 timeout 15 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold2.log" 2>&1
     awk '/fgmm trace/; /^\| GPU/ {print; exit}' "$out/train_cold2.log" # the first training's steps
     # the same with every kernel module loaded at the context's start (CUDA's default loads each at first use)
-    CUDA_MODULE_LOADING=EAGER FGMM_TRACE=1 timeout 20 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold_eager.log" 2>&1
+    CUDA_MODULE_LOADING=EAGER FGMM_TRACE=1 timeout 15 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold_eager.log" 2>&1
     awk '/fgmm trace/; /^\| GPU/ {print; exit}' "$out/train_cold_eager.log"
     ;;
 ncu)
