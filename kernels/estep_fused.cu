@@ -164,7 +164,7 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
     float* shs = cst + 4 * BN;                                 /* DP_MAX: shift */
     __shared__ double warp_ll[NTHREADS / 32];
 
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
     const int dp = WG ? WDP : m.dp, nks = dp / 16, nkt = m.kp / BN;
     const long long row0 = (long long)blockIdx.x * P1_BM;
     const int mstage = (EXACT ? 2 : 1) * MROWS;
@@ -240,30 +240,9 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
         /* log2 densities b2 - h2 (||x'||^2 - 2 x'.mu'), then the online log-sum-exp of rows g and g+8. */
         float tmax[2];
         log_densities<BN / 8>(acc, cs, m2, xn0, xn1, tmax);
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float nm = fmaxf(mx[h], tmax[h]);
-            sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
-            mx[h] = nm;
-        }
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(acc[j][e] - mx[e >> 1]);
+        lse_add_tile<BN / 8>(acc, tmax, mx, sm);
     }
-    double part = 0;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 1);
-        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
-        long long row = row0 + wr + g + 8 * h;
-        float lz = mx[h] + log2f(sm[h]);
-        if (c == 0 && row < n) {
-            logz2[row] = lz;
-            part += lz;
-        }
-    }
-    part = warp_sum(part);
+    const double part = lse_finish(mx, sm, row0 + wr + g, n, logz2);
     if (lane == 0) warp_ll[warp] = part;
     __syncthreads();
     if (threadIdx.x == 0) {

@@ -266,7 +266,7 @@ fused_lse_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUt
     }
 
     /* ---- consumers: warp w holds rows 16 w + g (+ 8) of the block */
-    const int g = lane / 4, c = lane % 4, wr = warp * 16;
+    const int g = lane / 4, wr = warp * 16;
     mbar_wait(&x_bar, 0);
     const float xn0 = xn[wr + g], xn1 = xn[wr + g + 8];
     const float m2 = -2.f * m.inv_scale2;
@@ -283,30 +283,9 @@ fused_lse_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUt
         log_densities<L1_BN / 8>(acc, cst + s * 2 * L1_BN, m2, xn0, xn1, tmax);
         __syncwarp();
         if (lane == 0) mbar_arrive(&empty[s]); /* the MMAs and the constants' reads are done */
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float nm = fmaxf(mx[h], tmax[h]);
-            sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
-            mx[h] = nm;
-        }
-#pragma unroll
-        for (int j = 0; j < L1_BN / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(acc[j][e] - mx[e >> 1]);
+        lse_add_tile<L1_BN / 8>(acc, tmax, mx, sm);
     }
-    double part = 0;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 1);
-        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
-        const long long row = row0 + wr + g + 8 * h;
-        const float lz = mx[h] + log2f(sm[h]);
-        if (c == 0 && row < n) {
-            logz2[row] = lz;
-            part += lz;
-        }
-    }
-    part = warp_sum(part);
+    const double part = lse_finish(mx, sm, row0 + wr + g, n, logz2);
     if (lane == 0) warp_ll[warp] = part;
     asm volatile("bar.sync 1, %0;\n" ::"n"(L1_NW * 128) : "memory"); /* the consumers only */
     if (threadIdx.x % 256 == 0) { /* one partial per 128 rows (fgmm_fused_lse_blocks), as fused_lse sums them */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "reduce.cuh"
 #include "wgmma.cuh"
 
 #define DP_MAX FGMM_FUSED_MAX_D
@@ -165,6 +166,43 @@ __device__ __forceinline__ void log_densities(float (&a)[NJ][4], const float* cs
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     }
+}
+
+/* Pass 1's online log-sum-exp (log2 domain) of this thread's rows g and g + 8: adds a tile's log2 densities
+ * a (an m16 C fragment, NJ n8 blocks; tmax: their row maxima, quad-reduced) to the running maxima mx and
+ * sums sm (start: -inf, 0). */
+template <int NJ>
+__device__ __forceinline__ void lse_add_tile(const float (&a)[NJ][4], const float (&tmax)[2], float (&mx)[2],
+                                             float (&sm)[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float nm = fmaxf(mx[h], tmax[h]);
+        sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
+        mx[h] = nm;
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(a[j][e] - mx[e >> 1]);
+}
+
+/* The end of pass 1 for one warp: logz2 of rows row_g and row_g + 8 (those below n) from lse_add_tile's mx and
+ * sm; returns the warp's sum of its rows' logz2 (every lane). */
+__device__ __forceinline__ double lse_finish(const float (&mx)[2], float (&sm)[2], long long row_g, long long n,
+                                             float* __restrict__ logz2) {
+    double part = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 1);
+        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
+        const long long row = row_g + 8 * h;
+        const float lz = mx[h] + log2f(sm[h]);
+        if (threadIdx.x % 4 == 0 && row < n) {
+            logz2[row] = lz;
+            part += lz;
+        }
+    }
+    return warp_sum(part);
 }
 
 /* Pass 2's tile math for one warp: st holds S^T (this warp's components g and g + 8 of an m16 C fragment

@@ -364,6 +364,14 @@ static int diag_mode(const char* shape) {
     return 0;
 }
 
+/* The main table's per-shape allocations: 6 statistics, the model, the rows and the cluster centres. */
+static void free_shape(fgmm_stats* st, FgmmModel* m, float* x, float* c) {
+    for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
+    fgmm_model_free(m);
+    free(x);
+    free(c);
+}
+
 /* --ws: one table row per shape (see the header); st: 6 statistics of k x d. */
 static void ws_row(fgmm_engine* e, const fgmm_data* xd, const FgmmModel* m, fgmm_stats* st, int reps) {
     const int k = m->k, d = m->d;
@@ -475,10 +483,7 @@ int main(int argc, char** argv) {
         if (ws) {
             ws_row(e, &xd, m, st, reps);
             fgmm_engine_destroy(e);
-            for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
-            fgmm_model_free(m);
-            free(x);
-            free(c);
+            free_shape(st, m, x, c);
             continue;
         }
         result fast = time_engine(e, &xd, m, &st[0], reps); /* prepared fp16 rows (wgmma on sm_90) */
@@ -490,10 +495,7 @@ int main(int argc, char** argv) {
                    fast.acc_ms, one.ms, one.lse_ms, one.acc_ms);
             fflush(stdout);
             fgmm_engine_destroy(e);
-            for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
-            fgmm_model_free(m);
-            free(x);
-            free(c);
+            free_shape(st, m, x, c);
             continue;
         }
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_MMA, 0);
@@ -532,10 +534,7 @@ int main(int argc, char** argv) {
                rel(st[0].s1, st[1].s1, (size_t)k * d), rel(st[5].nk, st[1].nk, k), rel(st[5].s1, st[1].s1, (size_t)k * d),
                rel(st[4].nk, st[1].nk, k), rel(st[4].s1, st[1].s1, (size_t)k * d), nerr);
         fflush(stdout);
-        for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
-        fgmm_model_free(m);
-        free(x);
-        free(c);
+        free_shape(st, m, x, c);
     }
     return 0;
 }
