@@ -14,9 +14,9 @@ targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(vecs hdf5 model index)
 out="$top/build-fuzz"; mkdir -p "$out/artifacts"
 CC="${CC:-clang}"; CXX="${CXX:-clang++}"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DFGMM_WITH_HDF5
-       -I"$top/capi" -I"$top/src" $(pkg-config --cflags hdf5))
-lib=("$top/src/error.c" "$top/src/file.c" "$top/src/model.c" "$top/datasets/vecs_io.c")
-# fuzz_index: the plugin and the CPU library (no CUDA sources: engine.c stubs the GPU creator),
+       -I"$top/capi" -I"$top/src/core" $(pkg-config --cflags hdf5))
+lib=("$top/src/core/error.c" "$top/src/core/file.c" "$top/src/core/model.c" "$top/src/io/vecs_io.c")
+# fuzz_index: the plugin and the CPU library (no CUDA sources: src/driver/engine.c stubs the GPU creator),
 # compiled without OpenMP (clang's runtime is not GCC's, which FAISS and OpenBLAS use: the pragmas
 # are ignored, the code runs serially), linked with FAISS, OpenBLAS (OpenMP build) and libgomp.
 build_index() {
@@ -24,9 +24,9 @@ build_index() {
     [ -f "$faiss_c/lib/libfaiss_c.a" ] || { echo "fuzz: no $faiss_c/lib/libfaiss_c.a (run scripts/setup.sh)"; exit 1; }
     local obj="$out/obj_index" objs=() s o
     mkdir -p "$obj"
-    local inc=(-I"$top/capi" -I"$top/src" -I"$top/plugin" -I"$faiss_c/include" -I/usr/include/x86_64-linux-gnu/openblas-openmp)
-    for s in src/error.c src/trace.c src/file.c src/model.c src/engine.c src/cpu_engine.c src/train.c src/spill.c \
-             datasets/vecs_io.c plugin/ivf.c plugin/ivf_search.c plugin/ivf_io.c fuzz/fuzz_index.c plugin/faiss_bridge.cpp; do
+    local inc=(-I"$top/capi" -I"$top/src/core" -I"$top/plugin" -I"$faiss_c/include" -I/usr/include/x86_64-linux-gnu/openblas-openmp)
+    for s in src/core/error.c src/core/trace.c src/core/file.c src/core/model.c src/cpu/cpu_engine.c \
+             src/driver/engine.c src/driver/train.c src/driver/spill.c src/io/vecs_io.c plugin/ivf.c plugin/ivf_search.c plugin/ivf_io.c fuzz/fuzz_index.c plugin/faiss_bridge.cpp; do
         o="$obj/$(basename "$s").o"; objs+=("$o")
         if [ "${s##*.}" = cpp ]; then
             "$CXX" "${flags[@]}" -std=c++17 -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$top/$s"
@@ -48,7 +48,7 @@ for t in "${targets[@]}"; do
 done
 # Which code a crash report blames: the first stack frame in our sources or in libhdf5.
 blame() {
-    grep -E '^ *#[0-9]+ ' "$1" | grep -m1 -E "libhdf5|$top/(src|datasets|plugin|fuzz)/" | grep -q libhdf5 && echo libhdf5 || echo ours
+    grep -E '^ *#[0-9]+ ' "$1" | grep -m1 -E "libhdf5|$top/(src|plugin|fuzz)/" | grep -q libhdf5 && echo libhdf5 || echo ours
 }
 # libhdf5 (not ours, not instrumented) leaks on some failed opens and makes huge internal
 # allocations for corrupt headers; for the HDF5 target its leaks are suppressed and a failed

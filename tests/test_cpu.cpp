@@ -431,7 +431,7 @@ TEST(CpuTrain, ToleranceStopsEmWhereTheGainFallsBelowIt) {
     }
 }
 
-// The progress estimate of src/progress.h (flashgmm train, ivf_curves): exact for steady iteration
+// The progress estimate of src/core/progress.h (flashgmm train, ivf_curves): exact for steady iteration
 // times (the first iteration's set-up left out), never negative, ending at 0, falling as iterations end.
 TEST(Progress, TimeLeftEstimate) {
     fgmm_eta e;

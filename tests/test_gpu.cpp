@@ -384,17 +384,24 @@ TEST(GpuTrain, SeedingMatchesHost) {
 }
 
 namespace {
-// fgmm_train with the M-step on the device (default) or on the host (FGMM_GPU_MSTEP=host).
+// fgmm_train with the M-step on the device (default) or on the host (fgmm_gpu_options.host_mstep).
 FgmmModel* train_with_mstep(const char* where, FgmmParams p, int64_t n, int d, const float* x, FgmmTrainInfo* info,
                             std::vector<double>* ll) {
-    if (!strcmp(where, "host")) setenv("FGMM_GPU_MSTEP", "host", 1);
+#ifdef FGMM_WITH_CUDA
+    fgmm_gpu_options o;
+    fgmm_gpu_options_init(&o);
+    o.host_mstep = !strcmp(where, "host");
+    fgmm_gpu_set_options(&o);
+#endif
     p.progress_user = ll;
     p.progress = [](void* u, FgmmPhase ph, int, double obj, int) {
         if (ph == FGMM_PHASE_EM) ((std::vector<double>*)u)->push_back(obj);
     };
     FgmmModel* m = nullptr;
     EXPECT_EQ(fgmm_train(&p, n, d, FGMM_F32, x, &m, info), 0) << fgmm_get_last_error();
-    unsetenv("FGMM_GPU_MSTEP");
+#ifdef FGMM_WITH_CUDA
+    fgmm_gpu_set_options(nullptr);
+#endif
     return m;
 }
 }  // namespace
@@ -695,7 +702,7 @@ TEST(GpuNccl, CommRankWithoutItsGpuStopsEveryRank) {
 }
 
 // NCCL refuses two ranks on one GPU (duplicate GPU): ncclCommInitRank fails on both ranks, which both
-// return its error; FGMM_COMM_SUM=host then trains them, summing through the comm.
+// return its error; host_sum (the launcher's FGMM_COMM_SUM=host) then trains them, summing through the comm.
 TEST(GpuNccl, CommInitFailureStopsEveryRank) {
     REQUIRE_GPU();
     std::string why = comm_nccl_missing(1);
@@ -712,9 +719,7 @@ TEST(GpuNccl, CommInitFailureStopsEveryRank) {
         EXPECT_EQ(o.agreed, 1);
     }
     free_all(res);
-    setenv("FGMM_COMM_SUM", "host", 1);
-    res = train_ranks(p, n, d, x, 2);
-    unsetenv("FGMM_COMM_SUM");
+    res = train_ranks(p, n, d, x, 2, nullptr, true);
     for (auto& o : res) {
         ASSERT_EQ(o.rc, 0) << o.err;
         EXPECT_STREQ(o.info.backend, "gpu");

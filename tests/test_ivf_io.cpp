@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// Index files (plugin/ivf_io.c, docs/FORMAT.md) and the atomic outputs under them (src/file.c):
+// Index files (plugin/ivf_io.c, docs/FORMAT.md) and the atomic outputs under them (src/core/file.c):
 // round trips of every int64, crashes and concurrent readers and writers, FAISS's refusal, the plain
 // FAISS export, the three-file sets of earlier versions, modes, symbolic links, stale temporary
 // files, long names, damaged files and the fuzz corpus.

@@ -97,7 +97,8 @@ struct RankResult {
 // fgmm_train_comm on `ranks` threads, rank r on rows [floor(r n / P), floor((r + 1) n / P)) with
 // params rank_params(r) (default: p on every rank).
 inline std::vector<RankResult> train_ranks(const FgmmParams& p, int64_t n, int d, const std::vector<float>& x, int ranks,
-                                           const std::function<FgmmParams(int)>& rank_params = nullptr) {
+                                           const std::function<FgmmParams(int)>& rank_params = nullptr,
+                                           bool host_sum = false) {
     ThreadComm t(ranks);
     std::vector<fgmm_idx_t> row0(ranks + 1);
     for (int r = 0; r <= ranks; r++) row0[r] = n * r / ranks;
@@ -114,6 +115,7 @@ inline std::vector<RankResult> train_ranks(const FgmmParams& p, int64_t n, int d
             c.gather = tc_gather;
             c.bcast = tc_bcast;
             c.impl = &t;
+            c.host_sum = host_sum;
             const FgmmParams pr = rank_params ? rank_params(r) : p;
             RankResult& o = out[r];
             o.rc = fgmm_train_comm(&pr, row0[r + 1] - row0[r], d, FGMM_F32, x.data() + (size_t)row0[r] * d, &c, &o.m,

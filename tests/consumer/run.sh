@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Builds and runs consumer.c and scripts/example_ivf.c against the flashgmm installed in $1: through
+# Builds and runs consumer.c and examples/example_ivf.c against the flashgmm installed in $1: through
 # find_package (the static and the shared library) and through pkg-config (--libs: the shared
 # library; --static --libs: the static archives, no libflashgmm*.so needed at run time); then the
 # Python package (python.sh).
 set -euo pipefail
 prefix="$(cd "$1" && pwd)"
 here="$(cd "$(dirname "$0")" && pwd)"
-example="$here/../../scripts/example_ivf.c"
+example="$here/../../examples/example_ivf.c"
 data="$here/../../datasets/embedded/sift10K_byte.h5"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

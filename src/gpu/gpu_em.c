@@ -11,8 +11,11 @@ int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int
     *handled = 0;
     CU(cudaSetDevice(g->dev));
     int rc, k = m->k, d = m->d;
-    const int diag = m->cov == FGMM_COV_DIAGONAL, fmt = prepared_fmt(g, m);
-    if (g->path != FGMM_GPU_PATH_FUSED || fmt == FMT_RAW) return FGMM_OK;
+    const int diag = m->cov == FGMM_COV_DIAGONAL;
+    estep_ctx c = {0};
+    fgmm_gpu_plan(g, GPU_PASS_EM, m->cov, d, &c.plan);
+    const int fmt = c.plan.fmt;
+    if (!c.plan.device_em) return FGMM_OK;
     if ((rc = fgmm_gpu_data_scan(g, x))) return rc;
     if (!fgmm_gpu_resident_fits(g, x, fmt, NULL)) return FGMM_OK;
     size_t kd = (size_t)k * d, nv = diag ? kd : (size_t)k;
@@ -29,7 +32,6 @@ int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int
         g->dm_cov = (int)m->cov;
     }
     float *mu = g->dm.p, *var = mu + kd, *w = var + nv;
-    estep_ctx c = {0};
     c.m = m;
     c.diag = diag;
     int ok = 1; /* E-steps in between share the constants' buffers: made every time */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* gpu_engine.c: the GPU backend of the engine (host side; kernels in kernels/): creation and
- * destruction, the operations table, device and pinned buffers, the benchmarks' controls. The rest:
- * gpu_data.c (residency, streaming, the data scan), gpu_model.c (model upload and constants),
+ * destruction, the operations table, the benchmarks' controls. The rest: gpu_buf.c (errors, device
+ * and pinned buffers), gpu_data.c (residency, streaming, the data scan), gpu_model.c (model upload and constants),
  * gpu_estep.c, gpu_stats.c (statistics pending on the device), gpu_kmeans_assign.c (k-means,
  * k-means++ seeding, assignment), gpu_em.c (EM iterations on the device); gpu_impl.h declares what
  * they share.
@@ -27,26 +27,6 @@
 
 #include "gpu_impl.h"
 
-int fgmm_gpu_cuda_fail(cudaError_t e, const char* what) {
-    return fgmm_fail(e == cudaErrorMemoryAllocation ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, "GPU: %s: %s", what,
-                     cudaGetErrorString(e));
-}
-
-/* Grows a device buffer to at least bytes (contents are not kept). */
-int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what) {
-    if (b->cap >= bytes) return FGMM_OK;
-    if (b->p) cudaFree(b->p);
-    b->p = NULL;
-    b->cap = 0;
-    cudaError_t e = cudaMalloc(&b->p, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        return fgmm_fail(FGMM_ERR_GPU_NOMEM, "GPU: out of device memory allocating %zu bytes for %s", bytes, what);
-    }
-    b->cap = bytes;
-    return FGMM_OK;
-}
-
 int fgmm_gpu_available(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -56,54 +36,14 @@ int fgmm_gpu_available(void) {
     return n > 0;
 }
 
-/* Grows a pinned host buffer to at least bytes (contents are not kept); NULL if that fails. */
-static void* pinned_grow(void** buf, size_t* cap, size_t bytes) {
-    if (*cap < bytes) {
-        if (*buf) cudaFreeHost(*buf);
-        *buf = NULL;
-        *cap = 0;
-        if (cudaMallocHost(buf, bytes) != cudaSuccess) {
-            cudaGetLastError();
-            *buf = NULL;
-            return NULL;
-        }
-        *cap = bytes;
-    }
-    return *buf;
-}
-
-/* A pinned upload buffer of count floats (zeroed if zero); the previous upload from it has completed
- * (each E-step ends with a stream synchronisation). */
-float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero) {
-    float* h = pinned_grow((void**)&g->host_up, &g->host_up_cap, count * sizeof(float));
-    if (h && zero) memset(h, 0, count * sizeof(float));
-    return h;
-}
-
-/* The pinned host buffer for downloads, at least count doubles. */
-double* fgmm_gpu_pinned_stats(gpu_impl* g, size_t count) {
-    return pinned_grow((void**)&g->host_stats, &g->host_stats_cap, count * sizeof(double));
-}
-
-/* The float in g->chk once the stream's work so far is done (the device maxima: range check, max |x|). */
-int fgmm_gpu_read_chk(gpu_impl* g, float* out) {
-    double* h = fgmm_gpu_pinned_stats(g, 1);
-    if (!h) return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
-    CU(cudaMemcpyAsync(h, g->chk.p, sizeof(float), cudaMemcpyDeviceToHost, g->st));
-    CU(cudaStreamSynchronize(g->st));
-    memcpy(out, h, sizeof *out);
-    return FGMM_OK;
-}
-
 static void gpu_destroy(fgmm_engine* e) {
     if (!e) return;
     gpu_impl* g = e->impl;
     if (g) {
         cudaSetDevice(g->dev);
-        dbuf* bufs[] = {&g->data, &g->xnorm, &g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo, &g->chk};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            if (bufs[i]->p) cudaFree(bufs[i]->p);
+#define FREE_BUF(b) if (g->b.p) cudaFree(g->b.p);
+        FREE_BUF(data) FREE_BUF(xnorm) FREE_BUF(chunk[0]) FREE_BUF(chunk[1]) GPU_SCRATCH_BUFS(FREE_BUF)
+#undef FREE_BUF
         if (g->host_stats) cudaFreeHost(g->host_stats);
         if (g->host_up) cudaFreeHost(g->host_up);
         free(g->data_mean);
@@ -156,9 +96,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
             cudaGetLastError();
         g->wg = major == 9 && minor == 0;
     }
-    g->path = prec == FGMM_PREC_EXACT ? FGMM_GPU_PATH_FUSED_EXACT : FGMM_GPU_PATH_FUSED;
-    const char* op = getenv("FGMM_ONEPASS");
-    g->onepass = op && !strcmp(op, "1") ? 1 : op && !strcmp(op, "0") ? 0 : -1;
+    fgmm_gpu_engine_options(&g->opt, prec);
     int rc = FGMM_OK;
     cudaStream_t st = NULL, copy_st = NULL; /* kept only once made (a failed create may leave a stale handle) */
     ce = cudaSetDevice(device); /* makes the primary context */
@@ -188,15 +126,15 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
     gpu_impl* g = e->impl;
-    g->path = path;
-    g->tile_rows = tile_rows;
+    g->opt.path = path;
+    g->opt.tile_rows = tile_rows;
     return FGMM_OK;
 }
 
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
-    ((gpu_impl*)e->impl)->onepass = on < 0 ? -1 : on != 0;
+    ((gpu_impl*)e->impl)->opt.onepass = on < 0 ? -1 : on != 0;
     return FGMM_OK;
 }
 
@@ -206,7 +144,7 @@ int fgmm_engine_gpu_set_ws(fgmm_engine* e, int variant) {
     _Static_assert(FGMM_GPU_WS_PIPE == FGMM_WS_PIPE2 && FGMM_GPU_WS_PLAIN == FGMM_WS_PLAIN2, "variant codes");
     if (variant < 0 || variant > (FGMM_GPU_WS_LSE | FGMM_GPU_WS_ACC) || (variant & FGMM_GPU_WS_ACC) == FGMM_GPU_WS_ACC)
         return fgmm_fail(FGMM_ERR_ARG, "unknown warp-specialised E-step variant %d", variant);
-    ((gpu_impl*)e->impl)->ws = variant;
+    ((gpu_impl*)e->impl)->opt.ws = variant;
     return FGMM_OK;
 }
 
@@ -224,10 +162,10 @@ int fgmm_engine_gpu_sync(fgmm_engine* e, size_t* scratch_bytes) {
     gpu_impl* g = e->impl;
     CU(cudaStreamSynchronize(g->st));
     if (scratch_bytes) {
-        dbuf* bufs[] = {&g->chunk[0], &g->chunk[1], &g->mu, &g->mu_hi, &g->mu_lo, &g->cst, &g->shift, &g->cd,
-                        &g->nk, &g->s1, &g->s2, &g->ll, &g->llp, &g->logz, &g->xf, &g->x2, &g->xn, &g->g, &g->f, &g->dm, &g->emo, &g->chk};
-        size_t s = 0;
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) s += bufs[i]->cap;
+        size_t s = g->chunk[0].cap + g->chunk[1].cap;
+#define ADD_CAP(b) s += g->b.cap;
+        GPU_SCRATCH_BUFS(ADD_CAP)
+#undef ADD_CAP
         *scratch_bytes = s;
     }
     return FGMM_OK;

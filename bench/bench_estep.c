@@ -31,14 +31,14 @@
  *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
  *       resident 10M-row slice.
  *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU (M-step on the device, then
- *       on the host with FGMM_GPU_MSTEP=host, then on the device again in the now warm process) and on the
+ *       on the host (fgmm_gpu_options.host_mstep), then on the device again in the now warm process) and on the
  *       CPU (N <= 200k); also the median ms per EM iteration.
  *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
  *   bench_estep --train-diag NxKxD   the same with diagonal covariance.
  *   bench_estep --train-gpus NxKxD G   fgmm_train on 1 GPU, then on G GPUs of this process (n_gpus, NCCL).
  *   bench_estep --diag NxKxD    diagonal covariance E-step: GPU default (fused where 2d <= 128) and cuBLAS, vs CPU.
  */
-#define _POSIX_C_SOURCE 200809L /* setenv */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,7 +214,7 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
     printf("| backend | N x K x D | k-means + EM iterations | seconds | ms per EM iteration | final mean log-likelihood |\n"
            "|---|---|---|---:|---:|---:|\n");
     /* 0: GPU, M-step on the device (the process's first training: CUDA start-up included); 1: GPU, M-step
-     * on the host (FGMM_GPU_MSTEP=host); 3: GPU, device M-step again (a warm process's default training); 2: CPU */
+     * on the host (fgmm_gpu_options.host_mstep); 3: GPU, device M-step again (a warm process's default training); 2: CPU */
     static const int order[4] = {0, 1, 3, 2};
     for (int o = 0; o < 4; o++) {
         const int b = order[o];
@@ -228,11 +228,14 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
         em_clock clk = {.n = 0};
         p.progress_user = &clk;
         clk.start = now_ms();
-        if (b == 1) setenv("FGMM_GPU_MSTEP", "host", 1);
+        fgmm_gpu_options go;
+        fgmm_gpu_options_init(&go);
+        go.host_mstep = b == 1;
+        fgmm_gpu_set_options(&go);
         FgmmModel* m = NULL;
         FgmmTrainInfo info;
         int rc = fgmm_train(&p, n, d, FGMM_F32, x, &m, &info);
-        unsetenv("FGMM_GPU_MSTEP");
+        fgmm_gpu_set_options(NULL);
         if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
         double end = now_ms(), em0 = clk.n ? clk.t[0] : end, emn = clk.n ? clk.t[clk.n - 1] : end;
         printf("| %s%s%s | %lld x %d x %d | %d + %d | %.3f | %.2f | %.5f |\n", info.backend,

@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--threads")) threads_s = v;
         else if (!strcmp(o, "--reps")) reps = atoi(v);
         else if (!strcmp(o, "--batch")) batch = atoll(v);
-        else { fprintf(stderr, "bench_search: unknown option %s (see scripts/bench_search.c)\n", o); return 2; }
+        else { fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o); return 2; }
     }
     if (!data || nlist < 1 || reps < 1) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
     int probes[MAX_PROBES], np = 0, seeds[MAX_SEEDS], ns = 0, threads[MAX_THREADS], nt = 0;

@@ -21,7 +21,7 @@ int fgmm_gpu_blas_tile(gpu_impl* g, long long rows, int k, int d, int squares, l
             return fgmm_fail(FGMM_ERR_CUDA, "GPU: cublasSetStream failed");
         fgmm_trace(&mark, "  gpu: cuBLAS handle");
     }
-    long long t = g->tile_rows ? g->tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
+    long long t = g->opt.tile_rows ? g->opt.tile_rows : (long long)(BLAS_TILE_BYTES / ((size_t)k * sizeof(float)));
     if (t > rows) t = rows;
     if (t < 1) t = 1;
     int rc;
@@ -57,7 +57,7 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         if (c->prep) c->fm.xnorm = (const float*)g->xnorm.p + row0;
         int nb = fgmm_fused_lse_blocks(rows);
         if ((rc = fgmm_gpu_dgrow(&g->llp, (size_t)nb * sizeof(double), "logZ partials"))) return rc;
-        const int one = g->onepass > 0 || (g->onepass < 0 && c->fm.kp == FGMM_FUSED_KTILE);
+        const int one = c->plan.onepass > 0 || (c->plan.onepass < 0 && c->fm.kp == FGMM_FUSED_KTILE);
         if (c->prep && one && fgmm_fused_onepass_ok(&c->fm)) { /* timed as pass 1, pass 2 empty */
             CU(cudaEventRecord(g->tev[0], g->st));
             int parts, e = fgmm_fused_onepass(dx, rows, &c->fm, g->llp.p, g->nk.p, g->s1.p, g->s2.p, &parts, g->st);
@@ -74,7 +74,7 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         }
         if ((rc = fgmm_gpu_dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ"))) return rc;
         CU(cudaEventRecord(g->tev[0], g->st));
-        const int ws = g->ws && c->prep && fgmm_fused_ws_ok(&c->fm) ? g->ws : 0; /* warp-specialised kernels */
+        const int ws = c->plan.ws && c->prep && fgmm_fused_ws_ok(&c->fm) ? c->plan.ws : 0; /* warp-specialised */
         if (ws & FGMM_GPU_WS_LSE)
             KL(fgmm_fused_lse_ws(dx, rows, &c->fm, g->logz.p, g->llp.p, g->st));
         else
@@ -136,9 +136,9 @@ int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m)
     int rc = fgmm_gpu_data_scan(g, x);
     if (rc) return rc;
     /* prepared rows: the default fused fp16 path on data that fits resident as fp16 */
-    const int fmt = prepared_fmt(g, m);
-    c.prep = (g->path == FGMM_GPU_PATH_FUSED || g->path == FGMM_GPU_PATH_FUSED_MMA) && fmt != FMT_RAW &&
-             fgmm_gpu_resident_fits(g, x, fmt, NULL);
+    fgmm_gpu_plan(g, GPU_PASS_ESTEP, m->cov, m->d, &c.plan);
+    const int fmt = c.plan.fmt;
+    c.prep = fmt != FMT_RAW && fgmm_gpu_resident_fits(g, x, fmt, NULL);
     if ((rc = fgmm_gpu_prepare_model(g, m, &c))) return rc;
     fgmm_trace(&mark, "  gpu e-step: model up, constants");
     long long ll_len = c.fused ? fgmm_fused_lse_blocks(x->n < RESIDENT_RANGE_ROWS ? x->n : RESIDENT_RANGE_ROWS) : 1;

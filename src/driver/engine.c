@@ -25,17 +25,9 @@ int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status) {
 int fgmm_engine_create(fgmm_engine** out, const FgmmParams* p) {
     FGMM_CHECK_NULL(out);
     *out = NULL;
-    FgmmParams def;
-    if (!p) {
-        fgmm_params_init(&def);
-        p = &def;
-    }
+    FGMM_CHECK_NULL(p);
     if (p->backend == FGMM_BACKEND_CPU || (p->backend == FGMM_BACKEND_AUTO && !fgmm_gpu_available()))
         return fgmm_engine_cpu_create(out);
     if (p->n_gpus >= 1) return fgmm_engine_multi_create(out, p->n_gpus, p->gpu_device, p->gpu_mem_limit, p->precision);
     return fgmm_engine_gpu_create(out, p->gpu_device, p->gpu_mem_limit, p->precision);
-}
-
-void fgmm_engine_destroy(fgmm_engine* e) {
-    if (e) e->ops->destroy(e);
 }

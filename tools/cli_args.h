@@ -40,7 +40,7 @@ int fgmm_cli_check_out(const char* in, const char* out);
 void fgmm_cli_progress(void* user, FgmmPhase phase, int iter, double obj, int reseeded);
 /* Points a->p.progress at train's reports (one training per process, of a->p's kmeans_iter + niter
  * iterations at most): nothing with --quiet, else the per-iteration lines on stdout (if log_lines) and,
- * with --progress or stderr a terminal, a progress line on stderr with the time left (src/progress.h).
+ * with --progress or stderr a terminal, a progress line on stderr with the time left (src/core/progress.h).
  * Call just before training; fgmm_cli_progress_end after it. */
 void fgmm_cli_progress_begin(fgmm_cli_args* a, int log_lines);
 void fgmm_cli_progress_end(void);

@@ -13,7 +13,7 @@
  * GPU ranks (--backend gpu, or auto where a GPU exists): a rank uses the device numbered by its rank
  * among the processes of its host. Where every rank loads libnccl.so.2, the driver's engine sums N_k,
  * sum r x and the second moments on the GPUs with NCCL (rank 0's ncclUniqueId broadcast over MPI
- * through the fgmm_comm below; src/comm_gpu_engine.c) and only the log-likelihood goes over MPI;
+ * through the fgmm_comm below; src/gpu/comm_gpu_engine.c) and only the log-likelihood goes over MPI;
  * otherwise, or with FGMM_COMM_SUM=host, the statistics are downloaded and summed over MPI like the
  * CPU ranks' (a few MB per pass).
  *
@@ -306,6 +306,8 @@ int main(int argc, char** argv) {
     c.gather = mpi_gather;
     c.bcast = mpi_bcast;
     c.impl = &w;
+    const char* cs = getenv("FGMM_COMM_SUM"); /* "host": no NCCL (e.g. two ranks on one GPU) */
+    c.host_sum = cs && !strcmp(cs, "host");
     fgmm_cli_prog = "flashgmm-mpi";
     int rc = run(argc, argv, &c);
     fflush(stdout);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* gpu_impl.h: what the GPU backend's files share (host side; not installed, not for the tests:
- * those use gpu_engine.h). */
+/* gpu_impl.h: what the GPU backend's files share (host side; not installed; the tests use
+ * gpu_engine.h, but for tests/test_gpu_plan.cpp). */
 #ifndef FGMM_GPU_IMPL_H
 #define FGMM_GPU_IMPL_H
 
@@ -41,16 +41,24 @@ typedef struct dbuf {
     size_t cap;
 } dbuf;
 
+/* The engine's scratch device buffers beside the streaming chunks, listed once: declared in
+ * gpu_impl, freed by the engine's destruction, counted by fgmm_engine_gpu_sync (gpu_engine.c).
+ * mu .. shift: the model and its constants; cd: k-means++ distances; nk .. logz: statistics and
+ * log-likelihood parts; xf .. f: the cuBLAS path's row tiles; dm: em_step's model (mu k x d, var k,
+ * w k); emo: its output, [double obj][int empty k + 1]; chk: device maxima (gpu_buf.c). */
+#define GPU_SCRATCH_BUFS(X) \
+    X(mu) X(mu_hi) X(mu_lo) X(cst) X(shift) X(cd) X(nk) X(s1) X(s2) X(ll) X(llp) X(logz) X(xf) X(x2) X(xn) X(g) X(f) \
+    X(dm) X(emo) X(chk)
+#define GPU_DECLARE_BUF(b) dbuf b;
+
 /* The engine's state (fgmm_engine.impl). */
 typedef struct gpu_impl {
     int dev;
     int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
     size_t mem_limit;
-    int path;            /* FGMM_GPU_PATH_* */
-    int onepass;         /* one-pass fused kernel: -1 where kp = 128 (faster there), 1 wherever it applies, 0 never */
-    int ws;              /* the warp-specialised kernels where they apply (FGMM_GPU_WS_*); 0: never */
-    long long ws_launches; /* E-step chunks that ran them (tests and benchmarks check that they ran) */
-    long long tile_rows; /* cuBLAS path tile; 0 = from BLAS_TILE_BYTES (gpu_estep.c) */
+    fgmm_gpu_options opt; /* path (never -1 here), one-pass, host M-step, cuBLAS tile (gpu_engine.h) */
+    char plan_traced[256]; /* FGMM_TRACE: the last plan printed (gpu_plan.c) */
+    long long ws_launches; /* E-step chunks that ran a warp-specialised kernel (tests and benchmarks check it) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
     cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
@@ -73,13 +81,9 @@ typedef struct gpu_impl {
     dbuf chunk[2];
     void* pinned[2];
     size_t pinned_cap;
-    /* model, statistics, scratch */
-    dbuf mu, mu_hi, mu_lo, cst, shift, cd;
-    dbuf nk, s1, s2, ll, llp, logz;
-    dbuf xf, x2, xn, g, f;
-    /* the model of em_step (mu k x d, var k, w k) and its output: [double obj][int empty k + 1] */
-    dbuf dm, emo, chk;
-    int dm_valid, dm_k, dm_d, dm_cov;
+    /* model, statistics, scratch (GPU_SCRATCH_BUFS) */
+    GPU_SCRATCH_BUFS(GPU_DECLARE_BUF)
+    int dm_valid, dm_k, dm_d, dm_cov; /* what dm holds */
     /* statistics computed on the device and not yet downloaded (begin / finish) */
     struct {
         int active, k, d, dp, per_dim;
@@ -112,14 +116,20 @@ static inline int fmt_dp(const gpu_impl* g, int fmt, int d) {
     int dp = prep_dp(g, 2 * d);
     return g->wg && dp == 192 ? 256 : dp;
 }
-/* The prepared format a model's E-step uses on the fused kernels, FMT_RAW where its rows would not
- * fit their width: isotropic d <= FGMM_FUSED_MAX_D; diagonal rows [x', x'^2] are 2d wide, up to 256
- * with wgmma (sm_90, not the mma.sync path), else FGMM_FUSED_MAX_D. */
-static inline int prepared_fmt(const gpu_impl* g, const FgmmModel* m) {
-    if (m->cov != FGMM_COV_DIAGONAL) return m->d <= FGMM_FUSED_MAX_D ? FMT_F16 : FMT_RAW;
-    int width = g->wg && g->path == FGMM_GPU_PATH_FUSED ? 2 * FGMM_FUSED_MAX_D : FGMM_FUSED_MAX_D;
-    return 2 * m->d <= width ? FMT_F16_DIAG : FMT_RAW;
-}
+/* What one pass runs (fgmm_gpu_plan, gpu_plan.c: the one place that decides). */
+typedef enum { GPU_PASS_ESTEP, GPU_PASS_EM, GPU_PASS_KMEANS, GPU_PASS_ASSIGN } gpu_pass;
+typedef struct gpu_plan {
+    int fused;     /* the fused kernels (E-step; k-means: at a vanishing variance), else cuBLAS fp32 row tiles;
+                      diagonal covariance: on prepared rows only, where they fit resident (the caller's check) */
+    int mode;      /* the fused kernels' arithmetic: FGMM_FUSED_FP16, _BF16 or _EXACT (kernels.h) */
+    int fmt;       /* the prepared rows' format where they fit resident (FMT_F16, FMT_F16_DIAG); FMT_RAW: rows
+                      as given */
+    int wgmma;     /* the sm_90a wgmma kernels on prepared rows, else mma.sync */
+    int onepass;   /* the one-pass fused kernel: 1 wherever it applies, 0 never, -1 where kp = 128 */
+    int ws;        /* the two passes' warp-specialised kernels (FGMM_GPU_WS_*) where they apply; 0: never */
+    int device_em; /* whole EM iterations on the device (prepared resident rows, device M-step) */
+    int tf32;      /* the cuBLAS k-means distances on TF32 tensor cores */
+} gpu_plan;
 
 /* The power of two that brings bound to about 2^12 (fp16 operands keep 11 bits above it and
  * headroom to 65504); 1 for bound 0. */
@@ -140,6 +150,7 @@ typedef int (*chunk_fn)(gpu_impl* g, const void* dx, long long row0, long long r
 /* An E-step's model on the device: which path, and the fused kernels' view of it. */
 typedef struct estep_ctx {
     const FgmmModel* m;
+    gpu_plan plan; /* in: what runs (fgmm_gpu_plan) */
     int fused, mode, kp, dp, diag;
     int prep;      /* in: use prepared rows if the model allows; out: whether it does */
     int blas_only; /* prepare the cuBLAS-path constants even where the fused kernel applies */
@@ -156,8 +167,15 @@ typedef struct estep_run {
 /* Functions shared by the backend's files (each described where it is defined): hidden, so that the
  * shared libraries do not export them (cmake/flashgmm_ivf.map exports fgmm_*). */
 #pragma GCC visibility push(hidden)
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-/* ---- engine: errors, device and pinned buffers (gpu_engine.c) ---- */
+/* ---- which path runs (gpu_plan.c) ---- */
+void fgmm_gpu_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, gpu_plan* p);
+void fgmm_gpu_engine_options(fgmm_gpu_options* o, FgmmPrecision prec);
+
+/* ---- errors, device and pinned buffers (gpu_buf.c) ---- */
 int fgmm_gpu_cuda_fail(cudaError_t e, const char* what);
 int fgmm_gpu_dgrow(dbuf* b, size_t bytes, const char* what);
 float* fgmm_gpu_upload_buffer(gpu_impl* g, size_t count, int zero);
@@ -211,5 +229,8 @@ int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int
                      const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
 int fgmm_gpu_em_fetch(fgmm_engine* e, FgmmModel* m, int* empty);
 
+#ifdef __cplusplus
+}
+#endif
 #pragma GCC visibility pop
 #endif

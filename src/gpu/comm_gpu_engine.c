@@ -110,9 +110,8 @@ static const fgmm_engine_ops comm_ops = {"gpu-nccl-comm", cg_estep, cg_kmeans,  
                                          NULL,            NULL,     cg_seed_pp, cg_set_scan, NULL};
 
 int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status) {
-    const char* env = getenv("FGMM_COMM_SUM");
     const int dev = status ? -1 : fgmm_engine_gpu_device(*e);
-    int can = dev >= 0 && !(env && !strcmp(env, "host"));
+    int can = dev >= 0 && !c->host_sum;
     fgmm_engine* w = NULL;
     comm_impl* ci = NULL;
     if (can) {

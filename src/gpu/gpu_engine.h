@@ -17,15 +17,32 @@ enum {
     FGMM_GPU_PATH_FUSED_RAW = 4,   /* fused fp16 converting the rows as given in the kernel (no prepared copy) */
     FGMM_GPU_PATH_FUSED_MMA = 5,   /* as FUSED, but mma.sync where the default uses wgmma (sm_90, d % 64 == 0) */
 };
+/* A GPU engine's internal options: what the tests and benchmarks force. An engine takes them at its
+ * creation from fgmm_gpu_set_options's (the defaults below until then); src/gpu/gpu_plan.c turns
+ * them, the precision and the device into the path each pass runs (FGMM_TRACE=1 prints it). */
+typedef struct fgmm_gpu_options {
+    int path;            /* FGMM_GPU_PATH_*; -1 (default): FUSED, or FUSED_EXACT for FGMM_PREC_EXACT */
+    int onepass;         /* the fused E-step in one pass (kernels/estep_onepass.cu): 1 wherever that kernel
+                            applies, 0 never, -1 (default) only for kp = 128 components, where it is faster
+                            than the two passes (clusters of more blocks are slower) */
+    int host_mstep;      /* 1: EM's M-step on the host where the device's would run (comparison); default 0 */
+    long long tile_rows; /* the cuBLAS path's tile rows (n: the naive N x K baseline); 0 (default): from
+                            BLAS_TILE_BYTES (gpu_estep.c) */
+    int ws;              /* the two passes on the warp-specialised sm_90a kernels (FGMM_GPU_WS_* below);
+                            0 (default): never */
+} fgmm_gpu_options;
+void fgmm_gpu_options_init(fgmm_gpu_options* o);
+/* The options of the GPU engines created from now on, in this process (NULL: the defaults). Set
+ * between trainings, not while another thread creates an engine. */
+void fgmm_gpu_set_options(const fgmm_gpu_options* o);
 /* Forces an E-step path; tile_rows > 0 sets the cuBLAS tile (n = the naive N x K baseline). */
 int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
-/* The fused E-step in one pass (kernels/estep_onepass.cu): on = 1 wherever that kernel applies, 0
- * never, -1 (the default; FGMM_ONEPASS=1 / 0 set the others) only for kp = 128 components, where it
- * is faster than the two passes (clusters of more blocks are slower). */
+/* This engine's onepass option (fgmm_gpu_options). */
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on);
 /* The two-pass fused E-step on the warp-specialised sm_90a kernels (kernels/estep_ws.cu) wherever they
  * apply (prepared rows 128 wide on an sm_90 device; elsewhere the usual kernels run): variant = pass 2's
- * (PIPE or PLAIN, or none), optionally | FGMM_GPU_WS_LSE for pass 1. Not measured faster yet: off by default. */
+ * (PIPE or PLAIN, or none), optionally | FGMM_GPU_WS_LSE for pass 1. Not measured faster yet: off by default.
+ * fgmm_engine_gpu_set_ws: this engine's ws option (fgmm_gpu_options); FGMM_ERR_ARG for another value. */
 enum {
     FGMM_GPU_WS_OFF = 0,   /* the default */
     FGMM_GPU_WS_PIPE = 1,  /* pass 2: kernels.h's FGMM_WS_PIPE2 */

@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--init-points")) init_points = atoll(v);
         else if (!strcmp(o, "--cov")) cov = !strcmp(v, "diag") ? FGMM_COV_DIAGONAL : FGMM_COV_ISOTROPIC;
         else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
-        else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of scripts/ivf_curves.c)\n", o); return 2; }
+        else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of bench/ivf_curves.c)\n", o); return 2; }
     }
     static curve cv[MAX_METHODS][MAX_SEEDS];
     method ms[MAX_METHODS];

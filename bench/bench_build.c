@@ -362,7 +362,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--nq")) nq_synth = atoll(v);
         else if (!strcmp(o, "--nprobe")) b.nprobe = atoi(v);
         else if (!strcmp(o, "--cpu-slice")) cpu_slice = atoll(v);
-        else { fprintf(stderr, "bench_build: unknown option %s (see the header of scripts/bench_build.c)\n", o); return 2; }
+        else { fprintf(stderr, "bench_build: unknown option %s (see the header of bench/bench_build.c)\n", o); return 2; }
     }
     if (!data == !synth_n || (synth_n && (synth_n < 1 || synth_d < 1 || blobs < 1)) || nlist < 1 || b.nprobe < 1) {
         fprintf(stderr, "usage: bench_build (--data FILE | --synthetic N D) [--factory SPEC]... [--nlist N] ...\n");

@@ -57,7 +57,7 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
     /* diagonal: dot products of [x', x'^2] rows, already in log2 units once h2 applies (see kernels.h) */
     c->fm = (fgmm_fused_model){k, kp, diag ? 2 * d : d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp,
                                cst + 2 * kp, (float)scale, diag ? 0.5f : (float)(1.0 / (scale * scale)),
-                               diag ? 1.0f : (float)(1.0 / scale), NULL, g->wg && g->path != FGMM_GPU_PATH_FUSED_MMA};
+                               diag ? 1.0f : (float)(1.0 / scale), NULL, c->plan.wgmma};
     return FGMM_OK;
 }
 
@@ -66,8 +66,8 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     int k = m->k, d = m->d, rc;
     c->m = m;
     c->diag = m->cov == FGMM_COV_DIAGONAL;
-    /* diagonal: fused only on prepared rows (the caller's choice, per prepared_fmt) */
-    c->fused = (c->diag ? c->prep : d <= FGMM_FUSED_MAX_D) && g->path != FGMM_GPU_PATH_BLAS && !c->blas_only;
+    /* diagonal: fused only on prepared rows (the caller's choice, per the plan's fmt) */
+    c->fused = c->plan.fused && (!c->diag || c->prep) && !c->blas_only;
     c->prep = c->prep && c->fused;
     if (c->prep) { /* the model goes up as it is; its constants are made on the device */
         size_t kd = (size_t)k * d, nv = c->diag ? kd : (size_t)k;
@@ -126,8 +126,7 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         free(lc);
         if (e) return fgmm_gpu_cuda_fail(e, "model upload");
         /* fp16 operands: prescale by 2^e so that every |x - shift| and |mu - shift| is <= 2^12 (fp16 max: 65504). */
-        c->mode = g->path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
-                  : g->path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
+        c->mode = c->plan.mode;
         double scale = c->mode == FGMM_FUSED_FP16 ? pow2_prescale(fmax(g->amax + ash, amu)) : 1.0;
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;

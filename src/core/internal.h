@@ -79,6 +79,9 @@ void fgmm_stats_free(fgmm_stats* s);
  * now (steps of a training, and of the engine's parts of a step). */
 double fgmm_now(void);
 void fgmm_trace(double* mark, const char* what);
+/* FGMM_TRACE=1: whether tracing is on; fgmm_trace_note prints a line (printf format) to stderr. */
+int fgmm_trace_on(void);
+void fgmm_trace_note(const char* fmt, ...);
 
 /* Training over several processes (fgmm_train_comm): every rank holds rows [row0[rank],
  * row0[rank + 1]) of n_total and runs the same EM driver on them; the driver calls these
@@ -86,7 +89,7 @@ void fgmm_trace(double* mark, const char* what);
  * any rank's is non-zero no data moves, every rank returns an error (the failing rank its own
  * status and message, the others FGMM_ERR_STATE) and sets agreed, so all stop together. A failure
  * that reaches no collective leaves agreed at 0: the launcher must then abort the other ranks.
- * The library has no MPI dependency: the launcher (src/mpi/) implements these with MPI. */
+ * The library has no MPI dependency: the launcher (tools/flashgmm_mpi.c) implements these with MPI. */
 typedef struct fgmm_comm fgmm_comm;
 struct fgmm_comm {
     int rank, size;
@@ -95,6 +98,7 @@ struct fgmm_comm {
     int agreed;             /* set by a collective that saw a failure */
     int device_sums;        /* passes whose statistics the ranks summed on their GPUs with NCCL (gpu-nccl-comm
                                engine); set to 0 by fgmm_train_comm, counted by the engine */
+    int host_sum;           /* 1: statistics always through sum, never NCCL (the launcher: FGMM_COMM_SUM=host) */
     /* v (n doubles) summed over the ranks, in place; every rank gets bitwise the same values. */
     int (*sum)(fgmm_comm* c, double* v, size_t n, int status);
     /* Rank r's bytes[r] bytes, r in order, into all (mine is this rank's part; it may already
@@ -107,7 +111,7 @@ struct fgmm_comm {
 /* fgmm_train on this rank's rows x (n = row0[rank + 1] - row0[rank]); comm NULL is fgmm_train.
  * Needs p->n_gpus = 0 (one engine per rank); the engine's own device EM iteration is not used. With
  * several ranks and a GPU backend, each pass's statistics are summed with NCCL where every rank has a
- * single-GPU engine and libnccl.so.2 (fgmm_engine_comm_wrap), else through sum (FGMM_COMM_SUM=host:
+ * single-GPU engine and libnccl.so.2 (fgmm_engine_comm_wrap), else through sum (comm->host_sum:
  * always through sum). */
 int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, const void* x, fgmm_comm* comm,
                     FgmmModel** out, FgmmTrainInfo* info);
@@ -163,12 +167,15 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
 int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec);
 /* fgmm_train_comm's engines on several ranks: every rank calls this at the same point with its engine *e
  * (status: its outcome; the ranks agree on it here). Where every rank has a single-GPU engine and loads
- * libnccl.so.2 (and FGMM_COMM_SUM is not "host"), *e becomes "gpu-nccl-comm", which holds it and sums the
+ * libnccl.so.2 (and c->host_sum is 0), *e becomes "gpu-nccl-comm", which holds it and sums the
  * statistics over the ranks on the devices (sums_ranks); otherwise *e is left as it is. */
 int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status);
-/* Picks the backend per params (NULL params: AUTO defaults). */
+/* Picks the backend per params (src/driver/engine.c). */
 int fgmm_engine_create(fgmm_engine** out, const FgmmParams* params);
-void fgmm_engine_destroy(fgmm_engine* e);
+/* Here, not in engine.c: the backends destroy the engines they hold, and stay below the driver. */
+static inline void fgmm_engine_destroy(fgmm_engine* e) {
+    if (e) e->ops->destroy(e);
+}
 
 /* Bytes per value of a dtype (FGMM_I32 included). */
 static inline size_t fgmm_dtype_size(FgmmDtype t) { return t == FGMM_U8 ? 1 : 4; }

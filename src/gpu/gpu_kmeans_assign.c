@@ -11,6 +11,7 @@
 typedef struct kmeans_run {
     int k, d;
     FgmmDtype dtype;
+    int tf32; /* fast precision: the distance GEMM on TF32 tensor cores (gpu_plan.c) */
 } kmeans_run;
 
 static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long rows, void* vrun) {
@@ -21,7 +22,7 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, 0, &tile))) return rc;
     /* Fast precision: the distance GEMM on TF32 tensor cores (it only picks the centroid; counts,
      * sums and distances come from the fp32 rows); exact: fp32. */
-    const int tf32 = g->path != FGMM_GPU_PATH_FUSED_EXACT && g->path != FGMM_GPU_PATH_BLAS;
+    const int tf32 = run->tf32;
     if (tf32) CB(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
     for (long long r0 = 0; r0 < rows && !rc; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
@@ -43,11 +44,11 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
  * (shared there), and the statistics are the counts, sums and squared distances of the assignment.
  * obj = sum log p(x) * 2 var ln 2 = -(sum of squared distances) + n * O(1e3 var). *done = 0 where it
  * does not apply. */
-static int kmeans_zero_variance(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, int* done) {
+static int kmeans_zero_variance(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, const gpu_plan* plan,
+                                int* done) {
     gpu_impl* g = e->impl;
     *done = 0;
-    if ((g->path != FGMM_GPU_PATH_FUSED && g->path != FGMM_GPU_PATH_FUSED_MMA) || x->d > FGMM_FUSED_MAX_D)
-        return FGMM_OK;
+    if (!plan->fused) return FGMM_OK;
     int rc;
     /* the rows go up as given first (max |x| and the fp16 copy are then made on the device) */
     if (!fgmm_gpu_on_device(g, x) && fgmm_gpu_resident_fits(g, x, FMT_RAW, NULL) && (rc = fgmm_gpu_upload_raw(g, x)))
@@ -74,7 +75,9 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
     fgmm_gpu_discard(e);
     CU(cudaSetDevice(g->dev));
     int d = x->d, rc, done;
-    if ((rc = kmeans_zero_variance(e, x, cent, k, &done)) || done) return rc;
+    gpu_plan plan;
+    fgmm_gpu_plan(g, GPU_PASS_KMEANS, FGMM_COV_ISOTROPIC, d, &plan);
+    if ((rc = kmeans_zero_variance(e, x, cent, k, &plan, &done)) || done) return rc;
     float* cn = malloc((size_t)k * sizeof(float));
     if (!cn) return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     for (int q = 0; q < k; q++) {
@@ -92,7 +95,7 @@ int fgmm_gpu_kmeans_begin(fgmm_engine* e, const fgmm_data* x, const float* cent,
     if (!ce) ce = cudaMemcpyAsync(g->cst.p, cn, (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
     free(cn);
     if (ce) return fgmm_gpu_cuda_fail(ce, "centroid upload");
-    kmeans_run run = {k, d, x->dtype};
+    kmeans_run run = {k, d, x->dtype, plan.tf32};
     if ((rc = fgmm_gpu_for_each_chunk(g, x, FMT_RAW, kmeans_chunk, &run))) return rc;
     g->pend.active = 1;
     g->pend.k = k;
@@ -206,6 +209,7 @@ int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int 
     if (topm > FGMM_TOPM_MAX) /* the warp selection is for lists-per-vector sizes */
         return g->cpu->ops->assign(g->cpu, x, m, topm, labels, resp, loglik);
     estep_ctx c = {0};
+    fgmm_gpu_plan(g, GPU_PASS_ASSIGN, m->cov, m->d, &c.plan);
     c.blas_only = 1;
     int rc = fgmm_gpu_prepare_model(g, m, &c);
     if (rc) return rc;

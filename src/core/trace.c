@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* trace.c: FGMM_TRACE=1 prints the seconds of each step of a training (and of the engine's parts
  * of a step) to stderr. */
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,18 @@ static int trace_on(void) {
         atomic_store(&on, v);
     }
     return v;
+}
+
+int fgmm_trace_on(void) { return trace_on(); }
+
+void fgmm_trace_note(const char* fmt, ...) {
+    if (!trace_on()) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "fgmm trace: %s\n", line);
 }
 
 void fgmm_trace(double* mark, const char* what) {

@@ -694,11 +694,10 @@ int fgmm_train_comm(const FgmmParams* p, fgmm_idx_t n, int d, FgmmDtype dtype, c
     fgmm_trace(&mark, "other k-means iterations");
     if ((rc = fgmm_stats_alloc(&st, p->k, d, p->covariance == FGMM_COV_DIAGONAL))) goto done;
     double prev = -INFINITY;
-    /* The engine's own EM iteration keeps the model on the device (the GPU backend, fast mode);
-     * FGMM_GPU_MSTEP=host keeps the M-step here (for comparison and debugging). */
-    const char* ms_env = getenv("FGMM_GPU_MSTEP");
-    /* Several ranks: each iteration's statistics are summed over them before the host's M-step. */
-    int on_device = !comm && t.eng->ops->em_step && !(ms_env && !strcmp(ms_env, "host")), changed = 1;
+    /* The engine's own EM iteration keeps the model on the device where the GPU backend's plan says
+     * so (src/gpu/gpu_plan.c); else it is not handled and the M-step runs here.
+     * Several ranks: each iteration's statistics are summed over them before the host's M-step. */
+    int on_device = !comm && t.eng->ops->em_step, changed = 1;
     int stale = 0; /* the engine's device model is newer than g */
     for (int it = 0; it < p->niter; it++) {
         int handled = 0, nre = 0, nempty = 0;
@@ -777,7 +776,9 @@ static int begin_model_call(const char* who, const FgmmModel* m, const FgmmParam
     int rc = fgmm_data_check(view, who);
     if (rc) return rc;
     if (p && (rc = check_params(p))) return rc;
-    return fgmm_engine_create(eng, p);
+    FgmmParams def;
+    if (!p) fgmm_params_init(&def);
+    return fgmm_engine_create(eng, p ? p : &def);
 }
 
 int fgmm_estep(const FgmmModel* m, const FgmmParams* p, fgmm_idx_t n, FgmmDtype dtype, const void* x,

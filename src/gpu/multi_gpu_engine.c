@@ -7,7 +7,7 @@
  * every GPU with one NCCL all-reduce per buffer, rank 0's copy is downloaded, and the
  * log-likelihood parts are added in rank order. The M-step is the host's, as for one GPU.
  * NCCL is loaded at run time (nccl_api.c), so builds and machines without it still work.
- * Several processes (src/mpi/flashgmm_mpi.c, one per GPU): comm_gpu_engine.c runs the same all-reduce
+ * Several processes (tools/flashgmm_mpi.c, one per GPU): comm_gpu_engine.c runs the same all-reduce
  * over an NCCL communicator across the processes (ncclCommInitRank after rank 0's ncclUniqueId is
  * broadcast through the fgmm_comm).
  */
