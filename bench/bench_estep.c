@@ -48,7 +48,6 @@
 #include "bench_util.h"
 #include "gpu_engine.h"
 
-
 static int cmp_f(const void* a, const void* b) {
     float x = *(const float*)a, y = *(const float*)b;
     return (x > y) - (x < y);
@@ -76,7 +75,9 @@ static result time_engine(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m
     for (int i = 0; i < reps; i++) {
         double t0 = now_ms();
         if (e->ops->estep(e, x, m, st)) {
-            free(t); free(tl); free(ta);
+            free(t);
+            free(tl);
+            free(ta);
             return r;
         }
         t[i] = now_ms() - t0;
@@ -91,7 +92,8 @@ static result time_engine(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m
     r.acc_ms = ta[reps / 2];
     r.ok = 1;
     if (gpu) fgmm_engine_gpu_sync(e, &r.extra);
-    free(tl); free(ta);
+    free(tl);
+    free(ta);
     free(t);
     return r;
 }
@@ -138,7 +140,8 @@ static FgmmModel* model_from(const void* x, FgmmDtype t, long long n, int k, int
     for (int q = 0; q < k; q++) {
         long long r = (long long)(rng(&seed) % (uint64_t)n);
         for (int j = 0; j < d; j++)
-            m->mu[(size_t)q * d + j] = t == FGMM_U8 ? ((const uint8_t*)x)[(size_t)r * d + j] : ((const float*)x)[(size_t)r * d + j];
+            m->mu[(size_t)q * d + j] =
+                t == FGMM_U8 ? ((const uint8_t*)x)[(size_t)r * d + j] : ((const float*)x)[(size_t)r * d + j];
         m->var[q] = var;
         m->w[q] = 1.0f / k;
     }
@@ -151,13 +154,19 @@ static int stream_mode(const char* shape, size_t mem_mb) {
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
     double t0 = now_ms();
     uint8_t* x = make_u8(n, d);
-    if (!x) { fprintf(stderr, "no host memory for %lld x %d\n", n, d); return 1; }
+    if (!x) {
+        fprintf(stderr, "no host memory for %lld x %d\n", n, d);
+        return 1;
+    }
     printf("generated %lld x %d uint8 (%.1f GB) in %.1f s\n", n, d, n * (double)d / 1e9, (now_ms() - t0) / 1e3);
     FgmmModel* m = model_from(x, FGMM_U8, n, k, d, 600.0f);
     fgmm_stats st;
     fgmm_stats_alloc(&st, k, d, 0);
     fgmm_engine* e;
-    if (fgmm_engine_gpu_create(&e, 0, mem_mb << 20, FGMM_PREC_FAST)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+    if (fgmm_engine_gpu_create(&e, 0, mem_mb << 20, FGMM_PREC_FAST)) {
+        fprintf(stderr, "%s\n", fgmm_get_last_error());
+        return 1;
+    }
     fgmm_data xd = {x, n, d, FGMM_U8};
     result s = time_engine(e, &xd, m, &st, 3);
     size_t extra = 0;
@@ -170,8 +179,8 @@ static int stream_mode(const char* shape, size_t mem_mb) {
     result r = time_engine(e, &xr, m, &st, 5);
     fgmm_engine_destroy(e);
     printf("| mode | N x K x D | ms per E-step | rows/s | device MB held |\n|---|---|---:|---:|---:|\n");
-    printf("| streamed, %zu MB budget | %lld x %d x %d | %.0f | %.3g | %.0f |\n", mem_mb, n, k, d, s.ms, n / (s.ms / 1e3),
-           extra / 1048576.0);
+    printf("| streamed, %zu MB budget | %lld x %d x %d | %.0f | %.3g | %.0f |\n", mem_mb, n, k, d, s.ms,
+           n / (s.ms / 1e3), extra / 1048576.0);
     printf("| resident | %lld x %d x %d | %.1f | %.3g | - |\n", nr, k, d, r.ms, nr / (r.ms / 1e3));
     printf("streamed mean log-likelihood %.6f\n", ll_stream / n);
     fgmm_stats_free(&st);
@@ -211,8 +220,9 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
     int k, d;
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
     float* x = make_f32(n, d);
-    printf("| backend | N x K x D | k-means + EM iterations | seconds | ms per EM iteration | final mean log-likelihood |\n"
-           "|---|---|---|---:|---:|---:|\n");
+    printf(
+        "| backend | N x K x D | k-means + EM iterations | seconds | ms per EM iteration | final mean log-likelihood |\n"
+        "|---|---|---|---:|---:|---:|\n");
     /* 0: GPU, M-step on the device (the process's first training: CUDA start-up included); 1: GPU, M-step
      * on the host (fgmm_gpu_options.host_mstep); 3: GPU, device M-step again (a warm process's default training); 2: CPU */
     static const int order[4] = {0, 1, 3, 2};
@@ -236,16 +246,23 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
         FgmmTrainInfo info;
         int rc = fgmm_train(&p, n, d, FGMM_F32, x, &m, &info);
         fgmm_gpu_set_options(NULL);
-        if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        if (rc) {
+            fprintf(stderr, "%s\n", fgmm_get_last_error());
+            return 1;
+        }
         double end = now_ms(), em0 = clk.n ? clk.t[0] : end, emn = clk.n ? clk.t[clk.n - 1] : end;
         printf("| %s%s%s | %lld x %d x %d | %d + %d | %.3f | %.2f | %.5f |\n", info.backend,
-               b == 0 ? ", device M-step" : b == 1 ? ", host M-step" : b == 3 ? ", device M-step, warm" : "", cov == FGMM_COV_DIAGONAL ? ", diagonal" : "",
-               n, k, d, info.kmeans_iterations,
-               info.em_iterations, info.seconds, em_iter_ms(&clk), info.mean_loglik);
-        printf("    phases (s): to first k-means callback %.3f (seeding + 1 pass), k-means %.3f, to first EM %.3f, "
-               "EM %.3f, final E-step %.3f\n",
-               (clk.km_first - clk.start) / 1e3, (clk.km_last - clk.km_first) / 1e3, (em0 - clk.km_last) / 1e3,
-               (emn - em0) / 1e3, (end - emn) / 1e3);
+               b == 0   ? ", device M-step"
+               : b == 1 ? ", host M-step"
+               : b == 3 ? ", device M-step, warm"
+                        : "",
+               cov == FGMM_COV_DIAGONAL ? ", diagonal" : "", n, k, d, info.kmeans_iterations, info.em_iterations,
+               info.seconds, em_iter_ms(&clk), info.mean_loglik);
+        printf(
+            "    phases (s): to first k-means callback %.3f (seeding + 1 pass), k-means %.3f, to first EM %.3f, "
+            "EM %.3f, final E-step %.3f\n",
+            (clk.km_first - clk.start) / 1e3, (clk.km_last - clk.km_first) / 1e3, (em0 - clk.km_last) / 1e3,
+            (emn - em0) / 1e3, (end - emn) / 1e3);
         fflush(stdout);
         fgmm_model_free(m);
     }
@@ -261,8 +278,9 @@ static int gpus_mode(const char* shape, int gpus) {
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3 || gpus < 1) return 2;
     float* x = make_f32(n, d);
     FgmmModel* one = NULL;
-    printf("| GPUs | N x K x D | seconds | ms per EM iteration | final mean log-likelihood | max |mean - 1 GPU's| |\n"
-           "|---:|---|---:|---:|---:|---:|\n");
+    printf(
+        "| GPUs | N x K x D | seconds | ms per EM iteration | final mean log-likelihood | max |mean - 1 GPU's| |\n"
+        "|---:|---|---:|---:|---:|---:|\n");
     const int runs[2] = {1, gpus}; /* one GPU, then G (once when G = 1) */
     for (int r = 0; r < (gpus > 1 ? 2 : 1); r++) {
         const int g = runs[r];
@@ -276,7 +294,10 @@ static int gpus_mode(const char* shape, int gpus) {
         p.progress_user = &clk;
         FgmmModel* m = NULL;
         FgmmTrainInfo info;
-        if (fgmm_train(&p, n, d, FGMM_F32, x, &m, &info)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        if (fgmm_train(&p, n, d, FGMM_F32, x, &m, &info)) {
+            fprintf(stderr, "%s\n", fgmm_get_last_error());
+            return 1;
+        }
         double dmax = 0;
         for (size_t i = 0; one && i < (size_t)k * d; i++) {
             double v = fabs((double)fgmm_model_means(m)[i] - fgmm_model_means(one)[i]);
@@ -310,12 +331,17 @@ static int assign_mode(const char* shape) {
         fgmm_data xd = {x, rows, d, FGMM_F32};
         e->ops->assign(e, &xd, mod, m, lab, resp, NULL); /* warm-up: data to the device */
         double t0 = now_ms();
-        if (e->ops->assign(e, &xd, mod, m, lab, resp, NULL)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        if (e->ops->assign(e, &xd, mod, m, lab, resp, NULL)) {
+            fprintf(stderr, "%s\n", fgmm_get_last_error());
+            return 1;
+        }
         double ms = now_ms() - t0;
         printf("| %s | %lld | %d x %d | %.1f | %.3g |\n", e->ops->name, rows, k, d, ms, rows / (ms / 1e3));
         fgmm_engine_destroy(e);
     }
-    free(lab); free(resp); free(x);
+    free(lab);
+    free(resp);
+    free(x);
     fgmm_model_free(mod);
     return 0;
 }
@@ -345,15 +371,26 @@ static int diag_mode(const char* shape) {
     int rc = c->ops->estep(c, &slice, m, &st[1]);
     double cpu_ms = now_ms() - t0;
     fgmm_engine_destroy(c);
-    if (rc) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
-    printf("| N x K x D | GPU path | ms | (pass 1 + pass 2 kernels) | extra MB | err vs cpu on %lld rows (Nk, s1, s2) | cpu ms (%lld rows) |\n"
-           "|---|---|---:|---|---:|---|---:|\n", ns, ns);
+    if (rc) {
+        fprintf(stderr, "%s\n", fgmm_get_last_error());
+        return 1;
+    }
+    printf(
+        "| N x K x D | GPU path | ms | (pass 1 + pass 2 kernels) | extra MB | err vs cpu on %lld rows (Nk, s1, s2) | cpu ms (%lld rows) |\n"
+        "|---|---|---:|---|---:|---|---:|\n",
+        ns, ns);
     for (int b = 0; b < 2; b++) {
         fgmm_engine* g;
-        if (fgmm_engine_gpu_create(&g, 0, 0, FGMM_PREC_FAST)) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        if (fgmm_engine_gpu_create(&g, 0, 0, FGMM_PREC_FAST)) {
+            fprintf(stderr, "%s\n", fgmm_get_last_error());
+            return 1;
+        }
         if (b == 1) fgmm_engine_gpu_set_path(g, FGMM_GPU_PATH_BLAS, 0);
         result r = time_engine(g, &all, m, &st[0], 5);
-        if (!r.ok || g->ops->estep(g, &slice, m, &st[2])) { fprintf(stderr, "%s\n", fgmm_get_last_error()); return 1; }
+        if (!r.ok || g->ops->estep(g, &slice, m, &st[2])) {
+            fprintf(stderr, "%s\n", fgmm_get_last_error());
+            return 1;
+        }
         char kern[32] = "-"; /* the fused passes' kernel times (none on cuBLAS) */
         if (r.lse_ms > 0) snprintf(kern, sizeof kern, "%.2f + %.2f", r.lse_ms, r.acc_ms);
         printf("| %lld x %d x %d | %s | %.2f | %s | %.0f | %.1e, %.1e, %.1e | %.0f |\n", n, k, d,
@@ -415,7 +452,7 @@ int main(int argc, char** argv) {
         if (!strcmp(argv[i], "--assign")) return assign_mode(argv[i + 1]);
         if (!strcmp(argv[i], "--diag")) return diag_mode(argv[i + 1]);
     }
-    const char* defaults[] = {"100000x1024x128", "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
+    const char* defaults[] = {"100000x1024x128",  "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
                               "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};
     const char* shapes[32];
     int ns = 0, reps = 10, ws = 0;
@@ -435,15 +472,17 @@ int main(int argc, char** argv) {
         return 1;
     }
     if (ws)
-        printf("| N x K x D | two passes ms (pass 1 + pass 2) | pass 2 warp-specialised, pipelined | plain | pipelined "
-               "+ pass 1 warp-specialised | two passes again | launches (the three) | err vs exact (Nk, s1): two passes "
-               "| pipelined | plain | both passes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        printf(
+            "| N x K x D | two passes ms (pass 1 + pass 2) | pass 2 warp-specialised, pipelined | plain | pipelined "
+            "+ pass 1 warp-specialised | two passes again | launches (the three) | err vs exact (Nk, s1): two passes "
+            "| pipelined | plain | both passes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     else
-    printf("| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
-           "extra MB | mma.sync ms | "
-           "(pass 1 + pass 2) | fp16 raw rows ms | (pass 1 + pass 2) | fused-bf16 ms | fused-exact ms | blas-tiled ms | "
-           "naive-NxK ms | cpu ms | err fp16 (Nk, mu_acc) | err fp16 raw | err bf16 | err naive |\n"
-           "|---|---:|---|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---|\n");
+        printf(
+            "| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
+            "extra MB | mma.sync ms | "
+            "(pass 1 + pass 2) | fp16 raw rows ms | (pass 1 + pass 2) | fused-bf16 ms | fused-exact ms | blas-tiled ms | "
+            "naive-NxK ms | cpu ms | err fp16 (Nk, mu_acc) | err fp16 raw | err bf16 | err naive |\n"
+            "|---|---:|---|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---|\n");
     fflush(stdout);
     for (int s = 0; s < ns; s++) {
         long long n;
@@ -530,12 +569,14 @@ int main(int argc, char** argv) {
         snprintf(naive_s, sizeof naive_s, naive.ok ? "%.2f" : "oom", naive.ms);
         snprintf(cpu_s, sizeof cpu_s, cpu.ok ? "%.0f" : "-", cpu.ms);
         snprintf(nerr, sizeof nerr, naive.ok ? "%.1e" : "-", rel(st[3].nk, st[1].nk, k));
-        printf("| %lld x %d x %d | %.3f | %.2f + %.2f | %.3f | %.2f + %.2f | %.0f | %.0f | %.3f | %.2f + %.2f | %.3f | "
-               "%.2f + %.2f | %.3f | %.3f | %.2f | %s | %s | %.1e, %.1e | %.1e, %.1e | %.1e, %.1e | %s |\n",
-               n, k, d, fast.ms, fast.lse_ms, fast.acc_ms, one.ms, one.lse_ms, one.acc_ms, fast.first_ms, fast.extra / 1048576.0, mma.ms, mma.lse_ms,
-               mma.acc_ms, raw.ms, raw.lse_ms, raw.acc_ms, bf.ms, exact.ms, tiled.ms, naive_s, cpu_s, rel(st[0].nk, st[1].nk, k),
-               rel(st[0].s1, st[1].s1, (size_t)k * d), rel(st[5].nk, st[1].nk, k), rel(st[5].s1, st[1].s1, (size_t)k * d),
-               rel(st[4].nk, st[1].nk, k), rel(st[4].s1, st[1].s1, (size_t)k * d), nerr);
+        printf(
+            "| %lld x %d x %d | %.3f | %.2f + %.2f | %.3f | %.2f + %.2f | %.0f | %.0f | %.3f | %.2f + %.2f | %.3f | "
+            "%.2f + %.2f | %.3f | %.3f | %.2f | %s | %s | %.1e, %.1e | %.1e, %.1e | %.1e, %.1e | %s |\n",
+            n, k, d, fast.ms, fast.lse_ms, fast.acc_ms, one.ms, one.lse_ms, one.acc_ms, fast.first_ms,
+            fast.extra / 1048576.0, mma.ms, mma.lse_ms, mma.acc_ms, raw.ms, raw.lse_ms, raw.acc_ms, bf.ms, exact.ms,
+            tiled.ms, naive_s, cpu_s, rel(st[0].nk, st[1].nk, k), rel(st[0].s1, st[1].s1, (size_t)k * d),
+            rel(st[5].nk, st[1].nk, k), rel(st[5].s1, st[1].s1, (size_t)k * d), rel(st[4].nk, st[1].nk, k),
+            rel(st[4].s1, st[1].s1, (size_t)k * d), nerr);
         fflush(stdout);
         free_shape(st, m, x, c);
     }

@@ -10,7 +10,7 @@
 #include "kernels.h"
 #include "reduce.cuh"
 
-#define RESP_ROWS 64   /* rows per block in resp_kernel: amortises the column atomics */
+#define RESP_ROWS 64 /* rows per block in resp_kernel: amortises the column atomics */
 #define NTHREADS 256
 
 template <typename T>
@@ -79,7 +79,7 @@ __global__ void resp_kernel(float* __restrict__ g, int t, int k, const float* __
     for (int j = threadIdx.x; j < k; j += NTHREADS) { /* a thread per column: coalesced over j */
         double sn = 0, sd = 0;
         for (int r = 0; r < rows; r++) {
-            float* p = g + (long long)(r0 + r) * k + j, dist;
+            float *p = g + (long long)(r0 + r) * k + j, dist;
             float rr = expf(logdens(*p, xn[r0 + r], kn[j], hp[j], c[j], diag, &dist) - lz[r]);
             *p = rr;
             sn += rr;
@@ -131,13 +131,14 @@ extern "C" int fgmm_blas_topm(const float* g, int t, int k, const float* xn, con
                               cudaStream_t stream) {
     if (m < 0 || m > FGMM_TOPM_MAX) return (int)cudaErrorInvalidValue;
     topm_kernel<<<(t * 32 + NTHREADS - 1) / NTHREADS, NTHREADS, 0, stream>>>(g, t, k, xn, kn, hp, c, diag, m, labels,
-                                                                            resp, loglik);
+                                                                             resp, loglik);
     return (int)cudaGetLastError();
 }
 
 template <typename T>
 __global__ void accumulate(const T* in, double* out, long long count) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x)
         out[i] += in[i];
 }
 

@@ -38,11 +38,13 @@
 
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
 }
 __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
 }
 template <bool F16>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -145,23 +147,26 @@ __device__ __forceinline__ void convert_rows(const T* src, int valid, int d, int
  * the rest is the same code. */
 template <typename T, int MODE, int WDP>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
-fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
-          double* __restrict__ ll_part) {
+    fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
+              double* __restrict__ ll_part) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     constexpr bool WG = WDP != 0;    /* wgmma, rows WDP wide (a compile-time dp) */
     constexpr int BN = P1_BN_OF(WG); /* components per tile */
 #if !FGMM_WGMMA
-    if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
+    if constexpr (WG) {
+        __trap();
+        return;
+    } /* launched only on sm_90a (see wgmma_ok) */
 #endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int XROWS = TILE_ELEMS(P1_BM, WDP); /* 16-bit elements of the row tile */
-    constexpr int MROWS = TILE_ELEMS(BN, WDP); /* of one component tile */
-    bf16* xs = (bf16*)smem_base(smem_raw, WG);                    /* P1_BM x SROW, or panelled */
-    bf16* xl = xs + XROWS;                                        /* EXACT only */
-    bf16* ms = xs + (EXACT ? 2 : 1) * XROWS;                      /* [2 stages][hi, lo] component tiles */
-    float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * MROWS);       /* P1_BM */
-    float* cst = xn + P1_BM;                                      /* [2 stages][b2, h2] x BN */
-    float* shs = cst + 4 * BN;                                 /* DP_MAX: shift */
+    constexpr int XROWS = TILE_ELEMS(P1_BM, WDP);           /* 16-bit elements of the row tile */
+    constexpr int MROWS = TILE_ELEMS(BN, WDP);              /* of one component tile */
+    bf16* xs = (bf16*)smem_base(smem_raw, WG);              /* P1_BM x SROW, or panelled */
+    bf16* xl = xs + XROWS;                                  /* EXACT only */
+    bf16* ms = xs + (EXACT ? 2 : 1) * XROWS;                /* [2 stages][hi, lo] component tiles */
+    float* xn = (float*)(ms + 2 * (EXACT ? 2 : 1) * MROWS); /* P1_BM */
+    float* cst = xn + P1_BM;                                /* [2 stages][b2, h2] x BN */
+    float* shs = cst + 4 * BN;                              /* DP_MAX: shift */
     __shared__ double warp_ll[NTHREADS / 32];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
@@ -256,25 +261,28 @@ fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __res
 
 template <typename T, int MODE, int WDP>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP_MAX ? 1 : 2)
-fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
-          int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
-          double* __restrict__ s2_out) {
+    fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
+              int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
+              double* __restrict__ s2_out) {
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     constexpr int P2_BM = P2_BM_OF(MODE), NST = P2_STAGES(PREP);
     constexpr bool WG = WDP != 0; /* wgmma, rows WDP wide (a compile-time dp) */
 #if !FGMM_WGMMA
-    if constexpr (WG) { __trap(); return; } /* launched only on sm_90a (see wgmma_ok) */
+    if constexpr (WG) {
+        __trap();
+        return;
+    } /* launched only on sm_90a (see wgmma_ok) */
 #endif
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int XROWS = TILE_ELEMS(P2_BM, WDP); /* 16-bit elements of a row tile */
-    constexpr int MROWS = TILE_ELEMS(P2_BN, WDP); /* of the component tile */
-    bf16* xs = (bf16*)smem_base(smem_raw, WG);                  /* NST row tiles (panelled if WG) */
-    bf16* xl = xs + NST * XROWS;                                /* EXACT only */
-    bf16* ms = xl + (EXACT ? XROWS : 0);                        /* [hi, lo] component tiles, used once */
-    float* xn = (float*)(ms + (EXACT ? 2 : 1) * MROWS);         /* NST x P2_BM */
-    float* lz = xn + NST * P2_BM;                               /* NST x P2_BM */
-    float* shs = lz + NST * P2_BM;                              /* DP_MAX */
-    T* raw = (T*)(shs + DP_MAX);                                /* raw input: P2_BM x d, the next tile as stored */
+    constexpr int XROWS = TILE_ELEMS(P2_BM, WDP);       /* 16-bit elements of a row tile */
+    constexpr int MROWS = TILE_ELEMS(P2_BN, WDP);       /* of the component tile */
+    bf16* xs = (bf16*)smem_base(smem_raw, WG);          /* NST row tiles (panelled if WG) */
+    bf16* xl = xs + NST * XROWS;                        /* EXACT only */
+    bf16* ms = xl + (EXACT ? XROWS : 0);                /* [hi, lo] component tiles, used once */
+    float* xn = (float*)(ms + (EXACT ? 2 : 1) * MROWS); /* NST x P2_BM */
+    float* lz = xn + NST * P2_BM;                       /* NST x P2_BM */
+    float* shs = lz + NST * P2_BM;                      /* DP_MAX */
+    T* raw = (T*)(shs + DP_MAX);                        /* raw input: P2_BM x d, the next tile as stored */
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
     const int dp = WG ? WDP : m.dp, nks = dp / 16;
@@ -297,8 +305,8 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
     auto issue = [&](long long t, int s) {
         if (t < t_end) {
             const long long r0 = t * P2_BM;
-            load_prepared<P2_BM, WDP>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp,
-                                     m.xnorm + r0, logz2 + r0, xs + s * XROWS, xn + s * P2_BM, lz + s * P2_BM);
+            load_prepared<P2_BM, WDP>((const __half*)x + r0 * dp, (int)min((long long)P2_BM, n - r0), dp, m.xnorm + r0,
+                                      logz2 + r0, xs + s * XROWS, xn + s * P2_BM, lz + s * P2_BM);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
@@ -353,10 +361,8 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
         } else {
             cp_async_wait_all();
             __syncthreads(); /* tile t landed; the previous tile's smem reads are done */
-            if (row0 + P2_BM <= n)
-                convert_rows<T, MODE, P2_BM>(raw, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
-            else
-                convert_rows<T, MODE, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
+            if (row0 + P2_BM <= n) convert_rows<T, MODE, P2_BM>(raw, P2_BM, m.d, dp, shs, m.scale, xs, xl, xn);
+            else convert_rows<T, MODE, P2_BM>(x + row0 * m.d, (int)(n - row0), m.d, dp, shs, m.scale, xs, xl, xn);
             for (int i = threadIdx.x; i < P2_BM; i += NTHREADS)
                 lz[i] = row0 + i < n ? logz2[row0 + i] : INFINITY; /* r = exp2(-inf) = 0 past n */
             __syncthreads();
@@ -439,7 +445,8 @@ fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float*
 /* ------------------------------------------------------------------ wrappers */
 
 __global__ void split_mu(const float* mu, bf16* hi, bf16* lo, long long count, float scale, int f16) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
         float v = mu[i] * scale;
         if (f16) {
             ((__half*)hi)[i] = __float2half_rn(v);
@@ -497,20 +504,20 @@ static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, flo
 }
 
 /* dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED fp16 rows (fp16 mode only) */
-#define DISPATCH(F, ...)                                                                          \
-    switch (mode * 3 + dtype) {                                                                   \
-    case 3 * FGMM_FUSED_BF16: return F<float, FGMM_FUSED_BF16>(__VA_ARGS__);                      \
-    case 3 * FGMM_FUSED_BF16 + 1: return F<uint8_t, FGMM_FUSED_BF16>(__VA_ARGS__);                \
-    case 3 * FGMM_FUSED_EXACT: return F<float, FGMM_FUSED_EXACT>(__VA_ARGS__);                    \
-    case 3 * FGMM_FUSED_EXACT + 1: return F<uint8_t, FGMM_FUSED_EXACT>(__VA_ARGS__);              \
-    case 3 * FGMM_FUSED_FP16: return F<float, FGMM_FUSED_FP16>(__VA_ARGS__);                      \
-    case 3 * FGMM_FUSED_FP16 + 1: return F<uint8_t, FGMM_FUSED_FP16>(__VA_ARGS__);                \
+#define DISPATCH(F, ...)                                                                            \
+    switch (mode * 3 + dtype) {                                                                     \
+    case 3 * FGMM_FUSED_BF16: return F<float, FGMM_FUSED_BF16>(__VA_ARGS__);                        \
+    case 3 * FGMM_FUSED_BF16 + 1: return F<uint8_t, FGMM_FUSED_BF16>(__VA_ARGS__);                  \
+    case 3 * FGMM_FUSED_EXACT: return F<float, FGMM_FUSED_EXACT>(__VA_ARGS__);                      \
+    case 3 * FGMM_FUSED_EXACT + 1: return F<uint8_t, FGMM_FUSED_EXACT>(__VA_ARGS__);                \
+    case 3 * FGMM_FUSED_FP16: return F<float, FGMM_FUSED_FP16>(__VA_ARGS__);                        \
+    case 3 * FGMM_FUSED_FP16 + 1: return F<uint8_t, FGMM_FUSED_FP16>(__VA_ARGS__);                  \
     case 3 * FGMM_FUSED_FP16 + FGMM_FUSED_PREPARED: return F<__half, FGMM_FUSED_FP16>(__VA_ARGS__); \
-    default: return (int)cudaErrorInvalidValue;                                                   \
+    default: return (int)cudaErrorInvalidValue;                                                     \
     }
 
-extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
-                              float* logz2, double* ll_part, cudaStream_t stream) {
+extern "C" int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode, float* logz2,
+                              double* ll_part, cudaStream_t stream) {
     if ((m->dp > DP_MAX && !(dtype == FGMM_FUSED_PREPARED && wgmma_ok(m))) || m->dp % 16 || m->kp % P2_BN)
         return (int)cudaErrorInvalidValue;
     DISPATCH(launch_lse, x, n, m, logz2, ll_part, stream)
@@ -539,8 +546,8 @@ static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, c
     return (int)cudaGetLastError();
 }
 template <typename T, int MODE>
-static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
-                      double* s1, double* s2, int splits, cudaStream_t stream) {
+static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk, double* s1,
+                      double* s2, int splits, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
         if (wgmma_ok(m))
             return m->dp == 64    ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
@@ -585,8 +592,7 @@ extern "C" int fgmm_fused_prepare(const void* x, int dtype, long long n, int d, 
     int grid = (int)(blocks < 4096 ? blocks : 4096);
     if (dtype == 1)
         prepare_rows<<<grid, 256, 0, stream>>>((const uint8_t*)x, n, d, dp, shift, scale, scale2, (__half*)out, xn);
-    else
-        prepare_rows<<<grid, 256, 0, stream>>>((const float*)x, n, d, dp, shift, scale, scale2, (__half*)out, xn);
+    else prepare_rows<<<grid, 256, 0, stream>>>((const float*)x, n, d, dp, shift, scale, scale2, (__half*)out, xn);
     return (int)cudaGetLastError();
 }
 
@@ -597,7 +603,8 @@ __global__ void unshift_s1(const double* __restrict__ nk, double* __restrict__ s
         s1[i] += nk[i / dp] * (double)shift[i % dp];
 }
 
-extern "C" int fgmm_fused_unshift(const double* nk, double* s1, const float* shift, int k, int dp, cudaStream_t stream) {
+extern "C" int fgmm_fused_unshift(const double* nk, double* s1, const float* shift, int k, int dp,
+                                  cudaStream_t stream) {
     unshift_s1<<<256, 256, 0, stream>>>(nk, s1, shift, k, dp);
     return (int)cudaGetLastError();
 }
@@ -605,7 +612,8 @@ extern "C" int fgmm_fused_unshift(const double* nk, double* s1, const float* shi
 /* Diagonal: s1 row q holds [sum r x' scale, sum r x'^2 scale2] (x' = x - shift); in place, s1[q][j] =
  * sum r x_j and s2[q][j] (k x d, overwritten) = sum r x_j^2. */
 __global__ void unshift_diag(const double* __restrict__ nk, double* __restrict__ s1, double* __restrict__ s2,
-                             const float* __restrict__ shift, int k, int d, int dp, double inv_scale, double inv_scale2) {
+                             const float* __restrict__ shift, int k, int d, int dp, double inv_scale,
+                             double inv_scale2) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (long long)k * d;
          i += (long long)gridDim.x * blockDim.x) {
         const long long q = i / d;
@@ -616,8 +624,8 @@ __global__ void unshift_diag(const double* __restrict__ nk, double* __restrict__
     }
 }
 
-extern "C" int fgmm_fused_unshift_diag(const double* nk, double* s1, double* s2, const float* shift, int k, int d, int dp,
-                                       double scale, double scale2, cudaStream_t stream) {
+extern "C" int fgmm_fused_unshift_diag(const double* nk, double* s1, double* s2, const float* shift, int k, int d,
+                                       int dp, double scale, double scale2, cudaStream_t stream) {
     unshift_diag<<<256, 256, 0, stream>>>(nk, s1, s2, shift, k, d, dp, 1.0 / scale, 1.0 / scale2);
     return (int)cudaGetLastError();
 }

@@ -28,12 +28,12 @@
 #include "fused_tiles.cuh"
 #include "reduce.cuh"
 
-#define OP_BM 128                           /* rows per tile */
-#define OP_BN FGMM_FUSED_KTILE              /* components per block (128) */
-#define OP_DP 128                           /* prepared row width */
-#define OP_NST 4 /* row-tile stages: tiles it - 1 (R^T x), it, it + 1 (S) and one loading */
-#define OP_TILE (OP_BM * OP_DP * 2)         /* bytes of a row tile, of the means and of R: 32 KB */
-#define OP_AUX (2 * 8 * 128)                /* bytes of aux^T: 8 rows x 128 k, two 1 KB swizzle panels */
+#define OP_BM 128                   /* rows per tile */
+#define OP_BN FGMM_FUSED_KTILE      /* components per block (128) */
+#define OP_DP 128                   /* prepared row width */
+#define OP_NST 4                    /* row-tile stages: tiles it - 1 (R^T x), it, it + 1 (S) and one loading */
+#define OP_TILE (OP_BM * OP_DP * 2) /* bytes of a row tile, of the means and of R: 32 KB */
+#define OP_AUX (2 * 8 * 128)        /* bytes of aux^T: 8 rows x 128 k, two 1 KB swizzle panels */
 #define OP_CL_MAX 8
 #define OP_DSUMS 5 /* per-thread double sums in smem (registers are full): the aux columns, ll */
 
@@ -46,15 +46,14 @@ static size_t onepass_smem(int cl) {
 #if FGMM_WGMMA
 __device__ __forceinline__ uint32_t cluster_reg(int which) {
     uint32_t r;
-    if (which == 0)
-        asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    else if (which == 1)
-        asm volatile("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
-    else
-        asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
+    if (which == 0) asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    else if (which == 1) asm volatile("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
+    else asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
     return r;
 }
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_arrive() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 /* (a, b) into block `rank`'s copy of the smem word pair at `local`. */
 __device__ __forceinline__ void st_cluster(const void* local, uint32_t rank, float a, float b) {
@@ -70,20 +69,20 @@ __device__ __forceinline__ uint32_t aux_off(int n, int k) {
 
 template <int CL>
 __global__ void __launch_bounds__(NTHREADS, 1)
-fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int aux_e,
-              double* __restrict__ ll_part, double* __restrict__ nk_out, double* __restrict__ s1_out,
-              double* __restrict__ s2_out) {
+    fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int aux_e,
+                  double* __restrict__ ll_part, double* __restrict__ nk_out, double* __restrict__ s1_out,
+                  double* __restrict__ s2_out) {
 #if !FGMM_WGMMA
     __trap(); /* launched only on sm_90a (fgmm_fused_onepass_ok) */
 #else
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    unsigned char* ms = smem_base(smem_raw, true);         /* 128 means x 128, panelled 128-row tile */
-    unsigned char* xs = ms + OP_TILE;                      /* OP_NST row tiles (two 64-row tiles each) */
-    unsigned char* rs = xs + OP_NST * OP_TILE;             /* R: 2 panels of 64 components x 128 rows */
-    unsigned char* aux = rs + OP_TILE;                     /* aux^T: [1, xn hi, xn lo, 0 ...] x 128 rows */
-    float* xn = (float*)(aux + OP_AUX);                    /* OP_NST x OP_BM */
-    float* cst = xn + OP_NST * OP_BM;                      /* b2, h2 of the block's components */
-    float2* ex = (float2*)(cst + 2 * OP_BN);               /* [2 slots][CL][OP_BM]: (m_q, s_q) */
+    unsigned char* ms = smem_base(smem_raw, true);               /* 128 means x 128, panelled 128-row tile */
+    unsigned char* xs = ms + OP_TILE;                            /* OP_NST row tiles (two 64-row tiles each) */
+    unsigned char* rs = xs + OP_NST * OP_TILE;                   /* R: 2 panels of 64 components x 128 rows */
+    unsigned char* aux = rs + OP_TILE;                           /* aux^T: [1, xn hi, xn lo, 0 ...] x 128 rows */
+    float* xn = (float*)(aux + OP_AUX);                          /* OP_NST x OP_BM */
+    float* cst = xn + OP_NST * OP_BM;                            /* b2, h2 of the block's components */
+    float2* ex = (float2*)(cst + 2 * OP_BN);                     /* [2 slots][CL][OP_BM]: (m_q, s_q) */
     double* dsum = (double*)(ex + 2 * CL * OP_BM) + threadIdx.x; /* [OP_DSUMS][NTHREADS] */
     __shared__ double warp_ll[NTHREADS / 32];
 
@@ -91,7 +90,7 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int
     const int cid = (int)cluster_reg(1), ncl = (int)cluster_reg(2);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4, wg = warp / 4;
     const int k0 = rank * OP_BN;
-    const int ntiles = (int)((n + OP_BM - 1) / OP_BM); /* < 2^31 (the launch checks) */
+    const int ntiles = (int)((n + OP_BM - 1) / OP_BM);               /* < 2^31 (the launch checks) */
     const int nit = cid < ntiles ? (ntiles - 1 - cid) / ncl + 1 : 0; /* tiles cid, cid + ncl, ... */
 
     auto issue = [&](int it, int s) {
@@ -104,13 +103,13 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int
     };
     stage_mu_async<OP_BN, OP_DP, OP_BN>((const bf16*)m.mu_hi, OP_DP, k0, (bf16*)ms);
     if (threadIdx.x < OP_BN / 2) /* b2, h2: 16-byte chunks */
-        cp_async16(cst + threadIdx.x * 4, threadIdx.x < OP_BN / 4 ? m.b2 + k0 + threadIdx.x * 4
-                                                                  : m.h2 + k0 + (threadIdx.x - OP_BN / 4) * 4);
+        cp_async16(cst + threadIdx.x * 4,
+                   threadIdx.x < OP_BN / 4 ? m.b2 + k0 + threadIdx.x * 4 : m.h2 + k0 + (threadIdx.x - OP_BN / 4) * 4);
     for (int i = threadIdx.x; i < 8 * OP_BM; i += NTHREADS) /* aux^T rows: 1, then per tile xn, then zeros */
         *(__half*)(aux + aux_off(i / OP_BM, i % OP_BM)) = __float2half_rn(i < OP_BM ? 1.f : 0.f);
 #pragma unroll
     for (int i = 0; i < OP_NST - 1; i++) issue(i, i); /* the first group also holds the means */
-    cluster_arrive(); /* every block of the cluster runs before its smem is written */
+    cluster_arrive();                                 /* every block of the cluster runs before its smem is written */
     cluster_wait();
 
     float sa[16][4], sb[16][4], acc[16][4], ax[4];
@@ -138,14 +137,14 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int
         }
     };
     /* S of tile it: this warpgroup's 64 rows x the block's 128 components */
-    auto gemm1 = [&](float (&s)[16][4], int it) {
+    auto gemm1 = [&](float(&s)[16][4], int it) {
         wg_gemm_mmas<128>(s, xtile(it) + wg * 2 * WG_PANEL_BYTES, smem_u32(ms), OP_DP / 64);
     };
     /* The tensor cores' work of a tile is issued one tile early, beside the previous tile's
      * statistics, and waited for (all of it: wait_group 0) after the exponentials:
      *   issue R^T x(it - 1) and S(it + 1) | densities, p, (m_q, s_q) of tile it | wait |
      *   cluster barrier | refill the stage of tile it - 1 | logz2, R(it), aux^T(it). */
-    auto step = [&](float (&cur)[16][4], float (&nxt)[16][4], int it) {
+    auto step = [&](float(&cur)[16][4], float(&nxt)[16][4], int it) {
         const long long row0 = (long long)(cid + it * ncl) * OP_BM;
         asm volatile("cp.async.wait_group %0;\n" ::"n"(OP_NST - 3)); /* rows it + 1 landed */
         wg_proxy_fence();
@@ -298,7 +297,8 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int kk = k0 + wg * 64 + (warp % 4) * 16 + g + 8 * (e >> 1), col = j * 8 + 2 * c + (e & 1);
-            if (kk < m.k && col < m.d) atomicAdd(s1_out + (long long)kk * OP_DP + col, (double)(acc[j][e] * m.inv_scale));
+            if (kk < m.k && col < m.d)
+                atomicAdd(s1_out + (long long)kk * OP_DP + col, (double)(acc[j][e] * m.inv_scale));
         }
     if (rank == 0) {
         double ll = dsum[4 * NTHREADS];
@@ -317,7 +317,8 @@ fused_onepass(const __half* __restrict__ x, long long n, fgmm_fused_model m, int
 }
 
 extern "C" int fgmm_fused_onepass_ok(const fgmm_fused_model* m) {
-    return m->wgmma && m->dp == OP_DP && (m->kp == OP_BN || m->kp == 2 * OP_BN || m->kp == 4 * OP_BN || m->kp == 8 * OP_BN);
+    return m->wgmma && m->dp == OP_DP &&
+           (m->kp == OP_BN || m->kp == 2 * OP_BN || m->kp == 4 * OP_BN || m->kp == 8 * OP_BN);
 }
 
 template <int CL>

@@ -43,9 +43,9 @@ static constexpr size_t ws_smem() {
  * warpgroups, 544 threads at 120 registers, spilled 256 bytes and serialised their MMAs: not kept.) */
 template <int NCW, bool PIPE>
 __global__ void __launch_bounds__(NCW * 128 + 32, 1)
-fused_acc_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tmu, long long n,
-             fgmm_fused_model m, const float* __restrict__ logz2, int tiles_per_split, double* __restrict__ nk_out,
-             double* __restrict__ s1_out, double* __restrict__ s2_out) {
+    fused_acc_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tmu, long long n,
+                 fgmm_fused_model m, const float* __restrict__ logz2, int tiles_per_split, double* __restrict__ nk_out,
+                 double* __restrict__ s1_out, double* __restrict__ s2_out) {
 #if !FGMM_WGMMA
     __trap(); /* launched only on sm_90a (fgmm_fused_ws_ok) */
 #else
@@ -127,7 +127,7 @@ fused_acc_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUt
         if (lane == 0) mbar_arrive(&empty[i % WS_NST]);
     };
     /* S^T of tile i into st: issued and committed, not waited for */
-    auto gemm1 = [&](float (&st)[WS_BM / 8][4], int i) {
+    auto gemm1 = [&](float(&st)[WS_BM / 8][4], int i) {
         /* no wg_fence_acc(st) here: an asm that "defines" st while an earlier group is in flight makes
          * ptxas serialise every wgmma (C7515); the MMAs' own operands order them after st's last use */
         wg_fence();
@@ -135,17 +135,17 @@ fused_acc_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUt
         wg_commit();
     };
     /* tile i's responsibilities from st (complete) into rt; N_k and s2 sums */
-    auto resp = [&](const float (&st)[WS_BM / 8][4], float (&rt)[WS_BM / 8][4], int i) {
+    auto resp = [&](const float(&st)[WS_BM / 8][4], float(&rt)[WS_BM / 8][4], int i) {
         const float* xnt = aux + (i % WS_NST) * WS_AUX;
         tile_responsibilities<WS_BM / 8>(st, rt, xnt, xnt + WS_BM, m2, cb, ch, cm, nk, s2);
     };
     /* acc += R^T x' of tile i (R packed in ra), issued; the caller fences before and commits after */
-    auto gemm2 = [&](const uint32_t (&ra)[WS_BM / 16][4], int i) {
+    auto gemm2 = [&](const uint32_t(&ra)[WS_BM / 16][4], int i) {
         const uint64_t dx = wg_desc_mn(xs0 + (i % WS_NST) * WS_TILE_B);
 #pragma unroll
         for (int q = 0; q < WS_BM / 16; q++) wg_mma_rs(acc[0], ra[q], dx + q * 16 * 128 / 16, 1);
     };
-    auto pack = [&](uint32_t (&ra)[WS_BM / 16][4], const float (&rt)[WS_BM / 8][4]) {
+    auto pack = [&](uint32_t(&ra)[WS_BM / 16][4], const float(&rt)[WS_BM / 8][4]) {
 #pragma unroll
         for (int q = 0; q < WS_BM / 16; q++) pack_a<true>(ra[q], rt[2 * q], rt[2 * q + 1]);
     };
@@ -220,8 +220,8 @@ static constexpr size_t l1_smem() {
  * arithmetic in the same order as fused_lse, so logz2 and the partials (one per 128 rows: warpgroups 0-1 and
  * 2-3, warps summed in order) are the same bits. */
 __global__ void __launch_bounds__(L1_NW * 128 + 32, 1)
-fused_lse_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tmu, long long n,
-             fgmm_fused_model m, float* __restrict__ logz2, double* __restrict__ ll_part) {
+    fused_lse_ws(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tmu, long long n,
+                 fgmm_fused_model m, float* __restrict__ logz2, double* __restrict__ ll_part) {
 #if !FGMM_WGMMA
     __trap(); /* launched only on sm_90a (fgmm_fused_ws_ok) */
 #else
@@ -362,12 +362,9 @@ extern "C" int fgmm_fused_accumulate_ws(const void* x, long long n, const fgmm_f
         return (int)cudaErrorInvalidValue;
     if (n <= 0) return 0;
     switch (variant) {
-        case FGMM_WS_PIPE2:
-            return launch_ws<2, true>(x, n, m, logz2, nk, s1, s2, splits, stream);
-        case FGMM_WS_PLAIN2:
-            return launch_ws<2, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
-        default:
-            return (int)cudaErrorInvalidValue;
+    case FGMM_WS_PIPE2: return launch_ws<2, true>(x, n, m, logz2, nk, s1, s2, splits, stream);
+    case FGMM_WS_PLAIN2: return launch_ws<2, false>(x, n, m, logz2, nk, s1, s2, splits, stream);
+    default: return (int)cudaErrorInvalidValue;
     }
 }
 

@@ -14,11 +14,11 @@
 #include "wgmma.cuh"
 
 #define DP_MAX FGMM_FUSED_MAX_D
-#define KS_MAX (DP_MAX / 16)  /* k-steps over the dimension */
-#define SROW (DP_MAX + 8)     /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
+#define KS_MAX (DP_MAX / 16) /* k-steps over the dimension */
+#define SROW (DP_MAX + 8)    /* smem row stride (bf16): +16 B makes ldmatrix rows hit distinct banks */
 /* 16-bit elements of a smem tile of R rows: stride SROW, or (WDP != 0) WDP wide panelled for wgmma
  * (128 B per 64 columns) */
-#define TILE_ELEMS(R, WDP) ((WDP) ? (R) * (WDP) : (R) * SROW)
+#define TILE_ELEMS(R, WDP) ((WDP) ? (R) * (WDP) : (R)*SROW)
 #define NTHREADS 256
 #define LOG2E 1.4426950408889634f
 
@@ -27,15 +27,18 @@ typedef __nv_bfloat16 bf16;
 /* Operand type per mode: FGMM_FUSED_BF16 and _EXACT use bf16 (fp32's range), FGMM_FUSED_FP16 uses
  * fp16 (8x finer mantissa; the host prescales by a power of two so operands stay < 2^12). Both are
  * 16 bits, so tiles are stored as bf16 and only reinterpreted. */
-template <bool F16> struct Elt;
-template <> struct Elt<false> {
+template <bool F16>
+struct Elt;
+template <>
+struct Elt<false> {
     static __device__ __forceinline__ uint32_t pack(float a, float b) {
         __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
         return *(uint32_t*)&v;
     }
     static __device__ __forceinline__ float2 unpack(uint32_t u) { return __bfloat1622float2(*(__nv_bfloat162*)&u); }
 };
-template <> struct Elt<true> {
+template <>
+struct Elt<true> {
     static __device__ __forceinline__ uint32_t pack(float a, float b) {
         __half2 v = __floats2half2_rn(a, b);
         return *(uint32_t*)&v;
@@ -52,9 +55,7 @@ __device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&c0)[4], c
     a[3] = Elt<F16>::pack(c1[2], c1[3]);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src));
 }
@@ -70,17 +71,15 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int TR, int DP, int ROWS, bool FULL>
 __device__ __forceinline__ void wg_copy_rows(const __half* src, int valid, unsigned char* dst) {
     constexpr int LG = DP == 256 ? 5 : DP == 128 ? 4 : 3, STEP = NTHREADS >> LG; /* rows per sweep (8..32) divide TR */
-    constexpr uint32_t JUMP = (DP / 64 - 1) * TR * 128;         /* into the next TR-row tile */
+    constexpr uint32_t JUMP = (DP / 64 - 1) * TR * 128;                          /* into the next TR-row tile */
     const int c = threadIdx.x & ((1 << LG) - 1), r0 = threadIdx.x >> LG;
     unsigned char* d = dst + wg_off<TR>(r0, c, DP);
     src += r0 * DP + c * 8;
 #pragma unroll
     for (int j = 0; j < ROWS / STEP; j++) {
         const uint32_t off = j * STEP * 128 + (j * STEP / TR) * JUMP;
-        if (FULL || r0 + j * STEP < valid)
-            cp_async16(d + off, src + j * STEP * DP);
-        else
-            *(uint4*)(d + off) = make_uint4(0u, 0u, 0u, 0u);
+        if (FULL || r0 + j * STEP < valid) cp_async16(d + off, src + j * STEP * DP);
+        else *(uint4*)(d + off) = make_uint4(0u, 0u, 0u, 0u);
     }
 }
 
@@ -91,13 +90,11 @@ template <int ROWS, int WDP>
 __device__ __forceinline__ void load_prepared(const __half* src, int valid, int dp, const float* xng, const float* lzg,
                                               bf16* xs, float* xn, float* lz) {
     if constexpr (WDP != 0) { /* WDP wide, 64-row panelled tiles (wgmma.cuh), one after the other */
-        if (valid == ROWS) { /* all but the last tile: no per-row checks, norms and logz2 in 16-byte copies */
+        if (valid == ROWS) {  /* all but the last tile: no per-row checks, norms and logz2 in 16-byte copies */
             wg_copy_rows<64, WDP, ROWS, true>(src, valid, (unsigned char*)xs);
             constexpr int CH = ROWS / 4; /* 16-byte chunks per array */
-            if (threadIdx.x < CH)
-                cp_async16(xn + threadIdx.x * 4, xng + threadIdx.x * 4);
-            else if (lzg && threadIdx.x < 2 * CH)
-                cp_async16(lz + (threadIdx.x - CH) * 4, lzg + (threadIdx.x - CH) * 4);
+            if (threadIdx.x < CH) cp_async16(xn + threadIdx.x * 4, xng + threadIdx.x * 4);
+            else if (lzg && threadIdx.x < 2 * CH) cp_async16(lz + (threadIdx.x - CH) * 4, lzg + (threadIdx.x - CH) * 4);
             return;
         }
         wg_copy_rows<64, WDP, ROWS, false>(src, valid, (unsigned char*)xs);
@@ -106,10 +103,8 @@ __device__ __forceinline__ void load_prepared(const __half* src, int valid, int 
         for (int i = threadIdx.x; i < ROWS * chunks; i += NTHREADS) {
             int r = i / chunks, c = i - r * chunks;
             bf16* dst = xs + r * SROW + c * 8;
-            if (r < valid)
-                cp_async16(dst, src + (long long)r * dp + c * 8);
-            else
-                *(uint4*)dst = make_uint4(0u, 0u, 0u, 0u);
+            if (r < valid) cp_async16(dst, src + (long long)r * dp + c * 8);
+            else *(uint4*)dst = make_uint4(0u, 0u, 0u, 0u);
         }
     }
     for (int i = threadIdx.x; i < ROWS; i += NTHREADS) {

@@ -34,18 +34,18 @@ extern "C" {
  * mu rows = c [mu'/(var scale), -1/(2 var scale2)], h2 = log2(e) / c, mn = 0, d = 2 x the data's d
  * (pass 2's s1 is then [sum r x', sum r x'^2] scaled; s2 is meaningless, see fgmm_fused_unshift_diag). */
 typedef struct fgmm_fused_model {
-    int k, kp, d, dp;      /* components (padded kp), dimension (padded dp, multiple of 16) */
-    const float* shift;    /* dp: subtracted from every row (the mixture's mean) */
-    const void* mu_hi;     /* kp x dp bf16: mu' rounded */
-    const void* mu_lo;     /* kp x dp bf16: mu' - mu_hi (exact mode) */
-    const float* b2;       /* kp: log2(w_k) - d/2 log2(2 pi var_k) - h2_k ||mu'_k||^2; padding: -1e30 */
-    const float* h2;       /* kp: log2(e) / (2 var_k) */
-    const float* mn;       /* kp: ||mu'_k||^2 */
-    float scale;           /* operands are (x - shift) * scale; 1 for the bf16 modes */
-    float inv_scale2;      /* 1 / scale^2: turns operand dot products back into data units */
-    float inv_scale;       /* 1 / scale */
-    const float* xnorm;    /* prepared input only: ||x'_i||^2 of the rows passed (16-byte aligned, as logz2) */
-    int wgmma;             /* 1: prepared rows with dp % 64 == 0 run the sm_90a wgmma kernels (the caller
+    int k, kp, d, dp;   /* components (padded kp), dimension (padded dp, multiple of 16) */
+    const float* shift; /* dp: subtracted from every row (the mixture's mean) */
+    const void* mu_hi;  /* kp x dp bf16: mu' rounded */
+    const void* mu_lo;  /* kp x dp bf16: mu' - mu_hi (exact mode) */
+    const float* b2;    /* kp: log2(w_k) - d/2 log2(2 pi var_k) - h2_k ||mu'_k||^2; padding: -1e30 */
+    const float* h2;    /* kp: log2(e) / (2 var_k) */
+    const float* mn;    /* kp: ||mu'_k||^2 */
+    float scale;        /* operands are (x - shift) * scale; 1 for the bf16 modes */
+    float inv_scale2;   /* 1 / scale^2: turns operand dot products back into data units */
+    float inv_scale;    /* 1 / scale */
+    const float* xnorm; /* prepared input only: ||x'_i||^2 of the rows passed (16-byte aligned, as logz2) */
+    int wgmma;          /* 1: prepared rows with dp % 64 == 0 run the sm_90a wgmma kernels (the caller
                             * sets it only for a compute capability 9.0 device) */
 } fgmm_fused_model;
 
@@ -67,14 +67,13 @@ int fgmm_fused_split(const float* mu, void* hi, void* lo, long long count, float
 /* Pass 1: logz2[i] = log2 sum_k w_k p(x_i|k) for n rows of x (dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED);
  * ll_part[b] = sum of logz2 over block b's rows (blocks: fgmm_fused_lse_blocks(n)). */
 int fgmm_fused_lse_blocks(long long n);
-int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
-                   float* logz2, double* ll_part, cudaStream_t stream);
+int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode, float* logz2,
+                   double* ll_part, cudaStream_t stream);
 
 /* Pass 2: nk[k] += sum_i r_ik, s1[k x dp] += sum_i r_ik x'_i, s2[k] += sum_i r_ik ||x'_i - mu'_k||^2.
  * splits: row-range blocks per component tile (0 = enough to fill the device). */
 int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
-                          const float* logz2, double* nk, double* s1, double* s2, int splits,
-                          cudaStream_t stream);
+                          const float* logz2, double* nk, double* s1, double* s2, int splits, cudaStream_t stream);
 
 /* Pass 2 as a warp-specialised kernel (estep_ws.cu, sm_90a): the copy engine (TMA) loads row tiles for
  * consumer warpgroups through mbarriers; prepared rows (m->wgmma), dp = 128. The same sums as
@@ -96,19 +95,18 @@ int fgmm_fused_accumulate_ws(const void* x, long long n, const fgmm_fused_model*
  * (log2 units, at most fgmm_fused_lse_blocks(n)) into ll_part. cudaErrorInvalidConfiguration: no
  * cluster of its blocks fits the device (nothing was launched). */
 int fgmm_fused_onepass_ok(const fgmm_fused_model* m);
-int fgmm_fused_onepass(const void* x, long long n, const fgmm_fused_model* m, double* ll_part, double* nk,
-                       double* s1, double* s2, int* parts, cudaStream_t stream);
+int fgmm_fused_onepass(const void* x, long long n, const fgmm_fused_model* m, double* ll_part, double* nk, double* s1,
+                       double* s2, int* parts, cudaStream_t stream);
 
 /* ---- cuBLAS path helpers (estep_blas.cu): row tiles of t rows, G = t x k from a GEMM ---- */
 
 /* xf[t x d] = float(x rows [0, t)); if x2 != NULL also x2 = xf^2; xn[t] = ||x||^2. */
-int fgmm_blas_load_tile(const void* x, int dtype, int t, int d, float* xf, float* x2, float* xn,
-                        cudaStream_t stream);
+int fgmm_blas_load_tile(const void* x, int dtype, int t, int d, float* xf, float* x2, float* xn, cudaStream_t stream);
 /* In place: G holds x.B (isotropic: B = mu, diag: q-terms) for t rows; turns it into
  * responsibilities and adds nk, s2 (isotropic: sum r ||x-mu||^2), sum log p into ll (double).
  * Isotropic: logp = c - (xn + kn - 2 g) * hp; diagonal: logp = c - hp * (g + kn), hp = 0.5. */
-int fgmm_blas_resp(float* g, int t, int k, const float* xn, const float* kn, const float* hp,
-                   const double* c, int diag, double* nk, double* s2, double* ll, cudaStream_t stream);
+int fgmm_blas_resp(float* g, int t, int k, const float* xn, const float* kn, const float* hp, const double* c, int diag,
+                   double* nk, double* s2, double* ll, cudaStream_t stream);
 /* Largest m for fgmm_blas_topm (lists per vector); larger m is done on the CPU. */
 #define FGMM_TOPM_MAX 32
 /* With G as for fgmm_blas_resp: per row, the m components of highest responsibility (decreasing;

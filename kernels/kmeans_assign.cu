@@ -50,11 +50,11 @@ __global__ void kmeans_acc(const float* __restrict__ g, const float* __restrict_
     }
 }
 
-extern "C" int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* cent, const float* cn,
-                                      int t, int k, int d, double* counts, double* sums, double* sq, double* total,
+extern "C" int fgmm_kmeans_accumulate(const float* g, const float* xf, const float* cent, const float* cn, int t, int k,
+                                      int d, double* counts, double* sums, double* sq, double* total,
                                       cudaStream_t stream) {
-    kmeans_acc<<<(t + NTHREADS / 32 - 1) / (NTHREADS / 32), NTHREADS, 0, stream>>>(g, xf, cent, cn, t, k, d,
-                                                                                   counts, sums, sq, total);
+    kmeans_acc<<<(t + NTHREADS / 32 - 1) / (NTHREADS / 32), NTHREADS, 0, stream>>>(g, xf, cent, cn, t, k, d, counts,
+                                                                                   sums, sq, total);
     return (int)cudaGetLastError();
 }
 
@@ -81,7 +81,7 @@ __device__ long long warp_cross(const double* __restrict__ a, long long i0, long
                 if (lane >= o) incl += t;
             }
             long long i = g + q * 32 + lane;
-            unsigned hit = __ballot_sync(0xffffffffu, i < n && *acc + incl > target && (!pos || v[q] > 0));
+            unsigned hit = __ballot_sync(0xffffffffu, i<n&& * acc + incl> target && (!pos || v[q] > 0));
             if (hit) {
                 int l = __ffs(hit) - 1;
                 *acc += __shfl_sync(0xffffffffu, incl - v[q], l);
@@ -131,9 +131,9 @@ __device__ long long pp_choose(const double* __restrict__ d2, long long ns, cons
  * (no FMA contraction), added in double. A failed draw sets *found = c (picks made) and every
  * later step does nothing. */
 __global__ void pp_step(const float* __restrict__ x, long long ns, int d, int c, int nb, const double* __restrict__ u,
-                        const double* __restrict__ d2_in, const double* __restrict__ part_in, double* __restrict__ d2_out,
-                        double* __restrict__ part_out, long long* __restrict__ picks, int* __restrict__ found,
-                        int update) {
+                        const double* __restrict__ d2_in, const double* __restrict__ part_in,
+                        double* __restrict__ d2_out, double* __restrict__ part_out, long long* __restrict__ picks,
+                        int* __restrict__ found, int update) {
     __shared__ double red[NTHREADS];
     __shared__ long long sp;
     if (*found) return;
@@ -189,7 +189,7 @@ extern "C" int fgmm_kmeanspp(const float* x, long long ns, int d, int k, const d
     for (int c = 0; c < k; c++) {
         const int in = (c + 1) & 1, out = c & 1; /* c = 0 reads nothing */
         pp_step<<<c + 1 < k ? nb : 1, NTHREADS, 0, stream>>>(x, ns, d, c, nb, u, d2 + in * ns, part + in * nb,
-                                                              d2 + out * ns, part + out * nb, picks, found, c + 1 < k);
+                                                             d2 + out * ns, part + out * nb, picks, found, c + 1 < k);
     }
     return (int)cudaGetLastError();
 }

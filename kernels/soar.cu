@@ -91,8 +91,8 @@ __global__ void soar_top2(float* __restrict__ g, int t, int k, int d, const floa
 
 extern "C" int fgmm_soar_top2(float* g, int t, int k, int d, const float* xn, const float* cn, const float* cs,
                               float* xs, long long* primary, float* d1, float* d2, float* rx, cudaStream_t stream) {
-    soar_top2<<<(t * 32 + NTHREADS - 1) / NTHREADS, NTHREADS, 0, stream>>>(g, t, k, d, xn, cn, cs, xs, primary, d1,
-                                                                          d2, rx);
+    soar_top2<<<(t * 32 + NTHREADS - 1) / NTHREADS, NTHREADS, 0, stream>>>(g, t, k, d, xn, cn, cs, xs, primary, d1, d2,
+                                                                           rx);
     return (int)cudaGetLastError();
 }
 

@@ -41,10 +41,12 @@ static void gpu_destroy(fgmm_engine* e) {
     gpu_impl* g = e->impl;
     if (g) {
         cudaSetDevice(g->dev);
-#define FREE_BUF(b) if (g->b.p) cudaFree(g->b.p);
-        FREE_BUF(data) FREE_BUF(xnorm) FREE_BUF(chunk[0]) FREE_BUF(chunk[1]) GPU_SCRATCH_BUFS(FREE_BUF)
+#define FREE_BUF(b) \
+    if (g->b.p) cudaFree(g->b.p);
+        FREE_BUF(data)
+        FREE_BUF(xnorm) FREE_BUF(chunk[0]) FREE_BUF(chunk[1]) GPU_SCRATCH_BUFS(FREE_BUF)
 #undef FREE_BUF
-        if (g->host_stats) cudaFreeHost(g->host_stats);
+            if (g->host_stats) cudaFreeHost(g->host_stats);
         if (g->host_up) cudaFreeHost(g->host_up);
         free(g->data_mean);
         fgmm_gpu_pinned_pair_release(g);
@@ -63,8 +65,16 @@ static void gpu_destroy(fgmm_engine* e) {
     free(e);
 }
 
-static const fgmm_engine_ops gpu_ops = {"gpu",            fgmm_gpu_estep,    fgmm_gpu_kmeans, fgmm_gpu_assign, gpu_destroy,
-                                        fgmm_gpu_em_step, fgmm_gpu_em_fetch, fgmm_gpu_seed_pp, fgmm_gpu_set_scan, NULL};
+static const fgmm_engine_ops gpu_ops = {"gpu",
+                                        fgmm_gpu_estep,
+                                        fgmm_gpu_kmeans,
+                                        fgmm_gpu_assign,
+                                        gpu_destroy,
+                                        fgmm_gpu_em_step,
+                                        fgmm_gpu_em_fetch,
+                                        fgmm_gpu_seed_pp,
+                                        fgmm_gpu_set_scan,
+                                        NULL};
 
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);
@@ -81,7 +91,8 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     fgmm_engine* e = calloc(1, sizeof *e);
     gpu_impl* g = calloc(1, sizeof *g);
     if (!e || !g) {
-        free(e); free(g);
+        free(e);
+        free(g);
         return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     }
     e->ops = &gpu_ops;
@@ -99,13 +110,12 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     fgmm_gpu_engine_options(&g->opt, prec);
     int rc = FGMM_OK;
     cudaStream_t st = NULL, copy_st = NULL; /* kept only once made (a failed create may leave a stale handle) */
-    ce = cudaSetDevice(device); /* makes the primary context */
+    ce = cudaSetDevice(device);             /* makes the primary context */
     fgmm_trace(&mark, "  gpu: context (cudaSetDevice)");
     if (ce || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
         ((g->st = st), (ce = cudaStreamCreateWithFlags(&copy_st, cudaStreamNonBlocking))))
         rc = fgmm_gpu_cuda_fail(ce, "device setup");
-    else
-        g->copy_st = copy_st;
+    else g->copy_st = copy_st;
     for (int i = 0; i < 2 && !rc; i++)
         if ((ce = cudaEventCreateWithFlags(&g->copied[i], cudaEventDisableTiming)) ||
             (ce = cudaEventCreateWithFlags(&g->consumed[i], cudaEventDisableTiming)))

@@ -64,9 +64,9 @@ int fgmm_engine_gpu_pass_ms(fgmm_engine* e, float* lse_ms, float* acc_ms);
  * fgmm_gpu_pending exposes them (for an all-reduce), finish downloads them into out (adding
  * this engine's own log-likelihood part) and clears the pending state. */
 typedef struct fgmm_gpu_pending_view {
-    double *nk, *s1, *s2;      /* device buffers */
-    size_t n_nk, n_s1, n_s2;   /* elements to reduce; identical on every rank for one model */
-    void* stream;              /* cudaStream_t the statistics were computed on */
+    double *nk, *s1, *s2;    /* device buffers */
+    size_t n_nk, n_s1, n_s2; /* elements to reduce; identical on every rank for one model */
+    void* stream;            /* cudaStream_t the statistics were computed on */
     int device;
 } fgmm_gpu_pending_view;
 int fgmm_gpu_estep_begin(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m);

@@ -42,7 +42,8 @@ int fgmm_gpu_blas_distances(gpu_impl* g, const void* dx, FgmmDtype dt, int t, in
     KL(fgmm_blas_load_tile(dx, dt == FGMM_U8, t, d, g->xf.p, diag ? g->x2.p : NULL, g->xn.p, g->st));
     if (diag) {
         CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->x2.p, d, &zero, g->g.p, k));
-        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu + (size_t)k * d, d, g->xf.p, d, &one, g->g.p, k));
+        CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu + (size_t)k * d, d, g->xf.p, d, &one,
+                       g->g.p, k));
     } else {
         CB(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, t, d, &one, mu, d, g->xf.p, d, &zero, g->g.p, k));
     }
@@ -75,18 +76,15 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         if ((rc = fgmm_gpu_dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ"))) return rc;
         CU(cudaEventRecord(g->tev[0], g->st));
         const int ws = c->plan.ws && c->prep && fgmm_fused_ws_ok(&c->fm) ? c->plan.ws : 0; /* warp-specialised */
-        if (ws & FGMM_GPU_WS_LSE)
-            KL(fgmm_fused_lse_ws(dx, rows, &c->fm, g->logz.p, g->llp.p, g->st));
-        else
-            KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
+        if (ws & FGMM_GPU_WS_LSE) KL(fgmm_fused_lse_ws(dx, rows, &c->fm, g->logz.p, g->llp.p, g->st));
+        else KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
         CU(cudaEventRecord(g->tev[1], g->st));
         KL(fgmm_accumulate_d(g->llp.p, g->ll.p, nb, g->st)); /* ll: per-block sums, in a fixed order */
         if (ws & FGMM_GPU_WS_ACC)
             KL(fgmm_fused_accumulate_ws(dx, rows, &c->fm, g->logz.p, g->nk.p, g->s1.p, g->s2.p, ws & FGMM_GPU_WS_ACC, 0,
                                         g->st));
         else
-            KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p,
-                                     g->s1.p, g->s2.p, 0, g->st));
+            KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p, g->s1.p, g->s2.p, 0, g->st));
         CU(cudaEventRecord(g->tev[2], g->st));
         g->timed = 1;
         g->ws_launches += ws != 0;
@@ -97,7 +95,7 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
     if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, c->diag, &tile)) ||
         (rc = fgmm_gpu_dgrow(&g->f, (size_t)k * d * sizeof(float), "R^T x")))
         return rc;
-    const float* kn = (const float*)g->cst.p, *hp = kn + k;
+    const float *kn = (const float*)g->cst.p, *hp = kn + k;
     const double* cc = g->cd.p;
     float one = 1.f, zero = 0.f;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
@@ -122,8 +120,7 @@ int fgmm_gpu_unshift_stats(gpu_impl* g, const estep_ctx* c, int k, int d) {
     if (c->diag)
         KL(fgmm_fused_unshift_diag(g->nk.p, g->s1.p, g->s2.p, g->shift.p, k, d, c->dp, g->prep_scale, diag_scale2(g),
                                    g->st));
-    else
-        KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, c->dp, g->st));
+    else KL(fgmm_fused_unshift(g->nk.p, g->s1.p, g->shift.p, k, c->dp, g->st));
     return FGMM_OK;
 }
 

@@ -17,22 +17,22 @@
 
 /* Return from the calling function with a recorded error when a CUDA call (CU), a kernel launch
  * wrapper (KL) or a cuBLAS call (CB) fails. */
-#define CU(call)                                                       \
-    do {                                                               \
-        cudaError_t e_ = (call);                                       \
-        if (e_ != cudaSuccess) return fgmm_gpu_cuda_fail(e_, #call);   \
+#define CU(call)                                                     \
+    do {                                                             \
+        cudaError_t e_ = (call);                                     \
+        if (e_ != cudaSuccess) return fgmm_gpu_cuda_fail(e_, #call); \
     } while (0)
-#define KL(call)                                                           \
-    do {                                                                   \
-        int e_ = (call);                                                   \
-        if (e_ != 0) return fgmm_gpu_cuda_fail((cudaError_t)e_, #call);    \
+#define KL(call)                                                        \
+    do {                                                                \
+        int e_ = (call);                                                \
+        if (e_ != 0) return fgmm_gpu_cuda_fail((cudaError_t)e_, #call); \
     } while (0)
-#define CB(call)                                                                             \
-    do {                                                                                     \
-        cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+#define CB(call)                                                                                    \
+    do {                                                                                            \
+        cublasStatus_t s_ = (call);                                                                 \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                            \
             return fgmm_fail(s_ == CUBLAS_STATUS_ALLOC_FAILED ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, \
-                             "GPU: %s: cuBLAS status %d", #call, (int)s_);                   \
+                             "GPU: %s: cuBLAS status %d", #call, (int)s_);                          \
     } while (0)
 
 /* A device buffer: fgmm_gpu_dgrow grows it. */
@@ -46,9 +46,10 @@ typedef struct dbuf {
  * mu .. shift: the model and its constants; cd: k-means++ distances; nk .. logz: statistics and
  * log-likelihood parts; xf .. f: the cuBLAS path's row tiles; dm: em_step's model (mu k x d, var k,
  * w k); emo: its output, [double obj][int empty k + 1]; chk: device maxima (gpu_buf.c). */
-#define GPU_SCRATCH_BUFS(X) \
-    X(mu) X(mu_hi) X(mu_lo) X(cst) X(shift) X(cd) X(nk) X(s1) X(s2) X(ll) X(llp) X(logz) X(xf) X(x2) X(xn) X(g) X(f) \
-    X(dm) X(emo) X(chk)
+#define GPU_SCRATCH_BUFS(X)                                                                                          \
+    X(mu)                                                                                                            \
+    X(mu_hi) X(mu_lo) X(cst) X(shift) X(cd) X(nk) X(s1) X(s2) X(ll) X(llp) X(logz) X(xf) X(x2) X(xn) X(g) X(f) X(dm) \
+        X(emo) X(chk)
 #define GPU_DECLARE_BUF(b) dbuf b;
 
 /* The engine's state (fgmm_engine.impl). */
@@ -56,18 +57,18 @@ typedef struct gpu_impl {
     int dev;
     int wg; /* an sm_90 device: prepared rows padded for the wgmma kernels */
     size_t mem_limit;
-    fgmm_gpu_options opt; /* path (never -1 here), one-pass, host M-step, cuBLAS tile (gpu_engine.h) */
+    fgmm_gpu_options opt;  /* path (never -1 here), one-pass, host M-step, cuBLAS tile (gpu_engine.h) */
     char plan_traced[256]; /* FGMM_TRACE: the last plan printed (gpu_plan.c) */
     long long ws_launches; /* E-step chunks that ran a warp-specialised kernel (tests and benchmarks check it) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
-    cudaEvent_t tev[3]; /* around the fused passes of the last chunk */
-    int timed;          /* tev holds a fused E-step */
-    double* host_stats; /* pinned: nk, s1, s2, ll downloads */
+    cudaEvent_t tev[3];    /* around the fused passes of the last chunk */
+    int timed;             /* tev holds a fused E-step */
+    double* host_stats;    /* pinned: nk, s1, s2, ll downloads */
     size_t host_stats_cap; /* bytes */
-    float* host_up;     /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
-    size_t host_up_cap; /* bytes */
-    cublasHandle_t blas; /* NULL until the first cuBLAS call (fgmm_gpu_blas_tile makes it) */
+    float* host_up;        /* pinned: model uploads (pageable copies cost ~0.5 ms each on some hosts) */
+    size_t host_up_cap;    /* bytes */
+    cublasHandle_t blas;   /* NULL until the first cuBLAS call (fgmm_gpu_blas_tile makes it) */
     fgmm_engine* cpu;
     /* resident data: rows as given (FMT_RAW) or prepared for the fused fp16 E-step (FMT_F16: data
      * holds n x dp fp16, xnorm n floats; FMT_F16_DIAG: the same for rows [x', x'^2], dp >= 2d) */
@@ -99,7 +100,7 @@ typedef struct gpu_impl {
     double amax, prep_scale;
     float* data_mean;
     int amax_pending; /* set_scan gave the means: max |x| comes from the rows on the device (data_scan) */
-    int shift_ok; /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
+    int shift_ok;     /* the device shift buffer holds data_mean (cleared by a new scan or another upload) */
 } gpu_impl;
 
 enum { FMT_RAW = 0, FMT_F16 = 1, FMT_F16_DIAG = 2 };
@@ -196,8 +197,8 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
 
 /* ---- model: upload and constants (gpu_model.c) ---- */
 int fgmm_gpu_upload_model(gpu_impl* g, const FgmmModel* m, dbuf* dst);
-int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k,
-                            int d, int diag, int check, int* in_range);
+int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const float* var, const float* w, int k, int d,
+                            int diag, int check, int* in_range);
 int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c);
 
 /* At the engine's end: its pinned pair becomes the process's spare (the larger of two, at most 64 MB
@@ -219,10 +220,10 @@ int fgmm_gpu_zero_stats(gpu_impl* g, int kp, int dp, int per_dim, long long ll_l
 
 /* ---- k-means, k-means++ seeding, assignment (gpu_kmeans_assign.c) ---- */
 int fgmm_gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k, fgmm_stats* out);
-int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
-                     const double* u, fgmm_idx_t* picks, int* found);
-int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
-                    float* resp, float* loglik);
+int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first, const double* u,
+                     fgmm_idx_t* picks, int* found);
+int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                    float* loglik);
 
 /* ---- a whole EM iteration on the device (gpu_em.c) ---- */
 int fgmm_gpu_em_step(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,

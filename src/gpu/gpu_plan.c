@@ -45,20 +45,23 @@ static void trace_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, co
     static const char* pass_name[] = {"e-step", "em", "k-means", "assign"};
     static const char* mode_name[] = {"bf16", "exact (3x bf16)", "fp16 prescaled"};
     const char* mma = p->wgmma ? "wgmma" : "mma.sync";
-    const char* fallback = pass == GPU_PASS_EM ? "the e-step and host M-step"
+    const char* fallback = pass == GPU_PASS_EM                                 ? "the e-step and host M-step"
                            : pass == GPU_PASS_KMEANS || p->fmt == FMT_F16_DIAG ? "cuBLAS fp32 row tiles"
-                                                                              : "rows as given, mma.sync";
+                                                                               : "rows as given, mma.sync";
     char rows[120], line[200];
     if (p->fmt == FMT_RAW) snprintf(rows, sizeof rows, "rows as given, mma.sync");
-    else snprintf(rows, sizeof rows, "prepared %s rows, %s, where they fit resident; else %s",
-                  p->fmt == FMT_F16 ? "fp16" : "fp16 [x, x^2]", mma, fallback);
+    else
+        snprintf(rows, sizeof rows, "prepared %s rows, %s, where they fit resident; else %s",
+                 p->fmt == FMT_F16 ? "fp16" : "fp16 [x, x^2]", mma, fallback);
     if (pass == GPU_PASS_EM && !p->device_em)
         snprintf(line, sizeof line, "no device EM iteration: the e-step and host M-step");
     else if (!p->fused)
         snprintf(line, sizeof line, "cuBLAS fp32 row tiles%s", pass == GPU_PASS_KMEANS && p->tf32 ? ", TF32" : "");
     else
         snprintf(line, sizeof line, "fused %s, one-pass %s%s; %s", mode_name[p->mode],
-                 p->onepass < 0 ? "at kp = 128" : p->onepass ? "on" : "off",
+                 p->onepass < 0 ? "at kp = 128"
+                 : p->onepass   ? "on"
+                                : "off",
                  p->ws ? ", warp-specialised" : "", rows);
     char full[sizeof g->plan_traced];
     snprintf(full, sizeof full, "  gpu plan: %s, %s d = %d: %s", pass_name[pass],
@@ -72,8 +75,9 @@ void fgmm_gpu_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, gpu_pl
     const int path = g->opt.path;
     const int prepared = path == FGMM_GPU_PATH_FUSED || path == FGMM_GPU_PATH_FUSED_MMA;
     memset(p, 0, sizeof *p);
-    p->mode = path == FGMM_GPU_PATH_FUSED_EXACT ? FGMM_FUSED_EXACT
-              : path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16 : FGMM_FUSED_FP16;
+    p->mode = path == FGMM_GPU_PATH_FUSED_EXACT  ? FGMM_FUSED_EXACT
+              : path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16
+                                                 : FGMM_FUSED_FP16;
     p->wgmma = g->wg && path != FGMM_GPU_PATH_FUSED_MMA;
     p->onepass = g->opt.onepass;
     p->ws = p->wgmma && path == FGMM_GPU_PATH_FUSED ? g->opt.ws : 0;
@@ -90,8 +94,7 @@ void fgmm_gpu_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, gpu_pl
         p->fused = prepared && d <= FGMM_FUSED_MAX_D;
         p->tf32 = path != FGMM_GPU_PATH_FUSED_EXACT && path != FGMM_GPU_PATH_BLAS;
         break;
-    case GPU_PASS_ASSIGN: /* top-m selection on cuBLAS tiles */
-        break;
+    case GPU_PASS_ASSIGN: /* top-m selection on cuBLAS tiles */ break;
     }
     if (fgmm_trace_on()) trace_plan(g, pass, cov, d, p);
 }
