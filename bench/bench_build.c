@@ -26,9 +26,11 @@
  *            lists; other indexes' encoding) on the CPU
  *   hard     no spill: each vector in its nearest list, with the default build's GMM (fgmm_ivf_set_gmm; its
  *            train s = that GMM's training seconds + its own FAISS-side training), else a GMM of its own
- * Progress goes to stderr; stdout gets markdown tables: seconds per phase, entries per vector, index MB
+ * Progress goes to stderr; stdout gets markdown tables: seconds per phase (wall, and CPU seconds of the process,
+ * all threads: the measure on a machine shared with other work), entries per vector, index MB
  * (entries x (code + id) + centroids), and "vs FAISS" = FAISS's total / the build's total (> 1: faster),
- * then the pieces of the default build's add: its list choice timed alone on the GPU and on the CPU, and
+ * then the pieces of the default build's add: its list choice timed alone on the GPU and on the CPU (without
+ * a GPU: the SOAR lists and top-2 responsibilities in the add's one pass, fgmm_soar_assign_top2), and
  * the IVF-PQ encoding on the GPU as the add timed it.
  * Synthetic data: B blob centres ~ N(0, I), blob b's rows ~ N(centre_b, s_b^2 I) with s_b uniform in
  * [0.5, 1.5], each row's blob uniform; every row drawn from its own seeded stream (any thread count
@@ -108,7 +110,8 @@ static void mixture_rows(float* x, idx_t row0, idx_t n, int d, int blobs, uint64
 typedef struct build_row {
     char method[24], factory[64], where[48];
     double train_s, add_s, entries, bytes, recall, dco;
-    double pq_gpu_s; /* the add's IVF-PQ encoding on the GPU and appending (0: FAISS's add_core encoded) */
+    double train_cpu, add_cpu; /* the same in CPU seconds of the process (all threads) */
+    double pq_gpu_s;           /* the add's IVF-PQ encoding on the GPU and appending (0: FAISS's add_core encoded) */
 } build_row;
 
 typedef struct bench {
@@ -144,7 +147,9 @@ static void search(const bench* b, const FgmmIvf* ivf, build_row* r) {
     for (idx_t i = 0; i < b->nq; i++) s += (double)dco[i];
     r->recall = fgmm_recall(b->nq, K, lab, b->gt_k, b->gt);
     r->dco = s / b->nq;
-    free(lab); free(dist); free(dco);
+    free(lab);
+    free(dist);
+    free(dco);
 }
 
 static void finish(const bench* b, FaissIndex* index, build_row* r) {
@@ -152,8 +157,8 @@ static void finish(const bench* b, FaissIndex* index, build_row* r) {
     const char* codes = strchr(r->factory, ',');
     r->entries = (double)faiss_Index_ntotal(index) / (double)b->n;
     r->bytes = codes ? index_bytes(index, codes + 1, (int)faiss_IndexIVF_nlist(ivf), b->d) : -1;
-    progress("%s %s: train %.2f s, add %.2f s, %.3f entries/vector", r->method, r->factory, r->train_s, r->add_s,
-             r->entries);
+    progress("%s %s: train %.2f s (%.2f CPU-s), add %.2f s (%.2f CPU-s), %.3f entries/vector", r->method, r->factory,
+             r->train_s, r->train_cpu, r->add_s, r->add_cpu, r->entries);
 }
 
 static FaissIndex* new_index(const bench* b, const char* spec) {
@@ -172,13 +177,13 @@ static void build_faiss(const bench* b, const char* spec, build_row* r) {
     snprintf(r->where, sizeof r->where, "cpu (%d threads)", omp_get_max_threads());
     FaissIndex* index = new_index(b, spec);
     progress("faiss %s: training (FAISS k-means on its sample)", spec);
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     if (faiss_Index_train(index, b->n, b->x)) die("faiss train");
-    r->train_s = now_s() - t0;
+    r->train_s = now_s() - t0, r->train_cpu = cpu_s() - c0;
     progress("faiss %s: adding %lld vectors", spec, (long long)b->n);
-    t0 = now_s();
+    t0 = now_s(), c0 = cpu_s();
     if (faiss_Index_add(index, b->n, b->x)) die("faiss add");
-    r->add_s = now_s() - t0;
+    r->add_s = now_s() - t0, r->add_cpu = cpu_s() - c0;
     finish(b, index, r);
     if (b->nq) { /* searched through the same code as the project's builds */
         FgmmIvfParams p;
@@ -202,12 +207,12 @@ static void build_project(const bench* b, const char* spec, FgmmAssignRule rule,
     FaissIndex* index = new_index(b, spec);
     FgmmIvf* ivf = NULL;
     if (fgmm_ivf_wrap(index, &p, &ivf)) die("wrap");
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     if (!*gmm) {
         progress("%s %s: training the GMM on %lld rows", r->method, spec, (long long)b->n);
         FgmmTrainInfo info;
         if (fgmm_ivf_train(ivf, b->n, b->x, &info)) die("fgmm_ivf_train");
-        r->train_s = now_s() - t0;
+        r->train_s = now_s() - t0, r->train_cpu = cpu_s() - c0;
         *gmm_s = info.seconds;
         *gmm_where = info.backend;
         progress("%s %s: GMM on the %s, %d k-means + %d EM iterations, %.2f s (FAISS side: %.2f s)", r->method, spec,
@@ -219,13 +224,13 @@ static void build_project(const bench* b, const char* spec, FgmmAssignRule rule,
     } else {
         progress("%s %s: installing the default build's GMM", r->method, spec);
         if (fgmm_ivf_set_gmm(ivf, *gmm, b->n, b->x)) die("fgmm_ivf_set_gmm");
-        r->train_s = *gmm_s + (now_s() - t0);
+        r->train_s = *gmm_s + (now_s() - t0), r->train_cpu = -1; /* the GMM's CPU seconds are the default's */
     }
     snprintf(r->where, sizeof r->where, "GMM %s, lists %s", *gmm_where, lists_on_gpu(b) ? "gpu" : "cpu");
     progress("%s %s: adding %lld vectors", r->method, spec, (long long)b->n);
-    t0 = now_s();
+    t0 = now_s(), c0 = cpu_s();
     if (fgmm_ivf_add(ivf, b->n, b->x, NULL, NULL)) die("fgmm_ivf_add");
-    r->add_s = now_s() - t0;
+    r->add_s = now_s() - t0, r->add_cpu = cpu_s() - c0;
     r->pq_gpu_s = ivf->add_pq_gpu_s;
     finish(b, index, r);
     search(b, ivf, r);
@@ -238,6 +243,7 @@ static void build_project(const bench* b, const char* spec, FgmmAssignRule rule,
 typedef struct breakdown {
     double soar_gpu, soar_cpu, resp;
     idx_t cpu_rows;
+    int fused; /* soar_cpu includes the top-2 responsibilities (resp not timed) */
     const char* resp_where;
 } breakdown;
 
@@ -268,16 +274,22 @@ static void time_list_choice(const bench* b, const FgmmModel* gmm, idx_t cpu_row
         out->soar_gpu = now_s() - t0;
     }
     out->cpu_rows = cpu_rows < b->n ? cpu_rows : b->n;
+    /* the CPU add's one pass (fgmm_soar_assign_top2) where the lists are chosen on the CPU */
+    out->fused = !lists_on_gpu(b) && fgmm_model_covariance(gmm) == FGMM_COV_ISOTROPIC;
     if (out->cpu_rows > 0) {
-        progress("breakdown: SOAR lists on the CPU, %lld rows", (long long)out->cpu_rows);
+        progress("breakdown: SOAR lists%s on the CPU, %lld rows", out->fused ? " and top-2 responsibilities" : "",
+                 (long long)out->cpu_rows);
         t0 = now_s();
         for (idx_t i0 = 0; i0 < out->cpu_rows; i0 += nb) {
             idx_t m = out->cpu_rows - i0 < nb ? out->cpu_rows - i0 : nb;
-            if (fgmm_soar_assign(m, d, b->x + (size_t)i0 * d, k, c, p.soar_lambda, prim, sp, d1, d2))
+            const float* xb = b->x + (size_t)i0 * d;
+            if (out->fused ? fgmm_soar_assign_top2(gmm, m, xb, p.soar_lambda, prim, sp, d1, d2, lab, resp)
+                           : fgmm_soar_assign(m, d, xb, k, c, p.soar_lambda, prim, sp, d1, d2))
                 die("fgmm_soar_assign");
         }
         out->soar_cpu = (now_s() - t0) * (double)b->n / (double)out->cpu_rows;
     }
+    if (out->fused) goto done;
     progress("breakdown: top-2 responsibilities, %lld rows", (long long)b->n);
     t0 = now_s();
     for (idx_t i0 = 0; i0 < b->n; i0 += nb) {
@@ -286,15 +298,23 @@ static void time_list_choice(const bench* b, const FgmmModel* gmm, idx_t cpu_row
     }
     out->resp = now_s() - t0;
     out->resp_where = p.gmm.backend == FGMM_BACKEND_CPU || !fgmm_gpu_available() ? "cpu" : "gpu";
-    free(prim); free(sp); free(lab); free(d1); free(d2); free(resp);
+done:
+    free(prim);
+    free(sp);
+    free(lab);
+    free(d1);
+    free(d2);
+    free(resp);
 }
 
 /* ---- main ---- */
 
 static void print_tables(const bench* b, const build_row* rows, int nr, const breakdown* bd, int have_bd) {
-    printf("\n| method | factory | where | train s | add s | total s | entries/vector | index MB | vs FAISS |%s\n",
-           b->nq ? " recall@10 | DCO |" : "");
-    printf("|---|---|---|---:|---:|---:|---:|---:|---:|%s\n", b->nq ? "---:|---:|" : "");
+    printf(
+        "\n| method | factory | where | train s | add s | total s | train CPU-s | add CPU-s | entries/vector | index MB "
+        "| vs FAISS |%s\n",
+        b->nq ? " recall@10 | DCO |" : "");
+    printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|%s\n", b->nq ? "---:|---:|" : "");
     for (int i = 0; i < nr; i++) {
         const build_row* r = &rows[i];
         double ref = -1;
@@ -302,22 +322,26 @@ static void print_tables(const bench* b, const build_row* rows, int nr, const br
             if (!strcmp(rows[j].method, "faiss") && !strcmp(rows[j].factory, r->factory))
                 ref = rows[j].train_s + rows[j].add_s;
         double total = r->train_s + r->add_s;
-        char vs[16] = "-", mb[16] = "-";
+        char vs[16] = "-", mb[16] = "-", tc[16] = "-";
         if (ref > 0) snprintf(vs, sizeof vs, "%.2f", ref / total);
         if (r->bytes > 0) snprintf(mb, sizeof mb, "%.0f", r->bytes / 1e6);
-        printf("| %s | %s | %s | %.2f | %.2f | %.2f | %.3f | %s | %s |", r->method, r->factory, r->where, r->train_s,
-               r->add_s, total, r->entries, mb, vs);
+        if (r->train_cpu >= 0) snprintf(tc, sizeof tc, "%.2f", r->train_cpu);
+        printf("| %s | %s | %s | %.2f | %.2f | %.2f | %s | %.2f | %.3f | %s | %s |", r->method, r->factory, r->where,
+               r->train_s, r->add_s, total, tc, r->add_cpu, r->entries, mb, vs);
         if (b->nq) printf(" %.4f | %.0f |", r->recall, r->dco);
         printf("\n");
     }
     if (!have_bd) return;
-    printf("\nThe default build's add, %lld rows: its list choice timed alone (batches of 2^20 rows, as the add "
-           "runs it)\n\n| piece | where | s |\n|---|---|---:|\n", (long long)b->n);
+    printf(
+        "\nThe default build's add, %lld rows: its list choice timed alone (batches of 2^20 rows, as the add "
+        "runs it)\n\n| piece | where | s |\n|---|---|---:|\n",
+        (long long)b->n);
     if (bd->soar_gpu >= 0) printf("| nearest + SOAR lists (fgmm_soar_assign_gpu) | gpu | %.2f |\n", bd->soar_gpu);
     if (bd->cpu_rows > 0)
-        printf("| nearest + SOAR lists (fgmm_soar_assign) | cpu (%d threads; %lld rows timed, scaled) | %.2f |\n",
+        printf("| nearest + SOAR lists%s | cpu (%d threads; %lld rows timed, scaled) | %.2f |\n",
+               bd->fused ? " + top-2 responsibilities (fgmm_soar_assign_top2)" : " (fgmm_soar_assign)",
                omp_get_max_threads(), (long long)bd->cpu_rows, bd->soar_cpu);
-    printf("| top-2 responsibilities (the spill selector) | %s | %.2f |\n", bd->resp_where, bd->resp);
+    if (!bd->fused) printf("| top-2 responsibilities (the spill selector) | %s | %.2f |\n", bd->resp_where, bd->resp);
     for (int i = 0; i < nr; i++) {
         const build_row* r = &rows[i];
         if (strcmp(r->method, "default")) continue;
@@ -353,7 +377,8 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--methods")) methods = v;
         else if (!strcmp(o, "--seed")) b.seed = (uint64_t)atoll(v);
         else if (!strcmp(o, "--blobs")) blobs = atoi(v);
-        else if (!strcmp(o, "--backend")) b.backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
+        else if (!strcmp(o, "--backend"))
+            b.backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
         else if (!strcmp(o, "--gmm-iter")) b.gmm_iter = atoi(v);
         else if (!strcmp(o, "--kmeans-iter")) b.kmeans_iter = atoi(v);
         else if (!strcmp(o, "--threads")) threads = atoi(v);
@@ -362,7 +387,10 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--nq")) nq_synth = atoll(v);
         else if (!strcmp(o, "--nprobe")) b.nprobe = atoi(v);
         else if (!strcmp(o, "--cpu-slice")) cpu_slice = atoll(v);
-        else { fprintf(stderr, "bench_build: unknown option %s (see the header of bench/bench_build.c)\n", o); return 2; }
+        else {
+            fprintf(stderr, "bench_build: unknown option %s (see the header of bench/bench_build.c)\n", o);
+            return 2;
+        }
     }
     if (!data == !synth_n || (synth_n && (synth_n < 1 || synth_d < 1 || blobs < 1)) || nlist < 1 || b.nprobe < 1) {
         fprintf(stderr, "usage: bench_build (--data FILE | --synthetic N D) [--factory SPEC]... [--nlist N] ...\n");
@@ -409,7 +437,10 @@ int main(int argc, char** argv) {
         fgmm_vecs_free(&vb);
         if (qfile) {
             if (fgmm_vecs_read(qfile, NULL, 0, &vq)) die(qfile);
-            if (vq.d != b.d) { fprintf(stderr, "bench_build: queries have d = %d, base d = %d\n", vq.d, b.d); return 1; }
+            if (vq.d != b.d) {
+                fprintf(stderr, "bench_build: queries have d = %d, base d = %d\n", vq.d, b.d);
+                return 1;
+            }
             if (!(xq = vecs_to_float(&vq))) die("out of memory");
             b.nq = vq.n;
             fgmm_vecs_free(&vq);
@@ -433,11 +464,14 @@ int main(int argc, char** argv) {
         if (fgmm_soar_assign_gpu(0, 2, 1, one, 2, one, 1.0f, lab, NULL, NULL, NULL)) die("CUDA start-up");
         cuda_start = now_s() - t0;
     }
-    printf("bench_build: %s, %lld x %d, %d CPU threads, GPU %s; FAISS k-means with its defaults; project: "
-           "fgmm_ivf_params_init (GMM backend %s)\n",
-           synth_n ? "synthetic mixture" : data, (long long)b.n, b.d, omp_get_max_threads(),
-           fgmm_gpu_available() ? "present" : "absent (the project's build runs on the CPU)",
-           b.backend == FGMM_BACKEND_CPU ? "cpu" : b.backend == FGMM_BACKEND_GPU ? "gpu" : "auto");
+    printf(
+        "bench_build: %s, %lld x %d, %d CPU threads, GPU %s; FAISS k-means with its defaults; project: "
+        "fgmm_ivf_params_init (GMM backend %s)\n",
+        synth_n ? "synthetic mixture" : data, (long long)b.n, b.d, omp_get_max_threads(),
+        fgmm_gpu_available() ? "present" : "absent (the project's build runs on the CPU)",
+        b.backend == FGMM_BACKEND_CPU   ? "cpu"
+        : b.backend == FGMM_BACKEND_GPU ? "gpu"
+                                        : "auto");
     if (cuda_start >= 0) printf("CUDA start-up before the builds (not in the tables): %.2f s\n", cuda_start);
     fflush(stdout);
 
@@ -459,6 +493,8 @@ int main(int argc, char** argv) {
     }
     print_tables(&b, rows, nr, &bd, have_bd);
     progress("done");
-    free(x); free(xq); free(gt);
+    free(x);
+    free(xq);
+    free(gt);
     return 0;
 }

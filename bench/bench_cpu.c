@@ -17,7 +17,6 @@
 #include "bench_util.h"
 #include "internal.h"
 
-
 int main(int argc, char** argv) {
     const char* shapes[16] = {"100000x256x128", "100000x1024x128"};
     int ns = 0, reps = 3;
@@ -26,7 +25,8 @@ int main(int argc, char** argv) {
         else if (ns < 16) shapes[ns++] = argv[i];
     }
     if (!ns) ns = 2;
-    printf("| N x K x D | cpu E-step ms | 2x sgemm ms (same products) | E-step / sgemm | E-step GFLOP/s |\n|---|---:|---:|---:|---:|\n");
+    printf(
+        "| N x K x D | cpu E-step ms | 2x sgemm ms (same products) | E-step / sgemm | E-step GFLOP/s |\n|---|---:|---:|---:|---:|\n");
     for (int s = 0; s < ns; s++) {
         long long n;
         int k, d;
@@ -66,12 +66,17 @@ int main(int argc, char** argv) {
         qsort(te, reps, sizeof(double), cmp_d);
         qsort(tg, reps, sizeof(double), cmp_d);
         double me = te[reps / 2], mg = tg[reps / 2];
-        printf("| %lld x %d x %d | %.1f | %.1f | %.2f | %.1f |\n", n, k, d, me, mg, me / mg, 4.0 * n * k * d / me / 1e6);
+        printf("| %lld x %d x %d | %.1f | %.1f | %.2f | %.1f |\n", n, k, d, me, mg, me / mg,
+               4.0 * n * k * d / me / 1e6);
         fflush(stdout);
         fgmm_stats_free(&st);
         fgmm_engine_destroy(e);
         fgmm_model_free(m);
-        free(x); free(g); free(f); free(te); free(tg);
+        free(x);
+        free(g);
+        free(f);
+        free(te);
+        free(tg);
     }
     return 0;
 }

@@ -11,7 +11,21 @@
  *     --threads a,b       thread counts timed (default 1 and omp_get_max_threads())
  *     --batch B           queries per search call (default: all; 1 times single-query latency)
  *     --reps R            timed runs per point, interleaved over indexes and thread counts; the best
- *                         is kept (default 3)
+ *                         is kept (default 3; 0: recall and DCO only)
+ *     --pq M              IVF<nlist>,PQ<M>np rows instead (8-bit codes, no polysemous training: it
+ *                         takes minutes and search does not use it), below
+ *     --kfactors a,b,...  --pq: the re-ranking k_factors (default 2,4,8)
+ *     --wide a,b,...      IVF-Flat: FAISS's default at nlist x a, x b (default 2,4; 0: none)
+ *     --list-major 1      IVF-Flat: adds the row default/list
+ *     --probe r1,r2       IVF-Flat: adaptive-probing rows (fgmm_ivf_search_ex): fixed, kth, eps (default: none)
+ *     --targets a,b,...   recall@10 targets the probe rows are calibrated for (default
+ *                         0.80,0.85,0.90,0.93,0.95,0.97,0.99)
+ *     --probe-on b1,b2    the indexes probe rows search: faiss, gmm-hard, default (default: all three)
+ *     --min-probe N       lists every query scans before the rule (default 2)
+ *     --max-probe N       lists at most for kth/eps (default: the largest of --nprobes)
+ *     --holdout N         calibration vectors: the last N base vectors, not added to any index (default
+ *                         1000 with --probe, else 0; the ground truth is then over the others)
+ *     --calib FILE        calibration vectors from FILE instead (its first --holdout rows; all base added)
  *
  * Rows (every index IVF<nlist>,Flat, searched with k = 10, all queries per call unless --batch):
  *   faiss          FAISS's default: IndexIVF::train's k-means (10 iterations, 256 points per list),
@@ -21,9 +35,33 @@
  *   default        fgmm_ivf_params_init's defaults (quantizer and SOAR spill), fgmm_ivf_search
  *   default/faiss  the default index searched by the FAISS engine (search_preassigned + de-duplication:
  *                  fgmm_ivf_search before the list-major engine)
+ *   faiss-<a>x     FAISS's default at nlist x a (--wide): what a FAISS user gets for more training, the same bytes
+ *   default/list   (--list-major 1) the default index searched by the list-major engine alone, whatever
+ *                  the batch (fgmm_ivf_search before the per-query engine of plugin/ivf_search_one.c)
+ *   BASE+RULE      (--probe) for BASE in faiss+search, gmm-hard, default: fgmm_ivf_calibrate picks the
+ *                  rule's setting (nprobe for fixed, the threshold for kth/eps) for each target on the
+ *                  calibration vectors; recall, DCO and QPS are then measured on the queries (one point
+ *                  per target reached, instead of one per nprobe)
+ * IVF-PQ rows (--pq M; every index IVF<nlist>,PQ<M>np):
+ *   faiss-pq       FAISS's default IVF-PQ, faiss_Index_search
+ *   faiss-pq+R<f>  the same inside FAISS's IndexRefineFlat (C API), k_factor f: its exact re-ranking;
+ *                  MB counts the float copy
+ *   default-pq     the default build (GMM, SOAR spill) with fgmm_ivf_refine_flat, searched without
+ *                  re-ranking (fgmm_ivf_search_with; MB without the copy)
+ *   default-pq+R<f> the same, fgmm_ivf_search_refine with k_factor f
+ * DCO: nlist + the probed lists' sizes (spilled copies counted; for FAISS's rows from its quantizer's
+ * assignment and its list sizes), plus, with re-ranking, the exact distances computed (FAISS: min(k x f,
+ * entries scanned); ours: the distinct candidates). A PQ code distance costs M table look-ups, an
+ * exact one d multiply-adds: the sum is a count, not a cost.
  * QPS ratios at recall r: per seed, each curve's nprobe at r is interpolated log-linearly (log nprobe
- * linear in recall between swept points) and its QPS log-log in nprobe; the table gives the mean over
- * seeds of QPS(row) / QPS(faiss) and, with several seeds, its [min, max].
+ * linear in recall between swept points) and its QPS log-log in nprobe (probe rows: log QPS linear in
+ * recall between the targets reached, read only from the lowest to the highest); the table gives the
+ * mean over seeds of QPS(row) / QPS(faiss) (with --pq: FAISS's row of the same k_factor) and, with
+ * several seeds, its [min, max]. A second table divides each of the project's rows by FAISS's best row
+ * (highest QPS at that recall, per seed and thread count) among those of at most its bytes: what the
+ * memory buys. A third divides DCO as the first does QPS (FAISS's row scans the same lists as
+ * faiss+search). With --probe, a last table gives how far the queries' recall lands from each
+ * calibrated target. --reps 0 prints only the DCO tables.
  */
 #include <math.h>
 #include <omp.h>
@@ -32,6 +70,7 @@
 #include <string.h>
 
 #include <faiss/c_api/Clustering_c.h>
+#include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
@@ -40,69 +79,116 @@
 #include "flashgmm_ivf.h"
 #include "ivf_impl.h"
 #include "ivf_util.h"
+#include "search_report.h"
 
-#define K 10
-#define MAX_PROBES 24
-#define MAX_SEEDS 8
-#define MAX_THREADS 4
-#define NM 5
+rowspec rs[MAX_ROWS];
+int nrows = 0;
 
-static const char* names[NM] = {"faiss", "faiss+search", "gmm-hard", "default", "default/faiss"};
+static void add_row(const char* name, int build, int api, int engine, float kf, int rule) {
+    rowspec* r = &rs[nrows++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->build = build, r->api = api, r->engine = engine, r->kf = kf, r->rule = rule;
+}
 
 static void die(const char* what) {
     fprintf(stderr, "bench_search: %s: %s\n", what, fgmm_get_last_error());
     exit(1);
 }
 
-typedef struct point {
-    double recall, dco, qps[MAX_THREADS];
-} point;
+static idx_t batch = 0;                  /* queries per search call (0: all) */
+static int min_probe = 2, max_probe = 0; /* probe rows' FgmmIvfSearchParams */
+static const char* const rule_names[NR] = {"fixed", "kth", "eps"};
 
-typedef struct row {
-    double train_s, add_s, bytes;
-    point p[MAX_PROBES];
-} row;
+/* The search params of probe row r at setting s (nprobe for FIXED, else the threshold). */
+static FgmmIvfSearchParams probe_params(const rowspec* r, double s) {
+    FgmmIvfSearchParams sp;
+    fgmm_ivf_search_params_init(&sp);
+    sp.rule = (FgmmProbeRule)r->rule, sp.nprobe = max_probe, sp.min_probe = min_probe;
+    if (r->rule == FGMM_PROBE_FIXED) sp.nprobe = (int)s;
+    else sp.threshold = s;
+    return sp;
+}
 
-static idx_t batch = 0; /* queries per search call (0: all) */
-
-/* A search of all queries, `batch` per call: method m at nprobe np; seconds. */
-static double search(int m, FaissIndex* fi, FgmmIvf* h, idx_t nq, const float* xq, int np, float* dist, idx_t* lab,
-                     int64_t* dco) {
+/* A search of all queries, `batch` per call, by row r at setting s (nprobe, or a probe row's
+ * setting); seconds. fi: the FAISS index the row searches (IndexRefineFlat for FAISS's re-ranking
+ * rows), base: its IVF. */
+static double search(const rowspec* r, FaissIndex* fi, FaissIndex* base, FgmmIvf* h, idx_t nq, const float* xq,
+                     double s, float* dist, idx_t* lab, int64_t* dco) {
     idx_t bs = batch > 0 && batch < nq ? batch : nq;
-    int d = faiss_Index_d(fi);
-    if (m == 0) faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fi), (size_t)np);
+    int d = faiss_Index_d(base), np = (int)s;
+    FgmmIvfSearchParams sp = probe_params(r, s);
+    if (r->api) {
+        faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(base), (size_t)np);
+        if (r->kf > 0) faiss_IndexRefineFlat_set_k_factor(faiss_IndexRefineFlat_cast(fi), r->kf);
+    }
     double t0 = now_s();
     for (idx_t i0 = 0; i0 < nq; i0 += bs) {
         idx_t b = nq - i0 < bs ? nq - i0 : bs;
         const float* q = xq + (size_t)i0 * d;
-        if (m == 0) {
-            if (faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)) die("faiss search");
-        } else if (fgmm_ivf_search_with(h, b, q, K, np, dist + i0 * K, lab + i0 * K, dco + i0,
-                                        m == 4 ? FGMM_SEARCH_FAISS : FGMM_SEARCH_AUTO, 0)) {
-            die("fgmm_ivf_search");
-        }
+        int rc = r->api         ? faiss_Index_search(fi, b, q, K, dist + i0 * K, lab + i0 * K)
+                 : r->rule >= 0 ? fgmm_ivf_search_ex(h, b, q, K, &sp, dist + i0 * K, lab + i0 * K, dco + i0)
+                 : r->kf        ? fgmm_ivf_search_refine(h, b, q, K, np, r->kf, dist + i0 * K, lab + i0 * K, dco + i0)
+                         : fgmm_ivf_search_with(h, b, q, K, np, dist + i0 * K, lab + i0 * K, dco + i0, r->engine, 0);
+        if (rc) die(r->name);
     }
     return now_s() - t0;
 }
 
-/* QPS of row r at recall level lv, thread index t: -1 if the sweep does not reach it. */
-static double qps_at(const row* r, int np, const int* probes, double lv, int t) {
-    for (int p = 0; p < np; p++) {
-        if (r->p[p].recall < lv) continue;
-        if (p == 0) return r->p[0].qps[t];
-        const point *a = &r->p[p - 1], *b = &r->p[p];
-        double f = (lv - a->recall) / (b->recall - a->recall);
-        double lp = log(probes[p - 1]) + f * (log(probes[p]) - log(probes[p - 1]));
-        double g = (lp - log(probes[p - 1])) / (log(probes[p]) - log(probes[p - 1]));
-        return exp(log(a->qps[t]) + g * (log(b->qps[t]) - log(a->qps[t])));
+/* Mean DCO of a FAISS row: nlist + the sizes of the lists its quantizer assigns, + min(k x kf, those
+ * entries) exact distances where it re-ranks. */
+static double faiss_dco(FaissIndex* base, idx_t nq, const float* xq, int np, float kf) {
+    FaissIndexIVF* ivf = faiss_IndexIVF_cast(base);
+    size_t nlist = faiss_IndexIVF_nlist(ivf);
+    float* cd = malloc((size_t)nq * np * sizeof(float));
+    idx_t* as = malloc((size_t)nq * np * sizeof(idx_t));
+    if (!cd || !as || faiss_Index_search(faiss_IndexIVF_quantizer(ivf), nq, xq, np, cd, as)) die("faiss dco");
+    double s = 0, kb = floor((double)K * kf);
+    for (idx_t i = 0; i < nq; i++) {
+        double e = 0;
+        for (int r = 0; r < np; r++)
+            if (as[(size_t)i * np + r] >= 0)
+                e += (double)faiss_IndexIVF_get_list_size(ivf, (size_t)as[(size_t)i * np + r]);
+        s += (double)nlist + e + (kf > 0 ? (e < kb ? e : kb) : 0);
     }
+    free(cd), free(as);
+    return s / nq;
+}
+
+/* The index of the comma-separated token at s among names[0..n), or -1. */
+static int token(const char* s, const char* const* names, int n) {
+    size_t len = strcspn(s, ",");
+    for (int i = 0; i < n; i++)
+        if (strlen(names[i]) == len && !strncmp(s, names[i], len)) return i;
     return -1;
+}
+
+static int parse_list(const char* s, double* out, int max) {
+    int n = 0;
+    for (; *s && n < max; s += strcspn(s, ","), s += *s == ',') out[n++] = atof(s);
+    return n;
+}
+
+/* FAISS's IndexIVF::train: its k-means (Clustering's defaults, niter 10; the seed), then the rest. */
+static void faiss_train(FaissIndex* fi, int d, int nlist, int seed, idx_t nb, const float* xb) {
+    FaissClusteringParameters cp;
+    faiss_ClusteringParameters_init(&cp);
+    cp.niter = 10;
+    cp.seed = seed;
+    FaissIndex* q = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(fi));
+    FaissClustering* cl = NULL;
+    if (faiss_Clustering_new_with_params(&cl, d, nlist, &cp) || faiss_Clustering_train(cl, nb, xb, q) ||
+        faiss_Index_train(fi, nb, xb))
+        die("faiss train");
+    faiss_Clustering_free(cl);
 }
 
 int main(int argc, char** argv) {
     const char *data = NULL, *bname = NULL, *qname = NULL, *qfile = NULL, *gt_file = NULL;
     const char *probe_s = "1,2,4,6,8,12,16,24,32,48,64,96,128", *seeds_s = "1,2,3", *threads_s = NULL;
-    int nlist = 1024, reps = 3;
+    const char *kf_s = "2,4,8", *wide_s = "2,4", *rules_s = "", *on_s = "faiss,gmm-hard,default";
+    const char *targets_s = "0.80,0.85,0.90,0.93,0.95,0.97,0.99", *calib = NULL;
+    int nlist = 1024, reps = 3, pq = 0, list_major = 0;
+    idx_t holdout = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
         if (!strcmp(o, "--data")) data = v;
@@ -116,10 +202,28 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--threads")) threads_s = v;
         else if (!strcmp(o, "--reps")) reps = atoi(v);
         else if (!strcmp(o, "--batch")) batch = atoll(v);
-        else { fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o); return 2; }
+        else if (!strcmp(o, "--pq")) pq = atoi(v);
+        else if (!strcmp(o, "--kfactors")) kf_s = v;
+        else if (!strcmp(o, "--wide")) wide_s = v;
+        else if (!strcmp(o, "--list-major")) list_major = atoi(v);
+        else if (!strcmp(o, "--probe")) rules_s = v;
+        else if (!strcmp(o, "--targets")) targets_s = v;
+        else if (!strcmp(o, "--probe-on")) on_s = v;
+        else if (!strcmp(o, "--min-probe")) min_probe = atoi(v);
+        else if (!strcmp(o, "--max-probe")) max_probe = atoi(v);
+        else if (!strcmp(o, "--holdout")) holdout = atoll(v);
+        else if (!strcmp(o, "--calib")) calib = v;
+        else {
+            fprintf(stderr, "bench_search: unknown option %s (see bench/bench_search.c)\n", o);
+            return 2;
+        }
     }
-    if (!data || nlist < 1 || reps < 1) { fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n"); return 2; }
-    int probes[MAX_PROBES], np = 0, seeds[MAX_SEEDS], ns = 0, threads[MAX_THREADS], nt = 0;
+    if (!data || nlist < 1 || reps < 0 || pq < 0) {
+        fprintf(stderr, "usage: bench_search --data FILE [--nlist N] ...\n");
+        return 2;
+    }
+    double probes[MAX_PROBES], targets[MAX_TARGETS];
+    int np = 0, seeds[MAX_SEEDS], ns = 0, threads[MAX_THREADS], nt = 0;
     for (const char* s = probe_s; *s && np < MAX_PROBES; s += strcspn(s, ","), s += *s == ',')
         if (atoi(s) > 0 && atoi(s) <= nlist) probes[np++] = atoi(s);
     for (const char* s = seeds_s; *s && ns < MAX_SEEDS; s += strcspn(s, ","), s += *s == ',') seeds[ns++] = atoi(s);
@@ -131,6 +235,56 @@ int main(int argc, char** argv) {
         threads[nt++] = 1;
         if (maxt > 1) threads[nt++] = maxt;
     }
+    /* probe rows: their rules and base indexes */
+    const char* const on_names[3] = {"faiss", "gmm-hard", "default"};
+    const char* const base_names[3] = {"faiss+search", "gmm-hard", "default"};
+    const int on_builds[3] = {B_FAISS, B_HARD, B_DEFAULT};
+    int rules[NR], nru = 0, on[3], non = 0, ntg = parse_list(targets_s, targets, MAX_TARGETS);
+    for (const char* s = rules_s; *s && nru < NR; s += strcspn(s, ","), s += *s == ',')
+        if ((rules[nru++] = token(s, rule_names, NR)) < 0) {
+            fprintf(stderr, "bench_search: --probe %s: unknown rule\n", s);
+            return 2;
+        }
+    for (const char* s = on_s; nru && *s && non < 3; s += strcspn(s, ","), s += *s == ',')
+        if ((on[non++] = token(s, on_names, 3)) < 0) {
+            fprintf(stderr, "bench_search: --probe-on %s: unknown index\n", s);
+            return 2;
+        }
+    if (nru && (pq || !ntg || min_probe < 1)) {
+        fprintf(stderr, "bench_search: --probe needs IVF-Flat (no --pq), --targets and --min-probe >= 1\n");
+        return 2;
+    }
+    if (!max_probe)
+        for (int p = 0; p < np; p++) max_probe = probes[p] > max_probe ? (int)probes[p] : max_probe;
+    double kfs[MAX_KF], wide[MAX_BUILDS - B_WIDE];
+    int nkf = pq ? parse_list(kf_s, kfs, MAX_KF) : 0, nw = pq ? 0 : parse_list(wide_s, wide, MAX_BUILDS - B_WIDE);
+    for (int w = 0; w < nw; w++)
+        if (wide[w] < 2) nw = w; /* 0 (or junk): no wider rows */
+    char nm[32];
+    if (!pq) {
+        add_row("faiss", B_FAISS, 1, 0, 0, -1);
+        add_row("faiss+search", B_FAISS, 0, FGMM_SEARCH_AUTO, 0, -1);
+        add_row("gmm-hard", B_HARD, 0, FGMM_SEARCH_AUTO, 0, -1);
+        add_row("default", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0, -1);
+        add_row("default/faiss", B_DEFAULT, 0, FGMM_SEARCH_FAISS, 0, -1);
+        if (list_major) add_row("default/list", B_DEFAULT, 0, FGMM_SEARCH_FLAT, 0, -1);
+        for (int w = 0; w < nw; w++)
+            snprintf(nm, sizeof nm, "faiss-%gx", wide[w]), add_row(nm, B_WIDE + w, 1, 0, 0, -1);
+        for (int o = 0; o < non; o++)
+            for (int r = 0; r < nru; r++) {
+                snprintf(nm, sizeof nm, "%s+%s", base_names[on[o]], rule_names[rules[r]]);
+                add_row(nm, on_builds[on[o]], 0, FGMM_SEARCH_AUTO, 0, rules[r]);
+            }
+    } else {
+        add_row("faiss-pq", B_FAISS, 1, 0, 0, -1);
+        for (int f = 0; f < nkf; f++)
+            snprintf(nm, sizeof nm, "faiss-pq+R%g", kfs[f]), add_row(nm, B_FAISS, 1, 0, (float)kfs[f], -1);
+        add_row("default-pq", B_DEFAULT, 0, FGMM_SEARCH_AUTO, 0, -1);
+        for (int f = 0; f < nkf; f++)
+            snprintf(nm, sizeof nm, "default-pq+R%g", kfs[f]),
+                add_row(nm, B_DEFAULT, 0, FGMM_SEARCH_AUTO, (float)kfs[f], -1);
+    }
+    int nbuild = pq ? 3 : B_WIDE + nw;
 
     FgmmVecs vb, vq;
     if (fgmm_vecs_read(data, bname, 0, &vb)) die(data);
@@ -143,9 +297,36 @@ int main(int argc, char** argv) {
     if (fgmm_vecs_read(qfile ? qfile : data, qn, 0, &vq)) die("queries");
     float *xb = vecs_to_float(&vb), *xq = vecs_to_float(&vq);
     if (!xb || !xq) die("out of memory");
-    idx_t nb = vb.n, nq = vq.n;
+    idx_t nb = vb.n, nq = vq.n, nadd = nb, ncal = 0;
     int d = vb.d;
-    if (vq.d != d) { fprintf(stderr, "bench_search: queries have d = %d, base d = %d\n", vq.d, d); return 1; }
+    if (vq.d != d) {
+        fprintf(stderr, "bench_search: queries have d = %d, base d = %d\n", vq.d, d);
+        return 1;
+    }
+    float* xcal = NULL; /* calibration vectors: never the queries */
+    FgmmVecs vc;
+    if (nru) {
+        ncal = holdout < 0 ? 1000 : holdout;
+        if (calib) {
+            if (fgmm_vecs_read(calib, NULL, 0, &vc) || vc.d != d) die("--calib");
+            ncal = ncal < vc.n ? ncal : vc.n;
+            if (!(xcal = vecs_to_float(&vc))) die("out of memory");
+        } else {
+            if (gt_file && ncal) {
+                fprintf(stderr, "bench_search: --gt needs --calib (the base is held out of)\n");
+                return 2;
+            }
+            if (ncal >= nb) {
+                fprintf(stderr, "bench_search: --holdout %lld >= base\n", (long long)ncal);
+                return 2;
+            }
+            nadd = nb - ncal, xcal = xb + (size_t)nadd * d;
+        }
+        if (ncal < 1) {
+            fprintf(stderr, "bench_search: --probe needs --holdout >= 1\n");
+            return 2;
+        }
+    }
     int32_t* gt;
     int gt_k = GT_K;
     if (gt_file) {
@@ -153,139 +334,118 @@ int main(int argc, char** argv) {
         if (fgmm_vecs_read(gt_file, NULL, 0, &gv) || gv.n != nq || gv.d < K || gv.dtype != FGMM_I32) die("--gt");
         gt = gv.data, gt_k = gv.d;
     } else {
-        gt = ground_truth(xb, nb, xq, nq, d);
+        gt = ground_truth(xb, nadd, xq, nq, d);
     }
-    printf("%s: base %lld x %d, %lld queries, IVF%d,Flat, k = %d, seeds %s, threads", data, (long long)nb, d,
-           (long long)nq, nlist, K, seeds_s);
+    char codes[32];
+    snprintf(codes, sizeof codes, pq ? "PQ%dnp" : "Flat", pq);
+    printf("%s: base %lld x %d, %lld queries, IVF%d,%s, k = %d, seeds %s, threads", data, (long long)nb, d,
+           (long long)nq, nlist, codes, K, seeds_s);
     for (int t = 0; t < nt; t++) printf(" %d", threads[t]);
-    printf(", best of %d interleaved runs, %lld queries per call\n", reps, (long long)(batch > 0 && batch < nq ? batch : nq));
+    if (reps) printf(", best of %d interleaved runs", reps);
+    else printf(", recall and DCO only (--reps 0)");
+    printf(", %lld queries per call\n", (long long)(batch > 0 && batch < nq ? batch : nq));
+    if (nru)
+        printf("probe rows: %lld calibration vectors (%s), %lld base vectors added, min_probe %d, max nprobe %d\n",
+               (long long)ncal, calib ? calib : "the base's last, not added", (long long)nadd, min_probe, max_probe);
 
-    static row rows[MAX_SEEDS][NM];
-    char spec[64];
-    snprintf(spec, sizeof spec, "IVF%d,Flat", nlist);
+    static row rows[MAX_SEEDS][MAX_ROWS];
     float* dist = malloc((size_t)nq * K * sizeof(float));
     idx_t* lab = malloc((size_t)nq * K * sizeof(idx_t));
     int64_t* dco = malloc((size_t)nq * sizeof(int64_t));
+    const int npts = nru && ntg > np ? ntg : np; /* points of the longest row */
     for (int si = 0; si < ns; si++) {
-        FaissIndex* fi[3] = {NULL, NULL, NULL}; /* faiss, gmm-hard, default */
-        FgmmIvf* h[3] = {NULL, NULL, NULL};
-        for (int b = 0; b < 3; b++) { /* gmm-hard (b = 1) reuses the default's GMM: built after it */
-            int bb = b == 0 ? 0 : 3 - b;
-            if (faiss_index_factory(&fi[bb], d, spec, METRIC_L2)) die("faiss_index_factory");
+        FaissIndex* fi[MAX_BUILDS] = {NULL};
+        FaissIndexRefineFlat* refine = NULL; /* --pq: FAISS's re-ranking over fi[B_FAISS] */
+        FgmmIvf* h[MAX_BUILDS] = {NULL};
+        double train_s[MAX_BUILDS], add_s[MAX_BUILDS], bytes[MAX_BUILDS], copy_bytes = (double)nadd * d * sizeof(float);
+        const int order[MAX_BUILDS] = {B_FAISS, B_DEFAULT, B_HARD, B_WIDE, B_WIDE + 1, B_WIDE + 2, B_WIDE + 3};
+        for (int o = 0; o < nbuild; o++) { /* gmm-hard reuses the default's GMM: built after it */
+            int b = order[o];
+            if (pq && b == B_HARD) continue;
+            int nl = b >= B_WIDE ? (int)(nlist * wide[b - B_WIDE]) : nlist;
+            char spec[64];
+            snprintf(spec, sizeof spec, "IVF%d,%s", nl, codes);
+            if (faiss_index_factory(&fi[b], d, spec, METRIC_L2)) die("faiss_index_factory");
             FgmmIvfParams p;
             fgmm_ivf_params_init(&p);
             p.gmm.seed = (uint64_t)seeds[si];
-            if (bb < 2) p.rule = FGMM_ASSIGN_HARD;
-            row* r = &rows[si][bb == 0 ? 0 : bb + 1];
+            if (b != B_DEFAULT) p.rule = FGMM_ASSIGN_HARD;
             double t0 = now_s();
-            if (bb == 0) {
-                FaissClusteringParameters cp; /* IndexIVF::train's: Clustering's defaults, niter 10; the seed */
-                faiss_ClusteringParameters_init(&cp);
-                cp.niter = 10;
-                cp.seed = seeds[si];
-                FaissIndex* q = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(fi[0]));
-                FaissClustering* cl = NULL;
-                if (faiss_Clustering_new_with_params(&cl, d, nlist, &cp) || faiss_Clustering_train(cl, nb, xb, q) ||
-                    faiss_Index_train(fi[0], nb, xb))
-                    die("faiss train");
-                faiss_Clustering_free(cl);
-                r->train_s = now_s() - t0;
+            if (b == B_FAISS || b >= B_WIDE) { /* trained on the whole base, filled with the nadd first */
+                faiss_train(fi[b], d, nl, seeds[si], nb, xb);
+                train_s[b] = now_s() - t0;
+                FaissIndex* into = fi[b];
+                if (pq) { /* IndexRefineFlat: adds go to the IVF-PQ and the float copy */
+                    if (faiss_IndexRefineFlat_new(&refine, fi[b])) die("IndexRefineFlat");
+                    into = (FaissIndex*)refine;
+                }
                 t0 = now_s();
-                if (faiss_Index_add(fi[0], nb, xb)) die("faiss add");
-                r->add_s = now_s() - t0;
-                if (fgmm_ivf_wrap(fi[0], &p, &h[0])) die("wrap");
+                if (faiss_Index_add(into, nadd, xb)) die("faiss add");
+                add_s[b] = now_s() - t0;
+                if (fgmm_ivf_wrap(fi[b], &p, &h[b])) die("wrap");
             } else {
-                if (fgmm_ivf_wrap(fi[bb], &p, &h[bb])) die("wrap");
-                if (bb == 2 && fgmm_ivf_train(h[bb], nb, xb, NULL)) die("train");
-                if (bb == 1 && fgmm_ivf_set_gmm(h[bb], fgmm_ivf_model(h[2]), nb, xb)) die("set gmm");
-                r->train_s = bb == 2 ? now_s() - t0 : rows[si][3].train_s;
+                if (fgmm_ivf_wrap(fi[b], &p, &h[b])) die("wrap");
+                if (b == B_DEFAULT && fgmm_ivf_train(h[b], nb, xb, NULL)) die("train");
+                if (b == B_HARD && fgmm_ivf_set_gmm(h[b], fgmm_ivf_model(h[B_DEFAULT]), nb, xb)) die("set gmm");
+                train_s[b] = b == B_DEFAULT ? now_s() - t0 : train_s[B_DEFAULT];
+                if (pq && fgmm_ivf_refine_flat(h[b], 1.0f)) die("refine");
                 t0 = now_s();
-                if (fgmm_ivf_add(h[bb], nb, xb, NULL, NULL)) die("add");
-                r->add_s = now_s() - t0;
+                if (fgmm_ivf_add(h[b], nadd, xb, NULL, NULL)) die("add");
+                add_s[b] = now_s() - t0;
             }
-            r->bytes = index_bytes(fi[bb], "Flat", nlist, d);
+            bytes[b] = index_bytes(fi[b], pq ? codes : "Flat", nl, d);
         }
-        rows[si][1].train_s = rows[si][0].train_s, rows[si][1].add_s = rows[si][0].add_s;
-        rows[si][1].bytes = rows[si][0].bytes;
-        rows[si][4].train_s = rows[si][3].train_s, rows[si][4].add_s = rows[si][3].add_s;
-        rows[si][4].bytes = rows[si][3].bytes;
-        for (int p = 0; p < np; p++) {
-            for (int m = 0; m < NM; m++) { /* recall and DCO */
-                int b = m == 0 || m == 1 ? 0 : m == 2 ? 1 : 2;
-                search(m, fi[b], h[b], nq, xq, probes[p], dist, lab, dco);
+        for (int m = 0; m < nrows; m++) {
+            int b = rs[m].build;
+            rows[si][m].train_s = train_s[b], rows[si][m].add_s = add_s[b];
+            rows[si][m].bytes = bytes[b] + (rs[m].kf > 0 ? copy_bytes : 0);
+        }
+#define FI(m) (rs[m].api && rs[m].kf > 0 ? (FaissIndex*)refine : fi[rs[m].build])
+#define NPTS(m) (rs[m].rule >= 0 ? ntg : np)
+        for (int p = 0; p < npts; p++) {
+            for (int m = 0; m < nrows; m++) { /* setting (probe rows: calibrated), recall and DCO */
+                if (p >= NPTS(m)) continue;
+                int b = rs[m].build;
                 point* pt = &rows[si][m].p[p];
+                memset(pt, 0, sizeof *pt);
+                if (rs[m].rule < 0) pt->setting = probes[p];
+                else {
+                    FgmmIvfSearchParams sp = probe_params(&rs[m], max_probe);
+                    double t0 = now_s();
+                    int rc = fgmm_ivf_calibrate(h[b], ncal, xcal, K, targets[p], &sp, &pt->cal_recall);
+                    rows[si][m].cal_s += now_s() - t0;
+                    if (rc && rc != FGMM_ERR_ARG) die("fgmm_ivf_calibrate");
+                    pt->recall = -1;
+                    if (rc) continue; /* the target is beyond max nprobe */
+                    pt->setting = sp.rule == FGMM_PROBE_FIXED ? sp.nprobe : sp.threshold;
+                }
+                search(&rs[m], FI(m), fi[b], h[b], nq, xq, pt->setting, dist, lab, dco);
                 pt->recall = fgmm_recall(nq, K, lab, gt_k, gt);
                 double s = 0;
-                for (idx_t i = 0; i < nq; i++) s += m == 0 ? 0 : dco[i];
-                pt->dco = m == 0 ? 0 : s / nq;
-                for (int t = 0; t < nt; t++) pt->qps[t] = 0;
+                for (idx_t i = 0; i < nq && !rs[m].api; i++) s += dco[i];
+                pt->dco = rs[m].api ? faiss_dco(fi[b], nq, xq, (int)probes[p], rs[m].kf) : s / nq;
             }
-            rows[si][0].p[p].dco = rows[si][1].p[p].dco; /* the same lists scanned */
             for (int rep = 0; rep < reps; rep++)
-                for (int m = 0; m < NM; m++)
+                for (int m = 0; m < nrows; m++)
                     for (int t = 0; t < nt; t++) {
-                        int b = m == 0 || m == 1 ? 0 : m == 2 ? 1 : 2;
-                        omp_set_num_threads(threads[t]);
-                        double q = nq / search(m, fi[b], h[b], nq, xq, probes[p], dist, lab, dco);
+                        int b = rs[m].build;
                         point* pt = &rows[si][m].p[p];
+                        if (p >= NPTS(m) || pt->recall < 0) continue;
+                        omp_set_num_threads(threads[t]);
+                        double q = nq / search(&rs[m], FI(m), fi[b], h[b], nq, xq, pt->setting, dist, lab, dco);
                         if (q > pt->qps[t]) pt->qps[t] = q;
                     }
             omp_set_num_threads(maxt);
         }
-        for (int b = 0; b < 3; b++) fgmm_ivf_free(h[b]), faiss_Index_free(fi[b]);
-        printf("seed %d: nprobe, then per row recall@10 / DCO / QPS at each thread count\n", seeds[si]);
-        printf("| nprobe |");
-        for (int m = 0; m < NM; m++) printf(" %s |", names[m]);
-        printf("\n|---:|");
-        for (int m = 0; m < NM; m++) printf("---|");
-        printf("\n");
-        for (int p = 0; p < np; p++) {
-            printf("| %d |", probes[p]);
-            for (int m = 0; m < NM; m++) {
-                const point* pt = &rows[si][m].p[p];
-                printf(" %.4f / %.0f /", pt->recall, pt->dco);
-                for (int t = 0; t < nt; t++) printf(" %.0f", pt->qps[t]);
-                printf(" |");
-            }
-            printf("\n");
-        }
+        if (refine) faiss_IndexRefineFlat_free(refine); /* own_fields 0: the IVF is freed below */
+        for (int b = 0; b < MAX_BUILDS; b++) fgmm_ivf_free(h[b]), faiss_Index_free(fi[b]);
+        print_seed(seeds[si], rows[si], 1, ntg, targets, nt);
+        print_seed(seeds[si], rows[si], 0, np, probes, nt);
         fflush(stdout);
     }
-    const double levels[] = {0.80, 0.85, 0.90, 0.95, 0.99};
-    const int nl = sizeof levels / sizeof levels[0];
-    printf("\nmean over %d seeds: train s, add s, MB; QPS ratio to faiss at recall@10 level, mean [min, max] over seeds (threads:", ns);
-    for (int t = 0; t < nt; t++) printf(" %d", threads[t]);
-    printf("; '-' where a curve does not reach the level)\n\n| row | train s | add s | MB |");
-    for (int l = 0; l < nl; l++) printf(" @%.2f |", levels[l]);
-    printf("\n|---|---:|---:|---:|");
-    for (int l = 0; l < nl; l++) printf("---|");
-    printf("\n");
-    for (int m = 0; m < NM; m++) {
-        double tr = 0, ad = 0, mb = 0;
-        for (int si = 0; si < ns; si++)
-            tr += rows[si][m].train_s / ns, ad += rows[si][m].add_s / ns, mb += rows[si][m].bytes / 1e6 / ns;
-        printf("| %s | %.2f | %.2f | %.1f |", names[m], tr, ad, mb);
-        for (int l = 0; l < nl; l++) {
-            printf(" ");
-            for (int t = 0; t < nt; t++) {
-                double s = 0, lo = INFINITY, hi = 0;
-                int ok = 1;
-                for (int si = 0; si < ns && ok; si++) {
-                    double a = qps_at(&rows[si][m], np, probes, levels[l], t);
-                    double f = qps_at(&rows[si][0], np, probes, levels[l], t);
-                    ok = a > 0 && f > 0;
-                    double r = ok ? a / f : 0;
-                    s += r / ns, lo = r < lo ? r : lo, hi = r > hi ? r : hi;
-                }
-                if (!ok) printf("%s-", t ? " / " : "");
-                else if (ns > 1 && m > 0) printf("%s%.2f [%.2f, %.2f]", t ? " / " : "", s, lo, hi);
-                else printf("%s%.2f", t ? " / " : "", s);
-            }
-            printf(" |");
-        }
-        printf("\n");
-    }
+    print_summary(rows, ns, threads, nt, pq, reps, np, ntg, targets, nru);
     free(dist), free(lab), free(dco), free(xb), free(xq);
+    if (calib) free(xcal), fgmm_vecs_free(&vc);
     fgmm_vecs_free(&vb), fgmm_vecs_free(&vq);
     return 0;
 }

@@ -3,6 +3,7 @@
 #ifndef FGMM_BENCH_UTIL_H
 #define FGMM_BENCH_UTIL_H
 #include <stdint.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static inline double now_ms(void) {
@@ -12,6 +13,13 @@ static inline double now_ms(void) {
 }
 
 static inline double now_s(void) { return now_ms() * 1e-3; }
+
+/* CPU seconds of the process so far: beside wall seconds on a machine shared with other work. */
+static inline double cpu_s(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 static inline int cmp_d(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;

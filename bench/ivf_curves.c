@@ -45,7 +45,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -98,13 +97,6 @@ typedef struct curve {
     double train_cpu_s; /* the quantizer's training in CPU seconds of the process (all threads) */
 } curve;
 
-/* CPU seconds of the process so far: beside wall seconds on a machine shared with other work. */
-static double cpu_s(void) {
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-}
-
 /* The progress line of one training (an FgmmProgressFn's user data). */
 typedef struct progress {
     fgmm_eta eta;
@@ -150,8 +142,8 @@ static int parse_method(const char* s, method* m) {
 }
 
 /* Recall at growing nprobe, up to the first that reaches stop (the curve above it is not used). */
-static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const int32_t* gt, int gt_k, const int* probes,
-                  int np, double stop) {
+static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const int32_t* gt, int gt_k,
+                  const int* probes, int np, double stop) {
     idx_t* lab = malloc((size_t)nq * K * sizeof(idx_t));
     float* dist = malloc((size_t)nq * K * sizeof(float));
     int64_t* dco = malloc(nq * sizeof(int64_t));
@@ -165,7 +157,9 @@ static void sweep(curve* c, const FgmmIvf* ivf, const float* xq, idx_t nq, const
         c->dco[p] = sd / nq;
         c->np = p + 1;
     }
-    free(lab); free(dist); free(dco);
+    free(lab);
+    free(dist);
+    free(dco);
 }
 
 /* DCO at which the curve reaches recall r (log-linear interpolation); -1 if never. */
@@ -194,7 +188,10 @@ static double recall_at(const curve* c, double b) {
 static int load_csv(const char* path, method* ms, int* nm, int* seeds, int* ns, curve cv[][MAX_SEEDS], int* probes,
                     int* np) {
     FILE* f = fopen(path, "r");
-    if (!f) { fprintf(stderr, "ivf_curves: cannot read %s\n", path); return -1; }
+    if (!f) {
+        fprintf(stderr, "ivf_curves: cannot read %s\n", path);
+        return -1;
+    }
     char line[512], name[48];
     int seed, nprobe, rows = 0;
     double rec, dco, infl, bytes, tr, ad;
@@ -207,7 +204,8 @@ static int load_csv(const char* path, method* ms, int* nm, int* seeds, int* ns, 
         while (mi < *nm && strcmp(ms[mi].name, name)) mi++;
         while (si < *ns && seeds[si] != seed) si++;
         if (mi == MAX_METHODS || si == MAX_SEEDS) continue;
-        if (mi == *nm) memset(&ms[mi], 0, sizeof ms[mi]), snprintf(ms[mi].name, sizeof ms[mi].name, "%s", name), (*nm)++;
+        if (mi == *nm)
+            memset(&ms[mi], 0, sizeof ms[mi]), snprintf(ms[mi].name, sizeof ms[mi].name, "%s", name), (*nm)++;
         if (si == *ns) seeds[(*ns)++] = seed;
         curve* c = &cv[mi][si];
         if (c->np == MAX_PROBES) continue;
@@ -217,7 +215,10 @@ static int load_csv(const char* path, method* ms, int* nm, int* seeds, int* ns, 
         rows++;
     }
     fclose(f);
-    if (!rows) { fprintf(stderr, "ivf_curves: no curve rows in %s\n", path); return -1; }
+    if (!rows) {
+        fprintf(stderr, "ivf_curves: no curve rows in %s\n", path);
+        return -1;
+    }
     return 0;
 }
 
@@ -227,8 +228,9 @@ int main(int argc, char** argv) {
     idx_t holdout = 0, max_rows = 0;
     FgmmBackend backend = FGMM_BACKEND_AUTO;
     const char* probe_s = "1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256";
-    const char *methods_s = "faiss-hard,km-hard,gmm-hard,gmm-tau,km-soar,gmm-soar,km-soar1.5-ratio,km-soar1.5-resp2,"
-                            "gmm-soar1.5-ratio,gmm-soar1.5-resp2,gmm-resp1.5-resp2",
+    const char *methods_s =
+                   "faiss-hard,km-hard,gmm-hard,gmm-tau,km-soar,gmm-soar,km-soar1.5-ratio,km-soar1.5-resp2,"
+                   "gmm-soar1.5-ratio,gmm-soar1.5-resp2,gmm-resp1.5-resp2",
                *seeds_s = "1,2,3", *gt_file = NULL;
     float lambda = 1.0f;
     double stop_recall = 0.975;
@@ -240,8 +242,14 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         const char* o = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
-        if (!strcmp(o, "--normalize")) { norm = 1; continue; }
-        if (!strcmp(o, "--progress") || !strcmp(o, "--quiet")) { show = o[2] == 'p'; continue; }
+        if (!strcmp(o, "--normalize")) {
+            norm = 1;
+            continue;
+        }
+        if (!strcmp(o, "--progress") || !strcmp(o, "--quiet")) {
+            show = o[2] == 'p';
+            continue;
+        }
         i++;
         if (!strcmp(o, "--data")) data = v;
         else if (!strcmp(o, "--base-name")) bname = v;
@@ -265,8 +273,12 @@ int main(int argc, char** argv) {
         else if (!strcmp(o, "--tol")) tol = atof(v);
         else if (!strcmp(o, "--init-points")) init_points = atoll(v);
         else if (!strcmp(o, "--cov")) cov = !strcmp(v, "diag") ? FGMM_COV_DIAGONAL : FGMM_COV_ISOTROPIC;
-        else if (!strcmp(o, "--backend")) backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
-        else { fprintf(stderr, "ivf_curves: unknown option %s (see the header of bench/ivf_curves.c)\n", o); return 2; }
+        else if (!strcmp(o, "--backend"))
+            backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
+        else {
+            fprintf(stderr, "ivf_curves: unknown option %s (see the header of bench/ivf_curves.c)\n", o);
+            return 2;
+        }
     }
     static curve cv[MAX_METHODS][MAX_SEEDS];
     method ms[MAX_METHODS];
@@ -280,7 +292,10 @@ int main(int argc, char** argv) {
         mkdir(out, 0755);
         goto summary;
     }
-    if (!data) { fprintf(stderr, "usage: ivf_curves --data FILE [--nlist N] [--out DIR] ...\n"); return 2; }
+    if (!data) {
+        fprintf(stderr, "usage: ivf_curves --data FILE [--nlist N] [--out DIR] ...\n");
+        return 2;
+    }
     for (const char* s = probe_s; *s && np < MAX_PROBES; s = strchr(s, ',') ? strchr(s, ',') + 1 : s + strlen(s))
         if (atoi(s) > 0) probes[np++] = atoi(s);
 
@@ -295,7 +310,11 @@ int main(int argc, char** argv) {
         for (idx_t i = nb - 1; i > 0; i--) {
             s = s * 6364136223846793005ull + 1442695040888963407ull;
             idx_t j = (idx_t)((s >> 33) % (uint64_t)(i + 1));
-            for (int t = 0; t < d; t++) { float tmp = xb[i * d + t]; xb[i * d + t] = xb[j * d + t]; xb[j * d + t] = tmp; }
+            for (int t = 0; t < d; t++) {
+                float tmp = xb[i * d + t];
+                xb[i * d + t] = xb[j * d + t];
+                xb[j * d + t] = tmp;
+            }
         }
         nq = holdout;
         nb -= holdout;
@@ -309,7 +328,10 @@ int main(int argc, char** argv) {
             else fgmm_vecs_free(&vq);
         }
         if (fgmm_vecs_read(qfile ? qfile : data, qn, 0, &vq)) die("queries");
-        if (vq.d != d) { fprintf(stderr, "ivf_curves: queries have d = %d, base d = %d\n", vq.d, d); return 1; }
+        if (vq.d != d) {
+            fprintf(stderr, "ivf_curves: queries have d = %d, base d = %d\n", vq.d, d);
+            return 1;
+        }
         xq = vecs_to_float(&vq);
         if (!xq) die("out of memory");
         nq = vq.n;
@@ -342,8 +364,12 @@ int main(int argc, char** argv) {
     for (const char* t = methods_s; *t && nm < MAX_METHODS; t += strcspn(t, ","), t += *t == ',') {
         char one[48];
         snprintf(one, sizeof one, "%.*s", (int)strcspn(t, ","), t);
-        if (parse_method(one, &ms[nm])) { fprintf(stderr, "ivf_curves: bad method '%s'\n", one); return 2; }
-        if (ms[nm].quant == 0 && ms[nm].target > 0 && ms[nm].select == FGMM_SELECT_RESP2 && ms[nm].rule != FGMM_ASSIGN_TOPM) {
+        if (parse_method(one, &ms[nm])) {
+            fprintf(stderr, "ivf_curves: bad method '%s'\n", one);
+            return 2;
+        }
+        if (ms[nm].quant == 0 && ms[nm].target > 0 && ms[nm].select == FGMM_SELECT_RESP2 &&
+            ms[nm].rule != FGMM_ASSIGN_TOPM) {
             fprintf(stderr, "ivf_curves: %s: FAISS centroids have no GMM: use -ratio\n", one);
             return 2;
         }
@@ -438,9 +464,10 @@ int main(int argc, char** argv) {
             t0 = now_s();
             sweep(c, ivf, xq, nq, gt, gt_k, probes, np, stop_recall);
             c->search_s = now_s() - t0;
-            printf("seed %d %-22s train %.2f s (quantizer %.2f cpu-s), add %.2f s, %.3f lists/vector, %.1f MB, "
-                   "searches %.2f s\n", seeds[si], m->name, c->train_s, c->train_cpu_s, c->add_s, c->inflation,
-                   c->bytes / 1e6, c->search_s);
+            printf(
+                "seed %d %-22s train %.2f s (quantizer %.2f cpu-s), add %.2f s, %.3f lists/vector, %.1f MB, "
+                "searches %.2f s\n",
+                seeds[si], m->name, c->train_s, c->train_cpu_s, c->add_s, c->inflation, c->bytes / 1e6, c->search_s);
             fflush(stdout);
             fgmm_ivf_free(ivf);
             faiss_Index_free(index);
@@ -464,7 +491,10 @@ int main(int argc, char** argv) {
 summary:; /* the reference: faiss-hard's DCO at each recall, mean over seeds (or the first method's) */
     int ref = 0;
     for (int mi = 0; mi < nm; mi++)
-        if (!strcmp(ms[mi].name, "faiss-hard")) { ref = mi; break; }
+        if (!strcmp(ms[mi].name, "faiss-hard")) {
+            ref = mi;
+            break;
+        }
     const double levels[3] = {0.80, 0.90, 0.95};
     double ref_dco[3];
     for (int l = 0; l < 3; l++) {
@@ -482,14 +512,19 @@ summary:; /* the reference: faiss-hard's DCO at each recall, mean over seeds (or
     FILE* outs[2] = {stdout, f};
     for (int o = 0; o < 2; o++) {
         FILE* w = outs[o];
-        if (from_csv)
-            fprintf(w, "\n%s: %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n", data, ns);
+        if (from_csv) fprintf(w, "\n%s: %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n", data, ns);
         else
-            fprintf(w, "\n%s: %lld x %d, %lld queries, %s, %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n",
-                    data, (long long)nb, d, (long long)nq, spec, ns);
-        fprintf(w, "reference %s: DCO@0.90 %.0f, DCO@0.95 %.0f (mean over seeds); the project's quantizers trained on: %s\n\n",
-                ms[ref].name, ref_dco[1], ref_dco[2], backend_used);
-        fprintf(w, "| method | lists/vector | MB | train s | add s | DCO@0.90 | ratio @0.90 mean [min, max] | ratio @0.95 mean [min, max] | recall at ref DCO@0.90 |\n");
+            fprintf(
+                w,
+                "\n%s: %lld x %d, %lld queries, %s, %d seeds; recall@10 vs DCO (DCO = nlist + scanned list entries)\n",
+                data, (long long)nb, d, (long long)nq, spec, ns);
+        fprintf(
+            w,
+            "reference %s: DCO@0.90 %.0f, DCO@0.95 %.0f (mean over seeds); the project's quantizers trained on: %s\n\n",
+            ms[ref].name, ref_dco[1], ref_dco[2], backend_used);
+        fprintf(
+            w,
+            "| method | lists/vector | MB | train s | add s | DCO@0.90 | ratio @0.90 mean [min, max] | ratio @0.95 mean [min, max] | recall at ref DCO@0.90 |\n");
         fprintf(w, "|---|---:|---:|---:|---:|---:|---|---|---:|\n");
         for (int mi = 0; mi < nm; mi++) {
             double infl = 0, mb = 0, tr = 0, ad = 0, d9 = 0, rat = 0;

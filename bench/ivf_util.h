@@ -41,7 +41,8 @@ static inline int32_t* ground_truth(const float* xb, idx_t nb, const float* xq, 
         idx_t qb = nq - q0 < QB ? nq - q0 : QB;
         for (idx_t b0 = 0; b0 < nb; b0 += BB) {
             idx_t bb = nb - b0 < BB ? nb - b0 : BB;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, bb, d, -2.0f, xq + q0 * d, d, xb + b0 * d, d, 0.0f, g, bb);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, bb, d, -2.0f, xq + q0 * d, d, xb + b0 * d, d, 0.0f,
+                        g, bb);
 #pragma omp parallel for
             for (idx_t i = 0; i < qb; i++) {
                 float* dl = bd + (q0 + i) * GT_K; /* (cblas.h brings complex.h's I) */
@@ -56,7 +57,9 @@ static inline int32_t* ground_truth(const float* xb, idx_t nb, const float* xq, 
             }
         }
     }
-    free(bn); free(g); free(bd);
+    free(bn);
+    free(g);
+    free(bd);
     return gt;
 }
 

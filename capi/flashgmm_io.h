@@ -14,10 +14,10 @@ extern "C" {
 
 /// A matrix of n rows x d columns, row-major, owned by the struct.
 typedef struct FgmmVecs {
-    void* data;      ///< n*d elements of dtype
-    fgmm_idx_t n;    ///< rows
-    int d;           ///< columns
-    FgmmDtype dtype; ///< FGMM_F32 (fvecs, HDF5 float), FGMM_U8 (bvecs, HDF5 uint8), FGMM_I32 (ivecs, HDF5 ints)
+    void* data;       ///< n*d elements of dtype
+    fgmm_idx_t n;     ///< rows
+    int d;            ///< columns
+    FgmmDtype dtype;  ///< FGMM_F32 (fvecs, HDF5 float), FGMM_U8 (bvecs, HDF5 uint8), FGMM_I32 (ivecs, HDF5 ints)
 } FgmmVecs;
 
 /// Reads a file chosen by its extension: .fvecs, .bvecs, .ivecs (TEXMEX layout: each row an
@@ -49,8 +49,7 @@ int fgmm_vecs_read_isolated(const char* path, const char* dataset, fgmm_idx_t ma
 /// sooner) with fgmm_vecs_read's checks: a process's shard of a file. TEXMEX files are read from
 /// the first of those rows on (their size is still checked whole); first past the last row (or < 0)
 /// is FGMM_ERR_ARG.
-int fgmm_vecs_read_rows(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows,
-                        FgmmVecs* out);
+int fgmm_vecs_read_rows(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows, FgmmVecs* out);
 
 /// Rows, columns and element type of a file, as fgmm_vecs_read would give them, without reading
 /// the rows (the same checks of the header and size).
@@ -86,9 +85,9 @@ int fgmm_open_input(const char* path, FILE** f, int64_t* size);
 /// and processes may write at once, also to one path (the last rename wins; each temporary file
 /// has its own name).
 typedef struct FgmmOutput {
-    FILE* f;      ///< the temporary file, open for writing (its descriptor is also readable: pread)
-    char* tmp;    ///< its name
-    char* target; ///< the file renamed over: path with symbolic links followed
+    FILE* f;       ///< the temporary file, open for writing (its descriptor is also readable: pread)
+    char* tmp;     ///< its name
+    char* target;  ///< the file renamed over: path with symbolic links followed
 } FgmmOutput;
 int fgmm_output_begin(const char* path, FgmmOutput* out);
 /// ok = 0 also keeps errno's reason (a failed write's) for the message; FGMM_ERR_IO if any step

@@ -32,48 +32,48 @@ extern "C" {
 #endif
 
 typedef enum FgmmQuantizer {
-    FGMM_QUANT_GMM = 0,    ///< GMM means: gmm.kmeans_iter k-means then gmm.niter EM iterations, all points
-    FGMM_QUANT_KMEANS = 1, ///< the project's k-means on all points, gmm.kmeans_iter + gmm.niter Lloyd
-                           ///< iterations (the GMM's budget); the model keeps k-means variances/weights
-    FGMM_QUANT_AUTO = 2,   ///< KMEANS when every training vector has the same norm to within 0.2%
-                           ///< (L2-normalised, angular data), else GMM; training records the choice
+    FGMM_QUANT_GMM = 0,     ///< GMM means: gmm.kmeans_iter k-means then gmm.niter EM iterations, all points
+    FGMM_QUANT_KMEANS = 1,  ///< the project's k-means on all points, gmm.kmeans_iter + gmm.niter Lloyd
+                            ///< iterations (the GMM's budget); the model keeps k-means variances/weights
+    FGMM_QUANT_AUTO = 2,    ///< KMEANS when every training vector has the same norm to within 0.2%
+                            ///< (L2-normalised, angular data), else GMM; training records the choice
 } FgmmQuantizer;
 
 typedef enum FgmmAssignRule {
-    FGMM_ASSIGN_TAU = 0,  ///< every list with r_ik > tau (the paper's GMM spill), at most max_assign
-    FGMM_ASSIGN_HARD = 1, ///< the primary list only (no spill)
-    FGMM_ASSIGN_TOPM = 2, ///< the max_assign nearest centroids
-    FGMM_ASSIGN_SOAR = 3, ///< one extra list chosen by SOAR's loss (flashgmm_spill.h), lambda = soar_lambda
-    FGMM_ASSIGN_RESP = 4, ///< one extra list: the most responsible component other than the primary
+    FGMM_ASSIGN_TAU = 0,   ///< every list with r_ik > tau (the paper's GMM spill), at most max_assign
+    FGMM_ASSIGN_HARD = 1,  ///< the primary list only (no spill)
+    FGMM_ASSIGN_TOPM = 2,  ///< the max_assign nearest centroids
+    FGMM_ASSIGN_SOAR = 3,  ///< one extra list chosen by SOAR's loss (flashgmm_spill.h), lambda = soar_lambda
+    FGMM_ASSIGN_RESP = 4,  ///< one extra list: the most responsible component other than the primary
 } FgmmAssignRule;
 
 typedef enum FgmmPrimary {
-    FGMM_PRIMARY_NEAREST = 0,        ///< primary list = nearest centroid (what a plain IVF uses)
-    FGMM_PRIMARY_RESPONSIBILITY = 1, ///< primary list = highest responsibility (TAU and HARD only)
+    FGMM_PRIMARY_NEAREST = 0,         ///< primary list = nearest centroid (what a plain IVF uses)
+    FGMM_PRIMARY_RESPONSIBILITY = 1,  ///< primary list = highest responsibility (TAU and HARD only)
 } FgmmPrimary;
 
 typedef enum FgmmSpillSelect {
-    FGMM_SELECT_RESP2 = 0,      ///< the vectors with the largest responsibility outside their primary list
-    FGMM_SELECT_DIST_RATIO = 1, ///< the vectors with the largest d1/d2 (nearest / second-nearest squared distance)
+    FGMM_SELECT_RESP2 = 0,       ///< the vectors with the largest responsibility outside their primary list
+    FGMM_SELECT_DIST_RATIO = 1,  ///< the vectors with the largest d1/d2 (nearest / second-nearest squared distance)
 } FgmmSpillSelect;
 
 typedef struct FgmmIvfParams {
-    FgmmParams gmm;          ///< quantizer training (gmm.k is replaced by the index's nlist); default
-                             ///< fgmm_params_init's but niter = 90 (10 k-means + 90 EM; k-means: 100 Lloyd)
-    FgmmQuantizer quantizer; ///< default FGMM_QUANT_AUTO: the GMM (best measured on SIFT), k-means on
-                             ///< L2-normalised data (the GMM loses on GloVe: BENCHMARKS.md section 6)
-    FgmmAssignRule rule;     ///< default FGMM_ASSIGN_SOAR
-    FgmmPrimary primary;     ///< default FGMM_PRIMARY_NEAREST
-    double tau;              ///< TAU: spill threshold on r_ik; <= 0 means 1/nlist (default 0)
-    int max_assign;          ///< TAU, TOPM: lists per vector at most (default 4)
-    float soar_lambda;       ///< SOAR: lambda >= 0 (default 1)
-    double spill_target;     ///< SOAR, RESP: average lists per vector in [1, 2]: the first add sets a score
-                             ///< threshold that spills that share of its vectors, later adds reuse it;
-                             ///< 0 = spill every vector (default 1.5)
-    FgmmSpillSelect select;  ///< SOAR, RESP with a spill_target: which vectors spill (default FGMM_SELECT_RESP2)
-    int max_points_per_list; ///< the quantizer trains on at most this many points per list, a seeded
-                             ///< sample (gmm.seed), as FAISS's k-means does (256 there); 0 = all points;
-                             ///< default FGMM_IVF_POINTS_AUTO: the schedule by backend (below)
+    FgmmParams gmm;           ///< quantizer training (gmm.k is replaced by the index's nlist); default
+                              ///< fgmm_params_init's but niter = 90 (10 k-means + 90 EM; k-means: 100 Lloyd)
+    FgmmQuantizer quantizer;  ///< default FGMM_QUANT_AUTO: the GMM (best measured on SIFT), k-means on
+                              ///< L2-normalised data (the GMM loses on GloVe: BENCHMARKS.md section 6)
+    FgmmAssignRule rule;      ///< default FGMM_ASSIGN_SOAR
+    FgmmPrimary primary;      ///< default FGMM_PRIMARY_NEAREST
+    double tau;               ///< TAU: spill threshold on r_ik; <= 0 means 1/nlist (default 0)
+    int max_assign;           ///< TAU, TOPM: lists per vector at most (default 4)
+    float soar_lambda;        ///< SOAR: lambda >= 0 (default 1)
+    double spill_target;      ///< SOAR, RESP: average lists per vector in [1, 2]: the first add sets a score
+                              ///< threshold that spills that share of its vectors, later adds reuse it;
+                              ///< 0 = spill every vector (default 1.5)
+    FgmmSpillSelect select;   ///< SOAR, RESP with a spill_target: which vectors spill (default FGMM_SELECT_RESP2)
+    int max_points_per_list;  ///< the quantizer trains on at most this many points per list, a seeded
+                              ///< sample (gmm.seed), as FAISS's k-means does (256 there); 0 = all points;
+                              ///< default FGMM_IVF_POINTS_AUTO: the schedule by backend (below)
 } FgmmIvfParams;
 
 /// max_points_per_list's default, a schedule by the backend the training will use (fgmm_ivf_schedule):
@@ -139,8 +139,68 @@ double fgmm_ivf_inflation(const FgmmIvf* ivf);
 /// as it is (nprobe is passed per call), so several threads may search one handle at once.
 /// Searches k * (copies per vector) candidates so that k distinct ids survive deduplication; a
 /// query whose candidates an id added more than once crowds out is searched again with more.
-int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
-                    idx_t* labels, int64_t* dco);
+int fgmm_ivf_search(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float* distances, idx_t* labels,
+                    int64_t* dco);
+
+/// Exact re-ranking, as FAISS's IndexRefineFlat: from now on the handle keeps a float copy of every
+/// vector added (d x 4 bytes each, owned by the handle and saved by fgmm_ivf_write as a section of
+/// its own), and fgmm_ivf_search takes the k x k_factor nearest distinct ids by the index's own
+/// distances (PQ's for IVF-PQ), computes their exact squared L2 distances to the stored vectors and
+/// returns the k best, sorted by (distance, id). k_factor: finite, >= 1 (FGMM_ERR_ARG otherwise);
+/// k x k_factor is rounded down as FAISS does. The index must hold no vectors yet (FGMM_ERR_STATE;
+/// IndexRefineFlat's rule too) and its ids are then 0, 1, ... in add order: an fgmm_ivf_add with ids
+/// other than the next ones in order is FGMM_ERR_ARG. Calling it again changes k_factor only (not
+/// beside searches of the handle). DCO of a re-ranked search: the index's (nlist + the probed lists'
+/// sizes) + the exact distances computed (<= k x k_factor per query).
+int fgmm_ivf_refine_flat(FgmmIvf* ivf, float k_factor);
+
+/// fgmm_ivf_search of a handle with a refine copy (fgmm_ivf_refine_flat), with k_factor for this
+/// call instead of the handle's (several threads may search with different k_factors at once).
+/// FGMM_ERR_STATE where the handle has no refine copy.
+int fgmm_ivf_search_refine(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, int nprobe, float k_factor,
+                           float* distances, idx_t* labels, int64_t* dco);
+
+/// Bytes of the refine copy (0 without one).
+int64_t fgmm_ivf_refine_bytes(const FgmmIvf* ivf);
+
+/// Which lists a search scans beyond the first min_probe (fgmm_ivf_search_ex). docs/search.md,
+/// "Query-adaptive probing", has the measurements.
+typedef enum FgmmProbeRule {
+    FGMM_PROBE_FIXED = 0,  ///< the nprobe nearest lists (what fgmm_ivf_search does)
+    FGMM_PROBE_KTH = 1,    ///< after the first min_probe lists, rounds of ranks [lo, 2 lo) of the nprobe
+                           ///< nearest: list j while (d(q,c_j)^2 + m_j - D_k) / (2 sqrt(m_j d(q,c_j)^2 / d))
+                           ///< <= threshold, D_k the query's k-th distance after the rounds before, m_j
+                           ///< list j's mean squared distance to c_j; a query whose round is all rejected stops
+    FGMM_PROBE_EPS = 2,    ///< SPANN's rule: list j only if d(q,c_j) <= (1 + threshold) d(q,c_1)
+} FgmmProbeRule;
+
+/// Search parameters, as FAISS's SearchParametersIVF (which has nprobe and max_codes).
+typedef struct FgmmIvfSearchParams {
+    int nprobe;          ///< lists scanned at most (default 1, as FAISS's); > nlist is taken as nlist
+    int min_probe;       ///< KTH, EPS: lists every query scans before the rule is asked (default 2;
+                         ///< taken as nprobe where larger)
+    FgmmProbeRule rule;  ///< default FGMM_PROBE_FIXED
+    double threshold;    ///< KTH: any value (+inf: all nprobe lists); EPS: >= 0 (default 0); FIXED: unused
+} FgmmIvfSearchParams;
+
+/// Fills every field with its default.
+void fgmm_ivf_search_params_init(FgmmIvfSearchParams* params);
+
+/// fgmm_ivf_search with params: FIXED is fgmm_ivf_search(..., params->nprobe, ...) exactly; KTH and
+/// EPS scan a subset of the nprobe nearest lists per query (the first min_probe always), chosen by
+/// the rule, and need an IVF-Flat index on in-memory lists (else FGMM_ERR_STATE). dco counts nlist +
+/// the sizes of the lists scanned. Results do not depend on the thread count.
+int fgmm_ivf_search_ex(const FgmmIvf* ivf, idx_t nq, const float* q, idx_t k, const FgmmIvfSearchParams* params,
+                       float* distances, idx_t* labels, int64_t* dco);
+
+/// Picks the cheapest setting of params' rule with recall@k >= target on n calibration vectors x,
+/// which should be held out of the index (e.g. training vectors not added; never the test queries):
+/// FIXED: the smallest nprobe (params->nprobe is replaced); KTH, EPS: the smallest threshold, by
+/// bisection, with params->nprobe as the most lists (FGMM_ERR_ARG where even all nprobe lists
+/// miss the target). The truth is the exact k nearest in the index (a search of every list).
+/// recall (may be NULL) receives the recall@k reached on x. target in (0, 1].
+int fgmm_ivf_calibrate(const FgmmIvf* ivf, idx_t n, const float* x, idx_t k, double target, FgmmIvfSearchParams* params,
+                       double* recall);
 
 /// recall@k as ann-benchmarks counts it: mean over nq queries of |labels[i][0..k) ∩ gt[i][0..k)| / k,
 /// with gt rows of gt_k >= k true neighbour ids (nearest first). Returns -1 on bad arguments.
@@ -182,7 +242,7 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out);
 int fgmm_ivf_write_faiss(const FgmmIvf* ivf, const char* path);
 
 FaissIndex* fgmm_ivf_index(const FgmmIvf* ivf);
-const FgmmModel* fgmm_ivf_model(const FgmmIvf* ivf); ///< NULL before training
+const FgmmModel* fgmm_ivf_model(const FgmmIvf* ivf);  ///< NULL before training
 void fgmm_ivf_free(FgmmIvf* ivf);
 
 #ifdef __cplusplus

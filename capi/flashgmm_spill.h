@@ -26,6 +26,14 @@ extern "C" {
 int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* centroids, float lambda,
                      fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
+/// fgmm_soar_assign with the means of the isotropic GMM m as the centroids, and from the same
+/// distances the two components most responsible for each row, in top2[2i], top2[2i + 1] (the more
+/// responsible first; ties to the lower index), with their responsibilities in resp2 (n x 2): what
+/// fgmm_assign_topm(m, ..., 2, ...) gives up to float rounding, in one pass over the rows instead of
+/// two (the CPU add's list choice). FGMM_ERR_ARG for a diagonal model or k < 2; CPU only.
+int fgmm_soar_assign_top2(const FgmmModel* m, fgmm_idx_t n, const float* x, float lambda, fgmm_idx_t* primary,
+                          fgmm_idx_t* spill, float* d1, float* d2, fgmm_idx_t* top2, float* resp2);
+
 /// fgmm_soar_assign on CUDA device `device`: the same outputs, ties and shift, with the products in
 /// fp32 cuBLAS GEMMs over row tiles (device memory: the centroids plus at most 256 MB of tiles, less
 /// where the device has less free). Choices differ from the CPU's only where two distances or two
@@ -33,8 +41,8 @@ int fgmm_soar_assign(fgmm_idx_t n, int d, const float* x, int k, const float* ce
 /// FGMM_ERR_ARG for a device ordinal out of range, FGMM_ERR_GPU_NOMEM / FGMM_ERR_CUDA from the device;
 /// arguments are checked first, as fgmm_soar_assign checks them. Each call has its own stream, cuBLAS
 /// handle and buffers: safe to call from several threads; the calling thread's current device is restored.
-int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* centroids,
-                         float lambda, fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
+int fgmm_soar_assign_gpu(int device, fgmm_idx_t n, int d, const float* x, int k, const float* centroids, float lambda,
+                         fgmm_idx_t* primary, fgmm_idx_t* spill, float* d1, float* d2);
 
 /// IVF-PQ codes of spilled entries on CUDA device `device`: for n rows x (n x d floats) with ma lists
 /// each (lists: n x ma, -1 = none), the 8-bit code of each entry's residual x_i - cent[list] (cent:

@@ -17,12 +17,12 @@
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
 
-#define CHECK(call)                                                               \
-    do {                                                                          \
-        if (call) {                                                               \
-            fprintf(stderr, "%s failed: %s\n", #call, fgmm_get_last_error());     \
-            return 1;                                                             \
-        }                                                                         \
+#define CHECK(call)                                                           \
+    do {                                                                      \
+        if (call) {                                                           \
+            fprintf(stderr, "%s failed: %s\n", #call, fgmm_get_last_error()); \
+            return 1;                                                         \
+        }                                                                     \
     } while (0)
 
 static float* as_float(FgmmVecs* v) {
@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
     FaissIndex* index = NULL;
     if (faiss_index_factory(&index, base.d, spec, METRIC_L2)) return fprintf(stderr, "index_factory failed\n"), 1;
     FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);  /* GMM quantizer (k-means for L2-normalised data), SOAR spill: 1.5 lists per vector */
-    p.gmm.niter = 20;          /* EM iterations: quicker than the default 90, for an example */
+    fgmm_ivf_params_init(&p); /* GMM quantizer (k-means for L2-normalised data), SOAR spill: 1.5 lists per vector */
+    p.gmm.niter = 20;         /* EM iterations: quicker than the default 90, for an example */
     FgmmIvf* ivf = NULL;
     FgmmTrainInfo info;
     CHECK(fgmm_ivf_wrap(index, &p, &ivf));
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
     printf("query 0: ids %lld %lld %lld ...; mean DCO %.0f at nprobe %d\n", (long long)labels[0], (long long)labels[1],
            (long long)labels[2], mean_dco / query.n, NPROBE);
 
-    CHECK(fgmm_ivf_write(ivf, "/tmp/example_ivf.faiss"));  /* + /tmp/example_ivf.faiss.fgmm (spill settings), .gmm */
+    CHECK(fgmm_ivf_write(ivf, "/tmp/example_ivf.faiss")); /* + /tmp/example_ivf.faiss.fgmm (spill settings), .gmm */
     fgmm_ivf_free(ivf);
     faiss_Index_free(index);
     CHECK(fgmm_ivf_read("/tmp/example_ivf.faiss", &p, &ivf));
@@ -80,7 +80,12 @@ int main(int argc, char** argv) {
     for (idx_t i = 0; i < query.n * K; i++) same &= labels[i] == again[i];
     printf("reloaded index: %s results\n", same ? "identical" : "DIFFERENT");
     fgmm_ivf_free(ivf);
-    free(labels); free(again); free(dist); free(dco); free(xb); free(xq);
+    free(labels);
+    free(again);
+    free(dist);
+    free(dco);
+    free(xb);
+    free(xq);
     fgmm_vecs_free(&base);
     fgmm_vecs_free(&query);
     return same ? 0 : 1;

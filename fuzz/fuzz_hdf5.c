@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* fuzz_hdf5.c: the HDF5 reader (datasets "train", then "dataset"). */
-#include "fuzz_common.h"
 #include "flashgmm_io.h"
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const char* p = fuzz_file(data, size, "h5");

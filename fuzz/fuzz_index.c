@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (!h) abort();
         const char* bad = fuzz_ivf_roundtrip(h, &files);
         if (bad) {
-            fprintf(stderr, "fuzz_index: an index that read failed the round trip: %s: %s\n", bad, fgmm_get_last_error());
+            fprintf(stderr, "fuzz_index: an index that read failed the round trip: %s: %s\n", bad,
+                    fgmm_get_last_error());
             abort();
         }
         fgmm_ivf_free(h);

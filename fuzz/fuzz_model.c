@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* fuzz_model.c: the .gmm model loader. */
-#include "fuzz_common.h"
 #include "flashgmm.h"
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const char* p = fuzz_file(data, size, "gmm");

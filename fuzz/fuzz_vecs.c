@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* fuzz_vecs.c: the .fvecs / .bvecs / .ivecs reader. The first byte picks the extension. */
-#include "fuzz_common.h"
 #include "flashgmm_io.h"
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const char* ext[3] = {"fvecs", "bvecs", "ivecs"};
@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!p) return 0;
     FgmmVecs v;
     if (fgmm_vecs_read(p, NULL, 0, &v) == 0) fgmm_vecs_free(&v);
-    if (fgmm_vecs_read(p, NULL, 1, &v) == 0) fgmm_vecs_free(&v); /* max_rows */
+    if (fgmm_vecs_read(p, NULL, 1, &v) == 0) fgmm_vecs_free(&v);         /* max_rows */
     if (fgmm_vecs_read_rows(p, NULL, 1, 2, &v) == 0) fgmm_vecs_free(&v); /* a shard */
     fgmm_idx_t n;
     int d;

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* index_setup.h: what fuzz/fuzz_index.c and tests/test_ivf_io.cpp (Ivf.FuzzRegressions, the
- * three-file tests) share. The small spilled index: IVF4,Flat, d = 8, 64 vectors around 4 given
- * means (installed with fgmm_ivf_set_gmm, not trained: the centroids, hence the files in
- * fuzz/corpus/index, are the same bytes on every build and thread count), the TOPM rule with 2
- * lists per vector (128 entries), the CPU backend. How an input becomes files (fuzz_ivf_place) and
- * the oracle for an index read from one (fuzz_ivf_roundtrip). C and C++; one translation unit per
- * program includes it. */
+/* index_setup.h: what fuzz/fuzz_index.c and tests/test_ivf_io*.cpp (through tests/ivf_io_common.h:
+ * IvfIo.FuzzRegressions, the three-file tests) share. The small spilled index: IVF4,Flat, d = 8, 64
+ * vectors around 4 given means (installed with fgmm_ivf_set_gmm, not trained: the centroids, hence
+ * the files in fuzz/corpus/index, are the same bytes on every build and thread count), the TOPM rule
+ * with 2 lists per vector (128 entries), the CPU backend. How an input becomes files (fuzz_ivf_place)
+ * and the oracle for an index read from one (fuzz_ivf_roundtrip). C and C++; its functions are
+ * static: each translation unit that includes it gets its own copy. */
 #ifndef FGMM_FUZZ_INDEX_SETUP_H
 #define FGMM_FUZZ_INDEX_SETUP_H
 #include <inttypes.h>
@@ -118,7 +118,8 @@ static int fuzz_ivf_setup(const char* dir, FuzzIvfFiles* F) {
     if (!rc) {
         F->faiss_len = L.len[0];
         F->faiss = (uint8_t*)malloc((size_t)L.len[0]);
-        if (!F->faiss || fseek(f, (long)L.off[0], SEEK_SET) || fread(F->faiss, 1, (size_t)L.len[0], f) != (size_t)L.len[0])
+        if (!F->faiss || fseek(f, (long)L.off[0], SEEK_SET) ||
+            fread(F->faiss, 1, (size_t)L.len[0], f) != (size_t)L.len[0])
             rc = FGMM_ERR_IO;
     }
     if (f) fclose(f);
@@ -157,16 +158,19 @@ static void fuzz_put_le32(uint8_t* p, uint32_t v) {
 }
 
 /* Recomputes the checksums of an index file's bytes (docs/FORMAT.md: the section table at 16, 24
- * bytes per section: tag, CRC-32, offset, length; the header's CRC-32 at 88) where the table's
- * sections lie within b: the fuzzer then reaches the checks behind the checksums. */
+ * bytes per section: tag, CRC-32, offset, length; 3 sections in version 1, 4 in version 2; the
+ * header's CRC-32 after the table) where the table's sections lie within b: the fuzzer then reaches
+ * the checks behind the checksums. */
 static void fuzz_ivf_fix_checksums(uint8_t* b, size_t n) {
-    if (n < 92) return;
-    for (int s = 0; s < 3; s++) {
+    int nsec = n >= 12 && b[8] == 2 ? 4 : 3;
+    size_t crc_at = 16 + 24 * (size_t)nsec;
+    if (n < crc_at + 4) return;
+    for (int s = 0; s < nsec; s++) {
         uint8_t* e = b + 16 + 24 * s;
         uint64_t off = fuzz_le64(e + 8), len = fuzz_le64(e + 16);
         if (off <= n && len <= n - off) fuzz_put_le32(e + 4, fuzz_crc32(b + off, (size_t)len));
     }
-    fuzz_put_le32(b + 88, fuzz_crc32(b, 88));
+    fuzz_put_le32(b + crc_at, fuzz_crc32(b, crc_at));
 }
 
 static int fuzz_spit(const char* path, const uint8_t* data, size_t size) {
@@ -206,7 +210,8 @@ static const char* fuzz_ivf_place(FuzzIvfFiles* F, const uint8_t* data, size_t s
         uint8_t buf[4096];
         for (int64_t at = 0; !skip && at < L.len[0]; at += (int64_t)sizeof buf) {
             size_t n = L.len[0] - at < (int64_t)sizeof buf ? (size_t)(L.len[0] - at) : sizeof buf;
-            skip = fseek(f, (long)(L.off[0] + at), SEEK_SET) || fread(buf, 1, n, f) != n || memcmp(buf, F->faiss + at, n);
+            skip =
+                fseek(f, (long)(L.off[0] + at), SEEK_SET) || fread(buf, 1, n, f) != n || memcmp(buf, F->faiss + at, n);
         }
     }
     fclose(f);
@@ -242,7 +247,8 @@ static const char* fuzz_ivf_roundtrip(FgmmIvf* h, FuzzIvfFiles* F) {
         if (a) fclose(a);
         if (b) fclose(b);
         if (!same) return "the copy writes other bytes";
-        if (round == 0 && fgmm_ivf_add(h, NQ, q, ids, NULL)) return "add";
+        /* a refine copy numbers its vectors in add order: no ids of the caller's */
+        if (round == 0 && fgmm_ivf_add(h, NQ, q, h->refine_on ? NULL : ids, NULL)) return "add";
     }
     return NULL;
 }

@@ -117,7 +117,7 @@ __global__ void topm_kernel(const float* __restrict__ g, int t, int k, const flo
             bool after = v < pv || (v == pv && j > pj);
             if (after && (v > bv || (v == bv && j < bj))) bv = v, bj = j;
         }
-        warp_arg_best<true>(bv, bj);
+        WARP_ARG_BEST(bv, bj, >);
         if (lane == 0) {
             labels[(long long)row * m + sel] = bj < k ? bj : -1;
             if (resp) resp[(long long)row * m + sel] = bj < k ? expf(bv - lz) : 0.f;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* estep_onepass.cu: the fused E-step in one pass (sm_90a; prepared fp16 rows, dp = 128, kp = 128 CL
- * components with CL = 1, 2, 4 or 8). The two-pass kernels (estep_fused.cu) serve everything else.
+ * components with CL = 1, 2, 4 or 8). The two-pass kernels (estep_fused.cuh) serve everything else.
  *
  * A thread-block cluster of CL blocks walks 128-row tiles; block q owns components [128 q, 128 q + 128),
  * whose means stay in its shared memory. Per tile, each block (two warpgroups of 64 rows):
@@ -21,8 +21,8 @@
  * 0.25 against 0.31 ms of kernels at 1M x 128 x 128). With more blocks it is slower: 1.96 against
  * 1.57 ms at 1M x 1024 x 128. One block of 8 warps per SM (registers and shared memory are full)
  * goes through each tile in lockstep, so nothing hides the exponentials' latency and the cluster
- * barrier; a second block per SM is what the two passes have. FGMM_ONEPASS=1 takes it wherever it
- * applies, FGMM_ONEPASS=0 nowhere (fgmm_engine_gpu_set_onepass). */
+ * barrier; a second block per SM is what the two passes have. The onepass option (fgmm_gpu_options,
+ * src/gpu/gpu_engine.h) = 1 takes it wherever it applies, 0 nowhere. */
 #include <limits.h>
 
 #include "fused_tiles.cuh"

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* estep_ws.cu: pass 2 of the fused E-step (fused_acc in estep_fused.cu: N_k, sum r x', sum r ||x' - mu'||^2
+/* estep_ws.cu: pass 2 of the fused E-step (fused_acc in estep_fused_acc.cu: N_k, sum r x', sum r ||x' - mu'||^2
  * from logz2) as a warp-specialised sm_90a kernel, for prepared fp16 rows 128 wide (dp = 128).
  *
  * A block = NCW consumer warpgroups (warps 0 .. 4 NCW - 1) and one producer warp (the last).
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(L1_NW * 128 + 32, 1)
         if (lane == 0) mbar_arrive(&empty[s]); /* the MMAs and the constants' reads are done */
         lse_add_tile<L1_BN / 8>(acc, tmax, mx, sm);
     }
-    const double part = lse_finish(mx, sm, row0 + wr + g, n, logz2);
+    const double part = lse_finish(mx, sm, lane % 4, row0 + wr + g, n, logz2);
     if (lane == 0) warp_ll[warp] = part;
     asm volatile("bar.sync 1, %0;\n" ::"n"(L1_NW * 128) : "memory"); /* the consumers only */
     if (threadIdx.x % 256 == 0) { /* one partial per 128 rows (fgmm_fused_lse_blocks), as fused_lse sums them */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* fused_tiles.cuh: shared-memory tiles of the fused E-step kernels (estep_fused.cu, estep_onepass.cu):
+/* fused_tiles.cuh: shared-memory tiles of the fused E-step kernels (estep_fused*.cu, estep_onepass.cu):
  * operand types, async copies of prepared rows and component tiles into plain or wgmma-panelled
  * tiles. */
 #ifndef FGMM_FUSED_TILES_CUH
@@ -182,8 +182,9 @@ __device__ __forceinline__ void lse_add_tile(const float (&a)[NJ][4], const floa
 }
 
 /* The end of pass 1 for one warp: logz2 of rows row_g and row_g + 8 (those below n) from lse_add_tile's mx and
- * sm; returns the warp's sum of its rows' logz2 (every lane). */
-__device__ __forceinline__ double lse_finish(const float (&mx)[2], float (&sm)[2], long long row_g, long long n,
+ * sm; returns the warp's sum of its rows' logz2 (every lane). c: lane % 4 (the caller's: threadIdx.x % 4 here
+ * gives fused_lse other code). */
+__device__ __forceinline__ double lse_finish(const float (&mx)[2], float (&sm)[2], int c, long long row_g, long long n,
                                              float* __restrict__ logz2) {
     double part = 0;
 #pragma unroll
@@ -192,7 +193,7 @@ __device__ __forceinline__ double lse_finish(const float (&mx)[2], float (&sm)[2
         sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
         const long long row = row_g + 8 * h;
         const float lz = mx[h] + log2f(sm[h]);
-        if (threadIdx.x % 4 == 0 && row < n) {
+        if (c == 0 && row < n) {
             logz2[row] = lz;
             part += lz;
         }
@@ -204,26 +205,32 @@ __device__ __forceinline__ double lse_finish(const float (&mx)[2], float (&sm)[2
  * against 8 NJ rows: x'.mu', prescaled); into rt (st itself, or another array), the responsibilities
  * r = exp2(b2 - h2 t - logz2) with t = ||x'||^2 - 2 x'.mu' (xnt, lzt: the rows' norms and logz2);
  * nk += r, s2 += r (t + ||mu'||^2) (no clamp of the distance at 0: pass 1 has none either, and the M-step
- * floors the variance). cb, ch, cm: the two components' b2, h2, ||mu'||^2. */
+ * floors the variance). cb, ch, cm: the two components' b2, h2, ||mu'||^2; c: lane % 4. A macro for
+ * fused_acc: as an inline function (c a parameter or not) nvcc 13.0 emitted other code for
+ * fused_acc<__half, FP16, 64> on sm_90; the expansion is the loop it had. */
+#define TILE_RESPONSIBILITIES(NJ, st, rt, xnt, lzt, m2, cb, ch, cm, nk, s2, c)                     \
+    _Pragma("unroll") for (int j_ = 0; j_ < (NJ); j_++) {                                          \
+        const float2 xv_ = *(const float2*)((xnt) + j_ * 8 + 2 * (c));                             \
+        const float2 lv_ = *(const float2*)((lzt) + j_ * 8 + 2 * (c));                             \
+        _Pragma("unroll") for (int e_ = 0; e_ < 4; e_++) {                                         \
+            const int h_ = e_ >> 1;                                                                \
+            float t_ = fmaf((m2), (st)[j_][e_], e_ & 1 ? xv_.y : xv_.x); /* ||x'||^2 - 2 x'.mu' */ \
+            float r_ = exp2f(fmaf(-(ch)[h_], t_, (cb)[h_]) - (e_ & 1 ? lv_.y : lv_.x));            \
+            (nk)[h_] += r_;                                                                        \
+            (s2)[h_] = fmaf(r_, t_ + (cm)[h_], (s2)[h_]);                                          \
+            (rt)[j_][e_] = r_;                                                                     \
+        }                                                                                          \
+    }
+
+/* TILE_RESPONSIBILITIES as a function, c from threadIdx.x: the warp-specialised pass 2's form (the macro
+ * in its place gives fused_acc_ws<2, true> other code). */
 template <int NJ>
 __device__ __forceinline__ void tile_responsibilities(const float (&st)[NJ][4], float (&rt)[NJ][4], const float* xnt,
                                                       const float* lzt, float m2, const float (&cb)[2],
                                                       const float (&ch)[2], const float (&cm)[2], float (&nk)[2],
                                                       float (&s2)[2]) {
     const int c = threadIdx.x % 4;
-#pragma unroll
-    for (int j = 0; j < NJ; j++) {
-        const float2 xv = *(const float2*)(xnt + j * 8 + 2 * c), lv = *(const float2*)(lzt + j * 8 + 2 * c);
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int h = e >> 1;
-            float t = fmaf(m2, st[j][e], e & 1 ? xv.y : xv.x); /* ||x'||^2 - 2 x'.mu' */
-            float r = exp2f(fmaf(-ch[h], t, cb[h]) - (e & 1 ? lv.y : lv.x));
-            nk[h] += r;
-            s2[h] = fmaf(r, t + cm[h], s2[h]);
-            rt[j][e] = r;
-        }
-    }
+    TILE_RESPONSIBILITIES(NJ, st, rt, xnt, lzt, m2, cb, ch, cm, nk, s2, c);
 }
 
 /* Pass 2's one write per block: quad-reduces this warp's per-component sums nk, s2 (components kw + g and

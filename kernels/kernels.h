@@ -149,7 +149,7 @@ int fgmm_abs_max(const float* x, long long count, float* out, cudaStream_t strea
 
 /* ---- k-means (kmeans_assign.cu) ---- */
 /* k-means++ seeding on ns device rows x (ns x d floats): picks[0] given (device), then picks[c] for
- * c = 1..k-1 by D^2 sampling at u[c - 1] (k - 1 device uniforms), with train.c's host arithmetic;
+ * c = 1..k-1 by D^2 sampling at u[c - 1] (k - 1 device uniforms), with src/driver/seed.c's host arithmetic;
  * scratch d2 (2 ns doubles), part (2 ceil(ns / 256) doubles); *found (zeroed by the caller) = the
  * number of distinct points found when the rows have fewer than k. */
 int fgmm_kmeanspp(const float* x, long long ns, int d, int k, const double* u, long long* picks, double* d2,

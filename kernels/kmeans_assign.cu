@@ -25,7 +25,7 @@ __global__ void kmeans_acc(const float* __restrict__ g, const float* __restrict_
             float v = cn[j] - 2.f * gr[j];
             if (v < best) best = v, bj = j;
         }
-        warp_arg_best<false>(best, bj); /* ties: lowest index, as on the CPU */
+        WARP_ARG_BEST(best, bj, <); /* ties: lowest index, as on the CPU */
         /* the chosen centroid's distance from the rows themselves: G (TF32 in fast mode) only picks it */
         const float *xr = xf + (long long)row * d, *cr = cent + (long long)bj * d;
         float dist = 0.f;
@@ -127,7 +127,7 @@ __device__ long long pp_choose(const double* __restrict__ d2, long long ns, cons
 /* Pick c, then (update) d2_out[i] = min(d2_in[i], ||x_i - x_pick||^2) (c = 0: the distance) and
  * part_out[b] = block b's sum of d2_out. Pick 0 is picks[0]; pick c > 0 is drawn with u[c - 1] from the
  * previous step's d2_in / part_in (double-buffered, so no block overwrites what another still
- * reads), and block 0 stores it. The squared distance as train.c computes it: 8 float partial sums
+ * reads), and block 0 stores it. The squared distance as src/driver/seed.c computes it: 8 float partial sums
  * (no FMA contraction), added in double. A failed draw sets *found = c (picks made) and every
  * later step does nothing. */
 __global__ void pp_step(const float* __restrict__ x, long long ns, int d, int c, int nb, const double* __restrict__ u,

@@ -46,8 +46,7 @@ __global__ void mstep_component(const double* __restrict__ nk, const double* __r
     }
     acc = block_sum(acc, red);
     if (threadIdx.x == 0) {
-        if (diag)
-            vmean[j] = (float)(acc / d);
+        if (diag) vmean[j] = (float)(acc / d);
         else /* sum r||x - mu_new||^2 = sum r||x - mu_old||^2 - N_k ||mu_new - mu_old||^2 */
             var[j] = (float)fmax((s2[j] - nj * acc) / (nj * d), floor_v);
         w[j] = (float)nj;
@@ -99,8 +98,8 @@ extern "C" int fgmm_mstep_diag(const double* nk, const double* s1, const double*
  * b2 = log2(w) - d/2 log2(2 pi var) - h2 mn (in double); padding rows: zeros, b2 = -1e30. */
 __global__ void fused_constants(const float* __restrict__ mu, const float* __restrict__ var,
                                 const float* __restrict__ w, int k, int d, int dp, const float* __restrict__ shift,
-                                float scale, __half* __restrict__ mu_hi, float* __restrict__ b2,
-                                float* __restrict__ h2, float* __restrict__ mn, float* __restrict__ amax) {
+                                float scale, __half* __restrict__ mu_hi, float* __restrict__ b2, float* __restrict__ h2,
+                                float* __restrict__ mn, float* __restrict__ amax) {
     __shared__ double red[MS_THREADS];
     __shared__ float redf[MS_THREADS];
     const int q = blockIdx.x;
@@ -154,10 +153,10 @@ __global__ void diag_amax(const float* __restrict__ mu, const float* __restrict_
 /* ... then, one block per padded component, mu_hi row q = fp16(c [mu'/(var s), -1/(2 var s2)]) with c
  * the power of two that brings *amax near 2^12, b2 = log2(w) - 1/2 sum log2(2 pi var) - 1/2 log2(e)
  * sum mu'^2/var, h2 = log2(e)/c, mn = 0; padding rows: zeros, b2 = -1e30. */
-__global__ void diag_constants(const float* __restrict__ mu, const float* __restrict__ var,
-                               const float* __restrict__ w, int k, int d, int dp, const float* __restrict__ shift,
-                               double s, double s2, const float* __restrict__ amax, __half* __restrict__ mu_hi,
-                               float* __restrict__ b2, float* __restrict__ h2, float* __restrict__ mn) {
+__global__ void diag_constants(const float* __restrict__ mu, const float* __restrict__ var, const float* __restrict__ w,
+                               int k, int d, int dp, const float* __restrict__ shift, double s, double s2,
+                               const float* __restrict__ amax, __half* __restrict__ mu_hi, float* __restrict__ b2,
+                               float* __restrict__ h2, float* __restrict__ mn) {
     __shared__ double red[MS_THREADS];
     const int q = blockIdx.x;
     const double am = *amax;
@@ -199,8 +198,8 @@ extern "C" int fgmm_fused_constants_diag(const float* mu, const float* var, cons
     cudaError_t e = cudaMemsetAsync(amax, 0, sizeof(float), stream);
     if (e) return (int)e;
     diag_amax<<<k, MS_THREADS, 0, stream>>>(mu, var, k, d, shift, scale, scale2, amax);
-    diag_constants<<<kp, MS_THREADS, 0, stream>>>(mu, var, w, k, d, dp, shift, scale, scale2, amax, (__half*)mu_hi,
-                                                  cst, cst + kp, cst + 2 * kp);
+    diag_constants<<<kp, MS_THREADS, 0, stream>>>(mu, var, w, k, d, dp, shift, scale, scale2, amax, (__half*)mu_hi, cst,
+                                                  cst + kp, cst + 2 * kp);
     return (int)cudaGetLastError();
 }
 

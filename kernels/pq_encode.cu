@@ -12,11 +12,9 @@
 #define NTHREADS 256
 
 template <int DSP>
-__global__ void __launch_bounds__(NTHREADS) pq_encode(const float* __restrict__ x, const long long* __restrict__ lists,
-                                                      int t, int ma, int d, int dsub,
-                                                      const float* __restrict__ cent,
-                                                      const float* __restrict__ cb,
-                                                      unsigned char* __restrict__ codes, int M) {
+__global__ void __launch_bounds__(NTHREADS)
+    pq_encode(const float* __restrict__ x, const long long* __restrict__ lists, int t, int ma, int d, int dsub,
+              const float* __restrict__ cent, const float* __restrict__ cb, unsigned char* __restrict__ codes, int M) {
     __shared__ float4 s4[256 * DSP / 4];
     float* s = reinterpret_cast<float*>(s4);
     const int m = blockIdx.y;
@@ -58,13 +56,10 @@ extern "C" int fgmm_pq_encode(const float* x, const long long* lists, int t, int
     if (dsub < 1 || dsub > FGMM_PQ_MAX_DSUB || entries > (long long)INT32_MAX * NTHREADS / 2)
         return (int)cudaErrorInvalidValue;
     dim3 grid((unsigned)((entries + NTHREADS - 1) / NTHREADS), (unsigned)M);
-    if (dsub <= 4)
-        pq_encode<4><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
-    else if (dsub <= 8)
-        pq_encode<8><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
+    if (dsub <= 4) pq_encode<4><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
+    else if (dsub <= 8) pq_encode<8><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
     else if (dsub <= 16)
         pq_encode<16><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
-    else
-        pq_encode<32><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
+    else pq_encode<32><<<grid, NTHREADS, 0, stream>>>(x, lists, t, ma, d, dsub, cent, codebook, codes, M);
     return (int)cudaGetLastError();
 }

@@ -20,17 +20,16 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* The warp's smallest (MAX: largest) value v and its index j; ties to the lower index (as the CPU
- * code's scans in index order). */
-template <bool MAX>
-__device__ __forceinline__ void warp_arg_best(float& v, int& j) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-        const int oj = __shfl_xor_sync(0xffffffffu, j, o);
-        if ((MAX ? ov > v : ov < v) || (ov == v && oj < j)) v = ov, j = oj;
+/* The warp's best value v and its index j (lvalues: a float and an int), BETTER: < for the smallest,
+ * > for the largest; ties to the lower index (as the CPU code's scans in index order). A macro: as an
+ * inline function (template or not, unrolled or not) nvcc 13.0 emitted other code for the kernels
+ * (soar_pick: 24 more instructions on sm_80); the macro's expansion is the loop they had. */
+#define WARP_ARG_BEST(v, j, BETTER)                                  \
+    for (int o_ = 16; o_ > 0; o_ >>= 1) {                            \
+        float ov_ = __shfl_xor_sync(0xffffffffu, v, o_);             \
+        int oj_ = __shfl_xor_sync(0xffffffffu, j, o_);               \
+        if (ov_ BETTER v || (ov_ == v && oj_ < j)) v = ov_, j = oj_; \
     }
-}
 
 /* Sum of one double per thread, returned to every thread; red: blockDim.x doubles of shared memory. */
 __device__ __forceinline__ double block_sum(double v, double* red) {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* soar.cu: SOAR spill lists (src/spill.c's algorithm, capi/flashgmm_spill.h) around two cuBLAS SGEMMs
+/* soar.cu: SOAR spill lists (src/driver/spill.c's algorithm, capi/flashgmm_spill.h) around two cuBLAS SGEMMs
  * per row tile, with the CPU path's float arithmetic element by element (explicit round-to-nearest
  * operations: no FMA contraction), so that only the GEMMs' summation order differs:
  *   soar_rows   rows shifted in place by the centroids' mean (in double, then rounded), ||xs||^2;
@@ -113,7 +113,7 @@ __global__ void soar_pick(const float* __restrict__ g, const float* __restrict__
         float v = __fadd_rn(gr[j], __fmul_rn(__fmul_rn(lambda, e), e));
         if (v < best) best = v, arg = j;
     }
-    warp_arg_best<false>(best, arg);
+    WARP_ARG_BEST(best, arg, <);
     if (lane == 0) spill[row] = arg != INT_MAX ? arg : p == 0 ? 1 : 0; /* no finite loss: the CPU's default */
 }
 

@@ -126,8 +126,8 @@ __device__ __forceinline__ void wg_mma_64x128(float (&d)[16][4], uint64_t da, ui
         "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
         "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, %67, %67;\n}\n"
         : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-          WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
-          WG_ACC8(d, 13), WG_ACC8(d, 14), WG_ACC8(d, 15)
+          WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12), WG_ACC8(d, 13),
+          WG_ACC8(d, 14), WG_ACC8(d, 15)
         : "l"(da), "l"(db), "r"(acc), "n"(TRANS));
 }
 
@@ -143,10 +143,8 @@ __device__ __forceinline__ void wg_gemm_mmas(float (&d)[N / 8][4], uint32_t a, u
         if (ks >= 4 * panels) break;
         const uint32_t ka = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32) >> 4,
                        kb = (uint32_t)((ks >> 2) * N * 128 + (ks & 3) * 32) >> 4;
-        if constexpr (N == 128)
-            wg_mma_64x128(d, da + ka, db + kb, ks > 0);
-        else
-            wg_mma_64x64(d, da + ka, db + kb, ks > 0);
+        if constexpr (N == 128) wg_mma_64x128(d, da + ka, db + kb, ks > 0);
+        else wg_mma_64x64(d, da + ka, db + kb, ks > 0);
     }
 }
 
@@ -168,6 +166,8 @@ __device__ __forceinline__ void wg_gemm(float (&d)[N / 8][4], uint32_t a, uint32
 }
 /* Waits until at most N committed groups are pending. */
 template <int N>
-__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 #endif
 #endif

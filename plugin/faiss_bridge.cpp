@@ -11,15 +11,15 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
-#include <faiss/impl/io.h>
-#include <faiss/index_io.h>
 #include <faiss/IndexIVFPQR.h>
-#include <faiss/invlists/InvertedLists.h>
-#include <faiss/invlists/DirectMap.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/error_c.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_io.h>
+#include <faiss/invlists/DirectMap.h>
+#include <faiss/invlists/InvertedLists.h>
 
 #include <cxxabi.h>
 
@@ -61,9 +61,11 @@ extern "C" int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t
     // holds only for ids 0 .. ntotal-1 added once each; a spilled add or chosen ids would be refined
     // with another vector's code (silently wrong distances).
     if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ)) {
-        std::string m = "the index is a " + class_name(t) + "; this plugin is tested on IndexIVFFlat and IndexIVFPQ only" +
+        std::string m = "the index is a " + class_name(t) +
+                        "; this plugin is tested on IndexIVFFlat and IndexIVFPQ only" +
                         (t == typeid(faiss::IndexIVFPQR) ? " (IndexIVFPQR finds its refinement codes by id, which a "
-                                                           "spilled add breaks)" : "");
+                                                           "spilled add breaks)"
+                                                         : "");
         return fail(err, errlen, m.c_str()), 0;
     }
     const faiss::Index* q = ivf->quantizer;
@@ -86,9 +88,7 @@ extern "C" int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const fl
         return c_api(faiss_IndexIVFScalarQuantizer_add_core(sq, n, x, ids, lists), err, errlen);
     try {
         reinterpret_cast<faiss::IndexIVF*>(ivf)->add_core(n, x, ids, lists);
-    } catch (const std::exception& e) {
-        return fail(err, errlen, e.what());
-    }
+    } catch (const std::exception& e) { return fail(err, errlen, e.what()); }
     return 0;
 }
 
@@ -100,8 +100,8 @@ extern "C" int fgmm_faiss_pq_codebook(const FaissIndex* index, int* M, const flo
     if (typeid(*ivf) != typeid(faiss::IndexIVFPQ)) return 0;
     const faiss::IndexIVFPQ* pq = static_cast<const faiss::IndexIVFPQ*>(ivf);
     const faiss::ProductQuantizer& q = pq->pq;
-    if (!pq->is_trained || !pq->by_residual || pq->metric_type != faiss::METRIC_L2 || q.nbits != 8 ||
-        q.ksub != 256 || q.M * q.dsub != (size_t)pq->d || pq->code_size != q.M || !pq->invlists ||
+    if (!pq->is_trained || !pq->by_residual || pq->metric_type != faiss::METRIC_L2 || q.nbits != 8 || q.ksub != 256 ||
+        q.M * q.dsub != (size_t)pq->d || pq->code_size != q.M || !pq->invlists ||
         pq->invlists->code_size != pq->code_size || q.centroids.size() != (size_t)256 * pq->d)
         return 0;
     *M = (int)q.M;
@@ -137,17 +137,15 @@ extern "C" int fgmm_faiss_add_codes(FaissIndex* index, int64_t n, const uint8_t*
                 error = e.what();
             }
         }
-    } catch (const std::exception& e) {
-        error = e.what();
-    }
+    } catch (const std::exception& e) { error = e.what(); }
     if (!error.empty()) return fail(err, errlen, error.c_str());
     ivf->ntotal += n;
     return 0;
 }
 
-extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k,
-                                             int nprobe, const int64_t* assign, const float* centroid_dis,
-                                             float* distances, int64_t* labels, char* err, size_t errlen) {
+extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k, int nprobe,
+                                             const int64_t* assign, const float* centroid_dis, float* distances,
+                                             int64_t* labels, char* err, size_t errlen) {
     FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
     if (!handle) return fail(err, errlen, "not an IndexIVF");
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
@@ -171,19 +169,42 @@ extern "C" int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n,
     return error.empty() ? 0 : fail(err, errlen, error.c_str());
 }
 
-extern "C" int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids,
-                                     int64_t* sizes) {
+namespace {
+// The lists of an index that is exactly an IndexIVFFlat on in-memory ArrayInvertedLists; else null.
+const faiss::ArrayInvertedLists* flat_lists(const FaissIndex* index) {
     FaissIndexIVF* handle = faiss_IndexIVF_cast(const_cast<FaissIndex*>(index));
-    if (!handle) return 0;
+    if (!handle) return nullptr;
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
     // exactly IndexIVFFlat: its subclasses (IndexIVFFlatDedup) store or search differently
-    if (typeid(*ivf) != typeid(faiss::IndexIVFFlat) || ivf->code_size != sizeof(float) * ivf->d) return 0;
+    if (typeid(*ivf) != typeid(faiss::IndexIVFFlat) || ivf->code_size != sizeof(float) * ivf->d) return nullptr;
     const auto* al = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists);
-    if (!al || al->code_size != ivf->code_size || al->nlist != ivf->nlist) return 0;
+    if (!al || al->code_size != ivf->code_size || al->nlist != ivf->nlist) return nullptr;
+    return al;
+}
+}  // namespace
+
+extern "C" int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids,
+                                     int64_t* sizes) {
+    const faiss::ArrayInvertedLists* al = flat_lists(index);
+    if (!al) return 0;
     for (size_t l = 0; l < al->nlist; l++) {
         codes[l] = reinterpret_cast<const float*>(al->codes[l].data());
         ids[l] = al->ids[l].data();
         sizes[l] = (int64_t)al->ids[l].size();
+    }
+    return 1;
+}
+
+extern "C" int fgmm_faiss_flat_lists_of(const FaissIndex* index, int64_t n, const int64_t* lists, const float** codes,
+                                        const int64_t** ids, int64_t* sizes) {
+    const faiss::ArrayInvertedLists* al = flat_lists(index);
+    if (!al) return 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t l = lists[i];
+        bool ok = l >= 0 && (size_t)l < al->nlist;
+        codes[i] = ok ? reinterpret_cast<const float*>(al->codes[l].data()) : nullptr;
+        ids[i] = ok ? al->ids[l].data() : nullptr;
+        sizes[i] = ok ? (int64_t)al->ids[l].size() : 0;
     }
     return 1;
 }
@@ -201,9 +222,7 @@ extern "C" int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* er
             mx = std::max(mx, *std::max_element(ids.begin(), ids.end()));
         }
         *out = mx;
-    } catch (const std::exception& e) {
-        return fail(err, errlen, e.what());
-    }
+    } catch (const std::exception& e) { return fail(err, errlen, e.what()); }
     return 0;
 }
 
@@ -215,10 +234,12 @@ extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(handle);
     const std::type_info& t = typeid(*ivf);
     if (t == typeid(faiss::IndexIVFPQR))
-        return fail(err, errlen, "an IndexIVFPQR is not exported: FAISS finds its refinement codes by id (0 to ntotal - 1), "
-                                 "which a copy without the spilled entries does not keep");
+        return fail(err, errlen,
+                    "an IndexIVFPQR is not exported: FAISS finds its refinement codes by id (0 to ntotal - 1), "
+                    "which a copy without the spilled entries does not keep");
     if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ))
-        return fail(err, errlen, ("an " + class_name(t) + " is not exported (IndexIVFFlat and IndexIVFPQ are)").c_str());
+        return fail(err, errlen,
+                    ("an " + class_name(t) + " is not exported (IndexIVFFlat and IndexIVFPQ are)").c_str());
     const faiss::InvertedLists* il = ivf->invlists;
     if (!il) return fail(err, errlen, "the index has no inverted lists");
     struct Entry {
@@ -234,9 +255,8 @@ extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
             faiss::InvertedLists::ScopedIds ids(il, l);
             for (size_t o = 0; o < n; o++) all.push_back({ids.get()[o], (int64_t)l, (int64_t)o});
         }
-        std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) {
-            return a.id != b.id ? a.id < b.id : a.list < b.list;
-        });
+        std::sort(all.begin(), all.end(),
+                  [](const Entry& a, const Entry& b) { return a.id != b.id ? a.id < b.id : a.list < b.list; });
         std::vector<size_t> group;  // where each id's entries start
         for (size_t i = 0; i < all.size(); i++)
             if (!i || all[i].id != all[i - 1].id) group.push_back(i);
@@ -287,8 +307,7 @@ extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
         std::unique_ptr<faiss::IndexIVF> copy;
         if (typeid(*ivf) == typeid(faiss::IndexIVFFlat))
             copy.reset(new faiss::IndexIVFFlat(*static_cast<const faiss::IndexIVFFlat*>(ivf)));
-        else
-            copy.reset(new faiss::IndexIVFPQ(*static_cast<const faiss::IndexIVFPQ*>(ivf)));
+        else copy.reset(new faiss::IndexIVFPQ(*static_cast<const faiss::IndexIVFPQ*>(ivf)));
         copy->own_fields = false;
         copy->own_invlists = false;
         copy->replace_invlists(kept.release(), true);
@@ -297,8 +316,6 @@ extern "C" int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
         if (ivf->direct_map.type != faiss::DirectMap::NoMap) copy->set_direct_map_type(ivf->direct_map.type);
         faiss::FileIOWriter w(f);
         faiss::write_index(copy.get(), &w);
-    } catch (const std::exception& e) {
-        return fail(err, errlen, e.what());
-    }
+    } catch (const std::exception& e) { return fail(err, errlen, e.what()); }
     return 0;
 }

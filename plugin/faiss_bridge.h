@@ -21,8 +21,8 @@ int fgmm_faiss_tested_type(const FaissIndex* index, char* err, size_t errlen);
 
 /* IndexIVF::add_core: vector i goes to list lists[i] with id ids[i] (IVF-PQ encodes the residual
  * to that list's centroid). On failure returns -1 with FAISS's message in err. */
-int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids,
-                               const int64_t* lists, char* err, size_t errlen);
+int fgmm_faiss_add_preassigned(FaissIndex* index, int64_t n, const float* x, const int64_t* ids, const int64_t* lists,
+                               char* err, size_t errlen);
 
 /* 1 where the index is exactly an IndexIVFPQ whose adds encode what fgmm_pq_encode_gpu computes
  * (trained, by_residual, L2, 8-bit codes: code_size = M bytes), with *M and *codebook = its
@@ -32,20 +32,25 @@ int fgmm_faiss_pq_codebook(const FaissIndex* index, int* M, const float** codebo
 /* Appends n precomputed codes (code_size bytes each) to the inverted lists as IndexIVF::add_core does
  * after encoding: entry i to list lists[i] (-1: none) with id ids[i], the direct map updated, ntotal
  * += n; each list gets its entries in the order given. On failure returns -1 with FAISS's message. */
-int fgmm_faiss_add_codes(FaissIndex* index, int64_t n, const uint8_t* codes, const int64_t* ids,
-                         const int64_t* lists, char* err, size_t errlen);
+int fgmm_faiss_add_codes(FaissIndex* index, int64_t n, const uint8_t* codes, const int64_t* ids, const int64_t* lists,
+                         char* err, size_t errlen);
 
 /* IndexIVF::search_preassigned with nprobe passed per call (SearchParametersIVF), so that the
  * index is not modified and several threads may search it at once. assign / centroid_dis are
  * n x nprobe (the quantizer's answer), distances / labels n x k. */
 int fgmm_faiss_search_preassigned(const FaissIndex* index, int64_t n, const float* x, int64_t k, int nprobe,
-                                  const int64_t* assign, const float* centroid_dis, float* distances,
-                                  int64_t* labels, char* err, size_t errlen);
+                                  const int64_t* assign, const float* centroid_dis, float* distances, int64_t* labels,
+                                  char* err, size_t errlen);
 
 /* 1 where the index is exactly an IndexIVFFlat whose lists are FAISS's in-memory ArrayInvertedLists:
  * then for every list l, codes[l] (sizes[l] rows of d floats) and ids[l] (sizes[l]) point into the
  * index (valid until it is modified); else 0 (nothing set). Arrays of nlist entries. */
 int fgmm_faiss_flat_lists(const FaissIndex* index, const float** codes, const int64_t** ids, int64_t* sizes);
+
+/* The same for the n lists lists[0..n) only (an entry < 0 or >= nlist: NULL, NULL, size 0), into arrays
+ * of n entries: what one search call reads, without a pass over every list. */
+int fgmm_faiss_flat_lists_of(const FaissIndex* index, int64_t n, const int64_t* lists, const float** codes,
+                             const int64_t** ids, int64_t* sizes);
 
 /* Largest id stored in any inverted list (-1 if empty). */
 int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t errlen);
@@ -58,8 +63,9 @@ int fgmm_faiss_max_id(const FaissIndex* index, int64_t* out, char* err, size_t e
  * holds only the kept lists. Exactly IndexIVFFlat or IndexIVFPQ (an IndexIVFPQR's refinement codes
  * are found by id: refused). score is called from several threads. On failure returns -1 with the
  * reason in err. */
-int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f, double (*score)(void* ctx, int64_t list, const float* x),
-                                void* ctx, char* err, size_t errlen);
+int fgmm_faiss_write_one_per_id(const FaissIndex* index, FILE* f,
+                                double (*score)(void* ctx, int64_t list, const float* x), void* ctx, char* err,
+                                size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,6 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,55 +20,6 @@
 #include "faiss_bridge.h"
 #include "flashgmm_io.h"
 #include "ivf_impl.h"
-
-/* ---- CRC-32 (IEEE 802.3, zlib's crc32), slicing by 8 ---------------------------------------- */
-
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 255];
-}
-
-/* crc continues a CRC-32 (0 to start), as zlib's crc32(crc, p, n). */
-static uint32_t crc32_update(uint32_t crc, const void* p, size_t n) {
-    pthread_once(&crc_once, crc_init);
-    const uint8_t* b = p;
-    uint32_t c = ~crc;
-    for (; n >= 8; n -= 8, b += 8) {
-        uint32_t lo = c ^ ((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
-        c = crc_table[7][lo & 255] ^ crc_table[6][lo >> 8 & 255] ^ crc_table[5][lo >> 16 & 255] ^ crc_table[4][lo >> 24] ^
-            crc_table[3][b[4]] ^ crc_table[2][b[5]] ^ crc_table[1][b[6]] ^ crc_table[0][b[7]];
-    }
-    while (n--) c = crc_table[0][(c ^ *b++) & 255] ^ (c >> 8);
-    return ~c;
-}
-
-/* CRC-32 of bytes [off, off + len) of the file fd; -1 if they cannot all be read. */
-static int64_t crc32_range(int fd, int64_t off, int64_t len) {
-    enum { CHUNK = 1 << 20 };
-    uint8_t* buf = malloc(CHUNK);
-    if (!buf) return -1;
-    uint32_t c = 0;
-    while (len > 0) {
-        ssize_t got = pread(fd, buf, len < CHUNK ? (size_t)len : CHUNK, (off_t)off);
-        if (got <= 0) {
-            if (got < 0 && errno == EINTR) continue;
-            free(buf);
-            return -1;
-        }
-        c = crc32_update(c, buf, (size_t)got);
-        off += got, len -= got;
-    }
-    free(buf);
-    return c;
-}
 
 /* ---- little-endian fields -------------------------------------------------------------------- */
 
@@ -104,18 +54,20 @@ static double get_f64(const uint8_t* p) {
 /* ---- the index file: header and settings (docs/FORMAT.md) ----------------------------------- */
 
 #define FILE_MAGIC "FGMM-IVF" /* FAISS reads the first 4 bytes as an index type: 'Index type 0x4d4d4746 ("FGMM")' */
-#define FILE_VERSION 1
-#define TABLE_AT 16          /* the section table: tag, CRC-32, offset, length per section */
+#define FILE_VERSION 2        /* the newest read; written only with a refine copy, else version 1 */
+#define TABLE_AT 16           /* the section table: tag, CRC-32, offset, length per section */
 #define SECTION_ENTRY 24
-#define HEADER_BYTES (TABLE_AT + FGMM_IVF_SECTIONS * SECTION_ENTRY + 4) /* + the header's own CRC-32 */
-#define SETTINGS_BYTES 88     /* version 1's fields; later writers may append fields a reader ignores */
+#define HEADER_BYTES(nsec) (TABLE_AT + (nsec)*SECTION_ENTRY + 4) /* + the header's own CRC-32 */
+#define HEADER_MAX HEADER_BYTES(FGMM_IVF_SECTIONS_MAX)
+#define SETTINGS_BYTES 88 /* version 1's fields; later writers may append fields a reader ignores */
 #define SETTINGS_MAX 4096
-static const char section_tag[FGMM_IVF_SECTIONS][5] = {"FAIS", "SETS", "GMM "};
+#define REFINE_HEAD 16 /* the refine section: u64 rows, u32 d, f32 k_factor, then rows x d f32 */
+static const char section_tag[FGMM_IVF_SECTIONS_MAX][5] = {"FAIS", "SETS", "GMM ", "RFLT"};
 
 static void encode_settings(const FgmmIvf* h, uint8_t* s) {
     const FgmmIvfParams* p = &h->p;
     memset(s, 0, SETTINGS_BYTES);
-    int32_t ints[8] = {h->nlist, h->d, (int32_t)p->quantizer, (int32_t)p->rule, (int32_t)p->primary,
+    int32_t ints[8] = {h->nlist,           h->d,          (int32_t)p->quantizer, (int32_t)p->rule, (int32_t)p->primary,
                        (int32_t)p->select, p->max_assign, h->has_threshold};
     for (int i = 0; i < 8; i++) put_u32(s + 4 * i, (uint32_t)ints[i]);
     uint32_t lambda;
@@ -157,8 +109,8 @@ static int apply_settings(FgmmIvf* h, const settings* s, const char* name) {
     if (!h->cent || s->nlist != h->nlist || s->d != h->d || s->entries != faiss_Index_ntotal(h->index))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': the settings do not belong to the index (nlist, d or entries)",
                                    name);
-    if (s->vectors < 0 || s->entries < s->vectors || s->next_id < 0 || (s->has_threshold != 0 && s->has_threshold != 1) ||
-        isnan(s->threshold))
+    if (s->vectors < 0 || s->entries < s->vectors || s->next_id < 0 ||
+        (s->has_threshold != 0 && s->has_threshold != 1) || isnan(s->threshold))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': inconsistent counts", name);
     if (fgmm_ivf_check_params(&s->p)) {
         char why[256]; /* copied: the message buffer cannot be formatted into itself */
@@ -190,41 +142,60 @@ static int io_failed(const char* what, const char* path) {
     return fgmm_set_last_error(FGMM_ERR_IO, "%s '%s': %s", what, path, errno ? strerror(errno) : "short read or write");
 }
 
-/* The sections after a zeroed header, then the header with their CRCs. */
+/* The refine section (version 2): its head, then the rows. */
+static int write_refine(const FgmmIvf* h, FILE* f) {
+    uint8_t head[REFINE_HEAD];
+    uint32_t kf;
+    memcpy(&kf, &h->k_factor, 4);
+    put_u64(head, (uint64_t)h->refine_n);
+    put_u32(head + 8, (uint32_t)h->d);
+    put_u32(head + 12, kf);
+    size_t n = (size_t)h->refine_n * h->d;
+    return fwrite(head, sizeof head, 1, f) != 1 || (n && fwrite(h->refine, sizeof(float), n, f) != n);
+}
+
+/* The sections after a zeroed header, then the header with their CRCs. Version 1 (3 sections)
+ * without a refine copy, so that readers of version 1 read the file; version 2 (4) with one. */
 static int write_sections(const FgmmIvf* h, FILE* f, const char* path) {
-    uint8_t hdr[HEADER_BYTES] = {0}, set[SETTINGS_BYTES];
-    int64_t off[FGMM_IVF_SECTIONS + 1];
-    uint32_t crc[FGMM_IVF_SECTIONS];
+    const int nsec = h->refine_on ? FGMM_IVF_SECTIONS_MAX : FGMM_IVF_SECTIONS, hbytes = HEADER_BYTES(nsec);
+    uint8_t hdr[HEADER_MAX] = {0}, set[SETTINGS_BYTES];
+    int64_t off[FGMM_IVF_SECTIONS_MAX + 1];
+    uint32_t crc[FGMM_IVF_SECTIONS_MAX];
     errno = 0;
-    if (fwrite(hdr, sizeof hdr, 1, f) != 1) return io_failed("fgmm_ivf_write: cannot write", path);
-    off[0] = HEADER_BYTES;
+    if (fwrite(hdr, (size_t)hbytes, 1, f) != 1) return io_failed("fgmm_ivf_write: cannot write", path);
+    off[0] = hbytes;
     if (faiss_write_index(h->index, f)) return fgmm_ivf_faiss_failed("fgmm_ivf_write");
     encode_settings(h, set);
-    crc[1] = crc32_update(0, set, sizeof set);
+    crc[1] = fgmm_ivf_crc32(0, set, sizeof set);
     errno = 0;
     if ((off[1] = ftello(f)) < 0 || fwrite(set, sizeof set, 1, f) != 1 || (off[2] = ftello(f)) < 0)
         return io_failed("fgmm_ivf_write: cannot write", path);
     if (h->model && fgmm_model_fwrite(h->model, f)) return io_failed("fgmm_ivf_write: cannot write", path);
     errno = 0;
-    if ((off[3] = ftello(f)) < 0 || fflush(f)) return io_failed("fgmm_ivf_write: cannot write", path);
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s += 2) { /* the FAISS index and the model, read back */
-        int64_t c = crc32_range(fileno(f), off[s], off[s + 1] - off[s]);
+    if ((off[3] = ftello(f)) < 0) return io_failed("fgmm_ivf_write: cannot write", path);
+    errno = 0;
+    if (nsec > 3 && (write_refine(h, f) || (off[4] = ftello(f)) < 0))
+        return io_failed("fgmm_ivf_write: cannot write", path);
+    if (fflush(f)) return io_failed("fgmm_ivf_write: cannot write", path);
+    for (int s = 0; s < nsec; s += 1 + (s == 0)) { /* all but the settings, read back */
+        int64_t c = fgmm_ivf_crc32_range(fileno(f), off[s], off[s + 1] - off[s]);
         if (c < 0) return io_failed("fgmm_ivf_write: cannot read back", path);
         crc[s] = (uint32_t)c;
     }
     memcpy(hdr, FILE_MAGIC, 8);
-    put_u32(hdr + 8, FILE_VERSION);
-    put_u32(hdr + 12, FGMM_IVF_SECTIONS);
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s++) {
+    put_u32(hdr + 8, nsec > 3 ? 2 : 1);
+    put_u32(hdr + 12, (uint32_t)nsec);
+    for (int s = 0; s < nsec; s++) {
         uint8_t* e = hdr + TABLE_AT + s * SECTION_ENTRY;
         memcpy(e, section_tag[s], 4);
         put_u32(e + 4, crc[s]);
         put_u64(e + 8, (uint64_t)off[s]);
         put_u64(e + 16, (uint64_t)(off[s + 1] - off[s]));
     }
-    put_u32(hdr + HEADER_BYTES - 4, crc32_update(0, hdr, HEADER_BYTES - 4));
+    put_u32(hdr + hbytes - 4, fgmm_ivf_crc32(0, hdr, (size_t)hbytes - 4));
     errno = 0;
-    if (fseeko(f, 0, SEEK_SET) || fwrite(hdr, sizeof hdr, 1, f) != 1) return io_failed("fgmm_ivf_write: cannot write", path);
+    if (fseeko(f, 0, SEEK_SET) || fwrite(hdr, (size_t)hbytes, 1, f) != 1)
+        return io_failed("fgmm_ivf_write: cannot write", path);
     return FGMM_OK;
 }
 
@@ -277,30 +248,34 @@ int fgmm_ivf_write(const FgmmIvf* h, const char* path) {
 }
 
 int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out) {
-    uint8_t hdr[HEADER_BYTES];
+    uint8_t hdr[HEADER_MAX];
     ssize_t got = pread(fileno(f), hdr, sizeof hdr, 0);
     if (got < 8 || memcmp(hdr, FILE_MAGIC, 8))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf index file (magic)", name);
-    if (got != (ssize_t)sizeof hdr || size < HEADER_BYTES)
+    uint32_t version = got >= 12 ? get_u32(hdr + 8) : 0;
+    if (got >= 12 && (version < 1 || version > FILE_VERSION))
+        return fgmm_set_last_error(
+            FGMM_ERR_IO, "'%s': format version %u; this build reads versions 1 to %d (a newer flashgmm wrote it?)",
+            name, version, FILE_VERSION);
+    const int nsec = version == 1 ? FGMM_IVF_SECTIONS : FGMM_IVF_SECTIONS_MAX, hbytes = HEADER_BYTES(nsec);
+    if (got < hbytes || size < hbytes)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': truncated header (%lld bytes)", name, (long long)size);
-    uint32_t version = get_u32(hdr + 8);
-    if (version != FILE_VERSION)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': format version %u; this build reads version %d (a newer flashgmm wrote it?)",
-                                   name, version, FILE_VERSION);
-    if (get_u32(hdr + HEADER_BYTES - 4) != crc32_update(0, hdr, HEADER_BYTES - 4))
+    if (get_u32(hdr + hbytes - 4) != fgmm_ivf_crc32(0, hdr, (size_t)hbytes - 4))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': header checksum mismatch (damaged file)", name);
-    if (get_u32(hdr + 12) != FGMM_IVF_SECTIONS)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %u sections; version %d has %d", name, get_u32(hdr + 12),
-                                   FILE_VERSION, FGMM_IVF_SECTIONS);
-    int64_t at = HEADER_BYTES;
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s++) {
+    if (get_u32(hdr + 12) != (uint32_t)nsec)
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %u sections; version %u has %d", name, get_u32(hdr + 12),
+                                   version, nsec);
+    out->nsec = nsec;
+    int64_t at = hbytes;
+    for (int s = 0; s < nsec; s++) {
         const uint8_t* e = hdr + TABLE_AT + s * SECTION_ENTRY;
         uint64_t off = get_u64(e + 8), len = get_u64(e + 16);
         if (memcmp(e, section_tag[s], 4))
             return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section %d is not '%s'", name, s, section_tag[s]);
         /* in order, back to back, within the file: every length is bounded by the file's size */
         if (off != (uint64_t)at || len > (uint64_t)(size - at))
-            return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section '%s' (%" PRIu64 " bytes at %" PRIu64
+            return fgmm_set_last_error(FGMM_ERR_IO,
+                                       "'%s': section '%s' (%" PRIu64 " bytes at %" PRIu64
                                        ") lies outside the file's %lld bytes: truncated or damaged",
                                        name, section_tag[s], len, off, (long long)size);
         out->off[s] = at;
@@ -309,17 +284,62 @@ int fgmm_ivf_layout(FILE* f, int64_t size, const char* name, FgmmIvfLayout* out)
         at += (int64_t)len;
     }
     if (at != size)
-        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %lld bytes after the last section", name, (long long)(size - at));
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %lld bytes after the last section", name,
+                                   (long long)(size - at));
     if (out->len[0] == 0 || out->len[1] < SETTINGS_BYTES || out->len[1] > SETTINGS_MAX)
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s': bad section lengths (index %lld, settings %lld bytes)", name,
                                    (long long)out->len[0], (long long)out->len[1]);
-    for (int s = 0; s < FGMM_IVF_SECTIONS; s++) {
-        int64_t c = crc32_range(fileno(f), out->off[s], out->len[s]);
+    for (int s = 0; s < nsec; s++) {
+        int64_t c = fgmm_ivf_crc32_range(fileno(f), out->off[s], out->len[s]);
         if (c < 0) return io_failed("cannot read", name);
         if ((uint32_t)c != out->crc[s])
             return fgmm_set_last_error(FGMM_ERR_IO, "'%s': section '%s' checksum mismatch (damaged file)", name,
                                        section_tag[s]);
     }
+    return FGMM_OK;
+}
+
+/* The refine section (len bytes at off) into h, whose settings are installed: one row per vector,
+ * ids 0 .. vectors - 1 (the settings' next_id), h's d, a valid k_factor; the length exact. */
+static int read_refine(FgmmIvf* h, FILE* f, int64_t off, int64_t len, const char* path) {
+    uint8_t head[REFINE_HEAD];
+    errno = 0;
+    if (len < REFINE_HEAD)
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': refine section of %lld bytes", path, (long long)len);
+    if (pread(fileno(f), head, sizeof head, off) != (ssize_t)sizeof head) return io_failed("cannot read", path);
+    uint64_t rows = get_u64(head);
+    uint32_t d = get_u32(head + 8), kfu = get_u32(head + 12);
+    float kf;
+    memcpy(&kf, &kfu, 4);
+    /* rows x d x 4 must be the section's length, itself bounded by the file's size */
+    if (d != (uint32_t)h->d || rows != (uint64_t)h->n_vectors || rows != (uint64_t)h->next_id ||
+        rows > (uint64_t)(len - REFINE_HEAD) / (4ull * d) || (uint64_t)(len - REFINE_HEAD) != rows * 4ull * d)
+        return fgmm_set_last_error(FGMM_ERR_IO,
+                                   "'%s': the refine copy (%llu rows of d = %u, %lld bytes) does not belong to the "
+                                   "index (%lld vectors, next id %lld, d = %d)",
+                                   path, (unsigned long long)rows, d, (long long)len, (long long)h->n_vectors,
+                                   (long long)h->next_id, h->d);
+    if (fgmm_ivf_check_k_factor(kf, "refine section")) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", fgmm_get_last_error());
+        return fgmm_set_last_error(FGMM_ERR_IO, "'%s': %s", path, why);
+    }
+    size_t bytes = (size_t)(len - REFINE_HEAD);
+    float* r = malloc(bytes ? bytes : 1);
+    if (!r) return fgmm_set_last_error(FGMM_ERR_NOMEM, "'%s': out of host memory for the refine copy", path);
+    for (size_t at = 0; at < bytes;) {
+        ssize_t got = pread(fileno(f), (char*)r + at, bytes - at, (off_t)(off + REFINE_HEAD + (int64_t)at));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            free(r);
+            return io_failed("cannot read", path);
+        }
+        at += (size_t)got;
+    }
+    h->refine_on = 1;
+    h->k_factor = kf;
+    h->refine = r;
+    h->refine_n = h->refine_cap = (int64_t)rows;
     return FGMM_OK;
 }
 
@@ -336,7 +356,8 @@ static int read_index_file(FILE* f, int64_t size, const char* path, const FgmmIv
     if (faiss_read_index(f, 0, &index)) return fgmm_ivf_faiss_failed("fgmm_ivf_read");
     FgmmIvf* h = NULL;
     if (ftello(f) != L.off[1]) /* FAISS read less or more than its section */
-        rc = fgmm_set_last_error(FGMM_ERR_IO, "'%s': the FAISS index is not %lld bytes long", path, (long long)L.len[0]);
+        rc =
+            fgmm_set_last_error(FGMM_ERR_IO, "'%s': the FAISS index is not %lld bytes long", path, (long long)L.len[0]);
     if (!rc) rc = fgmm_ivf_wrap(index, params, &h);
     if (rc) {
         faiss_Index_free(index);
@@ -356,6 +377,7 @@ static int read_index_file(FILE* f, int64_t size, const char* path, const FgmmIv
         }
         if (!rc) rc = install_model(h, m, path);
     }
+    if (!rc && L.nsec > 3) rc = read_refine(h, f, L.off[3], L.len[3], path);
     if (rc) {
         fgmm_ivf_free(h);
         return rc;
@@ -384,9 +406,9 @@ static int parse_settings(FILE* f, const char* name, settings* s, uint64_t* cent
     if (!fgets(line, sizeof line, f) || strncmp(line, SIDECAR_MAGIC "\n", sizeof SIDECAR_MAGIC))
         return fgmm_set_last_error(FGMM_ERR_IO, "'%s' is not a flashgmm-ivf sidecar (first line)", name);
     unsigned seen = 0;
-    static const char* keys[] = {"centroids", "nlist", "d", "quantizer", "rule", "primary", "tau", "max_assign",
-                                 "soar_lambda", "spill_target", "select", "has_threshold", "threshold",
-                                 "vectors", "entries", "next_id", "model"};
+    static const char* keys[] = {"centroids", "nlist",      "d",           "quantizer",    "rule",   "primary",
+                                 "tau",       "max_assign", "soar_lambda", "spill_target", "select", "has_threshold",
+                                 "threshold", "vectors",    "entries",     "next_id",      "model"};
     const unsigned all = (1u << (sizeof keys / sizeof *keys)) - 1;
     int ended = 0;
     long bytes = 0;
@@ -510,8 +532,7 @@ int fgmm_ivf_read(const char* path, const FgmmIvfParams* params, FgmmIvf** out) 
         rc = fgmm_set_last_error(FGMM_ERR_IO, "'%s': %lld bytes is too short for an index file", path, (long long)size);
     else if (!memcmp(magic, FILE_MAGIC, 4))
         rc = read_index_file(f, size, path, params, out); /* "FGMM": ours, never FAISS's */
-    else
-        rc = fseeko(f, 0, SEEK_SET) ? io_failed("cannot read", path) : read_three_files(f, path, params, out);
+    else rc = fseeko(f, 0, SEEK_SET) ? io_failed("cannot read", path) : read_three_files(f, path, params, out);
     fclose(f);
     return rc;
 }

@@ -8,7 +8,7 @@
  * products from one sgemm per tile of entries (||x||^2 - 2 x.q + ||q||^2, the entries' norms taken
  * tile by tile: nothing is cached, so the index may change between searches); fewer queries get
  * direct ||x - q||^2. Each pair keeps its list's best min(k, list size) entries in a slot of its
- * own (one writer, no locks), sorted by (distance, position in the list). Then each query merges
+ * own (one writer, no locks), sorted by (distance, id, position in the list). Then each query merges
  * its nprobe sorted slots, keeps the first copy of every id (a vector sits in up to 2 lists) until
  * k distinct ids are found, computes their distances exactly (||x - q||^2 in float, as FAISS's
  * scan does; the sgemm form only ranks the candidates) and sorts them by (distance, id). Where a
@@ -33,20 +33,13 @@
 #include <faiss/c_api/IndexIVF_c.h>
 
 #include "faiss_bridge.h"
+#include "ivf_dist.h"
 #include "ivf_impl.h"
 
-/* The distance loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an
- * ifunc), as in the engine (src/cpu_engine.c). Not under ThreadSanitizer, clang, or elsewhere. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
-#else
-#define HOT_CLONES
-#endif
-
-#define MT 128               /* queries per task (rows of one sgemm) */
-#define NT 512               /* list entries per sgemm tile */
-#define GEMM_MIN 4           /* queries of one list from which sgemm beats direct distances */
-#define MAX_BATCH 16384      /* queries per batch at most */
+#define MT 128                         /* queries per task (rows of one sgemm) */
+#define NT 512                         /* list entries per sgemm tile */
+#define GEMM_MIN 4                     /* queries of one list from which sgemm beats direct distances */
+#define MAX_BATCH 16384                /* queries per batch at most */
 #define SLOT_BYTES ((size_t)128 << 20) /* default budget of a batch's candidates */
 
 /* ---- de-duplication: a hash set of the ids already output --------------------------------- */
@@ -108,23 +101,9 @@ void fgmm_ivf_dco(int nlist, const int64_t* sizes, const idx_t* assign, idx_t b,
 
 /* ---- distances and per-slot heaps ---------------------------------------------------------- */
 
-/* ||x - y||^2 in float; 16 independent partial sums (vector lanes), added in a fixed order. */
-HOT_CLONES static float l2sq(const float* restrict x, const float* restrict y, int d) {
-    float acc[16] = {0};
-    int j = 0;
-    for (; j + 16 <= d; j += 16)
-        for (int t = 0; t < 16; t++) {
-            float e = x[j + t] - y[j + t];
-            acc[t] += e * e;
-        }
-    for (int t = 0; j < d; j++, t++) {
-        float e = x[j] - y[j];
-        acc[t] += e * e;
-    }
-    float s = 0;
-    for (int t = 0; t < 16; t++) s += acc[t];
-    return s;
-}
+HOT_CLONES static float l2sq(const float* restrict x, const float* restrict y, int d) { return ivf_l2sq(x, y, d); }
+
+float fgmm_ivf_l2sq(const float* x, const float* y, int d) { return l2sq(x, y, d); }
 
 HOT_CLONES static void sq_norms(const float* restrict x, idx_t n, int d, float* restrict out) {
     for (idx_t i = 0; i < n; i++) {
@@ -140,53 +119,68 @@ HOT_CLONES static void sq_norms(const float* restrict x, idx_t n, int d, float* 
     }
 }
 
-/* A slot: the best entries of one list for one query, a max-heap on (distance, offset) while the
- * list is scanned, sorted ascending after. Entries come in increasing offset, so a new entry beats
- * the worst kept one only by a smaller distance. */
+/* A slot: the best entries of one list for one query, a max-heap on (distance, id, offset) while the
+ * list is scanned, sorted ascending after; lid is the list's ids. */
 typedef struct slot {
     float* d;
     idx_t* off;
     idx_t n, cap;
 } slot;
 
-static int worse(float da, idx_t oa, float db, idx_t ob) { return da > db || (da == db && oa > ob); }
+static int worse(const idx_t* lid, float da, idx_t oa, float db, idx_t ob) {
+    return da > db || (da == db && (lid[oa] > lid[ob] || (lid[oa] == lid[ob] && oa > ob)));
+}
 
-static void sift_down(float* d, idx_t* o, idx_t i, idx_t n) {
+static void sift_down(const idx_t* lid, float* d, idx_t* o, idx_t i, idx_t n) {
     for (;;) {
         idx_t c = 2 * i + 1;
         if (c >= n) return;
-        if (c + 1 < n && worse(d[c + 1], o[c + 1], d[c], o[c])) c++;
-        if (!worse(d[c], o[c], d[i], o[i])) return;
-        float td = d[i]; d[i] = d[c]; d[c] = td;
-        idx_t to = o[i]; o[i] = o[c]; o[c] = to;
+        if (c + 1 < n && worse(lid, d[c + 1], o[c + 1], d[c], o[c])) c++;
+        if (!worse(lid, d[c], o[c], d[i], o[i])) return;
+        float td = d[i];
+        d[i] = d[c];
+        d[c] = td;
+        idx_t to = o[i];
+        o[i] = o[c];
+        o[c] = to;
         i = c;
     }
 }
 
-static void slot_push(slot* s, float v, idx_t off) {
+static void slot_push(slot* s, const idx_t* lid, float v, idx_t off) {
     if (s->n < s->cap) { /* sift up */
         idx_t i = s->n++;
         while (i > 0) {
             idx_t p = (i - 1) / 2;
-            if (!worse(v, off, s->d[p], s->off[p])) break;
+            if (!worse(lid, v, off, s->d[p], s->off[p])) break;
             s->d[i] = s->d[p], s->off[i] = s->off[p];
             i = p;
         }
         s->d[i] = v, s->off[i] = off;
     } else {
         s->d[0] = v, s->off[0] = off;
-        sift_down(s->d, s->off, 0, s->n);
+        sift_down(lid, s->d, s->off, 0, s->n);
     }
 }
 
-/* The bar an entry must beat (NaN distances never do). */
+/* The bar an entry must reach (NaN distances never do). */
 static float slot_bar(const slot* s) { return s->n < s->cap ? INFINITY : s->cap ? s->d[0] : -INFINITY; }
 
-static void slot_sort(slot* s) {
+/* Whether entry off at distance v <= slot_bar(s) enters: entries come in increasing offset, so one
+ * at the bar enters by a smaller id only. */
+static int slot_takes(const slot* s, const idx_t* lid, float v, idx_t off) {
+    return s->n < s->cap ? v < INFINITY : s->cap && (v < s->d[0] || lid[off] < lid[s->off[0]]);
+}
+
+static void slot_sort(slot* s, const idx_t* lid) {
     for (idx_t e = s->n - 1; e > 0; e--) {
-        float td = s->d[0]; s->d[0] = s->d[e]; s->d[e] = td;
-        idx_t to = s->off[0]; s->off[0] = s->off[e]; s->off[e] = to;
-        sift_down(s->d, s->off, 0, e);
+        float td = s->d[0];
+        s->d[0] = s->d[e];
+        s->d[e] = td;
+        idx_t to = s->off[0];
+        s->off[0] = s->off[e];
+        s->off[e] = to;
+        sift_down(lid, s->d, s->off, 0, e);
     }
 }
 
@@ -216,18 +210,19 @@ typedef struct scratch {
 } scratch;
 
 /* One task: list t->list for the pairs (query i, rank r) = pairs[p0..p1) as i * nprobe + r. */
-static void scan_task(const flat* f, const task* t, const idx_t* pairs, const float* q, const float* qn,
-                      slot* slots, scratch* w) {
+static void scan_task(const flat* f, const task* t, const idx_t* pairs, const float* q, const float* qn, slot* slots,
+                      scratch* w) {
     const int d = f->d;
     const idx_t n = f->sizes[t->list], m = t->p1 - t->p0;
     const float* x = f->codes[t->list];
+    const idx_t* lid = f->ids[t->list];
     const idx_t* pr = pairs + t->p0;
     if (m < GEMM_MIN) {
         for (idx_t j = 0; j < n; j++)
             for (idx_t a = 0; a < m; a++) {
                 slot* s = &slots[pr[a]];
                 float v = l2sq(x + (size_t)j * d, q + (size_t)(pr[a] / f->nprobe) * d, d);
-                if (v < slot_bar(s)) slot_push(s, v, j);
+                if (v <= slot_bar(s) && slot_takes(s, lid, v, j)) slot_push(s, lid, v, j);
             }
     } else {
         for (idx_t a = 0; a < m; a++)
@@ -243,15 +238,15 @@ static void scan_task(const flat* f, const task* t, const idx_t* pairs, const fl
                 float qa = qn[pr[a] / f->nprobe], bar = slot_bar(s);
                 for (int j = 0; j < nt; j++) {
                     float v = row[j] + w->xn[j] + qa;
-                    if (v < bar) {
-                        slot_push(s, v, j0 + j);
+                    if (v <= bar && slot_takes(s, lid, v, j0 + j)) {
+                        slot_push(s, lid, v, j0 + j);
                         bar = slot_bar(s);
                     }
                 }
             }
         }
     }
-    for (idx_t a = 0; a < m; a++) slot_sort(&slots[pr[a]]);
+    for (idx_t a = 0; a < m; a++) slot_sort(&slots[pr[a]], lid);
 }
 
 /* Query i's merge: its nprobe sorted slots, first copy of each id, k at most, exact distances, sorted
@@ -272,24 +267,23 @@ static void head_down(head* h, int i, int n) {
         if (c >= n) return;
         if (c + 1 < n && head_less(&h[c + 1], &h[c])) c++;
         if (!head_less(&h[c], &h[i])) return;
-        head t = h[i]; h[i] = h[c]; h[c] = t;
+        head t = h[i];
+        h[i] = h[c];
+        h[c] = t;
         i = c;
     }
 }
 
 typedef struct merge_buf {
-    head* heap;   /* nprobe: the next entry of each slot */
-    idx_t* pos;   /* nprobe: that entry's index in its slot */
-    idx_t* wl;    /* 2k: each result's list in [0, k), its offset in [k, 2k); then (distance, id) pairs to sort */
+    head* heap; /* nprobe: the next entry of each slot */
+    idx_t* pos; /* nprobe: that entry's index in its slot */
+    idx_t* wl;  /* 2k: each result's list in [0, k), its offset in [k, 2k); then (distance, id) pairs to sort */
     idset set;
 } merge_buf;
 
-typedef struct res {
-    float d;
-    idx_t id;
-} res;
+typedef FgmmIvfRes res;
 
-static int cmp_res(const void* a, const void* b) {
+int fgmm_ivf_cmp_res(const void* a, const void* b) {
     const res *x = a, *y = b;
     if (x->d != y->d) return x->d < y->d ? -1 : 1;
     return (x->id > y->id) - (x->id < y->id);
@@ -341,7 +335,7 @@ static int merge_query(const flat* f, const idx_t* assign, const slot* row, cons
     if (!sorted) {
         res* t = (res*)b->wl; /* the lists and offsets are used: 2k idx_t hold k pairs */
         for (idx_t i = 0; i < got; i++) t[i].d = dout[i], t[i].id = lout[i];
-        qsort(t, (size_t)got, sizeof *t, cmp_res);
+        qsort(t, (size_t)got, sizeof *t, fgmm_ivf_cmp_res);
         for (idx_t i = 0; i < got; i++) dout[i] = t[i].d, lout[i] = t[i].id;
     }
     for (idx_t i = got; i < k; i++) lout[i] = -1, dout[i] = INFINITY;
@@ -386,7 +380,7 @@ static int redo_query(const flat* f, const idx_t* assign, const float* qi, idx_t
 }
 
 int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, int nprobe, float* distances,
-                         idx_t* labels, int64_t* dco, size_t slot_bytes) {
+                         idx_t* labels, int64_t* dco, size_t slot_bytes, const idx_t* pre) {
     const int d = h->d, nlist = h->nlist;
     flat f = {d, nlist, nprobe, NULL, NULL, NULL};
     const float** codes = malloc((size_t)nlist * sizeof *codes);
@@ -433,7 +427,9 @@ int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
     for (idx_t i0 = 0; i0 < nq; i0 += bmax) {
         idx_t b = nq - i0 < bmax ? nq - i0 : bmax;
         const float* qb = q + (size_t)i0 * d;
-        if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, qb, nprobe, cd, assign)) {
+        if (pre) {
+            memcpy(assign, pre + (size_t)i0 * nprobe, (size_t)b * nprobe * sizeof(idx_t));
+        } else if (faiss_Index_search(faiss_IndexIVF_quantizer(h->ivf), b, qb, nprobe, cd, assign)) {
             rc = fgmm_ivf_faiss_failed("fgmm_ivf_search: quantizer");
             goto done;
         }
@@ -468,8 +464,10 @@ int fgmm_ivf_search_flat(const FgmmIvf* h, idx_t nq, const float* q, idx_t k, in
         {
             scratch w = {malloc((size_t)MT * d * sizeof(float)), malloc((size_t)MT * NT * sizeof(float)),
                          malloc((size_t)NT * sizeof(float))};
-            merge_buf mb = {malloc((size_t)nprobe * sizeof(head)), malloc((size_t)nprobe * sizeof(idx_t)),
-                            malloc((size_t)(2 * kout + 1) * sizeof(idx_t)), {NULL, 0}};
+            merge_buf mb = {malloc((size_t)nprobe * sizeof(head)),
+                            malloc((size_t)nprobe * sizeof(idx_t)),
+                            malloc((size_t)(2 * kout + 1) * sizeof(idx_t)),
+                            {NULL, 0}};
             int ok = w.qb && w.c && w.xn && mb.heap && mb.pos && mb.wl && !idset_init(&mb.set, kout);
             if (!ok) {
 #pragma omp atomic write

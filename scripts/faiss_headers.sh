@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Compiles the FAISS plugin (plugin/faiss_bridge.cpp, plugin/ivf.c, plugin/ivf_io.c) and the CLI's
+# Compiles the FAISS plugin (plugin/faiss_bridge.cpp, plugin/ivf*.c) and the CLI's
 # FAISS part (tools/cli_ivf.c) against FAISS 1.11.0's headers, compile only (-fsyntax-only): the
 # headers come from Debian trixie's libfaiss-dev 1.11.0-3 package (sha256-pinned, from the
 # Debian archive's pool), unpacked once into .deps/faiss-1.11-headers. Catches API drift between
@@ -33,7 +33,7 @@ grep -q 'define FAISS_VERSION_MINOR 11' "$inc/faiss/Index.h" ||
 cd "$top"
 # -I order: these headers before /usr/include's FAISS 1.7.3 (bookworm's libfaiss-dev).
 g++ -std=c++17 -fsyntax-only -fopenmp -Wall -Werror -Icapi -Iplugin -I"$inc" plugin/faiss_bridge.cpp
-for f in plugin/ivf.c plugin/ivf_io.c tools/cli_ivf.c; do
+for f in plugin/ivf.c plugin/ivf_train.c plugin/ivf_add.c plugin/ivf_search_faiss.c plugin/ivf_io.c tools/cli_ivf.c; do
     gcc -std=c11 -fsyntax-only -fopenmp -Wall -Wextra -Werror -Wno-unknown-pragmas -Icapi -Iplugin -Isrc/core -I"$inc" "$f"
 done
-echo "faiss_headers: the plugin compiles against FAISS 1.11.0's headers (plugin/faiss_bridge.cpp, plugin/ivf.c, plugin/ivf_io.c, tools/cli_ivf.c)"
+echo "faiss_headers: the plugin compiles against FAISS 1.11.0's headers (plugin/faiss_bridge.cpp, plugin/ivf{,_train,_add,_search_faiss,_io}.c, tools/cli_ivf.c)"

@@ -26,7 +26,10 @@ build_index() {
     mkdir -p "$obj"
     local inc=(-I"$top/capi" -I"$top/src/core" -I"$top/plugin" -I"$faiss_c/include" -I/usr/include/x86_64-linux-gnu/openblas-openmp)
     for s in src/core/error.c src/core/trace.c src/core/file.c src/core/model.c src/cpu/cpu_engine.c \
-             src/driver/engine.c src/driver/train.c src/driver/spill.c src/io/vecs_io.c plugin/ivf.c plugin/ivf_search.c plugin/ivf_io.c fuzz/fuzz_index.c plugin/faiss_bridge.cpp; do
+             src/driver/engine.c src/driver/params.c src/driver/train_comm.c src/driver/moments.c src/driver/seed.c \
+             src/driver/train.c src/driver/model_calls.c src/driver/spill.c src/io/vecs_io.c plugin/ivf.c plugin/ivf_train.c \
+             plugin/ivf_add.c plugin/ivf_search_faiss.c plugin/ivf_search.c plugin/ivf_search_one.c \
+             plugin/ivf_probe.c plugin/ivf_refine.c plugin/ivf_io.c plugin/ivf_crc.c fuzz/fuzz_index.c plugin/faiss_bridge.cpp; do
         o="$obj/$(basename "$s").o"; objs+=("$o")
         if [ "${s##*.}" = cpp ]; then
             "$CXX" "${flags[@]}" -std=c++17 -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$top/$s"

@@ -26,7 +26,7 @@ pkgs="build-essential cmake ninja-build pkg-config dpkg-dev libfaiss-dev libopen
 if [ "$demo" = 1 ]; then
     pkgs="$pkgs gnuplot-nox"
 else
-    pkgs="$pkgs googletest libgtest-dev clang libclang-rt-dev python3-numpy python3-faiss
+    pkgs="$pkgs googletest libgtest-dev clang clang-format libclang-rt-dev python3-numpy python3-faiss
           python3-pip python3-setuptools python3-wheel python3-venv openmpi-bin libopenmpi-dev curl"
 fi
 missing=""

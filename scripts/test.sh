@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Sets up, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
+# Sets up, checks commit subjects and formatting, builds (CUDA compiled when nvcc exists; GPU tests skip without a device), runs every
 # test (the Python package's and the MPI launcher's too), compiles the plugin against FAISS 1.11's
 # headers, builds and runs programs against an installed copy (CMake and pkg-config, static and
 # shared), runs the tests again in a CPU-only AddressSanitizer + UBSan build, runs the concurrency
@@ -9,6 +9,9 @@
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 "$top/scripts/setup.sh"
+# Commit subjects after the rule's start (CONTRIBUTING.md) and the sources against .clang-format.
+"$top/scripts/commits.sh"
+"$top/scripts/format.sh" --check
 "$top/scripts/build.sh" "$top/build"
 # The plugin against FAISS 1.11.0's headers (compile only; scripts/faiss_modern.sh links and tests).
 "$top/scripts/faiss_headers.sh"

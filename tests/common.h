@@ -131,8 +131,7 @@ inline RefStats ref_estep(const FgmmModel* m, int64_t n, const T* x) {
             for (int t = 0; t < d; t++) s.mu_acc[(size_t)j * d + t] += r * xi[t];
             if (diag)
                 for (int t = 0; t < d; t++) s.sig_acc[(size_t)j * d + t] += r * q[(size_t)j * d + t];
-            else
-                s.sig_acc[j] += r * q[j];
+            else s.sig_acc[j] += r * q[j];
         }
     }
     return s;
@@ -192,7 +191,8 @@ inline FgmmModel* model_from_rows(const float* x, int64_t n, int d, int k, FgmmC
     std::vector<float> mu((size_t)k * d), v(cov == FGMM_COV_DIAGONAL ? (size_t)k * d : k), w(k);
     for (int j = 0; j < k; j++) {  // a random row plus noise of the variance's scale
         int64_t row = (int64_t)(g() % n);
-        for (int t = 0; t < d; t++) mu[(size_t)j * d + t] = x[(size_t)row * d + t] + (float)((u(g) - 1.0) * std::sqrt(var));
+        for (int t = 0; t < d; t++)
+            mu[(size_t)j * d + t] = x[(size_t)row * d + t] + (float)((u(g) - 1.0) * std::sqrt(var));
     }
     for (auto& e : v) e = (float)(var * u(g));
     for (auto& e : w) e = (float)u(g);

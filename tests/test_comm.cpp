@@ -46,7 +46,7 @@ TEST(Comm, ConcurrentRanksGiveTheOneProcessModel) {
 
 TEST(Comm, ConcurrentAutoRanksWithoutGpusSumOnTheHost) {
     // The AUTO backend: where no rank has a GPU engine the ranks agree (fgmm_engine_comm_wrap) to sum
-    // through the comm, as CPU ranks do. GPU ranks: GpuNccl.Comm* in test_gpu.cpp.
+    // through the comm, as CPU ranks do. GPU ranks: GpuNccl.Comm* in test_gpu_nccl.cpp.
     if (fgmm_gpu_available()) GTEST_SKIP() << "a CUDA device: AUTO ranks are GPU ranks";
     const int64_t n = 3001;
     const int d = 8, k = 6;
@@ -83,7 +83,8 @@ TEST(Comm, ConcurrentRanksWidenTheSampleAcrossShards) {
             EXPECT_EQ(res[r].rc, rc1) << "rank " << r << ": " << res[r].err;
             if (distinct == 20 && res[r].m && one) EXPECT_LT(model_diff(one, res[r].m), 1e-4);
             if (distinct == 5)
-                EXPECT_NE(res[r].err.find("fewer than k = 8 distinct points (found 6)"), std::string::npos) << res[r].err;
+                EXPECT_NE(res[r].err.find("fewer than k = 8 distinct points (found 6)"), std::string::npos)
+                    << res[r].err;
         }
         free_all(res);
         fgmm_model_free(one);

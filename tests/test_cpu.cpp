@@ -94,7 +94,9 @@ TEST(CpuEstep, LoglikAndTopmMatchReference) {
                 double df = (double)x[(size_t)i * d + t] - mu[(size_t)j * d + t];
                 q += df * df;
             }
-            r[j] = {std::exp(std::log((double)w[j]) - 0.5 * d * std::log(2 * M_PI * var[j]) - 0.5 * q / var[j] - ref.logz[i]), j};
+            r[j] = {std::exp(std::log((double)w[j]) - 0.5 * d * std::log(2 * M_PI * var[j]) - 0.5 * q / var[j] -
+                             ref.logz[i]),
+                    j};
         }
         std::sort(r.begin(), r.end(), [](auto a, auto b) { return a.first > b.first; });
         for (int t = 0; t < mm; t++) {
@@ -114,7 +116,10 @@ TEST(CpuTrain, LogLikelihoodIsMonotone) {
         p.covariance = cov;
         p.niter = 25;
         p.kmeans_iter = 2;
-        struct Trace { std::vector<double> ll; int reseeded = 0; } tr;
+        struct Trace {
+            std::vector<double> ll;
+            int reseeded = 0;
+        } tr;
         p.progress_user = &tr;
         p.progress = [](void* u, FgmmPhase ph, int, double obj, int re) {
             auto* t = (Trace*)u;
@@ -143,7 +148,8 @@ TEST(CpuTrain, RecoversPlantedMixture) {
     FgmmModel* m = nullptr;
     ASSERT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, nullptr), 0) << fgmm_get_last_error();
     const float *mu = fgmm_model_means(m), *var = fgmm_model_variances(m), *w = fgmm_model_weights(m);
-    for (int j = 0; j < k; j++) {  // each true center has a learned mean within 0.15 (sd of the mean: 1/sqrt(1000)*sqrt(d)=0.13)
+    for (int j = 0; j < k;
+         j++) {  // each true center has a learned mean within 0.15 (sd of the mean: 1/sqrt(1000)*sqrt(d)=0.13)
         double best = 1e30;
         int bj = -1;
         for (int i = 0; i < k; i++) {
@@ -227,7 +233,8 @@ TEST(CpuTrain, CollapsedComponentsHitTheVarianceFloor) {
         }
         mean_var /= d;
     }
-    for (int j = 0; j < k; j++) EXPECT_NEAR(fgmm_model_variances(m)[j], p.var_floor * mean_var, 1e-3 * p.var_floor * mean_var);
+    for (int j = 0; j < k; j++)
+        EXPECT_NEAR(fgmm_model_variances(m)[j], p.var_floor * mean_var, 1e-3 * p.var_floor * mean_var);
     fgmm_model_free(m);
 }
 
@@ -343,7 +350,8 @@ TEST(CpuTrain, DataScalesOutsideFloat32AreRefusedOrTrainFinite) {
         for (size_t i = 0; i < x.size(); i++) x[i] = (float)(base[i] * scale);
         FgmmModel* m = nullptr;
         EXPECT_EQ(fgmm_train(&p, n, d, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_DATA) << scale;
-        EXPECT_NE(std::string(fgmm_get_last_error()).find("rescale the data"), std::string::npos) << fgmm_get_last_error();
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("rescale the data"), std::string::npos)
+            << fgmm_get_last_error();
     }
     for (double scale : {1e10, 1e-10}) {  // in range: finite log-likelihood, same clusters as at scale 1
         std::vector<float> x(base.size()), x1(base.size());
@@ -472,7 +480,10 @@ TEST(Progress, TimeLeftEstimate) {
     FgmmParams p = cpu_params(16);
     p.niter = 20;
     p.kmeans_iter = 4;
-    struct Run { fgmm_eta eta; std::vector<double> left; } run;
+    struct Run {
+        fgmm_eta eta;
+        std::vector<double> left;
+    } run;
     fgmm_eta_start(&run.eta, p.kmeans_iter, p.niter, fgmm_eta_clock());
     p.progress_user = &run;
     p.progress = [](void* u, FgmmPhase ph, int, double, int) {

@@ -179,11 +179,13 @@ TEST(Errors, ModelFileHeaderCheckedAgainstFileSizeFirst) {
     auto b = model_header(1 << 24, 1 << 20, FGMM_COV_DIAGONAL);  // 20 bytes; k*d overflows int
     write_file(g, b.data(), b.size());
     expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "truncated");
-    EXPECT_NE(std::string(fgmm_get_last_error()).find("has 140737555464212"), std::string::npos) << fgmm_get_last_error();
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("has 140737555464212"), std::string::npos)
+        << fgmm_get_last_error();
     b = model_header(1 << 24, 80, FGMM_COV_ISOTROPIC);  // 42 bytes claiming a 5 GB model
     b.resize(42);
     write_file(g, b.data(), b.size());
-    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "42 bytes; a 16777216 x 80 isotropic model has 5502926868");
+    expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO,
+                 "42 bytes; a 16777216 x 80 isotropic model has 5502926868");
     b = model_header(2, 3, 7);
     write_file(g, b.data(), b.size());
     expect_error(fgmm_model_read(g.c_str(), &r), FGMM_ERR_IO, "bad header (k = 2, d = 3, covariance 7)");
@@ -288,7 +290,7 @@ TEST(Errors, PublicBuildingBlocksForPlugins) {
     ASSERT_EQ(fgmm_output_begin(f.c_str(), &o), 0) << fgmm_get_last_error();
     expect_error(fgmm_output_end(&o, nullptr, 1), FGMM_ERR_NULL, "path is NULL; the output is removed");
     expect_error(fgmm_output_end(&o, f.c_str(), 1), FGMM_ERR_STATE, "no output begun");  // ended twice
-    EXPECT_EQ(system(("test $(ls -A '" + dir + "' | wc -l) -eq 1").c_str()), 0);      // its temporary removed
+    EXPECT_EQ(system(("test $(ls -A '" + dir + "' | wc -l) -eq 1").c_str()), 0);         // its temporary removed
 }
 
 // Several threads at once: each its own message and data check; outputs to their own paths and to
@@ -412,7 +414,8 @@ TEST(Errors, DistinctPointsJudgedOnTheWholeDataWhenTheSampleIsNot) {
         } else {
             EXPECT_EQ(rc, FGMM_ERR_DATA);
             EXPECT_NE(std::string(fgmm_get_last_error()).find("fewer than k = 8 distinct points (found 6)"),
-                      std::string::npos) << fgmm_get_last_error();
+                      std::string::npos)
+                << fgmm_get_last_error();
         }
         fgmm_model_free(m);
     }
@@ -437,7 +440,8 @@ TEST(Errors, OverflowingSizesAndTinyVariances) {
     EXPECT_NE(access(f.c_str(), F_OK), 0);
     // d < 0 was a calloc of a wrapped size before the shape check (ASan: allocation-size-too-big)
     auto x = planted(100, 4, 2, 3.0, 1);
-    for (int d : {-1, -4, INT32_MIN}) expect_error(fgmm_train(&p, 100, d, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "d = ");
+    for (int d : {-1, -4, INT32_MIN})
+        expect_error(fgmm_train(&p, 100, d, FGMM_F32, x.data(), &m, nullptr), FGMM_ERR_ARG, "d = ");
     EXPECT_EQ(m, nullptr);
 
     float mu[2] = {0, 1}, w[2] = {1, 1};
@@ -452,7 +456,7 @@ TEST(Errors, OverflowingSizesAndTinyVariances) {
     ASSERT_EQ(fgmm_loglik(m, &p, 3, FGMM_F32, xs, ll), 0) << fgmm_get_last_error();
     const double c = std::log(0.5) - 0.5 * std::log(2 * M_PI);
     EXPECT_NEAR(ll[0], c - 0.5 * std::log(1e-30), 1e-3);  // component 0 alone
-    EXPECT_NEAR(ll[1], c - 0.0, 1e-4);                     // component 1 alone
+    EXPECT_NEAR(ll[1], c - 0.0, 1e-4);                    // component 1 alone
     EXPECT_NEAR(ll[2], c - 0.125, 1e-4);
     ASSERT_EQ(fgmm_assign_topm(m, &p, 3, FGMM_F32, xs, 1, lab, resp), 0) << fgmm_get_last_error();
     EXPECT_EQ(lab[0], 0);

@@ -36,7 +36,7 @@ int ok_or_no_gpu() { return fgmm_gpu_available() ? FGMM_OK : FGMM_ERR_NO_GPU; }
 // most about 2 x leave stays free. (One allocation of free - leave, shrunk by 1/64 per failure, left
 // over a GB free on an 80 GB H100, and the calls under test then succeeded.)
 struct DeviceHog {
-    void* p = nullptr; // the first chunk (non-NULL: something was taken)
+    void* p = nullptr;  // the first chunk (non-NULL: something was taken)
     std::vector<void*> chunks;
     explicit DeviceHog(size_t leave) {
 #ifdef FGMM_WITH_CUDA
@@ -78,11 +78,13 @@ struct SoarCase {
 
 TEST(GpuHostile, SoarAssignSizesAndValues) {
     SoarCase s;
-    for (fgmm_idx_t n : {(fgmm_idx_t)-1, (fgmm_idx_t)INT64_MIN}) expect_code(s.run(0, n, s.d, s.k), FGMM_ERR_ARG, "n = ");
+    for (fgmm_idx_t n : {(fgmm_idx_t)-1, (fgmm_idx_t)INT64_MIN})
+        expect_code(s.run(0, n, s.d, s.k), FGMM_ERR_ARG, "n = ");
     EXPECT_EQ(s.run(0, 0, s.d, s.k), FGMM_OK);  // nothing to do, no device needed
     for (int d : {0, -1, INT_MIN, FGMM_MAX_DIM + 1, INT_MAX})
         expect_code(s.run(0, s.n, d, s.k), FGMM_ERR_ARG, "out of range", "d = " + std::to_string(d));
-    for (int k : {1, 0, -1, INT_MIN}) expect_code(s.run(0, s.n, s.d, k), FGMM_ERR_ARG, "k = ", "k = " + std::to_string(k));
+    for (int k : {1, 0, -1, INT_MIN})
+        expect_code(s.run(0, s.n, s.d, k), FGMM_ERR_ARG, "k = ", "k = " + std::to_string(k));
     // n x d past the address space: refused before a value is read (n x d wrapped to a few values)
     for (fgmm_idx_t n : {(fgmm_idx_t)1 << 62, (fgmm_idx_t)INT64_MAX / 4 + 1, (fgmm_idx_t)INT64_MAX})
         expect_code(s.run(0, n, s.d, s.k), FGMM_ERR_ARG, "overflow", "n = " + std::to_string(n));
@@ -100,8 +102,9 @@ TEST(GpuHostile, SoarAssignSizesAndValues) {
     for (int dev : {-1, 99, INT_MAX, INT_MIN}) expect_code(s.run(dev, s.n, s.d, s.k), FGMM_ERR_ARG, "device");
     // the device's answer is the CPU's (no near-ties among 4 well-separated planted clusters)
     SoarCase cpu;
-    ASSERT_EQ(fgmm_soar_assign(cpu.n, cpu.d, cpu.x.data(), cpu.k, cpu.c.data(), 1.0f, cpu.prim.data(),
-                               cpu.spill.data(), cpu.d1.data(), cpu.d2.data()), 0);
+    ASSERT_EQ(fgmm_soar_assign(cpu.n, cpu.d, cpu.x.data(), cpu.k, cpu.c.data(), 1.0f, cpu.prim.data(), cpu.spill.data(),
+                               cpu.d1.data(), cpu.d2.data()),
+              0);
     EXPECT_EQ(s.prim, cpu.prim);
     EXPECT_EQ(s.spill, cpu.spill);
 }
@@ -151,11 +154,12 @@ struct PqCase {
 TEST(GpuHostile, PqEncodeSizesAndValues) {
     PqCase s;
     const int d = s.d, ma = s.ma, nl = s.nlist, M = s.M;
-    for (fgmm_idx_t n : {(fgmm_idx_t)-1, (fgmm_idx_t)INT64_MIN}) expect_code(s.run(0, n, d, ma, nl, M), FGMM_ERR_ARG, "n = ");
+    for (fgmm_idx_t n : {(fgmm_idx_t)-1, (fgmm_idx_t)INT64_MIN})
+        expect_code(s.run(0, n, d, ma, nl, M), FGMM_ERR_ARG, "n = ");
     EXPECT_EQ(s.run(0, 0, d, ma, nl, M), FGMM_OK);
     for (int dd : {0, -16, INT_MIN}) expect_code(s.run(0, s.n, dd, ma, nl, M), FGMM_ERR_ARG, "d = ");
     expect_code(s.run(0, s.n, 33 * 4, ma, nl, 4), FGMM_ERR_ARG, "dsub <= 32");  // d / M = 33
-    expect_code(s.run(0, s.n, d, ma, nl, 5), FGMM_ERR_ARG, "M = 5");          // d not a multiple of M
+    expect_code(s.run(0, s.n, d, ma, nl, 5), FGMM_ERR_ARG, "M = 5");            // d not a multiple of M
     for (int mm : {0, -4, INT_MIN}) expect_code(s.run(0, s.n, d, ma, nl, mm), FGMM_ERR_ARG, "M = ");
     for (int mma : {0, -1, INT_MIN}) expect_code(s.run(0, s.n, d, mma, nl, M), FGMM_ERR_ARG, "ma = ");
     for (int n2 : {0, -1}) expect_code(s.run(0, s.n, d, ma, n2, M), FGMM_ERR_ARG, "nlist = ");

@@ -36,7 +36,7 @@ OldPlan old_plan(int path, int wg, FgmmCovariance cov, int d, int host_mstep) {
              : path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16
                                                 : FGMM_FUSED_FP16;
     o.wgmma = wg && path != FGMM_GPU_PATH_FUSED_MMA;
-    // gpu_em.c (and train.c's FGMM_GPU_MSTEP=host, which never called em_step)
+    // gpu_em.c (and the host_mstep option, which never calls em_step)
     o.device_em = path == FGMM_GPU_PATH_FUSED && pfmt != FMT_RAW && !host_mstep;
     // gpu_kmeans_assign.c
     o.kmeans_fused = (path == FGMM_GPU_PATH_FUSED || path == FGMM_GPU_PATH_FUSED_MMA) && d <= FGMM_FUSED_MAX_D;

@@ -34,8 +34,11 @@ TEST(Io, RoundTripsAllTexmexTypes) {
     std::vector<float> f = {1.5f, -2, 3, 4, 5, 6};
     std::vector<uint8_t> b = {0, 255, 7, 8, 9, 10};
     std::vector<int32_t> iv = {1, 2, 3, -4, 5, 6};
-    struct { const char* name; void* p; FgmmDtype t; } cases[] = {
-        {"a.fvecs", f.data(), FGMM_F32}, {"a.bvecs", b.data(), FGMM_U8}, {"a.ivecs", iv.data(), FGMM_I32}};
+    struct {
+        const char* name;
+        void* p;
+        FgmmDtype t;
+    } cases[] = {{"a.fvecs", f.data(), FGMM_F32}, {"a.bvecs", b.data(), FGMM_U8}, {"a.ivecs", iv.data(), FGMM_I32}};
     for (auto& c : cases) {
         FgmmVecs v = {c.p, 2, 3, c.t}, r;
         ASSERT_EQ(fgmm_vecs_write(tmp(c.name).c_str(), &v), 0) << fgmm_get_last_error();
@@ -77,11 +80,15 @@ TEST(Io, ReadsRowRangesAndShapes) {
         EXPECT_EQ(n, 7);
         EXPECT_EQ(d, 3);
         EXPECT_EQ(t, FGMM_F32);
-        struct { fgmm_idx_t first, count, want; } cases[] = {{0, 3, 3}, {3, 2, 2}, {5, 0, 2}, {6, 9, 1}};
+        struct {
+            fgmm_idx_t first, count, want;
+        } cases[] = {{0, 3, 3}, {3, 2, 2}, {5, 0, 2}, {6, 9, 1}};
         for (auto& c : cases) {
-            ASSERT_EQ(fgmm_vecs_read_rows(p, nullptr, c.first, c.count, &r), 0) << file << ": " << fgmm_get_last_error();
+            ASSERT_EQ(fgmm_vecs_read_rows(p, nullptr, c.first, c.count, &r), 0)
+                << file << ": " << fgmm_get_last_error();
             ASSERT_EQ(r.n, c.want) << file << " from " << c.first;
-            EXPECT_EQ(0, memcmp(r.data, f.data() + c.first * 3, c.want * 3 * sizeof(float))) << file << " from " << c.first;
+            EXPECT_EQ(0, memcmp(r.data, f.data() + c.first * 3, c.want * 3 * sizeof(float)))
+                << file << " from " << c.first;
             fgmm_vecs_free(&r);
         }
         EXPECT_EQ(fgmm_vecs_read_rows(p, nullptr, 7, 1, &r), FGMM_ERR_ARG) << file;
@@ -160,7 +167,8 @@ TEST(Io, RefusesNonRegularFiles) {
         int rc = fgmm_vecs_read(p.c_str(), nullptr, 0, &r);  // must not block waiting for a writer
         if (rc == FGMM_ERR_IO && !fgmm_vecs_hdf5_available() && !strcmp(name, "fifo.h5")) continue;
         EXPECT_EQ(rc, FGMM_ERR_IO) << name;
-        EXPECT_NE(std::string(fgmm_get_last_error()).find("not a regular file"), std::string::npos) << fgmm_get_last_error();
+        EXPECT_NE(std::string(fgmm_get_last_error()).find("not a regular file"), std::string::npos)
+            << fgmm_get_last_error();
         unlink(p.c_str());
     }
     EXPECT_EQ(fgmm_vecs_read("/dev/null.fvecs", nullptr, 0, &r), FGMM_ERR_IO);
@@ -265,7 +273,9 @@ TEST(Io, Hdf5ReadsManySmallChunksInBoundedBlocks) {
     // libhdf5 keeps ~6 KB per chunk one read touches (400k one-value chunks: 2.8 GB); the reader
     // splits such reads into blocks of rows (many rows of few chunks) or of columns (wide rows).
     std::string p = tmp("chunks.h5");
-    struct Case { hsize_t n, d, c0, c1, first, rows; } cases[] = {
+    struct Case {
+        hsize_t n, d, c0, c1, first, rows;
+    } cases[] = {
         {10000, 3, 1, 1, 4321, 3000},  // 3 chunks per row: blocks of 1365 rows
         {5, 9000, 2, 2, 1, 3},         // 4500 chunks per row band: blocks of 2 rows x 8192 columns
         {7, 5, 3, 2, 2, 5},            // one block, starting inside a chunk
@@ -324,7 +334,9 @@ TEST(Io, FuzzCorpusFilesReadOrFailCleanly) {
             std::ifstream in(e.path(), std::ios::binary);
             std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
             static const char* vext[3] = {"fvecs", "bvecs", "ivecs"};
-            std::string ext = !strcmp(kind, "vecs") ? vext[(uint8_t)bytes[0] % 3] : !strcmp(kind, "hdf5") ? "h5" : "gmm";
+            std::string ext = !strcmp(kind, "vecs")   ? vext[(uint8_t)bytes[0] % 3]
+                              : !strcmp(kind, "hdf5") ? "h5"
+                                                      : "gmm";
             if (!strcmp(kind, "vecs")) bytes.erase(0, 1);  // the target's extension byte
             std::string f = tmp(("corpus." + ext).c_str());
             write_bytes(f, bytes.data(), bytes.size());
@@ -372,7 +384,8 @@ TEST(Io, IsolatedReadSurvivesACrashingHdf5Parser) {
     FgmmVecs v;
     // the child's own errors come back with its code and message
     EXPECT_EQ(fgmm_vecs_read_isolated(src.c_str(), "nosuch", 0, &v), FGMM_ERR_IO);
-    EXPECT_NE(std::string(fgmm_get_last_error()).find("no dataset 'nosuch'"), std::string::npos) << fgmm_get_last_error();
+    EXPECT_NE(std::string(fgmm_get_last_error()).find("no dataset 'nosuch'"), std::string::npos)
+        << fgmm_get_last_error();
     EXPECT_EQ(fgmm_vecs_read_isolated("/nonexistent.h5", nullptr, 0, &v), FGMM_ERR_IO);
     EXPECT_EQ(fgmm_vecs_read_isolated(src.c_str(), nullptr, -1, &v), FGMM_ERR_ARG);
     EXPECT_EQ(fgmm_vecs_read_isolated(nullptr, nullptr, 0, &v), FGMM_ERR_NULL);

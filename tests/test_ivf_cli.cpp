@@ -53,11 +53,12 @@ TEST(IvfCli, BuildsAndSearchesBothKinds) {
     EXPECT_NE(out.find("13500 list entries"), std::string::npos) << out;
     EXPECT_TRUE(exists(def) && !exists(def + ".fgmm") && !exists(def + ".gmm"));  // one file
 
-    const std::string q = " " + data + " --dataset query --gt " + data + " --gt-dataset match --nprobe 1,4,32,99 --repeat 1";
+    const std::string q =
+        " " + data + " --dataset query --gt " + data + " --gt-dataset match --nprobe 1,4,32,99 --repeat 1";
     ASSERT_EQ(run_cli("ivf search " + faiss + q, &out), 0) << out;
     EXPECT_NE(out.find("searched by FAISS"), std::string::npos) << out;
     auto f = rows(out);
-    ASSERT_EQ(f.size(), 3u) << out;  // 99 is capped at nlist = 32, already listed
+    ASSERT_EQ(f.size(), 3u) << out;          // 99 is capped at nlist = 32, already listed
     EXPECT_DOUBLE_EQ(f[32].dco, 32 + 9000);  // every list: the exact search
     EXPECT_DOUBLE_EQ(f[32].recall, 1.0);
     EXPECT_LT(f[1].recall, f[4].recall);
@@ -90,7 +91,8 @@ TEST(IvfCli, HelpAndBadValuesSayWhatIsValid) {
         EXPECT_NE(out.find("usage"), std::string::npos) << c << ": " << out;
     }
     const std::string data = embedded("sift10K_byte.h5"), o = " --out " + tmp("cli_bad.index");
-    expect_error("ivf build " + data + o + " --quantizer best", "--quantizer 'best': want one of auto, gmm, kmeans, faiss");
+    expect_error("ivf build " + data + o + " --quantizer best",
+                 "--quantizer 'best': want one of auto, gmm, kmeans, faiss");
     expect_error("ivf build " + data + o + " --rule spill", "--rule 'spill': want one of soar, resp, tau, topm, hard");
     expect_error("ivf build " + data + o + " --select x", "want one of resp2, ratio");
     expect_error("ivf build " + data + o + " --spill-target 0.5", "want 0 or a number in [1, 2]");
@@ -117,8 +119,11 @@ TEST(IvfCli, ExportsAPlainFaissFile) {
     std::string out;
     if (run_cli("ivf export --help", &out) != 0) GTEST_SKIP() << "this build has no fgmm_ivf_write_faiss";
     const std::string data = embedded("sift10K_byte.h5"), def = tmp("cli_exp.index"), plain = tmp("cli_exp.faiss");
-    ASSERT_EQ(run_cli("ivf build " + data + " --dataset dataset --nlist 32 --iter 5 --kmeans-iter 5 --backend cpu --out " +
-                          def, &out), 0) << out;
+    ASSERT_EQ(run_cli("ivf build " + data +
+                          " --dataset dataset --nlist 32 --iter 5 --kmeans-iter 5 --backend cpu --out " + def,
+                      &out),
+              0)
+        << out;
     ASSERT_EQ(run_cli("ivf export " + def + " " + plain, &out), 0) << out;
     EXPECT_FALSE(exists(plain + ".fgmm"));
     const std::string q = " " + data + " --dataset query --gt " + data + " --gt-dataset match --nprobe 32 --repeat 1";

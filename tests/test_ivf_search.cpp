@@ -21,47 +21,15 @@
 #include "common.h"
 #include "flashgmm_io.h"
 #include "flashgmm_ivf.h"
+#include "ivf_common.h"
 #include "ivf_impl.h"
 
 namespace {
 
-struct Data {
-    std::vector<float> base, query;
-    int64_t nb = 0, nq = 0;
-    int d = 0;
-};
-
-const Data& data() {
-    static Data s = [] {
-        Data r;
-        r.base = fgt::embedded_u8("sift10K_byte.h5", "dataset", &r.nb, &r.d);
-        r.query = fgt::embedded_u8("sift10K_byte.h5", "query", &r.nq, &r.d);
-        EXPECT_FALSE(r.base.empty() || r.query.empty());
-        return r;
-    }();
-    return s;
-}
-
-struct Index {
-    FaissIndex* index = nullptr;
-    FgmmIvf* ivf = nullptr;
-    ~Index() {
-        fgmm_ivf_free(ivf);
-        faiss_Index_free(index);
-    }
-};
-
 // nlist lists, the rule given, trained on the whole base; n vectors added (ids: first_id + i).
-void build(Index& x, const char* spec, FgmmAssignRule rule, int64_t n, int64_t first_id = -1) {
-    const Data& s = data();
-    FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);
-    p.rule = rule;
-    p.gmm.niter = 5;
-    p.gmm.kmeans_iter = 5;
-    ASSERT_EQ(faiss_index_factory(&x.index, s.d, spec, METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
-    ASSERT_EQ(fgmm_ivf_train(x.ivf, s.nb, s.base.data(), nullptr), 0) << fgmm_get_last_error();
+void build(fgt::Built& x, const char* spec, FgmmAssignRule rule, int64_t n, int64_t first_id = -1) {
+    const fgt::Sift& s = fgt::sift();
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(x, s.d, spec, fgt::params(rule, 5, 5), s.nb, s.base.data()));
     std::vector<idx_t> ids(n);
     for (int64_t i = 0; i < n; i++) ids[i] = first_id + i;
     ASSERT_EQ(fgmm_ivf_add(x.ivf, n, s.base.data(), first_id >= 0 ? ids.data() : nullptr, nullptr), 0)
@@ -69,10 +37,10 @@ void build(Index& x, const char* spec, FgmmAssignRule rule, int64_t n, int64_t f
 }
 
 // IVF32,Flat on the whole set, built once per rule (SOAR: spilled; HARD) and only searched after.
-const Index& shared(FgmmAssignRule rule) {
-    static Index soar, hard;
-    Index& x = rule == FGMM_ASSIGN_SOAR ? soar : hard;
-    if (!x.ivf) build(x, "IVF32,Flat", rule, data().nb);
+const fgt::Built& shared(FgmmAssignRule rule) {
+    static fgt::Built soar, hard;
+    fgt::Built& x = rule == FGMM_ASSIGN_SOAR ? soar : hard;
+    if (!x.ivf) build(x, "IVF32,Flat", rule, fgt::sift().nb);
     return x;
 }
 
@@ -82,7 +50,7 @@ struct Result {
     std::vector<int64_t> dco;
 };
 
-Result run(const Index& x, int64_t nq, const float* q, idx_t k, int nprobe, int engine = FGMM_SEARCH_AUTO,
+Result run(const fgt::Built& x, int64_t nq, const float* q, idx_t k, int nprobe, int engine = FGMM_SEARCH_AUTO,
            size_t slot_bytes = 0) {
     Result r{std::vector<float>(nq * k), std::vector<idx_t>(nq * k), std::vector<int64_t>(nq)};
     EXPECT_EQ(fgmm_ivf_search_with(x.ivf, nq, q, k, nprobe, r.d.data(), r.l.data(), r.dco.data(), engine, slot_bytes),
@@ -99,7 +67,7 @@ struct Truth {
     std::vector<int64_t> dco;
 };
 
-Truth truth(const Index& x, int64_t nq, const float* q, int nprobe) {
+Truth truth(const fgt::Built& x, int64_t nq, const float* q, int nprobe) {
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(faiss_IndexIVF_cast(x.index));
     const int d = (int)ivf->d, nlist = (int)ivf->nlist;
     nprobe = std::min(nprobe, nlist);
@@ -154,8 +122,8 @@ void expect_matches(const Result& r, const Truth& t, int64_t nq, idx_t k, const 
             ASSERT_TRUE(id == t.order[i][a].second || close(it->second, want))
                 << what << " query " << i << " rank " << a << ": id " << id << " at " << it->second << ", truth "
                 << t.order[i][a].second << " at " << want;
-            ASSERT_TRUE(close(dd, it->second)) << what << " query " << i << " rank " << a << ": " << dd << " vs "
-                                               << it->second;
+            ASSERT_TRUE(close(dd, it->second))
+                << what << " query " << i << " rank " << a << ": " << dd << " vs " << it->second;
             seen.push_back(id);
         }
         std::sort(seen.begin(), seen.end());
@@ -167,15 +135,15 @@ void expect_matches(const Result& r, const Truth& t, int64_t nq, idx_t k, const 
 }  // namespace
 
 TEST(IvfSearch, EqualsBruteForceOverTheProbedLists) {
-    const Data& s = data();
+    const fgt::Sift& s = fgt::sift();
     const int64_t nq = 40;
     for (FgmmAssignRule rule : {FGMM_ASSIGN_SOAR, FGMM_ASSIGN_HARD}) {
-        const Index& x = shared(rule);
+        const fgt::Built& x = shared(rule);
         for (int nprobe : {1, 3, 32})
             for (idx_t k : {1, 10, 100, 1000}) {  // 1000 > every list's size (about 300-500 entries)
                 Truth t = truth(x, nq, s.query.data(), nprobe);
-                std::string what = std::string(rule == FGMM_ASSIGN_SOAR ? "soar" : "hard") +
-                                   " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                std::string what = std::string(rule == FGMM_ASSIGN_SOAR ? "soar" : "hard") + " nprobe " +
+                                   std::to_string(nprobe) + " k " + std::to_string(k);
                 expect_matches(run(x, nq, s.query.data(), k, nprobe), t, nq, k, what);
                 expect_matches(run(x, nq, s.query.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
             }
@@ -183,8 +151,8 @@ TEST(IvfSearch, EqualsBruteForceOverTheProbedLists) {
 }
 
 TEST(IvfSearch, SameResultsAtAnyThreadCountAndBatchSize) {
-    const Data& s = data();
-    const Index& x = shared(FGMM_ASSIGN_SOAR);
+    const fgt::Sift& s = fgt::sift();
+    const fgt::Built& x = shared(FGMM_ASSIGN_SOAR);
     const int64_t nq = s.nq;
     int threads = omp_get_max_threads();
     for (int nprobe : {4, 32}) {
@@ -209,8 +177,8 @@ TEST(IvfSearch, SameResultsAtAnyThreadCountAndBatchSize) {
 }
 
 TEST(IvfSearch, EmptyListsAndIdsNearInt64Max) {
-    const Data& s = data();
-    Index x;
+    const fgt::Sift& s = fgt::sift();
+    fgt::Built x;
     const int64_t first = INT64_MAX - 100;
     build(x, "IVF64,Flat", FGMM_ASSIGN_SOAR, 60, first);  // 60 vectors: most of the 64 lists are empty
     const faiss::IndexIVF* ivf = reinterpret_cast<const faiss::IndexIVF*>(faiss_IndexIVF_cast(x.index));
@@ -228,8 +196,8 @@ TEST(IvfSearch, EmptyListsAndIdsNearInt64Max) {
 }
 
 TEST(IvfSearch, HugeKIsFastAndPadded) {
-    const Data& s = data();
-    const Index& x = shared(FGMM_ASSIGN_SOAR);
+    const fgt::Sift& s = fgt::sift();
+    const fgt::Built& x = shared(FGMM_ASSIGN_SOAR);
     const int64_t nq = 10;
     const idx_t k = 160000;
     for (int engine : {FGMM_SEARCH_AUTO, FGMM_SEARCH_FAISS}) {
@@ -248,8 +216,8 @@ TEST(IvfSearch, HugeKIsFastAndPadded) {
 }
 
 TEST(IvfSearch, BadQueriesAndEngines) {
-    const Data& s = data();
-    Index x;
+    const fgt::Sift& s = fgt::sift();
+    fgt::Built x;
     build(x, "IVF16,Flat", FGMM_ASSIGN_SOAR, 2000);
     std::vector<float> q(s.query.begin(), s.query.begin() + 3 * s.d);
     std::vector<float> dist(3 * 10);
@@ -263,7 +231,7 @@ TEST(IvfSearch, BadQueriesAndEngines) {
     EXPECT_EQ(fgmm_ivf_search_with(x.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr, 7, 0), FGMM_ERR_ARG);
     EXPECT_EQ(fgmm_ivf_search(x.ivf, 3, q.data(), INT64_MAX / 4, 4, dist.data(), lab.data(), nullptr), FGMM_ERR_ARG);
     // the list-major engine takes IVF-Flat only; IVF-PQ keeps FAISS's search
-    Index pq;
+    fgt::Built pq;
     build(pq, "IVF16,PQ8np", FGMM_ASSIGN_SOAR, 2000);
     EXPECT_EQ(fgmm_ivf_search_with(pq.ivf, 3, q.data(), 10, 4, dist.data(), lab.data(), nullptr, FGMM_SEARCH_FLAT, 0),
               FGMM_ERR_STATE);
@@ -274,22 +242,16 @@ TEST(IvfSearch, BadQueriesAndEngines) {
 namespace {
 // IVF{nlist},Flat with d dimensions (any d), trained on n uniform random vectors and holding them
 // under the ids given.
-void build_random(Index& x, int d, int nlist, int64_t n, const std::vector<idx_t>& ids, FgmmAssignRule rule,
+void build_random(fgt::Built& x, int d, int nlist, int64_t n, const std::vector<idx_t>& ids, FgmmAssignRule rule,
                   std::vector<float>* base) {
     std::mt19937 g(7);
     std::uniform_real_distribution<float> u(0, 1);
     base->resize((size_t)n * d);
     for (float& v : *base) v = u(g);
-    FgmmIvfParams p;
-    fgmm_ivf_params_init(&p);
-    p.rule = rule;
-    p.gmm.niter = 3;
-    p.gmm.kmeans_iter = 3;
+    FgmmIvfParams p = fgt::params(rule, 3, 3);
     p.max_points_per_list = 0;
     std::string spec = "IVF" + std::to_string(nlist) + ",Flat";
-    ASSERT_EQ(faiss_index_factory(&x.index, d, spec.c_str(), METRIC_L2), 0);
-    ASSERT_EQ(fgmm_ivf_wrap(x.index, &p, &x.ivf), 0) << fgmm_get_last_error();
-    ASSERT_EQ(fgmm_ivf_train(x.ivf, n, base->data(), nullptr), 0) << fgmm_get_last_error();
+    ASSERT_NO_FATAL_FAILURE(fgt::train_on(x, d, spec.c_str(), p, n, base->data()));
     ASSERT_EQ(fgmm_ivf_add(x.ivf, n, base->data(), ids.data(), nullptr), 0) << fgmm_get_last_error();
 }
 }  // namespace
@@ -298,7 +260,7 @@ void build_random(Index& x, int d, int nlist, int64_t n, const std::vector<idx_t
 // of the 16 lanes: both engines still give the truth, an id once at its nearest copy's distance.
 TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
     for (int d : {1, 13, 100}) {
-        Index x;
+        fgt::Built x;
         std::vector<float> base;
         const int64_t n = 600;
         std::vector<idx_t> ids(n);
@@ -309,7 +271,8 @@ TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
         for (int nprobe : {1, 3, 8, 100})
             for (idx_t k : {1, 5, 20, 70}) {
                 Truth t = truth(x, nq, q.data(), nprobe);
-                std::string what = "d " + std::to_string(d) + " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
+                std::string what =
+                    "d " + std::to_string(d) + " nprobe " + std::to_string(nprobe) + " k " + std::to_string(k);
                 expect_matches(run(x, nq, q.data(), k, nprobe), t, nq, k, what);
                 expect_matches(run(x, nq, q.data(), k, nprobe, FGMM_SEARCH_FAISS), t, nq, k, what + " (faiss)");
             }
@@ -322,7 +285,7 @@ TEST(IvfSearch, IdsAddedManyTimesAndAnyD) {
 // Threads at once on one handle: both engines (the list-major one on ids added many times, so its
 // second pass too) and writers of the index, each search equal to the same search alone.
 TEST(IvfSearch, ConcurrentEnginesAndWritersAgreeWithOneThread) {
-    Index x;
+    fgt::Built x;
     std::vector<float> base;
     const int d = 24;
     const int64_t n = 1200, nq = 40;

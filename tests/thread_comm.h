@@ -96,8 +96,8 @@ struct RankResult {
 
 // fgmm_train_comm on `ranks` threads, rank r on rows [floor(r n / P), floor((r + 1) n / P)) with
 // params rank_params(r) (default: p on every rank).
-inline std::vector<RankResult> train_ranks(const FgmmParams& p, int64_t n, int d, const std::vector<float>& x, int ranks,
-                                           const std::function<FgmmParams(int)>& rank_params = nullptr,
+inline std::vector<RankResult> train_ranks(const FgmmParams& p, int64_t n, int d, const std::vector<float>& x,
+                                           int ranks, const std::function<FgmmParams(int)>& rank_params = nullptr,
                                            bool host_sum = false) {
     ThreadComm t(ranks);
     std::vector<fgmm_idx_t> row0(ranks + 1);

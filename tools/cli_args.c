@@ -37,7 +37,8 @@ const char fgmm_cli_train_usage[] =
 #if defined(__GNUC__)
 __attribute__((format(printf, 1, 2)))
 #endif
-static void say(const char* fmt, ...) {
+static void
+say(const char* fmt, ...) {
     if (fgmm_cli_quiet) return;
     va_list ap;
     va_start(ap, fmt);
@@ -96,18 +97,23 @@ int fgmm_cli_parse(int argc, char** argv, int a, const char* cmd, fgmm_cli_args*
             args->hdf5_in_process = !strcmp(v, "in-process");
         else if (!strcmp(o, "--out") && strcmp(cmd, "train"))
             return say("%s takes no --out%s\n", cmd, strcmp(cmd, "convert") ? "" : " (the output is OUT)"), 2;
-        else if (!strcmp(o, "--out") && args->out)
-            return say("--out given twice ('%s', '%s')\n", args->out, v), 2;
+        else if (!strcmp(o, "--out") && args->out) return say("--out given twice ('%s', '%s')\n", args->out, v), 2;
         else if (!strcmp(o, "--out")) args->out = v;
         else if (!strcmp(o, "--cov") && (!strcmp(v, "iso") || !strcmp(v, "diag")))
             p->covariance = !strcmp(v, "iso") ? FGMM_COV_ISOTROPIC : FGMM_COV_DIAGONAL;
         else if (!strcmp(o, "--backend") && (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "gpu")))
-            p->backend = !strcmp(v, "cpu") ? FGMM_BACKEND_CPU : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU : FGMM_BACKEND_AUTO;
+            p->backend = !strcmp(v, "cpu")   ? FGMM_BACKEND_CPU
+                         : !strcmp(v, "gpu") ? FGMM_BACKEND_GPU
+                                             : FGMM_BACKEND_AUTO;
         else if (!strcmp(o, "--precision") && (!strcmp(v, "fast") || !strcmp(v, "exact")))
             p->precision = !strcmp(v, "fast") ? FGMM_PREC_FAST : FGMM_PREC_EXACT;
         else if (!strcmp(o, "--cov") || !strcmp(o, "--backend") || !strcmp(o, "--precision") || !strcmp(o, "--hdf5"))
             return say("%s '%s': want one of %s\n", o, v,
-                       o[2] == 'c' ? "iso, diag" : o[2] == 'b' ? "auto, cpu, gpu" : o[2] == 'h' ? "child, in-process" : "fast, exact"), 2;
+                       o[2] == 'c'   ? "iso, diag"
+                       : o[2] == 'b' ? "auto, cpu, gpu"
+                       : o[2] == 'h' ? "child, in-process"
+                                     : "fast, exact"),
+                   2;
         else return say("unknown option %s (%s's options: flashgmm %s --help)\n", o, cmd, cmd), 2;
     }
     return 0;
@@ -145,8 +151,7 @@ void fgmm_cli_progress(void* user, FgmmPhase phase, int iter, double obj, int re
     if (!s || s->log) {
         if (phase == FGMM_PHASE_KMEANS)
             printf("kmeans %3d  mean sq. distance %.6g%s\n", iter + 1, -obj, reseeded ? "  (re-seeded)" : "");
-        else
-            printf("em     %3d  mean log-likelihood %.6f%s\n", iter + 1, obj, reseeded ? "  (re-seeded)" : "");
+        else printf("em     %3d  mean log-likelihood %.6f%s\n", iter + 1, obj, reseeded ? "  (re-seeded)" : "");
         fflush(stdout);
     }
     if (s && s->line) fgmm_eta_print(&s->eta, stderr, s->tty, fgmm_cli_prog, phase, iter, obj);
@@ -172,9 +177,7 @@ int fgmm_cli_fail(const char* what) {
     return 1;
 }
 
-const char* fgmm_cli_dtype_name(FgmmDtype t) {
-    return t == FGMM_U8 ? "uint8" : t == FGMM_F32 ? "float32" : "int32";
-}
+const char* fgmm_cli_dtype_name(FgmmDtype t) { return t == FGMM_U8 ? "uint8" : t == FGMM_F32 ? "float32" : "int32"; }
 
 void fgmm_cli_print_data(const char* in, fgmm_idx_t n, int d, FgmmDtype t, const FgmmParams* p) {
     printf("data: %s, %lld x %d %s; k = %d, %s covariance\n", in, (long long)n, d, fgmm_cli_dtype_name(t), p->k,

@@ -9,8 +9,8 @@
 #include "flashgmm.h"
 #include "flashgmm_io.h"
 
-extern const char* fgmm_cli_prog; /* the program's name in messages (default "flashgmm") */
-extern int fgmm_cli_quiet;        /* 1: the parser's messages are not printed (MPI ranks but one) */
+extern const char* fgmm_cli_prog;         /* the program's name in messages (default "flashgmm") */
+extern int fgmm_cli_quiet;                /* 1: the parser's messages are not printed (MPI ranks but one) */
 extern const char fgmm_cli_train_usage[]; /* train's option lines */
 
 typedef struct fgmm_cli_args {

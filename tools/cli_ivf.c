@@ -88,8 +88,11 @@ typedef struct choice {
     int value;
 } choice;
 
-static const choice quantizers[] = {{"auto", FGMM_QUANT_AUTO}, {"gmm", FGMM_QUANT_GMM}, {"kmeans", FGMM_QUANT_KMEANS},
-                                    {"faiss", QUANT_FAISS},    {NULL, 0}};
+static const choice quantizers[] = {{"auto", FGMM_QUANT_AUTO},
+                                    {"gmm", FGMM_QUANT_GMM},
+                                    {"kmeans", FGMM_QUANT_KMEANS},
+                                    {"faiss", QUANT_FAISS},
+                                    {NULL, 0}};
 static const choice rules[] = {{"soar", FGMM_ASSIGN_SOAR}, {"resp", FGMM_ASSIGN_RESP}, {"tau", FGMM_ASSIGN_TAU},
                                {"topm", FGMM_ASSIGN_TOPM}, {"hard", FGMM_ASSIGN_HARD}, {NULL, 0}};
 static const choice selects[] = {{"resp2", FGMM_SELECT_RESP2}, {"ratio", FGMM_SELECT_DIST_RATIO}, {NULL, 0}};
@@ -149,7 +152,8 @@ static float* as_float(const FgmmVecs* v, const char* what) {
         fprintf(stderr, "flashgmm: %s: out of memory for %zu floats\n", what, m);
         return NULL;
     }
-    for (size_t i = 0; i < m; i++) f[i] = v->dtype == FGMM_U8 ? ((const uint8_t*)v->data)[i] : ((const float*)v->data)[i];
+    for (size_t i = 0; i < m; i++)
+        f[i] = v->dtype == FGMM_U8 ? ((const uint8_t*)v->data)[i] : ((const float*)v->data)[i];
     return f;
 }
 
@@ -163,7 +167,8 @@ static int faiss_fail(const char* what) {
 
 /* FAISS's own IVF training and add; the index written to a temporary name, then renamed, and
  * sidecars of an earlier build at this path removed (they would not match the new centroids). */
-static int build_faiss(FaissIndex* index, fgmm_idx_t n, const float* x, const char* out, double* train_s, double* add_s) {
+static int build_faiss(FaissIndex* index, fgmm_idx_t n, const float* x, const char* out, double* train_s,
+                       double* add_s) {
     double t0 = now_s();
     if (faiss_Index_train(index, n, x)) return faiss_fail("faiss train");
     *train_s = now_s() - t0;
@@ -203,33 +208,65 @@ static int ivf_build(int argc, char** argv) {
             goto done;
         }
         if (!strcmp(o, "--out")) {
-            if (out) { fprintf(stderr, "flashgmm: --out given twice\n"); goto done; }
+            if (out) {
+                fprintf(stderr, "flashgmm: --out given twice\n");
+                goto done;
+            }
             out = v;
         } else if (!strcmp(o, "--factory")) factory = v;
-        else if (!strcmp(o, "--nlist")) { if (!fgmm_cli_int(o, v, 1, 1 << 24, &nlist)) goto done; }
-        else if (!strcmp(o, "--threads")) { if (!fgmm_cli_int(o, v, 1, 4096, &threads)) goto done; }
-        else if (!strcmp(o, "--quantizer")) { if (!pick(o, v, quantizers, &quant)) goto done; }
-        else if (!strcmp(o, "--rule")) { if (!pick(o, v, rules, &e)) goto done; ip.rule = (FgmmAssignRule)e; spill_given = 1; }
-        else if (!strcmp(o, "--select")) { if (!pick(o, v, selects, &e)) goto done; ip.select = (FgmmSpillSelect)e; spill_given = 1; }
-        else if (!strcmp(o, "--spill-target")) {
+        else if (!strcmp(o, "--nlist")) {
+            if (!fgmm_cli_int(o, v, 1, 1 << 24, &nlist)) goto done;
+        } else if (!strcmp(o, "--threads")) {
+            if (!fgmm_cli_int(o, v, 1, 4096, &threads)) goto done;
+        } else if (!strcmp(o, "--quantizer")) {
+            if (!pick(o, v, quantizers, &quant)) goto done;
+        } else if (!strcmp(o, "--rule")) {
+            if (!pick(o, v, rules, &e)) goto done;
+            ip.rule = (FgmmAssignRule)e;
+            spill_given = 1;
+        } else if (!strcmp(o, "--select")) {
+            if (!pick(o, v, selects, &e)) goto done;
+            ip.select = (FgmmSpillSelect)e;
+            spill_given = 1;
+        } else if (!strcmp(o, "--spill-target")) {
             if (!num(o, v, 0, 2, &dv)) goto done;
-            if (dv > 0 && dv < 1) { fprintf(stderr, "flashgmm: --spill-target '%s': want 0 or a number in [1, 2]\n", v); goto done; }
+            if (dv > 0 && dv < 1) {
+                fprintf(stderr, "flashgmm: --spill-target '%s': want 0 or a number in [1, 2]\n", v);
+                goto done;
+            }
             ip.spill_target = dv, spill_given = 1;
-        } else if (!strcmp(o, "--lambda")) { if (!num(o, v, 0, 1e6, &dv)) goto done; ip.soar_lambda = (float)dv, spill_given = 1; }
-        else if (!strcmp(o, "--tau")) { if (!num(o, v, 0, 1, &dv)) goto done; ip.tau = dv, spill_given = 1; }
-        else if (!strcmp(o, "--max-assign")) { if (!fgmm_cli_int(o, v, 1, 64, &iv)) goto done; ip.max_assign = (int)iv, spill_given = 1; }
-        else if (!strcmp(o, "--points-per-list")) { if (!fgmm_cli_int(o, v, 0, 1 << 30, &iv)) goto done; ip.max_points_per_list = (int)iv; }
-        else if (!strcmp(o, "--k")) { fprintf(stderr, "flashgmm: ivf build takes --nlist, not --k\n"); goto done; }
-        else if (!strcmp(o, "--progress") || !strcmp(o, "--quiet")) rest[nrest++] = argv[a--]; /* flags: no value */
+        } else if (!strcmp(o, "--lambda")) {
+            if (!num(o, v, 0, 1e6, &dv)) goto done;
+            ip.soar_lambda = (float)dv, spill_given = 1;
+        } else if (!strcmp(o, "--tau")) {
+            if (!num(o, v, 0, 1, &dv)) goto done;
+            ip.tau = dv, spill_given = 1;
+        } else if (!strcmp(o, "--max-assign")) {
+            if (!fgmm_cli_int(o, v, 1, 64, &iv)) goto done;
+            ip.max_assign = (int)iv, spill_given = 1;
+        } else if (!strcmp(o, "--points-per-list")) {
+            if (!fgmm_cli_int(o, v, 0, 1 << 30, &iv)) goto done;
+            ip.max_points_per_list = (int)iv;
+        } else if (!strcmp(o, "--k")) {
+            fprintf(stderr, "flashgmm: ivf build takes --nlist, not --k\n");
+            goto done;
+        } else if (!strcmp(o, "--progress") || !strcmp(o, "--quiet")) rest[nrest++] = argv[a--]; /* flags: no value */
         else {
             iter_given |= !strcmp(o, "--iter");
             rest[nrest++] = argv[a], rest[nrest++] = argv[a + 1];
         }
     }
-    if (!out) { fprintf(stderr, "flashgmm: ivf build needs --out INDEX\n"); goto done; }
-    if (factory && nlist) { fprintf(stderr, "flashgmm: give --nlist or --factory, not both\n"); goto done; }
+    if (!out) {
+        fprintf(stderr, "flashgmm: ivf build needs --out INDEX\n");
+        goto done;
+    }
+    if (factory && nlist) {
+        fprintf(stderr, "flashgmm: give --nlist or --factory, not both\n");
+        goto done;
+    }
     if (quant == QUANT_FAISS && (spill_given || ip.max_points_per_list > 0)) {
-        fprintf(stderr, "flashgmm: --quantizer faiss builds a plain FAISS index: no spill or --points-per-list options\n");
+        fprintf(stderr,
+                "flashgmm: --quantizer faiss builds a plain FAISS index: no spill or --points-per-list options\n");
         goto done;
     }
     fgmm_cli_args args;
@@ -238,7 +275,10 @@ static int ivf_build(int argc, char** argv) {
     rc = 1;
     if (threads) omp_set_num_threads((int)threads);
     FgmmVecs v;
-    if (fgmm_cli_read(&args, data, 0, args.max_rows, 0, &v)) { rc = fgmm_cli_fail(data); goto done; }
+    if (fgmm_cli_read(&args, data, 0, args.max_rows, 0, &v)) {
+        rc = fgmm_cli_fail(data);
+        goto done;
+    }
     float* x = as_float(&v, data);
     fgmm_idx_t n = v.n;
     int d = v.d;
@@ -253,7 +293,11 @@ static int ivf_build(int argc, char** argv) {
         factory = spec;
     }
     FaissIndex* index = NULL;
-    if (faiss_index_factory(&index, d, factory, METRIC_L2)) { rc = faiss_fail(factory); free(x); goto done; }
+    if (faiss_index_factory(&index, d, factory, METRIC_L2)) {
+        rc = faiss_fail(factory);
+        free(x);
+        goto done;
+    }
     double train_s = 0, add_s = 0;
     if (quant == QUANT_FAISS) {
         printf("training the quantizer: %s, FAISS's k-means...\n", factory);
@@ -267,7 +311,8 @@ static int ivf_build(int argc, char** argv) {
             ip.gmm.niter = def.gmm.niter;
         }
         ip.quantizer = (FgmmQuantizer)quant;
-        fgmm_cli_args plan = args; /* the progress line (--progress, or stderr a terminal) plans the schedule's iterations */
+        fgmm_cli_args plan =
+            args; /* the progress line (--progress, or stderr a terminal) plans the schedule's iterations */
         fgmm_ivf_schedule(&ip, &plan.p);
         fgmm_cli_progress_begin(&plan, 0);
         ip.gmm.progress = plan.p.progress, ip.gmm.progress_user = plan.p.progress_user;
@@ -280,7 +325,9 @@ static int ivf_build(int argc, char** argv) {
             goto done;
         }
         printf("training the quantizer: %s, %s, on %lld rows...\n", factory,
-               quant == FGMM_QUANT_GMM ? "GMM" : quant == FGMM_QUANT_KMEANS ? "k-means" : "auto (GMM, or k-means on normalised data)",
+               quant == FGMM_QUANT_GMM      ? "GMM"
+               : quant == FGMM_QUANT_KMEANS ? "k-means"
+                                            : "auto (GMM, or k-means on normalised data)",
                (long long)n);
         fflush(stdout);
         double t0 = now_s();
@@ -326,7 +373,8 @@ static int read_gt(const char* path, const char* name, FgmmVecs* g) {
     if (name) return fgmm_vecs_read_isolated(path, name, 0, g);
     const char* ext = strrchr(path, '.');
     if (ext && (!strcmp(ext, ".h5") || !strcmp(ext, ".hdf5")))
-        if (!fgmm_vecs_read_isolated(path, "neighbors", 0, g) || !fgmm_vecs_read_isolated(path, "match", 0, g)) return 0;
+        if (!fgmm_vecs_read_isolated(path, "neighbors", 0, g) || !fgmm_vecs_read_isolated(path, "match", 0, g))
+            return 0;
     return fgmm_vecs_read_isolated(path, name, 0, g);
 }
 
@@ -346,18 +394,26 @@ static int parse_search(int argc, char** argv, search_opts* s) {
     for (int a = 5; a < argc; a += 2) {
         const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!v) return fprintf(stderr, "flashgmm: %s needs a value\n", o), 2;
-        if (!strcmp(o, "--k")) { if (!fgmm_cli_int(o, v, 1, 1024, &s->k)) return 2; }
-        else if (!strcmp(o, "--repeat")) { if (!fgmm_cli_int(o, v, 1, 1000, &s->repeat)) return 2; }
-        else if (!strcmp(o, "--threads")) { if (!fgmm_cli_int(o, v, 1, 4096, &s->threads)) return 2; }
-        else if (!strcmp(o, "--max-queries")) { if (!fgmm_cli_int(o, v, 1, INT64_MAX / 2, &s->max_queries)) return 2; }
-        else if (!strcmp(o, "--nprobe")) probes = v;
+        if (!strcmp(o, "--k")) {
+            if (!fgmm_cli_int(o, v, 1, 1024, &s->k)) return 2;
+        } else if (!strcmp(o, "--repeat")) {
+            if (!fgmm_cli_int(o, v, 1, 1000, &s->repeat)) return 2;
+        } else if (!strcmp(o, "--threads")) {
+            if (!fgmm_cli_int(o, v, 1, 4096, &s->threads)) return 2;
+        } else if (!strcmp(o, "--max-queries")) {
+            if (!fgmm_cli_int(o, v, 1, INT64_MAX / 2, &s->max_queries)) return 2;
+        } else if (!strcmp(o, "--nprobe")) probes = v;
         else if (!strcmp(o, "--gt")) s->gt = v;
         else if (!strcmp(o, "--gt-dataset")) s->gt_dataset = v;
         else if (!strcmp(o, "--dataset")) s->dataset = v;
-        else if (!strcmp(o, "--engine")) { if (!pick(o, v, engines, &s->engine)) return 2; }
-        else
-            return fprintf(stderr, "flashgmm: ivf search: unknown option %s (want --k, --nprobe, --gt, --gt-dataset, "
-                                   "--dataset, --max-queries, --repeat, --threads, --engine)\n", o), 2;
+        else if (!strcmp(o, "--engine")) {
+            if (!pick(o, v, engines, &s->engine)) return 2;
+        } else
+            return fprintf(stderr,
+                           "flashgmm: ivf search: unknown option %s (want --k, --nprobe, --gt, --gt-dataset, "
+                           "--dataset, --max-queries, --repeat, --threads, --engine)\n",
+                           o),
+                   2;
     }
     for (const char* t = probes; *t;) {
         char one[32];
@@ -388,7 +444,10 @@ static int ivf_search(int argc, char** argv) {
     int spilled = fgmm_ivf_inflation(ivf) > 1.0; /* vectors in several lists */
     if (spilled && s.engine == ENGINE_FAISS) {
         fgmm_ivf_free(ivf);
-        return fprintf(stderr, "flashgmm: %s has spilled copies: FAISS's search would return them (--engine auto or fgmm)\n", path), 2;
+        return fprintf(stderr,
+                       "flashgmm: %s has spilled copies: FAISS's search would return them (--engine auto or fgmm)\n",
+                       path),
+               2;
     }
     int by_fgmm = spilled || s.engine == ENGINE_FGMM;
     FaissIndex* index = fgmm_ivf_index(ivf);
@@ -398,12 +457,21 @@ static int ivf_search(int argc, char** argv) {
     float *q = NULL, *dist = NULL;
     idx_t* lab = NULL;
     int64_t* dco = NULL;
-    if (read_queries(qpath, s.dataset, s.max_queries, &qv)) { rc = fgmm_cli_fail(qpath); goto done; }
-    if (qv.d != d) { fprintf(stderr, "flashgmm: %s: queries have d = %d, the index %d\n", qpath, qv.d, d); goto done; }
+    if (read_queries(qpath, s.dataset, s.max_queries, &qv)) {
+        rc = fgmm_cli_fail(qpath);
+        goto done;
+    }
+    if (qv.d != d) {
+        fprintf(stderr, "flashgmm: %s: queries have d = %d, the index %d\n", qpath, qv.d, d);
+        goto done;
+    }
     if (!(q = as_float(&qv, qpath))) goto done;
     idx_t nq = qv.n;
     if (s.gt) {
-        if (read_gt(s.gt, s.gt_dataset, &gv)) { rc = fgmm_cli_fail(s.gt); goto done; }
+        if (read_gt(s.gt, s.gt_dataset, &gv)) {
+            rc = fgmm_cli_fail(s.gt);
+            goto done;
+        }
         if (gv.dtype != FGMM_I32 || gv.n < nq || gv.d < s.k) {
             fprintf(stderr, "flashgmm: %s: want int32 ids, >= %lld rows of >= %lld (got %lld x %d %s)\n", s.gt,
                     (long long)nq, s.k, (long long)gv.n, gv.d, fgmm_cli_dtype_name(gv.dtype));
@@ -413,7 +481,10 @@ static int ivf_search(int argc, char** argv) {
     dist = malloc((size_t)nq * s.k * sizeof(float));
     lab = malloc((size_t)nq * s.k * sizeof(idx_t));
     dco = malloc((size_t)nq * sizeof(int64_t));
-    if (!dist || !lab || !dco) { fprintf(stderr, "flashgmm: out of memory\n"); goto done; }
+    if (!dist || !lab || !dco) {
+        fprintf(stderr, "flashgmm: out of memory\n");
+        goto done;
+    }
     idx_t entries = faiss_Index_ntotal(index);
     double infl = fgmm_ivf_inflation(ivf);
     printf("index: %s, nlist %d, %lld list entries (%.3f lists per vector), %.2f MB; %s: searched by %s\n", path, nlist,
@@ -426,7 +497,10 @@ static int ivf_search(int argc, char** argv) {
         int np = s.probes[p] < nlist ? s.probes[p] : nlist;
         if (p && np == (s.probes[p - 1] < nlist ? s.probes[p - 1] : nlist)) continue;
         /* DCO from one untimed search; then the timed runs, by the engine a user of this file would use */
-        if (fgmm_ivf_search(ivf, nq, q, s.k, np, dist, lab, dco)) { rc = fgmm_cli_fail("search"); goto done; }
+        if (fgmm_ivf_search(ivf, nq, q, s.k, np, dist, lab, dco)) {
+            rc = fgmm_cli_fail("search");
+            goto done;
+        }
         if (!by_fgmm) faiss_IndexIVF_set_nprobe(iv, (size_t)np);
         double best = INFINITY;
         for (long long r = 0; r < s.repeat; r++) {
@@ -434,7 +508,10 @@ static int ivf_search(int argc, char** argv) {
             int e = by_fgmm ? fgmm_ivf_search(ivf, nq, q, s.k, np, dist, lab, NULL)
                             : faiss_Index_search(index, nq, q, s.k, dist, lab);
             double t = now_s() - t0;
-            if (e) { rc = by_fgmm ? fgmm_cli_fail("search") : faiss_fail("faiss search"); goto done; }
+            if (e) {
+                rc = by_fgmm ? fgmm_cli_fail("search") : faiss_fail("faiss search");
+                goto done;
+            }
             if (t < best) best = t;
         }
         double sd = 0;
@@ -478,7 +555,9 @@ int fgmm_cli_ivf(int argc, char** argv) {
     if (!strcmp(sub, "export")) return ivf_export(argc, argv);
 #endif
     int help = !strcmp(sub, "-h") || !strcmp(sub, "--help");
-    if (!help) fprintf(stderr, "flashgmm: ivf: %s%s%s\n", *sub ? "unknown command '" : "a command is needed", sub, *sub ? "'" : "");
+    if (!help)
+        fprintf(stderr, "flashgmm: ivf: %s%s%s\n", *sub ? "unknown command '" : "a command is needed", sub,
+                *sub ? "'" : "");
     fputs("usage:\n", help ? stdout : stderr);
     fputs(fgmm_cli_ivf_usage, help ? stdout : stderr);
     return help ? 0 : 2;

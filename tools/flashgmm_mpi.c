@@ -119,8 +119,16 @@ static uint64_t fnv_str(uint64_t h, const char* s) { return s ? fnv(h, s, strlen
  * path: the file's identity is compared on its own). */
 static uint64_t options_digest(const fgmm_cli_args* a) {
     const FgmmParams* p = &a->p;
-    long long iv[] = {p->k, p->covariance, p->niter, p->kmeans_iter, (long long)p->max_init_points,
-                      (long long)p->seed, p->backend, p->precision, (long long)p->gpu_mem_limit, p->n_gpus,
+    long long iv[] = {p->k,
+                      p->covariance,
+                      p->niter,
+                      p->kmeans_iter,
+                      (long long)p->max_init_points,
+                      (long long)p->seed,
+                      p->backend,
+                      p->precision,
+                      (long long)p->gpu_mem_limit,
+                      p->n_gpus,
                       (long long)a->max_rows};
     double dv[] = {p->tol, p->var_floor, p->min_count};
     uint64_t h = fnv(FNV_START, iv, sizeof iv);
@@ -144,8 +152,7 @@ static int file_identity(const char* path, int64_t* size, uint64_t* digest) {
         size_t want = (size_t)(*size < ID_BYTES ? *size : ID_BYTES);
         if (fseeko(f, (off_t)(at > 0 ? at : 0), SEEK_SET) || fread(buf, 1, want, f) != want)
             rc = fgmm_fail(FGMM_ERR_IO, "'%s': cannot read it to identify it", path);
-        else
-            h = fnv(h, buf, want);
+        else h = fnv(h, buf, want);
     }
     if (!buf) rc = fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     free(buf);
@@ -178,9 +185,11 @@ static int read_shard(fgmm_comm* c, const char* in, const fgmm_cli_args* a, fgmm
     for (int r = 1; r < c->size; r++)
         if (memcmp(all + 5 * r, all, sizeof mine)) {
             if (c->rank == 0)
-                fprintf(stderr, "%s: the processes see different files at '%s': rank %d's has %lld x %lld values of "
+                fprintf(stderr,
+                        "%s: the processes see different files at '%s': rank %d's has %lld x %lld values of "
                         "type %lld, %lld bytes, digest %016llx; rank 0's %lld x %lld, type %lld, %lld bytes, digest "
-                        "%016llx\n", fgmm_cli_prog, in, r, all[5 * r], all[5 * r + 1], all[5 * r + 2], all[5 * r + 3],
+                        "%016llx\n",
+                        fgmm_cli_prog, in, r, all[5 * r], all[5 * r + 1], all[5 * r + 2], all[5 * r + 3],
                         (unsigned long long)all[5 * r + 4], all[0], all[1], all[2], all[3], (unsigned long long)all[4]);
             differ = 1;
         }
@@ -251,10 +260,13 @@ static int parse_all(fgmm_comm* c, int argc, char** argv, fgmm_cli_args* a, int*
                 cmd_ok ? ":" : " (want 'train FILE [options]')");
         if (cmd_ok) fgmm_cli_parse(argc, argv, 3, "train", a); /* again, aloud */
     }
-    if (st == HELP && helps < c->size) fprintf(stderr, "%s: rank %d: --help on some ranks only\n", fgmm_cli_prog, c->rank);
+    if (st == HELP && helps < c->size)
+        fprintf(stderr, "%s: rank %d: --help on some ranks only\n", fgmm_cli_prog, c->rank);
     if (differ && c->rank == 0)
-        fprintf(stderr, "%s: the processes parsed different options (%d of %d ranks differ from rank 0); give every "
-                "rank the same options\n", fgmm_cli_prog, differ, c->size);
+        fprintf(stderr,
+                "%s: the processes parsed different options (%d of %d ranks differ from rank 0); give every "
+                "rank the same options\n",
+                fgmm_cli_prog, differ, c->size);
     if (mine_differs) fprintf(stderr, "%s: rank %d: its options differ from rank 0's\n", fgmm_cli_prog, c->rank);
     return 1;
 }

@@ -14,6 +14,6 @@ Plain FAISS (faiss.read_index + search) on a spilled index returns duplicate ids
 """
 from ._lib import FlashgmmError
 from .gmm import Gmm, gpu_available, read_vecs, train_gmm
-from .ivf import IvfIndex
+from .ivf import IvfIndex, SearchParametersIVF
 
-__all__ = ["FlashgmmError", "Gmm", "IvfIndex", "gpu_available", "read_vecs", "train_gmm"]
+__all__ = ["FlashgmmError", "Gmm", "IvfIndex", "SearchParametersIVF", "gpu_available", "read_vecs", "train_gmm"]

@@ -145,6 +145,10 @@ class FgmmIvfParams(Structure):
                 ("spill_target", c_double), ("select", c_int), ("max_points_per_list", c_int)]
 
 
+class FgmmIvfSearchParams(Structure):
+    _fields_ = [("nprobe", c_int), ("min_probe", c_int), ("rule", c_int), ("threshold", c_double)]
+
+
 class FgmmVecs(Structure):
     _fields_ = [("data", c_void_p), ("n", idx_t), ("d", c_int), ("dtype", c_int)]
 
@@ -203,6 +207,14 @@ _proto("fgmm_ivf_read", c_int, [c_char_p, POINTER(FgmmIvfParams), POINTER(P)], _
 _proto("fgmm_ivf_index", P, [P])
 _proto("fgmm_ivf_model", P, [P])
 _proto("fgmm_ivf_free", None, [P])
+try:  # newer libraries only: IvfIndex.search(params=SearchParametersIVF) and calibrate say so when missing
+    _proto("fgmm_ivf_search_params_init", None, [POINTER(FgmmIvfSearchParams)])
+    _proto("fgmm_ivf_search_ex", c_int, [P, idx_t, P, idx_t, POINTER(FgmmIvfSearchParams), P, P, P], _check)
+    _proto("fgmm_ivf_calibrate", c_int, [P, idx_t, P, idx_t, c_double, POINTER(FgmmIvfSearchParams),
+                                         POINTER(c_double)], _check)
+    HAS_PROBE = True
+except AttributeError:
+    HAS_PROBE = False
 try:  # newer libraries only: IvfIndex.write_faiss says so when it is missing
     _proto("fgmm_ivf_write_faiss", c_int, [P, c_char_p], _check)
     HAS_WRITE_FAISS = True

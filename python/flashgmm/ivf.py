@@ -107,6 +107,45 @@ def _check_nprobe(nprobe):
     return _lib.check_int(nprobe, "nprobe", ctypes.c_int, 1)
 
 
+PROBE_RULES = {"fixed": 0, "kth": 1, "eps": 2}
+
+
+class SearchParametersIVF:
+    """Search parameters of IvfIndex.search, as faiss.SearchParametersIVF (FgmmIvfSearchParams,
+    capi/flashgmm_ivf.h; docs/search.md, "Query-adaptive probing"): nprobe (lists at most),
+    min_probe (lists every query scans before the rule), rule ('fixed': the nprobe nearest lists;
+    'kth': further lists while they may beat the query's k-th distance so far; 'eps': SPANN's
+    d(q, c_j) <= (1 + threshold) d(q, c_1)) and threshold. IvfIndex.calibrate returns one whose
+    setting reaches a target recall; its `recall` is the recall reached on the calibration vectors."""
+
+    def __init__(self, nprobe=1, *, min_probe=2, rule="fixed", threshold=0.0):
+        self.nprobe, self.min_probe, self.rule, self.threshold = nprobe, min_probe, rule, threshold
+        self.recall = None
+
+    def _struct(self):
+        if not _lib.HAS_PROBE:
+            raise NotImplementedError("this libflashgmm_ivf.so has no fgmm_ivf_search_ex: rebuild it")
+        p = _lib.FgmmIvfSearchParams()
+        lib.fgmm_ivf_search_params_init(ctypes.byref(p))
+        p.nprobe = _check_nprobe(self.nprobe)
+        p.min_probe = _lib.check_int(self.min_probe, "min_probe", ctypes.c_int, 1)
+        _lib.set_field(p, "rule", self.rule, PROBE_RULES)
+        _lib.set_field(p, "threshold", self.threshold)
+        return p
+
+    @classmethod
+    def _from(cls, p, recall=None):
+        rule = next(n for n, v in PROBE_RULES.items() if v == p.rule)
+        out = cls(p.nprobe, min_probe=p.min_probe, rule=rule, threshold=p.threshold)
+        out.recall = recall
+        return out
+
+    def __repr__(self):
+        return "SearchParametersIVF(nprobe=%d, min_probe=%d, rule=%r, threshold=%r%s)" % (
+            self.nprobe, self.min_probe, self.rule, self.threshold,
+            "" if self.recall is None else ", recall=%.4f" % self.recall)
+
+
 class IvfIndex(_lib.Owned):
     """A FAISS IVF index (IVF-Flat, IVF-PQ; L2) whose coarse quantizer flashgmm trains (a GMM or
     k-means on all points) and whose vectors are added with spill: each vector goes to its nearest
@@ -213,14 +252,25 @@ class IvfIndex(_lib.Owned):
     def search(self, q, k, nprobe=None, *, params=None, return_dco=False):
         """The k nearest distinct ids per query, nearest first: (D float32 (nq, k), I int64 (nq, k));
         missing results are id -1, distance inf. nprobe: lists scanned (default: the nprobe
-        attribute), or params: a faiss.SearchParametersIVF (its nprobe; nothing else is supported).
-        return_dco: also return dco, int64 (nq,): nlist + the sizes of the lists scanned (spilled
-        copies counted). Adds to stats."""
+        attribute), or params: a flashgmm.SearchParametersIVF (adaptive probing, IVF-Flat) or a
+        faiss.SearchParametersIVF (its nprobe; nothing else is supported). return_dco: also return
+        dco, int64 (nq,): nlist + the sizes of the lists scanned (spilled copies counted). Adds to
+        stats."""
         h = self._handle()
         k = _lib.check_int(k, "k", _lib.idx_t, 1)
+        if params is not None and nprobe is not None:
+            raise ValueError("search: give nprobe or params, not both")
+        if isinstance(params, SearchParametersIVF):
+            p = params._struct()
+            q, _ = _lib.rows(q, "q", self.d)
+            D = np.empty((q.shape[0], k), np.float32)
+            I = np.empty((q.shape[0], k), np.int64)
+            dco = np.empty(q.shape[0], np.int64)
+            lib.fgmm_ivf_search_ex(h, q.shape[0], _lib.ptr(q), k, ctypes.byref(p), _lib.ptr(D), _lib.ptr(I),
+                                   _lib.ptr(dco))
+            self.stats._add(dco, self.nlist)
+            return (D, I, dco) if return_dco else (D, I)
         if params is not None:
-            if nprobe is not None:
-                raise ValueError("search: give nprobe or params, not both")
             if getattr(params, "sel", None) is not None or getattr(params, "max_codes", 0):
                 raise ValueError("search: params supports nprobe only (not sel, max_codes)")
             nprobe = params.nprobe
@@ -232,6 +282,20 @@ class IvfIndex(_lib.Owned):
         lib.fgmm_ivf_search(h, q.shape[0], _lib.ptr(q), k, nprobe, _lib.ptr(D), _lib.ptr(I), _lib.ptr(dco))
         self.stats._add(dco, self.nlist)
         return (D, I, dco) if return_dco else (D, I)
+
+    def calibrate(self, x, k, target, params=None):
+        """A SearchParametersIVF whose setting reaches recall@k >= target on the rows of x (vectors
+        held out of the index, e.g. training vectors not added; never the test queries): params'
+        rule (default: SearchParametersIVF(rule='fixed')) with the smallest nprobe ('fixed') or
+        threshold ('kth', 'eps': params.nprobe lists at most). Its .recall is the recall on x."""
+        h = self._handle()
+        p = (params if params is not None else SearchParametersIVF())._struct()
+        x, _ = _lib.rows(x, "x", self.d)
+        k = _lib.check_int(k, "k", _lib.idx_t, 1)
+        r = ctypes.c_double()
+        lib.fgmm_ivf_calibrate(h, x.shape[0], _lib.ptr(x), k, _lib.check_real(target, "target"), ctypes.byref(p),
+                               ctypes.byref(r))
+        return SearchParametersIVF._from(p, r.value)
 
     @property
     def nprobe(self):

@@ -53,7 +53,8 @@ class Closed(unittest.TestCase):
                      "write_faiss": lambda: index.write_faiss(tmp + "/b"), "to_faiss": index.to_faiss,
                      "ntotal": lambda: index.ntotal, "nentries": lambda: index.nentries,
                      "inflation": lambda: index.inflation, "is_trained": lambda: index.is_trained,
-                     "nprobe": lambda: index.nprobe, "gmm": lambda: index.gmm}
+                     "nprobe": lambda: index.nprobe, "gmm": lambda: index.gmm,
+                     "calibrate": lambda: index.calibrate(X[:10], 2, 0.9)}
             for name, call in calls.items():
                 with self.assertRaisesRegex(ValueError, "closed", msg="%s after %s" % (name, how)):
                     call()

@@ -126,7 +126,8 @@ static void remove_stale(int dirfd, const char* base) {
     while ((e = readdir(d))) {
         long pid = 0;
         if (!strncmp(e->d_name, prefix, np)) pid = parse_pid(e->d_name + np, ".tmp");
-        else if (!strncmp(e->d_name, base, nb) && !strncmp(e->d_name + nb, ".tmp", 4)) pid = parse_pid(e->d_name + nb + 4, "");
+        else if (!strncmp(e->d_name, base, nb) && !strncmp(e->d_name + nb, ".tmp", 4))
+            pid = parse_pid(e->d_name + nb + 4, "");
         if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) unlinkat(dirfd, e->d_name, 0);
     }
     closedir(d);
@@ -196,7 +197,7 @@ int fgmm_output_begin(const char* path, FgmmOutput* o) {
 int fgmm_output_end(FgmmOutput* o, const char* path, int ok) {
     FGMM_CHECK_NULL(o);
     if (!o->f) return fgmm_fail(FGMM_ERR_STATE, "%s: no output begun, or it has ended", __func__);
-    if (!path) ok = 0; /* the temporary file is removed */
+    if (!path) ok = 0;      /* the temporary file is removed */
     int e = ok ? 0 : errno; /* the failed write's reason */
     if (ok && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)) ok = 0, e = errno;
     if (fclose(o->f) != 0 && ok) ok = 0, e = errno;

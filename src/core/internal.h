@@ -17,6 +17,37 @@ extern "C" { /* the C++ tests use the engine directly */
 #define fgmm_fail fgmm_set_last_error
 void fgmm_clear_error(void);
 
+/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
+ * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+/* exp(x) for x <= 0 in float, written so that the compiler vectorises it (Cephes' expf: x = n ln2 + r,
+ * |r| <= ln2/2, a degree-6 polynomial, 2^n put in the exponent bits); relative error about 2e-7,
+ * and 0 below -87 (where expf gives at most 2^-126: nothing next to the row maximum's term 1). */
+static inline float fgmm_exp_nonpos(float x) {
+    const int under = !(x >= -87.0f); /* -inf, NaN and terms far below the int range (a tiny variance) */
+    x = under ? -87.0f : x;           /* never converted to int: that would be undefined */
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int e = (int)n + 127;
+    union {
+        int i;
+        float f;
+    } u = {.i = (e > 0 ? e : 0) << 23};
+    return under ? 0.0f : p * u.f;
+}
+
 /* Limits that keep size arithmetic in range (also for hostile files). */
 #define FGMM_MAX_DIM (1 << 20)
 #define FGMM_MAX_K (1 << 24)
@@ -34,8 +65,8 @@ int fgmm_vecs_read_any(const char* path, const char* dataset, fgmm_idx_t first, 
 /* Tests only: when set, the child process of an isolated read calls it first (to die by a signal). */
 extern void (*fgmm_isolated_child_hook)(void);
 
-#define FGMM_CHECK_NULL(p)                                                       \
-    do {                                                                         \
+#define FGMM_CHECK_NULL(p)                                                         \
+    do {                                                                           \
         if (!(p)) return fgmm_fail(FGMM_ERR_NULL, "%s: %s is NULL", __func__, #p); \
     } while (0)
 
@@ -75,8 +106,8 @@ size_t fgmm_stats_len(const fgmm_stats* s);
 void fgmm_stats_zero(fgmm_stats* s);
 void fgmm_stats_free(fgmm_stats* s);
 
-/* FGMM_TRACE=1: fgmm_trace prints "what" and the seconds since *mark to stderr, then sets *mark to
- * now (steps of a training, and of the engine's parts of a step). */
+/* FGMM_TRACE=1: fgmm_trace prints "what", the seconds since *mark and the process's CPU seconds so
+ * far to stderr, then sets *mark to now (steps of a training, and of the engine's parts of a step). */
 double fgmm_now(void);
 void fgmm_trace(double* mark, const char* what);
 /* FGMM_TRACE=1: whether tracing is on; fgmm_trace_note prints a line (printf format) to stderr. */
@@ -128,24 +159,23 @@ typedef struct fgmm_mstep_cfg {
 typedef struct fgmm_engine_ops {
     const char* name;
     int (*estep)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgmm_stats* out);
-    int (*kmeans)(fgmm_engine* e, const fgmm_data* x, const float* centroids, int k,
-                  fgmm_stats* out);
-    int (*assign)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
-                  fgmm_idx_t* labels, float* resp, float* loglik);
+    int (*kmeans)(fgmm_engine* e, const fgmm_data* x, const float* centroids, int k, fgmm_stats* out);
+    int (*assign)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                  float* loglik);
     void (*destroy)(fgmm_engine* e);
     /* Optional (NULL where a backend has none): a whole EM iteration with the model kept on the
      * device. em_step uploads m if model_changed (else continues from its own copy), runs the
      * E-step and the M-step there; obj = sum log p(x) under the model it started from,
      * nempty = components left empty (flags and the model: em_fetch). *handled = 0 when it does
      * not apply (covariance, d, precision, data not resident), and nothing was done. */
-    int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed,
-                   const fgmm_mstep_cfg* cfg, int* handled, double* obj, int* nempty);
+    int (*em_step)(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int model_changed, const fgmm_mstep_cfg* cfg,
+                   int* handled, double* obj, int* nempty);
     int (*em_fetch)(fgmm_engine* e, FgmmModel* m, int* empty /* k flags, or NULL */);
-    /* Optional: k-means++ on ns host rows (ns x d floats) with train.c's arithmetic: picks[0] =
+    /* Optional: k-means++ on ns host rows (ns x d floats) with seed.c's arithmetic: picks[0] =
      * first, then picks[c] (c = 1..k-1) by D^2 sampling at u[c - 1] * total. Fewer than k distinct
      * rows: FGMM_ERR_DATA, *found = how many. */
-    int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
-                   const double* u, fgmm_idx_t* picks, int* found);
+    int (*seed_pp)(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first, const double* u,
+                   fgmm_idx_t* picks, int* found);
     /* Optional: x's column means (d) from the caller's own pass over x, so that the backend need
      * not read x on the host again for them (the GPU's centring shift). */
     int (*set_scan)(fgmm_engine* e, const fgmm_data* x, const double* mean);

@@ -12,9 +12,7 @@
 
 #define FGMM_FILE_MAGIC "FGMMv001"
 
-size_t fgmm_model_nvar(const FgmmModel* m) {
-    return m->cov == FGMM_COV_DIAGONAL ? (size_t)m->k * m->d : (size_t)m->k;
-}
+size_t fgmm_model_nvar(const FgmmModel* m) { return m->cov == FGMM_COV_DIAGONAL ? (size_t)m->k * m->d : (size_t)m->k; }
 
 int fgmm_model_alloc(FgmmModel** out, int k, int d, FgmmCovariance cov) {
     FGMM_CHECK_NULL(out);
@@ -58,8 +56,8 @@ static int check_params(const FgmmModel* m) {
     return FGMM_OK;
 }
 
-int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov, const float* means,
-                   const float* variances, const float* weights) {
+int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov, const float* means, const float* variances,
+                   const float* weights) {
     FGMM_CHECK_NULL(out);
     *out = NULL;
     FGMM_CHECK_NULL(means);
@@ -140,7 +138,8 @@ static int read_model(FILE* f, int64_t size, const char* path, FgmmModel** out) 
         return fgmm_fail(FGMM_ERR_IO, "%s is not a flashgmm model file", path);
     if (fread(hdr, sizeof hdr, 1, f) != 1) return fgmm_fail(FGMM_ERR_IO, "%s: truncated header", path);
     int k = hdr[0], d = hdr[1];
-    if (k < 1 || k > FGMM_MAX_K || d < 1 || d > FGMM_MAX_DIM || (hdr[2] != FGMM_COV_ISOTROPIC && hdr[2] != FGMM_COV_DIAGONAL))
+    if (k < 1 || k > FGMM_MAX_K || d < 1 || d > FGMM_MAX_DIM ||
+        (hdr[2] != FGMM_COV_ISOTROPIC && hdr[2] != FGMM_COV_DIAGONAL))
         return fgmm_fail(FGMM_ERR_IO, "%s: bad header (k = %d, d = %d, covariance %d)", path, k, d, hdr[2]);
     /* k <= 2^24, d <= 2^20: every count below fits in int64 */
     int64_t kd = (int64_t)k * d, nv = hdr[2] == FGMM_COV_DIAGONAL ? kd : k;
@@ -152,11 +151,11 @@ static int read_model(FILE* f, int64_t size, const char* path, FgmmModel** out) 
     FgmmModel* m;
     int rc = fgmm_model_alloc(&m, k, d, (FgmmCovariance)hdr[2]);
     if (rc) return rc;
-    if (fread(m->mu, sizeof(float), (size_t)kd, f) != (size_t)kd || fread(m->var, sizeof(float), (size_t)nv, f) != (size_t)nv ||
+    if (fread(m->mu, sizeof(float), (size_t)kd, f) != (size_t)kd ||
+        fread(m->var, sizeof(float), (size_t)nv, f) != (size_t)nv ||
         fread(m->w, sizeof(float), (size_t)k, f) != (size_t)k)
         rc = fgmm_fail(FGMM_ERR_IO, "%s: read failed (truncated while reading?)", path);
-    else if ((rc = check_params(m)) != 0)
-        rc = fgmm_fail(FGMM_ERR_IO, "%s: %s", path, fgmm_get_last_error());
+    else if ((rc = check_params(m)) != 0) rc = fgmm_fail(FGMM_ERR_IO, "%s: %s", path, fgmm_get_last_error());
     if (rc) {
         fgmm_model_free(m);
         return rc;
@@ -240,12 +239,12 @@ int fgmm_data_check(const fgmm_data* x, const char* who) {
     const float* v = x->x;
     size_t total = (size_t)x->n * x->d;
     size_t bad = (size_t)-1;
-#pragma omp parallel for reduction(min : bad)
+#pragma omp parallel for reduction(min : bad) if (total >= 65536) /* a search of one query: no thread start */
     for (size_t i = 0; i < total; i++)
         if (!isfinite(v[i]) && i < bad) bad = i;
     if (bad != (size_t)-1)
-        return fgmm_fail(FGMM_ERR_DATA, "%s: row %zu has a non-finite value (%g) at dimension %zu", who,
-                         bad / x->d, v[bad], bad % x->d);
+        return fgmm_fail(FGMM_ERR_DATA, "%s: row %zu has a non-finite value (%g) at dimension %zu", who, bad / x->d,
+                         v[bad], bad % x->d);
     return FGMM_OK;
 }
 

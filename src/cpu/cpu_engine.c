@@ -20,14 +20,6 @@
 
 #include "internal.h"
 
-/* Hot row loops are compiled twice, AVX2+FMA and baseline x86-64, picked at load time (an ifunc).
- * Not under ThreadSanitizer (its runtime is not up when ifunc resolvers run), clang, or elsewhere. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define HOT_CLONES __attribute__((target_clones("avx2,fma", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 /* Rows per block: the two rows x k float buffers take about BLOCK_BYTES. Large blocks mean few
  * sgemm calls and OpenMP regions per E-step (each costs a thread hand-off; on a 16-vCPU VM small
  * 2048-row blocks made 16 threads slower than one). */
@@ -39,28 +31,34 @@
 
 typedef struct cpu_scratch {
     int rows;
-    float* xb;  /* rows x d: the block as float (u8 input, or diagonal x) */
-    float* x2b; /* rows x d: squares (diagonal only) */
-    float* xn;  /* rows: ||x||^2 */
-    float* g;   /* rows x k: distances / q */
-    float* r;   /* rows x k: log-densities, then responsibilities */
-    float* acc; /* k x d: one sgemm result */
+    float* xb;    /* rows x d: the block as float (u8 input, or diagonal x) */
+    float* x2b;   /* rows x d: squares (diagonal only) */
+    float* xn;    /* rows: ||x||^2 */
+    float* g;     /* rows x k: distances / q */
+    float* r;     /* rows x k: log-densities, then responsibilities */
+    float* acc;   /* k x d: one sgemm result */
     double* logz; /* rows */
 } cpu_scratch;
 
 /* Per-model constants: log w_k + log p(x|k) = c_k - q_k(x). */
 typedef struct cpu_model {
     int k, d, diag;
-    float* ctr;  /* d: the centre subtracted from rows and means */
-    float* b1;   /* isotropic: mu (k x d); diagonal: 1/var (k x d) */
-    float* b2;   /* diagonal: -2 mu / var (k x d) */
-    float* kn;   /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
+    float* ctr;       /* d: the centre subtracted from rows and means */
+    float* b1;        /* isotropic: mu (k x d); diagonal: 1/var (k x d) */
+    float* b2;        /* diagonal: -2 mu / var (k x d) */
+    float* kn;        /* isotropic: ||mu||^2; diagonal: sum mu^2/var */
     float* half_prec; /* isotropic: 1/(2 var_k) */
-    float* c;    /* log w_k + the log-density's constant, in float (what the row pass reads) */
+    float* c;         /* log w_k + the log-density's constant, in float (what the row pass reads) */
 } cpu_model;
 
 static void scratch_free(cpu_scratch* s) {
-    free(s->xb); free(s->x2b); free(s->xn); free(s->g); free(s->r); free(s->acc); free(s->logz);
+    free(s->xb);
+    free(s->x2b);
+    free(s->xn);
+    free(s->g);
+    free(s->r);
+    free(s->acc);
+    free(s->logz);
     memset(s, 0, sizeof *s);
 }
 
@@ -104,7 +102,12 @@ static int scratch_get(fgmm_engine* e, int k, int d, int diag, cpu_scratch** out
 }
 
 static void model_free(cpu_model* m) {
-    free(m->ctr); free(m->b1); free(m->b2); free(m->kn); free(m->half_prec); free(m->c);
+    free(m->ctr);
+    free(m->b1);
+    free(m->b2);
+    free(m->kn);
+    free(m->half_prec);
+    free(m->c);
     memset(m, 0, sizeof *m);
 }
 
@@ -121,7 +124,9 @@ static int model_prepare(cpu_model* cm, const FgmmModel* m) {
     memset(cm, 0, sizeof *cm);
     int k = m->k, d = m->d;
     size_t kd = (size_t)k * d;
-    cm->k = k; cm->d = d; cm->diag = m->cov == FGMM_COV_DIAGONAL;
+    cm->k = k;
+    cm->d = d;
+    cm->diag = m->cov == FGMM_COV_DIAGONAL;
     cm->ctr = malloc((size_t)d * sizeof(float));
     cm->b1 = malloc(kd * sizeof(float));
     cm->b2 = cm->diag ? malloc(kd * sizeof(float)) : NULL;
@@ -192,26 +197,6 @@ static const float* load_block(cpu_scratch* s, const fgmm_data* x, fgmm_idx_t i0
     return s->xb;
 }
 
-/* exp(x) for x <= 0 in float, written so that the compiler vectorises it (Cephes' expf: x = n ln2 + r,
- * |r| <= ln2/2, a degree-6 polynomial, 2^n put in the exponent bits); relative error about 2e-7,
- * and 0 below -87 (where expf gives at most 2^-126: nothing next to the row maximum's term 1). */
-static inline float exp_nonpos(float x) {
-    const int under = !(x >= -87.0f); /* -inf, NaN and terms far below the int range (a tiny variance) */
-    x = under ? -87.0f : x;           /* never converted to int: that would be undefined */
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int e = (int)n + 127;
-    union { int i; float f; } u = {.i = (e > 0 ? e : 0) << 23};
-    return under ? 0.0f : p * u.f;
-}
-
 /* One row of distance terms g (k wide, the sgemm's -2 x.mu or the diagonal's q*2 terms): g <- q >= 0,
  * r <- log-density c_k - q_k * half_prec_k, and returns log sum_k exp(r_k); to_resp: r <- exp(r - that).
  * Isotropic q = ||x||^2 + ||mu||^2 - 2 x.mu, diagonal sum x^2/v - 2 x mu/v + mu^2/v: both >= 0 exactly,
@@ -228,19 +213,28 @@ static double row_lse(float* restrict g, float* restrict r, const float* restric
         r[j] = c[j] - q * hp[j];
         mx = r[j] > mx ? r[j] : mx;
     }
-    double sum = 0; /* terms in float (each <= 1), their sum in double */
-    if (to_resp) {
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < k; j++) {
-            r[j] = exp_nonpos(r[j] - mx);
-            sum += r[j];
+    /* terms in float (each <= 1), summed in float over chunks of 64, the chunks in double: a float
+     * reduction, which GCC 12 vectorises in the AVX2 clone (a double one it did not: scalar exps) */
+    double sum = 0;
+    for (int j0 = 0; j0 < k; j0 += 64) {
+        const int j1 = j0 + 64 < k ? j0 + 64 : k;
+        float part = 0;
+        if (to_resp) {
+#pragma omp simd reduction(+ : part)
+            for (int j = j0; j < j1; j++) {
+                r[j] = fgmm_exp_nonpos(r[j] - mx);
+                part += r[j];
+            }
+        } else {
+#pragma omp simd reduction(+ : part)
+            for (int j = j0; j < j1; j++) part += fgmm_exp_nonpos(r[j] - mx);
         }
+        sum += part;
+    }
+    if (to_resp) {
         float inv = (float)(1.0 / sum);
 #pragma omp simd
         for (int j = 0; j < k; j++) r[j] *= inv;
-    } else {
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < k; j++) sum += exp_nonpos(r[j] - mx);
     }
     return mx + log(sum);
 }
@@ -314,7 +308,7 @@ static int cpu_estep(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, fgm
         const float* xb = load_block(s, x, i0, b, cm.diag, cm.ctr);
         block_rows(s, &cm, xb, b, 1);
         for (int i = 0; i < b; i++) out->obj += s->logz[i];
-        /* nk and (isotropic) sum r ||x - mu||^2: column chunks, rows in order. */
+            /* nk and (isotropic) sum r ||x - mu||^2: column chunks, rows in order. */
 #pragma omp parallel for schedule(static)
         for (int j0 = 0; j0 < k; j0 += COL_CHUNK)
             col_sums(s->r + j0, s->g + j0, k, b, j0 + COL_CHUNK < k ? COL_CHUNK : k - j0, out->nk + j0,
@@ -374,7 +368,11 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
     float* ctr = malloc((size_t)d * sizeof(float));
     float* cc = malloc((size_t)k * d * sizeof(float)); /* centred centroids */
     if (!cn || !lab || !dist || !ctr || !cc) {
-        free(cn); free(lab); free(dist); free(ctr); free(cc);
+        free(cn);
+        free(lab);
+        free(dist);
+        free(ctr);
+        free(cc);
         return fgmm_fail(FGMM_ERR_NOMEM, "cpu engine: out of host memory");
     }
     centre_of(cent, NULL, k, d, ctr);
@@ -412,12 +410,16 @@ static int cpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int
         }
     }
     unshift_stats(out, ctr, 0);
-    free(cn); free(lab); free(dist); free(ctr); free(cc);
+    free(cn);
+    free(lab);
+    free(dist);
+    free(ctr);
+    free(cc);
     return FGMM_OK;
 }
 
-static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm,
-                      fgmm_idx_t* labels, float* resp, float* loglik) {
+static int cpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                      float* loglik) {
     cpu_model cm;
     cpu_scratch* s;
     int rc = begin_pass(e, &cm, &s, m);
@@ -466,8 +468,8 @@ static void cpu_destroy(fgmm_engine* e) {
     free(e);
 }
 
-static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy, NULL, NULL, NULL, NULL,
-                                        cpu_loglik_sum};
+static const fgmm_engine_ops cpu_ops = {"cpu", cpu_estep, cpu_kmeans, cpu_assign, cpu_destroy,
+                                        NULL,  NULL,      NULL,       NULL,       cpu_loglik_sum};
 
 int fgmm_engine_cpu_create(fgmm_engine** out) {
     FGMM_CHECK_NULL(out);

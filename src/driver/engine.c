@@ -6,7 +6,9 @@
 
 #ifndef FGMM_WITH_CUDA
 int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, FgmmPrecision prec) {
-    (void)device; (void)mem_limit; (void)prec;
+    (void)device;
+    (void)mem_limit;
+    (void)prec;
     if (out) *out = NULL;
     return fgmm_fail(FGMM_ERR_NO_GPU, "this build of flashgmm has no CUDA support");
 }

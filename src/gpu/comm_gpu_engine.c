@@ -79,14 +79,14 @@ static int cg_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int 
     return sum_pass(ci, fgmm_gpu_kmeans_begin(ci->gpu, x, cent, k), out);
 }
 
-static int cg_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
-                     float* resp, float* loglik) {
+static int cg_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                     float* loglik) {
     fgmm_engine* g = ((comm_impl*)e->impl)->gpu;
     return g->ops->assign(g, x, m, topm, labels, resp, loglik);
 }
 
-static int cg_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
-                      const double* u, fgmm_idx_t* picks, int* found) {
+static int cg_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first, const double* u,
+                      fgmm_idx_t* picks, int* found) {
     fgmm_engine* g = ((comm_impl*)e->impl)->gpu;
     return g->ops->seed_pp(g, rows, ns, d, k, first, u, picks, found);
 }
@@ -106,8 +106,8 @@ static void cg_destroy(fgmm_engine* e) {
 }
 
 /* no device EM iteration: the statistics of every pass are summed over the ranks first */
-static const fgmm_engine_ops comm_ops = {"gpu-nccl-comm", cg_estep, cg_kmeans,  cg_assign, cg_destroy,
-                                         NULL,            NULL,     cg_seed_pp, cg_set_scan, NULL};
+static const fgmm_engine_ops comm_ops = {"gpu-nccl-comm", cg_estep,    cg_kmeans, cg_assign, cg_destroy, NULL, NULL,
+                                         cg_seed_pp,      cg_set_scan, NULL};
 
 int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status) {
     const int dev = status ? -1 : fgmm_engine_gpu_device(*e);

@@ -28,7 +28,8 @@ static size_t fmt_row_bytes(const gpu_impl* g, const fgmm_data* x, int fmt) {
 }
 
 static int is_resident(const gpu_impl* g, const fgmm_data* x, int fmt) {
-    return g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype && g->host_fmt == fmt;
+    return g->host_x == x->x && g->host_n == x->n && g->host_d == x->d && g->host_dtype == x->dtype &&
+           g->host_fmt == fmt;
 }
 
 /* Records x as resident in fmt (what is_resident checks). */
@@ -59,7 +60,8 @@ int fgmm_gpu_resident_fits(gpu_impl* g, const fgmm_data* x, int fmt, size_t* bud
 }
 
 static int resident_ranges(gpu_impl* g, const fgmm_data* x, chunk_fn fn, void* ctx) {
-    size_t rb = g->host_fmt != FMT_RAW ? (size_t)fmt_dp(g, g->host_fmt, x->d) * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
+    size_t rb =
+        g->host_fmt != FMT_RAW ? (size_t)fmt_dp(g, g->host_fmt, x->d) * 2 : (size_t)x->d * fgmm_dtype_size(x->dtype);
     return call_ranges(g, g->data.p, 0, x->n, rb, fn, ctx);
 }
 
@@ -81,8 +83,8 @@ int fgmm_gpu_device_shift(gpu_impl* g) {
 
 /* n rows of x's dtype at src (device) -> prepared rows of format fmt (dp wide) at out, norms at xn. */
 static int prepare_into(gpu_impl* g, const void* src, const fgmm_data* x, long long n, int fmt, void* out, float* xn) {
-    return fgmm_fused_prepare(src, x->dtype == FGMM_U8, n, x->d, fmt_dp(g, fmt, x->d), g->shift.p,
-                              (float)g->prep_scale, fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, out, xn, g->st);
+    return fgmm_fused_prepare(src, x->dtype == FGMM_U8, n, x->d, fmt_dp(g, fmt, x->d), g->shift.p, (float)g->prep_scale,
+                              fmt == FMT_F16_DIAG ? (float)diag_scale2(g) : 0.f, out, xn, g->st);
 }
 
 /* Uploads x as prepared rows of format fmt (fp16, centred on g->data_mean, prescaled by
@@ -124,18 +126,18 @@ static int upload_prepared(gpu_impl* g, const fgmm_data* x, int fmt) {
     dbuf stage = {0};
     if ((rc = fgmm_gpu_dgrow(&g->data, (size_t)x->n * dp * 2, "the prepared data")) ||
         (rc = fgmm_gpu_dgrow(&g->xnorm, (size_t)x->n * sizeof(float), "row norms")) ||
-        (rc = fgmm_gpu_device_shift(g)) ||
-        (rc = fgmm_gpu_dgrow(&stage, (size_t)piece * rb, "upload staging")))
+        (rc = fgmm_gpu_device_shift(g)) || (rc = fgmm_gpu_dgrow(&stage, (size_t)piece * rb, "upload staging")))
         return rc;
     /* Every host-to-device copy goes on g->st: a plain cudaMemcpy from pageable memory may return
      * before its DMA lands, and g->st (non-blocking) does not wait for the legacy stream. */
     cudaError_t ce = cudaSuccess;
     for (long long r0 = 0; r0 < x->n && !ce; r0 += piece) {
         long long nr = x->n - r0 < piece ? x->n - r0 : piece;
-        ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice, g->st);
+        ce = cudaMemcpyAsync(stage.p, (const char*)x->x + (size_t)r0 * rb, (size_t)nr * rb, cudaMemcpyHostToDevice,
+                             g->st);
         if (!ce)
             ce = (cudaError_t)prepare_into(g, stage.p, x, nr, fmt, (char*)g->data.p + (size_t)r0 * dp * 2,
-                                          (float*)g->xnorm.p + r0);
+                                           (float*)g->xnorm.p + r0);
         if (!ce) ce = cudaStreamSynchronize(g->st); /* stage is reused */
     }
     cudaFree(stage.p);
@@ -256,11 +258,14 @@ int fgmm_gpu_for_each_chunk(gpu_impl* g, const fgmm_data* x, int fmt, chunk_fn f
     }
     /* streaming: two chunks of a quarter of the budget each */
     long long rows = (long long)(budget / 4 / row_bytes);
-    if (rows < 1024) return fgmm_fail(FGMM_ERR_GPU_NOMEM, "GPU: memory budget %zu B too small to stream rows of %zu B", budget, row_bytes);
+    if (rows < 1024)
+        return fgmm_fail(FGMM_ERR_GPU_NOMEM, "GPU: memory budget %zu B too small to stream rows of %zu B", budget,
+                         row_bytes);
     if (rows > x->n) rows = x->n;
     size_t cb = (size_t)rows * row_bytes;
     int rc;
-    if ((rc = fgmm_gpu_dgrow(&g->chunk[0], cb, "stream chunk")) || (rc = fgmm_gpu_dgrow(&g->chunk[1], cb, "stream chunk")))
+    if ((rc = fgmm_gpu_dgrow(&g->chunk[0], cb, "stream chunk")) ||
+        (rc = fgmm_gpu_dgrow(&g->chunk[1], cb, "stream chunk")))
         return rc;
     if ((rc = pinned_pair(g, cb))) return rc;
     long long nchunks = (x->n + rows - 1) / rows;
@@ -318,7 +323,8 @@ int fgmm_gpu_data_scan(gpu_impl* g, const fgmm_data* x) {
     double* part = calloc((size_t)nt * d, sizeof(double));
     float* sh = calloc((size_t)dp, sizeof(float));
     if (!part || !sh) {
-        free(part); free(sh);
+        free(part);
+        free(sh);
         return fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
     }
     float mx = 0;

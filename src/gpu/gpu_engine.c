@@ -41,12 +41,12 @@ static void gpu_destroy(fgmm_engine* e) {
     gpu_impl* g = e->impl;
     if (g) {
         cudaSetDevice(g->dev);
-#define FREE_BUF(b) \
-    if (g->b.p) cudaFree(g->b.p);
-        FREE_BUF(data)
-        FREE_BUF(xnorm) FREE_BUF(chunk[0]) FREE_BUF(chunk[1]) GPU_SCRATCH_BUFS(FREE_BUF)
+        /* clang-format off */
+#define FREE_BUF(b) if (g->b.p) cudaFree(g->b.p);
+        FREE_BUF(data) FREE_BUF(xnorm) FREE_BUF(chunk[0]) FREE_BUF(chunk[1]) GPU_SCRATCH_BUFS(FREE_BUF)
 #undef FREE_BUF
-            if (g->host_stats) cudaFreeHost(g->host_stats);
+        if (g->host_stats) cudaFreeHost(g->host_stats);
+        /* clang-format on */
         if (g->host_up) cudaFreeHost(g->host_up);
         free(g->data_mean);
         fgmm_gpu_pinned_pair_release(g);

@@ -46,10 +46,11 @@ typedef struct dbuf {
  * mu .. shift: the model and its constants; cd: k-means++ distances; nk .. logz: statistics and
  * log-likelihood parts; xf .. f: the cuBLAS path's row tiles; dm: em_step's model (mu k x d, var k,
  * w k); emo: its output, [double obj][int empty k + 1]; chk: device maxima (gpu_buf.c). */
-#define GPU_SCRATCH_BUFS(X)                                                                                          \
-    X(mu)                                                                                                            \
-    X(mu_hi) X(mu_lo) X(cst) X(shift) X(cd) X(nk) X(s1) X(s2) X(ll) X(llp) X(logz) X(xf) X(x2) X(xn) X(g) X(f) X(dm) \
-        X(emo) X(chk)
+/* clang-format off */
+#define GPU_SCRATCH_BUFS(X) \
+    X(mu) X(mu_hi) X(mu_lo) X(cst) X(shift) X(cd) X(nk) X(s1) X(s2) X(ll) X(llp) X(logz) X(xf) X(x2) X(xn) X(g) X(f) \
+    X(dm) X(emo) X(chk)
+/* clang-format on */
 #define GPU_DECLARE_BUF(b) dbuf b;
 
 /* The engine's state (fgmm_engine.impl). */

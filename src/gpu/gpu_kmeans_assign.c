@@ -26,8 +26,8 @@ static int kmeans_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     if (tf32) CB(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
     for (long long r0 = 0; r0 < rows && !rc; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
-        rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t, k,
-                                     d, 0);
+        rc = fgmm_gpu_blas_distances(g, (const char*)dx + (size_t)r0 * d * fgmm_dtype_size(run->dtype), run->dtype, t,
+                                     k, d, 0);
         cudaError_t ce = rc ? cudaSuccess
                             : (cudaError_t)fgmm_kmeans_accumulate(g->g.p, g->xf.p, g->mu.p, g->cst.p, t, k, d, g->nk.p,
                                                                   g->s1.p, g->s2.p, g->ll.p, g->st);
@@ -116,8 +116,8 @@ int fgmm_gpu_kmeans(fgmm_engine* e, const fgmm_data* x, const float* cent, int k
 }
 
 /* k-means++ seeding (the sample is small: its own scratch, freed afterwards). */
-int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first,
-                     const double* u, fgmm_idx_t* picks, int* found) {
+int fgmm_gpu_seed_pp(fgmm_engine* e, const float* rows, fgmm_idx_t ns, int d, int k, fgmm_idx_t first, const double* u,
+                     fgmm_idx_t* picks, int* found) {
     gpu_impl* g = e->impl;
     CU(cudaSetDevice(g->dev));
     const long long nb = (ns + 255) / 256;
@@ -176,13 +176,13 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     int k = c->m->k, d = c->m->d, rc, m = run->topm > 0 ? run->topm : 0;
     long long tile;
     if ((rc = fgmm_gpu_blas_tile(g, rows, k, d, c->diag, &tile)) ||
-        (rc = fgmm_gpu_dgrow(&g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float),
-                             "top-m")))
+        (rc = fgmm_gpu_dgrow(
+             &g->f, (size_t)tile * (m ? m : 1) * (sizeof(long long) + sizeof(float)) + tile * sizeof(float), "top-m")))
         return rc;
     long long* dl = g->f.p;
     float* dr = (float*)(dl + (size_t)tile * (m ? m : 1));
     float* dll = dr + (size_t)tile * (m ? m : 1);
-    const float* kn = (const float*)g->cst.p, *hp = kn + k;
+    const float *kn = (const float*)g->cst.p, *hp = kn + k;
     for (long long r0 = 0; r0 < rows; r0 += tile) {
         int t = (int)(rows - r0 < tile ? rows - r0 : tile);
         long long at = row0 + r0;
@@ -191,9 +191,11 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
             return rc;
         KL(fgmm_blas_topm(g->g.p, t, k, g->xn.p, kn, hp, g->cd.p, c->diag, m, dl, dr, dll, g->st));
         if (m) {
-            CU(cudaMemcpyAsync(run->labels + (size_t)at * m, dl, (size_t)t * m * sizeof(long long), cudaMemcpyDeviceToHost, g->st));
+            CU(cudaMemcpyAsync(run->labels + (size_t)at * m, dl, (size_t)t * m * sizeof(long long),
+                               cudaMemcpyDeviceToHost, g->st));
             if (run->resp)
-                CU(cudaMemcpyAsync(run->resp + (size_t)at * m, dr, (size_t)t * m * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+                CU(cudaMemcpyAsync(run->resp + (size_t)at * m, dr, (size_t)t * m * sizeof(float),
+                                   cudaMemcpyDeviceToHost, g->st));
         }
         if (run->loglik)
             CU(cudaMemcpyAsync(run->loglik + at, dll, (size_t)t * sizeof(float), cudaMemcpyDeviceToHost, g->st));
@@ -202,8 +204,8 @@ static int assign_chunk(gpu_impl* g, const void* dx, long long row0, long long r
     return FGMM_OK;
 }
 
-int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels,
-                    float* resp, float* loglik) {
+int fgmm_gpu_assign(fgmm_engine* e, const fgmm_data* x, const FgmmModel* m, int topm, fgmm_idx_t* labels, float* resp,
+                    float* loglik) {
     gpu_impl* g = e->impl;
     CU(cudaSetDevice(g->dev));
     if (topm > FGMM_TOPM_MAX) /* the warp selection is for lists-per-vector sizes */

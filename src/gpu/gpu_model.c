@@ -37,8 +37,8 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
         return rc;
     const double scale = g->prep_scale;
     if (diag) {
-        KL(fgmm_fused_constants_diag(mu, var, w, k, kp, d, dp, g->shift.p, scale, diag_scale2(g), g->mu_hi.p,
-                                     g->cst.p, g->chk.p, g->st));
+        KL(fgmm_fused_constants_diag(mu, var, w, k, kp, d, dp, g->shift.p, scale, diag_scale2(g), g->mu_hi.p, g->cst.p,
+                                     g->chk.p, g->st));
     } else {
         if (check) CU(cudaMemsetAsync(g->chk.p, 0, sizeof(float), g->st));
         KL(fgmm_fused_constants(mu, var, w, k, kp, d, dp, g->shift.p, (float)scale, g->mu_hi.p, g->cst.p,
@@ -55,9 +55,21 @@ int fgmm_gpu_prep_constants(gpu_impl* g, estep_ctx* c, const float* mu, const fl
     c->kp = kp;
     c->dp = dp;
     /* diagonal: dot products of [x', x'^2] rows, already in log2 units once h2 applies (see kernels.h) */
-    c->fm = (fgmm_fused_model){k, kp, diag ? 2 * d : d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp,
-                               cst + 2 * kp, (float)scale, diag ? 0.5f : (float)(1.0 / (scale * scale)),
-                               diag ? 1.0f : (float)(1.0 / scale), NULL, c->plan.wgmma};
+    c->fm = (fgmm_fused_model){k,
+                               kp,
+                               diag ? 2 * d : d,
+                               dp,
+                               g->shift.p,
+                               g->mu_hi.p,
+                               g->mu_lo.p,
+                               cst,
+                               cst + kp,
+                               cst + 2 * kp,
+                               (float)scale,
+                               diag ? 0.5f : (float)(1.0 / (scale * scale)),
+                               diag ? 1.0f : (float)(1.0 / scale),
+                               NULL,
+                               c->plan.wgmma};
     return FGMM_OK;
 }
 
@@ -85,7 +97,10 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         c->kp = kp;
         c->dp = dp;
         float* h = fgmm_gpu_upload_buffer(g, (size_t)kp * dp + 3 * (size_t)kp, 1);
-        if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
+        if (!h) {
+            free(lc);
+            return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+        }
         float *b2 = h + (size_t)kp * dp, *h2 = b2 + kp, *mn = h2 + kp;
         const float* sh = g->data_mean; /* on the device: fgmm_gpu_device_shift */
         /* Centre on the data mean: distances are unchanged, 16-bit rounding shrinks (the mixture's
@@ -98,7 +113,10 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
             ash = a > ash ? a : ash;
         }
         for (int q = 0; q < kp; q++) {
-            if (q >= k) { b2[q] = -1e30f; continue; } /* padding: r = 0 (the buffer is zeroed) */
+            if (q >= k) {
+                b2[q] = -1e30f;
+                continue;
+            } /* padding: r = 0 (the buffer is zeroed) */
             double nn = 0;
             const float* mu = m->mu + (size_t)q * d;
             float* hq = h + (size_t)q * dp;
@@ -130,8 +148,21 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
         double scale = c->mode == FGMM_FUSED_FP16 ? pow2_prescale(fmax(g->amax + ash, amu)) : 1.0;
         KL(fgmm_fused_split(g->mu.p, g->mu_hi.p, g->mu_lo.p, (long long)kp * dp, (float)scale, c->mode, g->st));
         const float* cst = g->cst.p;
-        c->fm = (fgmm_fused_model){k, kp, d, dp, g->shift.p, g->mu_hi.p, g->mu_lo.p, cst, cst + kp, cst + 2 * kp,
-                                   (float)scale, (float)(1.0 / (scale * scale)), (float)(1.0 / scale), NULL, 0};
+        c->fm = (fgmm_fused_model){k,
+                                   kp,
+                                   d,
+                                   dp,
+                                   g->shift.p,
+                                   g->mu_hi.p,
+                                   g->mu_lo.p,
+                                   cst,
+                                   cst + kp,
+                                   cst + 2 * kp,
+                                   (float)scale,
+                                   (float)(1.0 / (scale * scale)),
+                                   (float)(1.0 / scale),
+                                   NULL,
+                                   0};
         return FGMM_OK;
     }
     /* cuBLAS path: isotropic B = mu, kn = ||mu||^2, hp = 1/(2 var);
@@ -140,7 +171,10 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     c->dp = d;
     size_t kd = (size_t)k * d;
     float* h = fgmm_gpu_upload_buffer(g, 2 * kd + 2 * (size_t)k, 1);
-    if (!h) { free(lc); return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory"); }
+    if (!h) {
+        free(lc);
+        return fgmm_fail(FGMM_ERR_NOMEM, "out of pinned host memory");
+    }
     float *kn = h + 2 * kd, *hp = kn + k;
     for (int q = 0; q < k; q++) {
         double nn = 0;
@@ -167,7 +201,9 @@ int fgmm_gpu_prepare_model(gpu_impl* g, const FgmmModel* m, estep_ctx* c) {
     }
     cudaError_t e = cudaMemcpyAsync(g->mu.p, h, 2 * kd * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (!e) e = cudaMemcpyAsync(g->cst.p, kn, 2 * (size_t)k * sizeof(float), cudaMemcpyHostToDevice, g->st);
-    if (!e) e = cudaMemcpyAsync(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice, g->st); /* pageable: staged before return */
+    if (!e)
+        e = cudaMemcpyAsync(g->cd.p, lc, (size_t)k * sizeof(double), cudaMemcpyHostToDevice,
+                            g->st); /* pageable: staged before return */
     free(lc);
     return e ? fgmm_gpu_cuda_fail(e, "model upload") : FGMM_OK;
 }

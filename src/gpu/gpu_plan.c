@@ -44,24 +44,22 @@ static int prepared_fmt(const gpu_impl* g, FgmmCovariance cov, int d) {
 static void trace_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, const gpu_plan* p) {
     static const char* pass_name[] = {"e-step", "em", "k-means", "assign"};
     static const char* mode_name[] = {"bf16", "exact (3x bf16)", "fp16 prescaled"};
-    const char* mma = p->wgmma ? "wgmma" : "mma.sync";
-    const char* fallback = pass == GPU_PASS_EM                                 ? "the e-step and host M-step"
-                           : pass == GPU_PASS_KMEANS || p->fmt == FMT_F16_DIAG ? "cuBLAS fp32 row tiles"
-                                                                               : "rows as given, mma.sync";
+    static const char* onepass_name[] = {"at kp = 128", "off", "on"}; /* onepass + 1 */
+    /* what runs where the prepared rows do not fit resident */
+    const char* fallback = "rows as given, mma.sync";
+    if (pass == GPU_PASS_EM) fallback = "the e-step and host M-step";
+    else if (pass == GPU_PASS_KMEANS || p->fmt == FMT_F16_DIAG) fallback = "cuBLAS fp32 row tiles";
     char rows[120], line[200];
     if (p->fmt == FMT_RAW) snprintf(rows, sizeof rows, "rows as given, mma.sync");
     else
         snprintf(rows, sizeof rows, "prepared %s rows, %s, where they fit resident; else %s",
-                 p->fmt == FMT_F16 ? "fp16" : "fp16 [x, x^2]", mma, fallback);
+                 p->fmt == FMT_F16 ? "fp16" : "fp16 [x, x^2]", p->wgmma ? "wgmma" : "mma.sync", fallback);
     if (pass == GPU_PASS_EM && !p->device_em)
         snprintf(line, sizeof line, "no device EM iteration: the e-step and host M-step");
     else if (!p->fused)
         snprintf(line, sizeof line, "cuBLAS fp32 row tiles%s", pass == GPU_PASS_KMEANS && p->tf32 ? ", TF32" : "");
     else
-        snprintf(line, sizeof line, "fused %s, one-pass %s%s; %s", mode_name[p->mode],
-                 p->onepass < 0 ? "at kp = 128"
-                 : p->onepass   ? "on"
-                                : "off",
+        snprintf(line, sizeof line, "fused %s, one-pass %s%s; %s", mode_name[p->mode], onepass_name[p->onepass + 1],
                  p->ws ? ", warp-specialised" : "", rows);
     char full[sizeof g->plan_traced];
     snprintf(full, sizeof full, "  gpu plan: %s, %s d = %d: %s", pass_name[pass],
@@ -75,9 +73,9 @@ void fgmm_gpu_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, gpu_pl
     const int path = g->opt.path;
     const int prepared = path == FGMM_GPU_PATH_FUSED || path == FGMM_GPU_PATH_FUSED_MMA;
     memset(p, 0, sizeof *p);
-    p->mode = path == FGMM_GPU_PATH_FUSED_EXACT  ? FGMM_FUSED_EXACT
-              : path == FGMM_GPU_PATH_FUSED_BF16 ? FGMM_FUSED_BF16
-                                                 : FGMM_FUSED_FP16;
+    p->mode = FGMM_FUSED_FP16;
+    if (path == FGMM_GPU_PATH_FUSED_EXACT) p->mode = FGMM_FUSED_EXACT;
+    else if (path == FGMM_GPU_PATH_FUSED_BF16) p->mode = FGMM_FUSED_BF16;
     p->wgmma = g->wg && path != FGMM_GPU_PATH_FUSED_MMA;
     p->onepass = g->opt.onepass;
     p->ws = p->wgmma && path == FGMM_GPU_PATH_FUSED ? g->opt.ws : 0;

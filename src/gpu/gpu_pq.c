@@ -63,9 +63,8 @@ int fgmm_pq_gpu(int device, fgmm_idx_t n, int d, const float* x, int ma, const f
             (what = "clearing codes", ce = cudaMemsetAsync(b.codes, 0, (size_t)m * ma * M, c.st)) ||
             (what = "pq_encode",
              ce = (cudaError_t)fgmm_pq_encode(b.x, b.lists, m, ma, d, d / M, b.cent, b.cb, M, b.codes, c.st)) ||
-            (what = "downloading codes",
-             ce = cudaMemcpyAsync(codes + (size_t)i0 * ma * M, b.codes, (size_t)m * ma * M, cudaMemcpyDeviceToHost,
-                                  c.st)) ||
+            (what = "downloading codes", ce = cudaMemcpyAsync(codes + (size_t)i0 * ma * M, b.codes, (size_t)m * ma * M,
+                                                              cudaMemcpyDeviceToHost, c.st)) ||
             (what = "a row tile", ce = cudaStreamSynchronize(c.st))) {
             rc = fgmm_gpu_call_cuda_fail(&c, ce, what);
             goto done;

@@ -70,7 +70,8 @@ static int run_tiles(const fgmm_gpu_call* c, const soar_bufs* b, fgmm_idx_t n, c
         return fgmm_gpu_call_cuda_fail(c, ce, "uploading the centroids");
     for (fgmm_idx_t i0 = 0; i0 < n; i0 += t) {
         int m = (int)(n - i0 < t ? n - i0 : t);
-        if ((ce = cudaMemcpyAsync(b->xs, x + (size_t)i0 * d, (size_t)m * d * sizeof(float), cudaMemcpyHostToDevice, st)))
+        if ((ce =
+                 cudaMemcpyAsync(b->xs, x + (size_t)i0 * d, (size_t)m * d * sizeof(float), cudaMemcpyHostToDevice, st)))
             return fgmm_gpu_call_cuda_fail(c, ce, "uploading rows");
         if ((ce = (cudaError_t)fgmm_soar_rows(b->xs, m, d, b->mean, b->xn, st)))
             return fgmm_gpu_call_cuda_fail(c, ce, "soar_rows");
@@ -88,7 +89,8 @@ static int run_tiles(const fgmm_gpu_call* c, const soar_bufs* b, fgmm_idx_t n, c
         }
         /* fgmm_idx_t and long long are both 64-bit */
         if ((ce = cudaMemcpyAsync(primary + i0, b->prim, (size_t)m * sizeof(long long), cudaMemcpyDeviceToHost, st)) ||
-            (spill && (ce = cudaMemcpyAsync(spill + i0, b->spill, (size_t)m * sizeof(long long), cudaMemcpyDeviceToHost, st))) ||
+            (spill &&
+             (ce = cudaMemcpyAsync(spill + i0, b->spill, (size_t)m * sizeof(long long), cudaMemcpyDeviceToHost, st))) ||
             (d1 && (ce = cudaMemcpyAsync(d1 + i0, b->d1, (size_t)m * sizeof(float), cudaMemcpyDeviceToHost, st))) ||
             (d2 && (ce = cudaMemcpyAsync(d2 + i0, b->d2, (size_t)m * sizeof(float), cudaMemcpyDeviceToHost, st))))
             return fgmm_gpu_call_cuda_fail(c, ce, "downloading results");

@@ -133,12 +133,13 @@ static void multi_destroy(fgmm_engine* e) {
 
 /* the M-step and k-means++ seeding stay on the host */
 static const fgmm_engine_ops multi_ops = {"gpu-nccl", multi_estep, multi_kmeans, multi_assign, multi_destroy,
-                                          NULL, NULL, NULL, NULL, NULL};
+                                          NULL,       NULL,        NULL,         NULL,         NULL};
 
 int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, size_t mem_limit, FgmmPrecision prec) {
     FGMM_CHECK_NULL(out);
     *out = NULL;
-    if (n_ranks < 1 || n_ranks > MAX_RANKS) return fgmm_fail(FGMM_ERR_ARG, "n_gpus = %d out of range [1, %d]", n_ranks, MAX_RANKS);
+    if (n_ranks < 1 || n_ranks > MAX_RANKS)
+        return fgmm_fail(FGMM_ERR_ARG, "n_gpus = %d out of range [1, %d]", n_ranks, MAX_RANKS);
     int have = 0;
     if (cudaGetDeviceCount(&have) != cudaSuccess || have == 0) {
         cudaGetLastError();
@@ -159,7 +160,8 @@ int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, s
     e->precision = prec;
     mi->nr = n_ranks;
     int rc = fgmm_nccl_load(&mi->nccl, "n_gpus");
-    for (int r = 0; r < n_ranks && !rc; r++) rc = fgmm_engine_gpu_create(&mi->rank[r], first_device + r, mem_limit, prec);
+    for (int r = 0; r < n_ranks && !rc; r++)
+        rc = fgmm_engine_gpu_create(&mi->rank[r], first_device + r, mem_limit, prec);
     if (!rc) {
         int devs[MAX_RANKS];
         for (int r = 0; r < n_ranks; r++) devs[r] = first_device + r;

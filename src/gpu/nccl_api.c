@@ -12,10 +12,10 @@ int fgmm_nccl_load(fgmm_nccl* a, const char* who) {
     struct {
         void** fn;
         const char* name;
-    } sym[] = {{(void**)&a->get_unique_id, "ncclGetUniqueId"},   {(void**)&a->comm_init_rank, "ncclCommInitRank"},
-               {(void**)&a->comm_init_all, "ncclCommInitAll"},   {(void**)&a->all_reduce, "ncclAllReduce"},
-               {(void**)&a->group_start, "ncclGroupStart"},      {(void**)&a->group_end, "ncclGroupEnd"},
-               {(void**)&a->comm_destroy, "ncclCommDestroy"},    {(void**)&a->comm_abort, "ncclCommAbort"},
+    } sym[] = {{(void**)&a->get_unique_id, "ncclGetUniqueId"},  {(void**)&a->comm_init_rank, "ncclCommInitRank"},
+               {(void**)&a->comm_init_all, "ncclCommInitAll"},  {(void**)&a->all_reduce, "ncclAllReduce"},
+               {(void**)&a->group_start, "ncclGroupStart"},     {(void**)&a->group_end, "ncclGroupEnd"},
+               {(void**)&a->comm_destroy, "ncclCommDestroy"},   {(void**)&a->comm_abort, "ncclCommAbort"},
                {(void**)&a->error_string, "ncclGetErrorString"}};
     for (size_t i = 0; i < sizeof sym / sizeof sym[0]; i++)
         if (!(*sym[i].fn = dlsym(lib, sym[i].name))) {

@@ -73,14 +73,19 @@ static void child(int fd, const char* path, const char* dataset, fgmm_idx_t firs
 /* The message for a child that sent no complete answer. */
 static int child_failed(const char* path, pid_t pid, int waited, int st) {
     if (waited && WIFSIGNALED(st))
-        return fgmm_fail(FGMM_ERR_IO, "'%s': the HDF5 reader (child process %ld) died of signal %d (%s): libhdf5 "
-                         "could not parse the file; it is malformed", path, (long)pid, WTERMSIG(st),
-                         strsignal(WTERMSIG(st)));
+        return fgmm_fail(FGMM_ERR_IO,
+                         "'%s': the HDF5 reader (child process %ld) died of signal %d (%s): libhdf5 "
+                         "could not parse the file; it is malformed",
+                         path, (long)pid, WTERMSIG(st), strsignal(WTERMSIG(st)));
     if (waited && WIFEXITED(st))
-        return fgmm_fail(FGMM_ERR_IO, "'%s': the HDF5 reader (child process %ld) exited with status %d without an "
-                         "answer", path, (long)pid, WEXITSTATUS(st));
-    return fgmm_fail(FGMM_ERR_IO, "'%s': the HDF5 reader (child process %ld) gave no answer and its status is "
-                     "unknown (%s)", path, (long)pid, strerror(errno));
+        return fgmm_fail(FGMM_ERR_IO,
+                         "'%s': the HDF5 reader (child process %ld) exited with status %d without an "
+                         "answer",
+                         path, (long)pid, WEXITSTATUS(st));
+    return fgmm_fail(FGMM_ERR_IO,
+                     "'%s': the HDF5 reader (child process %ld) gave no answer and its status is "
+                     "unknown (%s)",
+                     path, (long)pid, strerror(errno));
 }
 
 /* The shape the child reports, checked before anything is allocated for it. */
@@ -100,14 +105,16 @@ static int check_head(const child_head* h, const char* path, int64_t fsize, fgmm
     const uint64_t row = (uint64_t)h->d * fgmm_dtype_size((FgmmDtype)h->dtype);
     const uint64_t cap = (uint64_t)fsize * HDF5_MAX_EXPANSION; /* fsize < 2^63, and 1032 < 2^11: no wrap */
     if ((uint64_t)h->n > cap / row)
-        return fgmm_fail(FGMM_ERR_IO, "'%s': the HDF5 reader answered %lld x %d values, more than the file's %lld "
-                         "bytes can hold", path, (long long)h->n, (int)h->d, (long long)fsize);
+        return fgmm_fail(FGMM_ERR_IO,
+                         "'%s': the HDF5 reader answered %lld x %d values, more than the file's %lld "
+                         "bytes can hold",
+                         path, (long long)h->n, (int)h->d, (long long)fsize);
     *bytes = (size_t)((uint64_t)h->n * row);
     return FGMM_OK;
 }
 
-static int read_child(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows,
-                         int shape_only, FgmmVecs* out) {
+static int read_child(const char* path, const char* dataset, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
+                      FgmmVecs* out) {
     FGMM_CHECK_NULL(out);
     memset(out, 0, sizeof *out);
     FGMM_CHECK_NULL(path);
@@ -118,7 +125,8 @@ static int read_child(const char* path, const char* dataset, fgmm_idx_t first, f
     int rc = fgmm_check_input(path, &fsize);
     if (rc) return rc;
     int fd[2];
-    if (pipe(fd)) return fgmm_fail(FGMM_ERR_IO, "'%s': cannot make a pipe for the HDF5 reader: %s", path, strerror(errno));
+    if (pipe(fd))
+        return fgmm_fail(FGMM_ERR_IO, "'%s': cannot make a pipe for the HDF5 reader: %s", path, strerror(errno));
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;

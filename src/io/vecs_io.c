@@ -34,7 +34,8 @@ void fgmm_vecs_free(FgmmVecs* v) {
 /* Rows [first, first + max_rows) of a file of n rows (max_rows 0: to the end); the count read. */
 static int rows_to_read(const char* path, fgmm_idx_t n, fgmm_idx_t first, fgmm_idx_t max_rows, fgmm_idx_t* count) {
     if (first > 0 && first >= n) /* first 0 of an empty HDF5 dataset reads nothing, as before */
-        return fgmm_fail(FGMM_ERR_ARG, "'%s': first row %lld is past its %lld rows", path, (long long)first, (long long)n);
+        return fgmm_fail(FGMM_ERR_ARG, "'%s': first row %lld is past its %lld rows", path, (long long)first,
+                         (long long)n);
     *count = max_rows > 0 && max_rows < n - first ? max_rows : n - first;
     return FGMM_OK;
 }
@@ -84,7 +85,8 @@ static int read_texmex(const char* path, FgmmDtype t, fgmm_idx_t first, fgmm_idx
         if (fread(&di, 4, 1, f) != 1 || fread(data + (size_t)i * d * es, es, (size_t)d, f) != (size_t)d)
             rc = fgmm_fail(FGMM_ERR_IO, "'%s': truncated at row %lld", path, (long long)(first + i));
         else if (di != d)
-            rc = fgmm_fail(FGMM_ERR_IO, "'%s': row %lld has dimension %d, row 0 has %d", path, (long long)(first + i), di, d);
+            rc = fgmm_fail(FGMM_ERR_IO, "'%s': row %lld has dimension %d, row 0 has %d", path, (long long)(first + i),
+                           di, d);
     }
     fclose(f);
     if (rc) {
@@ -116,7 +118,10 @@ int fgmm_vecs_hdf5_available(void) {
 
 /* Element conversions that overflow the memory type abort the read (HDF5 would clip them). */
 static H5T_conv_ret_t conv_range(H5T_conv_except_t e, hid_t s, hid_t d, void* sb, void* db, void* user) {
-    (void)s; (void)d; (void)sb; (void)db;
+    (void)s;
+    (void)d;
+    (void)sb;
+    (void)db;
     if (e != H5T_CONV_EXCEPT_RANGE_HI && e != H5T_CONV_EXCEPT_RANGE_LOW) return H5T_CONV_UNHANDLED;
     *(int*)user = 1;
     return H5T_CONV_ABORT;
@@ -124,8 +129,8 @@ static H5T_conv_ret_t conv_range(H5T_conv_except_t e, hid_t s, hid_t d, void* sb
 
 /* The declared shape dims against the storage the file really has. fsize: the file's size;
  * fes: the file's element size. chunk: the chunk shape, or {0, 0} where not chunked. */
-static int check_storage(hid_t ds, const char* path, const char* name, int64_t fsize, const hsize_t dims[2],
-                         size_t fes, hsize_t chunk[2]) {
+static int check_storage(hid_t ds, const char* path, const char* name, int64_t fsize, const hsize_t dims[2], size_t fes,
+                         hsize_t chunk[2]) {
     hsize_t bytes = dims[0] * dims[1] * fes; /* bounded by the caller */
     hid_t pl = H5Dget_create_plist(ds);
     if (pl < 0) return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s': unreadable layout", path, name);
@@ -136,16 +141,21 @@ static int check_storage(hid_t ds, const char* path, const char* name, int64_t f
     H5Pclose(pl);
     hsize_t stored = H5Dget_storage_size(ds);
     if (ext != 0 || (lay != H5D_CONTIGUOUS && lay != H5D_COMPACT && lay != H5D_CHUNKED))
-        return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' is stored in other files or in an unsupported layout", path, name);
+        return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' is stored in other files or in an unsupported layout", path,
+                         name);
     if (lay == H5D_CHUNKED) {
         hsize_t most = bytes > FGMM_HDF5_MIN_CHUNK_CAP ? bytes : FGMM_HDF5_MIN_CHUNK_CAP;
         if (chunk_dims != 2 || chunk[0] < 1 || chunk[1] < 1 || chunk[0] > most / chunk[1] / fes)
-            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has chunks of %llu x %llu elements of %zu bytes, more than "
-                             "the dataset or %llu MB; malformed?", path, name, (unsigned long long)chunk[0],
-                             (unsigned long long)chunk[1], fes, (unsigned long long)(FGMM_HDF5_MIN_CHUNK_CAP >> 20));
+            return fgmm_fail(FGMM_ERR_IO,
+                             "'%s': dataset '%s' has chunks of %llu x %llu elements of %zu bytes, more than "
+                             "the dataset or %llu MB; malformed?",
+                             path, name, (unsigned long long)chunk[0], (unsigned long long)chunk[1], fes,
+                             (unsigned long long)(FGMM_HDF5_MIN_CHUNK_CAP >> 20));
         if (stored > (hsize_t)fsize) /* libhdf5 would allocate a stored chunk's claimed size */
-            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' claims %llu stored bytes in a file of %lld bytes; "
-                             "malformed?", path, name, (unsigned long long)stored, (long long)fsize);
+            return fgmm_fail(FGMM_ERR_IO,
+                             "'%s': dataset '%s' claims %llu stored bytes in a file of %lld bytes; "
+                             "malformed?",
+                             path, name, (unsigned long long)stored, (long long)fsize);
         /* every chunk takes at least a byte of the file (its data or its index entry); a file
          * that declares more is mostly unwritten and would take minutes to read */
         hsize_t nchunks = (dims[0] + chunk[0] - 1) / chunk[0] * ((dims[1] + chunk[1] - 1) / chunk[1]);
@@ -153,15 +163,20 @@ static int check_storage(hid_t ds, const char* path, const char* name, int64_t f
             return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu chunks in a file of %lld bytes; malformed?",
                              path, name, (unsigned long long)nchunks, (long long)fsize);
         if (bytes / FGMM_HDF5_MAX_EXPANSION > stored)
-            return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu bytes but its chunks hold %llu: more than %dx "
-                             "expansion; malformed?", path, name, (unsigned long long)bytes, (unsigned long long)stored,
+            return fgmm_fail(FGMM_ERR_IO,
+                             "'%s': dataset '%s' declares %llu bytes but its chunks hold %llu: more than %dx "
+                             "expansion; malformed?",
+                             path, name, (unsigned long long)bytes, (unsigned long long)stored,
                              FGMM_HDF5_MAX_EXPANSION);
         return FGMM_OK;
     }
     haddr_t off = lay == H5D_CONTIGUOUS ? H5Dget_offset(ds) : 0;
-    if (stored < bytes || off == HADDR_UNDEF || (lay == H5D_CONTIGUOUS && (off > (haddr_t)fsize || bytes > (hsize_t)fsize - off)))
-        return fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' declares %llu bytes but the file (%lld bytes) holds %llu: "
-                         "truncated or malformed", path, name, (unsigned long long)bytes, (long long)fsize,
+    if (stored < bytes || off == HADDR_UNDEF ||
+        (lay == H5D_CONTIGUOUS && (off > (haddr_t)fsize || bytes > (hsize_t)fsize - off)))
+        return fgmm_fail(FGMM_ERR_IO,
+                         "'%s': dataset '%s' declares %llu bytes but the file (%lld bytes) holds %llu: "
+                         "truncated or malformed",
+                         path, name, (unsigned long long)bytes, (long long)fsize,
                          (unsigned long long)(off == HADDR_UNDEF ? 0 : stored));
     return FGMM_OK;
 }
@@ -192,8 +207,7 @@ static herr_t read_blocks(hid_t ds, hid_t sp, hid_t mt, hid_t xfer, hsize_t firs
             if (H5Sselect_hyperslab(ms, H5S_SELECT_SET, mstart, NULL, cnt, NULL) < 0 ||
                 H5Sselect_hyperslab(sp, H5S_SELECT_SET, fstart, NULL, cnt, NULL) < 0)
                 st = -1;
-            else
-                st = H5Dread(ds, mt, ms, sp, xfer, data);
+            else st = H5Dread(ds, mt, ms, sp, xfer, data);
         }
     if (ms >= 0) H5Sclose(ms);
     return st;
@@ -220,7 +234,8 @@ static int read_hdf5(const char* path, const char* name, fgmm_idx_t first, fgmm_
     FgmmDtype t = FGMM_F32;
     hid_t mt = H5T_NATIVE_FLOAT;
     size_t fes = ty < 0 ? 0 : H5Tget_size(ty); /* element size in the file */
-    if (sp < 0 || ty < 0 || H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) != 2 || dims[1] < 1) {
+    if (sp < 0 || ty < 0 || H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) != 2 ||
+        dims[1] < 1) {
         rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' is not a 2-D matrix", path, name);
     } else if (dims[1] > FGMM_MAX_DIM) {
         rc = fgmm_fail(FGMM_ERR_IO, "'%s': dataset '%s' has %llu columns; at most %d are supported", path, name,
@@ -316,7 +331,8 @@ int fgmm_vecs_write(const char* path, const FgmmVecs* v) {
     FgmmDtype t;
     if (!dtype_of_ext(ext_of(path), &t) || t != v->dtype)
         return fgmm_fail(FGMM_ERR_ARG, "'%s': extension does not match the data type", path);
-    if (v->d < 1 || v->d > FGMM_MAX_DIM || v->n < 0 || (uint64_t)v->n > (uint64_t)PTRDIFF_MAX / fgmm_dtype_size(t) / v->d)
+    if (v->d < 1 || v->d > FGMM_MAX_DIM || v->n < 0 ||
+        (uint64_t)v->n > (uint64_t)PTRDIFF_MAX / fgmm_dtype_size(t) / v->d)
         return fgmm_fail(FGMM_ERR_ARG, "bad shape %lld x %d (n x d values must be addressable)", (long long)v->n, v->d);
     FgmmOutput o;
     int rc = fgmm_output_begin(path, &o);
@@ -324,6 +340,7 @@ int fgmm_vecs_write(const char* path, const FgmmVecs* v) {
     size_t es = fgmm_dtype_size(t);
     int32_t d = v->d, ok = 1;
     for (fgmm_idx_t i = 0; i < v->n && ok; i++)
-        ok = fwrite(&d, 4, 1, o.f) == 1 && fwrite((const char*)v->data + (size_t)i * d * es, es, (size_t)d, o.f) == (size_t)d;
+        ok = fwrite(&d, 4, 1, o.f) == 1 &&
+             fwrite((const char*)v->data + (size_t)i * d * es, es, (size_t)d, o.f) == (size_t)d;
     return fgmm_output_end(&o, path, ok);
 }

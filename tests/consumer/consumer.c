@@ -22,7 +22,7 @@ static int fail(const char* what) {
 }
 
 int main(int argc, char** argv) {
-    static float x[N * D];  /* K clusters 10 apart, uniform noise in [0, 1) */
+    static float x[N * D]; /* K clusters 10 apart, uniform noise in [0, 1) */
     unsigned s = 1;
     for (int i = 0; i < N * D; i++) {
         s = s * 1103515245u + 12345u;
