@@ -25,16 +25,14 @@ build_index() {
     local obj="$out/obj_index" objs=() s o
     mkdir -p "$obj"
     local inc=(-I"$top/capi" -I"$top/src/core" -I"$top/plugin" -I"$faiss_c/include" -I/usr/include/x86_64-linux-gnu/openblas-openmp)
-    for s in src/core/error.c src/core/trace.c src/core/file.c src/core/model.c src/cpu/cpu_engine.c \
-             src/driver/engine.c src/driver/params.c src/driver/train_comm.c src/driver/moments.c src/driver/seed.c \
-             src/driver/train.c src/driver/model_calls.c src/driver/spill.c src/io/vecs_io.c plugin/ivf.c plugin/ivf_train.c \
-             plugin/ivf_add.c plugin/ivf_search_faiss.c plugin/ivf_search.c plugin/ivf_search_one.c \
-             plugin/ivf_probe.c plugin/ivf_refine.c plugin/ivf_io.c plugin/ivf_crc.c fuzz/fuzz_index.c plugin/faiss_bridge.cpp; do
+    # every CPU source of the library and the plugin (globs: a new file needs no edit here)
+    local srcs=("$top"/src/{core,cpu,driver,io}/*.c "$top"/plugin/*.c "$top"/plugin/*.cpp "$top/fuzz/fuzz_index.c")
+    for s in "${srcs[@]}"; do
         o="$obj/$(basename "$s").o"; objs+=("$o")
         if [ "${s##*.}" = cpp ]; then
-            "$CXX" "${flags[@]}" -std=c++17 -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$top/$s"
+            "$CXX" "${flags[@]}" -std=c++17 -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$s"
         else
-            "$CC" "${flags[@]}" -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$top/$s"
+            "$CC" "${flags[@]}" -Wno-unknown-pragmas "${inc[@]}" -c -o "$o" "$s"
         fi
     done
     "$CXX" -fsanitize=fuzzer,address,undefined -o "$out/fuzz_index" "${objs[@]}" "$faiss_c/lib/libfaiss_c.a" \
