@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "gpu_impl.h"
+#include "gpu_prestart.h"
 
 int fgmm_gpu_available(void) {
     int n = 0;
@@ -80,8 +81,9 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     FGMM_CHECK_NULL(out);
     *out = NULL;
     int n = 0;
+    fgmm_gpu_prestart_wait(device); /* a start begun by fgmm_gpu_prestart ends first */
     double mark = fgmm_now();
-    cudaError_t ce = cudaGetDeviceCount(&n); /* a process's first CUDA call: the driver starts here */
+    cudaError_t ce = cudaGetDeviceCount(&n); /* the driver starts here, unless fgmm_gpu_prestart started it */
     if (ce != cudaSuccess || n == 0) {
         cudaGetLastError();
         return fgmm_fail(FGMM_ERR_NO_GPU, "no CUDA device available (%s)", ce ? cudaGetErrorString(ce) : "0 devices");
