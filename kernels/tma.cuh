@@ -28,16 +28,25 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
 }
 /* Waits until the phase of the given parity has completed (acquire). A fresh barrier counts the
- * phase of parity 1 as completed: producers wait on parity 1 first. */
+ * phase of parity 1 as completed: producers wait on parity 1 first. A phase that never completes
+ * (a broken protocol, a copy that faults) traps after about 4 s instead of hanging the device: the
+ * launch then fails with an error the host reports. */
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
     const uint32_t a = smem_u32(b);
-    uint32_t ok;
+    uint32_t ok, tries = 0;
+    uint64_t t0 = 0;
     do {
         asm volatile(
             "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
             : "=r"(ok)
             : "r"(a), "r"(parity)
             : "memory");
+        if (!ok && (++tries & 1023u) == 0) { /* the clock read only now and then */
+            uint64_t t;
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+            if (!t0) t0 = t;
+            else if (t - t0 > 4000000000ull) __trap();
+        }
     } while (!ok);
 }
 /* The copy engine: box (c0, c1) of the 2-D tensor map (a __grid_constant__ kernel parameter) into
