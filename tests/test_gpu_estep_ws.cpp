@@ -118,4 +118,24 @@ TEST(GpuEstepWs, StagesWrapAround) {
     if (!check_shape(100003, 130, 128, FGMM_COV_ISOTROPIC, 501))
         GTEST_SKIP() << "the warp-specialised kernel does not apply on this device (sm_90 only)";
 }
+TEST(GpuEstepWs, AutoTakesPassTwoFromItsComponentCount) {
+    REQUIRE_GPU();
+    // FGMM_GPU_WS_AUTO (the default): the usual kernels below FGMM_GPU_WS_AUTO_KP padded components,
+    // pass 2 warp-specialised from there, with the same statistics as the usual passes
+    const int64_t n = 3001;
+    const int d = 128, below = FGMM_GPU_WS_AUTO_KP - 128, at = FGMM_GPU_WS_AUTO_KP;
+    auto x = planted(n, d, at, 0.6, 601);
+    FgmmModel* small = model_from_rows(x.data(), n, d, below, FGMM_COV_ISOTROPIC, 1.2, 602);
+    FgmmModel* large = model_from_rows(x.data(), n, d, at, FGMM_COV_ISOTROPIC, 1.2, 603);
+    EXPECT_EQ(engine_stats(small, n, x.data(), FGMM_GPU_WS_AUTO).ws_launches, 0);
+    Stats got = engine_stats(large, n, x.data(), FGMM_GPU_WS_AUTO);
+    Stats def = engine_stats(large, n, x.data(), FGMM_GPU_WS_OFF);
+    EXPECT_LT(rel(got.nk, def.nk), kSameTol);
+    EXPECT_LT(rel(got.s1, def.s1), kSameTol);
+    EXPECT_EQ(got.obj, def.obj);
+    const bool ran = got.ws_launches > 0;
+    fgmm_model_free(small);
+    fgmm_model_free(large);
+    if (!ran) GTEST_SKIP() << "the warp-specialised kernel does not apply on this device (sm_90 only)";
+}
 #endif
