@@ -122,7 +122,7 @@ TEST(GpuEstepWs, AutoTakesPassTwoFromItsComponentCount) {
     REQUIRE_GPU();
     // FGMM_GPU_WS_AUTO (the default): the usual kernels below FGMM_GPU_WS_AUTO_KP padded components,
     // pass 2 warp-specialised from there, with the same statistics as the usual passes
-    const int64_t n = 3001;
+    const int64_t n = FGMM_GPU_WS_AUTO_KP + 3001;
     const int d = 128, below = FGMM_GPU_WS_AUTO_KP - 128, at = FGMM_GPU_WS_AUTO_KP;
     auto x = planted(n, d, at, 0.6, 601);
     FgmmModel* small = model_from_rows(x.data(), n, d, below, FGMM_COV_ISOTROPIC, 1.2, 602);

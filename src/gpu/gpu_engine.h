@@ -42,9 +42,10 @@ int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on);
 /* The two-pass fused E-step on the warp-specialised sm_90a kernels (kernels/estep_ws.cu) wherever they
  * apply (prepared rows 128 wide on an sm_90 device; elsewhere the usual kernels run): variant = pass 2's
  * (PIPE or PLAIN, or none), optionally | FGMM_GPU_WS_LSE for pass 1; AUTO (the default): pass 2 PIPE
- * from FGMM_GPU_WS_AUTO_KP padded components, where it was measured faster (H100, BENCHMARKS 1c).
+ * from FGMM_GPU_WS_AUTO_KP padded components (H100, BENCHMARKS 1c: 1.6x faster at k = 4096, 0.9x at
+ * 1024; between them not measured).
  * fgmm_engine_gpu_set_ws: this engine's ws option (fgmm_gpu_options); FGMM_ERR_ARG for another value. */
-#define FGMM_GPU_WS_AUTO_KP 2048
+#define FGMM_GPU_WS_AUTO_KP 4096
 enum {
     FGMM_GPU_WS_AUTO = -1, /* the default */
     FGMM_GPU_WS_OFF = 0,   /* never */
