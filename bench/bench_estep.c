@@ -23,12 +23,19 @@
  * "extra MB" is device memory the engine holds besides the data (fp32 rows, or the prepared copy). The relative error of
  * each GPU path's N_k and sum r x against the exact path is printed too.
  *
+ *   bench_estep --ws [NxKxD ...] [--reps R]   the warp-specialised sm_90a kernels (kernels/estep_ws.cu) against
+ *       the default two passes, same engine and rows, interleaved: two passes, pass 2 pipelined, plain, pipelined
+ *       with pass 1 warp-specialised, two passes again; ms, kernel times, chunks that ran them, and each one's
+ *       N_k / sum r x error against fused-exact.
  *   bench_estep --stream NxKxD [--mem-limit-mb M]   uint8 data streamed from host memory through a
  *       device budget of M MB (default 2048): ms per E-step and rows/s, vs the same kernel on a
  *       resident 10M-row slice.
- *   bench_estep --train NxKxD   full fgmm_train (10 k-means + 30 EM) on the GPU (M-step on the device, then
- *       on the host (fgmm_gpu_options.host_mstep), then on the device again in the now warm process) and on the
- *       CPU (N <= 200k); also the median ms per EM iteration.
+ *   bench_estep --train NxKxD [--prestart]   full fgmm_train (10 k-means + 30 EM) on the GPU (M-step on the
+ *       device, then on the host (fgmm_gpu_options.host_mstep), then on the device again in the now warm process)
+ *       and on the CPU (N <= 200k); also the median ms per EM iteration. The first training is the process's
+ *       cold one: a "process:" line gives, from main's start, when the data were ready (their generation
+ *       stands in for reading a file), the first training's seconds and the total. --prestart calls
+ *       fgmm_gpu_prestart(0) before generating the data (docs/results/coldstart.md).
  *   bench_estep --assign NxKxD  top-4 responsibilities per row (fgmm_ivf_add's work): GPU vs CPU.
  *   bench_estep --train-diag NxKxD   the same with diagonal covariance.
  *   bench_estep --train-gpus NxKxD G   fgmm_train on 1 GPU, then on G GPUs of this process (n_gpus, NCCL).
@@ -211,11 +218,15 @@ static double em_iter_ms(em_clock* c) {
     return c->t[(c->n - 1) / 2];
 }
 
-static int train_mode(const char* shape, FgmmCovariance cov) {
+static double main_start_ms; /* now_ms() at main's start */
+
+static int train_mode(const char* shape, FgmmCovariance cov, int prestart) {
     long long n;
     int k, d;
     if (sscanf(shape, "%lldx%dx%d", &n, &k, &d) != 3) return 2;
+    if (prestart && fgmm_gpu_prestart(0)) fprintf(stderr, "prestart: %s\n", fgmm_get_last_error());
     float* x = make_f32(n, d);
+    double ready_ms = now_ms();
     printf(
         "| backend | N x K x D | k-means + EM iterations | seconds | ms per EM iteration | final mean log-likelihood |\n"
         "|---|---|---|---:|---:|---:|\n");
@@ -259,6 +270,10 @@ static int train_mode(const char* shape, FgmmCovariance cov) {
             "EM %.3f, final E-step %.3f\n",
             (clk.km_first - clk.start) / 1e3, (clk.km_last - clk.km_first) / 1e3, (em0 - clk.km_last) / 1e3,
             (emn - em0) / 1e3, (end - emn) / 1e3);
+        if (o == 0)
+            printf("    process: data ready %.3f s, first training %.3f s, total %.3f s (from main's start; %s)\n",
+                   (ready_ms - main_start_ms) / 1e3, info.seconds, (end - main_start_ms) / 1e3,
+                   prestart ? "fgmm_gpu_prestart before the data" : "no prestart");
         fflush(stdout);
         fgmm_model_free(m);
     }
@@ -400,14 +415,54 @@ static int diag_mode(const char* shape) {
     return 0;
 }
 
+/* The main table's per-shape allocations: 6 statistics, the model, the rows and the cluster centres. */
+static void free_shape(fgmm_stats* st, FgmmModel* m, float* x, float* c) {
+    for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
+    fgmm_model_free(m);
+    free(x);
+    free(c);
+}
+
+/* --ws: one table row per shape (see the header); st: 6 statistics of k x d. */
+static void ws_row(fgmm_engine* e, const fgmm_data* xd, const FgmmModel* m, fgmm_stats* st, int reps) {
+    const int k = m->k, d = m->d;
+    fgmm_engine_gpu_set_onepass(e, 0);
+    static const int variant[5] = {FGMM_GPU_WS_OFF, FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN,
+                                   FGMM_GPU_WS_PIPE | FGMM_GPU_WS_LSE, FGMM_GPU_WS_OFF};
+    result r[5];
+    long long launches[5];
+    for (int v = 0; v < 5; v++) {
+        long long before = fgmm_engine_gpu_ws_launches(e);
+        fgmm_engine_gpu_set_ws(e, variant[v]);
+        r[v] = time_engine(e, xd, m, &st[v], reps);
+        launches[v] = fgmm_engine_gpu_ws_launches(e) - before;
+    }
+    fgmm_engine_gpu_set_ws(e, FGMM_GPU_WS_OFF);
+    fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_EXACT, 0);
+    time_engine(e, xd, m, &st[5], 1);
+    fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED, 0);
+    fgmm_engine_gpu_set_onepass(e, -1);
+    printf("| %lld x %d x %d |", (long long)xd->n, k, d);
+    for (int v = 0; v < 5; v++) printf(" %.3f (%.2f + %.2f) |", r[v].ms, r[v].lse_ms, r[v].acc_ms);
+    printf(" %lld, %lld, %lld |", launches[1], launches[2], launches[3]);
+    for (int v = 0; v < 4; v++)
+        printf(" %.1e, %.1e |", rel(st[v].nk, st[5].nk, (size_t)k), rel(st[v].s1, st[5].s1, (size_t)k * d));
+    printf("\n");
+    fflush(stdout);
+}
+
 int main(int argc, char** argv) {
+    main_start_ms = now_ms();
     size_t mem_mb = 2048;
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--mem-limit-mb")) mem_mb = (size_t)atoll(argv[i + 1]);
+    int prestart = 0;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 < argc && !strcmp(argv[i], "--mem-limit-mb")) mem_mb = (size_t)atoll(argv[i + 1]);
+        prestart |= !strcmp(argv[i], "--prestart");
+    }
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--stream")) return stream_mode(argv[i + 1], mem_mb);
-        if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1], FGMM_COV_ISOTROPIC);
-        if (!strcmp(argv[i], "--train-diag")) return train_mode(argv[i + 1], FGMM_COV_DIAGONAL);
+        if (!strcmp(argv[i], "--train")) return train_mode(argv[i + 1], FGMM_COV_ISOTROPIC, prestart);
+        if (!strcmp(argv[i], "--train-diag")) return train_mode(argv[i + 1], FGMM_COV_DIAGONAL, prestart);
         if (!strcmp(argv[i], "--train-gpus") && i + 2 < argc) return gpus_mode(argv[i + 1], atoi(argv[i + 2]));
         if (!strcmp(argv[i], "--assign")) return assign_mode(argv[i + 1]);
         if (!strcmp(argv[i], "--diag")) return diag_mode(argv[i + 1]);
@@ -415,12 +470,13 @@ int main(int argc, char** argv) {
     const char* defaults[] = {"100000x1024x128",  "1000000x1024x128", "1183514x1024x100", "1000000x1024x96",
                               "10000000x1024x96", "1000000x4096x128", "1000000x256x128"};
     const char* shapes[32];
-    int ns = 0, reps = 10;
+    int ns = 0, reps = 10, ws = 0;
     long long cpu_max = 100000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ws")) ws = 1;
         else if (!strcmp(argv[i], "--cpu-max-n") && i + 1 < argc) cpu_max = atoll(argv[++i]);
-        else if (ns < 32) shapes[ns++] = argv[i];
+        else if (strcmp(argv[i], "--prestart") && ns < 32) shapes[ns++] = argv[i]; /* --prestart: --train's */
     }
     if (!ns) {
         ns = sizeof defaults / sizeof defaults[0];
@@ -430,12 +486,18 @@ int main(int argc, char** argv) {
         fprintf(stderr, "bench_estep: no CUDA device\n");
         return 1;
     }
-    printf(
-        "| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
-        "extra MB | mma.sync ms | "
-        "(pass 1 + pass 2) | fp16 raw rows ms | (pass 1 + pass 2) | fused-bf16 ms | fused-exact ms | blas-tiled ms | "
-        "naive-NxK ms | cpu ms | err fp16 (Nk, mu_acc) | err fp16 raw | err bf16 | err naive |\n"
-        "|---|---:|---|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---|\n");
+    if (ws)
+        printf(
+            "| N x K x D | two passes ms (pass 1 + pass 2) | pass 2 warp-specialised, pipelined | plain | pipelined "
+            "+ pass 1 warp-specialised | two passes again | launches (the three) | err vs exact (Nk, s1): two passes "
+            "| pipelined | plain | both passes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    else
+        printf(
+            "| N x K x D | fused-fp16 ms | (pass 1 + pass 2 kernels) | one-pass ms | (kernel + 0) | first call ms | "
+            "extra MB | mma.sync ms | "
+            "(pass 1 + pass 2) | fp16 raw rows ms | (pass 1 + pass 2) | fused-bf16 ms | fused-exact ms | blas-tiled ms | "
+            "naive-NxK ms | cpu ms | err fp16 (Nk, mu_acc) | err fp16 raw | err bf16 | err naive |\n"
+            "|---|---:|---|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---|\n");
     fflush(stdout);
     for (int s = 0; s < ns; s++) {
         long long n;
@@ -475,6 +537,12 @@ int main(int argc, char** argv) {
             fprintf(stderr, "%s\n", fgmm_get_last_error());
             return 1;
         }
+        if (ws) {
+            ws_row(e, &xd, m, st, reps);
+            fgmm_engine_destroy(e);
+            free_shape(st, m, x, c);
+            continue;
+        }
         result fast = time_engine(e, &xd, m, &st[0], reps); /* prepared fp16 rows (wgmma on sm_90) */
         fgmm_engine_gpu_set_onepass(e, 1);
         result one = time_engine(e, &xd, m, &st[2], reps); /* the same rows, one pass wherever it applies */
@@ -484,10 +552,7 @@ int main(int argc, char** argv) {
                    fast.acc_ms, one.ms, one.lse_ms, one.acc_ms);
             fflush(stdout);
             fgmm_engine_destroy(e);
-            for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
-            fgmm_model_free(m);
-            free(x);
-            free(c);
+            free_shape(st, m, x, c);
             continue;
         }
         fgmm_engine_gpu_set_path(e, FGMM_GPU_PATH_FUSED_MMA, 0);
@@ -528,10 +593,7 @@ int main(int argc, char** argv) {
             rel(st[5].nk, st[1].nk, k), rel(st[5].s1, st[1].s1, (size_t)k * d), rel(st[4].nk, st[1].nk, k),
             rel(st[4].s1, st[1].s1, (size_t)k * d), nerr);
         fflush(stdout);
-        for (int i = 0; i < 6; i++) fgmm_stats_free(&st[i]);
-        fgmm_model_free(m);
-        free(x);
-        free(c);
+        free_shape(st, m, x, c);
     }
     return 0;
 }

@@ -150,6 +150,18 @@ int fgmm_model_read(const char* path, FgmmModel** out);
 /// 1 if a CUDA device is usable by this build, else 0.
 int fgmm_gpu_available(void);
 
+/// Starts the CUDA driver and the device's primary context on a background thread and returns at once,
+/// so that a process's first GPU training does not pay for them (about 0.2-0.3 s): call it before
+/// reading the data. The first GPU engine of the device (fgmm_train, fgmm_estep, ... with a GPU
+/// backend) waits for the start to end, then reports its outcome as it would without this call
+/// (e.g. FGMM_ERR_NO_GPU); a process that exits first waits for it in an exit handler. Several
+/// threads may call it; later calls for the same device do nothing. The calling thread's current
+/// device is not changed. Returns FGMM_OK (started, or started before), FGMM_ERR_ARG (device not
+/// in 0 .. 63), FGMM_ERR_NO_GPU (a build without CUDA: nothing to start), FGMM_ERR_NOMEM (no
+/// thread could be started; the engine then starts CUDA itself), FGMM_ERR_STATE (called from an
+/// exit handler after the library's own). docs/gpu.md, "Cold start".
+int fgmm_gpu_prestart(int device);
+
 /// Message of the last failed call on this thread ("" if none).
 const char* fgmm_get_last_error(void);
 

@@ -131,21 +131,8 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
                 mma_abt<F16, EXACT, P2_BM / 16>(st, ah, al, xt, xl, ks, lane);
             }
         }
-        /* responsibilities, N_k and sum r ||x - mu||^2, in place (no clamp of the distance at 0:
-         * pass 1 has none either, and the M-step floors the variance) */
-#pragma unroll
-        for (int j = 0; j < P2_BM / 8; j++) {
-            const float2 xv = *(const float2*)(xnt + j * 8 + 2 * c), lv = *(const float2*)(lzt + j * 8 + 2 * c);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int h = e >> 1;
-                float t = fmaf(m2, st[j][e], e & 1 ? xv.y : xv.x); /* ||x'||^2 - 2 x'.mu' */
-                float r = exp2f(fmaf(-ch[h], t, cb[h]) - (e & 1 ? lv.y : lv.x));
-                nk[h] += r;
-                s2[h] = fmaf(r, t + cm[h], s2[h]);
-                st[j][e] = r;
-            }
-        }
+        /* responsibilities, N_k and sum r ||x - mu||^2, in place */
+        TILE_RESPONSIBILITIES(P2_BM / 8, st, st, xnt, lzt, m2, cb, ch, cm, nk, s2, c);
         /* acc += R^T x: the C fragments of S^T are the A fragments of R^T (for mma.sync and for wgmma
          * with A in registers, whose B is then the row tile read N-major). */
         if constexpr (WG) {
@@ -196,28 +183,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
         }
     }
     /* One write per block: quad-reduce the per-component sums, then double atomics. */
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 1);
-        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 2);
-        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 1);
-        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 2);
-        int kk = k0 + wk + g + 8 * h;
-        if (c == 0 && kk < m.k) {
-            atomicAdd(nk_out + kk, (double)nk[h]);
-            atomicAdd(s2_out + kk, (double)s2[h]);
-        }
-    }
-#pragma unroll
-    for (int h = 0; h < NH; h++)
-#pragma unroll
-        for (int j = 0; j < DP_MAX / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int kk = k0 + wk + g + 8 * (e >> 1), col = h * DP_MAX + j * 8 + 2 * c + (e & 1);
-                if (kk < m.k && col < m.d)
-                    atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[h][j][e] * m.inv_scale));
-            }
+    flush_stats<NH>(nk, s2, acc, k0 + wk, m.k, m.d, dp, m.inv_scale, nk_out, s1_out, s2_out);
 }
 
 /* Dynamic smem of the kernel (mirrors its carve-up; wgmma tiles add 1024 B for alignment). */

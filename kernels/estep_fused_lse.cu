@@ -106,30 +106,9 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
         /* log2 densities b2 - h2 (||x'||^2 - 2 x'.mu'), then the online log-sum-exp of rows g and g+8. */
         float tmax[2];
         log_densities<BN / 8>(acc, cs, m2, xn0, xn1, tmax);
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float nm = fmaxf(mx[h], tmax[h]);
-            sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
-            mx[h] = nm;
-        }
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(acc[j][e] - mx[e >> 1]);
+        lse_add_tile<BN / 8>(acc, tmax, mx, sm);
     }
-    double part = 0;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 1);
-        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
-        long long row = row0 + wr + g + 8 * h;
-        float lz = mx[h] + log2f(sm[h]);
-        if (c == 0 && row < n) {
-            logz2[row] = lz;
-            part += lz;
-        }
-    }
-    part = warp_sum(part);
+    const double part = lse_finish(mx, sm, c, row0 + wr + g, n, logz2);
     if (lane == 0) warp_ll[warp] = part;
     __syncthreads();
     if (threadIdx.x == 0) {

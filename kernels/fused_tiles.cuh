@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "reduce.cuh"
 #include "wgmma.cuh"
 
 #define DP_MAX FGMM_FUSED_MAX_D
@@ -160,6 +161,107 @@ __device__ __forceinline__ void log_densities(float (&a)[NJ][4], const float* cs
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     }
+}
+
+/* Pass 1's online log-sum-exp (log2 domain) of this thread's rows g and g + 8: adds a tile's log2 densities
+ * a (an m16 C fragment, NJ n8 blocks; tmax: their row maxima, quad-reduced) to the running maxima mx and
+ * sums sm (start: -inf, 0). */
+template <int NJ>
+__device__ __forceinline__ void lse_add_tile(const float (&a)[NJ][4], const float (&tmax)[2], float (&mx)[2],
+                                             float (&sm)[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float nm = fmaxf(mx[h], tmax[h]);
+        sm[h] *= exp2f(mx[h] - nm); /* exp2(-inf) = 0 on the first tile */
+        mx[h] = nm;
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sm[e >> 1] += exp2f(a[j][e] - mx[e >> 1]);
+}
+
+/* The end of pass 1 for one warp: logz2 of rows row_g and row_g + 8 (those below n) from lse_add_tile's mx and
+ * sm; returns the warp's sum of its rows' logz2 (every lane). c: lane % 4 (the caller's: threadIdx.x % 4 here
+ * gives fused_lse other code). */
+__device__ __forceinline__ double lse_finish(const float (&mx)[2], float (&sm)[2], int c, long long row_g, long long n,
+                                             float* __restrict__ logz2) {
+    double part = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 1);
+        sm[h] += __shfl_xor_sync(0xffffffffu, sm[h], 2);
+        const long long row = row_g + 8 * h;
+        const float lz = mx[h] + log2f(sm[h]);
+        if (c == 0 && row < n) {
+            logz2[row] = lz;
+            part += lz;
+        }
+    }
+    return warp_sum(part);
+}
+
+/* Pass 2's tile math for one warp: st holds S^T (this warp's components g and g + 8 of an m16 C fragment
+ * against 8 NJ rows: x'.mu', prescaled); into rt (st itself, or another array), the responsibilities
+ * r = exp2(b2 - h2 t - logz2) with t = ||x'||^2 - 2 x'.mu' (xnt, lzt: the rows' norms and logz2);
+ * nk += r, s2 += r (t + ||mu'||^2) (no clamp of the distance at 0: pass 1 has none either, and the M-step
+ * floors the variance). cb, ch, cm: the two components' b2, h2, ||mu'||^2; c: lane % 4. A macro for
+ * fused_acc: as an inline function (c a parameter or not) nvcc 13.0 emitted other code for
+ * fused_acc<__half, FP16, 64> on sm_90; the expansion is the loop it had. */
+#define TILE_RESPONSIBILITIES(NJ, st, rt, xnt, lzt, m2, cb, ch, cm, nk, s2, c)                     \
+    _Pragma("unroll") for (int j_ = 0; j_ < (NJ); j_++) {                                          \
+        const float2 xv_ = *(const float2*)((xnt) + j_ * 8 + 2 * (c));                             \
+        const float2 lv_ = *(const float2*)((lzt) + j_ * 8 + 2 * (c));                             \
+        _Pragma("unroll") for (int e_ = 0; e_ < 4; e_++) {                                         \
+            const int h_ = e_ >> 1;                                                                \
+            float t_ = fmaf((m2), (st)[j_][e_], e_ & 1 ? xv_.y : xv_.x); /* ||x'||^2 - 2 x'.mu' */ \
+            float r_ = exp2f(fmaf(-(ch)[h_], t_, (cb)[h_]) - (e_ & 1 ? lv_.y : lv_.x));            \
+            (nk)[h_] += r_;                                                                        \
+            (s2)[h_] = fmaf(r_, t_ + (cm)[h_], (s2)[h_]);                                          \
+            (rt)[j_][e_] = r_;                                                                     \
+        }                                                                                          \
+    }
+
+/* TILE_RESPONSIBILITIES as a function, c from threadIdx.x: the warp-specialised pass 2's form (the macro
+ * in its place gives fused_acc_ws<2, true> other code). */
+template <int NJ>
+__device__ __forceinline__ void tile_responsibilities(const float (&st)[NJ][4], float (&rt)[NJ][4], const float* xnt,
+                                                      const float* lzt, float m2, const float (&cb)[2],
+                                                      const float (&ch)[2], const float (&cm)[2], float (&nk)[2],
+                                                      float (&s2)[2]) {
+    const int c = threadIdx.x % 4;
+    TILE_RESPONSIBILITIES(NJ, st, rt, xnt, lzt, m2, cb, ch, cm, nk, s2, c);
+}
+
+/* Pass 2's one write per block: quad-reduces this warp's per-component sums nk, s2 (components kw + g and
+ * kw + g + 8) and adds them, and the R^T x accumulators acc (NH x 128 columns, scaled by inv_scale; s1 rows dp
+ * wide), to the double outputs with atomics; components >= k and columns >= d are skipped. */
+template <int NH>
+__device__ __forceinline__ void flush_stats(float (&nk)[2], float (&s2)[2], const float (&acc)[NH][DP_MAX / 8][4],
+                                            int kw, int k, int d, int dp, float inv_scale, double* __restrict__ nk_out,
+                                            double* __restrict__ s1_out, double* __restrict__ s2_out) {
+    const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 1);
+        nk[h] += __shfl_xor_sync(0xffffffffu, nk[h], 2);
+        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 1);
+        s2[h] += __shfl_xor_sync(0xffffffffu, s2[h], 2);
+        int kk = kw + g + 8 * h;
+        if (c == 0 && kk < k) {
+            atomicAdd(nk_out + kk, (double)nk[h]);
+            atomicAdd(s2_out + kk, (double)s2[h]);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < NH; h++)
+#pragma unroll
+        for (int j = 0; j < DP_MAX / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int kk = kw + g + 8 * (e >> 1), col = h * DP_MAX + j * 8 + 2 * c + (e & 1);
+                if (kk < k && col < d) atomicAdd(s1_out + (long long)kk * dp + col, (double)(acc[h][j][e] * inv_scale));
+            }
 }
 
 /* The dynamic smem base rounded up to 1024 B (panelled wgmma tiles need it; +1024 B is allocated). */

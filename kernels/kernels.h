@@ -75,6 +75,21 @@ int fgmm_fused_lse(const void* x, int dtype, long long n, const fgmm_fused_model
 int fgmm_fused_accumulate(const void* x, int dtype, long long n, const fgmm_fused_model* m, int mode,
                           const float* logz2, double* nk, double* s1, double* s2, int splits, cudaStream_t stream);
 
+/* Pass 2 as a warp-specialised kernel (estep_ws.cu, sm_90a): the copy engine (TMA) loads row tiles for
+ * consumer warpgroups through mbarriers; prepared rows (m->wgmma), dp = 128. The same sums as
+ * fgmm_fused_accumulate in fp16 mode. Variants: */
+#define FGMM_WS_PIPE2 1  /* 2 consumer warpgroups, each running a tile's exponentials under the previous R^T x */
+#define FGMM_WS_PLAIN2 2 /* 2 consumer warpgroups, one tile at a time each (R^T x waited for at the next tile) */
+/* Pass 1 warp-specialised likewise (same conditions): the same logz2 and ll_part bits as fgmm_fused_lse. */
+int fgmm_fused_lse_ws(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
+                      cudaStream_t stream);
+/* 1 where the kernel applies (sm_90 model, dp = 128, the driver's tensor-map encoder present). */
+int fgmm_fused_ws_ok(const fgmm_fused_model* m);
+/* splits: row-range blocks per component tile (0 = one block per SM). cudaErrorInvalidValue where
+ * fgmm_fused_ws_ok is 0, the variant is unknown or logz2 / m->xnorm are not 16-byte aligned. */
+int fgmm_fused_accumulate_ws(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
+                             double* s1, double* s2, int variant, int splits, cudaStream_t stream);
+
 /* Both passes in one (estep_onepass.cu, sm_90a): prepared rows (m->wgmma), dp = 128, kp = 128, 256,
  * 512 or 1024. Adds to nk, s1, s2 as the two passes do; writes *parts log-likelihood partials
  * (log2 units, at most fgmm_fused_lse_blocks(n)) into ll_part. cudaErrorInvalidConfiguration: no

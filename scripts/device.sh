@@ -6,6 +6,7 @@
 #   scripts/device.sh run [bench...]  (on the device) GPU tests, then bench_estep; logs to $OUT
 #                                     (FGMM_QUICK=1: only those; else also CPU, train, stream, assign)
 #   scripts/device.sh sanitize        (on the device) GPU tests under compute-sanitizer memcheck/racecheck
+#   scripts/device.sh ws              (on the device) the warp-specialised pass 2: tests, sanitizers, old vs new
 #   scripts/device.sh ncu [shape]     (on the device) Nsight Compute profile of the two fused kernels
 #   scripts/device.sh curves NAME ARGS (on the device) build/ivf_curves ARGS --out $OUT/NAME (GPU training,
 #                                     FAISS search on the host's cores); data files reach the device in
@@ -31,10 +32,11 @@ bundle_env() {
 case "${1:-}" in
 bundle)
     set -e
-    "$top/scripts/build.sh" "$top/build"
+    bd="${FGMM_BUILD_DIR:-$top/build}" # another build folder (e.g. build-cuda)
+    "$top/scripts/build.sh" "$bd"
     b="$top/.devbundle"; rm -rf "$b"; mkdir -p "$b/lib"
     # FGMM_BUNDLE="ivf_curves" (say) packs only those programs: room for data in the same call
-    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves bench_build bench_search}; do cp "$top/build/$p" "$b/"; done
+    for p in ${FGMM_BUNDLE:-flashgmm_tests bench_estep bench_cpu flashgmm ivf_curves bench_build bench_search}; do cp "$bd/$p" "$b/"; done
     # libraries the device image lacks: everything not from glibc/gcc/CUDA
     for f in "$b"/*; do
         [ -f "$f" ] || continue
@@ -83,6 +85,32 @@ sanitize)
     timeout 240 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
         --gtest_filter='GpuEstep.FastModeHandlesAnyDataScale:GpuEstep.SmallPreparedTiles:GpuEstep.FusedDiagonalMatchesFloat64' > "$out/racecheck.log" 2>&1
     echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED" "$out/racecheck.log"
+    ;;
+ws)
+    # (on the device) the warp-specialised passes (kernels/estep_ws.cu, issue 26): a cold training traced
+    # (this machine's first CUDA process), their tests and those of the kernels using reduce.cuh's warp
+    # reductions, memcheck and racecheck on the small ones, the kernels
+    # old vs new at the issue's three shapes, then a second cold training (a fresh process, warm machine) and
+    # a third with eager module loading (300 s of timeouts in all)
+    bundle_env flashgmm_tests; cd "$top"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$out/gpu.txt"
+    FGMM_TRACE=1 timeout 15 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold1.log" 2>&1
+    awk '/fgmm trace/; /^\| GPU/ {print; exit}' "$out/train_cold1.log" # the first training's steps
+    timeout 110 "$b/flashgmm_tests" --gtest_filter='GpuEstepWs.*:GpuEstep.*:GpuKmeans.*:GpuSoar.*:GpuAssign.*' \
+        > "$out/ws_tests.log" 2>&1
+    echo "tests rc=$?"; grep -E '^\[  (FAILED|PASSED|  OK|SKIPPED)|Failure|Expected|Which|actual|rror' "$out/ws_tests.log" | head -40
+    timeout 50 compute-sanitizer --tool memcheck --error-exitcode 3 "$b/flashgmm_tests" \
+        --gtest_filter='GpuEstepWs.SmallAndPartialTiles:GpuEstepWs.StagesWrapAround' > "$out/ws_memcheck.log" 2>&1
+    echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|FAILED|Invalid|out of bounds" "$out/ws_memcheck.log" | head -8
+    timeout 25 compute-sanitizer --tool racecheck --error-exitcode 3 "$b/flashgmm_tests" \
+        --gtest_filter='GpuEstepWs.SmallAndPartialTiles' > "$out/ws_racecheck.log" 2>&1
+    echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|FAILED|hazard" "$out/ws_racecheck.log" | head -8
+    timeout 70 "$b/bench_estep" --ws --reps 10 ${FGMM_WS_SHAPES:-1000000x1024x128 10000000x1024x96 1000000x4096x128} 2>&1 | tee "$out/ws_bench.log"
+    FGMM_TRACE=1 timeout 15 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold2.log" 2>&1
+    awk '/fgmm trace/; /^\| GPU/ {print; exit}' "$out/train_cold2.log" # the first training's steps
+    # the same with every kernel module loaded at the context's start (CUDA's default loads each at first use)
+    CUDA_MODULE_LOADING=EAGER FGMM_TRACE=1 timeout 15 "$b/bench_estep" --train 1000000x1024x128 > "$out/train_cold_eager.log" 2>&1
+    awk '/fgmm trace/; /^\| GPU/ {print; exit}' "$out/train_cold_eager.log"
     ;;
 ncu)
     # one profile of the fused kernels (the first fused_lse and fused_acc of the fast path) at one
@@ -158,5 +186,5 @@ search-bench)
     echo "$name: rc ${PIPESTATUS[0]}"
     ;;
 *)
-    echo "usage: $0 bundle | run [shapes...] | sanitize | ncu [shape] | pack FILE... | unpack | curves NAME ARGS | build-bench NAME ARGS | search-bench NAME ARGS" >&2; exit 2 ;;
+    echo "usage: $0 bundle | run [shapes...] | sanitize | ws | ncu [shape] | pack FILE... | unpack | curves NAME ARGS | build-bench NAME ARGS | search-bench NAME ARGS" >&2; exit 2 ;;
 esac

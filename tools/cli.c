@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
         printf("%lld %d %s\n", (long long)s.n, s.d, fgmm_cli_dtype_name(s.dtype));
         return 0;
     }
+    if (!strcmp(cmd, "train")) fgmm_cli_prestart(&args.p);
     FgmmVecs x;
     if (fgmm_cli_read(&args, in, 0, args.max_rows, 0, &x)) return fgmm_cli_fail(in);
     if (!strcmp(cmd, "convert")) {

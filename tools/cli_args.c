@@ -124,6 +124,11 @@ int fgmm_cli_read(const fgmm_cli_args* args, const char* in, fgmm_idx_t first, f
     return fgmm_vecs_read_any(in, args->dataset, first, max_rows, shape_only, !args->hdf5_in_process, out);
 }
 
+void fgmm_cli_prestart(const FgmmParams* p) {
+    if (p->backend == FGMM_BACKEND_CPU) return;
+    for (int g = 0; g < (p->n_gpus > 1 ? p->n_gpus : 1); g++) fgmm_gpu_prestart(p->gpu_device + g);
+}
+
 /* 1 if a and b name the same existing file (or the same string). */
 static int same_file(const char* a, const char* b) {
     struct stat sa, sb;

@@ -32,6 +32,9 @@ int fgmm_cli_int(const char* opt, const char* v, long long lo, long long hi, lon
  * in a child process unless --hdf5 in-process. */
 int fgmm_cli_read(const fgmm_cli_args* args, const char* in, fgmm_idx_t first, fgmm_idx_t max_rows, int shape_only,
                   FgmmVecs* out);
+/* Starts CUDA on the devices p trains on (fgmm_gpu_prestart), unless p's backend is the CPU: call it
+ * before reading the data, which then hides the start. Its failures are the training's to report. */
+void fgmm_cli_prestart(const FgmmParams* p);
 /* The output is not the input and its directory is writable (a file is made there and removed).
  * Returns 0, 1 (cannot write, message printed) or 2 (it is the input). */
 int fgmm_cli_check_out(const char* in, const char* out);

@@ -274,6 +274,7 @@ static int ivf_build(int argc, char** argv) {
     if (fgmm_cli_check_out(data, out)) goto done;
     rc = 1;
     if (threads) omp_set_num_threads((int)threads);
+    if (quant != QUANT_FAISS) fgmm_cli_prestart(&args.p);
     FgmmVecs v;
     if (fgmm_cli_read(&args, data, 0, args.max_rows, 0, &v)) {
         rc = fgmm_cli_fail(data);

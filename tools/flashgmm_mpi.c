@@ -282,11 +282,12 @@ static int run(int argc, char** argv, fgmm_comm* c) {
     fgmm_idx_t* row0 = malloc(((size_t)c->size + 1) * sizeof *row0);
     FgmmVecs x = {0};
     rc = row0 ? FGMM_OK : fgmm_fail(FGMM_ERR_NOMEM, "out of host memory");
+    a.p.gpu_device = local_rank();
+    fgmm_cli_prestart(&a.p);
     if (!all_ok(c, rc, "start") || read_shard(c, in, &a, row0, &x)) {
         free(row0);
         return 1;
     }
-    a.p.gpu_device = local_rank();
     if (c->rank == 0) fgmm_cli_progress_begin(&a, 1);
     FgmmModel* m = NULL;
     FgmmTrainInfo info;

@@ -13,7 +13,7 @@ Plain FAISS (faiss.read_index + search) on a spilled index returns duplicate ids
 (vector, list) entries in ntotal: export with index.write_faiss(path) or index.to_faiss() instead.
 """
 from ._lib import FlashgmmError
-from .gmm import Gmm, gpu_available, read_vecs, train_gmm
+from .gmm import Gmm, gpu_available, gpu_prestart, read_vecs, train_gmm
 from .ivf import IvfIndex, SearchParametersIVF
 
-__all__ = ["FlashgmmError", "Gmm", "IvfIndex", "SearchParametersIVF", "gpu_available", "read_vecs", "train_gmm"]
+__all__ = ["FlashgmmError", "Gmm", "IvfIndex", "SearchParametersIVF", "gpu_available", "gpu_prestart", "read_vecs", "train_gmm"]

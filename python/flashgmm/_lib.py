@@ -18,6 +18,7 @@ ERROR_NAMES = {-1: "FGMM_ERR_NULL", -2: "FGMM_ERR_ARG", -3: "FGMM_ERR_DATA", -4:
                -5: "FGMM_ERR_GPU_NOMEM", -6: "FGMM_ERR_CUDA", -7: "FGMM_ERR_IO", -8: "FGMM_ERR_NO_GPU",
                -9: "FGMM_ERR_FAISS", -10: "FGMM_ERR_STATE"}
 ERR_FAISS = -9
+ERR_NO_GPU = -8
 
 
 class FlashgmmError(RuntimeError):
@@ -191,6 +192,11 @@ _proto("fgmm_assign_topm", c_int, [P, POINTER(FgmmParams), idx_t, c_int, P, c_in
 _proto("fgmm_model_write", c_int, [P, c_char_p], _check)
 _proto("fgmm_model_read", c_int, [c_char_p, POINTER(P)], _check)
 _proto("fgmm_gpu_available", c_int, [])
+try:  # newer libraries only: gpu_prestart does nothing without it
+    _proto("fgmm_gpu_prestart", c_int, [c_int])
+    HAS_PRESTART = True
+except AttributeError:
+    HAS_PRESTART = False
 _proto("fgmm_vecs_read", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], _check)
 _proto("fgmm_vecs_read_isolated", c_int, [c_char_p, c_char_p, idx_t, POINTER(FgmmVecs)], _check)
 _proto("fgmm_vecs_free", None, [POINTER(FgmmVecs)])

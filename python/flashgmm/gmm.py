@@ -132,3 +132,21 @@ def read_vecs(path, dataset=None, max_rows=0, in_process=False):
 def gpu_available():
     """True if this build of the library can use a CUDA device."""
     return bool(lib.fgmm_gpu_available())
+
+
+def gpu_prestart(device=0):
+    """Starts CUDA (its driver and the device's context: a process's first GPU training would spend
+    about 0.2-0.3 s on them) on a background thread and returns at once. Call it before reading the
+    data (read_vecs, np.load, ...) so that the start overlaps the reading; training then finds it
+    done. True if started (or started before), False if this build of the library has no CUDA (or
+    predates the call). A failed start is reported by the GPU training, as without this call.
+    docs/gpu.md, "Cold start"."""
+    device = _lib.check_int(device, "device", ctypes.c_int, 0)
+    if not _lib.HAS_PRESTART:
+        return False
+    rc = lib.fgmm_gpu_prestart(device)
+    if rc == _lib.ERR_NO_GPU:
+        return False
+    if rc:
+        raise _lib.FlashgmmError(rc, lib.fgmm_get_last_error().decode(errors="replace"))
+    return True

@@ -51,6 +51,8 @@ static inline float fgmm_exp_nonpos(float x) {
 /* Limits that keep size arithmetic in range (also for hostile files). */
 #define FGMM_MAX_DIM (1 << 20)
 #define FGMM_MAX_K (1 << 24)
+/* fgmm_gpu_prestart takes devices 0 .. FGMM_PRESTART_DEVICES - 1 (gpu_prestart.c: a slot each). */
+#define FGMM_PRESTART_DEVICES 64
 
 /* Files (file.c; fgmm_open_input and fgmm_output_begin / _end are public, flashgmm_io.h): the
  * fgmm_open_input check for readers that open by path. */

@@ -2,6 +2,8 @@
 /* gpu_call.c: one self-contained GPU call's device, stream, handle and memory (gpu_call.h). */
 #include "gpu_call.h"
 
+#include "gpu_prestart.h"
+
 int fgmm_gpu_call_cuda_fail(const fgmm_gpu_call* c, cudaError_t e, const char* what) {
     cudaGetLastError(); /* clears a launch error so that it does not surface in a later call */
     return fgmm_fail(e == cudaErrorMemoryAllocation ? FGMM_ERR_GPU_NOMEM : FGMM_ERR_CUDA, "%s: %s: %s", c->who, what,
@@ -21,6 +23,7 @@ int fgmm_gpu_call_begin(fgmm_gpu_call* c, const char* who, int device, int want_
     c->mem = NULL;
     c->free_b = 0;
     int ndev = 0;
+    fgmm_gpu_prestart_wait(device);
     cudaError_t ce = cudaGetDeviceCount(&ndev);
     if (ce != cudaSuccess || ndev == 0) {
         cudaGetLastError();

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "gpu_impl.h"
+#include "gpu_prestart.h"
 
 int fgmm_gpu_available(void) {
     int n = 0;
@@ -80,13 +81,15 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     FGMM_CHECK_NULL(out);
     *out = NULL;
     int n = 0;
+    fgmm_gpu_prestart_wait(device); /* a start begun by fgmm_gpu_prestart ends first */
     double mark = fgmm_now();
-    cudaError_t ce = cudaGetDeviceCount(&n); /* a process's first CUDA call: the driver starts here */
+    cudaError_t ce = cudaGetDeviceCount(&n); /* the driver starts here, unless fgmm_gpu_prestart started it */
     if (ce != cudaSuccess || n == 0) {
         cudaGetLastError();
         return fgmm_fail(FGMM_ERR_NO_GPU, "no CUDA device available (%s)", ce ? cudaGetErrorString(ce) : "0 devices");
     }
     if (device < 0 || device >= n) return fgmm_fail(FGMM_ERR_ARG, "gpu_device = %d; %d device(s) present", device, n);
+    fgmm_trace(&mark, "  gpu: CUDA driver (device count)");
     fgmm_engine* e = calloc(1, sizeof *e);
     gpu_impl* g = calloc(1, sizeof *g);
     if (!e || !g) {
@@ -109,7 +112,9 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
     fgmm_gpu_engine_options(&g->opt, prec);
     int rc = FGMM_OK;
     cudaStream_t st = NULL, copy_st = NULL; /* kept only once made (a failed create may leave a stale handle) */
-    if ((ce = cudaSetDevice(device)) || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
+    ce = cudaSetDevice(device);             /* makes the primary context */
+    fgmm_trace(&mark, "  gpu: context (cudaSetDevice)");
+    if (ce || (ce = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking)) ||
         ((g->st = st), (ce = cudaStreamCreateWithFlags(&copy_st, cudaStreamNonBlocking))))
         rc = fgmm_gpu_cuda_fail(ce, "device setup");
     else g->copy_st = copy_st;
@@ -119,8 +124,7 @@ int fgmm_engine_gpu_create(fgmm_engine** out, int device, size_t mem_limit, Fgmm
             rc = fgmm_gpu_cuda_fail(ce, "event setup");
     for (int i = 0; i < 3 && !rc; i++)
         if ((ce = cudaEventCreate(&g->tev[i]))) rc = fgmm_gpu_cuda_fail(ce, "event setup");
-    fgmm_trace(&mark,
-               "  gpu: CUDA driver, context, streams, events"); /* cuBLAS: at its first use (fgmm_gpu_blas_tile) */
+    fgmm_trace(&mark, "  gpu: streams, events"); /* cuBLAS: at its first use (fgmm_gpu_blas_tile) */
     if (!rc) rc = fgmm_engine_cpu_create(&g->cpu);
     if (rc) {
         gpu_destroy(e);
@@ -144,6 +148,21 @@ int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on) {
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
     ((gpu_impl*)e->impl)->opt.onepass = on < 0 ? -1 : on != 0;
     return FGMM_OK;
+}
+
+int fgmm_engine_gpu_set_ws(fgmm_engine* e, int variant) {
+    FGMM_CHECK_NULL(e);
+    if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
+    _Static_assert(FGMM_GPU_WS_PIPE == FGMM_WS_PIPE2 && FGMM_GPU_WS_PLAIN == FGMM_WS_PLAIN2, "variant codes");
+    if (variant < FGMM_GPU_WS_AUTO || variant > (FGMM_GPU_WS_LSE | FGMM_GPU_WS_ACC) ||
+        (variant > 0 && (variant & FGMM_GPU_WS_ACC) == FGMM_GPU_WS_ACC))
+        return fgmm_fail(FGMM_ERR_ARG, "unknown warp-specialised E-step variant %d", variant);
+    ((gpu_impl*)e->impl)->opt.ws = variant;
+    return FGMM_OK;
+}
+
+long long fgmm_engine_gpu_ws_launches(const fgmm_engine* e) {
+    return e && e->ops == &gpu_ops ? ((const gpu_impl*)e->impl)->ws_launches : -1;
 }
 
 int fgmm_engine_gpu_device(const fgmm_engine* e) {

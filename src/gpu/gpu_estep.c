@@ -75,12 +75,20 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         }
         if ((rc = fgmm_gpu_dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ"))) return rc;
         CU(cudaEventRecord(g->tev[0], g->st));
-        KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
+        int ws = c->plan.ws && c->prep && fgmm_fused_ws_ok(&c->fm) ? c->plan.ws : 0; /* warp-specialised */
+        if (ws == FGMM_GPU_WS_AUTO) ws = c->fm.kp >= FGMM_GPU_WS_AUTO_KP ? FGMM_GPU_WS_PIPE : 0;
+        if (ws & FGMM_GPU_WS_LSE) KL(fgmm_fused_lse_ws(dx, rows, &c->fm, g->logz.p, g->llp.p, g->st));
+        else KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
         CU(cudaEventRecord(g->tev[1], g->st));
         KL(fgmm_accumulate_d(g->llp.p, g->ll.p, nb, g->st)); /* ll: per-block sums, in a fixed order */
-        KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p, g->s1.p, g->s2.p, 0, g->st));
+        if (ws & FGMM_GPU_WS_ACC)
+            KL(fgmm_fused_accumulate_ws(dx, rows, &c->fm, g->logz.p, g->nk.p, g->s1.p, g->s2.p, ws & FGMM_GPU_WS_ACC, 0,
+                                        g->st));
+        else
+            KL(fgmm_fused_accumulate(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->nk.p, g->s1.p, g->s2.p, 0, g->st));
         CU(cudaEventRecord(g->tev[2], g->st));
         g->timed = 1;
+        g->ws_launches += ws != 0;
         return FGMM_OK;
     }
     /* cuBLAS path */

@@ -60,6 +60,7 @@ typedef struct gpu_impl {
     size_t mem_limit;
     fgmm_gpu_options opt;  /* path (never -1 here), one-pass, host M-step, cuBLAS tile (gpu_engine.h) */
     char plan_traced[256]; /* FGMM_TRACE: the last plan printed (gpu_plan.c) */
+    long long ws_launches; /* E-step chunks that ran a warp-specialised kernel (tests and benchmarks check it) */
     cudaStream_t st, copy_st;
     cudaEvent_t copied[2], consumed[2];
     cudaEvent_t tev[3];    /* around the fused passes of the last chunk */
@@ -127,6 +128,7 @@ typedef struct gpu_plan {
                       as given */
     int wgmma;     /* the sm_90a wgmma kernels on prepared rows, else mma.sync */
     int onepass;   /* the one-pass fused kernel: 1 wherever it applies, 0 never, -1 where kp = 128 */
+    int ws;        /* the two passes' warp-specialised kernels (FGMM_GPU_WS_*) where they apply; 0: never */
     int device_em; /* whole EM iterations on the device (prepared resident rows, device M-step) */
     int tf32;      /* the cuBLAS k-means distances on TF32 tensor cores */
 } gpu_plan;

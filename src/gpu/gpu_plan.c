@@ -10,10 +10,10 @@
 #include "gpu_impl.h"
 
 static pthread_mutex_t options_lock = PTHREAD_MUTEX_INITIALIZER;
-static fgmm_gpu_options options = {-1, -1, 0, 0};
+static fgmm_gpu_options options = {-1, -1, 0, 0, FGMM_GPU_WS_AUTO};
 
 void fgmm_gpu_options_init(fgmm_gpu_options* o) {
-    if (o) *o = (fgmm_gpu_options){-1, -1, 0, 0};
+    if (o) *o = (fgmm_gpu_options){-1, -1, 0, 0, FGMM_GPU_WS_AUTO};
 }
 
 void fgmm_gpu_set_options(const fgmm_gpu_options* o) {
@@ -49,7 +49,10 @@ static void trace_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, co
     const char* fallback = "rows as given, mma.sync";
     if (pass == GPU_PASS_EM) fallback = "the e-step and host M-step";
     else if (pass == GPU_PASS_KMEANS || p->fmt == FMT_F16_DIAG) fallback = "cuBLAS fp32 row tiles";
-    char rows[120], line[200];
+    char rows[120], line[200], wsd[64] = "";
+    if (p->ws == FGMM_GPU_WS_AUTO)
+        snprintf(wsd, sizeof wsd, ", warp-specialised pass 2 from kp = %d", FGMM_GPU_WS_AUTO_KP);
+    else if (p->ws) snprintf(wsd, sizeof wsd, ", warp-specialised");
     if (p->fmt == FMT_RAW) snprintf(rows, sizeof rows, "rows as given, mma.sync");
     else
         snprintf(rows, sizeof rows, "prepared %s rows, %s, where they fit resident; else %s",
@@ -59,8 +62,8 @@ static void trace_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, co
     else if (!p->fused)
         snprintf(line, sizeof line, "cuBLAS fp32 row tiles%s", pass == GPU_PASS_KMEANS && p->tf32 ? ", TF32" : "");
     else
-        snprintf(line, sizeof line, "fused %s, one-pass %s; %s", mode_name[p->mode], onepass_name[p->onepass + 1],
-                 rows);
+        snprintf(line, sizeof line, "fused %s, one-pass %s%s; %s", mode_name[p->mode], onepass_name[p->onepass + 1],
+                 wsd, rows);
     char full[sizeof g->plan_traced];
     snprintf(full, sizeof full, "  gpu plan: %s, %s d = %d: %s", pass_name[pass],
              cov == FGMM_COV_DIAGONAL ? "diagonal" : "isotropic", d, line);
@@ -78,6 +81,7 @@ void fgmm_gpu_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, gpu_pl
     else if (path == FGMM_GPU_PATH_FUSED_BF16) p->mode = FGMM_FUSED_BF16;
     p->wgmma = g->wg && path != FGMM_GPU_PATH_FUSED_MMA;
     p->onepass = g->opt.onepass;
+    p->ws = p->wgmma && path == FGMM_GPU_PATH_FUSED ? g->opt.ws : 0;
     p->fmt = prepared ? prepared_fmt(g, cov, d) : FMT_RAW;
     switch (pass) {
     case GPU_PASS_ESTEP:
