@@ -34,9 +34,11 @@ static pthread_cond_t joined = PTHREAD_COND_INITIALIZER;
 static slot slots[FGMM_PRESTART_DEVICES];
 static int handlers, exiting; /* exit and fork handlers registered; the exit handler has run */
 
-/* Joins slot s's thread if this caller is the first to ask, else waits for the one who joins it. */
-static void wait_slot(slot* s) {
+/* Joins slot s's thread if this caller is the first to ask, else waits for the one who joins it;
+ * 1 if a start was under way. */
+static int wait_slot(slot* s) {
     pthread_mutex_lock(&mu);
+    const int begun = s->state == RUNNING || s->state == JOINING;
     while (s->state == JOINING) pthread_cond_wait(&joined, &mu);
     if (s->state == RUNNING) {
         s->state = JOINING;
@@ -48,6 +50,7 @@ static void wait_slot(slot* s) {
         pthread_cond_broadcast(&joined);
     }
     pthread_mutex_unlock(&mu);
+    return begun;
 }
 
 static void join_all_at_exit(void) {
@@ -111,6 +114,5 @@ int fgmm_gpu_prestart(int device) {
 void fgmm_gpu_prestart_wait(int device) {
     if (device < 0 || device >= FGMM_PRESTART_DEVICES) return;
     double mark = fgmm_now();
-    wait_slot(&slots[device]);
-    fgmm_trace(&mark, "gpu: wait for fgmm_gpu_prestart");
+    if (wait_slot(&slots[device])) fgmm_trace(&mark, "gpu: wait for fgmm_gpu_prestart");
 }
