@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -77,10 +78,14 @@ inline void expect_close(const Got& g, const RefStats& r, double tol, const char
 }
 
 #ifdef FGMM_WITH_CUDA
+constexpr int kEngineWs = INT_MIN;  // engine_estep_raw: keep the engine's own ws option
+
 // One E-step through a GPU engine forced onto a path (FGMM_GPU_PATH_*); mem_limit 0: free memory;
-// onepass: 1 the one-pass kernel wherever it applies, 0 never, -1 the engine's default.
-inline Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x,
-                        int onepass = -1) {
+// onepass: 1 the one-pass kernel wherever it applies, 0 never, -1 the engine's default; ws: the
+// warp-specialised passes (FGMM_GPU_WS_*); *ws_launches (if given): the chunks that ran one. sig is
+// the engine's own s2 (diagonal: sum r x^2).
+inline Got engine_estep_raw(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x,
+                            int onepass = -1, int ws = kEngineWs, long long* ws_launches = nullptr) {
     int k = fgmm_model_k(m), d = fgmm_model_d(m);
     bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
     Got g;
@@ -89,6 +94,7 @@ inline Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t 
     if (!e) return g;
     fgmm_engine_gpu_set_path(e, path, 0);
     fgmm_engine_gpu_set_onepass(e, onepass);
+    if (ws != kEngineWs) EXPECT_EQ(fgmm_engine_gpu_set_ws(e, ws), 0) << fgmm_get_last_error();
     fgmm_stats st;
     fgmm_stats_alloc(&st, k, d, diag);
     fgmm_data v = {x, n, d, dt};
@@ -96,14 +102,23 @@ inline Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t 
     g.nk.assign(st.nk, st.nk + k);
     g.mu.assign(st.s1, st.s1 + (size_t)k * d);
     g.sig.assign(st.s2, st.s2 + (diag ? (size_t)k * d : k));
-    if (diag) {  // the engine's diagonal s2 is sum r x^2; the reference's is sum r (x - mu)^2
+    g.ll = st.obj;
+    if (ws_launches) *ws_launches = fgmm_engine_gpu_ws_launches(e);
+    fgmm_stats_free(&st);
+    fgmm_engine_destroy(e);
+    return g;
+}
+
+// engine_estep_raw with the reference's s2: diagonal sig is sum r (x - mu)^2.
+inline Got engine_estep(const FgmmModel* m, int path, size_t mem_limit, int64_t n, FgmmDtype dt, const void* x,
+                        int onepass = -1) {
+    Got g = engine_estep_raw(m, path, mem_limit, n, dt, x, onepass);
+    if (fgmm_model_covariance(m) == FGMM_COV_DIAGONAL) {  // the engine's diagonal s2 is sum r x^2
+        const int d = fgmm_model_d(m);
         const float* mu = fgmm_model_means(m);
         for (size_t i = 0; i < g.sig.size(); i++)
             g.sig[i] += (double)mu[i] * ((double)mu[i] * g.nk[i / d] - 2.0 * g.mu[i]);
     }
-    g.ll = st.obj;
-    fgmm_stats_free(&st);
-    fgmm_engine_destroy(e);
     return g;
 }
 #endif

@@ -9,48 +9,20 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
-#include "internal.h"
 #ifdef FGMM_WITH_CUDA
-#include "gpu_engine.h"
-#endif
+#include "gpu_common.h"
 
 using namespace fgt;
 
-#ifdef FGMM_WITH_CUDA
 namespace {
 
-constexpr double kFastTol = 2e-3;  // fp16 operands against float64 (as the other fused paths)
+// kFastTol (gpu_common.h, 2e-3): fp16 operands against float64, as the other fused paths
 constexpr double kSameTol = 1e-4;  // against the default pass 2: the same arithmetic, other sum orders
 
-struct Stats {
-    std::vector<double> nk, s1, s2;
-    double obj = 0;
-    long long ws_launches = 0;
-};
-
-// One E-step of the engine's fast fused path (two passes) on variant ws (FGMM_GPU_WS_*).
-Stats engine_stats(const FgmmModel* m, int64_t n, const float* x, int ws) {
-    const int k = fgmm_model_k(m), d = fgmm_model_d(m);
-    const bool diag = fgmm_model_covariance(m) == FGMM_COV_DIAGONAL;
-    Stats r;
-    fgmm_engine* e = nullptr;
-    EXPECT_EQ(fgmm_engine_gpu_create(&e, 0, 0, FGMM_PREC_FAST), 0) << fgmm_get_last_error();
-    if (!e) return r;
-    fgmm_engine_gpu_set_onepass(e, 0);
-    EXPECT_EQ(fgmm_engine_gpu_set_ws(e, ws), 0);
-    fgmm_stats st;
-    fgmm_stats_alloc(&st, k, d, diag);
-    fgmm_data v = {x, n, d, FGMM_F32};
-    EXPECT_EQ(e->ops->estep(e, &v, m, &st), 0) << fgmm_get_last_error();
-    r.nk.assign(st.nk, st.nk + k);
-    r.s1.assign(st.s1, st.s1 + (size_t)k * d);
-    r.s2.assign(st.s2, st.s2 + (diag ? (size_t)k * d : k));
-    r.obj = st.obj;
-    r.ws_launches = fgmm_engine_gpu_ws_launches(e);
-    fgmm_stats_free(&st);
-    fgmm_engine_destroy(e);
-    return r;
+// One E-step of the engine's fast fused path (two passes) on variant ws (FGMM_GPU_WS_*); *launches: the
+// chunks that ran a warp-specialised kernel. sig: the engine's own s2.
+Got ws_estep(const FgmmModel* m, int64_t n, const float* x, int ws, long long* launches) {
+    return engine_estep_raw(m, FGMM_GPU_PATH_FUSED, 0, n, FGMM_F32, x, 0, ws, launches);
 }
 
 double rel(const std::vector<double>& a, const std::vector<double>& b) {
@@ -64,24 +36,25 @@ bool check_shape(int64_t n, int k, int d, FgmmCovariance cov, uint64_t seed) {
     FgmmModel* m = model_from_rows(x.data(), n, d, k, cov, 1.2, seed + 1);
     const std::string at = " n=" + std::to_string(n) + " k=" + std::to_string(k) + " d=" + std::to_string(d) +
                            (cov == FGMM_COV_DIAGONAL ? " diagonal" : "");
-    Stats def = engine_stats(m, n, x.data(), FGMM_GPU_WS_OFF);
-    EXPECT_EQ(def.ws_launches, 0) << at;
+    long long launches = -1;
+    Got def = ws_estep(m, n, x.data(), FGMM_GPU_WS_OFF, &launches);
+    EXPECT_EQ(launches, 0) << at;
     RefStats ref;
     if (cov == FGMM_COV_ISOTROPIC) ref = ref_estep(m, n, x.data());
     bool ran = true;
     for (int ws :
          std::vector<int>{FGMM_GPU_WS_PIPE, FGMM_GPU_WS_PLAIN, FGMM_GPU_WS_LSE, FGMM_GPU_WS_LSE | FGMM_GPU_WS_PIPE}) {
         const std::string w = " variant " + std::to_string(ws) + at;
-        Stats got = engine_stats(m, n, x.data(), ws);
-        ran = ran && got.ws_launches > 0;
+        Got got = ws_estep(m, n, x.data(), ws, &launches);
+        ran = ran && launches > 0;
         EXPECT_LT(rel(got.nk, def.nk), kSameTol) << "N_k vs default" << w;
-        EXPECT_LT(rel(got.s1, def.s1), kSameTol) << "sum r x vs default" << w;
-        EXPECT_LT(rel(got.s2, def.s2), kSameTol) << "s2 vs default" << w;
-        EXPECT_EQ(got.obj, def.obj) << "log-likelihood (pass 1: the same bits either way)" << w;
+        EXPECT_LT(rel(got.mu, def.mu), kSameTol) << "sum r x vs default" << w;
+        EXPECT_LT(rel(got.sig, def.sig), kSameTol) << "s2 vs default" << w;
+        EXPECT_EQ(got.ll, def.ll) << "log-likelihood (pass 1: the same bits either way)" << w;
         if (cov == FGMM_COV_ISOTROPIC) {
             EXPECT_LT(rel(got.nk, ref.nk), kFastTol) << "N_k vs float64" << w;
-            EXPECT_LT(rel(got.s1, ref.mu_acc), kFastTol) << "sum r x vs float64" << w;
-            EXPECT_LT(rel(got.s2, ref.sig_acc), kFastTol) << "sum r ||x - mu||^2 vs float64" << w;
+            EXPECT_LT(rel(got.mu, ref.mu_acc), kFastTol) << "sum r x vs float64" << w;
+            EXPECT_LT(rel(got.sig, ref.sig_acc), kFastTol) << "sum r ||x - mu||^2 vs float64" << w;
         }
     }
     fgmm_model_free(m);
@@ -127,13 +100,15 @@ TEST(GpuEstepWs, AutoTakesPassTwoFromItsComponentCount) {
     auto x = planted(n, d, at, 0.6, 601);
     FgmmModel* small = model_from_rows(x.data(), n, d, below, FGMM_COV_ISOTROPIC, 1.2, 602);
     FgmmModel* large = model_from_rows(x.data(), n, d, at, FGMM_COV_ISOTROPIC, 1.2, 603);
-    EXPECT_EQ(engine_stats(small, n, x.data(), FGMM_GPU_WS_AUTO).ws_launches, 0);
-    Stats got = engine_stats(large, n, x.data(), FGMM_GPU_WS_AUTO);
-    Stats def = engine_stats(large, n, x.data(), FGMM_GPU_WS_OFF);
+    long long launches = -1;
+    ws_estep(small, n, x.data(), FGMM_GPU_WS_AUTO, &launches);
+    EXPECT_EQ(launches, 0);
+    Got got = ws_estep(large, n, x.data(), FGMM_GPU_WS_AUTO, &launches);
+    const bool ran = launches > 0;
+    Got def = ws_estep(large, n, x.data(), FGMM_GPU_WS_OFF, nullptr);
     EXPECT_LT(rel(got.nk, def.nk), kSameTol);
-    EXPECT_LT(rel(got.s1, def.s1), kSameTol);
-    EXPECT_EQ(got.obj, def.obj);
-    const bool ran = got.ws_launches > 0;
+    EXPECT_LT(rel(got.mu, def.mu), kSameTol);
+    EXPECT_EQ(got.ll, def.ll);
     fgmm_model_free(small);
     fgmm_model_free(large);
     if (!ran) GTEST_SKIP() << "the warp-specialised kernel does not apply on this device (sm_90 only)";
