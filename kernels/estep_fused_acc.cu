@@ -203,11 +203,18 @@ static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, c
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
     if (splits <= 0) {
-        int dev, sms;
+        int dev, sms, per_sm = 0;
         cudaGetDevice(&dev);
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        /* about two waves of blocks; each block then runs many row tiles */
-        splits = (2 * sms + ktiles - 1) / ktiles;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_acc<T, MODE, WDP>, NTHREADS, sm) ||
+            per_sm < 1) {
+            cudaGetLastError();
+            per_sm = 1;
+        }
+        /* as many blocks as run at once, each over many row tiles; rounded down: a block more makes a
+         * second wave as long as the first (k = 4096 had 288 blocks for 264 places) */
+        const int slots = sms * per_sm;
+        splits = slots >= ktiles ? slots / ktiles : 1;
     }
     if (splits > ntiles) splits = (int)ntiles;
     int per = (int)((ntiles + splits - 1) / splits);
