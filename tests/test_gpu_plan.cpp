@@ -92,7 +92,7 @@ TEST(GpuPlan, EngineOptionsComeFromTheSetterNotTheEnvironment) {
     EXPECT_EQ(o.onepass, -1);
     EXPECT_EQ(o.host_mstep, 0);
     EXPECT_EQ(o.tile_rows, 0);
-    EXPECT_EQ(o.ws, FGMM_GPU_WS_AUTO);
+    EXPECT_EQ(o.ws, FGMM_GPU_WS_OFF);
     fgmm_gpu_options got;
     fgmm_gpu_engine_options(&got, FGMM_PREC_FAST);
     EXPECT_EQ(got.path, FGMM_GPU_PATH_FUSED);

@@ -154,7 +154,7 @@ int fgmm_engine_gpu_set_ws(fgmm_engine* e, int variant) {
     FGMM_CHECK_NULL(e);
     if (e->ops != &gpu_ops) return fgmm_fail(FGMM_ERR_STATE, "not a GPU engine");
     _Static_assert(FGMM_GPU_WS_PIPE == FGMM_WS_PIPE2 && FGMM_GPU_WS_PLAIN == FGMM_WS_PLAIN2, "variant codes");
-    if (variant < FGMM_GPU_WS_AUTO || variant > (FGMM_GPU_WS_LSE | FGMM_GPU_WS_ACC) ||
+    if (variant < 0 || variant > (FGMM_GPU_WS_LSE | FGMM_GPU_WS_ACC) ||
         (variant > 0 && (variant & FGMM_GPU_WS_ACC) == FGMM_GPU_WS_ACC))
         return fgmm_fail(FGMM_ERR_ARG, "unknown warp-specialised E-step variant %d", variant);
     ((gpu_impl*)e->impl)->opt.ws = variant;

@@ -29,7 +29,7 @@ typedef struct fgmm_gpu_options {
     long long tile_rows; /* the cuBLAS path's tile rows (n: the naive N x K baseline); 0 (default): from
                             BLAS_TILE_BYTES (gpu_estep.c) */
     int ws;              /* the two passes on the warp-specialised sm_90a kernels (FGMM_GPU_WS_* below);
-                            default FGMM_GPU_WS_AUTO */
+                            default FGMM_GPU_WS_OFF */
 } fgmm_gpu_options;
 void fgmm_gpu_options_init(fgmm_gpu_options* o);
 /* The options of the GPU engines created from now on, in this process (NULL: the defaults). Set
@@ -41,14 +41,11 @@ int fgmm_engine_gpu_set_path(fgmm_engine* e, int path, long long tile_rows);
 int fgmm_engine_gpu_set_onepass(fgmm_engine* e, int on);
 /* The two-pass fused E-step on the warp-specialised sm_90a kernels (kernels/estep_ws.cu) wherever they
  * apply (prepared rows 128 wide on an sm_90 device; elsewhere the usual kernels run): variant = pass 2's
- * (PIPE or PLAIN, or none), optionally | FGMM_GPU_WS_LSE for pass 1; AUTO (the default): pass 2 PIPE
- * from FGMM_GPU_WS_AUTO_KP padded components (H100, BENCHMARKS 1c: 1.6x faster at k = 4096, 0.9x at
- * 1024; between them not measured).
+ * (PIPE or PLAIN, or none), optionally | FGMM_GPU_WS_LSE for pass 1. Off by default: slower than the
+ * usual passes at every K measured, 1,024 to 4,096 (H100, BENCHMARKS 1d).
  * fgmm_engine_gpu_set_ws: this engine's ws option (fgmm_gpu_options); FGMM_ERR_ARG for another value. */
-#define FGMM_GPU_WS_AUTO_KP 4096
 enum {
-    FGMM_GPU_WS_AUTO = -1, /* the default */
-    FGMM_GPU_WS_OFF = 0,   /* never */
+    FGMM_GPU_WS_OFF = 0,   /* never (the default) */
     FGMM_GPU_WS_PIPE = 1,  /* pass 2: kernels.h's FGMM_WS_PIPE2 */
     FGMM_GPU_WS_PLAIN = 2, /* pass 2: FGMM_WS_PLAIN2 */
     FGMM_GPU_WS_ACC = 3,   /* (the bits of pass 2's variant) */

@@ -76,7 +76,6 @@ int fgmm_gpu_estep_chunk(gpu_impl* g, const void* dx, long long row0, long long 
         if ((rc = fgmm_gpu_dgrow(&g->logz, (size_t)rows * sizeof(float), "logZ"))) return rc;
         CU(cudaEventRecord(g->tev[0], g->st));
         int ws = c->plan.ws && c->prep && fgmm_fused_ws_ok(&c->fm) ? c->plan.ws : 0; /* warp-specialised */
-        if (ws == FGMM_GPU_WS_AUTO) ws = c->fm.kp >= FGMM_GPU_WS_AUTO_KP ? FGMM_GPU_WS_PIPE : 0;
         if (ws & FGMM_GPU_WS_LSE) KL(fgmm_fused_lse_ws(dx, rows, &c->fm, g->logz.p, g->llp.p, g->st));
         else KL(fgmm_fused_lse(dx, dtype, rows, &c->fm, c->mode, g->logz.p, g->llp.p, g->st));
         CU(cudaEventRecord(g->tev[1], g->st));

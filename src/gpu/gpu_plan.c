@@ -10,10 +10,10 @@
 #include "gpu_impl.h"
 
 static pthread_mutex_t options_lock = PTHREAD_MUTEX_INITIALIZER;
-static fgmm_gpu_options options = {-1, -1, 0, 0, FGMM_GPU_WS_AUTO};
+static fgmm_gpu_options options = {-1, -1, 0, 0, FGMM_GPU_WS_OFF};
 
 void fgmm_gpu_options_init(fgmm_gpu_options* o) {
-    if (o) *o = (fgmm_gpu_options){-1, -1, 0, 0, FGMM_GPU_WS_AUTO};
+    if (o) *o = (fgmm_gpu_options){-1, -1, 0, 0, FGMM_GPU_WS_OFF};
 }
 
 void fgmm_gpu_set_options(const fgmm_gpu_options* o) {
@@ -50,9 +50,7 @@ static void trace_plan(gpu_impl* g, gpu_pass pass, FgmmCovariance cov, int d, co
     if (pass == GPU_PASS_EM) fallback = "the e-step and host M-step";
     else if (pass == GPU_PASS_KMEANS || p->fmt == FMT_F16_DIAG) fallback = "cuBLAS fp32 row tiles";
     char rows[120], line[200], wsd[64] = "";
-    if (p->ws == FGMM_GPU_WS_AUTO)
-        snprintf(wsd, sizeof wsd, ", warp-specialised pass 2 from kp = %d", FGMM_GPU_WS_AUTO_KP);
-    else if (p->ws) snprintf(wsd, sizeof wsd, ", warp-specialised");
+    if (p->ws) snprintf(wsd, sizeof wsd, ", warp-specialised");
     if (p->fmt == FMT_RAW) snprintf(rows, sizeof rows, "rows as given, mma.sync");
     else
         snprintf(rows, sizeof rows, "prepared %s rows, %s, where they fit resident; else %s",
