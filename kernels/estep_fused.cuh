@@ -150,6 +150,18 @@ static inline int wgmma_ok(const fgmm_fused_model* m) {
     return m->wgmma && (m->dp == 64 || m->dp == 128 || m->dp == 256);
 }
 
+/* The passes' wgmma instantiations (WG) are compiled for every architecture but launched only on sm_90a
+ * (wgmma_ok); elsewhere their body is a trap. */
+#if FGMM_WGMMA
+#define WGMMA_ONLY(WG) (void)0
+#else
+#define WGMMA_ONLY(WG)  \
+    if constexpr (WG) { \
+        __trap();       \
+        return;         \
+    }
+#endif
+
 /* dtype 0 float, 1 uint8, FGMM_FUSED_PREPARED fp16 rows (fp16 mode only) */
 #define DISPATCH(F, ...)                                                                            \
     switch (mode * 3 + dtype) {                                                                     \

@@ -11,12 +11,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     constexpr int P2_BM = P2_BM_OF(MODE), NST = P2_STAGES(PREP);
     constexpr bool WG = WDP != 0; /* wgmma, rows WDP wide (a compile-time dp) */
-#if !FGMM_WGMMA
-    if constexpr (WG) {
-        __trap();
-        return;
-    } /* launched only on sm_90a (see wgmma_ok) */
-#endif
+    WGMMA_ONLY(WG);
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int XROWS = TILE_ELEMS(P2_BM, WDP);       /* 16-bit elements of a row tile */
     constexpr int MROWS = TILE_ELEMS(P2_BN, WDP);       /* of the component tile */

@@ -13,12 +13,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
     constexpr bool EXACT = MODE == FGMM_FUSED_EXACT, F16 = MODE == FGMM_FUSED_FP16, PREP = sizeof(T) == 2;
     constexpr bool WG = WDP != 0;    /* wgmma, rows WDP wide (a compile-time dp) */
     constexpr int BN = P1_BN_OF(WG); /* components per tile */
-#if !FGMM_WGMMA
-    if constexpr (WG) {
-        __trap();
-        return;
-    } /* launched only on sm_90a (see wgmma_ok) */
-#endif
+    WGMMA_ONLY(WG);
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int XROWS = TILE_ELEMS(P1_BM, WDP);           /* 16-bit elements of the row tile */
     constexpr int MROWS = TILE_ELEMS(BN, WDP);              /* of one component tile */
