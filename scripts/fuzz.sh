@@ -85,7 +85,7 @@ for t in "${targets[@]}"; do
         env $(rerun_env "$t") TMPDIR="$out" "$out/fuzz_$t" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 "$a" \
             >"$rep" 2>&1 && continue
         if [ "$(blame "$rep")" = libhdf5 ]; then
-            echo "fuzz: $a: inside libhdf5 (known limitation, README 'What is promised'): $(grep -m1 -E 'ERROR|ALARM' "$rep")"
+            echo "fuzz: $a: inside libhdf5 (known limitation, docs/promises.md): $(grep -m1 -E 'ERROR|ALARM' "$rep")"
         else
             echo "fuzz: $a FAILED in our code:"; grep -E 'ERROR|ALARM|^ *#[0-9]+ ' "$rep" | head -25; status=1
         fi
