@@ -53,6 +53,11 @@ static inline float fgmm_exp_nonpos(float x) {
 #define FGMM_MAX_K (1 << 24)
 /* fgmm_gpu_prestart takes devices 0 .. FGMM_PRESTART_DEVICES - 1 (gpu_prestart.c: a slot each). */
 #define FGMM_PRESTART_DEVICES 64
+/* fgmm_gpu_prestart's device check, the same in both builds: FGMM_OK, or FGMM_ERR_ARG with its message. */
+static inline int fgmm_prestart_device_check(int device) {
+    if (device >= 0 && device < FGMM_PRESTART_DEVICES) return FGMM_OK;
+    return fgmm_fail(FGMM_ERR_ARG, "fgmm_gpu_prestart: device = %d; want 0 .. %d", device, FGMM_PRESTART_DEVICES - 1);
+}
 
 /* Files (file.c; fgmm_open_input and fgmm_output_begin / _end are public, flashgmm_io.h): the
  * fgmm_open_input check for readers that open by path. */

@@ -18,9 +18,8 @@ int fgmm_engine_multi_create(fgmm_engine** out, int n_ranks, int first_device, s
 }
 int fgmm_gpu_available(void) { return 0; }
 int fgmm_gpu_prestart(int device) {
-    if (device < 0 || device >= FGMM_PRESTART_DEVICES)
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_gpu_prestart: device = %d; want 0 .. %d", device,
-                         FGMM_PRESTART_DEVICES - 1);
+    int rc = fgmm_prestart_device_check(device);
+    if (rc) return rc;
     return fgmm_fail(FGMM_ERR_NO_GPU, "fgmm_gpu_prestart: this build of flashgmm has no CUDA support");
 }
 int fgmm_engine_comm_wrap(fgmm_engine** e, fgmm_comm* c, int status) {

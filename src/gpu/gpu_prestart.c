@@ -90,10 +90,8 @@ static void* prestart_run(void* arg) {
 }
 
 int fgmm_gpu_prestart(int device) {
-    if (device < 0 || device >= FGMM_PRESTART_DEVICES)
-        return fgmm_fail(FGMM_ERR_ARG, "fgmm_gpu_prestart: device = %d; want 0 .. %d", device,
-                         FGMM_PRESTART_DEVICES - 1);
-    int rc = FGMM_OK;
+    int rc = fgmm_prestart_device_check(device);
+    if (rc) return rc;
     pthread_mutex_lock(&mu);
     slot* s = &slots[device];
     if (exiting) rc = fgmm_fail(FGMM_ERR_STATE, "fgmm_gpu_prestart: the process is exiting (its exit handler has run)");
