@@ -197,23 +197,13 @@ static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, c
     cudaFuncSetAttribute(fused_acc<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
-    if (splits <= 0) {
-        int dev, sms, per_sm = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_acc<T, MODE, WDP>, NTHREADS, sm) ||
-            per_sm < 1) {
-            cudaGetLastError();
-            per_sm = 1;
-        }
-        /* as many blocks as run at once, each over many row tiles; rounded down: a block more makes a
-         * second wave as long as the first (k = 4096 had 288 blocks for 264 places) */
-        const int slots = sms * per_sm;
-        splits = slots >= ktiles ? slots / ktiles : 1;
+    int per_sm = 1; /* blocks that run at once on an SM, each over many row tiles */
+    if (splits <= 0 &&
+        (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_acc<T, MODE, WDP>, NTHREADS, sm) || per_sm < 1)) {
+        cudaGetLastError();
+        per_sm = 1;
     }
-    if (splits > ntiles) splits = (int)ntiles;
-    int per = (int)((ntiles + splits - 1) / splits);
-    splits = (int)((ntiles + per - 1) / per);
+    const int per = row_ranges(&splits, ktiles, ntiles, per_sm);
     dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
     fused_acc<T, MODE, WDP><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();

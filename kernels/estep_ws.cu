@@ -339,15 +339,7 @@ static int launch_ws(const void* x, long long n, const fgmm_fused_model* m, cons
     constexpr int BK = NCW * 64;
     const int ktiles = (m->kp + BK - 1) / BK;
     const long long ntiles = (n + WS_BM - 1) / WS_BM;
-    if (splits <= 0) { /* one block per SM */
-        int dev, sms;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        splits = sms / ktiles > 0 ? sms / ktiles : 1;
-    }
-    if (splits > ntiles) splits = (int)ntiles;
-    const int per = (int)((ntiles + splits - 1) / splits);
-    splits = (int)((ntiles + per - 1) / per);
+    const int per = row_ranges(&splits, ktiles, ntiles, 1); /* one block per SM */
     const size_t sm = ws_smem<NCW>();
     cudaFuncSetAttribute(fused_acc_ws<NCW, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     fused_acc_ws<NCW, PIPE>

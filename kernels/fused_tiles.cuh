@@ -264,6 +264,24 @@ __device__ __forceinline__ void flush_stats(float (&nk)[2], float (&s2)[2], cons
             }
 }
 
+/* Pass 2's row ranges per component tile (host side): *splits <= 0 asks for one wave of blocks, per_sm
+ * on each SM, rounded down (a block more makes a second wave as long as the first: k = 4096 had 288
+ * blocks for 264 places); at most one range per row tile. Returns the row tiles per range and sets
+ * *splits to the ranges that hold them. */
+static inline int row_ranges(int* splits, int ktiles, long long ntiles, int per_sm) {
+    if (*splits <= 0) {
+        int dev, sms;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        const int slots = sms * per_sm;
+        *splits = slots >= ktiles ? slots / ktiles : 1;
+    }
+    if (*splits > ntiles) *splits = (int)ntiles;
+    const int per = (int)((ntiles + *splits - 1) / *splits);
+    *splits = (int)((ntiles + per - 1) / per);
+    return per;
+}
+
 /* The dynamic smem base rounded up to 1024 B (panelled wgmma tiles need it; +1024 B is allocated). */
 __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw, bool wg) {
     if (!wg) return raw;
