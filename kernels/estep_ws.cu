@@ -61,14 +61,7 @@ __global__ void __launch_bounds__(NCW * 128 + 32, 1)
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + WS_BM - 1) / WS_BM;
     const int cnt = (int)max(0LL, min(ntiles, t_begin + tiles_per_split) - t_begin); /* this block's tiles */
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < WS_NST; s++) {
-            mbar_init(&full[s], 1);
-            mbar_init(&empty[s], NCW * 4);
-        }
-        mbar_init(&mu_bar, 1);
-        mbar_init_fence();
-    }
+    mbar_init_stages(full, empty, NCW * 4, &mu_bar);
     __syncthreads(); /* the only block barrier */
     if (cnt == 0) return;
 
@@ -234,14 +227,7 @@ __global__ void __launch_bounds__(L1_NW * 128 + 32, 1)
     float* xn = cst + L1_NST * 2 * L1_BN;           /* L1_ROWS norms */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nkt = m.kp / L1_BN;
     const long long row0 = (long long)blockIdx.x * L1_ROWS;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < L1_NST; s++) {
-            mbar_init(&full[s], 1);
-            mbar_init(&empty[s], L1_NW * 4);
-        }
-        mbar_init(&x_bar, 1);
-        mbar_init_fence();
-    }
+    mbar_init_stages(full, empty, L1_NW * 4, &x_bar);
     __syncthreads(); /* the only block barrier */
 
     if (warp == L1_NW * 4) { /* ---- producer */

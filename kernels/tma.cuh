@@ -19,6 +19,20 @@ __device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
 __device__ __forceinline__ void mbar_init_fence() {
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
+/* (thread 0) A pipeline's mbarriers: per stage a "full" one (the producer's arrival with the copies'
+ * bytes) and an "empty" one (`consumers` arrivals), and `once` (one arrival: a load done once); the
+ * caller's block barrier follows. */
+template <int NST>
+__device__ __forceinline__ void mbar_init_stages(uint64_t (&full)[NST], uint64_t (&empty)[NST], unsigned consumers,
+                                                 uint64_t* once) {
+    if (threadIdx.x != 0) return;
+    for (int s = 0; s < NST; s++) {
+        mbar_init(&full[s], 1);
+        mbar_init(&empty[s], consumers);
+    }
+    mbar_init(once, 1);
+    mbar_init_fence();
+}
 /* One arrival that also announces `bytes` of asynchronous copies completing on this phase. */
 __device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
