@@ -3,7 +3,7 @@
  * and its launch; the design is in estep_fused.cuh. */
 #include "estep_fused.cuh"
 
-template <typename T, int MODE, int WDP>
+template <typename T, int MODE, int WDP, int KS = WDP / 16>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP_MAX ? 1 : 2)
     fused_acc(const T* __restrict__ x, long long n, fgmm_fused_model m, const float* __restrict__ logz2,
               int tiles_per_split, double* __restrict__ nk_out, double* __restrict__ s1_out,
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
             for (int j = 0; j < P2_BM / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
         if constexpr (WG) { /* this warpgroup's 64 components x the tile's 64 rows */
 #if FGMM_WGMMA
-            wg_gemm<64>(st, smem_u32(ms) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(xt), dp / 64);
+            wg_gemm<64>(st, smem_u32(ms) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(xt), KS);
 #endif
         } else {
 #pragma unroll
@@ -189,33 +189,40 @@ static size_t acc_smem(int mode, int d, int esz, int wdp) {
            (2 * nst * P2_BM + DP_MAX) * sizeof(float) + (prep ? 0 : (size_t)P2_BM * d * esz) + (wdp ? 1024 : 0);
 }
 
-template <typename T, int MODE, int WDP>
+template <typename T, int MODE, int WDP, int KS = WDP / 16>
 static int launch_acc_k(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk,
                         double* s1, double* s2, int splits, cudaStream_t stream) {
     constexpr int P2_BM = P2_BM_OF(MODE);
     size_t sm = acc_smem(MODE, m->d, (int)sizeof(T), WDP);
-    cudaFuncSetAttribute(fused_acc<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    cudaFuncSetAttribute(fused_acc<T, MODE, WDP, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     long long ntiles = (n + P2_BM - 1) / P2_BM;
     int ktiles = m->kp / P2_BN;
     int per_sm = 1; /* blocks that run at once on an SM, each over many row tiles */
     if (splits <= 0 &&
-        (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_acc<T, MODE, WDP>, NTHREADS, sm) || per_sm < 1)) {
+        (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_acc<T, MODE, WDP, KS>, NTHREADS, sm) ||
+         per_sm < 1)) {
         cudaGetLastError();
         per_sm = 1;
     }
     const int per = row_ranges(&splits, ktiles, ntiles, per_sm);
     dim3 grid(ktiles, splits); /* component tiles vary fastest: blocks sharing rows run together (L2 reuse) */
-    fused_acc<T, MODE, WDP><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
+    fused_acc<T, MODE, WDP, KS><<<grid, NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, per, nk, s1, s2);
     return (int)cudaGetLastError();
 }
 template <typename T, int MODE>
 static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk, double* s1,
                       double* s2, int splits, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
-        if (wgmma_ok(m))
-            return m->dp == 64    ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                   : m->dp == 128 ? launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                                  : launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
+        if (wgmma_ok(m)) {
+            if (m->dp != 128)
+                return m->dp == 64 ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                                   : launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            switch (wg_ksteps(m)) {
+            case 6: return launch_acc_k<T, MODE, 128, 6>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            case 7: return launch_acc_k<T, MODE, 128, 7>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            default: return launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            }
+        }
     return launch_acc_k<T, MODE, 0>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }
 

@@ -6,7 +6,7 @@
 /* WG: the Hopper variant (prepared fp16 rows, dp a multiple of 64, sm_90a): the distance GEMM runs on
  * wgmma (m64n128, 128 components per tile) from panelled smem tiles instead of ldmatrix + mma.sync;
  * the rest is the same code. */
-template <typename T, int MODE, int WDP>
+template <typename T, int MODE, int WDP, int KS = WDP / 16>
 __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
     fused_lse(const T* __restrict__ x, long long n, fgmm_fused_model m, float* __restrict__ logz2,
               double* __restrict__ ll_part) {
@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT ? 1 : 2)
             for (int j = 0; j < BN / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
         if constexpr (WG) { /* this warpgroup's 64 rows x the tile's 128 components */
 #if FGMM_WGMMA
-            wg_gemm<BN>(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), dp / 64);
+            wg_gemm<BN>(acc, smem_u32(xs) + (warp / 4) * (dp / 64) * WG_PANEL_BYTES, smem_u32(mh), KS);
 #endif
         } else {
 #pragma unroll
@@ -122,22 +122,28 @@ static size_t lse_smem(int exact, int wdp) {
            (P1_BM + 4 * P1_BN_OF(wg) + DP_MAX) * sizeof(float) + (wg ? 1024 : 0);
 }
 
-template <typename T, int MODE, int WDP>
+template <typename T, int MODE, int WDP, int KS = WDP / 16>
 static int launch_lse_k(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                         cudaStream_t stream) {
     size_t sm = lse_smem(MODE == FGMM_FUSED_EXACT, WDP);
-    cudaFuncSetAttribute(fused_lse<T, MODE, WDP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
-    fused_lse<T, MODE, WDP><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
+    cudaFuncSetAttribute(fused_lse<T, MODE, WDP, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    fused_lse<T, MODE, WDP, KS><<<fgmm_fused_lse_blocks(n), NTHREADS, sm, stream>>>((const T*)x, n, *m, logz2, ll_part);
     return (int)cudaGetLastError();
 }
 template <typename T, int MODE>
 static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                       cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
-        if (wgmma_ok(m))
-            return m->dp == 64    ? launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream)
-                   : m->dp == 128 ? launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream)
-                                  : launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
+        if (wgmma_ok(m)) {
+            if (m->dp != 128)
+                return m->dp == 64 ? launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream)
+                                   : launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
+            switch (wg_ksteps(m)) {
+            case 6: return launch_lse_k<T, MODE, 128, 6>(x, n, m, logz2, ll_part, stream);
+            case 7: return launch_lse_k<T, MODE, 128, 7>(x, n, m, logz2, ll_part, stream);
+            default: return launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
+            }
+        }
     return launch_lse_k<T, MODE, 0>(x, n, m, logz2, ll_part, stream);
 }
 

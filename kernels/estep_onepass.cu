@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     };
     /* S of tile it: this warpgroup's 64 rows x the block's 128 components */
     auto gemm1 = [&](float(&s)[16][4], int it) {
-        wg_gemm_mmas<128>(s, xtile(it) + wg * 2 * WG_PANEL_BYTES, smem_u32(ms), OP_DP / 64);
+        wg_gemm_mmas<128>(s, xtile(it) + wg * 2 * WG_PANEL_BYTES, smem_u32(ms), OP_DP / 16);
     };
     /* The tensor cores' work of a tile is issued one tile early, beside the previous tile's
      * statistics, and waited for (all of it: wait_group 0) after the exponentials:

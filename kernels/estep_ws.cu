@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(NCW * 128 + 32, 1)
         /* no wg_fence_acc(st) here: an asm that "defines" st while an earlier group is in flight makes
          * ptxas serialise every wgmma (C7515); the MMAs' own operands order them after st's last use */
         wg_fence();
-        wg_gemm_mmas<64>(st, a_mu, xs0 + (i % WS_NST) * WS_TILE_B, WS_DP / 64);
+        wg_gemm_mmas<64>(st, a_mu, xs0 + (i % WS_NST) * WS_TILE_B, WS_DP / 16);
         wg_commit();
     };
     /* tile i's responsibilities from st (complete) into rt; N_k and s2 sums */
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(NCW * 128 + 32, 1)
             pack(ra, rt);
             wait_full(i);
             wg_fence();
-            wg_gemm_mmas<64>(st, a_mu, xs0 + (i % WS_NST) * WS_TILE_B, WS_DP / 64);
+            wg_gemm_mmas<64>(st, a_mu, xs0 + (i % WS_NST) * WS_TILE_B, WS_DP / 16);
             wg_commit();
             gemm2(ra, i - 1);
             wg_commit();
@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(L1_NW * 128 + 32, 1)
     for (int kt = 0; kt < nkt; kt++) {
         const int s = kt % L1_NST;
         mbar_wait(&full[s], (kt / L1_NST) & 1);
-        wg_gemm<L1_BN>(acc, a_x, ms0 + s * L1_TILE_B, WS_DP / 64);
+        wg_gemm<L1_BN>(acc, a_x, ms0 + s * L1_TILE_B, WS_DP / 16);
         float tmax[2];
         log_densities<L1_BN / 8>(acc, cst + s * 2 * L1_BN, m2, xn0, xn1, tmax);
         __syncwarp();

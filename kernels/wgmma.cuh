@@ -131,16 +131,17 @@ __device__ __forceinline__ void wg_mma_64x128(float (&d)[16][4], uint64_t da, ui
         : "l"(da), "l"(db), "r"(acc), "n"(TRANS));
 }
 
-/* d = A B^T over dp = 64 * panels columns: A = a 64-row, B = an N-row panelled tile (N = 64 or 128)
- * at smem addresses a, b: the MMAs only (the caller fences before and commits after). */
+/* d = A B^T over the first ksteps k16 steps (4 per 64-column panel; callers leave out the steps over the
+ * padding past the data's d, zeros in both operands): A = a 64-row, B = an N-row panelled tile (N = 64 or
+ * 128) at smem addresses a, b: the MMAs only (the caller fences before and commits after). */
 template <int N>
-__device__ __forceinline__ void wg_gemm_mmas(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
+__device__ __forceinline__ void wg_gemm_mmas(float (&d)[N / 8][4], uint32_t a, uint32_t b, int ksteps) {
     /* one descriptor per operand; a k-step adds its byte offset / 16 to the address field (smem
      * addresses stay under 256 KB, so the 14-bit field never carries) */
     const uint64_t da = wg_desc(a), db = wg_desc(b);
 #pragma unroll
     for (int ks = 0; ks < 16; ks++) { /* up to 4 panels: dp 256 */
-        if (ks >= 4 * panels) break;
+        if (ks >= ksteps) break;
         const uint32_t ka = (uint32_t)((ks >> 2) * WG_PANEL_BYTES + (ks & 3) * 32) >> 4,
                        kb = (uint32_t)((ks >> 2) * N * 128 + (ks & 3) * 32) >> 4;
         if constexpr (N == 128) wg_mma_64x128(d, da + ka, db + kb, ks > 0);
@@ -150,17 +151,17 @@ __device__ __forceinline__ void wg_gemm_mmas(float (&d)[N / 8][4], uint32_t a, u
 
 /* wg_gemm_mmas as one committed group; d is final after a wait and wg_fence_acc. */
 template <int N>
-__device__ __forceinline__ void wg_gemm_issue(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
+__device__ __forceinline__ void wg_gemm_issue(float (&d)[N / 8][4], uint32_t a, uint32_t b, int ksteps) {
     wg_fence_acc(d);
     wg_fence();
-    wg_gemm_mmas<N>(d, a, b, panels);
+    wg_gemm_mmas<N>(d, a, b, ksteps);
     wg_commit();
 }
 
 /* wg_gemm_issue, then waits (the warpgroup's d is final on return). */
 template <int N>
-__device__ __forceinline__ void wg_gemm(float (&d)[N / 8][4], uint32_t a, uint32_t b, int panels) {
-    wg_gemm_issue<N>(d, a, b, panels);
+__device__ __forceinline__ void wg_gemm(float (&d)[N / 8][4], uint32_t a, uint32_t b, int ksteps) {
+    wg_gemm_issue<N>(d, a, b, ksteps);
     wg_wait0();
     wg_fence_acc(d);
 }
