@@ -28,6 +28,8 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
     /* WDP = 256 (diagonal covariance's rows [x', x'^2]): two accumulators of 128 columns (shared
      * memory holds one block per SM there, so registers are not the limit) */
     constexpr int NH = WDP > DP_MAX ? 2 : 1;
+    /* R^T x's width per accumulator: WDP's columns up to 128, fewer where the k-steps stop short (KS) */
+    constexpr int RSN = WDP >= 128 ? (KS < 8 ? 16 * KS : 128) : 64;
     const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + P2_BM - 1) / P2_BM;
@@ -145,7 +147,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
                 /* + 16 rows (2 KB) per k-step, as in wg_gemm; accumulator h from panel 2 h */
                 const uint64_t dx = wg_desc_mn(smem_u32(xt) + h * 2 * WG_PANEL_BYTES);
 #pragma unroll
-                for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs(acc[h], ra[s], dx + s * 16 * 128 / 16, WDP >= 128);
+                for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs<RSN>(acc[h], ra[s], dx + s * 16 * 128 / 16);
             }
             wg_commit();
             wg_wait0(); /* done before the next barrier: the stage is then refilled */

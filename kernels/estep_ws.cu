@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(NCW * 128 + 32, 1)
     auto gemm2 = [&](const uint32_t(&ra)[WS_BM / 16][4], int i) {
         const uint64_t dx = wg_desc_mn(xs0 + (i % WS_NST) * WS_TILE_B);
 #pragma unroll
-        for (int q = 0; q < WS_BM / 16; q++) wg_mma_rs(acc[0], ra[q], dx + q * 16 * 128 / 16, 1);
+        for (int q = 0; q < WS_BM / 16; q++) wg_mma_rs<128>(acc[0], ra[q], dx + q * 16 * 128 / 16);
     };
     auto pack = [&](uint32_t(&ra)[WS_BM / 16][4], const float(&rt)[WS_BM / 8][4]) {
 #pragma unroll
