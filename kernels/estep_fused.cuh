@@ -150,10 +150,14 @@ static inline int wgmma_ok(const fgmm_fused_model* m) {
     return m->wgmma && (m->dp == 64 || m->dp == 128 || m->dp == 256);
 }
 
-/* The k16 steps the wgmma passes run at dp = 128 (a template argument KS): the columns past the data's d
- * are zeros in both operands, so d <= 96 (d = 96: Deep1B; the diagonal rows of d = 48) takes 6 and
- * d <= 112 (GloVe's 100) 7 of the 8; the sums are the same bits. */
-static inline int wg_ksteps(const fgmm_fused_model* m) { return m->d <= 96 ? 6 : m->d <= 112 ? 7 : 8; }
+/* The k16 steps the wgmma passes run (a template argument KS): the columns past the data's d are zeros in
+ * both operands, so at dp = 128 d <= 96 (Deep1B's 96; the diagonal rows of d = 48) takes 6 of the 8 and
+ * d <= 112 (GloVe's 100) 7; at dp = 64 d <= 32 (GloVe's 25) takes 2 of 4 and d <= 48 3; the sums are the
+ * same bits. */
+static inline int wg_ksteps(const fgmm_fused_model* m) {
+    const int ks = (m->d + 15) / 16;
+    return m->dp == 64 ? (ks < 2 ? 2 : ks) : m->dp == 128 ? (ks < 6 ? 6 : ks) : m->dp / 16;
+}
 
 /* The passes' wgmma instantiations (WG) are compiled for every architecture but launched only on sm_90a
  * (wgmma_ok); elsewhere their body is a trap. */

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
      * memory holds one block per SM there, so registers are not the limit) */
     constexpr int NH = WDP > DP_MAX ? 2 : 1;
     /* R^T x's width per accumulator: WDP's columns up to 128, fewer where the k-steps stop short (KS) */
-    constexpr int RSN = WDP >= 128 ? (KS < 8 ? 16 * KS : 128) : 64;
+    constexpr int RSN = 16 * KS < 128 ? 16 * KS : 128;
     const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + P2_BM - 1) / P2_BM;
@@ -216,14 +216,16 @@ static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, con
                       double* s2, int splits, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
         if (wgmma_ok(m)) {
-            if (m->dp != 128)
-                return m->dp == 64 ? launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                                   : launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            switch (wg_ksteps(m)) {
-            case 6: return launch_acc_k<T, MODE, 128, 6>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            case 7: return launch_acc_k<T, MODE, 128, 7>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            default: return launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            }
+            const int ks = wg_ksteps(m);
+            if (m->dp == 64)
+                return ks == 2   ? launch_acc_k<T, MODE, 64, 2>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                       : ks == 3 ? launch_acc_k<T, MODE, 64, 3>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                                 : launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            if (m->dp == 128)
+                return ks == 6   ? launch_acc_k<T, MODE, 128, 6>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                       : ks == 7 ? launch_acc_k<T, MODE, 128, 7>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                                 : launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            return launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
         }
     return launch_acc_k<T, MODE, 0>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }

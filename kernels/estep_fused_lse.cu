@@ -135,14 +135,16 @@ static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, flo
                       cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
         if (wgmma_ok(m)) {
-            if (m->dp != 128)
-                return m->dp == 64 ? launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream)
-                                   : launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
-            switch (wg_ksteps(m)) {
-            case 6: return launch_lse_k<T, MODE, 128, 6>(x, n, m, logz2, ll_part, stream);
-            case 7: return launch_lse_k<T, MODE, 128, 7>(x, n, m, logz2, ll_part, stream);
-            default: return launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
-            }
+            const int ks = wg_ksteps(m);
+            if (m->dp == 64)
+                return ks == 2   ? launch_lse_k<T, MODE, 64, 2>(x, n, m, logz2, ll_part, stream)
+                       : ks == 3 ? launch_lse_k<T, MODE, 64, 3>(x, n, m, logz2, ll_part, stream)
+                                 : launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream);
+            if (m->dp == 128)
+                return ks == 6   ? launch_lse_k<T, MODE, 128, 6>(x, n, m, logz2, ll_part, stream)
+                       : ks == 7 ? launch_lse_k<T, MODE, 128, 7>(x, n, m, logz2, ll_part, stream)
+                                 : launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
+            return launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
         }
     return launch_lse_k<T, MODE, 0>(x, n, m, logz2, ll_part, stream);
 }

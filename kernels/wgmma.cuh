@@ -64,12 +64,12 @@ __device__ __forceinline__ uint64_t wg_desc_mn(uint32_t smem_addr) {
 }
 
 #define WG_ACC8(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
-/* d (64 x N per warpgroup, N = 64, 96, 112 or 128 columns of d; d[j][e] as above) += A B for one k16 step:
- * A from registers (the mma.sync m16n8k16 A fragment of this warp's 16 rows), B (16 x N) N-major in smem
- * (N < 128: the first N columns of 128-column panelled rows, the rest being zero padding). */
+/* d (64 x N per warpgroup, N = 32, 48, 64, 96, 112 or 128 columns of d; d[j][e] as above) += A B for one k16
+ * step: A from registers (the mma.sync m16n8k16 A fragment of this warp's 16 rows), B (16 x N) N-major in
+ * smem (N short of the panelled rows' width: the first N columns, the rest being zero padding). */
 template <int N>
 __device__ __forceinline__ void wg_mma_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db) {
-    static_assert(N == 64 || N == 96 || N == 112 || N == 128, "wgmma RS widths used here");
+    static_assert(N == 32 || N == 48 || N == 64 || N == 96 || N == 112 || N == 128, "the widths written below");
     if constexpr (N == 128)
         asm volatile(
             "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
@@ -110,6 +110,20 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[16][4], const uint32_t (&a)
             "%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
             : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
               WG_ACC8(d, 7)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    else if constexpr (N == 48)
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23}, {%24,%25,%26,%27}, %28, p, 1, 1, 1;\n}\n"
+            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    else if constexpr (N == 32)
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 1;\n}\n"
+            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3)
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
