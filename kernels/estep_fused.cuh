@@ -151,12 +151,12 @@ static inline int wgmma_ok(const fgmm_fused_model* m) {
 }
 
 /* The k16 steps the wgmma passes run (a template argument KS): the columns past the data's d are zeros in
- * both operands, so at dp = 128 d <= 96 (Deep1B's 96; the diagonal rows of d = 48) takes 6 of the 8 and
- * d <= 112 (GloVe's 100) 7; at dp = 64 d <= 32 (GloVe's 25) takes 2 of 4 and d <= 48 3; the sums are the
- * same bits. */
+ * both operands, so at dp = 64 d <= 32 (GloVe's 25) takes 2 of the 4 and d <= 48 3; at dp = 128 d <= 96
+ * (Deep1B's 96; the diagonal rows of d = 48) 6 of 8 and d <= 112 (GloVe's 100) 7; at dp = 256 d <= 192
+ * (the diagonal rows of d = 96) 12 of 16. The sums are the same bits. */
 static inline int wg_ksteps(const fgmm_fused_model* m) {
     const int ks = (m->d + 15) / 16;
-    return m->dp == 64 ? (ks < 2 ? 2 : ks) : m->dp == 128 ? (ks < 6 ? 6 : ks) : m->dp / 16;
+    return m->dp == 64 ? (ks < 2 ? 2 : ks) : m->dp == 128 ? (ks < 6 ? 6 : ks) : ks <= 12 ? 12 : 16;
 }
 
 /* The passes' wgmma instantiations (WG) are compiled for every architecture but launched only on sm_90a

@@ -28,8 +28,9 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
     /* WDP = 256 (diagonal covariance's rows [x', x'^2]): two accumulators of 128 columns (shared
      * memory holds one block per SM there, so registers are not the limit) */
     constexpr int NH = WDP > DP_MAX ? 2 : 1;
-    /* R^T x's width per accumulator: WDP's columns up to 128, fewer where the k-steps stop short (KS) */
-    constexpr int RSN = 16 * KS < 128 ? 16 * KS : 128;
+    /* R^T x's widths (accumulators 0 and 1): the columns up to 16 KS (the k-steps' data), 128 at most each */
+    constexpr int RSN0 = 16 * KS < 128 ? 16 * KS : 128, RSN1 = 16 * KS - 128;
+    static_assert(NH == 1 || RSN1 >= 32, "the second accumulator's width");
     const int k0 = blockIdx.x * P2_BN, wk = warp * 16; /* this warp's components: k0+wk .. +16 */
     const long long t_begin = (long long)blockIdx.y * tiles_per_split;
     const long long ntiles = (n + P2_BM - 1) / P2_BM;
@@ -142,12 +143,14 @@ __global__ void __launch_bounds__(NTHREADS, MODE == FGMM_FUSED_EXACT || WDP > DP
 #pragma unroll
             for (int h = 0; h < NH; h++) wg_fence_acc(acc[h]);
             wg_fence();
+            /* + 16 rows (2 KB) per k-step, as in wg_gemm; accumulator h from panel 2 h */
+            const uint64_t dx = wg_desc_mn(smem_u32(xt));
 #pragma unroll
-            for (int h = 0; h < NH; h++) {
-                /* + 16 rows (2 KB) per k-step, as in wg_gemm; accumulator h from panel 2 h */
-                const uint64_t dx = wg_desc_mn(smem_u32(xt) + h * 2 * WG_PANEL_BYTES);
+            for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs<RSN0>(acc[0], ra[s], dx + s * 16 * 128 / 16);
+            if constexpr (NH == 2) {
+                const uint64_t dx1 = wg_desc_mn(smem_u32(xt) + 2 * WG_PANEL_BYTES);
 #pragma unroll
-                for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs<RSN>(acc[h], ra[s], dx + s * 16 * 128 / 16);
+                for (int s = 0; s < P2_BM / 16; s++) wg_mma_rs<RSN1>(acc[1], ra[s], dx1 + s * 16 * 128 / 16);
             }
             wg_commit();
             wg_wait0(); /* done before the next barrier: the stage is then refilled */
@@ -225,7 +228,8 @@ static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, con
                 return ks == 6   ? launch_acc_k<T, MODE, 128, 6>(x, n, m, logz2, nk, s1, s2, splits, stream)
                        : ks == 7 ? launch_acc_k<T, MODE, 128, 7>(x, n, m, logz2, nk, s1, s2, splits, stream)
                                  : launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            return launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
+            return ks == 12 ? launch_acc_k<T, MODE, 256, 12>(x, n, m, logz2, nk, s1, s2, splits, stream)
+                            : launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
         }
     return launch_acc_k<T, MODE, 0>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }

@@ -144,7 +144,8 @@ static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, flo
                 return ks == 6   ? launch_lse_k<T, MODE, 128, 6>(x, n, m, logz2, ll_part, stream)
                        : ks == 7 ? launch_lse_k<T, MODE, 128, 7>(x, n, m, logz2, ll_part, stream)
                                  : launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
-            return launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
+            return ks == 12 ? launch_lse_k<T, MODE, 256, 12>(x, n, m, logz2, ll_part, stream)
+                            : launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
         }
     return launch_lse_k<T, MODE, 0>(x, n, m, logz2, ll_part, stream);
 }
