@@ -40,6 +40,15 @@ __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync
 /* Generic-proxy smem writes (st.shared, cp.async) become visible to wgmma's async proxy. */
 __device__ __forceinline__ void wg_proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+/* The accumulator operands of n8 block j of d, and of blocks 0 .. J - 1 (WG_ACC_J) */
+#define WG_ACC8(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define WG_ACC_4(d) WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3)
+#define WG_ACC_6(d) WG_ACC_4(d), WG_ACC8(d, 4), WG_ACC8(d, 5)
+#define WG_ACC_8(d) WG_ACC_6(d), WG_ACC8(d, 6), WG_ACC8(d, 7)
+#define WG_ACC_12(d) WG_ACC_8(d), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11)
+#define WG_ACC_14(d) WG_ACC_12(d), WG_ACC8(d, 12), WG_ACC8(d, 13)
+#define WG_ACC_16(d) WG_ACC_14(d), WG_ACC8(d, 14), WG_ACC8(d, 15)
+
 /* d (64 x 64 per warpgroup, fp32; the mma.sync C layout per warp and n8 block: d[j][e]) =
  * (acc ? d : 0) + A B^T for one k16 step, A and B given by descriptors. */
 __device__ __forceinline__ void wg_mma_64x64(float (&d)[8][4], uint64_t da, uint64_t db, int acc) {
@@ -48,11 +57,7 @@ __device__ __forceinline__ void wg_mma_64x64(float (&d)[8][4], uint64_t da, uint
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
         "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
-          "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
-          "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
-          "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : WG_ACC_8(d)
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -63,68 +68,33 @@ __device__ __forceinline__ uint64_t wg_desc_mn(uint32_t smem_addr) {
            ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 
-#define WG_ACC8(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+/* The %-lists of an m64nN accumulator's N / 2 registers (WG_R16 .. WG_R64: N = 32 .. 128) */
+#define WG_R16 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15"
+#define WG_R24 WG_R16 ",%16,%17,%18,%19,%20,%21,%22,%23"
+#define WG_R32 WG_R24 ",%24,%25,%26,%27,%28,%29,%30,%31"
+#define WG_R48 WG_R32 ",%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47"
+#define WG_R56 WG_R48 ",%48,%49,%50,%51,%52,%53,%54,%55"
+#define WG_R64 WG_R56 ",%56,%57,%58,%59,%60,%61,%62,%63"
+/* One m64nNk16 wgmma with A from registers (a[4], numbered A4 after the N / 2 accumulators REGS) and B by
+ * the descriptor db (numbered DB); the accumulator operands follow. */
+#define WG_RS(N, REGS, A4, DB, ...)                                                                             \
+    asm volatile(                                                                                               \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                              \
+        "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.f16.f16 {" REGS "}, {" A4 "}, " DB ", p, 1, 1, 1;\n}\n" \
+        : __VA_ARGS__                                                                                           \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db))
 /* d (64 x N per warpgroup, N = 32, 48, 64, 96, 112 or 128 columns of d; d[j][e] as above) += A B for one k16
  * step: A from registers (the mma.sync m16n8k16 A fragment of this warp's 16 rows), B (16 x N) N-major in
  * smem (N short of the panelled rows' width: the first N columns, the rest being zero padding). */
 template <int N>
 __device__ __forceinline__ void wg_mma_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db) {
     static_assert(N == 32 || N == 48 || N == 64 || N == 96 || N == 112 || N == 128, "the widths written below");
-    if constexpr (N == 128)
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,"
-            "%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
-            "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
-            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-              WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
-              WG_ACC8(d, 13), WG_ACC8(d, 14), WG_ACC8(d, 15)
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-    else if constexpr (N == 112)
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n112k16.f32.f16.f16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,"
-            "%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
-            "%52,%53,%54,%55}, {%56,%57,%58,%59}, %60, p, 1, 1, 1;\n}\n"
-            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-              WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12),
-              WG_ACC8(d, 13)
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-    else if constexpr (N == 96)
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,"
-            "%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47}, "
-            "{%48,%49,%50,%51}, %52, p, 1, 1, 1;\n}\n"
-            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-              WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11)
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-    else if constexpr (N == 64)
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,"
-            "%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
-            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-              WG_ACC8(d, 7)
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-    else if constexpr (N == 48)
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23}, {%24,%25,%26,%27}, %28, p, 1, 1, 1;\n}\n"
-            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5)
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-    else if constexpr (N == 32)
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 1;\n}\n"
-            : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3)
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    if constexpr (N == 128) WG_RS(128, WG_R64, "%64,%65,%66,%67", "%68", WG_ACC_16(d));
+    else if constexpr (N == 112) WG_RS(112, WG_R56, "%56,%57,%58,%59", "%60", WG_ACC_14(d));
+    else if constexpr (N == 96) WG_RS(96, WG_R48, "%48,%49,%50,%51", "%52", WG_ACC_12(d));
+    else if constexpr (N == 64) WG_RS(64, WG_R32, "%32,%33,%34,%35", "%36", WG_ACC_8(d));
+    else if constexpr (N == 48) WG_RS(48, WG_R24, "%24,%25,%26,%27", "%28", WG_ACC_6(d));
+    else WG_RS(32, WG_R16, "%16,%17,%18,%19", "%20", WG_ACC_4(d));
 }
 
 /* d (64 x 8) = (acc ? d : 0) + A B for one k16 step: A read transposed (M-major, wg_desc_mn), B an
@@ -163,9 +133,7 @@ __device__ __forceinline__ void wg_mma_64x128(float (&d)[16][4], uint64_t da, ui
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
         "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
         "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, %67, %67;\n}\n"
-        : WG_ACC8(d, 0), WG_ACC8(d, 1), WG_ACC8(d, 2), WG_ACC8(d, 3), WG_ACC8(d, 4), WG_ACC8(d, 5), WG_ACC8(d, 6),
-          WG_ACC8(d, 7), WG_ACC8(d, 8), WG_ACC8(d, 9), WG_ACC8(d, 10), WG_ACC8(d, 11), WG_ACC8(d, 12), WG_ACC8(d, 13),
-          WG_ACC8(d, 14), WG_ACC8(d, 15)
+        : WG_ACC_16(d)
         : "l"(da), "l"(db), "r"(acc), "n"(TRANS));
 }
 
