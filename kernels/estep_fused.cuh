@@ -159,6 +159,22 @@ static inline int wg_ksteps(const fgmm_fused_model* m) {
     return m->dp == 64 ? (ks < 2 ? 2 : ks) : m->dp == 128 ? (ks < 6 ? 6 : ks) : ks <= 12 ? 12 : 16;
 }
 
+/* return F<T, MODE, WDP, KS>(...) for the prepared rows' width m->dp (64, 128, 256: wgmma_ok) and the
+ * k-steps wg_ksteps(m) (the instantiated ones; the others take all of WDP's) */
+#define WG_DISPATCH(F, m, ...)                                                              \
+    do {                                                                                    \
+        const int ks_ = wg_ksteps(m);                                                       \
+        if ((m)->dp == 64)                                                                  \
+            return ks_ == 2   ? F<T, MODE, 64, 2>(__VA_ARGS__)                              \
+                   : ks_ == 3 ? F<T, MODE, 64, 3>(__VA_ARGS__)                              \
+                              : F<T, MODE, 64>(__VA_ARGS__);                                \
+        if ((m)->dp == 128)                                                                 \
+            return ks_ == 6   ? F<T, MODE, 128, 6>(__VA_ARGS__)                             \
+                   : ks_ == 7 ? F<T, MODE, 128, 7>(__VA_ARGS__)                             \
+                              : F<T, MODE, 128>(__VA_ARGS__);                               \
+        return ks_ == 12 ? F<T, MODE, 256, 12>(__VA_ARGS__) : F<T, MODE, 256>(__VA_ARGS__); \
+    } while (0)
+
 /* The passes' wgmma instantiations (WG) are compiled for every architecture but launched only on sm_90a
  * (wgmma_ok); elsewhere their body is a trap. */
 #if FGMM_WGMMA

@@ -218,19 +218,7 @@ template <typename T, int MODE>
 static int launch_acc(const void* x, long long n, const fgmm_fused_model* m, const float* logz2, double* nk, double* s1,
                       double* s2, int splits, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
-        if (wgmma_ok(m)) {
-            const int ks = wg_ksteps(m);
-            if (m->dp == 64)
-                return ks == 2   ? launch_acc_k<T, MODE, 64, 2>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                       : ks == 3 ? launch_acc_k<T, MODE, 64, 3>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                                 : launch_acc_k<T, MODE, 64>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            if (m->dp == 128)
-                return ks == 6   ? launch_acc_k<T, MODE, 128, 6>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                       : ks == 7 ? launch_acc_k<T, MODE, 128, 7>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                                 : launch_acc_k<T, MODE, 128>(x, n, m, logz2, nk, s1, s2, splits, stream);
-            return ks == 12 ? launch_acc_k<T, MODE, 256, 12>(x, n, m, logz2, nk, s1, s2, splits, stream)
-                            : launch_acc_k<T, MODE, 256>(x, n, m, logz2, nk, s1, s2, splits, stream);
-        }
+        if (wgmma_ok(m)) WG_DISPATCH(launch_acc_k, m, x, n, m, logz2, nk, s1, s2, splits, stream);
     return launch_acc_k<T, MODE, 0>(x, n, m, logz2, nk, s1, s2, splits, stream);
 }
 

@@ -134,19 +134,7 @@ template <typename T, int MODE>
 static int launch_lse(const void* x, long long n, const fgmm_fused_model* m, float* logz2, double* ll_part,
                       cudaStream_t stream) {
     if constexpr (sizeof(T) == 2)
-        if (wgmma_ok(m)) {
-            const int ks = wg_ksteps(m);
-            if (m->dp == 64)
-                return ks == 2   ? launch_lse_k<T, MODE, 64, 2>(x, n, m, logz2, ll_part, stream)
-                       : ks == 3 ? launch_lse_k<T, MODE, 64, 3>(x, n, m, logz2, ll_part, stream)
-                                 : launch_lse_k<T, MODE, 64>(x, n, m, logz2, ll_part, stream);
-            if (m->dp == 128)
-                return ks == 6   ? launch_lse_k<T, MODE, 128, 6>(x, n, m, logz2, ll_part, stream)
-                       : ks == 7 ? launch_lse_k<T, MODE, 128, 7>(x, n, m, logz2, ll_part, stream)
-                                 : launch_lse_k<T, MODE, 128>(x, n, m, logz2, ll_part, stream);
-            return ks == 12 ? launch_lse_k<T, MODE, 256, 12>(x, n, m, logz2, ll_part, stream)
-                            : launch_lse_k<T, MODE, 256>(x, n, m, logz2, ll_part, stream);
-        }
+        if (wgmma_ok(m)) WG_DISPATCH(launch_lse_k, m, x, n, m, logz2, ll_part, stream);
     return launch_lse_k<T, MODE, 0>(x, n, m, logz2, ll_part, stream);
 }
 
