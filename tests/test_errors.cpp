@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -121,6 +122,17 @@ TEST(Errors, ModelNewRejectsBadParameters) {
     expect_error(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, mu, badv, w), FGMM_ERR_DATA, "variance 1");
     float badw[2] = {1, NAN};
     expect_error(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, mu, var, badw), FGMM_ERR_DATA, "weight 1");
+    // each weight finite and > 0, but normalised the second is 1e-60: 0 as a float (fuzz_index found a
+    // model sidecar so: it read, and the file written from it did not read back)
+    float tiny[2] = {1e30f, 1e-30f};
+    expect_error(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, mu, var, tiny), FGMM_ERR_DATA,
+                 "weight 1 is 1e-30 of their sum 1e+30: below the smallest normal float");
+    float fine[2] = {1e30f, 1e-6f};  // 1e-36 once normalised: a normal float, kept
+    ASSERT_EQ(fgmm_model_new(&m, 2, 2, FGMM_COV_ISOTROPIC, mu, var, fine), FGMM_OK) << fgmm_get_last_error();
+    EXPECT_GE(fgmm_model_weights(m)[1], FLT_MIN);
+    EXPECT_FLOAT_EQ(fgmm_model_weights(m)[0], 1.0f);
+    fgmm_model_free(m);
+    m = nullptr;
     expect_error(fgmm_model_new(&m, 0, 2, FGMM_COV_ISOTROPIC, mu, var, w), FGMM_ERR_ARG, "k = 0");
     EXPECT_EQ(m, nullptr);
 }

@@ -52,6 +52,13 @@ static int check_params(const FgmmModel* m) {
             return fgmm_fail(FGMM_ERR_DATA, "weight %d is %g; must be finite and > 0", i, m->w[i]);
         sum += m->w[i];
     }
+    /* normalised, every weight must stay a normal float: one that rounds to 0 (or a subnormal) would be
+     * refused when the model is read back, and log(0) is -inf in the E-step */
+    for (int i = 0; i < m->k; i++)
+        if (!((float)(m->w[i] / sum) >= FLT_MIN))
+            return fgmm_fail(FGMM_ERR_DATA,
+                             "weight %d is %g of their sum %g: below the smallest normal float (%g) once normalised", i,
+                             m->w[i], sum, FLT_MIN);
     for (int i = 0; i < m->k; i++) m->w[i] = (float)(m->w[i] / sum);
     return FGMM_OK;
 }
