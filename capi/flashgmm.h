@@ -106,7 +106,8 @@ typedef struct FgmmModel FgmmModel;
 
 /// Creates a model from explicit parameters (copied). variances: k values
 /// (isotropic) or k*d (diagonal), all finite normal floats (>= FLT_MIN: the reciprocal of a
-/// subnormal is inf); weights: k values > 0, normalised here.
+/// subnormal is inf); weights: k finite values > 0, normalised here, each still a normal float
+/// once normalised (FGMM_ERR_DATA otherwise: a weight that rounds to 0 would make log(w) -inf).
 int fgmm_model_new(FgmmModel** out, int k, int d, FgmmCovariance cov, const float* means, const float* variances,
                    const float* weights);
 void fgmm_model_free(FgmmModel* model);
@@ -143,7 +144,7 @@ int fgmm_assign_topm(const FgmmModel* model, const FgmmParams* params, fgmm_idx_
 /// Binary model file (little-endian, versioned). Write: a temporary file in the same directory,
 /// renamed over path when complete (an existing non-regular path is refused). Read: the header
 /// (k, d, covariance) is checked against the file's size before anything is allocated, then every
-/// value is checked (finite means, variances and weights > 0).
+/// value is checked as fgmm_model_new checks it.
 int fgmm_model_write(const FgmmModel* model, const char* path);
 int fgmm_model_read(const char* path, FgmmModel** out);
 
