@@ -47,18 +47,19 @@ static int check_params(const FgmmModel* m) {
             return fgmm_fail(FGMM_ERR_DATA, "variance %zu is %g; must be finite and >= %g (a normal float)", i,
                              m->var[i], FLT_MIN);
     double sum = 0;
+    int low = 0; /* the smallest weight's index */
     for (int i = 0; i < m->k; i++) {
         if (!(m->w[i] > 0.0f) || !isfinite(m->w[i]))
             return fgmm_fail(FGMM_ERR_DATA, "weight %d is %g; must be finite and > 0", i, m->w[i]);
         sum += m->w[i];
+        if (m->w[i] < m->w[low]) low = i;
     }
     /* normalised, every weight must stay a normal float: one that rounds to 0 (or a subnormal) would be
      * refused when the model is read back, and log(0) is -inf in the E-step */
-    for (int i = 0; i < m->k; i++)
-        if (!((float)(m->w[i] / sum) >= FLT_MIN))
-            return fgmm_fail(FGMM_ERR_DATA,
-                             "weight %d is %g of their sum %g: below the smallest normal float (%g) once normalised", i,
-                             m->w[i], sum, FLT_MIN);
+    if (!((float)(m->w[low] / sum) >= FLT_MIN))
+        return fgmm_fail(FGMM_ERR_DATA,
+                         "weight %d is %g of their sum %g: below the smallest normal float (%g) once normalised", low,
+                         m->w[low], sum, FLT_MIN);
     for (int i = 0; i < m->k; i++) m->w[i] = (float)(m->w[i] / sum);
     return FGMM_OK;
 }
