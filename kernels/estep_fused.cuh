@@ -150,29 +150,26 @@ static inline int wgmma_ok(const fgmm_fused_model* m) {
     return m->wgmma && (m->dp == 64 || m->dp == 128 || m->dp == 256);
 }
 
-/* The k16 steps the wgmma passes run (a template argument KS): the columns past the data's d are zeros in
- * both operands, so at dp = 64 d <= 32 (GloVe's 25) takes 2 of the 4 and d <= 48 3; at dp = 128 d <= 96
- * (Deep1B's 96; the diagonal rows of d = 48) 6 of 8 and d <= 112 (GloVe's 100) 7; at dp = 256 d <= 192
- * (the diagonal rows of d = 96) 12 of 16. The sums are the same bits. */
-static inline int wg_ksteps(const fgmm_fused_model* m) {
-    const int ks = (m->d + 15) / 16;
-    return m->dp == 64 ? (ks < 2 ? 2 : ks) : m->dp == 128 ? (ks < 6 ? 6 : ks) : ks <= 12 ? 12 : 16;
-}
+/* The k16 steps of the prepared rows that hold data: the columns past d are zeros in both operands. */
+static inline int wg_ksteps(const fgmm_fused_model* m) { return (m->d + 15) / 16; }
 
-/* return F<T, MODE, WDP, KS>(...) for the prepared rows' width m->dp (64, 128, 256: wgmma_ok) and the
- * k-steps wg_ksteps(m) (the instantiated ones; the others take all of WDP's) */
+/* return F<T, MODE, WDP, KS>(...) for the prepared rows' width m->dp (64, 128, 256: wgmma_ok) with the
+ * fewest instantiated k-steps KS >= wg_ksteps(m) (KS left out: all of WDP's): at dp = 64 d <= 32 (GloVe's
+ * 25) runs 2 of the 4 and d <= 48 3; at dp = 128 d <= 96 (Deep1B's 96; the diagonal rows of d = 48) 6 of 8
+ * and d <= 112 (GloVe's 100) 7; at dp = 256 d <= 192 (the diagonal rows of d = 96) 12 of 16. The sums are
+ * the same bits. */
 #define WG_DISPATCH(F, m, ...)                                                              \
     do {                                                                                    \
         const int ks_ = wg_ksteps(m);                                                       \
         if ((m)->dp == 64)                                                                  \
-            return ks_ == 2   ? F<T, MODE, 64, 2>(__VA_ARGS__)                              \
-                   : ks_ == 3 ? F<T, MODE, 64, 3>(__VA_ARGS__)                              \
+            return ks_ <= 2   ? F<T, MODE, 64, 2>(__VA_ARGS__)                              \
+                   : ks_ <= 3 ? F<T, MODE, 64, 3>(__VA_ARGS__)                              \
                               : F<T, MODE, 64>(__VA_ARGS__);                                \
         if ((m)->dp == 128)                                                                 \
-            return ks_ == 6   ? F<T, MODE, 128, 6>(__VA_ARGS__)                             \
-                   : ks_ == 7 ? F<T, MODE, 128, 7>(__VA_ARGS__)                             \
+            return ks_ <= 6   ? F<T, MODE, 128, 6>(__VA_ARGS__)                             \
+                   : ks_ <= 7 ? F<T, MODE, 128, 7>(__VA_ARGS__)                             \
                               : F<T, MODE, 128>(__VA_ARGS__);                               \
-        return ks_ == 12 ? F<T, MODE, 256, 12>(__VA_ARGS__) : F<T, MODE, 256>(__VA_ARGS__); \
+        return ks_ <= 12 ? F<T, MODE, 256, 12>(__VA_ARGS__) : F<T, MODE, 256>(__VA_ARGS__); \
     } while (0)
 
 /* The passes' wgmma instantiations (WG) are compiled for every architecture but launched only on sm_90a

@@ -108,7 +108,7 @@ enum { FMT_RAW = 0, FMT_F16 = 1, FMT_F16_DIAG = 2 };
 
 /* Padded width of prepared rows: a multiple of 64 on sm_90 (the wgmma kernels take whole 64-column
  * panels: d = 96 or 100 runs there padded to 128, faster than mma.sync unpadded; the passes skip the
- * padding's k-steps, wg_ksteps in kernels/estep_fused.cuh), else of 16. The data mean is kept at the
+ * padding's k-steps, WG_DISPATCH in kernels/estep_fused.cuh), else of 16. The data mean is kept at the
  * larger padding. */
 static inline int prep_dp(const gpu_impl* g, int d) { return g->wg ? (d + 63) / 64 * 64 : (d + 15) / 16 * 16; }
 #define MEAN_DP(d) (((d) + 63) / 64 * 64)
